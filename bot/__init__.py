@@ -1,0 +1,1 @@
+"""App factory: configuration, Bot + Dispatcher, middlewares and entry points."""

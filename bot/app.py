@@ -1,0 +1,52 @@
+"""Builds the Bot and the Dispatcher. Everything the handlers need arrives through the dispatcher's
+workflow data (settings, session factory, payment clients), so tests build the same app."""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from aiogram import Bot, Dispatcher
+from aiogram.client.default import DefaultBotProperties
+from aiogram.client.session.aiohttp import AiohttpSession
+from aiogram.client.telegram import TelegramAPIServer
+from aiogram.enums import ParseMode
+from aiogram.fsm.storage.base import BaseStorage
+from aiogram.fsm.storage.memory import MemoryStorage
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bot.config import Settings
+from bot.middlewares import CustomerMiddleware, DbSessionMiddleware
+
+log = logging.getLogger(__name__)
+
+
+def build_bot(settings: Settings) -> Bot:
+    session = AiohttpSession(api=TelegramAPIServer.from_base(settings.telegram_api_url))
+    return Bot(
+        token=settings.bot_token.get_secret_value(),
+        session=session,
+        default=DefaultBotProperties(parse_mode=ParseMode.HTML, link_preview_is_disabled=True),
+    )
+
+
+def build_storage(settings: Settings) -> BaseStorage:
+    """Conversation state: Redis when REDIS_URL is set (so checkout survives moving between web
+    processes), memory otherwise."""
+    if settings.redis_url:
+        from aiogram.fsm.storage.redis import RedisStorage
+
+        return RedisStorage.from_url(settings.redis_url)
+    return MemoryStorage()
+
+
+def build_dispatcher(settings: Settings, session_factory: async_sessionmaker[AsyncSession],
+                     **extra: Any) -> Dispatcher:
+    from handlers import setup_routers
+
+    dp = Dispatcher(storage=build_storage(settings), settings=settings, session_factory=session_factory,
+                    **extra)
+    for observer in (dp.message, dp.callback_query):
+        observer.outer_middleware(DbSessionMiddleware(session_factory))
+        observer.outer_middleware(CustomerMiddleware())
+    dp.include_router(setup_routers())
+    return dp

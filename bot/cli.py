@@ -1,0 +1,69 @@
+"""`storefront` command line: run | web | worker | db upgrade | catalog import FILE."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+from bot.config import ConfigError, Settings, load_settings
+from bot.logging_setup import setup_logging
+
+log = logging.getLogger("storefront")
+DEMO_CATALOG = Path(__file__).resolve().parent.parent / "catalog" / "demo.yaml"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="storefront", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("run", help="web server (or long polling) and background worker in one process")
+    sub.add_parser("web", help="aiohttp server: Telegram webhook, payment webhooks, health")
+    sub.add_parser("worker", help="scheduled jobs and the notification sender")
+    db = sub.add_parser("db", help="database schema")
+    db.add_argument("action", choices=["upgrade"])
+    cat = sub.add_parser("catalog", help="catalogue")
+    cat_sub = cat.add_subparsers(dest="action", required=True)
+    imp = cat_sub.add_parser("import", help="upsert products by SKU from a CSV or YAML file (all or nothing)")
+    imp.add_argument("file", type=Path)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        settings = load_settings()
+        if args.command in ("run", "web") and not settings.bot_token.get_secret_value():
+            raise ConfigError("configuration error: BOT_TOKEN: is required to serve the bot (get one from @BotFather)")
+    except ConfigError as exc:
+        print(exc.line, file=sys.stderr)
+        return 2
+    setup_logging(settings.log_level)
+    try:
+        return asyncio.run(_dispatch(args, settings))
+    except KeyboardInterrupt:
+        return 0
+
+
+async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
+    from bot import serve
+
+    if args.command == "db":
+        await serve.upgrade_db(settings)
+        print("database is at the latest schema")
+        return 0
+    if args.command == "catalog":
+        return await serve.import_catalog(settings, args.file)
+    await serve.upgrade_db(settings)
+    await serve.load_demo_if_empty(settings, DEMO_CATALOG)
+    if args.command == "web":
+        await serve.run_web(settings)
+    elif args.command == "worker":
+        await serve.run_worker(settings)
+    else:
+        await serve.run_all(settings)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

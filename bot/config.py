@@ -1,0 +1,133 @@
+"""Configuration from the environment (and an optional `.env`).
+
+Every knob the shop has is here, so `.env.example` can document them all in one place and a bad value
+stops start-up with one clear line instead of failing later in the middle of a payment.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Annotated
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    # Telegram
+    bot_token: SecretStr = SecretStr("")
+    telegram_api_url: str = "https://api.telegram.org"
+    telegram_webhook_secret: SecretStr | None = None
+    admin_chat_id: int | None = None
+    admin_user_ids: Annotated[list[int], NoDecode] = Field(default_factory=list)
+    public_base_url: str | None = None
+    port: int = Field(8080, ge=1, le=65535)
+    redis_url: str | None = None
+
+    # Storage and shop rules
+    database_url: str = "sqlite+aiosqlite:///./storefront.db"
+    reservation_minutes: int = Field(30, ge=1, le=24 * 60)
+    low_stock_threshold: int = Field(3, ge=0)
+    page_size: int = Field(6, ge=1, le=20)
+    load_demo_catalog: bool = True
+    log_level: str = "INFO"
+
+    # M-Pesa (Daraja)
+    mpesa_base_url: str = "https://sandbox.safaricom.co.ke"
+    mpesa_consumer_key: SecretStr | None = None
+    mpesa_consumer_secret: SecretStr | None = None
+    mpesa_shortcode: str | None = None
+    mpesa_passkey: SecretStr | None = None
+    mpesa_transaction_type: str = "CustomerPayBillOnline"
+    mpesa_party_b: str | None = None
+    mpesa_callback_token: SecretStr | None = None
+    mpesa_query_after_seconds: int = Field(60, ge=1)
+
+    # Stripe
+    stripe_secret_key: SecretStr | None = None
+    stripe_webhook_secret: SecretStr | None = None
+    stripe_api_base: str | None = None
+
+    # DHL
+    dhl_api_key: SecretStr | None = None
+    dhl_api_url: str = "https://api-eu.dhl.com/track/shipments"
+    dhl_poll_seconds: int = Field(900, ge=1)
+    dhl_give_up_days: int = Field(30, ge=1)
+    dhl_min_interval_seconds: float = Field(5.0, ge=0)
+    dhl_daily_budget: int = Field(250, ge=1)
+
+    @field_validator("admin_user_ids", mode="before")
+    @classmethod
+    def _split_ids(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [int(part) for part in value.replace(";", ",").split(",") if part.strip()]
+        if isinstance(value, int):
+            return [value]
+        return value
+
+    @field_validator("telegram_api_url", "mpesa_base_url", "dhl_api_url", "public_base_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value in (None, ""):
+            return None
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/")
+
+    @field_validator("mpesa_transaction_type")
+    @classmethod
+    def _txn_type(cls, value: str) -> str:
+        allowed = ("CustomerPayBillOnline", "CustomerBuyGoodsOnline")
+        if value not in allowed:
+            raise ValueError(f"must be one of {', '.join(allowed)}")
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _db_url(cls, value: str) -> str:
+        if value.startswith("postgresql://") or value.startswith("postgres://"):
+            return "postgresql+asyncpg://" + value.split("://", 1)[1]
+        if not value.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
+            raise ValueError("must be a sqlite+aiosqlite:// or postgresql+asyncpg:// URL")
+        return value
+
+    @property
+    def mpesa_configured(self) -> bool:
+        return all((self.mpesa_consumer_key, self.mpesa_consumer_secret, self.mpesa_shortcode,
+                    self.mpesa_passkey, self.mpesa_callback_token, self.public_base_url))
+
+    @property
+    def stripe_configured(self) -> bool:
+        return bool(self.stripe_secret_key and self.stripe_webhook_secret)
+
+    @property
+    def mpesa_callback_url(self) -> str:
+        token = self.mpesa_callback_token.get_secret_value() if self.mpesa_callback_token else ""
+        return f"{self.public_base_url}/webhooks/mpesa/{token}"
+
+
+class ConfigError(SystemExit):
+    """Raised with one human line; exit code 2, no traceback."""
+
+    def __init__(self, line: str) -> None:
+        super().__init__(2)
+        self.line = line
+
+
+def describe_error(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    name = str(err["loc"][0]).upper() if err["loc"] else "configuration"
+    return f"configuration error: {name}: {err['msg']}"
+
+
+def load_settings(**overrides: object) -> Settings:
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise ConfigError(describe_error(exc)) from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return load_settings()

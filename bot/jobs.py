@@ -1,0 +1,56 @@
+"""Scheduled jobs (APScheduler) and long-running loops of the worker.
+
+Each job runs under an advisory lock so that, however many workers run, a cycle's work is done once;
+inside a job, rows are also claimed with compare-and-set updates so a lock lost mid-way cannot
+double anything.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from bot.runtime import Shop
+from services.locks import run_exclusive
+from services.orders import expire_due_orders
+
+log = logging.getLogger(__name__)
+
+JobFactory = Callable[[Shop], tuple[str, float, Callable[[], Awaitable[object]]]]
+
+
+def _expiry(shop: Shop) -> tuple[str, float, Callable[[], Awaitable[object]]]:
+    return "reservation-expiry", 30.0, lambda: expire_due_orders(shop.session_factory)
+
+
+def job_factories() -> list[JobFactory]:
+    """Every scheduled job of the shop; feature modules add theirs via `extra_job_factories`."""
+    factories: list[JobFactory] = [_expiry]
+    for module_name in ("services.payments.jobs", "services.dhl_jobs"):
+        try:
+            module = __import__(module_name, fromlist=["job_factories"])
+        except ModuleNotFoundError as exc:
+            if exc.name != module_name:
+                raise
+            continue
+        factories.extend(module.job_factories())
+    return factories
+
+
+def build_scheduler(shop: Shop) -> AsyncIOScheduler:
+    scheduler = AsyncIOScheduler(timezone="UTC")
+    for factory in job_factories():
+        name, seconds, job = factory(shop)
+
+        async def _run(name: str = name, job: Callable[[], Awaitable[object]] = job) -> None:
+            try:
+                result = await run_exclusive(shop.engine, f"job:{name}", job)
+                if result:
+                    log.info("job.done", extra={"job": name, "result": result})
+            except Exception:
+                log.exception("job.failed", extra={"job": name})
+
+        scheduler.add_job(_run, "interval", seconds=seconds, id=name, max_instances=1, coalesce=True,
+                          misfire_grace_time=int(seconds))
+    return scheduler

@@ -1,0 +1,44 @@
+"""Structured log lines (`event key=value …`) with a last-line-of-defence redactor: bot tokens,
+bearer tokens, secrets and full phone numbers never reach the log, whoever logged them."""
+from __future__ import annotations
+
+import logging
+import re
+import sys
+
+_STD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "taskName"}
+
+_PATTERNS = [
+    (re.compile(r"\b\d{6,12}:[A-Za-z0-9_-]{30,}\b"), "<bot-token>"),  # Telegram bot token
+    (re.compile(r"(?i)(bearer|basic)\s+[A-Za-z0-9._~+/=-]{8,}"), r"\1 <redacted>"),
+    (re.compile(r"\b(sk|rk|whsec|pk)_(test|live)?_?[A-Za-z0-9]{8,}\b"), "<stripe-secret>"),
+    (re.compile(r"(?<!\d)(?:\+?254|0)(7|1)\d{8}(?!\d)"), lambda m: m.group(0)[:-9] + m.group(1) + "*****" + m.group(0)[-3:]),
+    (re.compile(r"(?i)(passkey|password|secret|api[_-]?key|token)([\"'=: ]+)[^\s\"',&]+"), r"\1\2<redacted>"),
+]
+
+
+def redact(text: str) -> str:
+    for pattern, repl in _PATTERNS:
+        text = pattern.sub(repl, text)
+    return text
+
+
+class StructuredFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        base = f"{self.formatTime(record)} {record.levelname} {record.name} {record.getMessage()}"
+        extras = " ".join(f"{k}={v}" for k, v in record.__dict__.items() if k not in _STD)
+        line = f"{base} {extras}" if extras else base
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return redact(line)
+
+
+def setup_logging(level: str = "INFO") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(StructuredFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    logging.getLogger("aiogram.event").setLevel(logging.WARNING)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)

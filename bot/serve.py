@@ -1,0 +1,159 @@
+"""Entry points behind the CLI: migrate, import, and serve (web, worker or both)."""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import sys
+from pathlib import Path
+
+from aiohttp import web
+
+from bot.config import Settings
+from bot.runtime import Shop, build_shop
+from db.migrate import upgrade
+from db.session import make_engine, make_sessionmaker
+from services import catalog
+from services.i18n import t
+from services.notifications import alert_admins
+
+log = logging.getLogger(__name__)
+
+
+async def upgrade_db(settings: Settings) -> None:
+    engine = make_engine(settings.database_url)
+    try:
+        await upgrade(engine)
+    finally:
+        await engine.dispose()
+
+
+async def import_catalog(settings: Settings, path: Path) -> int:
+    if not path.is_file():
+        print(f"catalog import: no such file: {path}", file=sys.stderr)
+        return 2
+    try:
+        rows = catalog.parse_catalog(path)
+    except catalog.ImportError_ as exc:
+        print(f"catalog import: {path.name}: {exc} — nothing was written", file=sys.stderr)
+        return 1
+    engine = make_engine(settings.database_url)
+    try:
+        await upgrade(engine)
+        async with make_sessionmaker(engine)() as session, session.begin():
+            created, updated = await catalog.import_rows(session, rows)
+    finally:
+        await engine.dispose()
+    print(f"catalog import: {created} created, {updated} updated from {path.name}")
+    return 0
+
+
+async def load_demo_if_empty(settings: Settings, path: Path) -> None:
+    if not settings.load_demo_catalog or not path.is_file():
+        return
+    engine = make_engine(settings.database_url)
+    try:
+        async with make_sessionmaker(engine)() as session, session.begin():
+            if await catalog.catalog_is_empty(session):
+                created, _ = await catalog.import_rows(session, catalog.parse_catalog(path))
+                log.info("catalog.demo_loaded", extra={"products": created})
+    finally:
+        await engine.dispose()
+
+
+def webhook_secret(settings: Settings) -> str:
+    """The configured secret, or one derived from the bot token so every web process agrees."""
+    if settings.telegram_webhook_secret:
+        return settings.telegram_webhook_secret.get_secret_value()
+    return hashlib.sha256(b"webhook:" + settings.bot_token.get_secret_value().encode()).hexdigest()[:48]
+
+
+async def announce_start(shop: Shop) -> None:
+    """Warn the admin group when no payment provider is configured: customers cannot pay."""
+    payment_providers = [p for p in ("mpesa", "stripe") if p in shop.providers]
+    if payment_providers:
+        return
+    log.warning("payments.none_configured")
+    async with shop.session_factory() as session, session.begin():
+        alert_admins(session, shop.settings.admin_chat_id, t("admin.alert.no_payments"),
+                     kind="admin_alert")
+
+
+async def _serve_http(shop: Shop) -> web.AppRunner:
+    from webhooks.server import build_web_app
+
+    runner = web.AppRunner(build_web_app(shop), access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "0.0.0.0", shop.settings.port).start()
+    log.info("web.listening", extra={"port": shop.settings.port})
+    return runner
+
+
+def _settings_for_web(settings: Settings) -> Settings:
+    if settings.public_base_url and not settings.telegram_webhook_secret:
+        from pydantic import SecretStr
+
+        return settings.model_copy(update={"telegram_webhook_secret": SecretStr(webhook_secret(settings))})
+    return settings
+
+
+async def run_web(settings: Settings, *, with_worker: bool = False) -> None:
+    shop = build_shop(_settings_for_web(settings))
+    runner = await _serve_http(shop)
+    worker_task = asyncio.create_task(_worker_loop(shop)) if with_worker else None
+    try:
+        await announce_start(shop)
+        if settings.public_base_url:
+            await shop.bot.set_webhook(
+                f"{settings.public_base_url}/telegram",
+                secret_token=shop.settings.telegram_webhook_secret.get_secret_value(),  # type: ignore[union-attr]
+                allowed_updates=shop.dp.resolve_used_update_types(), drop_pending_updates=False,
+            )
+            log.info("telegram.webhook_set")
+            await asyncio.Event().wait()
+        else:
+            await shop.bot.delete_webhook(drop_pending_updates=False)
+            log.info("telegram.polling")
+            await shop.dp.start_polling(shop.bot, handle_signals=True, close_bot_session=False)
+    finally:
+        if worker_task:
+            worker_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await worker_task
+        await runner.cleanup()
+        await shop.close()
+
+
+async def run_worker(settings: Settings) -> None:
+    shop = build_shop(settings)
+    try:
+        await _worker_loop(shop)
+    finally:
+        await shop.close()
+
+
+async def run_all(settings: Settings) -> None:
+    await run_web(settings, with_worker=True)
+
+
+async def _worker_loop(shop: Shop) -> None:
+    from bot.jobs import build_scheduler
+
+    scheduler = build_scheduler(shop)
+    scheduler.start()
+    sender = None
+    try:
+        from services.outbox_sender import run_sender  # the notification sender
+    except ModuleNotFoundError:
+        run_sender = None  # type: ignore[assignment]
+    try:
+        if run_sender is not None:
+            sender = asyncio.create_task(run_sender(shop))
+        await asyncio.Event().wait()
+    finally:
+        scheduler.shutdown(wait=False)
+        if sender is not None:
+            sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sender

@@ -1,0 +1,268 @@
+"""The schema. Every row that must survive a crash lives here: stock, orders, payments, outbox.
+
+Money columns are integers in minor units; the currency sits beside them. Stock is split in three
+columns (`stock` free to sell, `reserved` held by unpaid orders, `sold`) so that their sum is a
+conserved quantity that tests can check after any storm of concurrent checkouts.
+"""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from sqlalchemy import (
+    JSON, BigInteger, Boolean, CheckConstraint, DateTime, ForeignKey, Index, Integer, String, Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class TZDateTime(DateTime):
+    """Timezone-aware timestamps on PostgreSQL and SQLite alike (SQLite drops the tzinfo)."""
+
+    cache_ok = True
+
+    def __init__(self) -> None:
+        super().__init__(timezone=True)
+
+    def result_processor(self, dialect, coltype):  # type: ignore[override]
+        parent = super().result_processor(dialect, coltype)
+
+        def process(value):  # type: ignore[no-untyped-def]
+            if parent is not None:
+                value = parent(value)
+            if value is not None and value.tzinfo is None:
+                value = value.replace(tzinfo=timezone.utc)
+            return value
+
+        return process
+
+
+class Customer(Base):
+    __tablename__ = "customers"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)  # Telegram user id
+    chat_id: Mapped[int] = mapped_column(BigInteger)
+    first_name: Mapped[str] = mapped_column(String(128), default="")
+    username: Mapped[str | None] = mapped_column(String(64))
+    language: Mapped[str] = mapped_column(String(8), default="en")
+    phone: Mapped[str | None] = mapped_column(String(16))  # 2547XXXXXXXX form
+    email: Mapped[str | None] = mapped_column(String(254))
+    unreachable: Mapped[bool] = mapped_column(Boolean, default=False)  # blocked the bot (403)
+    created_at: Mapped[datetime] = mapped_column(TZDateTime(), default=utcnow)
+
+
+class Category(Base):
+    __tablename__ = "categories"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    slug: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(128))
+    position: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class Product(Base):
+    __tablename__ = "products"
+    __table_args__ = (
+        CheckConstraint("stock >= 0", name="ck_products_stock_nonneg"),
+        CheckConstraint("reserved >= 0", name="ck_products_reserved_nonneg"),
+        CheckConstraint("sold >= 0", name="ck_products_sold_nonneg"),
+        Index("ix_products_category_active_created", "category_id", "active", "created_at", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    sku: Mapped[str] = mapped_column(String(64), unique=True)
+    category_id: Mapped[int] = mapped_column(ForeignKey("categories.id"))
+    name: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str] = mapped_column(Text, default="")
+    price_kes: Mapped[int] = mapped_column(BigInteger)  # minor units (cents)
+    price_usd: Mapped[int] = mapped_column(BigInteger)  # minor units (cents)
+    stock: Mapped[int] = mapped_column(Integer, default=0)  # free to sell
+    reserved: Mapped[int] = mapped_column(Integer, default=0)  # held by unpaid orders
+    sold: Mapped[int] = mapped_column(Integer, default=0)
+    photo_url: Mapped[str | None] = mapped_column(String(500))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(TZDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(TZDateTime(), default=utcnow, onupdate=utcnow)
+
+    category: Mapped[Category] = relationship(lazy="joined")
+
+
+class CartItem(Base):
+    __tablename__ = "cart_items"
+
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id"), primary_key=True)
+    product_id: Mapped[int] = mapped_column(ForeignKey("products.id"), primary_key=True)
+    quantity: Mapped[int] = mapped_column(Integer)
+    # Prices seen when the line was added, so the cart can show a price change since then.
+    seen_price_kes: Mapped[int] = mapped_column(BigInteger)
+    seen_price_usd: Mapped[int] = mapped_column(BigInteger)
+    added_at: Mapped[datetime] = mapped_column(TZDateTime(), default=utcnow)
+
+    product: Mapped[Product] = relationship(lazy="joined")
+
+
+class StockWatch(Base):
+    """A customer who pressed "Notify me" on an out-of-stock product."""
+
+    __tablename__ = "stock_watches"
+
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id"), primary_key=True)
+    product_id: Mapped[int] = mapped_column(ForeignKey("products.id"), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(TZDateTime(), default=utcnow)
+
+
+class Order(Base):
+    __tablename__ = "orders"
+    __table_args__ = (
+        Index("ix_orders_customer_created", "customer_id", "created_at"),
+        Index("ix_orders_state_created", "state", "created_at"),
+        Index("ix_orders_tracking_due", "carrier", "state", "tracking_next_check_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    public_id: Mapped[str] = mapped_column(String(16), unique=True)
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id"))
+    state: Mapped[str] = mapped_column(String(24), default="awaiting_payment")
+    currency: Mapped[str] = mapped_column(String(3))
+    subtotal: Mapped[int] = mapped_column(BigInteger)
+    shipping: Mapped[int] = mapped_column(BigInteger)
+    total: Mapped[int] = mapped_column(BigInteger)
+    zone: Mapped[str] = mapped_column(String(24))
+    phone: Mapped[str] = mapped_column(String(16))
+    email: Mapped[str] = mapped_column(String(254))
+    address: Mapped[str] = mapped_column(Text)
+    reserved_until: Mapped[datetime] = mapped_column(TZDateTime())
+    created_at: Mapped[datetime] = mapped_column(TZDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(TZDateTime(), default=utcnow, onupdate=utcnow)
+    # Fulfilment
+    carrier: Mapped[str | None] = mapped_column(String(64))
+    tracking_number: Mapped[str | None] = mapped_column(String(64))
+    refund_status: Mapped[str | None] = mapped_column(String(32))  # none/refunded/manual_reversal_owed
+    # Latest tracking event (DHL), shown by /track
+    tracking_status: Mapped[str | None] = mapped_column(String(24))
+    tracking_description: Mapped[str | None] = mapped_column(Text)
+    tracking_place: Mapped[str | None] = mapped_column(String(200))
+    tracking_time: Mapped[datetime | None] = mapped_column(TZDateTime())
+    tracking_checked_at: Mapped[datetime | None] = mapped_column(TZDateTime())
+    tracking_next_check_at: Mapped[datetime | None] = mapped_column(TZDateTime())
+    tracking_misses: Mapped[int] = mapped_column(Integer, default=0)  # consecutive 404s
+    shipped_at: Mapped[datetime | None] = mapped_column(TZDateTime())
+
+    items: Mapped[list[OrderItem]] = relationship(
+        back_populates="order", lazy="selectin", order_by="OrderItem.id"
+    )
+    customer: Mapped[Customer] = relationship(lazy="joined")
+
+
+class OrderItem(Base):
+    __tablename__ = "order_items"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    order_id: Mapped[int] = mapped_column(ForeignKey("orders.id", ondelete="CASCADE"), index=True)
+    product_id: Mapped[int] = mapped_column(ForeignKey("products.id"))
+    sku: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(200))
+    unit_price: Mapped[int] = mapped_column(BigInteger)  # in the order's currency, minor units
+    quantity: Mapped[int] = mapped_column(Integer)
+
+    order: Mapped[Order] = relationship(back_populates="items")
+
+
+class OrderEvent(Base):
+    """Every state transition (and admin action) with time and actor: the order's audit trail."""
+
+    __tablename__ = "order_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    order_id: Mapped[int] = mapped_column(ForeignKey("orders.id", ondelete="CASCADE"), index=True)
+    from_state: Mapped[str | None] = mapped_column(String(24))
+    to_state: Mapped[str | None] = mapped_column(String(24))
+    actor: Mapped[str] = mapped_column(String(64))  # "customer:123", "admin:456", "system:expiry", ...
+    note: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(TZDateTime(), default=utcnow)
+
+
+class Payment(Base):
+    """One payment attempt with one provider. Written before the customer is asked to pay."""
+
+    __tablename__ = "payments"
+    __table_args__ = (
+        UniqueConstraint("checkout_request_id", name="uq_payments_checkout_request_id"),
+        UniqueConstraint("stripe_session_id", name="uq_payments_stripe_session_id"),
+        Index("ix_payments_state_next_check", "state", "next_check_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    order_id: Mapped[int] = mapped_column(ForeignKey("orders.id"), index=True)
+    provider: Mapped[str] = mapped_column(String(16))  # mpesa / stripe
+    # pending -> paid | failed | superseded | expired ; paid -> refund_due | refunded
+    state: Mapped[str] = mapped_column(String(16), default="pending")
+    amount: Mapped[int] = mapped_column(BigInteger)  # minor units
+    currency: Mapped[str] = mapped_column(String(3))
+    phone: Mapped[str | None] = mapped_column(String(16))
+    merchant_request_id: Mapped[str | None] = mapped_column(String(64))
+    checkout_request_id: Mapped[str | None] = mapped_column(String(64))
+    stripe_session_id: Mapped[str | None] = mapped_column(String(128))
+    stripe_payment_intent: Mapped[str | None] = mapped_column(String(128))
+    checkout_url: Mapped[str | None] = mapped_column(Text)
+    result_code: Mapped[str | None] = mapped_column(String(32))
+    result_desc: Mapped[str | None] = mapped_column(Text)
+    receipt_number: Mapped[str | None] = mapped_column(String(64))
+    raw_callback: Mapped[dict | None] = mapped_column(JSON)
+    query_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_check_at: Mapped[datetime | None] = mapped_column(TZDateTime())
+    expires_at: Mapped[datetime | None] = mapped_column(TZDateTime())
+    created_at: Mapped[datetime] = mapped_column(TZDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(TZDateTime(), default=utcnow, onupdate=utcnow)
+
+    order: Mapped[Order] = relationship(lazy="joined")
+
+
+class WebhookEvent(Base):
+    """Inbox of provider callbacks: dedup by provider event id, and nothing odd ever vanishes.
+
+    status: processed | duplicate | anomaly | ignored
+    """
+
+    __tablename__ = "webhook_events"
+    __table_args__ = (UniqueConstraint("provider", "event_id", name="uq_webhook_events_provider_event"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    provider: Mapped[str] = mapped_column(String(16))
+    event_id: Mapped[str] = mapped_column(String(128))
+    event_type: Mapped[str] = mapped_column(String(64), default="")
+    status: Mapped[str] = mapped_column(String(16), default="processed")
+    detail: Mapped[str | None] = mapped_column(Text)
+    payload: Mapped[dict | None] = mapped_column(JSON)
+    payment_id: Mapped[int | None] = mapped_column(ForeignKey("payments.id"))
+    received_at: Mapped[datetime] = mapped_column(TZDateTime(), default=utcnow)
+
+
+class Outbox(Base):
+    """A message the system must send on its own, written in the transaction that caused it."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (
+        Index("ix_outbox_state_due", "state", "next_attempt_at", "id"),
+        UniqueConstraint("dedup_key", name="uq_outbox_dedup_key"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    chat_id: Mapped[int] = mapped_column(BigInteger, index=True)
+    kind: Mapped[str] = mapped_column(String(32))  # order_status / admin_alert / back_in_stock / ...
+    text: Mapped[str] = mapped_column(Text)
+    reply_markup: Mapped[dict | None] = mapped_column(JSON)
+    dedup_key: Mapped[str | None] = mapped_column(String(128))
+    state: Mapped[str] = mapped_column(String(16), default="pending")  # pending / sent / dead
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(TZDateTime(), default=utcnow)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(TZDateTime(), default=utcnow)
+    sent_at: Mapped[datetime | None] = mapped_column(TZDateTime())

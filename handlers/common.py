@@ -1,0 +1,93 @@
+"""/start, the main menu, help, the catch-all fallback and the apology for our own errors."""
+from __future__ import annotations
+
+import logging
+
+from aiogram import F, Router
+from aiogram.filters import Command, CommandObject, CommandStart
+from aiogram.types import CallbackQuery, ErrorEvent, InlineKeyboardButton, InlineKeyboardMarkup, Message
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.i18n import t
+
+log = logging.getLogger(__name__)
+router = Router(name="common")
+
+
+def main_menu(lang: str) -> InlineKeyboardMarkup:
+    return InlineKeyboardMarkup(inline_keyboard=[
+        [InlineKeyboardButton(text=t("menu.catalog", lang), callback_data="menu:catalog"),
+         InlineKeyboardButton(text=t("menu.cart", lang), callback_data="menu:cart")],
+        [InlineKeyboardButton(text=t("menu.orders", lang), callback_data="menu:orders"),
+         InlineKeyboardButton(text=t("menu.help", lang), callback_data="menu:help")],
+    ])
+
+
+@router.message(CommandStart(deep_link=True))
+async def start_deep_link(message: Message, command: CommandObject, session: AsyncSession, lang: str) -> None:
+    payload = command.args or ""
+    if payload.startswith("p_"):
+        from handlers.catalog import send_product_by_sku
+
+        if await send_product_by_sku(message, session, payload[2:], lang):
+            return
+    await start(message, lang)
+
+
+@router.message(CommandStart())
+async def start(message: Message, lang: str) -> None:
+    name = message.from_user.first_name if message.from_user else ""
+    await message.answer(t("start.welcome", lang, name=_html(name)), reply_markup=main_menu(lang))
+
+
+@router.callback_query(F.data == "menu:main")
+async def menu_main(query: CallbackQuery, lang: str) -> None:
+    await query.answer()
+    if query.message is not None:
+        await query.message.edit_text(t("menu.title", lang), reply_markup=main_menu(lang))
+
+
+@router.message(Command("help"))
+async def help_command(message: Message, lang: str) -> None:
+    await message.answer(t("help.text", lang), reply_markup=main_menu(lang))
+
+
+@router.callback_query(F.data == "menu:help")
+async def help_button(query: CallbackQuery, lang: str) -> None:
+    await query.answer()
+    if query.message is not None:
+        await query.message.answer(t("help.text", lang), reply_markup=main_menu(lang))
+
+
+@router.message(F.chat.type == "private")
+async def fallback(message: Message, lang: str) -> None:
+    """Unknown commands and free text outside a flow: a short help, never silence."""
+    log.info("fallback", extra={"update_text_kind": "command" if (message.text or "").startswith("/") else "text"})
+    await message.answer(t("help.short", lang), reply_markup=main_menu(lang))
+
+
+@router.callback_query()
+async def stale_button(query: CallbackQuery, lang: str) -> None:
+    """A button from an old message whose handler no longer matches anything."""
+    await query.answer(t("error.stale_button", lang), show_alert=True)
+
+
+@router.errors()
+async def on_error(event: ErrorEvent) -> bool:
+    """Our own failure: log it with the update id, apologise, keep serving."""
+    update = event.update
+    log.error("handler.error", exc_info=event.exception, extra={"update_id": update.update_id})
+    try:
+        if update.message is not None:
+            await update.message.answer(t("error.internal"))
+        elif update.callback_query is not None:
+            await update.callback_query.answer(t("error.internal"), show_alert=True)
+    except Exception:  # the apology itself failed (Telegram down): the log line above is what we have
+        log.warning("handler.error.apology_failed", extra={"update_id": update.update_id})
+    return True
+
+
+def _html(text: str) -> str:
+    from html import escape
+
+    return escape(text or "")

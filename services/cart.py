@@ -1,0 +1,81 @@
+"""The cart, kept in the database per customer so it survives restarts and moves between processes."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import delete, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from db.models import CartItem, Customer, Product
+from services.errors import InvalidInput, OutOfStock
+
+MAX_LINE_QTY = 99
+
+
+@dataclass(frozen=True, slots=True)
+class CartLine:
+    product: Product
+    quantity: int
+    seen_price_kes: int
+    seen_price_usd: int
+
+    @property
+    def price_changed(self) -> bool:
+        return (self.seen_price_kes, self.seen_price_usd) != (self.product.price_kes, self.product.price_usd)
+
+    @property
+    def available(self) -> bool:
+        return self.product.active and self.product.stock >= self.quantity
+
+
+async def ensure_customer(session: AsyncSession, user_id: int, chat_id: int, first_name: str = "",
+                          username: str | None = None, language: str | None = None) -> Customer:
+    customer = await session.get(Customer, user_id)
+    if customer is None:
+        customer = Customer(id=user_id, chat_id=chat_id, first_name=first_name[:128], username=username,
+                            language=(language or "en")[:8])
+        session.add(customer)
+        await session.flush()
+    elif customer.chat_id != chat_id and chat_id > 0:
+        customer.chat_id = chat_id
+    return customer
+
+
+async def lines(session: AsyncSession, customer_id: int) -> list[CartLine]:
+    rows = (await session.execute(
+        select(CartItem).where(CartItem.customer_id == customer_id).order_by(CartItem.added_at, CartItem.product_id)
+    )).unique().scalars().all()
+    return [CartLine(r.product, r.quantity, r.seen_price_kes, r.seen_price_usd) for r in rows]
+
+
+async def set_quantity(session: AsyncSession, customer_id: int, product: Product, quantity: int) -> int:
+    """Set a line's quantity, capped by stock; 0 removes it. Returns the quantity now in the cart."""
+    if quantity < 0:
+        raise InvalidInput("cart.error.quantity")
+    if not product.active:
+        raise OutOfStock("error.product_gone", name=product.name)
+    item = await session.get(CartItem, (customer_id, product.id))
+    if quantity == 0:
+        if item is not None:
+            await session.delete(item)
+        return 0
+    if product.stock <= 0:
+        raise OutOfStock("error.out_of_stock", name=product.name)
+    quantity = min(quantity, product.stock, MAX_LINE_QTY)
+    if item is None:
+        session.add(CartItem(customer_id=customer_id, product_id=product.id, quantity=quantity,
+                             seen_price_kes=product.price_kes, seen_price_usd=product.price_usd))
+    else:
+        item.quantity = quantity
+    await session.flush()
+    return quantity
+
+
+async def add(session: AsyncSession, customer_id: int, product: Product, quantity: int) -> int:
+    item = await session.get(CartItem, (customer_id, product.id))
+    current = item.quantity if item is not None else 0
+    return await set_quantity(session, customer_id, product, current + quantity)
+
+
+async def clear(session: AsyncSession, customer_id: int) -> None:
+    await session.execute(delete(CartItem).where(CartItem.customer_id == customer_id))

@@ -1,0 +1,219 @@
+"""Catalogue queries and import. Category pages use keyset pagination on (created_at, id), served by
+the (category_id, active, created_at, id) index, so page 500 costs what page 1 costs."""
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, Field, ValidationError, field_validator
+from sqlalchemy import and_, func, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from db.models import Category, Product
+from services.errors import NotFound
+
+
+async def list_categories(session: AsyncSession) -> list[tuple[Category, int]]:
+    """Categories with their count of active products, in display order (empty ones left out)."""
+    stmt = (
+        select(Category, func.count(Product.id))
+        .join(Product, and_(Product.category_id == Category.id, Product.active.is_(True)))
+        .group_by(Category.id).order_by(Category.position, Category.name)
+    )
+    return [(c, n) for c, n in (await session.execute(stmt)).all()]
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    products: list[Product]
+    next_cursor: str | None  # cursor of the first item of the next page
+    prev_cursor: str | None  # cursor of the first item of the previous page
+
+
+def _cursor(p: Product) -> str:
+    return f"{int(p.created_at.timestamp() * 1_000_000)}.{p.id}"
+
+
+def _parse_cursor(cursor: str) -> tuple[datetime, int]:
+    from datetime import timezone
+    micros, pid = cursor.split(".")
+    return datetime.fromtimestamp(int(micros) / 1_000_000, tz=timezone.utc), int(pid)
+
+
+async def category_page(session: AsyncSession, category_id: int, *, after: str | None = None,
+                        before: str | None = None, size: int = 6) -> Page:
+    """One page of a category, newest first. `after`: start at this cursor (inclusive);
+    `before`: the page that ends just before this cursor."""
+    base = select(Product).where(Product.category_id == category_id, Product.active.is_(True))
+    if before:
+        ts, pid = _parse_cursor(before)
+        stmt = (base.where(or_(Product.created_at > ts, and_(Product.created_at == ts, Product.id > pid)))
+                .order_by(Product.created_at.asc(), Product.id.asc()).limit(size))
+        rows = list(reversed((await session.execute(stmt)).unique().scalars().all()))
+        if not rows:
+            return await category_page(session, category_id, size=size)
+        return await category_page(session, category_id, after=_cursor(rows[0]), size=size)
+    stmt = base.order_by(Product.created_at.desc(), Product.id.desc())
+    if after:
+        ts, pid = _parse_cursor(after)
+        stmt = stmt.where(or_(Product.created_at < ts, and_(Product.created_at == ts, Product.id <= pid)))
+    rows = list((await session.execute(stmt.limit(size + 1))).unique().scalars().all())
+    next_cursor = _cursor(rows[size]) if len(rows) > size else None
+    rows = rows[:size]
+    prev_cursor = None
+    if rows:
+        first = rows[0]
+        newer = await session.execute(
+            base.where(or_(Product.created_at > first.created_at,
+                           and_(Product.created_at == first.created_at, Product.id > first.id)))
+            .with_only_columns(Product.id).limit(1)
+        )
+        prev_cursor = _cursor(first) if newer.first() else None
+    return Page(rows, next_cursor, prev_cursor)
+
+
+async def get_product(session: AsyncSession, product_id: int | None = None, *, sku: str | None = None,
+                      active_only: bool = True) -> Product:
+    stmt = select(Product)
+    stmt = stmt.where(Product.id == product_id) if product_id is not None else stmt.where(Product.sku == sku)
+    if active_only:
+        stmt = stmt.where(Product.active.is_(True))
+    product = (await session.execute(stmt)).unique().scalar_one_or_none()
+    if product is None:
+        raise NotFound("catalog.product_gone")
+    return product
+
+
+# --- import ---------------------------------------------------------------------------------------
+
+
+class ProductRow(BaseModel):
+    sku: str = Field(min_length=1, max_length=40, pattern=r"^[A-Za-z0-9_-]+$")
+    category: str = Field(min_length=1, max_length=128)
+    name: str = Field(min_length=1, max_length=200)
+    description: str = ""
+    price_kes: int = Field(ge=1)  # whole shillings in the file
+    price_usd: str  # "1234.56" in the file; converted to cents exactly (no floats)
+    stock: int = Field(ge=0)
+    photo_url: str | None = None
+    active: bool = True
+
+    @field_validator("price_usd", mode="before")
+    @classmethod
+    def _usd(cls, value: object) -> str:
+        text = str(value).strip()
+        whole, _, cents = text.partition(".")
+        if not whole.isdigit() or (cents and (not cents.isdigit() or len(cents) > 2)) or text in ("0", "0.0", "0.00"):
+            raise ValueError("must be a positive amount with at most two decimals, e.g. 499.00")
+        return text
+
+    @field_validator("photo_url")
+    @classmethod
+    def _photo(cls, value: str | None) -> str | None:
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http(s) URL")
+        return value or None
+
+    @property
+    def usd_cents(self) -> int:
+        whole, _, cents = self.price_usd.partition(".")
+        return int(whole) * 100 + int((cents + "00")[:2])
+
+
+class ImportError_(ValueError):
+    """A bad row: `line` (1-based line in the file, or item number) and `field` name the problem."""
+
+    def __init__(self, line: int, field: str, message: str) -> None:
+        super().__init__(f"line {line}, field {field}: {message}")
+        self.line, self.field, self.message = line, field, message
+
+
+def slugify(text: str) -> str:
+    return "-".join("".join(ch.lower() if ch.isalnum() else " " for ch in text).split())
+
+
+def parse_catalog(path: Path) -> list[ProductRow]:
+    """All rows of a CSV or YAML catalogue, validated; the first bad row raises ImportError_."""
+    text = path.read_text(encoding="utf-8")
+    if path.suffix.lower() in (".yaml", ".yml"):
+        records = _yaml_records(text)
+    elif path.suffix.lower() == ".csv":
+        records = []
+        reader = csv.DictReader(io.StringIO(text))
+        for row in reader:
+            records.append((reader.line_num, {k: (v if v != "" else None) for k, v in row.items() if k}))
+    else:
+        raise ImportError_(0, "file", "unsupported file type (use .csv or .yaml)")
+    rows: list[ProductRow] = []
+    seen: set[str] = set()
+    for line, record in records:
+        record = {k: v for k, v in record.items() if v is not None}
+        try:
+            row = ProductRow.model_validate(record)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            raise ImportError_(line, ".".join(str(x) for x in err["loc"]) or "row", err["msg"]) from None
+        if row.sku.upper() in seen:
+            raise ImportError_(line, "sku", f"duplicate SKU {row.sku}")
+        seen.add(row.sku.upper())
+        rows.append(row)
+    return rows
+
+
+def _yaml_records(text: str) -> list[tuple[int, dict]]:
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+    finally:
+        loader.dispose()
+    if node is None:
+        return []
+    items = node.value if isinstance(node, yaml.SequenceNode) else None
+    if items is None and isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            if key.value == "products" and isinstance(value, yaml.SequenceNode):
+                items = value.value
+    if items is None:
+        raise ImportError_(1, "products", "expected a list of products (or a `products:` list)")
+    out = []
+    for item in items:
+        data = yaml.safe_load(yaml.serialize(item))
+        if not isinstance(data, dict):
+            raise ImportError_(item.start_mark.line + 1, "row", "each product must be a mapping")
+        out.append((item.start_mark.line + 1, data))
+    return out
+
+
+async def import_rows(session: AsyncSession, rows: list[ProductRow]) -> tuple[int, int]:
+    """Upsert by SKU in the caller's transaction. Returns (created, updated). Stock in the file is the
+    free stock level to set; reserved and sold counts are left alone."""
+    categories = {c.name: c for c in (await session.execute(select(Category))).scalars()}
+    created = updated = 0
+    for pos, row in enumerate(rows):
+        cat = categories.get(row.category)
+        if cat is None:
+            cat = Category(slug=slugify(row.category)[:64], name=row.category, position=len(categories))
+            session.add(cat)
+            await session.flush()
+            categories[row.category] = cat
+        product = (await session.execute(select(Product).where(Product.sku == row.sku))).unique().scalar_one_or_none()
+        values = dict(category_id=cat.id, name=row.name, description=row.description.strip(),
+                      price_kes=row.price_kes * 100, price_usd=row.usd_cents, stock=row.stock,
+                      photo_url=row.photo_url, active=row.active)
+        if product is None:
+            session.add(Product(sku=row.sku, **values))
+            created += 1
+        else:
+            for key, value in values.items():
+                setattr(product, key, value)
+            updated += 1
+    await session.flush()
+    return created, updated
+
+
+async def catalog_is_empty(session: AsyncSession) -> bool:
+    return (await session.execute(select(func.count(Product.id)))).scalar_one() == 0

@@ -1,0 +1,50 @@
+"""Money: integer minor units with an explicit currency; formatting through babel.
+
+Both KES and USD have two decimals (as Stripe counts them), so 1 unit = 100 minor units.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+
+from babel.numbers import format_currency
+
+CURRENCIES = ("KES", "USD")
+MINOR_PER_UNIT = 100
+
+
+@dataclass(frozen=True, slots=True)
+class Money:
+    amount: int  # minor units
+    currency: str
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.amount, int) or isinstance(self.amount, bool):
+            raise TypeError("money amounts are integers in minor units")
+        if self.currency not in CURRENCIES:
+            raise ValueError(f"unsupported currency {self.currency!r}")
+
+    def __add__(self, other: Money) -> Money:
+        if other.currency != self.currency:
+            raise ValueError("cannot add different currencies")
+        return Money(self.amount + other.amount, self.currency)
+
+    def __mul__(self, qty: int) -> Money:
+        return Money(self.amount * int(qty), self.currency)
+
+    def format(self, locale: str = "en") -> str:
+        return format_money(self.amount, self.currency, locale)
+
+
+def format_money(amount: int, currency: str, locale: str = "en") -> str:
+    value = Decimal(amount) / MINOR_PER_UNIT
+    fmt = "¤#,##0" if amount % MINOR_PER_UNIT == 0 else "¤#,##0.00"
+    if currency == "KES":  # "KES 45,000" reads better than "KES45,000"
+        fmt = fmt.replace("¤", "¤ ")
+    text = format_currency(value, currency, format=fmt, locale=locale, currency_digits=False)
+    return text.replace("\xa0", " ")
+
+
+def whole_units_up(amount: int) -> int:
+    """Whole currency units, rounding cents up (M-Pesa takes whole shillings only)."""
+    return -(-amount // MINOR_PER_UNIT)

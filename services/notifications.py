@@ -1,0 +1,57 @@
+"""Enqueueing side of the transactional outbox.
+
+A message the system sends on its own is a row added to the caller's session, so it commits (or rolls
+back) with the change that caused it. The sender (`services.outbox_sender`) drains the table.
+Reply markups are plain Telegram JSON dicts: services never import aiogram.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from db.models import Outbox
+
+
+def enqueue(
+    session: AsyncSession,
+    chat_id: int,
+    text: str,
+    *,
+    kind: str,
+    reply_markup: dict[str, Any] | None = None,
+    dedup_key: str | None = None,
+) -> Outbox:
+    """Add a message to the outbox. `dedup_key` makes a repeat enqueue fail at commit (unique index)."""
+    row = Outbox(chat_id=chat_id, text=text[:4096], kind=kind, reply_markup=reply_markup, dedup_key=dedup_key)
+    session.add(row)
+    return row
+
+
+def alert_admins(
+    session: AsyncSession,
+    admin_chat_id: int | None,
+    text: str,
+    *,
+    kind: str = "admin_alert",
+    reply_markup: dict[str, Any] | None = None,
+    dedup_key: str | None = None,
+) -> Outbox | None:
+    """Post to the admin group (if one is configured; otherwise the alert is only logged by the caller)."""
+    if admin_chat_id is None:
+        return None
+    return enqueue(session, admin_chat_id, text, kind=kind, reply_markup=reply_markup, dedup_key=dedup_key)
+
+
+def inline_keyboard(rows: list[list[tuple[str, str]]]) -> dict[str, Any]:
+    """Telegram InlineKeyboardMarkup JSON from (text, callback_data-or-url) pairs; URLs start with http."""
+    return {
+        "inline_keyboard": [
+            [
+                {"text": text, "url": data} if data.startswith(("http://", "https://")) else
+                {"text": text, "callback_data": data}
+                for text, data in row
+            ]
+            for row in rows
+        ]
+    }

@@ -1,0 +1,279 @@
+"""Orders: the one state machine, checkout (order creation with stock reservation) and expiry.
+
+Every state change goes through `transition`: it checks the move is legal, applies it with a
+compare-and-set on the row (so two workers or two duplicate callbacks cannot both apply it, on
+PostgreSQL or SQLite), moves stock, writes the order event and queues the customer's message, all in
+the caller's transaction.
+"""
+from __future__ import annotations
+
+import logging
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from db.models import CartItem, Customer, Order, OrderEvent, OrderItem, Product, utcnow
+from services import inventory
+from services.errors import DomainError, IllegalTransition, InvalidInput, NotFound, OutOfStock
+from services.i18n import t
+from services.money import format_money
+from services.notifications import enqueue, inline_keyboard
+from services.zones import Zone, get_zone
+
+log = logging.getLogger(__name__)
+
+AWAITING_PAYMENT = "awaiting_payment"
+PROCESSING = "processing"
+SHIPPED = "shipped"
+IN_TRANSIT = "in_transit"
+DELIVERED = "delivered"
+CANCELLED = "cancelled"
+EXPIRED = "expired"
+
+STATES = (AWAITING_PAYMENT, PROCESSING, SHIPPED, IN_TRANSIT, DELIVERED, CANCELLED, EXPIRED)
+
+# from-state -> allowed to-states. Late payments may revive an expired or cancelled order (the
+# payments service re-reserves stock first); nothing else moves backwards.
+TRANSITIONS: dict[str, frozenset[str]] = {
+    AWAITING_PAYMENT: frozenset({PROCESSING, CANCELLED, EXPIRED}),
+    PROCESSING: frozenset({SHIPPED, CANCELLED}),
+    SHIPPED: frozenset({IN_TRANSIT, DELIVERED}),
+    IN_TRANSIT: frozenset({DELIVERED}),
+    DELIVERED: frozenset(),
+    CANCELLED: frozenset({PROCESSING}),
+    EXPIRED: frozenset({PROCESSING}),
+}
+
+PUBLIC_ID_ALPHABET = "23456789ABCDEFGHJKLMNPQRSTUVWXYZ"  # no 0/O, 1/I
+
+
+def new_public_id() -> str:
+    return "HL-" + "".join(secrets.choice(PUBLIC_ID_ALPHABET) for _ in range(6))
+
+
+def normalize_public_id(text: str) -> str:
+    text = text.strip().upper()
+    return text if text.startswith("HL-") else "HL-" + text
+
+
+def can_transition(from_state: str, to_state: str) -> bool:
+    return to_state in TRANSITIONS.get(from_state, frozenset())
+
+
+async def transition(
+    session: AsyncSession,
+    order: Order,
+    to_state: str,
+    actor: str,
+    note: str | None = None,
+    *,
+    notify: bool = True,
+) -> OrderEvent:
+    """Move `order` to `to_state` or raise IllegalTransition. Stock moves with the state."""
+    from_state = order.state
+    if not can_transition(from_state, to_state):
+        raise IllegalTransition("error.illegal_transition", order=order.public_id, src=from_state, dst=to_state)
+    now = utcnow()
+    result = await session.execute(
+        update(Order)
+        .where(Order.id == order.id, Order.state == from_state)
+        .values(state=to_state, updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:  # someone else moved it first
+        await session.refresh(order)
+        raise IllegalTransition("error.illegal_transition", order=order.public_id, src=order.state, dst=to_state)
+    order.state = to_state
+    order.updated_at = now
+    await _move_stock(session, order, from_state, to_state)
+    event = OrderEvent(order_id=order.id, from_state=from_state, to_state=to_state, actor=actor, note=note)
+    session.add(event)
+    if notify:
+        customer = await session.get(Customer, order.customer_id)
+        if customer is not None and not customer.unreachable:
+            enqueue(
+                session, customer.chat_id, status_message(order, customer.language),
+                kind="order_status", dedup_key=f"order:{order.id}:{to_state}:{_event_seq(order)}",
+                reply_markup=inline_keyboard([[(t("orders.button.view", customer.language),
+                                               f"ord:v:{order.public_id}")]]),
+            )
+    log.info("order.transition", extra={"order": order.public_id, "from": from_state, "to": to_state,
+                                        "actor": actor})
+    return event
+
+
+def _event_seq(order: Order) -> str:
+    # An order can revisit a state only through a late payment; the timestamp keeps keys unique then.
+    return order.updated_at.strftime("%Y%m%d%H%M%S%f")
+
+
+async def _move_stock(session: AsyncSession, order: Order, from_state: str, to_state: str) -> None:
+    items = [(i.product_id, i.quantity) for i in order.items]
+    if from_state == AWAITING_PAYMENT and to_state == PROCESSING:
+        await inventory.commit_sale(session, items)
+    elif from_state == AWAITING_PAYMENT and to_state in (CANCELLED, EXPIRED):
+        await inventory.release(session, items)
+    elif from_state == PROCESSING and to_state == CANCELLED:
+        await inventory.return_sold(session, items)
+    elif from_state in (CANCELLED, EXPIRED) and to_state == PROCESSING:
+        await inventory.sell_directly(session, items)  # raises OutOfStock when it's gone
+
+
+def status_message(order: Order, lang: str = "en") -> str:
+    """The customer's message for the order's current state."""
+    values: dict[str, object] = {
+        "order": order.public_id,
+        "total": format_money(order.total, order.currency, lang),
+        "carrier": order.carrier or "-",
+        "tracking": order.tracking_number or "-",
+        "link": tracking_link(order) or "-",
+        "event": order.tracking_description or "-",
+        "place": order.tracking_place or "-",
+        "refund": t(f"refund.{order.refund_status or 'none'}", lang),
+    }
+    return t(f"order.status.{order.state}", lang, **values)
+
+
+def tracking_link(order: Order) -> str | None:
+    if not order.tracking_number:
+        return None
+    if (order.carrier or "").upper() == "DHL":
+        return ("https://www.dhl.com/global-en/home/tracking/tracking-express.html"
+                f"?submit=1&tracking-id={order.tracking_number}")
+    return None
+
+
+# --- checkout -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Totals:
+    currency: str
+    subtotal: int
+    shipping: int
+    total: int
+
+
+def unit_price(product: Product, currency: str) -> int:
+    return product.price_kes if currency == "KES" else product.price_usd
+
+
+def compute_totals(lines: list[tuple[Product, int]], zone: Zone) -> Totals:
+    """The one place totals are computed: lines in the zone's currency plus the zone's shipping."""
+    subtotal = sum(unit_price(p, zone.currency) * qty for p, qty in lines)
+    return Totals(zone.currency, subtotal, zone.shipping, subtotal + zone.shipping)
+
+
+async def place_order(
+    session: AsyncSession,
+    customer_id: int,
+    *,
+    zone_code: str,
+    phone: str,
+    email: str,
+    address: str,
+    reservation_minutes: int,
+) -> Order:
+    """Create an order from the customer's cart and reserve its stock, in the caller's transaction.
+
+    Raises OutOfStock (naming the product) when any line cannot be reserved; the caller must roll
+    back so the partial reservation disappears with it.
+    """
+    zone = get_zone(zone_code)
+    cart = (await session.execute(
+        select(CartItem).where(CartItem.customer_id == customer_id).order_by(CartItem.product_id)
+    )).scalars().all()
+    if not cart:
+        raise InvalidInput("cart.empty")
+    for line in cart:
+        if not line.product.active:
+            raise OutOfStock("error.product_gone", name=line.product.name)
+    lines = [(line.product, line.quantity) for line in cart]
+    totals = compute_totals(lines, zone)
+    for product, qty in lines:  # product-id order everywhere: no lock-order deadlocks
+        await inventory.reserve(session, product, qty)
+    order = Order(
+        public_id=new_public_id(), customer_id=customer_id, state=AWAITING_PAYMENT,
+        currency=totals.currency, subtotal=totals.subtotal, shipping=totals.shipping, total=totals.total,
+        zone=zone.code, phone=phone, email=email, address=address, carrier=zone.carrier,
+        reserved_until=utcnow() + timedelta(minutes=reservation_minutes),
+    )
+    order.items = [
+        OrderItem(product_id=p.id, sku=p.sku, name=p.name, unit_price=unit_price(p, zone.currency), quantity=q)
+        for p, q in lines
+    ]
+    session.add(order)
+    await session.flush()
+    session.add(OrderEvent(order_id=order.id, from_state=None, to_state=AWAITING_PAYMENT,
+                           actor=f"customer:{customer_id}", note="order placed"))
+    await session.execute(delete(CartItem).where(CartItem.customer_id == customer_id))
+    log.info("order.placed", extra={"order": order.public_id, "total": order.total, "currency": order.currency})
+    return order
+
+
+# --- queries --------------------------------------------------------------------------------------
+
+
+async def get_order(session: AsyncSession, public_id: str, *, customer_id: int | None = None,
+                    for_update: bool = False) -> Order:
+    """The order by public id; with `customer_id`, only if it is that customer's (else NotFound)."""
+    stmt = select(Order).where(Order.public_id == normalize_public_id(public_id))
+    if customer_id is not None:
+        stmt = stmt.where(Order.customer_id == customer_id)
+    if for_update:
+        stmt = stmt.with_for_update(of=Order)
+    order = (await session.execute(stmt)).unique().scalar_one_or_none()
+    if order is None:
+        raise NotFound("orders.not_found", order=public_id.strip().upper())
+    return order
+
+
+async def customer_orders(session: AsyncSession, customer_id: int, limit: int = 10) -> list[Order]:
+    stmt = (select(Order).where(Order.customer_id == customer_id)
+            .order_by(Order.created_at.desc(), Order.id.desc()).limit(limit))
+    return list((await session.execute(stmt)).unique().scalars().all())
+
+
+async def orders_in_state(session: AsyncSession, state: str, limit: int = 20) -> list[Order]:
+    stmt = select(Order).where(Order.state == state).order_by(Order.created_at, Order.id).limit(limit)
+    return list((await session.execute(stmt)).unique().scalars().all())
+
+
+async def events_of(session: AsyncSession, order_id: int) -> list[OrderEvent]:
+    stmt = select(OrderEvent).where(OrderEvent.order_id == order_id).order_by(OrderEvent.id)
+    return list((await session.execute(stmt)).scalars().all())
+
+
+# --- reservation expiry (scheduled) ---------------------------------------------------------------
+
+
+async def expire_due_orders(session_factory, now: datetime | None = None, batch: int = 100) -> int:  # type: ignore[no-untyped-def]
+    """Expire unpaid orders whose reservation ran out, releasing their stock; one order per
+    transaction so a failure on one does not hold back the rest. Safe with several workers:
+    rows are claimed with SKIP LOCKED on PostgreSQL and the state change is a compare-and-set."""
+    now = now or datetime.now(timezone.utc)
+    expired = 0
+    async with session_factory() as session:
+        ids = (await session.execute(
+            select(Order.id).where(Order.state == AWAITING_PAYMENT, Order.reserved_until <= now)
+            .order_by(Order.reserved_until).limit(batch)
+        )).scalars().all()
+    for order_id in ids:
+        async with session_factory() as session, session.begin():
+            order = (await session.execute(
+                select(Order).where(Order.id == order_id, Order.state == AWAITING_PAYMENT)
+                .with_for_update(skip_locked=True, of=Order)
+            )).unique().scalar_one_or_none()
+            if order is None:
+                continue
+            try:
+                await transition(session, order, EXPIRED, "system:expiry", "reservation ran out")
+            except DomainError:
+                continue
+            from services.payments.common import expire_pending_attempts  # avoid import cycle
+            await expire_pending_attempts(session, order)
+            expired += 1
+    return expired

@@ -1,0 +1,111 @@
+"""Shared fixtures.
+
+Every database test runs twice: on SQLite (a file per run) and on PostgreSQL (a fresh database per
+run, created in the `test` server and dropped afterwards), through the same Alembic migrations that
+production runs. `STOREFRONT_TEST_BACKENDS=sqlite` (or `postgresql`) narrows a local run.
+"""
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+import pytest_asyncio
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from db.migrate import upgrade
+from db.models import Base
+from db.session import make_engine, make_sessionmaker
+from tests.harness import Harness
+from tests.standins import BotAPIStandIn
+
+PG_ADMIN_DSN = os.environ.get("TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
+BACKENDS = [b.strip() for b in os.environ.get("STOREFRONT_TEST_BACKENDS", "sqlite,postgresql").split(",") if b.strip()]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        backend = callspec.params.get("db_backend") if callspec else None
+        if item.get_closest_marker("pg_only") and backend == "sqlite":
+            item.add_marker(pytest.mark.skip(reason="needs PostgreSQL row locks / real concurrency"))
+
+
+@pytest_asyncio.fixture(scope="session", params=BACKENDS)
+async def db_backend(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[tuple[str, str]]:
+    """(backend name, database URL) of a freshly migrated database for this test run."""
+    if request.param == "sqlite":
+        path: Path = tmp_path_factory.mktemp("db") / "shop.db"
+        yield "sqlite", f"sqlite+aiosqlite:///{path}"
+        return
+    name = f"sf_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(PG_ADMIN_DSN)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    base = PG_ADMIN_DSN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
+    try:
+        yield "postgresql", f"{base}/{name}"
+    finally:
+        admin = await asyncpg.connect(PG_ADMIN_DSN)
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
+
+
+@pytest_asyncio.fixture(scope="session")
+async def migrated_engine(db_backend: tuple[str, str]) -> AsyncIterator[AsyncEngine]:
+    engine = make_engine(db_backend[1])
+    await upgrade(engine)
+    yield engine
+    await engine.dispose()
+
+
+async def wipe(engine: AsyncEngine) -> None:
+    tables = [t.name for t in reversed(Base.metadata.sorted_tables)]
+    async with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            await conn.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
+        else:
+            for table in tables:
+                await conn.execute(text(f"DELETE FROM {table}"))
+
+
+@pytest_asyncio.fixture
+async def engine(migrated_engine: AsyncEngine) -> AsyncIterator[AsyncEngine]:
+    """A migrated, empty database for one test."""
+    await wipe(migrated_engine)
+    yield migrated_engine
+
+
+@pytest.fixture
+def session_factory(engine: AsyncEngine):  # type: ignore[no-untyped-def]
+    return make_sessionmaker(engine)
+
+
+@pytest_asyncio.fixture
+async def session(session_factory) -> AsyncIterator:  # type: ignore[no-untyped-def]
+    async with session_factory() as s:
+        yield s
+
+
+@pytest_asyncio.fixture
+async def botapi() -> AsyncIterator[BotAPIStandIn]:
+    server = await BotAPIStandIn().start()
+    yield server
+    await server.stop()
+
+
+@pytest_asyncio.fixture
+async def shop(engine: AsyncEngine, botapi: BotAPIStandIn) -> AsyncIterator[Harness]:
+    """The whole bot (real dispatcher, real handlers, real DB) against the Bot API stand-in."""
+    harness = Harness(engine, botapi)
+    await harness.start()
+    yield harness
+    await harness.stop()

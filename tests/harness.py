@@ -1,0 +1,127 @@
+"""Drives the real aiogram dispatcher with Update objects, as Telegram would, against the Bot API
+stand-in, so tests read like the conversation a customer has."""
+from __future__ import annotations
+
+import itertools
+import time
+from pathlib import Path
+from typing import Any
+
+from aiogram.types import Update
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from bot.config import Settings
+from bot.runtime import Shop, build_shop
+from services import catalog
+from tests.standins import BotAPIStandIn, Call
+
+DEMO = Path(__file__).resolve().parent.parent / "catalog" / "demo.yaml"
+TEST_TOKEN = "123456789:TEST_token_for_the_local_bot_api_stand_in"
+ADMIN_CHAT_ID = -1001234567890
+ADMIN_USER_ID = 4242
+
+
+def test_settings(engine: AsyncEngine, botapi: BotAPIStandIn, **overrides: Any) -> Settings:
+    values: dict[str, Any] = dict(
+        bot_token=TEST_TOKEN, telegram_api_url=botapi.url,
+        database_url=engine.url.render_as_string(hide_password=False),
+        admin_chat_id=ADMIN_CHAT_ID, admin_user_ids=[ADMIN_USER_ID],
+        public_base_url=None, load_demo_catalog=False,
+    )
+    values.update(overrides)
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+class Harness:
+    def __init__(self, engine: AsyncEngine, botapi: BotAPIStandIn, providers: dict[str, Any] | None = None,
+                 **settings: Any) -> None:
+        self.engine = engine
+        self.botapi = botapi
+        self.settings = test_settings(engine, botapi, **settings)
+        self.providers = providers if providers is not None else {}
+        self.shop: Shop | None = None
+        self._update_ids = itertools.count(1)
+        self._message_ids = itertools.count(1)
+
+    async def start(self) -> "Harness":
+        self.shop = build_shop(self.settings, engine=self.engine, providers=self.providers)
+        return self
+
+    async def stop(self) -> None:
+        if self.shop is not None:
+            await self.shop.bot.session.close()
+            await self.shop.dp.storage.close()
+
+    @property
+    def session_factory(self):  # type: ignore[no-untyped-def]
+        assert self.shop is not None
+        return self.shop.session_factory
+
+    async def load_demo(self, path: Path = DEMO) -> None:
+        async with self.session_factory() as session, session.begin():
+            await catalog.import_rows(session, catalog.parse_catalog(path))
+
+    # --- what the customer does -------------------------------------------------------------------
+
+    @staticmethod
+    def user(user_id: int, first_name: str = "Wanjiru", language_code: str = "en") -> dict[str, Any]:
+        return {"id": user_id, "is_bot": False, "first_name": first_name, "language_code": language_code}
+
+    def _chat(self, chat_id: int, private: bool) -> dict[str, Any]:
+        return {"id": chat_id, "type": "private"} if private else {"id": chat_id, "type": "supergroup",
+                                                                   "title": "Shop admins"}
+
+    async def feed(self, update: dict[str, Any]) -> None:
+        assert self.shop is not None
+        update.setdefault("update_id", next(self._update_ids))
+        await self.shop.dp.feed_update(self.shop.bot, Update.model_validate(update, context={"bot": self.shop.bot}))
+
+    def _message(self, user_id: int, chat_id: int | None, **content: Any) -> dict[str, Any]:
+        chat_id = chat_id if chat_id is not None else user_id
+        return {"message_id": next(self._message_ids), "date": int(time.time()),
+                "chat": self._chat(chat_id, chat_id > 0), "from": self.user(user_id), **content}
+
+    async def send(self, user_id: int, text: str, *, chat_id: int | None = None) -> Call:
+        """The customer types `text`; returns the bot's last message to that chat."""
+        entities = None
+        if text.startswith("/"):
+            entities = [{"type": "bot_command", "offset": 0, "length": len(text.split()[0])}]
+        msg = self._message(user_id, chat_id, text=text)
+        if entities:
+            msg["entities"] = entities
+        await self.feed({"message": msg})
+        return self.botapi.last(chat_id if chat_id is not None else user_id)
+
+    async def share_contact(self, user_id: int, phone: str, *, contact_user_id: int | None = None) -> Call:
+        contact = {"phone_number": phone, "first_name": "Wanjiru",
+                   "user_id": contact_user_id if contact_user_id is not None else user_id}
+        await self.feed({"message": self._message(user_id, None, contact=contact)})
+        return self.botapi.last(user_id)
+
+    async def press(self, user_id: int, data: str, *, message: Call | None = None,
+                    chat_id: int | None = None) -> Call | None:
+        """The customer presses an inline button with `data` on `message` (default: the bot's last
+        message in the chat). Returns the bot's last message/edit to the chat afterwards."""
+        chat_id = chat_id if chat_id is not None else user_id
+        message = message or self.botapi.last(chat_id)
+        message_id = int(message.params.get("message_id") or self._message_id_of(message))
+        before = len(self.botapi.calls)
+        await self.feed({"callback_query": {
+            "id": str(next(self._update_ids) + 10_000_000), "from": self.user(user_id),
+            "chat_instance": "ci", "data": data,
+            "message": {"message_id": message_id, "date": int(time.time()),
+                        "chat": self._chat(chat_id, chat_id > 0), "from": BotAPIStandIn.BOT_USER,
+                        "text": message.text or "."},
+        }})
+        self.last_answer = next((c for c in reversed(self.botapi.calls[before:])
+                                 if c.method == "answerCallbackQuery"), None)
+        try:
+            return self.botapi.last(chat_id)
+        except AssertionError:
+            return None
+
+    @staticmethod
+    def _message_id_of(call: Call) -> int:
+        if isinstance(call.result, dict) and "message_id" in call.result:
+            return int(call.result["message_id"])
+        raise AssertionError(f"{call.method} returned no message to press a button on")

@@ -1,0 +1,186 @@
+"""Local stand-in HTTP servers. Tests never touch the internet: every external API is served here."""
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+
+class StandIn:
+    """An aiohttp server on 127.0.0.1 and a free port; subclasses add routes in `routes()`."""
+
+    def __init__(self) -> None:
+        self.app = web.Application(client_max_size=10 * 1024 * 1024)
+        self.routes(self.app)
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+
+    def routes(self, app: web.Application) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def start(self) -> "StandIn":
+        self._runner = web.AppRunner(self.app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        return self
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+
+@dataclass
+class Call:
+    method: str
+    params: dict[str, Any]
+    at: float = field(default_factory=time.monotonic)
+    result: Any = None
+
+    @property
+    def chat_id(self) -> int | None:
+        value = self.params.get("chat_id")
+        return int(value) if value is not None else None
+
+    @property
+    def text(self) -> str:
+        return str(self.params.get("text") or self.params.get("caption") or "")
+
+    @property
+    def buttons(self) -> list[tuple[str, str]]:
+        """(text, callback_data or url or 'contact') of every button, row by row."""
+        markup = self.params.get("reply_markup") or {}
+        out: list[tuple[str, str]] = []
+        for row in markup.get("inline_keyboard", []) + markup.get("keyboard", []):
+            for b in row:
+                if isinstance(b, str):
+                    out.append((b, ""))
+                else:
+                    out.append((b["text"], b.get("callback_data") or b.get("url") or
+                                ("contact" if b.get("request_contact") else "")))
+        return out
+
+    def button(self, label_part: str) -> str:
+        """callback_data (or url) of the first button whose text contains `label_part`."""
+        for text, data in self.buttons:
+            if label_part.lower() in text.lower():
+                return data
+        raise AssertionError(f"no button containing {label_part!r} in {self.buttons}")
+
+
+Responder = Callable[[str, dict[str, Any]], Awaitable[web.Response | None]]
+
+
+class BotAPIStandIn(StandIn):
+    """Implements the Bot API methods the shop calls and records every call.
+
+    `responder` may return a response to inject failures (429, 403, 5xx); returning None falls back
+    to the normal, successful answer.
+    """
+
+    BOT_USER = {"id": 900000001, "is_bot": True, "first_name": "HackLab Shop", "username": "hacklab_shop_bot"}
+
+    def __init__(self) -> None:
+        self.calls: list[Call] = []
+        self.responder: Responder | None = None
+        self.chat_member_status: dict[tuple[int, int], str] = {}
+        self._ids = itertools.count(1000)
+        self.lock = asyncio.Lock()
+        super().__init__()
+
+    def routes(self, app: web.Application) -> None:
+        app.router.add_post("/bot{token}/{method}", self.handle)
+        app.router.add_get("/bot{token}/{method}", self.handle)
+
+    async def _params(self, request: web.Request) -> dict[str, Any]:
+        if request.content_type == "application/json":
+            raw = await request.json()
+        elif request.can_read_body:
+            raw = dict(await request.post())
+        else:
+            raw = dict(request.query)
+        params: dict[str, Any] = {}
+        for key, value in raw.items():
+            if isinstance(value, str) and value[:1] in "{[":
+                try:
+                    value = json.loads(value)
+                except ValueError:
+                    pass
+            elif not isinstance(value, str) and hasattr(value, "filename"):
+                value = f"<file {value.filename}>"
+            params[key] = value
+        return params
+
+    async def handle(self, request: web.Request) -> web.Response:
+        method = request.match_info["method"]
+        params = await self._params(request)
+        if self.responder is not None:
+            injected = await self.responder(method, params)
+            if injected is not None:
+                self.calls.append(Call(method + ":rejected", params))
+                return injected
+        call = Call(method, params)
+        call.result = self.result_for(method, params)
+        self.calls.append(call)
+        return web.json_response({"ok": True, "result": call.result})
+
+    def result_for(self, method: str, params: dict[str, Any]) -> Any:
+        if method == "getMe":
+            return self.BOT_USER
+        if method in ("sendMessage", "sendPhoto", "editMessageText", "editMessageCaption",
+                      "editMessageReplyMarkup", "editMessageMedia"):
+            chat_id = int(params.get("chat_id") or 0)
+            message_id = int(params["message_id"]) if "message_id" in params else next(self._ids)
+            msg: dict[str, Any] = {
+                "message_id": message_id, "date": int(time.time()),
+                "chat": {"id": chat_id, "type": "private" if chat_id > 0 else "supergroup"},
+                "from": self.BOT_USER,
+            }
+            if method == "sendPhoto" or "caption" in params:
+                msg["caption"] = params.get("caption", "")
+                msg["photo"] = [{"file_id": "f", "file_unique_id": "u", "width": 1, "height": 1}]
+            else:
+                msg["text"] = params.get("text", "")
+            if "reply_markup" in params and isinstance(params["reply_markup"], dict) \
+                    and "inline_keyboard" in params["reply_markup"]:
+                msg["reply_markup"] = params["reply_markup"]
+            return msg
+        if method == "getChatMember":
+            key = (int(params["chat_id"]), int(params["user_id"]))
+            return {"status": self.chat_member_status.get(key, "member"),
+                    "user": {"id": int(params["user_id"]), "is_bot": False, "first_name": "U"}}
+        if method == "getChatAdministrators":
+            return [
+                {"status": status, "user": {"id": uid, "is_bot": False, "first_name": "A"}}
+                for (chat, uid), status in self.chat_member_status.items()
+                if chat == int(params["chat_id"]) and status in ("administrator", "creator")
+            ]
+        return True
+
+    # --- assertions helpers -----------------------------------------------------------------------
+
+    def sent(self, chat_id: int | None = None, method: str | None = None) -> list[Call]:
+        return [c for c in self.calls
+                if (chat_id is None or c.chat_id == chat_id) and (method is None or c.method == method)]
+
+    def last(self, chat_id: int | None = None, *, methods: tuple[str, ...] = (
+            "sendMessage", "sendPhoto", "editMessageText", "editMessageCaption", "editMessageReplyMarkup",
+            "editMessageMedia")) -> Call:
+        for call in reversed(self.calls):
+            if call.method in methods and (chat_id is None or call.chat_id == chat_id):
+                return call
+        raise AssertionError(f"the bot sent nothing to chat {chat_id}")
+
+    def clear(self) -> None:
+        self.calls.clear()

@@ -1,0 +1,1 @@
+"""aiohttp routes: Telegram webhook, payment callbacks, health and metrics."""
