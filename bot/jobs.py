@@ -27,7 +27,8 @@ def _expiry(shop: Shop) -> tuple[str, float, Callable[[], Awaitable[object]]]:
 def job_factories() -> list[JobFactory]:
     """Every scheduled job of the shop; feature modules add theirs via `extra_job_factories`."""
     factories: list[JobFactory] = [_expiry]
-    for module_name in ("services.payments.jobs", "services.dhl_jobs"):
+    for module_name in ("services.payments.mpesa_reconcile", "services.payments.stripe_reconcile",
+                        "services.dhl_jobs"):
         try:
             module = __import__(module_name, fromlist=["job_factories"])
         except ModuleNotFoundError as exc:

@@ -6,7 +6,7 @@ import importlib
 from aiogram import Router
 
 # Order matters: specific features first, the catch-all help fallback last.
-FEATURES = ("admin", "catalog", "cart", "checkout", "payments", "orders", "common")
+FEATURES = ("admin", "catalog", "cart", "checkout", "payments", "pay_mpesa", "pay_card", "orders", "common")
 
 
 _root: Router | None = None

@@ -1,0 +1,90 @@
+"""After checkout: offer the payment methods that fit the order; re-offer ("Try again"); let the
+customer cancel an unpaid order. Provider flows live in pay_mpesa.py and pay_card.py."""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from aiogram import F, Router
+from aiogram.types import CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, Message
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from db.models import Customer, Order
+from services import orders as order_service
+from services.errors import DomainError
+from services.i18n import t
+from services.money import format_money
+
+log = logging.getLogger(__name__)
+router = Router(name="payments")
+
+
+def payment_methods(order: Order, providers: dict[str, Any]) -> list[str]:
+    """M-Pesa for KES orders, card (Stripe) for KES and USD orders — only when configured."""
+    methods = []
+    if "mpesa" in providers and order.currency == "KES":
+        methods.append("mpesa")
+    if "stripe" in providers:
+        methods.append("stripe")
+    return methods
+
+
+def payment_keyboard(order: Order, methods: list[str], lang: str) -> InlineKeyboardMarkup:
+    labels = {"mpesa": ("pay.button.mpesa", "pay:m:"), "stripe": ("pay.button.card", "pay:s:")}
+    rows = [[InlineKeyboardButton(text=t(labels[m][0], lang), callback_data=labels[m][1] + order.public_id)]
+            for m in methods]
+    rows.append([InlineKeyboardButton(text=t("pay.button.cancel_order", lang), callback_data=f"pay:x:{order.public_id}")])
+    return InlineKeyboardMarkup(inline_keyboard=rows)
+
+
+def offer_text(order: Order, methods: list[str], lang: str) -> str:
+    until = order.reserved_until.strftime("%H:%M UTC")
+    key = "pay.offer" if methods else "pay.unavailable"
+    return t(key, lang, order=order.public_id, total=format_money(order.total, order.currency, lang), until=until)
+
+
+async def offer_payment(message: Message, session: AsyncSession, order: Order, providers: dict[str, Any],
+                        lang: str) -> None:
+    methods = payment_methods(order, providers)
+    if not methods:
+        log.warning("payments.unavailable", extra={"order": order.public_id})
+    await message.answer(offer_text(order, methods, lang), reply_markup=payment_keyboard(order, methods, lang))
+
+
+async def own_order(query: CallbackQuery, session: AsyncSession, customer: Customer, lang: str) -> Order | None:
+    """The order named in the button, if it is this customer's and still awaiting payment; otherwise
+    answer the button press with the reason and return None."""
+    public_id = (query.data or "").split(":", 2)[-1]
+    try:
+        order = await order_service.get_order(session, public_id, customer_id=customer.id)
+    except DomainError as exc:
+        await query.answer(t(exc.key, lang, **exc.values), show_alert=True)
+        return None
+    if order.state != order_service.AWAITING_PAYMENT:
+        await query.answer(t("pay.error.not_awaiting", lang, order=order.public_id,
+                             state=t(f"state.{order.state}", lang)), show_alert=True)
+        return None
+    return order
+
+
+@router.callback_query(F.data.startswith("pay:o:"))
+async def reoffer(query: CallbackQuery, session: AsyncSession, customer: Customer, lang: str,
+                  providers: dict[str, Any]) -> None:
+    order = await own_order(query, session, customer, lang)
+    if order is None or query.message is None:
+        return
+    await query.answer()
+    methods = payment_methods(order, providers)
+    await query.message.answer(offer_text(order, methods, lang), reply_markup=payment_keyboard(order, methods, lang))
+
+
+@router.callback_query(F.data.startswith("pay:x:"))
+async def cancel_unpaid(query: CallbackQuery, session: AsyncSession, customer: Customer, lang: str) -> None:
+    order = await own_order(query, session, customer, lang)
+    if order is None:
+        return
+    await order_service.transition(session, order, order_service.CANCELLED, f"customer:{customer.id}",
+                                   "cancelled by the customer before paying")
+    await query.answer(t("pay.cancelled", lang, order=order.public_id))
+    if query.message is not None:
+        await query.message.edit_reply_markup(reply_markup=None)
