@@ -95,6 +95,7 @@ class BotAPIStandIn(StandIn):
         self.calls: list[Call] = []
         self.responder: Responder | None = None
         self.chat_member_status: dict[tuple[int, int], str] = {}
+        self.pending_updates: list[list[dict[str, Any]]] = []  # batches served to getUpdates
         self._ids = itertools.count(1000)
         self.lock = asyncio.Lock()
         super().__init__()
@@ -138,6 +139,8 @@ class BotAPIStandIn(StandIn):
     def result_for(self, method: str, params: dict[str, Any]) -> Any:
         if method == "getMe":
             return self.BOT_USER
+        if method == "getUpdates":
+            return self.pending_updates.pop(0) if self.pending_updates else []
         if method in ("sendMessage", "sendPhoto", "editMessageText", "editMessageCaption",
                       "editMessageReplyMarkup", "editMessageMedia"):
             chat_id = int(params.get("chat_id") or 0)
