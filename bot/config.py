@@ -22,7 +22,7 @@ class Settings(BaseSettings):
     admin_chat_id: int | None = None
     admin_user_ids: Annotated[list[int], NoDecode] = Field(default_factory=list)
     public_base_url: str | None = None
-    port: int = Field(8080, ge=1, le=65535)
+    port: int = Field(8080, ge=0, le=65535)  # 0: any free port (tests)
     redis_url: str | None = None
 
     # Storage and shop rules

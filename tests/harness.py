@@ -21,7 +21,7 @@ ADMIN_CHAT_ID = -1001234567890
 ADMIN_USER_ID = 4242
 
 
-def test_settings(engine: AsyncEngine, botapi: BotAPIStandIn, **overrides: Any) -> Settings:
+def make_settings(engine: AsyncEngine, botapi: BotAPIStandIn, **overrides: Any) -> Settings:
     values: dict[str, Any] = dict(
         bot_token=TEST_TOKEN, telegram_api_url=botapi.url,
         database_url=engine.url.render_as_string(hide_password=False),
@@ -37,7 +37,7 @@ class Harness:
                  **settings: Any) -> None:
         self.engine = engine
         self.botapi = botapi
-        self.settings = test_settings(engine, botapi, **settings)
+        self.settings = make_settings(engine, botapi, **settings)
         self.providers = providers if providers is not None else {}
         self.shop: Shop | None = None
         self._update_ids = itertools.count(1)

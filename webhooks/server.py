@@ -7,11 +7,11 @@ from __future__ import annotations
 import importlib
 import logging
 
-from aiogram.webhook.aiohttp_server import SimpleRequestHandler
 from aiohttp import web
 from sqlalchemy import text
 
 from bot.runtime import Shop
+from webhooks.telegram import TelegramWebhook
 
 log = logging.getLogger(__name__)
 
@@ -36,11 +36,8 @@ def build_web_app(shop: Shop) -> web.Application:
     app[SHOP_KEY] = shop
     app.router.add_get("/healthz", health)
     secret = shop.settings.telegram_webhook_secret
-    SimpleRequestHandler(
-        dispatcher=shop.dp, bot=shop.bot,
-        secret_token=secret.get_secret_value() if secret else None,
-        handle_in_background=False,
-    ).register(app, path="/telegram")
+    TelegramWebhook(shop.dp, shop.bot, secret.get_secret_value() if secret else None).register(
+        app, path="/telegram")
     # Feature route modules register themselves when present (payments, metrics).
     for name in ("webhooks.mpesa", "webhooks.stripe", "webhooks.metrics"):
         try:

@@ -1,0 +1,77 @@
+"""Webhook mode: the bot registers PUBLIC_BASE_URL/telegram with a secret, and the server accepts only
+requests carrying that secret; junk gets 4xx, repeats are handled once."""
+from __future__ import annotations
+
+import asyncio
+import time
+
+import httpx
+import pytest
+
+from bot import serve
+from tests.harness import Harness, make_settings
+from tests.webserver import serve_shop
+
+SECRET = "s3cret_Token-for-tests"
+USER = 6001
+
+
+def start_update(update_id: int, text: str = "/start") -> dict:
+    return {"update_id": update_id, "message": {
+        "message_id": update_id, "date": int(time.time()), "chat": {"id": USER, "type": "private"},
+        "from": {"id": USER, "is_bot": False, "first_name": "Amina"}, "text": text,
+        "entities": [{"type": "bot_command", "offset": 0, "length": len(text)}]}}
+
+
+@pytest.fixture
+async def webhook_shop(engine, botapi):  # type: ignore[no-untyped-def]
+    harness = Harness(engine, botapi, telegram_webhook_secret=SECRET, public_base_url="https://shop.example")
+    await harness.start()
+    yield harness
+    await harness.stop()
+
+
+async def test_only_requests_with_the_secret_are_served(webhook_shop: Harness) -> None:
+    assert webhook_shop.shop is not None
+    async with serve_shop(webhook_shop.shop) as base, httpx.AsyncClient(base_url=base) as http:
+        missing = await http.post("/telegram", json=start_update(1))
+        wrong = await http.post("/telegram", json=start_update(2),
+                                headers={"X-Telegram-Bot-Api-Secret-Token": "nope"})
+        assert (missing.status_code, wrong.status_code) == (401, 401)
+        assert webhook_shop.botapi.sent(USER) == []
+
+        ok = await http.post("/telegram", json=start_update(3), headers={"X-Telegram-Bot-Api-Secret-Token": SECRET})
+        assert ok.status_code == 200
+        assert "Karibu, Amina" in webhook_shop.botapi.last(USER).text
+
+
+async def test_junk_gets_4xx_and_repeats_are_handled_once(webhook_shop: Harness) -> None:
+    assert webhook_shop.shop is not None
+    headers = {"X-Telegram-Bot-Api-Secret-Token": SECRET}
+    async with serve_shop(webhook_shop.shop) as base, httpx.AsyncClient(base_url=base) as http:
+        bad_json = await http.post("/telegram", content=b"{not json", headers={**headers, "Content-Type": "application/json"})
+        not_update = await http.post("/telegram", json={"hello": "world"}, headers=headers)
+        wrong_type = await http.post("/telegram", content=b"x", headers={**headers, "Content-Type": "text/plain"})
+        huge = await http.post("/telegram", content=b"{" + b" " * 200_000 + b"}",
+                               headers={**headers, "Content-Type": "application/json"})
+        assert [r.status_code for r in (bad_json, not_update, wrong_type, huge)] == [400, 400, 415, 413]
+        for _ in range(3):
+            assert (await http.post("/telegram", json=start_update(77), headers=headers)).status_code == 200
+    assert len(webhook_shop.botapi.sent(USER, "sendMessage")) == 1
+
+
+async def test_run_web_registers_the_webhook_with_its_secret(engine, botapi) -> None:  # type: ignore[no-untyped-def]
+    settings = make_settings(engine, botapi, public_base_url="https://shop.example", port=0)
+    task = asyncio.create_task(serve.run_web(settings))
+    try:
+        for _ in range(100):
+            if botapi.sent(method="setWebhook"):
+                break
+            await asyncio.sleep(0.05)
+        call = botapi.sent(method="setWebhook")[0]
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert call.params["url"] == "https://shop.example/telegram"
+    assert call.params["secret_token"] == serve.webhook_secret(settings)
+    assert len(call.params["secret_token"]) >= 32

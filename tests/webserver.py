@@ -1,0 +1,24 @@
+"""Run the shop's aiohttp application on a free local port for a test."""
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from bot.runtime import Shop
+from webhooks.server import build_web_app
+
+
+@asynccontextmanager
+async def serve_shop(shop: Shop) -> AsyncIterator[str]:
+    """Yields the base URL (http://127.0.0.1:PORT) of the running web app."""
+    runner = web.AppRunner(build_web_app(shop), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
