@@ -23,6 +23,26 @@ from db.session import make_engine, make_sessionmaker
 from tests.harness import Harness
 from tests.standins import BotAPIStandIn
 
+SUITE_LOG = Path(os.environ.get("STOREFRONT_SUITE_LOG", "/tmp/storefront-suite-%d.log" % os.getpid()))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Everything the suite logs goes through the production formatter into one file, which
+    tests/test_zz_log_hygiene.py greps for secrets and phone numbers at the end of the run."""
+    import logging
+
+    from bot.logging_setup import StructuredFormatter
+
+    SUITE_LOG.unlink(missing_ok=True)
+    handler = logging.FileHandler(SUITE_LOG, encoding="utf-8")
+    handler.setFormatter(StructuredFormatter())
+    handler.setLevel(logging.DEBUG)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    os.environ["STOREFRONT_SUITE_LOG"] = str(SUITE_LOG)
+
+
 PG_ADMIN_DSN = os.environ.get("TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 BACKENDS = [b.strip() for b in os.environ.get("STOREFRONT_TEST_BACKENDS", "sqlite,postgresql").split(",") if b.strip()]
 
