@@ -5,6 +5,7 @@ import logging
 
 from aiogram import F, Router
 from aiogram.filters import Command, CommandObject, CommandStart
+from aiogram.fsm.context import FSMContext
 from aiogram.types import CallbackQuery, ErrorEvent, InlineKeyboardButton, InlineKeyboardMarkup, Message
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -24,7 +25,9 @@ def main_menu(lang: str) -> InlineKeyboardMarkup:
 
 
 @router.message(CommandStart(deep_link=True))
-async def start_deep_link(message: Message, command: CommandObject, session: AsyncSession, lang: str) -> None:
+async def start_deep_link(message: Message, command: CommandObject, session: AsyncSession, lang: str,
+                          state: FSMContext) -> None:
+    await state.clear()
     payload = command.args or ""
     if payload.startswith("p_"):
         from handlers.catalog import send_product_by_sku
@@ -35,7 +38,10 @@ async def start_deep_link(message: Message, command: CommandObject, session: Asy
 
 
 @router.message(CommandStart())
-async def start(message: Message, lang: str) -> None:
+async def start(message: Message, lang: str, state: FSMContext | None = None) -> None:
+    """Welcome and main menu; /start always leaves whatever flow the customer was in."""
+    if state is not None:
+        await state.clear()
     name = message.from_user.first_name if message.from_user else ""
     await message.answer(t("start.welcome", lang, name=_html(name)), reply_markup=main_menu(lang))
 

@@ -79,3 +79,13 @@ async def add(session: AsyncSession, customer_id: int, product: Product, quantit
 
 async def clear(session: AsyncSession, customer_id: int) -> None:
     await session.execute(delete(CartItem).where(CartItem.customer_id == customer_id))
+
+
+async def quantity_in_cart(session: AsyncSession, customer_id: int, product_id: int) -> int:
+    item = await session.get(CartItem, (customer_id, product_id))
+    return item.quantity if item is not None else 0
+
+
+async def remove(session: AsyncSession, customer_id: int, product_id: int) -> None:
+    await session.execute(delete(CartItem).where(CartItem.customer_id == customer_id,
+                                                 CartItem.product_id == product_id))

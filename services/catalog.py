@@ -217,3 +217,26 @@ async def import_rows(session: AsyncSession, rows: list[ProductRow]) -> tuple[in
 
 async def catalog_is_empty(session: AsyncSession) -> bool:
     return (await session.execute(select(func.count(Product.id)))).scalar_one() == 0
+
+
+async def watch_product(session: AsyncSession, customer_id: int, product_id: int) -> None:
+    """"Notify me": remember that this customer wants to hear when the product is back (once)."""
+    from db.models import StockWatch
+
+    if await session.get(StockWatch, (customer_id, product_id)) is None:
+        session.add(StockWatch(customer_id=customer_id, product_id=product_id))
+        await session.flush()
+
+
+async def take_watchers(session: AsyncSession, product_id: int) -> list:  # list[Customer]
+    """The customers waiting for this product, removing their watch (they are told once)."""
+    from sqlalchemy import delete
+
+    from db.models import Customer, StockWatch
+
+    customers = list((await session.execute(
+        select(Customer).join(StockWatch, StockWatch.customer_id == Customer.id)
+        .where(StockWatch.product_id == product_id)
+    )).scalars().all())
+    await session.execute(delete(StockWatch).where(StockWatch.product_id == product_id))
+    return customers

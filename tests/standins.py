@@ -120,6 +120,8 @@ class BotAPIStandIn(StandIn):
                     pass
             elif not isinstance(value, str) and hasattr(value, "filename"):
                 value = f"<file {value.filename}>"
+            if key in ("chat_id", "message_id", "user_id") and isinstance(value, str) and value.lstrip("-").isdigit():
+                value = int(value)
             params[key] = value
         return params
 

@@ -1,0 +1,64 @@
+"""Showing a screen in place: navigation edits the message it came from instead of flooding the chat."""
+from __future__ import annotations
+
+import logging
+
+from aiogram.exceptions import TelegramBadRequest
+from aiogram.types import CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, Message
+
+log = logging.getLogger(__name__)
+
+TEXT_LIMIT = 4096
+CAPTION_LIMIT = 1024
+
+
+def kb(*rows: list[tuple[str, str]]) -> InlineKeyboardMarkup:
+    """Inline keyboard from rows of (label, callback_data or URL)."""
+    return InlineKeyboardMarkup(inline_keyboard=[
+        [InlineKeyboardButton(text=label, url=data) if data.startswith(("http://", "https://"))
+         else InlineKeyboardButton(text=label, callback_data=data) for label, data in row]
+        for row in rows if row
+    ])
+
+
+def clip(text: str, limit: int = TEXT_LIMIT) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+async def show(query: CallbackQuery, text: str, markup: InlineKeyboardMarkup | None = None, *,
+               photo: str | None = None) -> None:
+    """Replace the screen the button was on. Text edits text; a photo screen needs a new message."""
+    message = query.message
+    if not isinstance(message, Message):
+        return
+    try:
+        if photo:
+            await message.answer_photo(photo, caption=clip(text, CAPTION_LIMIT), reply_markup=markup)
+            await _delete_quietly(message)
+        elif message.photo:
+            await message.answer(clip(text), reply_markup=markup)
+            await _delete_quietly(message)
+        else:
+            await message.edit_text(clip(text), reply_markup=markup)
+    except TelegramBadRequest as exc:
+        if "message is not modified" in str(exc):
+            return
+        if "can't be edited" in str(exc) or "message to edit not found" in str(exc):
+            await message.answer(clip(text), reply_markup=markup)
+            return
+        raise
+
+
+async def send(message: Message, text: str, markup: InlineKeyboardMarkup | None = None, *,
+               photo: str | None = None) -> None:
+    if photo:
+        await message.answer_photo(photo, caption=clip(text, CAPTION_LIMIT), reply_markup=markup)
+    else:
+        await message.answer(clip(text), reply_markup=markup)
+
+
+async def _delete_quietly(message: Message) -> None:
+    try:
+        await message.delete()
+    except TelegramBadRequest:
+        log.info("render.delete_failed", extra={"message_id": message.message_id})
