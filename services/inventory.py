@@ -2,7 +2,7 @@
 `stock` (free) → `reserved` (unpaid orders) → `sold`. Their sum changes only by restocking."""
 from __future__ import annotations
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.models import Product
@@ -16,6 +16,9 @@ async def reserve(session: AsyncSession, product: Product, qty: int) -> None:
         .execution_options(synchronize_session=False)
     )
     if result.rowcount != 1:
+        left = (await session.execute(select(Product.stock).where(Product.id == product.id))).scalar_one_or_none()
+        if left:
+            raise OutOfStock("error.not_enough_stock", name=product.name, n=left)
         raise OutOfStock("error.out_of_stock", name=product.name)
 
 

@@ -72,7 +72,11 @@ class Call:
         return out
 
     def button(self, label_part: str) -> str:
-        """callback_data (or url) of the first button whose text contains `label_part`."""
+        """callback_data (or url) of the button labelled exactly `label_part` (ignoring a leading emoji),
+        else of the first button whose text contains it."""
+        for text, data in self.buttons:
+            if text.lower() == label_part.lower() or text.lower().split(" ", 1)[-1] == label_part.lower():
+                return data
         for text, data in self.buttons:
             if label_part.lower() in text.lower():
                 return data

@@ -1,0 +1,247 @@
+"""Checkout, as a guided flow: zone → phone → email → address → summary → Confirm.
+
+"Cancel" (button or /cancel) leaves at any step with the cart intact. Confirm places the order,
+which reserves the stock, then offers payment.
+"""
+from __future__ import annotations
+
+import html
+import logging
+from typing import Any
+
+from aiogram import F, Router
+from aiogram.filters import Command, StateFilter
+from aiogram.fsm.context import FSMContext
+from aiogram.fsm.state import State, StatesGroup
+from aiogram.types import (CallbackQuery, KeyboardButton, Message, ReplyKeyboardMarkup,
+                           ReplyKeyboardRemove)
+from email_validator import EmailNotValidError, validate_email
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot.config import Settings
+from db.models import Customer
+from handlers.payments import offer_payment
+from handlers.render import kb, show
+from services import cart as cart_service
+from services import orders as order_service
+from services.errors import DomainError
+from services.i18n import t
+from services.money import format_money
+from services.phones import InvalidPhone, normalize_phone
+from services.zones import ZONES, get_zone
+
+log = logging.getLogger(__name__)
+router = Router(name="checkout")
+ADDRESS_MAX = 500
+
+
+class Checkout(StatesGroup):
+    zone = State()
+    phone = State()
+    email = State()
+    address = State()
+    confirm = State()
+
+
+def zone_keyboard(lang: str) -> Any:
+    rows = [[(t(f"zone.{z.code}", lang, price=format_money(z.shipping, z.currency)), f"chk:z:{z.code}")]
+            for z in ZONES.values()]
+    rows.append([(t("checkout.cancel", lang), "chk:x")])
+    return kb(*rows)
+
+
+def phone_keyboard(customer: Customer, lang: str) -> ReplyKeyboardMarkup:
+    rows = [[KeyboardButton(text=t("checkout.share_phone", lang), request_contact=True)]]
+    if customer.phone:
+        rows.append([KeyboardButton(text="+" + customer.phone)])
+    rows.append([KeyboardButton(text=t("checkout.cancel", lang))])
+    return ReplyKeyboardMarkup(keyboard=rows, resize_keyboard=True, one_time_keyboard=True)
+
+
+def email_keyboard(customer: Customer, lang: str) -> ReplyKeyboardMarkup | ReplyKeyboardRemove:
+    if not customer.email:
+        return ReplyKeyboardRemove()
+    return ReplyKeyboardMarkup(keyboard=[[KeyboardButton(text=customer.email)],
+                                         [KeyboardButton(text=t("checkout.cancel", lang))]],
+                               resize_keyboard=True, one_time_keyboard=True)
+
+
+# --- entering and leaving ------------------------------------------------------------------------
+
+
+@router.callback_query(F.data == "chk:start")
+async def start_checkout(query: CallbackQuery, session: AsyncSession, customer: Customer, state: FSMContext,
+                         lang: str) -> None:
+    lines = await cart_service.lines(session, customer.id)
+    if not lines:
+        await query.answer(t("cart.empty", lang), show_alert=True)
+        return
+    problem = next((line for line in lines if not line.available), None)
+    if problem is not None:
+        await query.answer(t("checkout.line_unavailable", lang, name=problem.product.name[:60],
+                             n=max(problem.product.stock, 0)), show_alert=True)
+        return
+    await query.answer()
+    await state.set_state(Checkout.zone)
+    await show(query, t("checkout.ask_zone", lang), zone_keyboard(lang))
+
+
+@router.message(Command("checkout"))
+async def checkout_command(message: Message, session: AsyncSession, customer: Customer, state: FSMContext,
+                           lang: str) -> None:
+    if not await cart_service.lines(session, customer.id):
+        await message.answer(t("cart.empty", lang))
+        return
+    await state.set_state(Checkout.zone)
+    await message.answer(t("checkout.ask_zone", lang), reply_markup=zone_keyboard(lang))
+
+
+@router.callback_query(F.data == "chk:x")
+async def cancel_button(query: CallbackQuery, state: FSMContext, lang: str) -> None:
+    await state.clear()
+    await query.answer()
+    await show(query, t("checkout.cancelled", lang), kb([(t("menu.cart", lang), "menu:cart"),
+                                                         (t("menu.back", lang), "menu:main")]))
+
+
+@router.message(StateFilter(Checkout), Command("cancel"))
+@router.message(StateFilter(Checkout), F.text.func(lambda text: text in _cancel_labels()))
+async def cancel_typed(message: Message, state: FSMContext, lang: str) -> None:
+    await state.clear()
+    await message.answer(t("checkout.cancelled", lang), reply_markup=ReplyKeyboardRemove())
+
+
+def _cancel_labels() -> set[str]:
+    from services.i18n import available_languages
+    return {t("checkout.cancel", lang) for lang in available_languages()}
+
+
+# --- the steps ------------------------------------------------------------------------------------
+
+
+@router.callback_query(StateFilter(Checkout.zone), F.data.startswith("chk:z:"))
+async def chose_zone(query: CallbackQuery, customer: Customer, state: FSMContext, lang: str) -> None:
+    code = (query.data or "").rsplit(":", 1)[-1]
+    if code not in ZONES:
+        await query.answer(t("error.stale_button", lang), show_alert=True)
+        return
+    await query.answer()
+    await state.update_data(zone=code)
+    await state.set_state(Checkout.phone)
+    if query.message is not None:
+        await query.message.edit_reply_markup(reply_markup=None)
+        await query.message.answer(t("checkout.ask_phone", lang, zone=t(f"zone.{code}.short", lang)),
+                                   reply_markup=phone_keyboard(customer, lang))
+
+
+@router.message(StateFilter(Checkout.phone), F.contact)
+async def shared_contact(message: Message, session: AsyncSession, customer: Customer, state: FSMContext,
+                         lang: str) -> None:
+    contact = message.contact
+    if contact is None or message.from_user is None or contact.user_id != message.from_user.id:
+        await message.answer(t("checkout.contact_not_yours", lang), reply_markup=phone_keyboard(customer, lang))
+        return
+    await _accept_phone(message, customer, state, contact.phone_number, lang)
+
+
+@router.message(StateFilter(Checkout.phone), F.text, ~F.text.startswith("/"))
+async def typed_phone(message: Message, customer: Customer, state: FSMContext, lang: str) -> None:
+    await _accept_phone(message, customer, state, message.text or "", lang)
+
+
+async def _accept_phone(message: Message, customer: Customer, state: FSMContext, raw: str, lang: str) -> None:
+    try:
+        phone = normalize_phone(raw)
+    except InvalidPhone as exc:
+        await message.answer(t("checkout.phone_invalid", lang, reason=t(exc.reason, lang)),
+                             reply_markup=phone_keyboard(customer, lang))
+        return
+    customer.phone = phone
+    await state.update_data(phone=phone)
+    await state.set_state(Checkout.email)
+    await message.answer(t("checkout.ask_email", lang), reply_markup=email_keyboard(customer, lang))
+
+
+@router.message(StateFilter(Checkout.email), F.text, ~F.text.startswith("/"))
+async def typed_email(message: Message, customer: Customer, state: FSMContext, lang: str) -> None:
+    try:
+        email = validate_email((message.text or "").strip(), check_deliverability=False).normalized
+    except EmailNotValidError as exc:
+        await message.answer(t("checkout.email_invalid", lang, reason=html.escape(str(exc))))
+        return
+    customer.email = email
+    await state.update_data(email=email)
+    await state.set_state(Checkout.address)
+    await message.answer(t("checkout.ask_address", lang), reply_markup=ReplyKeyboardRemove())
+
+
+@router.message(StateFilter(Checkout.address), F.text, ~F.text.startswith("/"))
+async def typed_address(message: Message, session: AsyncSession, customer: Customer, state: FSMContext,
+                        lang: str) -> None:
+    address = " ".join((message.text or "").split())
+    if len(address) < 8:
+        await message.answer(t("checkout.address_short", lang))
+        return
+    if len(address) > ADDRESS_MAX:
+        await message.answer(t("checkout.address_long", lang, max=ADDRESS_MAX))
+        return
+    await state.update_data(address=address)
+    data = await state.get_data()
+    summary = await _summary(session, customer, data, lang)
+    if summary is None:
+        await state.clear()
+        await message.answer(t("cart.empty", lang))
+        return
+    await state.set_state(Checkout.confirm)
+    await message.answer(summary, reply_markup=kb([(t("checkout.confirm", lang), "chk:ok")],
+                                                  [(t("checkout.cancel", lang), "chk:x")]))
+
+
+@router.message(StateFilter(Checkout), ~F.text.startswith("/"))
+async def unexpected_input(message: Message, state: FSMContext, lang: str) -> None:
+    """Anything else mid-checkout (a sticker, a photo, text while buttons are expected)."""
+    step = (await state.get_state() or "").rsplit(":", 1)[-1]
+    await message.answer(t(f"checkout.reask.{step}", lang))
+
+
+async def _summary(session: AsyncSession, customer: Customer, data: dict[str, Any], lang: str) -> str | None:
+    lines = await cart_service.lines(session, customer.id)
+    if not lines:
+        return None
+    zone = get_zone(data["zone"])
+    totals = order_service.compute_totals([(line.product, line.quantity) for line in lines], zone)
+    items = "\n".join(
+        t("checkout.summary_line", lang, qty=line.quantity, name=html.escape(line.product.name),
+          amount=format_money(order_service.unit_price(line.product, zone.currency) * line.quantity, zone.currency))
+        for line in lines)
+    return t("checkout.summary", lang, items=items, zone=t(f"zone.{zone.code}.short", lang),
+             subtotal=format_money(totals.subtotal, zone.currency), shipping=format_money(totals.shipping, zone.currency),
+             total=format_money(totals.total, zone.currency), phone="+" + data["phone"],
+             email=html.escape(data["email"]), address=html.escape(data["address"]))
+
+
+@router.callback_query(F.data == "chk:ok")
+async def confirm(query: CallbackQuery, session: AsyncSession, customer: Customer, state: FSMContext, lang: str,
+                  settings: Settings, providers: dict[str, Any]) -> None:
+    if await state.get_state() != Checkout.confirm.state:
+        await query.answer(t("checkout.already_done", lang), show_alert=True)
+        return
+    data = await state.get_data()
+    await state.clear()  # a second press of Confirm is now a stale button
+    try:
+        async with session.begin_nested():
+            order = await order_service.place_order(
+                session, customer.id, zone_code=data["zone"], phone=data["phone"], email=data["email"],
+                address=data["address"], reservation_minutes=settings.reservation_minutes)
+    except DomainError as exc:
+        log.info("checkout.refused", extra={"reason": exc.key})
+        await query.answer(t(exc.key, lang, **exc.values), show_alert=True)
+        if query.message is not None:
+            await query.message.answer(t("checkout.not_placed", lang, reason=t(exc.key, lang, **exc.values)),
+                                       reply_markup=kb([(t("menu.cart", lang), "menu:cart")]))
+        return
+    await session.commit()  # the order and its reservation exist before we say so
+    await query.answer(t("checkout.placed_toast", lang, order=order.public_id))
+    if query.message is not None:
+        await query.message.edit_reply_markup(reply_markup=None)
+        await offer_payment(query.message, session, order, providers, lang)

@@ -1,0 +1,102 @@
+"""My orders, order detail and /track — only ever the customer's own orders."""
+from __future__ import annotations
+
+import html
+
+from aiogram import F, Router
+from aiogram.filters import Command, CommandObject
+from aiogram.types import CallbackQuery, Message
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from db.models import Customer, Order
+from handlers.render import kb, send, show
+from services import orders as order_service
+from services.errors import NotFound
+from services.i18n import t
+from services.money import format_money
+
+router = Router(name="orders")
+
+
+def order_line(order: Order, lang: str) -> str:
+    return t("orders.line", lang, order=order.public_id, state=t(f"state.{order.state}", lang),
+             total=format_money(order.total, order.currency), date=order.created_at.strftime("%d %b %Y"))
+
+
+async def orders_screen(session: AsyncSession, customer: Customer, lang: str) -> tuple[str, object]:
+    orders = await order_service.customer_orders(session, customer.id)
+    if not orders:
+        return t("orders.none", lang), kb([(t("menu.catalog", lang), "menu:catalog"), (t("menu.back", lang), "menu:main")])
+    text = "\n".join([t("orders.title", lang)] + [order_line(o, lang) for o in orders])
+    rows = [[(f"{o.public_id} · {t(f'state.{o.state}', lang)}", f"ord:v:{o.public_id}")] for o in orders]
+    rows.append([(t("menu.back", lang), "menu:main")])
+    return text, kb(*rows)
+
+
+def order_detail(order: Order, lang: str) -> str:
+    items = "\n".join(t("orders.item", lang, qty=i.quantity, name=html.escape(i.name),
+                        amount=format_money(i.unit_price * i.quantity, order.currency)) for i in order.items)
+    text = t("orders.detail", lang, order=order.public_id, state=t(f"state.{order.state}", lang), items=items,
+             total=format_money(order.total, order.currency), updated=order.updated_at.strftime("%d %b %Y %H:%M UTC"))
+    if order.tracking_number:
+        text += "\n" + t("orders.tracking", lang, carrier=html.escape(order.carrier or "-"),
+                         tracking=html.escape(order.tracking_number))
+        link = order_service.tracking_link(order)
+        if link:
+            text += "\n" + link
+    elif order.state in (order_service.PROCESSING,):
+        text += "\n" + t("orders.preparing", lang)
+    if order.tracking_description:
+        when = order.tracking_time.strftime("%d %b %H:%M UTC") if order.tracking_time else "-"
+        text += "\n" + t("orders.latest_event", lang, event=html.escape(order.tracking_description),
+                         place=html.escape(order.tracking_place or "-"), when=when)
+    if order.state == order_service.AWAITING_PAYMENT:
+        text += "\n" + t("orders.reserved_until", lang, until=order.reserved_until.strftime("%H:%M UTC"))
+    return text
+
+
+def detail_keyboard(order: Order, lang: str) -> object:
+    rows = []
+    if order.state == order_service.AWAITING_PAYMENT:
+        rows.append([(t("orders.pay_now", lang), f"pay:o:{order.public_id}")])
+    rows.append([(t("menu.orders", lang), "menu:orders"), (t("menu.back", lang), "menu:main")])
+    return kb(*rows)
+
+
+@router.callback_query(F.data == "menu:orders")
+async def my_orders(query: CallbackQuery, session: AsyncSession, customer: Customer, lang: str) -> None:
+    await query.answer()
+    await show(query, *await orders_screen(session, customer, lang))  # type: ignore[arg-type]
+
+
+@router.message(Command("orders"))
+async def orders_command(message: Message, session: AsyncSession, customer: Customer, lang: str) -> None:
+    await send(message, *await orders_screen(session, customer, lang))  # type: ignore[arg-type]
+
+
+@router.callback_query(F.data.startswith("ord:v:"))
+async def view_order(query: CallbackQuery, session: AsyncSession, customer: Customer, lang: str) -> None:
+    public_id = (query.data or "").split(":", 2)[-1]
+    try:
+        order = await order_service.get_order(session, public_id, customer_id=customer.id)
+    except NotFound as exc:
+        await query.answer(t(exc.key, lang, **exc.values), show_alert=True)
+        return
+    await query.answer()
+    if query.message is not None:
+        await query.message.answer(order_detail(order, lang), reply_markup=detail_keyboard(order, lang))  # type: ignore[arg-type]
+
+
+@router.message(Command("track"))
+async def track(message: Message, command: CommandObject, session: AsyncSession, customer: Customer,
+                lang: str) -> None:
+    public_id = (command.args or "").strip()
+    if not public_id:
+        await message.answer(t("orders.track_usage", lang))
+        return
+    try:
+        order = await order_service.get_order(session, public_id.split()[0], customer_id=customer.id)
+    except NotFound as exc:
+        await message.answer(t(exc.key, lang, **exc.values))
+        return
+    await message.answer(order_detail(order, lang), reply_markup=detail_keyboard(order, lang))  # type: ignore[arg-type]

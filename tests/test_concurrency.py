@@ -1,0 +1,60 @@
+"""Stock under a storm of concurrent checkouts, on PostgreSQL: no oversell, stock conserved."""
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from sqlalchemy import func, select
+
+from db.models import Order, Product
+from services import cart as cart_service
+from services import orders as order_service
+from services.errors import OutOfStock
+from tests.factories import make_product, stock_of
+
+pytestmark = pytest.mark.pg_only
+
+
+async def _fill_cart(session_factory, customer_id: int, items: list[tuple[int, int]]) -> None:  # type: ignore[no-untyped-def]
+    async with session_factory() as session, session.begin():
+        await cart_service.ensure_customer(session, customer_id, customer_id)
+        for product_id, qty in items:
+            product = await session.get(Product, product_id)
+            await cart_service.set_quantity(session, customer_id, product, qty)
+
+
+async def _checkout(session_factory, customer_id: int) -> str:  # type: ignore[no-untyped-def]
+    try:
+        async with session_factory() as session, session.begin():
+            order = await order_service.place_order(session, customer_id, zone_code="nairobi", phone="254712345678",
+                                                    email="a@example.com", address="Plot 1, Ngong Rd",
+                                                    reservation_minutes=30)
+            return order.public_id
+    except OutOfStock:
+        return "out_of_stock"
+
+
+async def test_fifty_concurrent_checkouts_for_five_units(session_factory) -> None:  # type: ignore[no-untyped-def]
+    pid = await make_product(session_factory, "HOT-1", stock=5)
+    for customer in range(1, 51):
+        await _fill_cart(session_factory, customer, [(pid, 1)])
+    results = await asyncio.gather(*(_checkout(session_factory, c) for c in range(1, 51)))
+    placed = [r for r in results if r != "out_of_stock"]
+    assert len(placed) == 5 and results.count("out_of_stock") == 45
+    stock, reserved, sold = await stock_of(session_factory, pid)
+    assert (stock, reserved, sold) == (0, 5, 0) and stock + reserved + sold == 5
+    async with session_factory() as session:
+        assert (await session.execute(select(func.count(Order.id)))).scalar_one() == 5
+
+
+async def test_multi_item_carts_in_opposite_orders_do_not_deadlock(session_factory) -> None:  # type: ignore[no-untyped-def]
+    a = await make_product(session_factory, "A-1", stock=10)
+    b = await make_product(session_factory, "B-1", stock=10)
+    for customer in range(1, 31):
+        items = [(a, 1), (b, 1)] if customer % 2 else [(b, 1), (a, 1)]
+        await _fill_cart(session_factory, customer, items)
+    results = await asyncio.wait_for(asyncio.gather(*(_checkout(session_factory, c) for c in range(1, 31))), 60)
+    assert len([r for r in results if r != "out_of_stock"]) == 10
+    for pid in (a, b):
+        stock, reserved, sold = await stock_of(session_factory, pid)
+        assert (stock, reserved, sold) == (0, 10, 0)
