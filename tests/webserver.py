@@ -10,12 +10,20 @@ from bot.runtime import Shop
 from webhooks.server import build_web_app
 
 
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 @asynccontextmanager
-async def serve_shop(shop: Shop) -> AsyncIterator[str]:
+async def serve_shop(shop: Shop, port: int = 0) -> AsyncIterator[str]:
     """Yields the base URL (http://127.0.0.1:PORT) of the running web app."""
     runner = web.AppRunner(build_web_app(shop), access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
+    site = web.TCPSite(runner, "127.0.0.1", port)
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     try:

@@ -1,0 +1,121 @@
+"""Paying by M-Pesa: the STK prompt, a Kenyan number when we don't have one, and "Check payment status"."""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from aiogram import F, Router
+from aiogram.filters import StateFilter
+from aiogram.fsm.context import FSMContext
+from aiogram.fsm.state import State, StatesGroup
+from aiogram.types import CallbackQuery, Message
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bot.config import Settings
+from db.models import Customer, Order, Payment
+from handlers.payments import own_order
+from handlers.render import kb
+from services import orders as order_service
+from services.errors import DomainError
+from services.i18n import t
+from services.money import format_money
+from services.payments import mpesa_flow
+from services.payments.mpesa import MpesaError
+from services.phones import InvalidPhone, is_kenyan_mobile, mask_phone, normalize_phone
+
+log = logging.getLogger(__name__)
+router = Router(name="pay_mpesa")
+
+
+class MpesaPhone(StatesGroup):
+    waiting = State()
+
+
+def _kenyan_number(order: Order, customer: Customer) -> str | None:
+    for candidate in (order.phone, customer.phone):
+        if is_kenyan_mobile(candidate):
+            return candidate
+    return None
+
+
+@router.callback_query(F.data.startswith("pay:m:"))
+async def pay_with_mpesa(query: CallbackQuery, session: AsyncSession, customer: Customer, state: FSMContext,
+                         lang: str, providers: dict[str, Any], settings: Settings,
+                         session_factory: async_sessionmaker[AsyncSession]) -> None:
+    order = await own_order(query, session, customer, lang)
+    if order is None or query.message is None:
+        return
+    if "mpesa" not in providers or order.currency != "KES":
+        await query.answer(t("mpesa.unavailable", lang), show_alert=True)
+        return
+    msisdn = _kenyan_number(order, customer)
+    if msisdn is None:
+        await query.answer()
+        await state.set_state(MpesaPhone.waiting)
+        await state.update_data(order=order.public_id)
+        await query.message.answer(t("mpesa.ask_phone", lang))
+        return
+    await query.answer()
+    await _push(query.message, order.public_id, customer, msisdn, lang, providers, settings, session_factory)
+
+
+@router.message(StateFilter(MpesaPhone.waiting), F.text, ~F.text.startswith("/"))
+async def typed_mpesa_phone(message: Message, customer: Customer, state: FSMContext, lang: str,
+                            providers: dict[str, Any], settings: Settings,
+                            session_factory: async_sessionmaker[AsyncSession]) -> None:
+    try:
+        msisdn = normalize_phone(message.text or "")
+    except InvalidPhone as exc:
+        await message.answer(t("mpesa.phone_invalid", lang, reason=t(exc.reason, lang)))
+        return
+    if not is_kenyan_mobile(msisdn):
+        await message.answer(t("mpesa.phone_not_kenyan", lang))
+        return
+    order_id = (await state.get_data()).get("order", "")
+    await state.clear()
+    await _push(message, order_id, customer, msisdn, lang, providers, settings, session_factory)
+
+
+async def _push(message: Message, order_id: str, customer: Customer, msisdn: str, lang: str,
+                providers: dict[str, Any], settings: Settings,
+                session_factory: async_sessionmaker[AsyncSession]) -> None:
+    try:
+        payment = await mpesa_flow.start_stk(session_factory, providers["mpesa"], order_id, customer.id, msisdn,
+                                             settings)
+    except DomainError as exc:
+        await message.answer(t(exc.key, lang, **exc.values),
+                             reply_markup=kb([(t("mpesa.check_status", lang), f"pay:mq:{order_id}")]))
+        return
+    except MpesaError as exc:
+        await message.answer(t("mpesa.push_failed", lang),
+                             reply_markup=kb([(t("pay.button.try_again", lang), f"pay:o:{order_id}")]))
+        log.info("mpesa.push_failed_told_customer", extra={"order": order_id, "code": exc.code})
+        return
+    await message.answer(
+        t("mpesa.check_phone", lang, phone=mask_phone(msisdn), total=format_money(payment.amount, "KES"), order=order_id),
+        reply_markup=kb([(t("mpesa.check_status", lang), f"pay:mq:{order_id}")],
+                        [(t("pay.button.cancel_order", lang), f"pay:x:{order_id}")]))
+
+
+@router.callback_query(F.data.startswith("pay:mq:"))
+async def check_status(query: CallbackQuery, session: AsyncSession, customer: Customer, lang: str,
+                       providers: dict[str, Any], settings: Settings,
+                       session_factory: async_sessionmaker[AsyncSession]) -> None:
+    public_id = (query.data or "").split(":", 2)[-1]
+    try:
+        order = await order_service.get_order(session, public_id, customer_id=customer.id)
+    except DomainError as exc:
+        await query.answer(t(exc.key, lang, **exc.values), show_alert=True)
+        return
+    payment = (await session.execute(select(Payment).where(Payment.order_id == order.id, Payment.provider == "mpesa")
+                                     .order_by(Payment.id.desc()).limit(1))).unique().scalar_one_or_none()
+    if payment is None:
+        await query.answer(t("mpesa.no_attempt", lang), show_alert=True)
+        return
+    state = payment.state
+    if state == "pending" and "mpesa" in providers:
+        state = await mpesa_flow.query_and_settle(session_factory, providers["mpesa"], payment.id, settings)
+        state = {"duplicate": "paid", "late_paid": "paid"}.get(state, state)
+    await query.answer(t(f"mpesa.status.{state if state in ('paid', 'failed', 'pending') else 'other'}", lang,
+                         order=order.public_id), show_alert=True)

@@ -1,0 +1,216 @@
+"""M-Pesa payments for orders: start an STK push, take Daraja's callback, confirm by query.
+
+Money rules kept here: the payment row exists before the customer is told to check their phone; a
+second prompt is not sent while one is still live (no double charge); a callback is stored once by
+(CheckoutRequestID, ResultCode) and settles through `common.settle_*` only.
+"""
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bot.config import Settings
+from db.models import Order, Payment, utcnow
+from services.errors import DomainError
+from services.money import whole_units_up
+from services.payments import common
+from services.payments.mpesa import MpesaClient, MpesaError, StillProcessing
+from services.phones import is_kenyan_mobile, mask_phone
+
+log = logging.getLogger(__name__)
+PROVIDER = "mpesa"
+PROMPT_LIFETIME = timedelta(seconds=90)  # an STK prompt younger than this may still be answered
+FINAL_TIMEOUT = timedelta(minutes=5)  # no final answer by then: the attempt failed (timed out)
+MAX_BACKOFF = 300
+
+REASONS = {
+    "1032": "mpesa.reason.cancelled", "2001": "mpesa.reason.wrong_pin", "1": "mpesa.reason.insufficient",
+    "1037": "mpesa.reason.unreachable", "1019": "mpesa.reason.timeout", "1001": "mpesa.reason.busy",
+    "1025": "mpesa.reason.prompt_failed", "9999": "mpesa.reason.prompt_failed", "timeout": "mpesa.reason.timeout",
+}
+
+
+def reason_key(code: str) -> str:
+    return REASONS.get(str(code), "mpesa.reason.other")
+
+
+class PromptStillLive(DomainError):
+    key = "mpesa.prompt_live"
+
+
+class NotKenyanPhone(DomainError):
+    key = "mpesa.ask_phone"
+
+
+class BadCallback(ValueError):
+    """The body is not a Daraja STK callback: answered 400, nothing changes."""
+
+
+async def start_stk(session_factory: async_sessionmaker[AsyncSession], client: MpesaClient, order_id: str,
+                    customer_id: int, msisdn: str, settings: Settings) -> Payment:
+    """Prompt the customer's phone for the order's total. Commits the payment row itself."""
+    if not is_kenyan_mobile(msisdn):
+        raise NotKenyanPhone()
+    async with session_factory() as session, session.begin():
+        order = await _awaiting_order(session, order_id, customer_id)
+        live = [p for p in await common.pending_attempts(session, order.id, PROVIDER)
+                if p.created_at > utcnow() - PROMPT_LIFETIME]
+        if live:
+            raise PromptStillLive(order=order.public_id)
+        payment = await common.create_attempt(session, order, PROVIDER, phone=msisdn)
+        amount, reference = whole_units_up(order.total), order.public_id
+    try:
+        accepted = await client.stk_push(amount=amount, msisdn=msisdn, account_reference=reference,
+                                         description=f"Order {reference[-6:]}")
+    except MpesaError as exc:
+        async with session_factory() as session, session.begin():
+            await session.execute(update(Payment).where(Payment.id == payment.id, Payment.state == common.PENDING)
+                                  .values(state=common.FAILED, result_code=exc.code[:32], result_desc=exc.message[:500]))
+        log.warning("mpesa.push_refused", extra={"order": reference, "code": exc.code, "phone": mask_phone(msisdn)})
+        raise
+    async with session_factory() as session, session.begin():
+        await session.execute(update(Payment).where(Payment.id == payment.id).values(
+            merchant_request_id=accepted.merchant_request_id, checkout_request_id=accepted.checkout_request_id,
+            next_check_at=utcnow() + timedelta(seconds=settings.mpesa_query_after_seconds)))
+    payment.checkout_request_id = accepted.checkout_request_id
+    log.info("mpesa.push_sent", extra={"order": reference, "payment": payment.id, "phone": mask_phone(msisdn)})
+    return payment
+
+
+async def _awaiting_order(session: AsyncSession, order_id: str, customer_id: int) -> Order:
+    from services import orders as order_service
+
+    order = await order_service.get_order(session, order_id, customer_id=customer_id)
+    if order.state != order_service.AWAITING_PAYMENT:
+        raise common.PaymentNotAllowed("pay.error.not_awaiting", order=order.public_id,
+                                       state=order.state.replace("_", " "))
+    if order.currency != "KES":
+        raise DomainError("mpesa.kes_only")
+    return order
+
+
+def parse_callback(payload: Any) -> dict[str, Any]:
+    """The fields we use from `Body.stkCallback`, validated; items read by Name, never position."""
+    try:
+        cb = payload["Body"]["stkCallback"]
+        checkout_id = str(cb["CheckoutRequestID"]).strip()
+        code = str(int(str(cb["ResultCode"]).strip()))
+    except (KeyError, TypeError, ValueError):
+        raise BadCallback("not an STK callback") from None
+    if not checkout_id or len(checkout_id) > 64:
+        raise BadCallback("bad CheckoutRequestID")
+    items: dict[str, Any] = {}
+    meta = cb.get("CallbackMetadata") or {}
+    for item in (meta.get("Item") or []) if isinstance(meta, dict) else []:
+        if isinstance(item, dict) and "Name" in item:
+            items[str(item["Name"])] = item.get("Value")
+    return {"checkout_id": checkout_id, "code": code, "desc": str(cb.get("ResultDesc", ""))[:500],
+            "merchant_id": str(cb.get("MerchantRequestID", "")), "items": items}
+
+
+async def handle_callback(session_factory: async_sessionmaker[AsyncSession], payload: Any, settings: Settings) -> str:
+    """Store and apply one Daraja callback. Returns the outcome; raises BadCallback for junk."""
+    cb = parse_callback(payload)
+    async with session_factory() as session, session.begin():
+        stored = await common.record_event(session, PROVIDER, f"{cb['checkout_id']}:{cb['code']}", "stk_callback",
+                                           payload)
+        if stored is None:
+            return "duplicate"
+        payment = (await session.execute(
+            select(Payment).where(Payment.checkout_request_id == cb["checkout_id"]))).unique().scalar_one_or_none()
+        if payment is None:
+            await common.record_anomaly(session, settings.admin_chat_id, provider=PROVIDER,
+                                        event_id=f"unknown:{cb['checkout_id']}", event_type="unknown_attempt",
+                                        detail=f"callback for unknown CheckoutRequestID {cb['checkout_id']} "
+                                               f"(ResultCode {cb['code']})", payload=payload)
+            return "unknown"
+        stored.payment_id = payment.id
+        if cb["code"] != "0":
+            return await common.settle_failed(session, payment, code=cb["code"], desc=cb["desc"],
+                                              reason_key=reason_key(cb["code"]), raw=payload)
+        return await _settle_success(session, payment, cb["items"], payload, settings)
+
+
+async def _settle_success(session: AsyncSession, payment: Payment, items: dict[str, Any], raw: Any,
+                          settings: Settings) -> str:
+    try:
+        paid_minor = int(str(items["Amount"]).split(".")[0]) * 100
+    except (KeyError, ValueError):
+        await common.record_anomaly(session, settings.admin_chat_id, provider=PROVIDER,
+                                    event_id=f"no_amount:{payment.id}", event_type="malformed_success",
+                                    detail="success callback without an Amount; left pending for the query",
+                                    payload=raw, payment=payment)
+        return "anomaly"
+    receipt = str(items.get("MpesaReceiptNumber") or "")[:64] or None
+    return await common.settle_paid(session, payment, amount=paid_minor, currency="KES", reference=receipt, raw=raw,
+                                    actor="system:mpesa", admin_chat_id=settings.admin_chat_id,
+                                    low_stock_threshold=settings.low_stock_threshold)
+
+
+async def query_and_settle(session_factory: async_sessionmaker[AsyncSession], client: MpesaClient, payment_id: int,
+                           settings: Settings, now: datetime | None = None) -> str:
+    """Ask Daraja how a pending attempt ended and settle it the same way a callback would."""
+    now = now or utcnow()
+    async with session_factory() as session:
+        payment = await session.get(Payment, payment_id)
+        if payment is None or payment.state != common.PENDING:
+            return payment.state if payment else "missing"
+        checkout_id, created, attempts = payment.checkout_request_id, payment.created_at, payment.query_attempts
+    if not checkout_id:  # the push itself never got through
+        return await _fail_or_back_off(session_factory, payment_id, now, created, attempts, settings)
+    try:
+        status = await client.stk_query(checkout_id)
+    except (StillProcessing, MpesaError) as exc:
+        log.info("mpesa.query_pending", extra={"payment": payment_id, "code": exc.code})
+        return await _fail_or_back_off(session_factory, payment_id, now, created, attempts, settings)
+    async with session_factory() as session, session.begin():
+        payment = await session.get(Payment, payment_id)
+        assert payment is not None
+        if status.result_code == "0":
+            return await common.settle_paid(session, payment, amount=payment.amount, currency=payment.currency,
+                                            reference=payment.receipt_number, raw={"query": status.raw},
+                                            actor="system:mpesa-query", admin_chat_id=settings.admin_chat_id,
+                                            low_stock_threshold=settings.low_stock_threshold)
+        return await common.settle_failed(session, payment, code=status.result_code, desc=status.result_desc,
+                                          reason_key=reason_key(status.result_code), raw={"query": status.raw})
+
+
+async def _fail_or_back_off(session_factory: async_sessionmaker[AsyncSession], payment_id: int, now: datetime,
+                            created: datetime, attempts: int, settings: Settings) -> str:
+    async with session_factory() as session, session.begin():
+        payment = await session.get(Payment, payment_id)
+        assert payment is not None
+        if now - created >= FINAL_TIMEOUT:
+            return await common.settle_failed(session, payment, code="timeout", desc="no final answer from M-Pesa",
+                                              reason_key=reason_key("timeout"), raw=None)
+        delay = min(settings.mpesa_query_after_seconds * 2 ** attempts, MAX_BACKOFF)
+        payment.query_attempts = attempts + 1
+        payment.next_check_at = now + timedelta(seconds=delay)
+        return "pending"
+
+
+async def reconcile_due(session_factory: async_sessionmaker[AsyncSession], client: MpesaClient, settings: Settings,
+                        now: datetime | None = None, batch: int = 50) -> int:
+    """Query pending attempts whose callback is overdue. Each is claimed by moving its next check
+    forward with a compare-and-set, so two workers never query the same attempt in one cycle."""
+    now = now or utcnow()
+    async with session_factory() as session:
+        due = (await session.execute(
+            select(Payment.id, Payment.next_check_at)
+            .where(Payment.provider == PROVIDER, Payment.state == common.PENDING, Payment.next_check_at <= now)
+            .order_by(Payment.next_check_at).limit(batch))).all()
+    settled = 0
+    for payment_id, next_check in due:
+        async with session_factory() as session, session.begin():
+            claimed = await session.execute(
+                update(Payment).where(Payment.id == payment_id, Payment.next_check_at == next_check)
+                .values(next_check_at=now + timedelta(seconds=60)).execution_options(synchronize_session=False))
+        if claimed.rowcount != 1:
+            continue
+        outcome = await query_and_settle(session_factory, client, payment_id, settings, now)
+        settled += outcome != "pending"
+    return settled

@@ -1,0 +1,283 @@
+"""M-Pesa STK push end to end: the bot, our webhook server and a Daraja stand-in over real HTTP."""
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import timedelta
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+
+from bot.runtime import build_providers
+from db.models import Order, OrderEvent, Outbox, Payment, WebhookEvent, utcnow
+from services import orders as sm
+from services.payments import mpesa_flow
+from tests import daraja_standin as dj
+from tests.factories import make_order, make_product, stock_of
+from tests.harness import ADMIN_CHAT_ID, Harness
+from tests.webserver import free_port, serve_shop
+
+USER = 8101
+
+
+@dataclass
+class MpesaWorld:
+    shop: Harness
+    daraja: dj.DarajaStandIn
+    base: str  # our webhook server
+
+    @property
+    def callback_url(self) -> str:
+        return f"{self.base}/webhooks/mpesa/{dj.CALLBACK_TOKEN}"
+
+    async def order(self, qty: int = 1, stock: int = 5, phone: str = "254712345678", customer: int = USER) -> Order:
+        pid = await make_product(self.shop.session_factory, f"SKU-{customer}-{qty}-{stock}", stock=stock,
+                                 price_kes=2500_00)
+        return await make_order(self.shop.session_factory, customer, [(pid, qty)], phone=phone)
+
+    async def pay(self, order: Order, customer: int = USER):  # type: ignore[no-untyped-def]
+        await self.shop.send(customer, "/orders")
+        reply = await self.shop.press(customer, f"pay:m:{order.public_id}")
+        await self.daraja.settle()
+        return reply
+
+    async def count(self, model, *where) -> int:  # type: ignore[no-untyped-def]
+        async with self.shop.session_factory() as session:
+            return (await session.execute(select(func.count()).select_from(model).where(*where))).scalar_one()
+
+    async def state_of(self, order: Order) -> str:
+        async with self.shop.session_factory() as session:
+            return (await sm.get_order(session, order.public_id)).state
+
+    async def payment(self) -> Payment:
+        async with self.shop.session_factory() as session:
+            return (await session.execute(select(Payment).order_by(Payment.id.desc()))).unique().scalars().first()
+
+
+@pytest.fixture
+async def world(engine, botapi) -> AsyncIterator[MpesaWorld]:  # type: ignore[no-untyped-def]
+    daraja = await dj.DarajaStandIn().start()
+    port = free_port()
+    shop = Harness(engine, botapi, public_base_url=f"http://127.0.0.1:{port}", mpesa_base_url=daraja.url,
+                   mpesa_consumer_key=dj.CONSUMER_KEY, mpesa_consumer_secret=dj.CONSUMER_SECRET,
+                   mpesa_shortcode=dj.SHORTCODE, mpesa_passkey=dj.PASSKEY, mpesa_callback_token=dj.CALLBACK_TOKEN,
+                   mpesa_query_after_seconds=60)
+    shop.providers = build_providers(shop.settings)
+    assert "mpesa" in shop.providers
+    await shop.start()
+    assert shop.shop is not None
+    async with serve_shop(shop.shop, port) as base:
+        yield MpesaWorld(shop, daraja, base)
+    await shop.providers["mpesa"].aclose()
+    await shop.stop()
+    await daraja.stop()
+
+
+async def test_paid_by_mpesa_end_to_end(world: MpesaWorld) -> None:
+    order = await world.order(qty=2)
+    reply = await world.pay(order)
+    assert "Check your phone (2547*****678)" in reply.text and "KES 5,300" in reply.text
+    assert reply.button("Check payment status") == f"pay:mq:{order.public_id}"
+    push = world.daraja.pushes[0]
+    assert push.body["Amount"] == 5300 and push.body["AccountReference"] == order.public_id
+    assert push.body["CallBackURL"] == world.callback_url and push.callbacks_sent == [200]
+    assert await world.state_of(order) == "processing"
+    payment = await world.payment()
+    assert (payment.state, payment.amount, payment.currency) == ("paid", 5300_00, "KES")
+    assert payment.receipt_number and payment.receipt_number.startswith("RLA")
+    async with world.shop.session_factory() as session:
+        outbox = (await session.execute(select(Outbox).order_by(Outbox.id))).scalars().all()
+    assert [o.kind for o in outbox] == ["order_status", "new_order"]
+    assert "Payment received" in outbox[0].text and outbox[1].chat_id == ADMIN_CHAT_ID
+    assert [b["callback_data"] for b in outbox[1].reply_markup["inline_keyboard"][0]] == [
+        f"adm:v:{order.public_id}", f"adm:s:{order.public_id}", f"adm:c:{order.public_id}"]
+    await world.shop.press(USER, reply.button("Check payment status"), message=reply)
+    assert "has been received" in world.shop.last_answer.params["text"]
+
+
+@pytest.mark.parametrize("code,reason", [(1032, "cancelled on the phone"), (2001, "PIN was wrong"),
+                                         (1, "enough balance"), (1037, "couldn't reach your phone"),
+                                         (1019, "timed out"), (4242, "declined")])
+async def test_each_failure_code_is_explained_with_try_again(world: MpesaWorld, code: int, reason: str) -> None:
+    world.daraja.plan = dj.Plan(result_code=code)
+    order = await world.order()
+    await world.pay(order)
+    assert await world.state_of(order) == "awaiting_payment"
+    payment = await world.payment()
+    assert (payment.state, payment.result_code) == ("failed", str(code))
+    async with world.shop.session_factory() as session:
+        msg = (await session.execute(select(Outbox).where(Outbox.kind == "payment_failed"))).scalar_one()
+    assert reason in msg.text and msg.reply_markup["inline_keyboard"][0][0]["callback_data"] == f"pay:o:{order.public_id}"
+    world.daraja.plan = dj.Plan()
+    await world.shop.press(USER, f"pay:m:{order.public_id}")  # try again: a new prompt, then paid
+    await world.daraja.settle()
+    assert await world.state_of(order) == "processing" and len(world.daraja.pushes) == 2
+
+
+async def test_failure_after_success_is_ignored(world: MpesaWorld) -> None:
+    order = await world.order()
+    await world.pay(order)
+    push = world.daraja.pushes[0]
+    async with httpx.AsyncClient() as http:
+        r = await http.post(world.callback_url, json=world.daraja.callback_body(push, result_code=1032))
+    assert r.status_code == 200 and r.json() == {"ResultCode": 0, "ResultDesc": "Accepted"}
+    assert await world.state_of(order) == "processing" and (await world.payment()).state == "paid"
+    assert await world.count(Outbox, Outbox.kind == "payment_failed") == 0
+
+
+@pytest.mark.pg_only
+async def test_ten_concurrent_duplicate_callbacks_settle_once(world: MpesaWorld) -> None:
+    world.daraja.plan = dj.Plan(copies=10)
+    order = await world.order()
+    await world.pay(order)
+    assert world.daraja.pushes[0].callbacks_sent == [200] * 10
+    assert await world.count(Payment, Payment.state == "paid") == 1
+    assert await world.count(OrderEvent, OrderEvent.to_state == "processing") == 1
+    assert await world.count(Outbox, Outbox.kind == "order_status") == 1
+    assert await world.count(Outbox, Outbox.kind == "new_order") == 1
+    assert await world.count(WebhookEvent, WebhookEvent.provider == "mpesa") == 1
+
+
+async def test_missing_callback_is_settled_by_the_query(world: MpesaWorld) -> None:
+    world.daraja.plan = dj.Plan(no_show=True, query_processing_times=1)
+    order = await world.order()
+    await world.pay(order)
+    assert await world.state_of(order) == "awaiting_payment"
+    client, settings = world.shop.providers["mpesa"], world.shop.settings
+    now = utcnow() + timedelta(seconds=61)
+    assert await mpesa_flow.reconcile_due(world.shop.session_factory, client, settings, now) == 0  # "processing"
+    payment = await world.payment()
+    assert payment.state == "pending" and payment.query_attempts == 1
+    later = payment.next_check_at + timedelta(seconds=1)
+    assert await mpesa_flow.reconcile_due(world.shop.session_factory, client, settings, later) == 1
+    assert await world.state_of(order) == "processing"
+
+
+async def test_query_that_never_finishes_times_out(world: MpesaWorld) -> None:
+    world.daraja.plan = dj.Plan(no_show=True, query_processing_times=1000)
+    order = await world.order()
+    await world.pay(order)
+    client, settings = world.shop.providers["mpesa"], world.shop.settings
+    await mpesa_flow.reconcile_due(world.shop.session_factory, client, settings, utcnow() + timedelta(seconds=61))
+    await mpesa_flow.reconcile_due(world.shop.session_factory, client, settings, utcnow() + timedelta(minutes=6))
+    payment = await world.payment()
+    assert (payment.state, payment.result_code) == ("failed", "timeout")
+    assert await world.state_of(order) == "awaiting_payment"
+
+
+@pytest.mark.parametrize("path,kwargs,status", [
+    ("/webhooks/mpesa/wrong-token", {"json": {"Body": {}}}, 404),
+    (f"/webhooks/mpesa/{dj.CALLBACK_TOKEN}", {"content": b"{nope", "headers": {"Content-Type": "application/json"}}, 400),
+    (f"/webhooks/mpesa/{dj.CALLBACK_TOKEN}", {"content": b"a=b", "headers": {"Content-Type": "text/plain"}}, 415),
+    (f"/webhooks/mpesa/{dj.CALLBACK_TOKEN}", {"json": {"Body": {"stkCallback": {"ResultCode": 0}}}}, 400),
+    (f"/webhooks/mpesa/{dj.CALLBACK_TOKEN}", {"json": [1, 2, 3]}, 400),
+    (f"/webhooks/mpesa/{dj.CALLBACK_TOKEN}", {"json": {"Body": {"stkCallback": {"CheckoutRequestID": "x",
+                                                                               "ResultCode": "zero"}}}}, 400),
+    (f"/webhooks/mpesa/{dj.CALLBACK_TOKEN}", {"content": b"{" + b" " * 100_000 + b"}",
+                                              "headers": {"Content-Type": "application/json"}}, 413),
+])
+async def test_bad_requests_get_4xx_and_change_nothing(world: MpesaWorld, path: str, kwargs: dict, status: int) -> None:
+    async with httpx.AsyncClient(base_url=world.base) as http:
+        r = await http.post(path, **kwargs)
+    assert r.status_code == status
+    assert await world.count(WebhookEvent) == 0 and await world.count(Payment) == 0
+
+
+async def test_unknown_checkout_id_is_kept_and_alerted(world: MpesaWorld) -> None:
+    body = {"Body": {"stkCallback": {"MerchantRequestID": "m", "CheckoutRequestID": "ws_CO_unknown", "ResultCode": 0,
+                                     "ResultDesc": "ok", "CallbackMetadata": {"Item": [{"Name": "Amount", "Value": 10}]}}}}
+    async with httpx.AsyncClient() as http:
+        for _ in range(2):
+            assert (await http.post(world.callback_url, json=body)).status_code == 200
+    async with world.shop.session_factory() as session:
+        events = (await session.execute(select(WebhookEvent).order_by(WebhookEvent.id))).scalars().all()
+        alerts = (await session.execute(select(Outbox).where(Outbox.kind == "payment_anomaly"))).scalars().all()
+    assert [e.status for e in events] == ["processed", "anomaly"]
+    assert len(alerts) == 1 and "unknown CheckoutRequestID ws_CO_unknown" in alerts[0].text
+
+
+async def test_amount_mismatch_is_an_anomaly_not_a_payment(world: MpesaWorld) -> None:
+    world.daraja.plan = dj.Plan(amount_override=1)
+    order = await world.order()
+    await world.pay(order)
+    assert await world.state_of(order) == "awaiting_payment"
+    assert (await world.payment()).state == "mismatch"
+    async with world.shop.session_factory() as session:
+        alert = (await session.execute(select(Outbox).where(Outbox.kind == "payment_anomaly"))).scalar_one()
+    assert "amount mismatch" in alert.text and order.public_id in alert.text
+
+
+async def test_late_payment_after_expiry_re_reserves_or_is_marked_for_refund(world: MpesaWorld) -> None:
+    world.daraja.plan = dj.Plan(no_show=True)
+    order = await world.order(qty=2, stock=3)
+    await world.pay(order)
+    await sm.expire_due_orders(world.shop.session_factory, now=utcnow() + timedelta(hours=1))
+    assert await world.state_of(order) == "expired"
+    async with httpx.AsyncClient() as http:
+        await http.post(world.callback_url, json=world.daraja.callback_body(world.daraja.pushes[0], result_code=0))
+    assert await world.state_of(order) == "processing"
+    pid = order.items[0].product_id
+    assert await stock_of(world.shop.session_factory, pid) == (1, 0, 2)
+    # Second case: the stock is gone by the time the money arrives.
+    other = await world.order(qty=3, stock=3, customer=USER + 1)
+    await world.shop.send(USER + 1, "/start")
+    await world.shop.press(USER + 1, f"pay:m:{other.public_id}")
+    await sm.expire_due_orders(world.shop.session_factory, now=utcnow() + timedelta(hours=1))
+    rival = await make_order(world.shop.session_factory, USER + 2, [(other.items[0].product_id, 1)])
+    async with httpx.AsyncClient() as http:
+        await http.post(world.callback_url, json=world.daraja.callback_body(world.daraja.pushes[1], result_code=0))
+    assert await world.state_of(other) == "expired" and rival.state == "awaiting_payment"
+    assert (await world.payment()).state == "refund_due"
+    async with world.shop.session_factory() as session:
+        alerts = [o.text for o in (await session.execute(select(Outbox).where(Outbox.kind == "payment_anomaly"))).scalars()]
+    assert any("stock re-reserved" in a for a in alerts) and any("refund owed" in a for a in alerts)
+
+
+async def test_token_refreshed_once_on_401(world: MpesaWorld) -> None:
+    first = await world.order(customer=USER)
+    await world.pay(first)
+    world.daraja.expire_tokens()
+    second = await world.order(customer=USER + 5)
+    await world.shop.send(USER + 5, "/start")
+    await world.shop.press(USER + 5, f"pay:m:{second.public_id}")
+    await world.daraja.settle()
+    assert world.daraja.tokens_issued == 2 and await world.state_of(second) == "processing"
+
+
+async def test_non_kenyan_number_is_asked_again(world: MpesaWorld) -> None:
+    order = await world.order(phone="447911123456")
+    await world.shop.send(USER, "/start")
+    ask = await world.shop.press(USER, f"pay:m:{order.public_id}")
+    assert "Which Safaricom number" in ask.text
+    assert "Kenyan mobile" in (await world.shop.send(USER, "+44 7911 123456")).text
+    assert "doesn't work" in (await world.shop.send(USER, "12")).text
+    reply = await world.shop.send(USER, "0722 000 111")
+    await world.daraja.settle()
+    assert "Check your phone (2547*****111)" in reply.text and world.daraja.pushes[0].body["PartyA"] == "254722000111"
+    assert await world.state_of(order) == "processing"
+
+
+async def test_no_second_prompt_while_one_is_live(world: MpesaWorld) -> None:
+    world.daraja.plan = dj.Plan(no_show=True)
+    order = await world.order()
+    await world.pay(order)
+    again = await world.shop.press(USER, f"pay:m:{order.public_id}")
+    assert "already on your phone" in again.text and len(world.daraja.pushes) == 1
+
+
+async def test_daraja_refusal_is_a_friendly_retry(world: MpesaWorld) -> None:
+    world.daraja.push_error = (500, {"requestId": "x", "errorCode": "500.001.1001",
+                                     "errorMessage": "A transaction is already in process for the subscriber"})
+    order = await world.order()
+    reply = await world.pay(order)
+    assert "couldn't send the payment prompt" in reply.text and reply.button("Try again") == f"pay:o:{order.public_id}"
+    assert (await world.payment()).state == "failed"
+
+
+async def test_others_cannot_pay_or_query_my_order(world: MpesaWorld) -> None:
+    order = await world.order()
+    await world.shop.send(USER + 9, "/start")
+    await world.shop.press(USER + 9, f"pay:m:{order.public_id}")
+    assert "can't find an order" in world.shop.last_answer.params["text"] and world.daraja.pushes == []
