@@ -48,6 +48,8 @@ class Settings(BaseSettings):
     stripe_secret_key: SecretStr | None = None
     stripe_webhook_secret: SecretStr | None = None
     stripe_api_base: str | None = None
+    # Where Stripe sends the customer after paying: a t.me deep link back to the bot.
+    shop_return_url: str = "https://t.me"
 
     # DHL
     dhl_api_key: SecretStr | None = None

@@ -1,0 +1,51 @@
+"""Paying by card: a Stripe Checkout link as an inline URL button."""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from aiogram import F, Router
+from aiogram.types import CallbackQuery
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bot.config import Settings
+from db.models import Customer
+from handlers.payments import own_order
+from handlers.render import kb
+from services.errors import DomainError
+from services.i18n import t
+from services.money import format_money
+from services.payments.stripe import StripeFailure
+from services.payments.stripe_flow import start_card_payment
+
+log = logging.getLogger(__name__)
+router = Router(name="pay_card")
+
+
+@router.callback_query(F.data.startswith("pay:s:"))
+async def pay_by_card(query: CallbackQuery, session: AsyncSession, customer: Customer, lang: str,
+                      providers: dict[str, Any], settings: Settings,
+                      session_factory: async_sessionmaker[AsyncSession]) -> None:
+    order = await own_order(query, session, customer, lang)
+    if order is None or query.message is None:
+        return
+    if "stripe" not in providers:
+        await query.answer(t("stripe.unavailable", lang), show_alert=True)
+        return
+    await query.answer()
+    try:
+        payment = await start_card_payment(session_factory, providers["stripe"], order.public_id, customer.id,
+                                           settings)
+    except DomainError as exc:
+        await query.message.answer(t(exc.key, lang, **exc.values))
+        return
+    except StripeFailure:
+        await query.message.answer(t("stripe.failed", lang),
+                                   reply_markup=kb([(t("pay.button.try_again", lang), f"pay:o:{order.public_id}")]))
+        return
+    until = payment.expires_at.strftime("%H:%M UTC") if payment.expires_at else "-"
+    await query.message.answer(
+        t("stripe.pay_link", lang, order=order.public_id, total=format_money(payment.amount, payment.currency),
+          until=until),
+        reply_markup=kb([(t("stripe.pay_button", lang), payment.checkout_url or "")],
+                        [(t("pay.button.cancel_order", lang), f"pay:x:{order.public_id}")]))

@@ -1,0 +1,123 @@
+"""Stripe through the official SDK's async client: Checkout Sessions as per-order payment links,
+session lookups and expiry, refunds, and webhook signature checks (against the raw body)."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import stripe
+
+from bot.config import Settings
+from db.models import Order, Payment
+
+log = logging.getLogger(__name__)
+MIN_EXPIRY = timedelta(minutes=31)  # Stripe accepts 30 min – 24 h; a minute of slack for clock skew
+MAX_EXPIRY = timedelta(hours=23, minutes=59)
+
+
+class StripeFailure(Exception):
+    """The API refused or could not be reached; the customer may try again."""
+
+
+@dataclass(frozen=True, slots=True)
+class CheckoutSession:
+    id: str
+    url: str | None
+    status: str  # open / complete / expired
+    payment_status: str  # unpaid / paid / no_payment_required
+    amount_total: int | None
+    currency: str | None
+    payment_intent: str | None
+    expires_at: datetime | None
+
+    @classmethod
+    def from_api(cls, obj: Any) -> "CheckoutSession":
+        get = obj.get if hasattr(obj, "get") else (lambda k, d=None: getattr(obj, k, d))
+        expires = get("expires_at")
+        intent = get("payment_intent")
+        if intent is not None and not isinstance(intent, str):
+            intent = getattr(intent, "id", None) or (intent.get("id") if hasattr(intent, "get") else None)
+        return cls(str(get("id")), get("url"), str(get("status") or ""), str(get("payment_status") or ""),
+                   get("amount_total"), (get("currency") or "").upper() or None, intent,
+                   datetime.fromtimestamp(int(expires), tz=timezone.utc) if expires else None)
+
+
+def session_expiry(order: Order, now: datetime) -> datetime:
+    """Aligned with the stock reservation, inside Stripe's allowed window."""
+    return min(max(order.reserved_until, now + MIN_EXPIRY), now + MAX_EXPIRY)
+
+
+class StripeGateway:
+    def __init__(self, secret_key: str, webhook_secret: str, api_base: str | None = None,
+                 return_url: str = "https://t.me") -> None:
+        options: dict[str, Any] = {"http_client": stripe.HTTPXClient(), "max_network_retries": 2}
+        if api_base:
+            options["base_addresses"] = {"api": api_base}
+        self.client = stripe.StripeClient(secret_key, **options)
+        self._webhook_secret = webhook_secret
+        self.return_url = return_url
+
+    @classmethod
+    def from_settings(cls, s: Settings) -> "StripeGateway":
+        assert s.stripe_secret_key and s.stripe_webhook_secret
+        return cls(s.stripe_secret_key.get_secret_value(), s.stripe_webhook_secret.get_secret_value(),
+                   s.stripe_api_base, s.shop_return_url)
+
+    async def aclose(self) -> None:
+        return None
+
+    async def create_checkout(self, order: Order, payment: Payment, now: datetime) -> CheckoutSession:
+        currency = order.currency.lower()
+        line_items = [{"quantity": i.quantity, "price_data": {
+            "currency": currency, "unit_amount": i.unit_price, "product_data": {"name": i.name[:250]}}}
+            for i in order.items]
+        line_items.append({"quantity": 1, "price_data": {
+            "currency": currency, "unit_amount": order.shipping, "product_data": {"name": f"Delivery ({order.zone})"}}})
+        params: dict[str, Any] = {
+            "mode": "payment", "line_items": line_items, "client_reference_id": order.public_id,
+            "metadata": {"order_id": order.public_id, "payment_id": str(payment.id)},
+            "payment_intent_data": {"metadata": {"order_id": order.public_id}},
+            "expires_at": int(session_expiry(order, now).timestamp()), "customer_email": order.email,
+            "success_url": f"{self.return_url}?start=paid_{order.public_id}",
+            "cancel_url": f"{self.return_url}?start=cancel_{order.public_id}",
+        }
+        try:
+            obj = await self.client.v1.checkout.sessions.create_async(
+                params=params, options={"idempotency_key": f"checkout-{payment.id}"})  # type: ignore[arg-type]
+        except stripe.StripeError as exc:
+            log.warning("stripe.create_failed", extra={"order": order.public_id, "error": type(exc).__name__})
+            raise StripeFailure(str(exc.user_message or type(exc).__name__)) from None
+        return CheckoutSession.from_api(obj)
+
+    async def retrieve(self, session_id: str) -> CheckoutSession:
+        try:
+            return CheckoutSession.from_api(await self.client.v1.checkout.sessions.retrieve_async(session_id))
+        except stripe.StripeError as exc:
+            raise StripeFailure(type(exc).__name__) from None
+
+    async def expire(self, session_id: str) -> CheckoutSession:
+        """Close an open session so it can no longer be paid (a newer attempt supersedes it)."""
+        try:
+            return CheckoutSession.from_api(await self.client.v1.checkout.sessions.expire_async(session_id))
+        except stripe.StripeError as exc:
+            raise StripeFailure(type(exc).__name__) from None
+
+    async def refund(self, payment: Payment) -> str:
+        """Refund a settled card payment in full; returns the refund id."""
+        if not payment.stripe_payment_intent:
+            raise StripeFailure("no payment intent recorded for this payment")
+        try:
+            refund = await self.client.v1.refunds.create_async(
+                params={"payment_intent": payment.stripe_payment_intent},
+                options={"idempotency_key": f"refund-{payment.id}"})
+        except stripe.StripeError as exc:
+            raise StripeFailure(type(exc).__name__) from None
+        return str(refund.id)
+
+    def verify_event(self, payload: bytes, signature: str | None) -> dict[str, Any]:
+        """The event, if the signature over the raw body is ours and fresh (default tolerance).
+        Raises stripe.SignatureVerificationError or ValueError."""
+        event = stripe.Webhook.construct_event(payload, signature or "", self._webhook_secret)
+        return event.to_dict()
