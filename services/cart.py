@@ -36,8 +36,11 @@ async def ensure_customer(session: AsyncSession, user_id: int, chat_id: int, fir
                             language=(language or "en")[:8])
         session.add(customer)
         await session.flush()
-    elif customer.chat_id != chat_id and chat_id > 0:
-        customer.chat_id = chat_id
+    else:
+        if customer.chat_id != chat_id and chat_id > 0:
+            customer.chat_id = chat_id
+        if customer.unreachable:  # they wrote to us, so they unblocked the bot
+            customer.unreachable = False
     return customer
 
 
