@@ -167,8 +167,18 @@ class BotAPIStandIn(StandIn):
             return msg
         if method == "getChatMember":
             key = (int(params["chat_id"]), int(params["user_id"]))
-            return {"status": self.chat_member_status.get(key, "member"),
-                    "user": {"id": int(params["user_id"]), "is_bot": False, "first_name": "U"}}
+            status = self.chat_member_status.get(key, "member")
+            member: dict[str, Any] = {"status": status,
+                                      "user": {"id": int(params["user_id"]), "is_bot": False, "first_name": "U"}}
+            if status == "administrator":
+                member.update({flag: False for flag in (
+                    "can_be_edited", "is_anonymous", "can_manage_chat", "can_delete_messages",
+                    "can_manage_video_chats", "can_restrict_members", "can_promote_members", "can_change_info",
+                    "can_invite_users", "can_post_stories", "can_edit_stories", "can_delete_stories",
+                    "can_send_welcome_messages")})
+            elif status == "creator":
+                member["is_anonymous"] = False
+            return member
         if method == "getChatAdministrators":
             return [
                 {"status": status, "user": {"id": uid, "is_bot": False, "first_name": "A"}}
