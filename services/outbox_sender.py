@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 from collections import OrderedDict, defaultdict
 from dataclasses import dataclass, field
@@ -17,14 +18,12 @@ from typing import Any, Protocol
 
 import httpx
 from aiolimiter import AsyncLimiter
-from sqlalchemy import func, select, update
+from sqlalchemy import case, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from db.models import Customer, Outbox, utcnow
 
 log = logging.getLogger(__name__)
-MAX_ATTEMPTS = 8
-MAX_BACKOFF = 300.0
 
 
 class RetryAfter(Exception):
@@ -87,36 +86,80 @@ class BotApiTransport:
 
 @dataclass
 class Limits:
-    """Telegram's sending limits. The global aiolimiter has no burst (one slot every 1/rate s), so no
-    one-second window holds more than `per_second` sends; each chat is spaced by its own interval,
-    measured at the moment of sending (after the global wait), with 10% slack for arrival jitter."""
+    """Telegram's sending limits and the sender's retry policy (one per process, shared by its drains).
+
+    The global aiolimiter has no burst (one slot every 1/rate s), so no one-second window holds more
+    than `per_second` sends. Each chat is spaced by its own interval, booked at the moment of sending
+    (after the global wait, so queueing cannot squeeze two sends together), with 10% slack for
+    arrival jitter; an aiolimiter per chat would be booked before the global wait and could. The
+    per-chat bookings live in a bounded LRU dict.
+
+    A 429 makes that chat wait `retry_after`. Telegram does not say whether a 429 is about one chat
+    or the bot as a whole, so 429s on `global_429_chats` different chats within a second are taken
+    as the global limit and pause every chat.
+    """
     per_second: float = 29.5
     per_chat_seconds: float = 1.1
     group_seconds: float = 1.1 * 60 / 20
+    max_hold: float = 5.0  # a claimed row that cannot be sent this soon is given back, not held
+    backoff_base: float = 2.0  # 5xx / network: base ** attempts seconds (jittered), capped
+    backoff_max: float = 300.0
+    max_attempts: int = 8
+    global_429_chats: int = 3
+    max_chats: int = 10_000
     paused_until: float = 0.0
+    global_pauses: int = 0
     overall: AsyncLimiter = field(init=False)
     _next_ok: OrderedDict[int, float] = field(default_factory=OrderedDict)
+    _recent_429: list[tuple[float, int]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.overall = AsyncLimiter(1, 1 / self.per_second)
 
-    async def wait_turn(self, chat_id: int) -> None:
+    def chat_delay(self, chat_id: int) -> float:
+        """Seconds until `chat_id` may be written to: its spacing, a 429 on it, or a global pause."""
+        return max(self._next_ok.get(chat_id, 0.0), self.paused_until) - time.monotonic()
+
+    def _book(self, chat_id: int, until: float) -> None:
+        self._next_ok[chat_id] = until
+        self._next_ok.move_to_end(chat_id)
+        if len(self._next_ok) > self.max_chats:
+            self._next_ok.popitem(last=False)
+
+    async def wait_turn(self, chat_id: int, deadline: float) -> bool:
+        """Wait for the chat's turn and a global slot. False (chat slot not booked) if that would be
+        after `deadline` (monotonic), so the caller can give the row back before its lease runs out."""
         spacing = self.group_seconds if chat_id < 0 else self.per_chat_seconds
         while True:
-            now = time.monotonic()
-            delay = max(self._next_ok.get(chat_id, 0.0), self.paused_until) - now
+            delay = self.chat_delay(chat_id)
+            if time.monotonic() + max(delay, 0.0) > deadline:
+                return False
             if delay > 0:
                 await asyncio.sleep(delay)
                 continue
             async with self.overall:
                 pass
             now = time.monotonic()
-            if now >= self._next_ok.get(chat_id, 0.0) and now >= self.paused_until:
-                self._next_ok[chat_id] = now + spacing
-                self._next_ok.move_to_end(chat_id)
-                if len(self._next_ok) > 10_000:
-                    self._next_ok.popitem(last=False)
-                return
+            if now > deadline:
+                return False
+            if self.chat_delay(chat_id) <= 0:
+                self._book(chat_id, now + spacing)
+                return True
+
+    def note_429(self, chat_id: int, seconds: float) -> bool:
+        """Make the chat wait; returns True when the 429s look global and the whole sender pauses."""
+        now = time.monotonic()
+        self._book(chat_id, max(self._next_ok.get(chat_id, 0.0), now + seconds))
+        self._recent_429 = [(at, c) for at, c in self._recent_429 if now - at < 1.0] + [(now, chat_id)]
+        if len({c for _, c in self._recent_429}) < self.global_429_chats:
+            return False
+        if self.paused_until < now:
+            self.global_pauses += 1
+        self.paused_until = max(self.paused_until, now + seconds)
+        return True
+
+    def backoff(self, attempts: int) -> float:
+        return min(self.backoff_base ** attempts, self.backoff_max) * random.uniform(0.8, 1.2)
 
 
 async def claim(session_factory: async_sessionmaker[AsyncSession], *, batch: int, lease_seconds: float,
@@ -147,8 +190,14 @@ async def claim(session_factory: async_sessionmaker[AsyncSession], *, batch: int
 
 
 async def drain_once(session_factory: async_sessionmaker[AsyncSession], transport: Transport, limits: Limits, *,
-                     batch: int = 200, lease_seconds: float = 60.0, concurrency: int = 64) -> int:
-    """Send one batch of due messages; returns how many were sent."""
+                     batch: int = 150, lease_seconds: float = 60.0, concurrency: int = 64) -> int:
+    """Send one batch of due messages, chats concurrently; returns how many were sent.
+
+    No send starts later than half the lease after the claim (nor later than `limits.max_hold`); rows
+    that cannot go by then are given back. So with a transport timeout under half the lease, a live
+    worker never holds a row past its lease and another worker never sends it a second time.
+    """
+    deadline = time.monotonic() + min(limits.max_hold, lease_seconds / 2)
     rows = await claim(session_factory, batch=batch, lease_seconds=lease_seconds, now=utcnow())
     by_chat: dict[int, list[Outbox]] = defaultdict(list)
     for r in rows:
@@ -157,79 +206,102 @@ async def drain_once(session_factory: async_sessionmaker[AsyncSession], transpor
 
     async def run_chat(chat_rows: list[Outbox]) -> int:
         async with gate:
-            return await _send_chat(session_factory, transport, limits, chat_rows)
+            return await _send_chat(session_factory, transport, limits, chat_rows, deadline)
 
     return sum(await asyncio.gather(*(run_chat(v) for v in by_chat.values())))
 
 
 async def _send_chat(session_factory: async_sessionmaker[AsyncSession], transport: Transport, limits: Limits,
-                     rows: list[Outbox]) -> int:
-    sent = 0
-    for index, row in enumerate(rows):
-        await limits.wait_turn(row.chat_id)
-        try:
-            await transport.send(row.chat_id, row.text, row.reply_markup)
-        except RetryAfter as exc:
-            limits.paused_until = max(limits.paused_until, time.monotonic() + exc.seconds)
-            await _reschedule(session_factory, rows[index:], exc.seconds, f"429 retry_after={exc.seconds}")
-            log.warning("outbox.rate_limited", extra={"retry_after": exc.seconds})
-            return sent
-        except Blocked as exc:
-            await _blocked(session_factory, row.chat_id, str(exc))
-            return sent
-        except TemporaryError as exc:
-            if row.attempts >= MAX_ATTEMPTS:
+                     rows: list[Outbox], deadline: float) -> int:
+    """Send one chat's claimed rows in id order; stop that chat at the first row that must wait."""
+    sent, chat_id = 0, rows[0].chat_id
+    try:
+        for index, row in enumerate(rows):
+            if not await limits.wait_turn(chat_id, deadline):
+                await _release(session_factory, rows[index:], max(limits.chat_delay(chat_id), 0.0))
+                return sent
+            try:
+                await transport.send(chat_id, row.text, row.reply_markup)
+            except RetryAfter as exc:
+                scope = "global" if limits.note_429(chat_id, exc.seconds) else "chat"
+                await _release(session_factory, rows[index:], exc.seconds, f"429 retry_after={exc.seconds}")
+                log.warning("outbox.rate_limited", extra={"chat_id": chat_id, "retry_after": exc.seconds,
+                                                          "scope": scope})
+                return sent
+            except Blocked as exc:
+                await _blocked(session_factory, chat_id, str(exc))
+                return sent
+            except TemporaryError as exc:
+                if row.attempts >= limits.max_attempts:
+                    await _mark(session_factory, [row.id], state="dead", error=str(exc))
+                    log.error("outbox.gave_up", extra={"outbox_id": row.id, "chat_id": chat_id,
+                                                       "attempts": row.attempts, "error": str(exc)})
+                    continue
+                delay = limits.backoff(row.attempts)
+                await _release(session_factory, rows[index:], delay, str(exc), attempted=row.id)
+                log.warning("outbox.retry", extra={"outbox_id": row.id, "chat_id": chat_id,
+                                                   "attempts": row.attempts, "in_seconds": round(delay, 2),
+                                                   "error": str(exc)})
+                return sent
+            except PermanentError as exc:
                 await _mark(session_factory, [row.id], state="dead", error=str(exc))
-                log.error("outbox.gave_up", extra={"outbox_id": row.id, "error": str(exc)})
+                log.error("outbox.permanent_failure", extra={"outbox_id": row.id, "chat_id": chat_id,
+                                                             "kind": row.kind, "error": str(exc)})
                 continue
-            await _reschedule(session_factory, rows[index:], min(2.0 ** row.attempts, MAX_BACKOFF), str(exc))
-            return sent
-        except PermanentError as exc:
-            await _mark(session_factory, [row.id], state="dead", error=str(exc))
-            log.error("outbox.permanent_failure", extra={"outbox_id": row.id, "kind": row.kind, "error": str(exc)})
-            continue
-        await _mark(session_factory, [row.id], state="sent")
-        sent += 1
+            await _mark(session_factory, [row.id], state="sent")
+            sent += 1
+    except Exception:  # a database blip: the chat's leased rows come back when the lease runs out
+        log.exception("outbox.chat_failed", extra={"chat_id": chat_id})
     return sent
 
 
 async def _mark(session_factory: async_sessionmaker[AsyncSession], ids: list[int], *, state: str,
                 error: str | None = None) -> None:
     async with session_factory() as session, session.begin():
-        values: dict[str, Any] = {"state": state, "last_error": error}
+        values: dict[str, Any] = {"state": state, "last_error": error[:500] if error else None}
         if state == "sent":
             values["sent_at"] = utcnow()
         await session.execute(update(Outbox).where(Outbox.id.in_(ids)).values(**values))
 
 
-async def _reschedule(session_factory: async_sessionmaker[AsyncSession], rows: list[Outbox], delay: float,
-                      error: str) -> None:
+async def _release(session_factory: async_sessionmaker[AsyncSession], rows: list[Outbox], delay: float,
+                   error: str | None = None, *, attempted: int | None = None) -> None:
+    """Give leased rows back, due in `delay` s. Only the row `attempted` (a send that failed) keeps the
+    attempt its claim counted: waiting for a rate limit is not a failed delivery."""
+    values: dict[str, Any] = {
+        "next_attempt_at": utcnow() + timedelta(seconds=delay),
+        "attempts": Outbox.attempts - (case((Outbox.id == attempted, 0), else_=1) if attempted else 1),
+    }
+    if error is not None:
+        values["last_error"] = error[:500]
     async with session_factory() as session, session.begin():
-        await session.execute(update(Outbox).where(Outbox.id.in_([r.id for r in rows]))
-                              .values(next_attempt_at=utcnow() + timedelta(seconds=delay), last_error=error[:500]))
+        await session.execute(update(Outbox).where(Outbox.id.in_([r.id for r in rows]), Outbox.state == "pending")
+                              .values(**values))
 
 
 async def _blocked(session_factory: async_sessionmaker[AsyncSession], chat_id: int, error: str) -> None:
     async with session_factory() as session, session.begin():
         await session.execute(update(Customer).where(Customer.chat_id == chat_id).values(unreachable=True))
-        await session.execute(update(Outbox).where(Outbox.chat_id == chat_id, Outbox.state == "pending")
-                              .values(state="dead", last_error=error[:500]))
-    log.info("outbox.customer_unreachable", extra={"chat_id": chat_id})
+        dropped = (await session.execute(update(Outbox).where(Outbox.chat_id == chat_id, Outbox.state == "pending")
+                                         .values(state="dead", last_error=error[:500]))).rowcount
+    log.warning("outbox.customer_unreachable", extra={"chat_id": chat_id, "dropped": dropped})
 
 
-async def run_sender(shop: Any, idle_seconds: float = 0.5) -> None:
+async def run_sender(shop: Any, idle_seconds: float = 0.5, lease_seconds: float = 60.0) -> None:
     """Drain the outbox until cancelled (the worker's long-running task)."""
     settings = shop.settings
-    transport = BotApiTransport(settings.telegram_api_url, settings.bot_token.get_secret_value())
+    timeout = min(10.0, lease_seconds / 4)  # a send must finish well inside the lease
+    transport = BotApiTransport(settings.telegram_api_url, settings.bot_token.get_secret_value(), timeout=timeout)
     limits = Limits()
+    log.info("outbox.sender_started", extra={"lease_seconds": lease_seconds})
     try:
         while True:
             try:
-                sent = await drain_once(shop.session_factory, transport, limits)
+                sent = await drain_once(shop.session_factory, transport, limits, lease_seconds=lease_seconds)
             except Exception:  # a database blip must not kill the sender
                 log.exception("outbox.drain_failed")
                 sent = 0
             if not sent:
-                await asyncio.sleep(idle_seconds)
+                await asyncio.sleep(max(idle_seconds, limits.paused_until - time.monotonic()))
     finally:
         await transport.aclose()
