@@ -5,6 +5,7 @@ import asyncio
 from collections import Counter
 
 import pytest
+from aiohttp import web
 from sqlalchemy import select, update
 
 from db.models import Customer, Outbox, utcnow
@@ -68,7 +69,7 @@ async def test_5xx_is_retried_with_backoff(session_factory, botapi, transport) -
     limits = TelegramLimits(botapi)
     limits.failing[301] = 2
     await queue(session_factory, [(301, "hello"), (302, "other")])
-    sent = await drain_all(session_factory, transport, Limits())
+    sent = await drain_all(session_factory, transport, Limits(backoff_first=0.05))
     assert sent == 2 and delivered(botapi) == Counter({(301, "hello"): 1, (302, "other"): 1})
     async with session_factory() as session:
         row = (await session.execute(select(Outbox).where(Outbox.chat_id == 301))).scalar_one()
@@ -133,3 +134,101 @@ async def test_older_message_held_elsewhere_blocks_newer_ones(session_factory, b
                               .values(next_attempt_at=utcnow().replace(year=2100)))  # leased by another worker
     assert await drain_once(session_factory, transport, Limits()) == 0
     assert botapi.sent(701) == []
+
+
+async def row_of(session_factory, text: str) -> Outbox:  # type: ignore[no-untyped-def]
+    async with session_factory() as session:
+        return (await session.execute(select(Outbox).where(Outbox.text == text))).scalar_one()
+
+
+async def test_a_flood_wait_on_one_chat_does_not_hold_up_the_others(session_factory, botapi,  # type: ignore[no-untyped-def]
+                                                                     transport) -> None:
+    limits = TelegramLimits(botapi)
+    limits.flood[901] = 30
+    await queue(session_factory, [(901, "a"), (902, "b1"), (903, "c"), (902, "b2")])
+    sender_limits = Limits()
+    assert await drain_once(session_factory, transport, sender_limits) == 3  # one pass, 901 left waiting
+    assert delivered(botapi) == Counter({(902, "b1"): 1, (903, "c"): 1, (902, "b2"): 1})
+    assert sender_limits.global_pauses == 0
+    waiting = await row_of(session_factory, "a")
+    assert waiting.state == "pending" and waiting.attempts == 0  # a 429 is not a failed attempt
+    assert (waiting.next_attempt_at - utcnow()).total_seconds() > 20  # retry_after obeyed
+    assert await drain_once(session_factory, transport, sender_limits) == 0  # …and not resent early
+
+
+async def test_429s_on_many_chats_pause_the_whole_sender(session_factory, botapi, transport) -> None:  # type: ignore[no-untyped-def]
+    limits = TelegramLimits(botapi, per_second=5)  # the bot's global budget, far below what we try
+    messages = [(1000 + chat, "hi") for chat in range(15)]
+    await queue(session_factory, messages)
+    greedy = Limits(per_second=200)
+    assert await drain_all(session_factory, transport, greedy) == 15
+    assert limits.answered_429 >= 1 and greedy.global_pauses >= 1
+    assert delivered(botapi) == Counter(messages)
+
+
+async def test_a_timeout_is_retried(session_factory, botapi) -> None:  # type: ignore[no-untyped-def]
+    limits = TelegramLimits(botapi, hang_seconds=0.5)
+    limits.hanging[811] = 1
+    await queue(session_factory, [(811, "late")])
+    impatient = BotApiTransport(botapi.url, TEST_TOKEN, timeout=0.1)
+    try:
+        assert await drain_all(session_factory, impatient, Limits(backoff_first=0.05)) == 1
+    finally:
+        await impatient.aclose()
+    assert delivered(botapi) == Counter({(811, "late"): 1})
+    row = await row_of(session_factory, "late")
+    assert row.state == "sent" and row.attempts == 2
+
+
+async def test_gives_up_after_max_attempts_and_moves_on(session_factory, botapi, transport) -> None:  # type: ignore[no-untyped-def]
+    limits = TelegramLimits(botapi)
+    limits.failing[821] = 2
+    await queue(session_factory, [(821, "doomed"), (821, "next")])
+    assert await drain_all(session_factory, transport, Limits(max_attempts=2, backoff_first=0.05)) == 1
+    doomed, following = await row_of(session_factory, "doomed"), await row_of(session_factory, "next")
+    assert (doomed.state, doomed.attempts, following.state) == ("dead", 2, "sent")
+    assert "502" in (doomed.last_error or "") and delivered(botapi) == Counter({(821, "next"): 1})
+
+
+async def test_a_bad_request_kills_only_that_message(session_factory, botapi, transport) -> None:  # type: ignore[no-untyped-def]
+    async def reject_bad(method, params):  # type: ignore[no-untyped-def]
+        if method == "sendMessage" and params.get("text") == "bad <b":
+            return web.json_response({"ok": False, "error_code": 400,
+                                      "description": "Bad Request: can't parse entities"}, status=400)
+        return None
+
+    botapi.responder = reject_bad
+    await queue(session_factory, [(831, "bad <b"), (831, "fine")])
+    assert await drain_all(session_factory, transport, Limits()) == 1
+    bad = await row_of(session_factory, "bad <b")
+    assert bad.state == "dead" and bad.attempts == 1 and "parse entities" in (bad.last_error or "")
+    assert [c.text for c in botapi.sent(831, "sendMessage")] == ["fine"]
+
+
+async def test_rows_that_must_wait_are_given_back_not_held(session_factory, botapi, transport) -> None:  # type: ignore[no-untyped-def]
+    await queue(session_factory, [(841, "one"), (841, "two"), (841, "three")])
+    # With a 1 s lease no send may start after 0.5 s; the chat's next turn is 1.1 s away.
+    assert await drain_once(session_factory, transport, Limits(), lease_seconds=1.0) == 1
+    two = await row_of(session_factory, "two")
+    assert two.state == "pending" and two.attempts == 0  # given back, not counted as an attempt
+    assert await drain_all(session_factory, transport, Limits(), lease_seconds=1.0) == 2
+    assert [c.text for c in botapi.sent(841, "sendMessage")] == ["one", "two", "three"]
+
+
+@pytest.mark.pg_only
+async def test_two_senders_with_busy_chats_and_short_leases_send_each_row_once(session_factory, botapi,  # type: ignore[no-untyped-def]
+                                                                               transport) -> None:
+    """Chats with more messages than fit in a lease: a worker that kept them past the lease would let
+    the other worker claim and send them too. Each worker has its own limits, as separate processes do."""
+    TelegramLimits(botapi)
+    messages = [(950 + chat, f"n{n}") for n in range(4) for chat in range(3)]
+    await queue(session_factory, messages)
+    other = BotApiTransport(botapi.url, TEST_TOKEN)
+    try:
+        results = await asyncio.gather(drain_all(session_factory, transport, Limits(), lease_seconds=1.0),
+                                       drain_all(session_factory, other, Limits(), lease_seconds=1.0))
+    finally:
+        await other.aclose()
+    assert sum(results) == 12 and delivered(botapi) == Counter(messages)
+    for chat in range(3):
+        assert [c.text for c in botapi.sent(950 + chat, "sendMessage")] == ["n0", "n1", "n2", "n3"]
