@@ -281,3 +281,38 @@ async def test_others_cannot_pay_or_query_my_order(world: MpesaWorld) -> None:
     await world.shop.send(USER + 9, "/start")
     await world.shop.press(USER + 9, f"pay:m:{order.public_id}")
     assert "can't find an order" in world.shop.last_answer.params["text"] and world.daraja.pushes == []
+
+
+async def test_attempt_orphaned_by_a_crash_is_adopted_by_its_callback(world: MpesaWorld) -> None:
+    """The process died after Daraja accepted the push but before the CheckoutRequestID was stored."""
+    world.daraja.plan = dj.Plan(no_show=True)
+    order = await world.order()
+    await world.pay(order)
+    async with world.shop.session_factory() as session, session.begin():
+        payment = (await session.execute(select(Payment))).unique().scalar_one()
+        payment.checkout_request_id = payment.merchant_request_id = None
+    async with httpx.AsyncClient() as http:
+        r = await http.post(world.callback_url, json=world.daraja.callback_body(world.daraja.pushes[0], result_code=0))
+    assert r.status_code == 200
+    assert await world.state_of(order) == "processing"
+    payment = await world.payment()
+    assert payment.state == "paid" and payment.checkout_request_id == world.daraja.pushes[0].checkout_id
+
+
+@pytest.mark.faults
+@pytest.mark.pg_only
+@pytest.mark.parametrize("code", [0, 1032])
+async def test_every_callback_replayed_ten_times_concurrently(world: MpesaWorld, code: int) -> None:
+    world.daraja.plan = dj.Plan(no_show=True)
+    order = await world.order()
+    await world.pay(order)
+    body = world.daraja.callback_body(world.daraja.pushes[0], result_code=code)
+    async with httpx.AsyncClient() as http:
+        replies = await asyncio.gather(*(http.post(world.callback_url, json=body) for _ in range(10)))
+    assert [r.status_code for r in replies] == [200] * 10
+    kinds = ["order_status", "new_order"] if code == 0 else ["payment_failed"]
+    async with world.shop.session_factory() as session:
+        sent = [o.kind for o in (await session.execute(select(Outbox).order_by(Outbox.id))).scalars()]
+    assert sent == kinds
+    assert await world.count(OrderEvent, OrderEvent.to_state == "processing") == (1 if code == 0 else 0)
+    assert (await world.payment()).state == ("paid" if code == 0 else "failed")

@@ -240,3 +240,23 @@ async def test_api_failure_offers_try_again_and_refund_works(world: StripeWorld)
     payment = [p for p in await world.payments() if p.state == "paid"][0]
     refund_id = await world.shop.providers["stripe"].refund(payment)
     assert refund_id.startswith("re_") and world.stripe.refunds[0]["payment_intent"] == payment.stripe_payment_intent
+
+
+@pytest.mark.faults
+@pytest.mark.pg_only
+@pytest.mark.parametrize("event_type,expected", [
+    ("checkout.session.completed", "paid"), ("checkout.session.async_payment_failed", "failed"),
+    ("checkout.session.expired", "failed")])
+async def test_every_event_replayed_ten_times_concurrently(world: StripeWorld, event_type: str, expected: str) -> None:
+    order = await world.order()
+    await world.link(order)
+    sid = next(iter(world.stripe.sessions))
+    session = world.stripe.pay(sid) if expected == "paid" else {**world.stripe.sessions[sid], "status": "expired"}
+    event = world.stripe.event(event_type, session)
+    replies = await asyncio.gather(*(world.post(event) for _ in range(10)))
+    assert [r.status_code for r in replies] == [200] * 10
+    assert [p.state for p in await world.payments()] == [expected]
+    kinds = ["order_status", "new_order"] if expected == "paid" else ["payment_failed"]
+    async with world.shop.session_factory() as s:
+        assert [o.kind for o in (await s.execute(select(Outbox).order_by(Outbox.id))).scalars()] == kinds
+    assert await world.count(WebhookEvent, WebhookEvent.status == "processed") == 1

@@ -123,6 +123,8 @@ async def handle_callback(session_factory: async_sessionmaker[AsyncSession], pay
         payment = (await session.execute(
             select(Payment).where(Payment.checkout_request_id == cb["checkout_id"]))).unique().scalar_one_or_none()
         if payment is None:
+            payment = await _adopt_orphan(session, cb)
+        if payment is None:
             await common.record_anomaly(session, settings.admin_chat_id, provider=PROVIDER,
                                         event_id=f"unknown:{cb['checkout_id']}", event_type="unknown_attempt",
                                         detail=f"callback for unknown CheckoutRequestID {cb['checkout_id']} "
@@ -133,6 +135,28 @@ async def handle_callback(session_factory: async_sessionmaker[AsyncSession], pay
             return await common.settle_failed(session, payment, code=cb["code"], desc=cb["desc"],
                                               reason_key=reason_key(cb["code"]), raw=payload)
         return await _settle_success(session, payment, cb["items"], payload, settings)
+
+
+async def _adopt_orphan(session: AsyncSession, cb: dict[str, Any]) -> Payment | None:
+    """A crash between Daraja accepting the push and us storing its CheckoutRequestID leaves a pending
+    attempt without ids. A success callback names the payer's phone and amount: if exactly one such
+    orphan matches, it is that attempt."""
+    items = cb["items"]
+    try:
+        phone, amount = str(int(items["PhoneNumber"])), int(str(items["Amount"]).split(".")[0]) * 100
+    except (KeyError, TypeError, ValueError):
+        return None
+    orphans = (await session.execute(
+        select(Payment).where(Payment.provider == PROVIDER, Payment.checkout_request_id.is_(None),
+                              Payment.phone == phone, Payment.amount == amount,
+                              Payment.state.in_(common.UNSETTLED)))).unique().scalars().all()
+    if len(orphans) != 1:
+        return None
+    orphan = orphans[0]
+    orphan.checkout_request_id, orphan.merchant_request_id = cb["checkout_id"], cb["merchant_id"]
+    await session.flush()
+    log.warning("mpesa.orphan_adopted", extra={"payment": orphan.id})
+    return orphan
 
 
 async def _settle_success(session: AsyncSession, payment: Payment, items: dict[str, Any], raw: Any,
