@@ -31,6 +31,8 @@ class Settings(BaseSettings):
     low_stock_threshold: int = Field(3, ge=0)
     page_size: int = Field(6, ge=1, le=20)
     load_demo_catalog: bool = True
+    # Run every scheduled job this often instead of its own interval (0 = each job's default).
+    job_interval_override_seconds: float = Field(0, ge=0)
     log_level: str = "INFO"
 
     # M-Pesa (Daraja)

@@ -7,6 +7,7 @@ double anything.
 from __future__ import annotations
 
 import logging
+from datetime import datetime, timezone
 from collections.abc import Awaitable, Callable
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -43,6 +44,7 @@ def build_scheduler(shop: Shop) -> AsyncIOScheduler:
     scheduler = AsyncIOScheduler(timezone="UTC")
     for factory in job_factories():
         name, seconds, job = factory(shop)
+        seconds = shop.settings.job_interval_override_seconds or seconds
 
         async def _run(name: str = name, job: Callable[[], Awaitable[object]] = job) -> None:
             try:
@@ -53,5 +55,5 @@ def build_scheduler(shop: Shop) -> AsyncIOScheduler:
                 log.exception("job.failed", extra={"job": name})
 
         scheduler.add_job(_run, "interval", seconds=seconds, id=name, max_instances=1, coalesce=True,
-                          misfire_grace_time=int(seconds))
+                          misfire_grace_time=max(int(seconds), 1), next_run_time=datetime.now(timezone.utc))
     return scheduler
