@@ -6,6 +6,7 @@ second prompt is not sent while one is still live (no double charge); a callback
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import datetime, timedelta
 from typing import Any
@@ -115,6 +116,7 @@ def parse_callback(payload: Any) -> dict[str, Any]:
 async def handle_callback(session_factory: async_sessionmaker[AsyncSession], payload: Any, settings: Settings) -> str:
     """Store and apply one Daraja callback. Returns the outcome; raises BadCallback for junk."""
     cb = parse_callback(payload)
+    await _await_ids(session_factory, cb["checkout_id"])
     async with session_factory() as session, session.begin():
         stored = await common.record_event(session, PROVIDER, f"{cb['checkout_id']}:{cb['code']}", "stk_callback",
                                            payload)
@@ -135,6 +137,23 @@ async def handle_callback(session_factory: async_sessionmaker[AsyncSession], pay
             return await common.settle_failed(session, payment, code=cb["code"], desc=cb["desc"],
                                               reason_key=reason_key(cb["code"]), raw=payload)
         return await _settle_success(session, payment, cb["items"], payload, settings)
+
+
+async def _await_ids(session_factory: async_sessionmaker[AsyncSession], checkout_id: str,
+                    patience: float = 3.0) -> None:
+    """Daraja can call back (a fast failure, say) before we stored the ids its push answer gave us,
+    a few milliseconds after. Give a push in flight that moment before calling the callback unknown."""
+    deadline = asyncio.get_running_loop().time() + patience
+    while True:
+        async with session_factory() as session:
+            known = (await session.execute(select(Payment.id).where(Payment.checkout_request_id == checkout_id))).first()
+            in_flight = known is None and (await session.execute(
+                select(Payment.id).where(Payment.provider == PROVIDER, Payment.state == common.PENDING,
+                                         Payment.checkout_request_id.is_(None),
+                                         Payment.created_at > utcnow() - timedelta(seconds=60)))).first()
+        if known is not None or not in_flight or asyncio.get_running_loop().time() > deadline:
+            return
+        await asyncio.sleep(0.05)
 
 
 async def _adopt_orphan(session: AsyncSession, cb: dict[str, Any]) -> Payment | None:
