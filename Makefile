@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-sqlite bench install clean
+.PHONY: run test test-fast test-sqlite faults bench install clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -19,6 +19,12 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not faults"
+
+faults: $(STAMP)
+	$(BIN)/python -m pytest -q -m faults
 
 test-sqlite: $(STAMP)
 	STOREFRONT_TEST_BACKENDS=sqlite $(BIN)/python -m pytest -q

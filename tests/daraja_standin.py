@@ -51,6 +51,7 @@ class DarajaStandIn(StandIn):
         self.errors: list[str] = []
         self._ids = itertools.count(1)
         self._tasks: set[asyncio.Task[None]] = set()
+        self.redeliver = False  # keep re-sending a callback (every 0.5 s, up to a minute) until it gets a 200
         super().__init__()
 
     def routes(self, app: web.Application) -> None:
@@ -131,11 +132,15 @@ class DarajaStandIn(StandIn):
     async def _callback(self, push: Push) -> None:
         await asyncio.sleep(push.plan.delay)
         async with httpx.AsyncClient(timeout=10) as http:
-            try:
-                resp = await http.post(push.body["CallBackURL"], json=self.callback_body(push))
-                push.callbacks_sent.append(resp.status_code)
-            except httpx.HTTPError:
-                push.callbacks_sent.append(0)
+            for _ in range(120 if self.redeliver else 1):
+                try:
+                    resp = await http.post(push.body["CallBackURL"], json=self.callback_body(push))
+                    push.callbacks_sent.append(resp.status_code)
+                    if resp.status_code == 200:
+                        return
+                except httpx.HTTPError:
+                    push.callbacks_sent.append(0)
+                await asyncio.sleep(0.5)
 
     async def query(self, request: web.Request) -> web.Response:
         if not self._authorised(request):
