@@ -3,7 +3,10 @@
 Rows are claimed with a lease (PostgreSQL: `FOR UPDATE SKIP LOCKED`), sent, and marked sent in a
 commit right after the send. A worker that dies between send and mark leaves the row to be sent
 again when the lease runs out: at-least-once, never lost. Telegram's limits are kept with aiolimiter
-(about 30/s overall, 1/s per chat, 20/min per group); a 429 pauses the sender for `retry_after`.
+(about 30/s overall, 1/s per chat, 20/min per group); a 429 holds that chat for `retry_after` (the
+whole sender when several chats get one at once); 5xx and network errors back off exponentially
+until `max_attempts`, then the row is dead; a 403 marks the customer unreachable and drops its rows.
+Rows a worker cannot send soon after claiming are given back rather than held past their lease.
 """
 from __future__ import annotations
 
@@ -102,7 +105,7 @@ class Limits:
     per_chat_seconds: float = 1.1
     group_seconds: float = 1.1 * 60 / 20
     max_hold: float = 5.0  # a claimed row that cannot be sent this soon is given back, not held
-    backoff_base: float = 2.0  # 5xx / network: base ** attempts seconds (jittered), capped
+    backoff_first: float = 2.0  # 5xx / network: first retry after ~2 s, doubling (jittered), capped
     backoff_max: float = 300.0
     max_attempts: int = 8
     global_429_chats: int = 3
@@ -159,7 +162,8 @@ class Limits:
         return True
 
     def backoff(self, attempts: int) -> float:
-        return min(self.backoff_base ** attempts, self.backoff_max) * random.uniform(0.8, 1.2)
+        """Delay before the next try after `attempts` failed sends: exponential, ±20% so workers spread."""
+        return min(self.backoff_first * 2 ** max(attempts - 1, 0), self.backoff_max) * random.uniform(0.8, 1.2)
 
 
 async def claim(session_factory: async_sessionmaker[AsyncSession], *, batch: int, lease_seconds: float,
