@@ -99,7 +99,7 @@ class Customer:
 
 
 async def journey(customer: Customer, shop: Shop, session_factory) -> None:  # type: ignore[no-untyped-def]
-    for update in (customer.press("chk:start"), customer.press("chk:z:nairobi"), customer.message("0712345678"),
+    for update in (customer.press("chk:start"), customer.press("chk:z:nairobi"), customer.message(f"0712{customer.user_id % 1_000_000:06d}"),
                    customer.message("crash@example.com"), customer.message("Plot 7, Ngong Road, Nairobi"),
                    customer.press("chk:ok")):
         await customer.deliver(update, shop)
@@ -152,7 +152,7 @@ async def test_sigkill_fifty_times(engine, session_factory, botapi) -> None:  # 
                                                 .where(Outbox.state == "pending"))).scalar_one()
             return pending == 0 and unsent == 0
 
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 240  # lost callbacks: queries; unconfirmed pushes lapse after 90 s
         while not await quiet():
             assert time.monotonic() < deadline, "payments or messages still pending after the storm"
             await asyncio.sleep(0.5)

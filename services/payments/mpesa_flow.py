@@ -25,6 +25,7 @@ from services.phones import is_kenyan_mobile, mask_phone
 log = logging.getLogger(__name__)
 PROVIDER = "mpesa"
 PROMPT_LIFETIME = timedelta(seconds=90)  # an STK prompt younger than this may still be answered
+PUSH_IN_FLIGHT = timedelta(seconds=15)  # an attempt without ids younger than this is still being pushed
 FINAL_TIMEOUT = timedelta(minutes=5)  # no final answer by then: the attempt failed (timed out)
 MAX_BACKOFF = 300
 
@@ -33,6 +34,12 @@ REASONS = {
     "1037": "mpesa.reason.unreachable", "1019": "mpesa.reason.timeout", "1001": "mpesa.reason.busy",
     "1025": "mpesa.reason.prompt_failed", "9999": "mpesa.reason.prompt_failed", "timeout": "mpesa.reason.timeout",
 }
+
+
+def _live(payment: Payment) -> bool:
+    """A prompt that may still be on the customer's phone (or a push still being sent)."""
+    age = utcnow() - payment.created_at
+    return age < (PROMPT_LIFETIME if payment.checkout_request_id else PUSH_IN_FLIGHT)
 
 
 def reason_key(code: str) -> str:
@@ -58,8 +65,7 @@ async def start_stk(session_factory: async_sessionmaker[AsyncSession], client: M
         raise NotKenyanPhone()
     async with session_factory() as session, session.begin():
         order = await _awaiting_order(session, order_id, customer_id)
-        live = [p for p in await common.pending_attempts(session, order.id, PROVIDER)
-                if p.created_at > utcnow() - PROMPT_LIFETIME]
+        live = [p for p in await common.pending_attempts(session, order.id, PROVIDER) if _live(p)]
         if live:
             raise PromptStillLive(order=order.public_id)
         payment = await common.create_attempt(session, order, PROVIDER, phone=msisdn)
@@ -227,6 +233,11 @@ async def _fail_or_back_off(session_factory: async_sessionmaker[AsyncSession], p
     async with session_factory() as session, session.begin():
         payment = await session.get(Payment, payment_id)
         assert payment is not None
+        if payment.checkout_request_id is None and now - created >= PROMPT_LIFETIME:
+            # The push was never confirmed (we died around it): any prompt has lapsed by now. A late
+            # success callback still settles it (adopted by phone and amount).
+            return await common.settle_failed(session, payment, code="push_unconfirmed", raw=None,
+                                              desc="no CheckoutRequestID stored", reason_key=reason_key("timeout"))
         if now - created >= FINAL_TIMEOUT:
             return await common.settle_failed(session, payment, code="timeout", desc="no final answer from M-Pesa",
                                               reason_key=reason_key("timeout"), raw=None)
