@@ -104,20 +104,19 @@ async def catalog_command(message: Message, session: AsyncSession, lang: str) ->
 
 @router.callback_query(F.data.regexp(r"^cat:c:(\d+)$").as_("m"))
 async def open_category(query: CallbackQuery, m, session: AsyncSession, lang: str, settings: Settings) -> None:  # type: ignore[no-untyped-def]
-    screen = await category_screen(session, int(m.group(1)), lang, settings.page_size)
-    if screen is None:
-        await query.answer(t("catalog.category_empty", lang), show_alert=True)
-        return
-    await query.answer()
-    await show(query, *screen)  # type: ignore[arg-type]
+    await _show_category(query, session, lang, settings, int(m.group(1)))
 
 
 @router.callback_query(F.data.regexp(r"^cat:p:(\d+):([ab]):(\d+\.\d+)$").as_("m"))
 async def turn_page(query: CallbackQuery, m, session: AsyncSession, lang: str, settings: Settings) -> None:  # type: ignore[no-untyped-def]
-    category_id, direction, cursor = int(m.group(1)), m.group(2), m.group(3)
-    screen = await category_screen(session, category_id, lang, settings.page_size,
-                                   after=cursor if direction == "a" else None,
-                                   before=cursor if direction == "b" else None)
+    direction, cursor = m.group(2), m.group(3)
+    await _show_category(query, session, lang, settings, int(m.group(1)),
+                         after=cursor if direction == "a" else None, before=cursor if direction == "b" else None)
+
+
+async def _show_category(query: CallbackQuery, session: AsyncSession, lang: str, settings: Settings,
+                         category_id: int, after: str | None = None, before: str | None = None) -> None:
+    screen = await category_screen(session, category_id, lang, settings.page_size, after=after, before=before)
     if screen is None:
         await query.answer(t("catalog.category_empty", lang), show_alert=True)
         return

@@ -10,6 +10,7 @@ Rules it keeps:
 from __future__ import annotations
 
 import logging
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select, update
@@ -192,6 +193,26 @@ async def settle_failed(session: AsyncSession, payment: Payment, *, code: str, d
                 kind="payment_failed", dedup_key=f"payment_failed:{payment.id}",
                 reply_markup=inline_keyboard([[(t("pay.button.try_again", lang), f"pay:o:{order.public_id}")]]))
     return FAILED
+
+
+async def claim_due_attempts(session_factory, provider: str, now: datetime, hold: timedelta,  # type: ignore[no-untyped-def]
+                             *conditions: Any, batch: int = 50) -> list[int]:
+    """Pending attempts of `provider` whose next check is due, each claimed by moving its next check
+    forward with a compare-and-set, so two workers never check the same attempt in one cycle."""
+    async with session_factory() as session:
+        due = (await session.execute(
+            select(Payment.id, Payment.next_check_at)
+            .where(Payment.provider == provider, Payment.state == PENDING, Payment.next_check_at <= now, *conditions)
+            .order_by(Payment.next_check_at).limit(batch))).all()
+    claimed: list[int] = []
+    for payment_id, next_check in due:
+        async with session_factory() as session, session.begin():
+            result = await session.execute(
+                update(Payment).where(Payment.id == payment_id, Payment.next_check_at == next_check)
+                .values(next_check_at=now + hold).execution_options(synchronize_session=False))
+        if result.rowcount == 1:
+            claimed.append(payment_id)
+    return claimed
 
 
 async def expire_pending_attempts(session: AsyncSession, order: Order) -> None:

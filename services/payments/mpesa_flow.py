@@ -249,22 +249,11 @@ async def _fail_or_back_off(session_factory: async_sessionmaker[AsyncSession], p
 
 async def reconcile_due(session_factory: async_sessionmaker[AsyncSession], client: MpesaClient, settings: Settings,
                         now: datetime | None = None, batch: int = 50) -> int:
-    """Query pending attempts whose callback is overdue. Each is claimed by moving its next check
-    forward with a compare-and-set, so two workers never query the same attempt in one cycle."""
+    """Query pending attempts whose callback is overdue (claimed, so workers never double-query)."""
     now = now or utcnow()
-    async with session_factory() as session:
-        due = (await session.execute(
-            select(Payment.id, Payment.next_check_at)
-            .where(Payment.provider == PROVIDER, Payment.state == common.PENDING, Payment.next_check_at <= now)
-            .order_by(Payment.next_check_at).limit(batch))).all()
     settled = 0
-    for payment_id, next_check in due:
-        async with session_factory() as session, session.begin():
-            claimed = await session.execute(
-                update(Payment).where(Payment.id == payment_id, Payment.next_check_at == next_check)
-                .values(next_check_at=now + timedelta(seconds=60)).execution_options(synchronize_session=False))
-        if claimed.rowcount != 1:
-            continue
+    for payment_id in await common.claim_due_attempts(session_factory, PROVIDER, now, timedelta(seconds=60),
+                                                      batch=batch):
         outcome = await query_and_settle(session_factory, client, payment_id, settings, now)
         settled += outcome != "pending"
     return settled

@@ -152,24 +152,15 @@ async def reconcile_due(session_factory: async_sessionmaker[AsyncSession], gatew
                         settings: Settings, now: datetime | None = None, batch: int = 50) -> int:
     """Sessions still pending past their expiry: ask Stripe how they ended (webhook lost)."""
     now = now or utcnow()
-    async with session_factory() as session:
-        due = (await session.execute(
-            select(Payment.id, Payment.stripe_session_id, Payment.next_check_at)
-            .where(Payment.provider == PROVIDER, Payment.state == common.PENDING,
-                   Payment.stripe_session_id.is_not(None), Payment.next_check_at <= now)
-            .order_by(Payment.next_check_at).limit(batch))).all()
     settled = 0
-    for payment_id, session_id, next_check in due:
-        async with session_factory() as session, session.begin():
-            claimed = await session.execute(
-                update(Payment).where(Payment.id == payment_id, Payment.next_check_at == next_check)
-                .values(next_check_at=now + timedelta(minutes=5)).execution_options(synchronize_session=False))
-        if claimed.rowcount != 1:
-            continue
+    for payment_id in await common.claim_due_attempts(session_factory, PROVIDER, now, timedelta(minutes=5),
+                                                      Payment.stripe_session_id.is_not(None), batch=batch):
+        async with session_factory() as session:
+            session_id = (await session.get(Payment, payment_id)).stripe_session_id  # type: ignore[union-attr]
         try:
-            checkout = await gateway.retrieve(session_id)
+            checkout = await gateway.retrieve(session_id or "")
             if checkout.status == "open":
-                checkout = await gateway.expire(session_id)
+                checkout = await gateway.expire(session_id or "")
         except StripeFailure:
             continue
         outcome = await apply_session(session_factory, payment_id, checkout, settings, raw={"reconciled": checkout.id})
