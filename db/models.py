@@ -159,6 +159,18 @@ class Order(Base):
     customer: Mapped[Customer] = relationship(lazy="joined")
 
 
+class ApiBudget(Base):
+    """Calls spent today on a rate-limited external API (DHL: ~250 a day), shared by every worker,
+    and the pause a 429 `Retry-After` asked for. One row per API; `day` is the UTC date it counts."""
+
+    __tablename__ = "api_budgets"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    day: Mapped[str] = mapped_column(String(10), default="")  # YYYY-MM-DD (UTC)
+    calls: Mapped[int] = mapped_column(Integer, default=0)
+    paused_until: Mapped[datetime | None] = mapped_column(TZDateTime())
+
+
 class OrderItem(Base):
     __tablename__ = "order_items"
 

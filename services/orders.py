@@ -7,6 +7,7 @@ the caller's transaction.
 """
 from __future__ import annotations
 
+import html
 import logging
 import secrets
 from dataclasses import dataclass
@@ -130,8 +131,9 @@ def status_message(order: Order, lang: str = "en") -> str:
         "carrier": order.carrier or "-",
         "tracking": order.tracking_number or "-",
         "link": tracking_link(order) or "-",
-        "event": order.tracking_description or "-",
-        "place": order.tracking_place or "-",
+        # Carrier texts come from DHL's API: escape them for HTML parse mode.
+        "event": html.escape(order.tracking_description or "-"),
+        "place": html.escape(order.tracking_place or "-"),
         "refund": t(f"refund.{order.refund_status or 'none'}", lang),
     }
     return t(f"order.status.{order.state}", lang, **values)
