@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import and_, func, or_, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.models import Category, Product
@@ -47,11 +47,12 @@ def _parse_cursor(cursor: str) -> tuple[datetime, int]:
 async def category_page(session: AsyncSession, category_id: int, *, after: str | None = None,
                         before: str | None = None, size: int = 6) -> Page:
     """One page of a category, newest first. `after`: start at this cursor (inclusive);
-    `before`: the page that ends just before this cursor."""
+    `before`: the page that ends just before this cursor. Cursor conditions are row comparisons on
+    (created_at, id) so they are index range scans, not filters (bench/catalog_scale.py)."""
+    key = tuple_(Product.created_at, Product.id)
     base = select(Product).where(Product.category_id == category_id, Product.active.is_(True))
     if before:
-        ts, pid = _parse_cursor(before)
-        stmt = (base.where(or_(Product.created_at > ts, and_(Product.created_at == ts, Product.id > pid)))
+        stmt = (base.where(key > tuple_(*_parse_cursor(before)))
                 .order_by(Product.created_at.asc(), Product.id.asc()).limit(size))
         rows = list(reversed((await session.execute(stmt)).unique().scalars().all()))
         if not rows:
@@ -59,8 +60,7 @@ async def category_page(session: AsyncSession, category_id: int, *, after: str |
         return await category_page(session, category_id, after=_cursor(rows[0]), size=size)
     stmt = base.order_by(Product.created_at.desc(), Product.id.desc())
     if after:
-        ts, pid = _parse_cursor(after)
-        stmt = stmt.where(or_(Product.created_at < ts, and_(Product.created_at == ts, Product.id <= pid)))
+        stmt = stmt.where(key <= tuple_(*_parse_cursor(after)))
     rows = list((await session.execute(stmt.limit(size + 1))).unique().scalars().all())
     next_cursor = _cursor(rows[size]) if len(rows) > size else None
     rows = rows[:size]
@@ -68,10 +68,8 @@ async def category_page(session: AsyncSession, category_id: int, *, after: str |
     if rows:
         first = rows[0]
         newer = await session.execute(
-            base.where(or_(Product.created_at > first.created_at,
-                           and_(Product.created_at == first.created_at, Product.id > first.id)))
-            .with_only_columns(Product.id).limit(1)
-        )
+            base.where(key > tuple_(first.created_at, first.id)).with_only_columns(Product.id)
+            .order_by(Product.created_at.asc(), Product.id.asc()).limit(1))
         prev_cursor = _cursor(first) if newer.first() else None
     return Page(rows, next_cursor, prev_cursor)
 

@@ -1,0 +1,110 @@
+"""Flash sale: 500 customers, each with 1 unit in the cart, check out at once for a product with 20
+units, through services.orders.place_order on PostgreSQL.
+
+Target: exactly 20 orders, 0 oversold, stock + reserved + sold conserved, p99 checkout latency under
+250 ms. Latency is measured from the moment the customer presses "pay" (all 500 at once) to the
+committed answer, so it includes waiting for one of the pool's connections: the pool is bounded
+(POOL connections, a semaphore of the same size in front of it) as a web process's would be.
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+
+from sqlalchemy import func, insert, select
+
+from bench.common import Result, main, migrated_engine, percentile
+from db.models import CartItem, Category, Customer, Order, Product
+from db.session import make_sessionmaker
+from services import orders as order_service
+from services.errors import OutOfStock
+
+BUYERS = 500
+UNITS = 20
+POOL = 20
+TARGET_P99_MS = 250.0
+
+
+async def seed(session_factory) -> int:  # type: ignore[no-untyped-def]
+    """One product with UNITS units and BUYERS customers with one unit of it in their carts."""
+    async with session_factory() as session, session.begin():
+        cat = Category(slug="flash", name="Flash sale")
+        session.add(cat)
+        await session.flush()
+        product = Product(sku="FLASH-1", category_id=cat.id, name="Raspberry Pi 5 (8 GB)", description="",
+                          price_kes=12_000_00, price_usd=95_00, stock=UNITS)
+        session.add(product)
+        await session.flush()
+        await session.execute(insert(Customer), [
+            {"id": 10_000 + n, "chat_id": 10_000 + n, "first_name": f"Buyer {n}", "language": "en"}
+            for n in range(BUYERS)])
+        await session.execute(insert(CartItem), [
+            {"customer_id": 10_000 + n, "product_id": product.id, "quantity": 1,
+             "seen_price_kes": product.price_kes, "seen_price_usd": product.price_usd} for n in range(BUYERS)])
+        return product.id
+
+
+async def checkout(session_factory, gate: asyncio.Semaphore, customer_id: int,  # type: ignore[no-untyped-def]
+                   start: asyncio.Event) -> tuple[str, float, float]:
+    """(public id or "out_of_stock", latency ms from the press, service ms once a connection is free)."""
+    await start.wait()
+    began = time.perf_counter()
+    async with gate:
+        served = time.perf_counter()
+        try:
+            async with session_factory() as session, session.begin():
+                order = await order_service.place_order(
+                    session, customer_id, zone_code="nairobi", phone="254712345678", email="buyer@example.com",
+                    address="Plot 1, Ngong Rd, Nairobi", reservation_minutes=30)
+                outcome = order.public_id
+        except OutOfStock:
+            outcome = "out_of_stock"
+    done = time.perf_counter()
+    return outcome, (done - began) * 1000, (done - served) * 1000
+
+
+async def run() -> Result:
+    async with migrated_engine("sf_bench_flash", pool_size=POOL, max_overflow=0) as engine:
+        session_factory = make_sessionmaker(engine)
+        product_id = await seed(session_factory)
+        # Warm the pool and the statement caches the way a running process has them.
+        async with engine.connect() as conn:
+            await conn.exec_driver_sql("SELECT 1")
+        await asyncio.gather(*(_touch(engine) for _ in range(POOL)))
+
+        gate, start = asyncio.Semaphore(POOL), asyncio.Event()
+        tasks = [asyncio.create_task(checkout(session_factory, gate, 10_000 + n, start)) for n in range(BUYERS)]
+        await asyncio.sleep(0.05)
+        wall = time.perf_counter()
+        start.set()
+        results = await asyncio.gather(*tasks)
+        wall = time.perf_counter() - wall
+
+        latencies = [ms for _, ms, _ in results]
+        service = [ms for _, _, ms in results]
+        placed = [o for o, _, _ in results if o != "out_of_stock"]
+        async with session_factory() as session:
+            orders = (await session.execute(select(func.count(Order.id)))).scalar_one()
+            p = await session.get(Product, product_id)
+            stock, reserved, sold = p.stock, p.reserved, p.sold
+    p50, p99 = percentile(latencies, 50), percentile(latencies, 99)
+    oversold = max(0, orders - UNITS)
+    conserved = stock + reserved + sold == UNITS
+    passed = orders == UNITS and len(placed) == UNITS and oversold == 0 and conserved and p99 < TARGET_P99_MS
+    return Result(
+        "flash sale", f"exactly {UNITS} orders, 0 oversold, stock conserved, p99 < {TARGET_P99_MS:.0f} ms", passed,
+        {"checkouts": BUYERS, "units": UNITS, "orders placed": orders, "answered out of stock": BUYERS - len(placed),
+         "oversold": oversold, "stock/reserved/sold": f"{stock}/{reserved}/{sold} (sum {stock + reserved + sold})",
+         "p50 latency ms": p50, "p99 latency ms": p99, "max latency ms": max(latencies),
+         "service ms p50/p99 (after the queue)": f"{percentile(service, 50):.1f} / {percentile(service, 99):.1f}",
+         "wall time s": wall, "checkouts/s": BUYERS / wall, "pool": f"{POOL} connections + semaphore {POOL}"})
+
+
+async def _touch(engine) -> None:  # type: ignore[no-untyped-def]
+    async with engine.connect() as conn:
+        await conn.exec_driver_sql("SELECT 1")
+        await asyncio.sleep(0.01)
+
+
+if __name__ == "__main__":
+    main(run)
