@@ -22,6 +22,17 @@ log = logging.getLogger(__name__)
 router = Router(name="pay_card")
 
 
+async def _return_url(query: CallbackQuery, settings: Settings) -> str:
+    """Where Stripe sends the customer afterwards: SHOP_RETURN_URL, or a t.me deep link to this bot
+    (getMe is cached by aiogram) when only the bare default is configured."""
+    base = settings.shop_return_url.rstrip("/")
+    if base in ("https://t.me", "http://t.me") and query.bot is not None:
+        me = await query.bot.me()
+        if me.username:
+            return f"https://t.me/{me.username}"
+    return base
+
+
 @router.callback_query(F.data.startswith("pay:s:"))
 async def pay_by_card(query: CallbackQuery, session: AsyncSession, customer: Customer, lang: str,
                       providers: dict[str, Any], settings: Settings,
@@ -35,7 +46,7 @@ async def pay_by_card(query: CallbackQuery, session: AsyncSession, customer: Cus
     await query.answer()
     try:
         payment = await start_card_payment(session_factory, providers["stripe"], order.public_id, customer.id,
-                                           settings)
+                                           settings, return_url=await _return_url(query, settings))
     except DomainError as exc:
         await query.message.answer(t(exc.key, lang, **exc.values))
         return

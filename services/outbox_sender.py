@@ -291,21 +291,49 @@ async def _blocked(session_factory: async_sessionmaker[AsyncSession], chat_id: i
     log.warning("outbox.customer_unreachable", extra={"chat_id": chat_id, "dropped": dropped})
 
 
+async def drain_lanes(session_factory: async_sessionmaker[AsyncSession], transport: Transport, limits: Limits, *,
+                      lanes: int = 2, lease_seconds: float = 60.0, idle_seconds: float = 0.5,
+                      until_empty: bool = False) -> int:
+    """Keep draining with `lanes` overlapping drain loops sharing one rate budget, so the tail of one
+    batch overlaps the head of the next (a single loop idles at every batch boundary). Each claim is
+    sized to what can be sent before the hold deadline. Runs until cancelled, or, with `until_empty`,
+    until nothing is pending. Returns the number sent."""
+    hold = min(limits.max_hold, lease_seconds / 2)
+    batch = max(1, int(limits.per_second * hold * 0.95 / lanes))
+    total = 0
+
+    async def lane() -> None:
+        nonlocal total
+        while True:
+            try:
+                sent = await drain_once(session_factory, transport, limits, batch=batch, lease_seconds=lease_seconds)
+            except Exception:  # a database blip must not kill the sender
+                log.exception("outbox.drain_failed")
+                sent = 0
+            total += sent
+            if sent:
+                continue
+            if until_empty and not await _pending(session_factory):
+                return
+            await asyncio.sleep(max(idle_seconds, limits.paused_until - time.monotonic()))
+
+    await asyncio.gather(*(lane() for _ in range(lanes)))
+    return total
+
+
+async def _pending(session_factory: async_sessionmaker[AsyncSession]) -> int:
+    async with session_factory() as session:
+        return (await session.execute(select(func.count(Outbox.id)).where(Outbox.state == "pending"))).scalar_one()
+
+
 async def run_sender(shop: Any, idle_seconds: float = 0.5, lease_seconds: float = 60.0) -> None:
     """Drain the outbox until cancelled (the worker's long-running task)."""
     settings = shop.settings
     timeout = min(10.0, lease_seconds / 4)  # a send must finish well inside the lease
     transport = BotApiTransport(settings.telegram_api_url, settings.bot_token.get_secret_value(), timeout=timeout)
-    limits = Limits()
     log.info("outbox.sender_started", extra={"lease_seconds": lease_seconds})
     try:
-        while True:
-            try:
-                sent = await drain_once(shop.session_factory, transport, limits, lease_seconds=lease_seconds)
-            except Exception:  # a database blip must not kill the sender
-                log.exception("outbox.drain_failed")
-                sent = 0
-            if not sent:
-                await asyncio.sleep(max(idle_seconds, limits.paused_until - time.monotonic()))
+        await drain_lanes(shop.session_factory, transport, Limits(), lease_seconds=lease_seconds,
+                          idle_seconds=idle_seconds)
     finally:
         await transport.aclose()

@@ -89,7 +89,8 @@ class StripeStandIn(StandIn):
                    "status": "open", "payment_status": "unpaid", "amount_total": total, "currency": currencies.pop(),
                    "client_reference_id": form.get("client_reference_id"), "metadata": form.get("metadata", {}),
                    "payment_intent": None, "expires_at": expires, "mode": "payment",
-                   "customer_email": form.get("customer_email"), "line_items_sent": items}
+                   "customer_email": form.get("customer_email"), "success_url": form.get("success_url"),
+                   "cancel_url": form.get("cancel_url"), "line_items_sent": items}
         self.sessions[sid] = session
         if key:
             self.by_key[key] = session

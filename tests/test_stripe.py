@@ -9,10 +9,10 @@ from datetime import timedelta
 
 import httpx
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from bot.runtime import build_providers
-from db.models import Order, OrderEvent, Outbox, Payment, WebhookEvent, utcnow
+from db.models import Order, OrderEvent, Outbox, Payment, Product, WebhookEvent, utcnow
 from services import orders as sm
 from services.payments import stripe_flow
 from tests import stripe_standin as st
@@ -246,7 +246,7 @@ async def test_api_failure_offers_try_again_and_refund_works(world: StripeWorld)
 @pytest.mark.pg_only
 @pytest.mark.parametrize("event_type,expected", [
     ("checkout.session.completed", "paid"), ("checkout.session.async_payment_failed", "failed"),
-    ("checkout.session.expired", "failed")])
+    ("checkout.session.expired", "expired")])
 async def test_every_event_replayed_ten_times_concurrently(world: StripeWorld, event_type: str, expected: str) -> None:
     order = await world.order()
     await world.link(order)
@@ -260,3 +260,178 @@ async def test_every_event_replayed_ten_times_concurrently(world: StripeWorld, e
     async with world.shop.session_factory() as s:
         assert [o.kind for o in (await s.execute(select(Outbox).order_by(Outbox.id))).scalars()] == kinds
     assert await world.count(WebhookEvent, WebhookEvent.status == "processed") == 1
+
+
+async def test_session_parameters_and_idempotent_create(world: StripeWorld) -> None:
+    order = await world.order(qty=2)
+    await world.link(order)
+    session = next(iter(world.stripe.sessions.values()))
+    assert session["customer_email"] == order.email and session["metadata"]["payment_id"].isdigit()
+    assert session["success_url"] == f"https://t.me/hacklab_shop_bot?start=paid_{order.public_id}"
+    lines = session["line_items_sent"]
+    assert [(i["quantity"], i["price_data"]["unit_amount"]) for i in lines] == [("2", "10000"), ("1", "3500")]
+    # Stripe's window: at least 30 minutes, at most 24 hours, and never shorter than the reservation.
+    assert time.time() + 1800 <= session["expires_at"] <= time.time() + 86400
+    # A retry of the same attempt (same Idempotency-Key) gets the same session, not a second one.
+    payment = (await world.payments())[0]
+    again = await world.shop.providers["stripe"].create_checkout(order, payment, utcnow())
+    assert again.id == session["id"] and world.stripe.creates == 1
+
+
+async def test_return_link_defaults_to_the_bots_own_username(engine, botapi) -> None:  # type: ignore[no-untyped-def]
+    server = await st.StripeStandIn().start()
+    shop = Harness(engine, botapi, stripe_secret_key=st.SECRET_KEY, stripe_webhook_secret=st.WEBHOOK_SECRET,
+                   stripe_api_base=server.url)
+    shop.providers = build_providers(shop.settings)
+    await shop.start()
+    try:
+        world = StripeWorld(shop, server, "")
+        order = await world.order(customer=USER + 1)
+        reply = await world.link(order, customer=USER + 1)
+        assert reply.button("Pay by card")
+        session = next(iter(server.sessions.values()))
+        assert session["cancel_url"] == f"https://t.me/hacklab_shop_bot?start=cancel_{order.public_id}"
+    finally:
+        await shop.stop()
+        await server.stop()
+
+
+async def test_expired_link_is_marked_expired_with_a_short_note(world: StripeWorld) -> None:
+    order = await world.order()
+    await world.link(order)
+    sid = next(iter(world.stripe.sessions))
+    expired = {**world.stripe.sessions[sid], "status": "expired"}
+    assert (await world.post(world.stripe.event("checkout.session.expired", expired))).status_code == 200
+    assert (await world.payments())[0].state == "expired" and await world.state_of(order) == "awaiting_payment"
+    async with world.shop.session_factory() as s:
+        note = (await s.execute(select(Outbox).where(Outbox.kind == "payment_failed"))).scalar_one()
+    assert "expired" in note.text and "pay:o:" in str(note.reply_markup)
+    # The customer asks again: a fresh session, the expired one is not reused.
+    reply = await world.shop.press(USER, f"pay:s:{order.public_id}")
+    assert world.stripe.creates == 2 and reply.button("Pay by card") != expired["url"]
+
+
+async def test_expiry_after_the_order_lapsed_says_nothing(world: StripeWorld) -> None:
+    order = await world.order()
+    await world.link(order)
+    sid = next(iter(world.stripe.sessions))
+    await sm.expire_due_orders(world.shop.session_factory, now=utcnow() + timedelta(hours=2))
+    before = await world.count(Outbox)
+    await world.post(world.stripe.event("checkout.session.expired", {**world.stripe.sessions[sid], "status": "expired"}))
+    assert (await world.payments())[0].state == "expired" and await world.count(Outbox) == before
+
+
+async def test_superseding_a_session_that_was_paid_settles_it(world: StripeWorld) -> None:
+    order = await world.order()
+    await world.link(order)
+    payment = (await world.payments())[0]
+    async with world.shop.session_factory() as session, session.begin():
+        (await session.get(Payment, payment.id)).expires_at = utcnow()  # type: ignore[union-attr]
+    world.stripe.pay(payment.stripe_session_id or "")  # paid, webhook not here yet
+    reply = await world.shop.press(USER, f"pay:s:{order.public_id}")
+    assert world.stripe.creates == 1 and "processing" in reply.text.lower()
+    assert await world.state_of(order) == "processing" and (await world.payments())[0].state == "paid"
+
+
+async def test_delayed_payment_in_progress_blocks_a_second_link(world: StripeWorld) -> None:
+    order = await world.order()
+    await world.link(order)
+    payment = (await world.payments())[0]
+    async with world.shop.session_factory() as session, session.begin():
+        (await session.get(Payment, payment.id)).expires_at = utcnow()  # type: ignore[union-attr]
+    world.stripe.sessions[payment.stripe_session_id or ""]["status"] = "complete"  # bank debit, still unpaid
+    reply = await world.shop.press(USER, f"pay:s:{order.public_id}")
+    assert "still being processed" in reply.text and world.stripe.creates == 1
+    assert [p.state for p in await world.payments()] == ["pending"]
+
+
+async def test_old_session_that_cannot_be_closed_blocks_a_second_link(world: StripeWorld) -> None:
+    order = await world.order()
+    await world.link(order)
+    payment = (await world.payments())[0]
+    async with world.shop.session_factory() as session, session.begin():
+        (await session.get(Payment, payment.id)).expires_at = utcnow()  # type: ignore[union-attr]
+    world.stripe.sessions.pop(payment.stripe_session_id or "")  # Stripe cannot find it: expire/retrieve fail
+    reply = await world.shop.press(USER, f"pay:s:{order.public_id}")
+    assert "couldn't open the card payment page" in reply.text and reply.button("Try again")
+    assert world.stripe.creates == 1 and [p.state for p in await world.payments()] == ["pending"]
+
+
+async def test_orphaned_attempt_is_adopted_by_metadata_and_retired(world: StripeWorld) -> None:
+    """A crash between creating the session and storing its id: the event still finds the attempt."""
+    order = await world.order()
+    async with world.shop.session_factory() as session, session.begin():
+        o = await sm.get_order(session, order.public_id)
+        orphan = Payment(order_id=o.id, provider="stripe", state="pending", amount=o.total, currency=o.currency,
+                         created_at=utcnow() - timedelta(minutes=5))
+        session.add(orphan)
+        await session.flush()
+        orphan_id = orphan.id
+    created = await world.shop.providers["stripe"].create_checkout(
+        await _order(world, order.public_id), orphan, utcnow())
+    # The customer presses again: the orphan (no link ever shown) is retired, a new link is made.
+    await world.link(order)
+    assert [p.state for p in await world.payments()] == ["superseded", "pending"] and world.stripe.creates == 2
+    # Had the orphan's session been paid after all, its event settles it through the metadata.
+    r = await world.post(world.stripe.event("checkout.session.completed", world.stripe.pay(created.id)))
+    assert r.status_code == 200 and await world.state_of(order) == "processing"
+    paid = [p for p in await world.payments() if p.id == orphan_id][0]
+    assert paid.state == "paid" and paid.stripe_session_id == created.id
+    assert await world.count(WebhookEvent, WebhookEvent.status == "anomaly") == 0
+
+
+async def _order(world: StripeWorld, public_id: str) -> Order:
+    async with world.shop.session_factory() as session:
+        return await sm.get_order(session, public_id)
+
+
+async def test_metadata_that_does_not_match_is_an_anomaly(world: StripeWorld) -> None:
+    order = await world.order()
+    await world.link(order)
+    other = await world.order(customer=USER + 2)
+    payment = (await world.payments())[0]
+    event = world.stripe.event("checkout.session.completed", {
+        "id": "cs_test_stranger", "status": "complete", "payment_status": "paid", "amount_total": 135_00,
+        "currency": "usd", "metadata": {"order_id": other.public_id, "payment_id": str(payment.id)}})
+    assert (await world.post(event)).status_code == 200
+    assert await world.count(WebhookEvent, WebhookEvent.status == "anomaly") == 1
+    assert await world.state_of(order) == "awaiting_payment" and await world.state_of(other) == "awaiting_payment"
+
+
+async def test_signed_bodies_that_are_not_session_events_are_400(world: StripeWorld) -> None:
+    async with httpx.AsyncClient(base_url=world.base) as http:
+        for body in (b"[1]", b"null", b'"event"', b"\xff\xfe"):
+            r = await http.post("/webhooks/stripe", content=body, headers={
+                "Stripe-Signature": st.sign(body), "Content-Type": "application/json"})
+            assert r.status_code == 400, body
+    for odd in ({"amount_total": "13500"}, {"expires_at": 10**30}, {"currency": 5}):
+        event = world.stripe.event("checkout.session.completed", {"id": "cs_test_odd", "status": "complete",
+                                                                   "payment_status": "paid", **odd})
+        assert (await world.post(event)).status_code == 400, odd
+    assert await world.count(WebhookEvent) == 0
+
+
+@pytest.mark.pg_only
+async def test_two_quick_presses_open_one_session(world: StripeWorld) -> None:
+    order = await world.order()
+    await world.shop.send(USER, "/start")
+    await asyncio.gather(*(world.shop.press(USER, f"pay:s:{order.public_id}") for _ in range(4)))
+    assert world.stripe.creates == 1 and [p.state for p in await world.payments()] == ["pending"]
+
+
+async def test_late_payment_when_the_stock_is_gone_is_owed_back(world: StripeWorld) -> None:
+    order = await world.order()
+    await world.link(order)
+    sid = next(iter(world.stripe.sessions))
+    await sm.expire_due_orders(world.shop.session_factory, now=utcnow() + timedelta(hours=2))
+    async with world.shop.session_factory() as session, session.begin():
+        await session.execute(update(Product).values(stock=0))  # sold to someone else meanwhile
+    assert (await world.post(world.stripe.event("checkout.session.completed", world.stripe.pay(sid)))).status_code == 200
+    assert await world.state_of(order) == "expired"
+    payment = (await world.payments())[0]
+    assert payment.state == "refund_due" and payment.stripe_payment_intent == f"pi_{sid[-4:]}"
+    async with world.shop.session_factory() as session:
+        alert = (await session.execute(select(Outbox).where(Outbox.kind == "payment_anomaly"))).scalar_one()
+    assert "refund owed" in alert.text and order.public_id in alert.text
+    # The admin can refund it through the gateway (what /cancel uses).
+    assert (await world.shop.providers["stripe"].refund(payment)).startswith("re_")

@@ -68,8 +68,12 @@ class StripeGateway:
     async def aclose(self) -> None:
         return None
 
-    async def create_checkout(self, order: Order, payment: Payment, now: datetime) -> CheckoutSession:
+    async def create_checkout(self, order: Order, payment: Payment, now: datetime,
+                              return_url: str | None = None) -> CheckoutSession:
+        """One Checkout Session for this attempt. The idempotency key is the attempt's, so a retried
+        request (by the SDK or after a timeout) returns the same session instead of a second one."""
         currency = order.currency.lower()
+        back = return_url or self.return_url
         line_items = [{"quantity": i.quantity, "price_data": {
             "currency": currency, "unit_amount": i.unit_price, "product_data": {"name": i.name[:250]}}}
             for i in order.items]
@@ -80,8 +84,8 @@ class StripeGateway:
             "metadata": {"order_id": order.public_id, "payment_id": str(payment.id)},
             "payment_intent_data": {"metadata": {"order_id": order.public_id}},
             "expires_at": int(session_expiry(order, now).timestamp()), "customer_email": order.email,
-            "success_url": f"{self.return_url}?start=paid_{order.public_id}",
-            "cancel_url": f"{self.return_url}?start=cancel_{order.public_id}",
+            "success_url": f"{back}?start=paid_{order.public_id}",
+            "cancel_url": f"{back}?start=cancel_{order.public_id}",
         }
         try:
             obj = await self.client.v1.checkout.sessions.create_async(
@@ -118,6 +122,9 @@ class StripeGateway:
 
     def verify_event(self, payload: bytes, signature: str | None) -> dict[str, Any]:
         """The event, if the signature over the raw body is ours and fresh (default tolerance).
-        Raises stripe.SignatureVerificationError or ValueError."""
-        event = stripe.Webhook.construct_event(payload, signature or "", self._webhook_secret)
+        Raises stripe.SignatureVerificationError, or ValueError for a body that is not a JSON object."""
+        try:
+            event = stripe.Webhook.construct_event(payload, signature or "", self._webhook_secret)
+        except (AttributeError, TypeError) as exc:  # signed, but JSON that is not an object
+            raise ValueError("not a JSON object") from exc
         return event.to_dict()

@@ -14,8 +14,9 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.config import Settings
-from db.models import Payment, utcnow
+from db.models import Order, Payment, utcnow
 from services import orders as order_service
+from services.errors import DomainError
 from services.payments import common
 from services.payments.stripe import CheckoutSession, StripeFailure, StripeGateway
 
@@ -23,6 +24,7 @@ log = logging.getLogger(__name__)
 PROVIDER = "stripe"
 REUSE_MARGIN = timedelta(minutes=5)  # an open link that expires sooner than this is replaced
 RECONCILE_GRACE = timedelta(minutes=2)
+IN_FLIGHT = timedelta(seconds=30)  # an attempt without a session younger than this is still being created
 
 HANDLED = ("checkout.session.completed", "checkout.session.async_payment_succeeded",
            "checkout.session.async_payment_failed", "checkout.session.expired")
@@ -32,26 +34,45 @@ class BadEvent(ValueError):
     """Signed by Stripe but not shaped like a Checkout Session event: 400."""
 
 
+class LinkInProgress(DomainError):
+    """Another press is creating this order's link right now; it will appear in the chat."""
+    key = "stripe.in_progress"
+
+
+class PaymentProcessing(DomainError):
+    """The previous session completed with a delayed method (bank debit): its outcome is pending,
+    so a second link would risk a double charge."""
+    key = "stripe.processing"
+
+
 async def start_card_payment(session_factory: async_sessionmaker[AsyncSession], gateway: StripeGateway,
-                             order_id: str, customer_id: int, settings: Settings) -> Payment:
-    """A payable link for the order: the open one if still good, otherwise a new session."""
+                             order_id: str, customer_id: int, settings: Settings,
+                             return_url: str | None = None) -> Payment:
+    """A payable link for the order: the open one if still good, otherwise a new session.
+
+    The attempt row is written (under the order's row lock) before Stripe is called, and only when no
+    other attempt is pending, so two quick presses never open two payable sessions."""
     now = utcnow()
-    async with session_factory() as session, session.begin():
-        order = await _awaiting(session, order_id, customer_id)
-        pending = await common.pending_attempts(session, order.id, PROVIDER)
-    for old in pending:
-        if old.checkout_url and old.expires_at and old.expires_at > now + REUSE_MARGIN:
-            return old
-        if old.stripe_session_id:
+    for _ in range(3):
+        async with session_factory() as session, session.begin():
+            order = await _awaiting(session, order_id, customer_id)
+            pending = await common.pending_attempts(session, order.id, PROVIDER)
+            reusable = _pick_pending(pending, now)
+            if reusable is not None:
+                return reusable
+            stale = [p for p in pending if p.stripe_session_id]
+            if not stale:
+                payment = await common.create_attempt(session, order, PROVIDER)
+                break
+        for old in stale:
             await _supersede(session_factory, gateway, old, settings)
-    async with session_factory() as session, session.begin():
-        order = await _awaiting(session, order_id, customer_id)
-        payment = await common.create_attempt(session, order, PROVIDER)
+    else:
+        raise LinkInProgress(order=order_id)
     try:
-        checkout = await gateway.create_checkout(order, payment, now)
+        checkout = await gateway.create_checkout(order, payment, now, return_url=return_url)
     except StripeFailure:
         async with session_factory() as session, session.begin():
-            await session.execute(update(Payment).where(Payment.id == payment.id)
+            await session.execute(update(Payment).where(Payment.id == payment.id, Payment.state == common.PENDING)
                                   .values(state=common.FAILED, result_code="api_error"))
         raise
     async with session_factory() as session, session.begin():
@@ -63,8 +84,23 @@ async def start_card_payment(session_factory: async_sessionmaker[AsyncSession], 
     return payment
 
 
-async def _awaiting(session: AsyncSession, order_id: str, customer_id: int):  # type: ignore[no-untyped-def]
-    order = await order_service.get_order(session, order_id, customer_id=customer_id)
+def _pick_pending(pending: list[Payment], now: datetime) -> Payment | None:
+    """Among pending attempts: the open link to reuse (returned), one still being created (raises
+    LinkInProgress), orphans of a crash between create and store (retired: nobody ever got their
+    link, and a late event for them is adopted via metadata); the rest are left to supersede."""
+    for old in pending:
+        if old.stripe_session_id is None:
+            if now - old.created_at < IN_FLIGHT:
+                raise LinkInProgress(order=old.order.public_id)
+            old.state = common.SUPERSEDED
+        elif old.checkout_url and old.expires_at and old.expires_at > now + REUSE_MARGIN:
+            return old
+    return None
+
+
+async def _awaiting(session: AsyncSession, order_id: str, customer_id: int) -> Order:
+    """The customer's order, row-locked, if it is still awaiting payment."""
+    order = await order_service.get_order(session, order_id, customer_id=customer_id, for_update=True)
     if order.state != order_service.AWAITING_PAYMENT:
         raise common.PaymentNotAllowed("pay.error.not_awaiting", order=order.public_id,
                                        state=order.state.replace("_", " "))
@@ -73,7 +109,8 @@ async def _awaiting(session: AsyncSession, order_id: str, customer_id: int):  # 
 
 async def _supersede(session_factory: async_sessionmaker[AsyncSession], gateway: StripeGateway, old: Payment,
                      settings: Settings) -> None:
-    """Close the old session at Stripe; if it was paid meanwhile, settle it instead."""
+    """Close the old session at Stripe; if it was paid meanwhile, settle it instead. Raises when the
+    old session cannot be shown closed (it stays pending; the customer may try again)."""
     try:
         closed = await gateway.expire(old.stripe_session_id or "")
     except StripeFailure:
@@ -81,6 +118,10 @@ async def _supersede(session_factory: async_sessionmaker[AsyncSession], gateway:
     if closed.payment_status == "paid":
         await apply_session(session_factory, old.id, closed, settings, raw={"superseded": closed.id})
         return
+    if closed.status == "complete":
+        raise PaymentProcessing(order=old.order.public_id)
+    if closed.status != "expired":
+        raise StripeFailure(f"session {closed.id} is still {closed.status}")
     async with session_factory() as session, session.begin():
         await session.execute(update(Payment).where(Payment.id == old.id, Payment.state == common.PENDING)
                               .values(state=common.SUPERSEDED))
@@ -104,10 +145,12 @@ async def _apply(session: AsyncSession, payment: Payment, checkout: CheckoutSess
             session, payment, amount=int(checkout.amount_total or 0), currency=checkout.currency or "",
             reference=checkout.payment_intent, raw=raw, actor="system:stripe", admin_chat_id=settings.admin_chat_id,
             low_stock_threshold=settings.low_stock_threshold)
-    if failed or checkout.status == "expired":
-        code = "async_failed" if failed else "expired"
-        return await common.settle_failed(session, payment, code=code, desc=checkout.status, raw=raw,
-                                          reason_key=f"stripe.reason.{code}")
+    if failed:
+        return await common.settle_failed(session, payment, code="async_failed", desc=checkout.status, raw=raw,
+                                          reason_key="stripe.reason.async_failed")
+    if checkout.status == "expired":
+        return await common.settle_failed(session, payment, code="expired", desc=checkout.status, raw=raw,
+                                          reason_key="stripe.reason.expired", state=common.EXPIRED)
     return "waiting"
 
 
@@ -117,9 +160,14 @@ def _session_of(event: dict[str, Any]) -> tuple[str, str, CheckoutSession, dict[
         obj = event["data"]["object"]
         if not isinstance(obj, dict) or not str(obj.get("id", "")).startswith("cs_"):
             raise KeyError("object")
-    except (KeyError, TypeError):
+        for field, kinds in (("amount_total", int), ("currency", str), ("expires_at", int)):
+            value = obj.get(field)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, kinds)):
+                raise TypeError(field)
+        checkout = CheckoutSession.from_api(obj)
+    except (KeyError, TypeError, ValueError, OverflowError, OSError):
         raise BadEvent("not a Checkout Session event") from None
-    return event_id, event_type, CheckoutSession.from_api(obj), obj
+    return event_id, event_type, checkout, obj
 
 
 async def handle_event(session_factory: async_sessionmaker[AsyncSession], event: dict[str, Any],
@@ -136,7 +184,7 @@ async def handle_event(session_factory: async_sessionmaker[AsyncSession], event:
         if stored is None:
             return "duplicate"
         payment = (await session.execute(select(Payment).where(Payment.stripe_session_id == checkout.id))
-                   ).unique().scalar_one_or_none()
+                   ).unique().scalar_one_or_none() or await _adopt(session, checkout.id, obj)
         if payment is None:
             await common.record_anomaly(session, settings.admin_chat_id, provider=PROVIDER,
                                         event_id=f"unknown:{checkout.id}", event_type=event_type, payload=event,
@@ -146,6 +194,26 @@ async def handle_event(session_factory: async_sessionmaker[AsyncSession], event:
         stored.payment_id = payment.id
         return await _apply(session, payment, checkout, settings, event,
                             failed=event_type.endswith("async_payment_failed"))
+
+
+async def _adopt(session: AsyncSession, session_id: str, obj: dict[str, Any]) -> Payment | None:
+    """An attempt whose session id was never stored (crash between create and store), recognised by
+    the metadata we sent: payment id and order id must both match. Otherwise None (an anomaly)."""
+    metadata = obj.get("metadata")
+    if not isinstance(metadata, dict) or not str(metadata.get("payment_id", "")).isdigit():
+        return None
+    payment = await session.get(Payment, int(metadata["payment_id"]))
+    if (payment is None or payment.provider != PROVIDER or payment.stripe_session_id is not None
+            or payment.order.public_id != metadata.get("order_id")):
+        return None
+    claimed = await session.execute(update(Payment).where(Payment.id == payment.id,
+                                                          Payment.stripe_session_id.is_(None))
+                                    .values(stripe_session_id=session_id).execution_options(synchronize_session=False))
+    if claimed.rowcount != 1:
+        return None
+    payment.stripe_session_id = session_id
+    log.info("stripe.session_adopted", extra={"payment": payment.id})
+    return payment
 
 
 async def reconcile_due(session_factory: async_sessionmaker[AsyncSession], gateway: StripeGateway,
