@@ -171,18 +171,19 @@ async def _announce_paid_order(session: AsyncSession, order: Order, payment: Pay
 
 
 async def settle_failed(session: AsyncSession, payment: Payment, *, code: str, desc: str | None,
-                        reason_key: str, raw: dict[str, Any] | None) -> str:
-    """A failed attempt (cancelled on the phone, wrong PIN, …). Returns failed | duplicate.
-    The customer is told why, with a Try again button, while the order can still be paid."""
+                        reason_key: str, raw: dict[str, Any] | None, state: str = FAILED) -> str:
+    """A failed attempt (cancelled on the phone, wrong PIN, …; `state` EXPIRED for a lapsed link).
+    Returns `state` | duplicate. The customer is told why, with a Try again button, while the order
+    can still be paid."""
     claimed = await session.execute(
         update(Payment).where(Payment.id == payment.id, Payment.state == PENDING)
-        .values(state=FAILED, result_code=str(code), result_desc=(desc or "")[:500], raw_callback=raw,
+        .values(state=state, result_code=str(code), result_desc=(desc or "")[:500], raw_callback=raw,
                 updated_at=utcnow())
         .execution_options(synchronize_session=False)
     )
     if claimed.rowcount != 1:
         return "duplicate"
-    payment.state = FAILED
+    payment.state = state
     order = payment.order
     await session.refresh(order, ["state"])
     customer = await session.get(Customer, order.customer_id)
@@ -192,7 +193,7 @@ async def settle_failed(session: AsyncSession, payment: Payment, *, code: str, d
                 t("pay.failed", lang, order=order.public_id, reason=t(reason_key, lang)),
                 kind="payment_failed", dedup_key=f"payment_failed:{payment.id}",
                 reply_markup=inline_keyboard([[(t("pay.button.try_again", lang), f"pay:o:{order.public_id}")]]))
-    return FAILED
+    return state
 
 
 async def claim_due_attempts(session_factory, provider: str, now: datetime, hold: timedelta,  # type: ignore[no-untyped-def]
