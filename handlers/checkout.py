@@ -21,7 +21,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot.config import Settings
 from db.models import Customer
 from handlers.payments import offer_payment
-from handlers.render import kb, show
+from handlers.orders import join_bounded
+from handlers.render import clip, kb, show
 from services import cart as cart_service
 from services import orders as order_service
 from services.errors import DomainError
@@ -33,6 +34,7 @@ from services.zones import ZONES, get_zone
 log = logging.getLogger(__name__)
 router = Router(name="checkout")
 ADDRESS_MAX = 500
+ALERT_LIMIT = 200  # Telegram's limit for a callback answer's text
 
 
 class Checkout(StatesGroup):
@@ -69,17 +71,23 @@ def email_keyboard(customer: Customer, lang: str) -> ReplyKeyboardMarkup | Reply
 # --- entering and leaving ------------------------------------------------------------------------
 
 
+async def _cannot_start(session: AsyncSession, customer: Customer, lang: str) -> str | None:
+    """Why checkout cannot begin (empty cart, a line over stock), as plain text; None when it can."""
+    lines = await cart_service.lines(session, customer.id)
+    if not lines:
+        return t("cart.empty", lang)
+    problem = next((line for line in lines if not line.available), None)
+    if problem is not None:
+        return t("checkout.line_unavailable", lang, name=problem.product.name[:60], n=max(problem.product.stock, 0))
+    return None
+
+
 @router.callback_query(F.data == "chk:start")
 async def start_checkout(query: CallbackQuery, session: AsyncSession, customer: Customer, state: FSMContext,
                          lang: str) -> None:
-    lines = await cart_service.lines(session, customer.id)
-    if not lines:
-        await query.answer(t("cart.empty", lang), show_alert=True)
-        return
-    problem = next((line for line in lines if not line.available), None)
-    if problem is not None:
-        await query.answer(t("checkout.line_unavailable", lang, name=problem.product.name[:60],
-                             n=max(problem.product.stock, 0)), show_alert=True)
+    reason = await _cannot_start(session, customer, lang)
+    if reason is not None:
+        await query.answer(clip(reason, ALERT_LIMIT), show_alert=True)
         return
     await query.answer()
     await state.set_state(Checkout.zone)
@@ -89,8 +97,9 @@ async def start_checkout(query: CallbackQuery, session: AsyncSession, customer: 
 @router.message(Command("checkout"))
 async def checkout_command(message: Message, session: AsyncSession, customer: Customer, state: FSMContext,
                            lang: str) -> None:
-    if not await cart_service.lines(session, customer.id):
-        await message.answer(t("cart.empty", lang))
+    reason = await _cannot_start(session, customer, lang)
+    if reason is not None:
+        await message.answer(html.escape(reason))
         return
     await state.set_state(Checkout.zone)
     await message.answer(t("checkout.ask_zone", lang), reply_markup=zone_keyboard(lang))
@@ -186,15 +195,7 @@ async def typed_address(message: Message, session: AsyncSession, customer: Custo
         await message.answer(t("checkout.address_long", lang, max=ADDRESS_MAX))
         return
     await state.update_data(address=address)
-    data = await state.get_data()
-    summary = await _summary(session, customer, data, lang)
-    if summary is None:
-        await state.clear()
-        await message.answer(t("cart.empty", lang))
-        return
-    await state.set_state(Checkout.confirm)
-    await message.answer(summary, reply_markup=kb([(t("checkout.confirm", lang), "chk:ok")],
-                                                  [(t("checkout.cancel", lang), "chk:x")]))
+    await _show_summary(message, session, customer, state, lang)
 
 
 @router.message(StateFilter(Checkout), ~F.text.startswith("/"))
@@ -204,20 +205,45 @@ async def unexpected_input(message: Message, state: FSMContext, lang: str) -> No
     await message.answer(t(f"checkout.reask.{step}", lang))
 
 
-async def _summary(session: AsyncSession, customer: Customer, data: dict[str, Any], lang: str) -> str | None:
+async def _summary(session: AsyncSession, customer: Customer, data: dict[str, Any],
+                   lang: str) -> tuple[str, order_service.Totals] | None:
+    """The confirmation text and the totals it quotes (None when the cart emptied meanwhile)."""
     lines = await cart_service.lines(session, customer.id)
     if not lines:
         return None
     zone = get_zone(data["zone"])
     totals = order_service.compute_totals([(line.product, line.quantity) for line in lines], zone)
-    items = "\n".join(
-        t("checkout.summary_line", lang, qty=line.quantity, name=html.escape(line.product.name),
-          amount=format_money(order_service.unit_price(line.product, zone.currency) * line.quantity, zone.currency))
-        for line in lines)
-    return t("checkout.summary", lang, items=items, zone=t(f"zone.{zone.code}.short", lang),
-             subtotal=format_money(totals.subtotal, zone.currency), shipping=format_money(totals.shipping, zone.currency),
-             total=format_money(totals.total, zone.currency), phone="+" + data["phone"],
-             email=html.escape(data["email"]), address=html.escape(data["address"]))
+    items = join_bounded(
+        [t("checkout.summary_line", lang, qty=line.quantity, name=html.escape(line.product.name),
+           amount=format_money(order_service.unit_price(line.product, zone.currency) * line.quantity,
+                               zone.currency))
+         for line in lines], lang)
+    text = t("checkout.summary", lang, items=items, zone=t(f"zone.{zone.code}.short", lang),
+             subtotal=format_money(totals.subtotal, zone.currency),
+             shipping=format_money(totals.shipping, zone.currency), total=format_money(totals.total, zone.currency),
+             phone="+" + data["phone"], email=html.escape(data["email"]), address=html.escape(data["address"]))
+    return text, totals
+
+
+async def _show_summary(message: Message, session: AsyncSession, customer: Customer, state: FSMContext,
+                        lang: str, note: str | None = None) -> None:
+    """Quote the order and wait for Confirm; the quoted total is kept so Confirm places exactly it."""
+    data = await state.get_data()
+    quoted = await _summary(session, customer, data, lang)
+    if quoted is None:
+        await state.clear()
+        await message.answer(t("cart.empty", lang))
+        return
+    text, totals = quoted
+    await state.update_data(currency=totals.currency, total=totals.total)
+    await state.set_state(Checkout.confirm)
+    await message.answer(f"{note}\n\n{text}" if note else text,
+                         reply_markup=kb([(t("checkout.confirm", lang), "chk:ok")],
+                                         [(t("checkout.cancel", lang), "chk:x")]))
+
+
+class _QuoteChanged(Exception):
+    """The cart or its prices changed after the summary: the customer confirmed another amount."""
 
 
 @router.callback_query(F.data == "chk:ok")
@@ -233,11 +259,22 @@ async def confirm(query: CallbackQuery, session: AsyncSession, customer: Custome
             order = await order_service.place_order(
                 session, customer.id, zone_code=data["zone"], phone=data["phone"], email=data["email"],
                 address=data["address"], reservation_minutes=settings.reservation_minutes)
+            if (order.currency, order.total) != (data.get("currency"), data.get("total")):
+                raise _QuoteChanged  # rolls the savepoint back: nothing reserved, cart restored
+    except _QuoteChanged:
+        log.info("checkout.quote_changed")
+        await query.answer()
+        await state.set_data(data)
+        if isinstance(query.message, Message):
+            await query.message.edit_reply_markup(reply_markup=None)
+            await _show_summary(query.message, session, customer, state, lang, note=t("checkout.quote_changed", lang))
+        return
     except DomainError as exc:
         log.info("checkout.refused", extra={"reason": exc.key})
-        await query.answer(t(exc.key, lang, **exc.values), show_alert=True)
+        await query.answer(clip(t(exc.key, lang, **exc.values), ALERT_LIMIT), show_alert=True)
         if query.message is not None:
-            await query.message.answer(t("checkout.not_placed", lang, reason=t(exc.key, lang, **exc.values)),
+            safe = {k: html.escape(str(v)) for k, v in exc.values.items()}
+            await query.message.answer(t("checkout.not_placed", lang, reason=t(exc.key, lang, **safe)),
                                        reply_markup=kb([(t("menu.cart", lang), "menu:cart")]))
         return
     await session.commit()  # the order and its reservation exist before we say so

@@ -16,6 +16,25 @@ from services.i18n import t
 from services.money import format_money
 
 router = Router(name="orders")
+ITEMS_BUDGET = 2500  # characters of item lines in one message; the rest (totals, address) must fit too
+
+
+def join_bounded(lines: list[str], lang: str, budget: int = ITEMS_BUDGET) -> str:
+    """Item lines joined, cut short with "… and N more" so the message stays within 4096 characters."""
+    shown: list[str] = []
+    used = 0
+    for line in lines:
+        if used + len(line) + 1 > budget:
+            shown.append(t("orders.more_items", lang, n=len(lines) - len(shown)))
+            break
+        shown.append(line)
+        used += len(line) + 1
+    return "\n".join(shown)
+
+
+def not_found(exc: NotFound, lang: str) -> str:
+    """The "no such order" answer; the id is the customer's own typing, so escaped and shortened."""
+    return t(exc.key, lang, order=html.escape(str(exc.values.get("order", ""))[:24]))
 
 
 def order_line(order: Order, lang: str) -> str:
@@ -34,10 +53,12 @@ async def orders_screen(session: AsyncSession, customer: Customer, lang: str) ->
 
 
 def order_detail(order: Order, lang: str) -> str:
-    items = "\n".join(t("orders.item", lang, qty=i.quantity, name=html.escape(i.name),
-                        amount=format_money(i.unit_price * i.quantity, order.currency)) for i in order.items)
+    items = join_bounded([t("orders.item", lang, qty=i.quantity, name=html.escape(i.name),
+                             amount=format_money(i.unit_price * i.quantity, order.currency))
+                          for i in order.items], lang)
     text = t("orders.detail", lang, order=order.public_id, state=t(f"state.{order.state}", lang), items=items,
              total=format_money(order.total, order.currency), updated=order.updated_at.strftime("%d %b %Y %H:%M UTC"))
+    text += "\n" + t("orders.delivery", lang, zone=t(f"zone.{order.zone}.short", lang))
     if order.tracking_number:
         text += "\n" + t("orders.tracking", lang, carrier=html.escape(order.carrier or "-"),
                          tracking=html.escape(order.tracking_number))
@@ -80,7 +101,7 @@ async def view_order(query: CallbackQuery, session: AsyncSession, customer: Cust
     try:
         order = await order_service.get_order(session, public_id, customer_id=customer.id)
     except NotFound as exc:
-        await query.answer(t(exc.key, lang, **exc.values), show_alert=True)
+        await query.answer(t(exc.key, lang, order=str(exc.values.get("order", ""))[:24]), show_alert=True)
         return
     await query.answer()
     if query.message is not None:
@@ -97,6 +118,6 @@ async def track(message: Message, command: CommandObject, session: AsyncSession,
     try:
         order = await order_service.get_order(session, public_id.split()[0], customer_id=customer.id)
     except NotFound as exc:
-        await message.answer(t(exc.key, lang, **exc.values))
+        await message.answer(not_found(exc, lang))
         return
     await message.answer(order_detail(order, lang), reply_markup=detail_keyboard(order, lang))  # type: ignore[arg-type]

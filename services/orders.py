@@ -182,11 +182,14 @@ async def place_order(
     """Create an order from the customer's cart and reserve its stock, in the caller's transaction.
 
     Raises OutOfStock (naming the product) when any line cannot be reserved; the caller must roll
-    back so the partial reservation disappears with it.
+    back so the partial reservation disappears with it. The cart is claimed (locked and deleted)
+    before any stock moves, so two concurrent checkouts of one cart (a double-pressed Confirm)
+    place one order: the other finds the cart gone and raises InvalidInput.
     """
     zone = get_zone(zone_code)
     cart = (await session.execute(
         select(CartItem).where(CartItem.customer_id == customer_id).order_by(CartItem.product_id)
+        .with_for_update(of=CartItem)
     )).scalars().all()
     if not cart:
         raise InvalidInput("cart.empty")
@@ -194,6 +197,9 @@ async def place_order(
         if not line.product.active:
             raise OutOfStock("error.product_gone", name=line.product.name)
     lines = [(line.product, line.quantity) for line in cart]
+    claimed = await session.execute(delete(CartItem).where(CartItem.customer_id == customer_id))
+    if claimed.rowcount != len(lines):  # another checkout took it first (SQLite has no row locks)
+        raise InvalidInput("checkout.cart_changed")
     totals = compute_totals(lines, zone)
     for product, qty in lines:  # product-id order everywhere: no lock-order deadlocks
         await inventory.reserve(session, product, qty)
@@ -211,7 +217,6 @@ async def place_order(
     await session.flush()
     session.add(OrderEvent(order_id=order.id, from_state=None, to_state=AWAITING_PAYMENT,
                            actor=f"customer:{customer_id}", note="order placed"))
-    await session.execute(delete(CartItem).where(CartItem.customer_id == customer_id))
     log.info("order.placed", extra={"order": order.public_id, "total": order.total, "currency": order.currency})
     return order
 

@@ -1,12 +1,18 @@
 """Checkout as the customer goes through it: zone, phone, email, address, summary, confirm."""
 from __future__ import annotations
 
-from sqlalchemy import select
+import asyncio
+
+from sqlalchemy import func, select
 
 from db.models import CartItem, Customer, Order, OrderEvent, Product
 from services import cart as cart_service
 from services import catalog
+from services import orders as order_service
+from services.errors import InvalidInput
+from tests.factories import make_product, stock_of
 from tests.harness import Harness
+from tests.standins import Call
 
 USER = 7201
 
@@ -134,3 +140,199 @@ async def test_empty_cart_cannot_check_out(shop: Harness) -> None:
     await shop.send(USER, "/start")
     await shop.press(USER, "chk:start")
     assert "empty" in shop.last_answer.params["text"]
+
+
+# --- helpers for the tests below -------------------------------------------------------------------
+
+TELEGRAM_TAGS = {"b", "strong", "i", "em", "u", "ins", "s", "strike", "del", "a", "code", "pre", "tg-spoiler",
+                 "span", "blockquote"}
+
+
+def assert_telegram_html(text: str) -> None:
+    """Telegram rejects a message whose HTML has unknown or unbalanced tags (the customer would get an
+    error instead); the stand-in does not parse, so we check what we send."""
+    from html.parser import HTMLParser
+
+    class Check(HTMLParser):
+        def __init__(self) -> None:
+            super().__init__(convert_charrefs=True)
+            self.open: list[str] = []
+
+        def handle_starttag(self, tag: str, attrs: list) -> None:  # type: ignore[type-arg]
+            assert tag in TELEGRAM_TAGS, f"<{tag}> is not Telegram HTML in {text!r}"
+            self.open.append(tag)
+
+        def handle_endtag(self, tag: str) -> None:
+            assert self.open and self.open.pop() == tag, f"unbalanced </{tag}> in {text!r}"
+
+    checker = Check()
+    checker.feed(text)
+    checker.close()
+    assert not checker.open, f"unclosed {checker.open} in {text!r}"
+    assert len(text) <= 4096
+
+
+async def go_to_summary(shop: Harness, address: str = "Plot 12, Ngong Road, Nairobi") -> Call:
+    await go_to_phone(shop)
+    await shop.send(USER, "0712345678")
+    await shop.send(USER, "a@example.com")
+    return await shop.send(USER, address)
+
+
+async def orders_and_cart(shop: Harness) -> tuple[int, int]:
+    async with shop.session_factory() as session:
+        orders = (await session.execute(select(func.count(Order.id)))).scalar_one()
+        lines = (await session.execute(select(func.count()).select_from(CartItem))).scalar_one()
+    return orders, lines
+
+
+# --- more of the flow ------------------------------------------------------------------------------
+
+
+async def test_checkout_command_and_saved_details_are_one_tap(shop: Harness) -> None:
+    await fill_cart(shop, ("ACC-LEN-65W", 1))
+    async with shop.session_factory() as session, session.begin():
+        customer = await session.get(Customer, USER)
+        customer.phone, customer.email = "254712345678", "saved@example.com"
+    zones = await shop.send(USER, "/checkout")
+    assert "where should we deliver" in zones.text
+    ask = await shop.press(USER, zones.button("Rest of Kenya"))
+    assert [label for label, _ in ask.buttons] == ["📱 Share my phone", "+254712345678", "✖ Cancel checkout"]
+    email_q = await shop.send(USER, ask.buttons[1][0])  # the one-tap saved number arrives as its text
+    assert "email" in email_q.text
+    assert [label for label, _ in email_q.buttons] == ["saved@example.com", "✖ Cancel checkout"]
+    addr_q = await shop.send(USER, email_q.buttons[0][0])
+    assert addr_q.params["reply_markup"] == {"remove_keyboard": True}
+    summary = await shop.send(USER, "Kenyatta Ave 4, Nakuru")
+    assert "saved@example.com" in summary.text and "Delivery: KES 600" in summary.text
+
+
+async def test_empty_cart_checkout_command(shop: Harness) -> None:
+    assert "empty" in (await shop.send(USER, "/checkout")).text
+
+
+async def test_cancel_by_reply_button_removes_the_keyboard_and_at_confirm_keeps_the_cart(shop: Harness) -> None:
+    await fill_cart(shop, ("ACC-LEN-65W", 1))
+    await go_to_phone(shop)
+    reply = await shop.send(USER, "✖ Cancel checkout")  # the reply keyboard's own Cancel button
+    assert "cart is just as you left it" in reply.text
+    assert reply.params["reply_markup"] == {"remove_keyboard": True}
+    summary = await go_to_summary(shop)
+    cancelled = await shop.press(USER, summary.button("Cancel"))
+    assert "cart is just as you left it" in cancelled.text and cancelled.button("Cart") == "menu:cart"
+    await shop.press(USER, "chk:ok", message=summary)  # the old summary's Confirm is now stale
+    assert "already finished" in shop.last_answer.params["text"]
+    assert await orders_and_cart(shop) == (0, 1)
+
+
+async def test_non_text_input_mid_checkout_is_reasked(shop: Harness) -> None:
+    await fill_cart(shop, ("ACC-LEN-65W", 1))
+    await go_to_phone(shop)
+    await shop.feed({"message": shop._message(USER, None, location={"latitude": -1.28, "longitude": 36.82})})
+    assert "share or type your phone number" in shop.botapi.last(USER).text
+    zones_again = await shop.send(USER, "0712345678")
+    assert "email" in zones_again.text
+
+
+async def test_stale_zone_button_after_cancel(shop: Harness) -> None:
+    await fill_cart(shop, ("ACC-LEN-65W", 1))
+    zones = await shop.press(USER, (await shop.send(USER, "/cart")).button("Checkout"))
+    await shop.send(USER, "/cancel")
+    await shop.press(USER, zones.button("Nairobi"), message=zones)
+    assert "expired" in shop.last_answer.params["text"]  # a friendly "this button is old"
+    assert "I didn't get that" in (await shop.send(USER, "0712345678")).text  # not silently in the flow
+
+
+async def test_cart_line_over_stock_blocks_checkout_with_its_name(shop: Harness) -> None:
+    await fill_cart(shop, ("WS-DL-T5820", 2))
+    async with shop.session_factory() as session, session.begin():
+        (await catalog.get_product(session, sku="WS-DL-T5820")).stock = 1
+    await shop.press(USER, (await shop.send(USER, "/cart")).button("Checkout"))
+    answer = shop.last_answer.params
+    assert str(answer["show_alert"]).lower() == "true" and "Dell Precision T5820" in answer["text"] and "only 1 left" in answer["text"]
+    typed = await shop.send(USER, "/checkout")
+    assert "Dell Precision T5820" in typed.text and "only 1 left" in typed.text
+    assert "I didn't get that" in (await shop.send(USER, "hello")).text  # not in the flow
+
+
+async def test_price_change_after_the_summary_is_quoted_again_before_placing(shop: Harness) -> None:
+    await fill_cart(shop, ("ACC-LEN-65W", 1))
+    summary = await go_to_summary(shop)
+    assert "Total: KES 3,500" in summary.text
+    async with shop.session_factory() as session, session.begin():
+        (await catalog.get_product(session, sku="ACC-LEN-65W")).price_kes = 3500_00
+    requote = await shop.press(USER, summary.button("Confirm"))
+    assert "prices changed" in requote.text and "Total: KES 3,800" in requote.text
+    assert await orders_and_cart(shop) == (0, 1)  # nothing reserved, cart untouched
+    async with shop.session_factory() as session:
+        assert (await catalog.get_product(session, sku="ACC-LEN-65W")).reserved == 0
+    offer = await shop.press(USER, requote.button("Confirm"))
+    async with shop.session_factory() as session:
+        order = (await session.execute(select(Order))).unique().scalar_one()
+    assert order.total == 3800_00 and order.public_id in offer.text
+
+
+async def test_user_text_is_escaped_and_long_carts_fit_one_message(shop: Harness) -> None:
+    await shop.load_demo()
+    async with shop.session_factory() as session, session.begin():
+        await cart_service.ensure_customer(session, USER, USER, "Wanjiru")
+        for n in range(80):
+            pid = await _product(session, f"CBL-{n:03d}", f"Cable <{n}> & adapter " + "x" * 60)
+            await cart_service.add(session, USER, await session.get(Product, pid), 1)
+    summary = await go_to_summary(shop, address="<b>Flat 3</b> & Co, Moi Ave, Mombasa")
+    assert_telegram_html(summary.text)
+    assert "&lt;b&gt;Flat 3&lt;/b&gt; &amp; Co" in summary.text and "Cable &lt;0&gt; &amp; adapter" in summary.text
+    assert "more" in summary.text and "Total: KES 80,300" in summary.text  # 80 × 1,000 + 300, all counted
+    offer = await shop.press(USER, summary.button("Confirm"))
+    async with shop.session_factory() as session:
+        order = (await session.execute(select(Order))).unique().scalar_one()
+    assert len(order.items) == 80 and order.public_id in offer.text
+    detail = await shop.send(USER, f"/track {order.public_id}")
+    assert_telegram_html(detail.text)
+    assert "more" in detail.text
+
+
+async def _product(session, sku: str, name: str) -> int:  # type: ignore[no-untyped-def]
+    product = Product(sku=sku, category_id=(await catalog.get_product(session, sku="ACC-LEN-65W")).category_id,
+                      name=name, description="", price_kes=1000_00, price_usd=8_00, stock=5)
+    session.add(product)
+    await session.flush()
+    return product.id
+
+
+async def test_sold_out_message_escapes_the_product_name(shop: Harness) -> None:
+    await fill_cart(shop, ("WS-DL-T5820", 2))
+    summary = await go_to_summary(shop)
+    async with shop.session_factory() as session, session.begin():
+        product = await catalog.get_product(session, sku="WS-DL-T5820")
+        product.name, product.stock = "Dell <Precision> & T5820", 0
+    reply = await shop.press(USER, summary.button("Confirm"))
+    assert_telegram_html(reply.text)
+    assert "Dell &lt;Precision&gt; &amp; T5820" in reply.text and "not placed" in reply.text
+    assert "Dell <Precision> & T5820" in shop.last_answer.params["text"]  # alerts are plain text
+    assert await orders_and_cart(shop) == (0, 1)
+
+
+async def test_concurrent_confirms_of_one_cart_place_one_order(session_factory) -> None:  # type: ignore[no-untyped-def]
+    """A double-pressed Confirm handled by two processes at once (or Redis-backed state read twice)."""
+    pid = await make_product(session_factory, "DBL-1", stock=5)
+    async with session_factory() as session, session.begin():
+        await cart_service.ensure_customer(session, USER, USER)
+        await cart_service.set_quantity(session, USER, await session.get(Product, pid), 2)
+
+    async def confirm() -> str:
+        try:
+            async with session_factory() as session, session.begin():
+                order = await order_service.place_order(
+                    session, USER, zone_code="nairobi", phone="254712345678", email="a@example.com",
+                    address="Plot 1, Ngong Rd", reservation_minutes=30)
+                return order.public_id
+        except InvalidInput as exc:
+            return exc.key
+
+    results = await asyncio.gather(*(confirm() for _ in range(6)))
+    assert len([r for r in results if r.startswith("HL-")]) == 1
+    assert set(results) - {r for r in results if r.startswith("HL-")} <= {"cart.empty", "checkout.cart_changed"}
+    assert await stock_of(session_factory, pid) == (3, 2, 0)
+    async with session_factory() as session:
+        assert (await session.execute(select(func.count(Order.id)))).scalar_one() == 1

@@ -6,11 +6,13 @@ import asyncio
 import pytest
 from sqlalchemy import func, select
 
-from db.models import Order, Product
+from datetime import timedelta
+
+from db.models import CartItem, Order, OrderEvent, Outbox, Product, utcnow
 from services import cart as cart_service
 from services import orders as order_service
 from services.errors import OutOfStock
-from tests.factories import make_product, stock_of
+from tests.factories import make_order, make_product, stock_of
 
 pytestmark = pytest.mark.pg_only
 
@@ -45,6 +47,9 @@ async def test_fifty_concurrent_checkouts_for_five_units(session_factory) -> Non
     assert (stock, reserved, sold) == (0, 5, 0) and stock + reserved + sold == 5
     async with session_factory() as session:
         assert (await session.execute(select(func.count(Order.id)))).scalar_one() == 5
+        # the 45 who lost keep their carts (their transactions rolled back); the 5 winners' carts are gone
+        carts = (await session.execute(select(CartItem.customer_id))).scalars().all()
+        assert len(carts) == 45 and not set(carts) & {int(c) for c in range(1, 51) if results[c - 1] != "out_of_stock"}
 
 
 async def test_multi_item_carts_in_opposite_orders_do_not_deadlock(session_factory) -> None:  # type: ignore[no-untyped-def]
@@ -58,3 +63,26 @@ async def test_multi_item_carts_in_opposite_orders_do_not_deadlock(session_facto
     for pid in (a, b):
         stock, reserved, sold = await stock_of(session_factory, pid)
         assert (stock, reserved, sold) == (0, 10, 0)
+
+
+async def test_reservation_expiry_run_by_several_workers_at_once_expires_each_order_once(session_factory) -> None:  # type: ignore[no-untyped-def]
+    pid = await make_product(session_factory, "EXP-1", stock=40)
+    due = [await make_order(session_factory, c, [(pid, 1)], reservation_minutes=1) for c in range(1, 21)]
+    paid = await make_order(session_factory, 99, [(pid, 1)], reservation_minutes=1)
+    async with session_factory() as session, session.begin():
+        await order_service.transition(session, await order_service.get_order(session, paid.public_id),
+                                       "processing", "system:test")
+    later = utcnow() + timedelta(minutes=5)
+    counts = await asyncio.gather(*(order_service.expire_due_orders(session_factory, now=later) for _ in range(6)))
+    assert sum(counts) == 20
+    assert await stock_of(session_factory, pid) == (39, 0, 1)
+    async with session_factory() as session:
+        expired_events = (await session.execute(
+            select(OrderEvent.order_id).where(OrderEvent.to_state == "expired", OrderEvent.actor == "system:expiry")
+        )).scalars().all()
+        assert len(expired_events) == len(set(expired_events)) == 20
+        messages = (await session.execute(select(Outbox.chat_id).where(Outbox.text.contains("expired")))).scalars().all()
+        assert sorted(messages) == list(range(1, 21))
+        assert (await order_service.get_order(session, paid.public_id)).state == "processing"
+        assert {(await order_service.get_order(session, o.public_id)).state for o in due} == {"expired"}
+    assert await order_service.expire_due_orders(session_factory, now=later) == 0

@@ -27,20 +27,53 @@ def test_transition_table_is_the_documented_machine() -> None:
     }
 
 
-@pytest.mark.parametrize("src,dst", sorted((a, b) for a in ALL for b in ALL if (a, b) not in LEGAL))
-async def test_illegal_transitions_raise_and_change_nothing(session_factory, src: str, dst: str) -> None:  # type: ignore[no-untyped-def]
+# How to reach each state through legal moves only, so stock is where that state says it is.
+PATH_TO = {
+    "awaiting_payment": [], "processing": ["processing"], "shipped": ["processing", "shipped"],
+    "in_transit": ["processing", "shipped", "in_transit"], "delivered": ["processing", "shipped", "delivered"],
+    "cancelled": ["cancelled"], "expired": ["expired"],
+}
+UNITS_OUT = {"processing", "shipped", "in_transit", "delivered"}  # one unit sold; else back on the shelf
+
+
+async def order_in(session_factory, state: str, customer_id: int = 1) -> str:  # type: ignore[no-untyped-def]
     pid = await make_product(session_factory, stock=5)
-    public_id = (await make_order(session_factory, 1, [(pid, 1)])).public_id
+    public_id = (await make_order(session_factory, customer_id, [(pid, 1)])).public_id
+    for step in PATH_TO[state]:
+        async with session_factory() as session, session.begin():
+            await sm.transition(session, await sm.get_order(session, public_id), step, "setup")
+    return public_id
+
+
+@pytest.mark.parametrize("src,dst", sorted(LEGAL))
+async def test_every_legal_transition_moves_stock_and_records_who(session_factory, src: str, dst: str) -> None:  # type: ignore[no-untyped-def]
+    public_id = await order_in(session_factory, src, customer_id=51)
     async with session_factory() as session, session.begin():
-        (await sm.get_order(session, public_id)).state = src
+        event = await sm.transition(session, await sm.get_order(session, public_id), dst, "actor:under-test", "why")
     async with session_factory() as session:
         order = await sm.get_order(session, public_id)
+        events = await sm.events_of(session, order.id)
+        outbox = (await session.execute(select(Outbox).order_by(Outbox.id))).scalars().all()
+    assert order.state == dst and event.id == events[-1].id
+    assert (events[-1].from_state, events[-1].to_state, events[-1].actor, events[-1].note) == (
+        src, dst, "actor:under-test", "why")
+    assert outbox[-1].chat_id == 51 and order.public_id in outbox[-1].text
+    assert await stock_of(session_factory, order.items[0].product_id) == ((4, 0, 1) if dst in UNITS_OUT else (5, 0, 0))
+
+
+@pytest.mark.parametrize("src,dst", sorted((a, b) for a in ALL for b in ALL if (a, b) not in LEGAL))
+async def test_illegal_transitions_raise_and_change_nothing(session_factory, src: str, dst: str) -> None:  # type: ignore[no-untyped-def]
+    public_id = await order_in(session_factory, src)
+    async with session_factory() as session:
+        order = await sm.get_order(session, public_id)
+        before = (len(await sm.events_of(session, order.id)), await stock_of(session_factory, order.items[0].product_id))
         with pytest.raises(IllegalTransition):
             await sm.transition(session, order, dst, "test")
         await session.rollback()
     async with session_factory() as session:
-        assert (await sm.get_order(session, public_id)).state == src
-        assert (await session.execute(select(OrderEvent).where(OrderEvent.to_state == dst))).first() is None or dst == "awaiting_payment"
+        order = await sm.get_order(session, public_id)
+        assert order.state == src
+        assert (len(await sm.events_of(session, order.id)), await stock_of(session_factory, order.items[0].product_id)) == before
 
 
 async def test_happy_path_writes_events_moves_stock_and_queues_messages(session_factory) -> None:  # type: ignore[no-untyped-def]
@@ -107,14 +140,17 @@ def test_totals_and_zones() -> None:
 @pytest.mark.parametrize("raw,expected", [
     ("0712345678", "254712345678"), ("0712 345 678", "254712345678"), ("+254712345678", "254712345678"),
     ("254712345678", "254712345678"), ("0712-345-678", "254712345678"), ("0110 123 456", "254110123456"),
-    ("+1 415 555 2671", "14155552671"),
+    ("+1 415 555 2671", "14155552671"), (" +254 (0)712-345 678 ", "254712345678"), ("0722.345.678", "254722345678"),
+    ("254 110 123 456", "254110123456"), ("+254-110-123-456", "254110123456"), ("+44 7911 123456", "447911123456"),
 ])
 def test_phone_normalisation(raw: str, expected: str) -> None:
     assert normalize_phone(raw) == expected
 
 
 @pytest.mark.parametrize("raw,reason", [("", "phone.error.empty"), ("hello", "phone.error.unreadable"),
-                                        ("0712", "phone.error.invalid"), ("+254 12", "phone.error.invalid")])
+                                        ("0712", "phone.error.invalid"), ("+254 12", "phone.error.invalid"),
+                                        ("07123456789012", "phone.error.invalid"), ("   ", "phone.error.empty"),
+                                        ("+999 123 456", "phone.error.unreadable")])
 def test_invalid_phones(raw: str, reason: str) -> None:
     with pytest.raises(InvalidPhone) as err:
         normalize_phone(raw)

@@ -34,5 +34,9 @@ async def test_start_to_placed_order(shop: Harness) -> None:
     assert order.public_id in screen.text and order.state == "awaiting_payment"
     assert [(i.sku, i.unit_price, i.quantity) for i in order.items] == [("NET-UBNT-U6LITE", 19800_00, 2)]
     assert (product.stock, product.reserved) == (8, 2)
+    assert order.phone == "254712345678" and order.zone == "kenya" and order.total == 40200_00
     screen = await shop.send(USER, f"/track {order.public_id}")
-    assert "Awaiting payment" in screen.text
+    assert "Awaiting payment" in screen.text and "Rest of Kenya" in screen.text
+    assert "empty" in (await shop.send(USER, "/cart")).text  # the cart became the order
+    screen = await shop.press(USER, (await shop.send(USER, "/start")).button("My orders"))
+    assert order.public_id in screen.text and "KES 40,200" in screen.text
