@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 from typing import Any
 
 from aiogram import F, Router
@@ -13,7 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.config import Settings
-from db.models import Customer, Order, Payment
+from db.models import Customer, Order, Payment, utcnow
 from handlers.payments import own_order
 from handlers.render import kb
 from services import orders as order_service
@@ -26,6 +27,7 @@ from services.phones import InvalidPhone, is_kenyan_mobile, mask_phone, normaliz
 
 log = logging.getLogger(__name__)
 router = Router(name="pay_mpesa")
+QUERY_MIN_INTERVAL = timedelta(seconds=5)
 
 
 class MpesaPhone(StatesGroup):
@@ -83,9 +85,12 @@ async def _push(message: Message, order_id: str, customer: Customer, msisdn: str
     try:
         payment = await mpesa_flow.start_stk(session_factory, providers["mpesa"], order_id, customer.id, msisdn,
                                              settings)
-    except DomainError as exc:
+    except mpesa_flow.PromptStillLive as exc:  # no second prompt (no double charge): wait or check
         await message.answer(t(exc.key, lang, **exc.values),
                              reply_markup=kb([(t("mpesa.check_status", lang), f"pay:mq:{order_id}")]))
+        return
+    except DomainError as exc:
+        await message.answer(t(exc.key, lang, **exc.values))
         return
     except MpesaError as exc:
         await message.answer(t("mpesa.push_failed", lang),
@@ -114,7 +119,9 @@ async def check_status(query: CallbackQuery, session: AsyncSession, customer: Cu
         await query.answer(t("mpesa.no_attempt", lang), show_alert=True)
         return
     state = payment.state
-    if state == "pending" and "mpesa" in providers:
+    # Daraja rate-limits the query: a button pressed again within seconds reuses the last answer.
+    asked_lately = payment.query_attempts > 0 and utcnow() - payment.updated_at < QUERY_MIN_INTERVAL
+    if state == "pending" and "mpesa" in providers and not asked_lately:
         state = await mpesa_flow.query_and_settle(session_factory, providers["mpesa"], payment.id, settings)
         state = {"duplicate": "paid", "late_paid": "paid"}.get(state, state)
     await query.answer(t(f"mpesa.status.{state if state in ('paid', 'failed', 'pending') else 'other'}", lang,

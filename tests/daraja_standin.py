@@ -7,6 +7,8 @@ import base64
 import itertools
 import re
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
 from typing import Any
 
 import httpx
@@ -52,6 +54,8 @@ class DarajaStandIn(StandIn):
         self._ids = itertools.count(1)
         self._tasks: set[asyncio.Task[None]] = set()
         self.redeliver = False  # keep re-sending a callback (every 0.5 s, up to a minute) until it gets a 200
+        self.till: str | None = None  # set for a buy-goods merchant: PartyB must be this till
+        self.oauth_calls = 0
         super().__init__()
 
     def routes(self, app: web.Application) -> None:
@@ -63,6 +67,7 @@ class DarajaStandIn(StandIn):
         self.valid_tokens.clear()
 
     async def oauth(self, request: web.Request) -> web.Response:
+        self.oauth_calls += 1
         expected = "Basic " + base64.b64encode(f"{CONSUMER_KEY}:{CONSUMER_SECRET}".encode()).decode()
         if request.headers.get("Authorization") != expected or request.query.get("grant_type") != "client_credentials":
             return web.json_response({"errorCode": "400.008.01", "errorMessage": "Invalid Authentication"}, status=400)
@@ -78,6 +83,12 @@ class DarajaStandIn(StandIn):
         ts = str(body.get("Timestamp", ""))
         if not re.fullmatch(r"\d{14}", ts):
             return "Timestamp"
+        try:  # Kenyan time (UTC+3), give or take a couple of minutes of clock skew
+            sent = datetime.strptime(ts, "%Y%m%d%H%M%S").replace(tzinfo=ZoneInfo("Africa/Nairobi"))
+        except ValueError:
+            return "Timestamp"
+        if abs(datetime.now(ZoneInfo("Africa/Nairobi")) - sent) > timedelta(minutes=2):
+            return "Timestamp"
         if body.get("Password") != base64.b64encode(f"{SHORTCODE}{PASSKEY}{ts}".encode()).decode():
             return "Password"
         if not isinstance(body.get("Amount"), int) or body["Amount"] < 1:
@@ -86,8 +97,12 @@ class DarajaStandIn(StandIn):
             return "PhoneNumber"
         if len(str(body.get("AccountReference", ""))) > 12 or len(str(body.get("TransactionDesc", ""))) > 13:
             return "AccountReference"
-        if body.get("TransactionType") not in ("CustomerPayBillOnline", "CustomerBuyGoodsOnline"):
+        if body.get("TransactionType") != ("CustomerBuyGoodsOnline" if self.till else "CustomerPayBillOnline"):
             return "TransactionType"
+        if body.get("PartyB") != (self.till or SHORTCODE):
+            return "PartyB"
+        if not str(body.get("CallBackURL", "")).startswith("http"):
+            return "CallBackURL"
         if body.get("BusinessShortCode") != SHORTCODE:
             return "BusinessShortCode"
         return None

@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 import httpx
 import pytest
@@ -56,23 +58,35 @@ class MpesaWorld:
             return (await session.execute(select(Payment).order_by(Payment.id.desc()))).unique().scalars().first()
 
 
-@pytest.fixture
-async def world(engine, botapi) -> AsyncIterator[MpesaWorld]:  # type: ignore[no-untyped-def]
+@asynccontextmanager
+async def open_world(engine, botapi, **overrides: Any) -> AsyncIterator[MpesaWorld]:  # type: ignore[no-untyped-def]
+    """The bot (built from settings as in production), our webhook server and a Daraja stand-in."""
     daraja = await dj.DarajaStandIn().start()
     port = free_port()
-    shop = Harness(engine, botapi, public_base_url=f"http://127.0.0.1:{port}", mpesa_base_url=daraja.url,
-                   mpesa_consumer_key=dj.CONSUMER_KEY, mpesa_consumer_secret=dj.CONSUMER_SECRET,
-                   mpesa_shortcode=dj.SHORTCODE, mpesa_passkey=dj.PASSKEY, mpesa_callback_token=dj.CALLBACK_TOKEN,
-                   mpesa_query_after_seconds=60)
+    settings: dict[str, Any] = dict(
+        public_base_url=f"http://127.0.0.1:{port}", mpesa_base_url=daraja.url,
+        mpesa_consumer_key=dj.CONSUMER_KEY, mpesa_consumer_secret=dj.CONSUMER_SECRET,
+        mpesa_shortcode=dj.SHORTCODE, mpesa_passkey=dj.PASSKEY, mpesa_callback_token=dj.CALLBACK_TOKEN,
+        mpesa_query_after_seconds=60)
+    shop = Harness(engine, botapi, **(settings | overrides))
     shop.providers = build_providers(shop.settings)
     assert "mpesa" in shop.providers
     await shop.start()
     assert shop.shop is not None
-    async with serve_shop(shop.shop, port) as base:
-        yield MpesaWorld(shop, daraja, base)
-    await shop.providers["mpesa"].aclose()
-    await shop.stop()
-    await daraja.stop()
+    try:
+        async with serve_shop(shop.shop, port) as base:
+            yield MpesaWorld(shop, daraja, base)
+            await daraja.settle()
+    finally:
+        await shop.providers["mpesa"].aclose()
+        await shop.stop()
+        await daraja.stop()
+
+
+@pytest.fixture
+async def world(engine, botapi) -> AsyncIterator[MpesaWorld]:  # type: ignore[no-untyped-def]
+    async with open_world(engine, botapi) as w:
+        yield w
 
 
 async def test_paid_by_mpesa_end_to_end(world: MpesaWorld) -> None:
@@ -83,6 +97,9 @@ async def test_paid_by_mpesa_end_to_end(world: MpesaWorld) -> None:
     push = world.daraja.pushes[0]
     assert push.body["Amount"] == 5300 and push.body["AccountReference"] == order.public_id
     assert push.body["CallBackURL"] == world.callback_url and push.callbacks_sent == [200]
+    assert (push.body["TransactionType"], push.body["PartyB"]) == ("CustomerPayBillOnline", dj.SHORTCODE)
+    assert world.daraja.errors == []  # password recipe, Nairobi timestamp, lengths: all as Daraja wants
+    assert reply.button("Cancel order") == f"pay:x:{order.public_id}"
     assert await world.state_of(order) == "processing"
     payment = await world.payment()
     assert (payment.state, payment.amount, payment.currency) == ("paid", 5300_00, "KES")
@@ -99,7 +116,8 @@ async def test_paid_by_mpesa_end_to_end(world: MpesaWorld) -> None:
 
 @pytest.mark.parametrize("code,reason", [(1032, "cancelled on the phone"), (2001, "PIN was wrong"),
                                          (1, "enough balance"), (1037, "couldn't reach your phone"),
-                                         (1019, "timed out"), (4242, "declined")])
+                                         (1019, "timed out"), (1001, "another M-Pesa transaction"),
+                                         (1025, "couldn't show the prompt"), (4242, "declined")])
 async def test_each_failure_code_is_explained_with_try_again(world: MpesaWorld, code: int, reason: str) -> None:
     world.daraja.plan = dj.Plan(result_code=code)
     order = await world.order()
@@ -316,3 +334,216 @@ async def test_every_callback_replayed_ten_times_concurrently(world: MpesaWorld,
     assert sent == kinds
     assert await world.count(OrderEvent, OrderEvent.to_state == "processing") == (1 if code == 0 else 0)
     assert (await world.payment()).state == ("paid" if code == 0 else "failed")
+
+
+# --- added coverage: on-demand status, the scheduled job, back-off, buy-goods, suspect callbacks, junk ---
+
+
+async def _age(world: MpesaWorld, seconds: int) -> None:
+    """Pretend every attempt was created `seconds` ago (and is due for its check)."""
+    async with world.shop.session_factory() as session, session.begin():
+        for p in (await session.execute(select(Payment))).unique().scalars():
+            p.created_at = p.created_at - timedelta(seconds=seconds)
+            p.next_check_at = utcnow()
+
+
+async def test_check_status_button_settles_a_missing_callback_on_demand(world: MpesaWorld) -> None:
+    world.daraja.plan = dj.Plan(no_show=True)
+    order = await world.order()
+    reply = await world.pay(order)
+    assert (await world.payment()).state == "pending"
+    await world.shop.press(USER, reply.button("Check payment status"), message=reply)
+    assert "has been received" in world.shop.last_answer.params["text"]
+    assert await world.state_of(order) == "processing" and world.daraja.pushes[0].queries == 1
+    assert await world.count(Outbox, Outbox.kind == "order_status", Outbox.chat_id == USER) == 1
+    assert await world.count(Outbox, Outbox.kind == "new_order", Outbox.chat_id == ADMIN_CHAT_ID) == 1
+
+
+async def test_check_status_while_still_processing_says_waiting(world: MpesaWorld) -> None:
+    world.daraja.plan = dj.Plan(no_show=True, query_processing_times=5)
+    order = await world.order()
+    reply = await world.pay(order)
+    await world.shop.press(USER, reply.button("Check payment status"), message=reply)
+    assert "still waiting" in world.shop.last_answer.params["text"]
+    assert (await world.payment()).state == "pending" and await world.state_of(order) == "awaiting_payment"
+    await world.shop.press(USER, reply.button("Check payment status"), message=reply)  # hammered: no new query
+    assert "still waiting" in world.shop.last_answer.params["text"] and world.daraja.pushes[0].queries == 1
+
+
+async def test_scheduled_reconcile_job_settles_a_missing_callback(world: MpesaWorld) -> None:
+    from services.payments.mpesa_reconcile import job_factories
+
+    world.daraja.plan = dj.Plan(no_show=True)
+    order = await world.order()
+    await world.pay(order)
+    (factory,) = job_factories()
+    name, interval, run = factory(world.shop.shop)
+    assert name == "mpesa-reconcile" and 15 <= interval <= 30
+    await run()  # not due yet: the callback still has time
+    assert world.daraja.pushes[0].queries == 0 and (await world.payment()).state == "pending"
+    await _age(world, 61)
+    await run()
+    assert await world.state_of(order) == "processing" and world.daraja.pushes[0].queries == 1
+    await run()  # settled attempts are never queried again
+    assert world.daraja.pushes[0].queries == 1
+
+
+async def test_query_back_off_grows_and_the_final_timeout_fails_the_attempt(world: MpesaWorld) -> None:
+    world.daraja.plan = dj.Plan(no_show=True, query_processing_times=1000)
+    order = await world.order()
+    await world.pay(order)
+    client, settings, factory = world.shop.providers["mpesa"], world.shop.settings, world.shop.session_factory
+    created = (await world.payment()).created_at
+    checks = []
+    now = created + timedelta(seconds=61)
+    while now < created + mpesa_flow.FINAL_TIMEOUT:
+        assert await mpesa_flow.reconcile_due(factory, client, settings, now) == 0
+        payment = await world.payment()
+        assert payment.state == "pending" and payment.query_attempts == len(checks) + 1
+        checks.append(payment.next_check_at - now)
+        now = payment.next_check_at
+    assert checks[:3] == [timedelta(seconds=15), timedelta(seconds=30), timedelta(seconds=60)]  # exponential
+    assert now == created + mpesa_flow.FINAL_TIMEOUT  # capped so the timeout fires on time
+    assert await mpesa_flow.reconcile_due(factory, client, settings, now) == 1
+    payment = await world.payment()
+    assert (payment.state, payment.result_code) == ("failed", "timeout")
+    assert world.daraja.pushes[0].queries == len(checks) + 1
+    async with factory() as session:
+        msg = (await session.execute(select(Outbox).where(Outbox.kind == "payment_failed"))).scalar_one()
+    assert "timed out" in msg.text and msg.reply_markup["inline_keyboard"][0][0]["callback_data"] == f"pay:o:{order.public_id}"
+    assert await world.state_of(order) == "awaiting_payment"
+
+
+async def test_buy_goods_sends_the_till_as_party_b(engine, botapi) -> None:  # type: ignore[no-untyped-def]
+    async with open_world(engine, botapi, mpesa_transaction_type="CustomerBuyGoodsOnline",
+                          mpesa_party_b="600100") as w:
+        w.daraja.till = "600100"
+        order = await w.order()
+        await w.pay(order)
+        body = w.daraja.pushes[0].body
+        assert (body["TransactionType"], body["PartyB"], body["BusinessShortCode"]) == (
+            "CustomerBuyGoodsOnline", "600100", dj.SHORTCODE)
+        assert w.daraja.errors == [] and await w.state_of(order) == "processing"
+
+
+async def test_oauth_token_is_cached_between_calls(world: MpesaWorld) -> None:
+    for n in range(3):
+        order = await world.order(customer=USER + 20 + n)
+        await world.shop.send(USER + 20 + n, "/start")
+        await world.shop.press(USER + 20 + n, f"pay:m:{order.public_id}")
+    await world.daraja.settle()
+    assert world.daraja.oauth_calls == 1 and len(world.daraja.pushes) == 3
+
+
+async def test_success_from_another_phone_is_held_for_the_query(world: MpesaWorld) -> None:
+    world.daraja.plan = dj.Plan(no_show=True)
+    order = await world.order()
+    await world.pay(order)
+    body = world.daraja.callback_body(world.daraja.pushes[0], result_code=0)
+    for item in body["Body"]["stkCallback"]["CallbackMetadata"]["Item"]:
+        if item["Name"] == "PhoneNumber":
+            item["Value"] = 254799999999
+    async with httpx.AsyncClient() as http:
+        assert (await http.post(world.callback_url, json=body)).status_code == 200
+    assert (await world.payment()).state == "pending" and await world.state_of(order) == "awaiting_payment"
+    async with world.shop.session_factory() as session:
+        alert = (await session.execute(select(Outbox).where(Outbox.kind == "payment_anomaly"))).scalar_one()
+    assert "2547*****999" in alert.text and "254799999999" not in alert.text
+    # The STK query is due at once and decides.
+    await mpesa_flow.reconcile_due(world.shop.session_factory, world.shop.providers["mpesa"], world.shop.settings)
+    assert await world.state_of(order) == "processing"
+
+
+async def test_amount_is_compared_in_the_whole_shillings_we_charged(world: MpesaWorld) -> None:
+    pid = await make_product(world.shop.session_factory, "SKU-CENTS", stock=5, price_kes=999_50)
+    order = await make_order(world.shop.session_factory, USER, [(pid, 1)])
+    assert order.total % 100 == 50
+    await world.pay(order)
+    assert world.daraja.pushes[0].body["Amount"] == -(-order.total // 100)  # rounded up, never under
+    assert await world.state_of(order) == "processing" and (await world.payment()).state == "paid"
+
+
+def _stk(**cb: Any) -> dict[str, Any]:
+    return {"Body": {"stkCallback": cb}}
+
+
+@pytest.mark.parametrize("body", [
+    _stk(CheckoutRequestID="ws_CO_1", ResultCode="9" * 40),
+    _stk(CheckoutRequestID="ws_CO_" + "9" * 200, ResultCode=0),
+    _stk(CheckoutRequestID={"a": 1}, ResultCode=0),
+    _stk(CheckoutRequestID="ws_CO_1", ResultCode=True),
+    _stk(CheckoutRequestID="ws_CO_1", ResultCode=0.5),
+    _stk(CheckoutRequestID="ws_CO_1", ResultCode=0, CallbackMetadata={"Item": 3}),
+    _stk(CheckoutRequestID="ws_CO_1", ResultCode=0, CallbackMetadata={"Item": [{"Name": "Amount", "Value": {"x": 1}}]}),
+    _stk(MerchantRequestID="m" * 5000, CheckoutRequestID="ws_CO_2", ResultCode=0,
+         CallbackMetadata={"Item": [{"Name": "Amount", "Value": 2600}, {"Name": "PhoneNumber", "Value": 254712345678}]}),
+    {"Body": [1]}, {"Body": {"stkCallback": "x"}}, {"Body": {"stkCallback": {"CheckoutRequestID": "a\u0000b",
+                                                                              "ResultCode": 0}}},
+])
+async def test_junk_fields_never_get_a_5xx_nor_move_money(world: MpesaWorld, body: dict[str, Any]) -> None:
+    world.daraja.plan = dj.Plan(no_show=True)
+    order = await world.order()
+    async with world.shop.session_factory() as session, session.begin():  # an orphaned attempt to tempt adoption
+        await session.execute(Payment.__table__.insert().values(
+            order_id=order.id, provider="mpesa", state="pending", amount=order.total, currency="KES",
+            phone="254712345678", query_attempts=0, created_at=utcnow() - timedelta(minutes=2),
+            updated_at=utcnow()))
+    async with httpx.AsyncClient() as http:
+        r = await http.post(world.callback_url, json=body)
+    assert 200 <= r.status_code < 500
+    assert await world.state_of(order) == "awaiting_payment"
+    assert await world.count(Payment, Payment.state != "pending") == 0
+    assert await world.count(Outbox, Outbox.kind.in_(["order_status", "new_order", "payment_failed"])) == 0
+
+
+async def test_new_prompt_after_a_stale_one_failed_supersedes_it_quietly(world: MpesaWorld) -> None:
+    world.daraja.plan = dj.Plan(no_show=True, result_code=1037)  # the query says: unreachable
+    order = await world.order()
+    await world.pay(order)
+    await _age(world, 100)
+    world.daraja.plan = dj.Plan()
+    reply = await world.shop.press(USER, f"pay:m:{order.public_id}")
+    await world.daraja.settle()
+    assert "Check your phone" in reply.text and len(world.daraja.pushes) == 2
+    assert world.daraja.pushes[0].queries == 1
+    async with world.shop.session_factory() as session:
+        states = [p.state for p in (await session.execute(select(Payment).order_by(Payment.id))).unique().scalars()]
+    assert states == ["superseded", "paid"] and await world.state_of(order) == "processing"
+    assert await world.count(Outbox, Outbox.kind == "payment_failed") == 0
+
+
+async def test_no_new_prompt_while_daraja_still_processes_the_old_one(world: MpesaWorld) -> None:
+    world.daraja.plan = dj.Plan(no_show=True, query_processing_times=10)
+    order = await world.order()
+    await world.pay(order)
+    await _age(world, 100)
+    again = await world.shop.press(USER, f"pay:m:{order.public_id}")
+    assert "already on your phone" in again.text and again.button("Check payment status")
+    assert len(world.daraja.pushes) == 1 and (await world.payment()).state == "pending"
+
+
+async def test_stale_prompt_that_was_paid_is_settled_not_charged_twice(world: MpesaWorld) -> None:
+    world.daraja.plan = dj.Plan(no_show=True, result_code=0)
+    order = await world.order()
+    await world.pay(order)
+    await _age(world, 100)
+    again = await world.shop.press(USER, f"pay:m:{order.public_id}")
+    assert len(world.daraja.pushes) == 1 and await world.state_of(order) == "processing"
+    assert "Check your phone" not in again.text
+    assert await world.count(Payment) == 1 and (await world.payment()).state == "paid"
+
+
+async def test_orphan_adopted_even_with_an_overlong_merchant_request_id(world: MpesaWorld) -> None:
+    world.daraja.plan = dj.Plan(no_show=True)
+    order = await world.order()
+    await world.pay(order)
+    async with world.shop.session_factory() as session, session.begin():
+        payment = (await session.execute(select(Payment))).unique().scalar_one()
+        payment.checkout_request_id = payment.merchant_request_id = None
+    body = world.daraja.callback_body(world.daraja.pushes[0], result_code=0)
+    body["Body"]["stkCallback"]["MerchantRequestID"] = "m" * 5000
+    async with httpx.AsyncClient() as http:
+        assert (await http.post(world.callback_url, json=body)).status_code == 200
+    payment = await world.payment()
+    assert payment.state == "paid" and payment.merchant_request_id == "m" * 64
+    assert await world.state_of(order) == "processing"

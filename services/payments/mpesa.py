@@ -87,10 +87,14 @@ class MpesaClient:
             if resp.status_code != 200:
                 raise MpesaError(str(resp.status_code), "OAuth token request refused",
                                  retryable=resp.status_code >= 500)
-            body = resp.json()
-            lifetime = int(str(body.get("expires_in", "3599")).strip() or 3599)
-            self._token = str(body["access_token"])
-            self._token_expires = time.monotonic() + max(lifetime - 60, 30)  # refresh a minute early
+            try:
+                body = resp.json()
+                token = str(body["access_token"])
+                lifetime = int(str(body.get("expires_in") or "3599").strip())  # a string, per Daraja
+            except (ValueError, TypeError, KeyError, AttributeError):
+                raise MpesaError("oauth", "OAuth answer without a usable token", retryable=True) from None
+            self._token = token
+            self._token_expires = time.monotonic() + max(lifetime - 60, lifetime // 2)  # refresh early
             log.info("mpesa.token_refreshed", extra={"expires_in": lifetime})
             return self._token
 

@@ -1,8 +1,10 @@
 """M-Pesa payments for orders: start an STK push, take Daraja's callback, confirm by query.
 
 Money rules kept here: the payment row exists before the customer is told to check their phone; a
-second prompt is not sent while one is still live (no double charge); a callback is stored once by
-(CheckoutRequestID, ResultCode) and settles through `common.settle_*` only.
+second prompt is not sent while one is still live, and an older one is confirmed by STK query (paid →
+settled, failed → superseded) before a new one goes out (no double charge); a callback is stored once by
+(CheckoutRequestID, ResultCode) and settles through `common.settle_*` only; a success whose amount is
+unusable or whose payer is not the prompted phone is held for the STK query, with an admin alert.
 """
 from __future__ import annotations
 
@@ -19,15 +21,16 @@ from db.models import Order, Payment, utcnow
 from services.errors import DomainError
 from services.money import whole_units_up
 from services.payments import common
-from services.payments.mpesa import MpesaClient, MpesaError, StillProcessing
+from services.payments.mpesa import MpesaClient, MpesaError, StillProcessing, StkStatus
 from services.phones import is_kenyan_mobile, mask_phone
 
 log = logging.getLogger(__name__)
 PROVIDER = "mpesa"
 PROMPT_LIFETIME = timedelta(seconds=90)  # an STK prompt younger than this may still be answered
 PUSH_IN_FLIGHT = timedelta(seconds=15)  # an attempt without ids younger than this is still being pushed
-FINAL_TIMEOUT = timedelta(minutes=5)  # no final answer by then: the attempt failed (timed out)
-MAX_BACKOFF = 300
+FINAL_TIMEOUT = timedelta(minutes=3)  # no final answer by then: the attempt failed (timed out)
+BACKOFF_BASE = 15  # seconds before re-asking after "still processing", doubling each time
+MAX_BACKOFF = 120  # seconds between STK queries at most (the query is rate limited)
 
 REASONS = {
     "1032": "mpesa.reason.cancelled", "2001": "mpesa.reason.wrong_pin", "1": "mpesa.reason.insufficient",
@@ -60,15 +63,25 @@ class BadCallback(ValueError):
 
 async def start_stk(session_factory: async_sessionmaker[AsyncSession], client: MpesaClient, order_id: str,
                     customer_id: int, msisdn: str, settings: Settings) -> Payment:
-    """Prompt the customer's phone for the order's total. Commits the payment row itself."""
+    """Prompt the customer's phone for the order's total. Commits the payment row itself, before the
+    push (so a crash mid-push leaves a row the reconciliation job and callback adoption can find) and
+    again with Daraja's ids once it accepts — all before the caller tells the customer anything."""
     if not is_kenyan_mobile(msisdn):
         raise NotKenyanPhone()
-    async with session_factory() as session, session.begin():
+    async with session_factory() as session:
         order = await _awaiting_order(session, order_id, customer_id)
+        stale = [p.id for p in await common.pending_attempts(session, order.id, PROVIDER)
+                 if p.checkout_request_id and not _live(p)]
+    for old_id in stale:  # confirm how an older prompt ended before sending a new one
+        await _retire(session_factory, client, old_id, settings)
+    async with session_factory() as session, session.begin():
+        order = await _awaiting_order(session, order_id, customer_id, for_update=True)
         live = [p for p in await common.pending_attempts(session, order.id, PROVIDER) if _live(p)]
         if live:
             raise PromptStillLive(order=order.public_id)
-        payment = await common.create_attempt(session, order, PROVIDER, phone=msisdn)
+        payment = await common.create_attempt(
+            session, order, PROVIDER, phone=msisdn,
+            next_check_at=utcnow() + timedelta(seconds=settings.mpesa_query_after_seconds))
         amount, reference = whole_units_up(order.total), order.public_id
     try:
         accepted = await client.stk_push(amount=amount, msisdn=msisdn, account_reference=reference,
@@ -88,10 +101,37 @@ async def start_stk(session_factory: async_sessionmaker[AsyncSession], client: M
     return payment
 
 
-async def _awaiting_order(session: AsyncSession, order_id: str, customer_id: int) -> Order:
+async def _retire(session_factory: async_sessionmaker[AsyncSession], client: MpesaClient, payment_id: int,
+                  settings: Settings) -> None:
+    """An older pending prompt whose lifetime has passed: ask Daraja how it ended. Paid → settled (the
+    order moves on and the new push is refused); failed → superseded quietly (the customer is already
+    trying again); still being processed → PromptStillLive; no answer → it stays pending for the
+    reconciliation job, so a late success is still caught (and flagged if it is a second payment)."""
+    async with session_factory() as session:
+        payment = await session.get(Payment, payment_id)
+        if payment is None or payment.state != common.PENDING or not payment.checkout_request_id:
+            return
+        checkout_id, public_id = payment.checkout_request_id, payment.order.public_id
+    try:
+        status = await client.stk_query(checkout_id)
+    except StillProcessing:
+        raise PromptStillLive(order=public_id) from None
+    except MpesaError as exc:
+        log.info("mpesa.retire_query_failed", extra={"payment": payment_id, "code": exc.code})
+        return
+    if status.result_code == "0":
+        await _apply_status(session_factory, payment_id, status, settings)
+        return
+    async with session_factory() as session, session.begin():
+        await session.execute(update(Payment).where(Payment.id == payment_id, Payment.state == common.PENDING).values(
+            state=common.SUPERSEDED, result_code=status.result_code[:32], result_desc=status.result_desc[:500],
+            raw_callback={"query": status.raw}, updated_at=utcnow()))
+
+
+async def _awaiting_order(session: AsyncSession, order_id: str, customer_id: int, for_update: bool = False) -> Order:
     from services import orders as order_service
 
-    order = await order_service.get_order(session, order_id, customer_id=customer_id)
+    order = await order_service.get_order(session, order_id, customer_id=customer_id, for_update=for_update)
     if order.state != order_service.AWAITING_PAYMENT:
         raise common.PaymentNotAllowed("pay.error.not_awaiting", order=order.public_id,
                                        state=order.state.replace("_", " "))
@@ -104,19 +144,44 @@ def parse_callback(payload: Any) -> dict[str, Any]:
     """The fields we use from `Body.stkCallback`, validated; items read by Name, never position."""
     try:
         cb = payload["Body"]["stkCallback"]
-        checkout_id = str(cb["CheckoutRequestID"]).strip()
-        code = str(int(str(cb["ResultCode"]).strip()))
-    except (KeyError, TypeError, ValueError):
+        raw_id, raw_code = cb["CheckoutRequestID"], cb["ResultCode"]
+    except (KeyError, TypeError, IndexError):
         raise BadCallback("not an STK callback") from None
-    if not checkout_id or len(checkout_id) > 64:
+    if not isinstance(cb, dict) or not isinstance(raw_id, str) or isinstance(raw_code, bool) \
+            or not isinstance(raw_code, (int, str)):
+        raise BadCallback("not an STK callback")
+    checkout_id, code_text = raw_id.strip(), str(raw_code).strip()
+    if not checkout_id or len(checkout_id) > 64 or not checkout_id.isprintable():
         raise BadCallback("bad CheckoutRequestID")
+    if not code_text.lstrip("-").isdigit() or len(code_text) > 10:
+        raise BadCallback("bad ResultCode")
     items: dict[str, Any] = {}
-    meta = cb.get("CallbackMetadata") or {}
-    for item in (meta.get("Item") or []) if isinstance(meta, dict) else []:
-        if isinstance(item, dict) and "Name" in item:
-            items[str(item["Name"])] = item.get("Value")
-    return {"checkout_id": checkout_id, "code": code, "desc": str(cb.get("ResultDesc", ""))[:500],
-            "merchant_id": str(cb.get("MerchantRequestID", "")), "items": items}
+    meta = cb.get("CallbackMetadata")
+    listed = meta.get("Item") if isinstance(meta, dict) else None
+    for item in listed if isinstance(listed, list) else []:
+        if isinstance(item, dict) and isinstance(item.get("Name"), str):
+            items[item["Name"]] = item.get("Value")
+    return {"checkout_id": checkout_id, "code": str(int(code_text)), "desc": str(cb.get("ResultDesc", ""))[:500],
+            "merchant_id": str(cb.get("MerchantRequestID", ""))[:64], "items": items}
+
+
+def _whole_shillings(value: Any) -> int | None:
+    """Daraja's Amount item (a number, sometimes 1.0) as whole shillings; None when unusable."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        return None
+    if not number.is_integer() or not 0 <= number < 10**12:
+        return None
+    return int(number)
+
+
+def _msisdn(value: Any) -> str | None:
+    """The payer's number from the callback when it is given in full (Daraja may mask it)."""
+    text = str(value).strip() if isinstance(value, (int, str)) and not isinstance(value, bool) else ""
+    return text if text.isdigit() and len(text) == 12 else None
 
 
 async def handle_callback(session_factory: async_sessionmaker[AsyncSession], payload: Any, settings: Settings) -> str:
@@ -167,14 +232,13 @@ async def _adopt_orphan(session: AsyncSession, cb: dict[str, Any]) -> Payment | 
     attempt without ids. A success callback names the payer's phone and amount: if exactly one such
     orphan matches, it is that attempt."""
     items = cb["items"]
-    try:
-        phone, amount = str(int(items["PhoneNumber"])), int(str(items["Amount"]).split(".")[0]) * 100
-    except (KeyError, TypeError, ValueError):
+    phone, whole = _msisdn(items.get("PhoneNumber")), _whole_shillings(items.get("Amount"))
+    if phone is None or whole is None:
         return None
-    orphans = (await session.execute(
+    orphans = [p for p in (await session.execute(
         select(Payment).where(Payment.provider == PROVIDER, Payment.checkout_request_id.is_(None),
-                              Payment.phone == phone, Payment.amount == amount,
-                              Payment.state.in_(common.UNSETTLED)))).unique().scalars().all()
+                              Payment.phone == phone, Payment.state.in_(common.UNSETTLED)))).unique().scalars()
+               if whole_units_up(p.amount) == whole]
     if len(orphans) != 1:
         return None
     orphan = orphans[0]
@@ -186,14 +250,21 @@ async def _adopt_orphan(session: AsyncSession, cb: dict[str, Any]) -> Payment | 
 
 async def _settle_success(session: AsyncSession, payment: Payment, items: dict[str, Any], raw: Any,
                           settings: Settings) -> str:
-    try:
-        paid_minor = int(str(items["Amount"]).split(".")[0]) * 100
-    except (KeyError, ValueError):
+    whole = _whole_shillings(items.get("Amount"))
+    payer = _msisdn(items.get("PhoneNumber"))
+    problem = ("success callback without a usable Amount" if whole is None else
+               f"paid from {mask_phone(payer)}, the prompt went to {mask_phone(payment.phone)}"
+               if payer and payment.phone and payer != payment.phone else None)
+    if problem is not None:
+        # Uncertain: keep it pending and let the STK query (due now) decide.
+        await session.execute(update(Payment).where(Payment.id == payment.id, Payment.state == common.PENDING)
+                              .values(next_check_at=utcnow()))
         await common.record_anomaly(session, settings.admin_chat_id, provider=PROVIDER,
-                                    event_id=f"no_amount:{payment.id}", event_type="malformed_success",
-                                    detail="success callback without an Amount; left pending for the query",
-                                    payload=raw, payment=payment)
+                                    event_id=f"suspect:{payment.id}", event_type="suspect_success",
+                                    detail=f"{problem}; left pending for the STK query", payload=raw, payment=payment)
         return "anomaly"
+    # We charged whole shillings (rounded up): the expected amount is the attempt's, in those units.
+    paid_minor = payment.amount if whole == whole_units_up(payment.amount) else whole * 100
     receipt = str(items.get("MpesaReceiptNumber") or "")[:64] or None
     return await common.settle_paid(session, payment, amount=paid_minor, currency="KES", reference=receipt, raw=raw,
                                     actor="system:mpesa", admin_chat_id=settings.admin_chat_id,
@@ -216,6 +287,12 @@ async def query_and_settle(session_factory: async_sessionmaker[AsyncSession], cl
     except (StillProcessing, MpesaError) as exc:
         log.info("mpesa.query_pending", extra={"payment": payment_id, "code": exc.code})
         return await _fail_or_back_off(session_factory, payment_id, now, created, attempts, settings)
+    return await _apply_status(session_factory, payment_id, status, settings)
+
+
+async def _apply_status(session_factory: async_sessionmaker[AsyncSession], payment_id: int, status: StkStatus,
+                        settings: Settings) -> str:
+    """Settle an attempt from a final STK query answer (ResultCode strings map like callback codes)."""
     async with session_factory() as session, session.begin():
         payment = await session.get(Payment, payment_id)
         assert payment is not None
@@ -241,9 +318,11 @@ async def _fail_or_back_off(session_factory: async_sessionmaker[AsyncSession], p
         if now - created >= FINAL_TIMEOUT:
             return await common.settle_failed(session, payment, code="timeout", desc="no final answer from M-Pesa",
                                               reason_key=reason_key("timeout"), raw=None)
-        delay = min(settings.mpesa_query_after_seconds * 2 ** attempts, MAX_BACKOFF)
+        delay = min(BACKOFF_BASE * 2 ** min(attempts, 16), MAX_BACKOFF)
+        # Exponential, capped, and never past the final timeout (so it fires on time).
         payment.query_attempts = attempts + 1
-        payment.next_check_at = now + timedelta(seconds=delay)
+        payment.next_check_at = max(min(now + timedelta(seconds=delay), created + FINAL_TIMEOUT),
+                                    now + timedelta(seconds=1))
         return "pending"
 
 
