@@ -1,5 +1,11 @@
 """Admin commands in the private admin group: /restock /stock /orders /order /ship /delivered /cancel,
-and the buttons on the new-paid-order alert. Only admins, only in the admin group."""
+and the buttons on the new-paid-order alert (View, Ship…, Cancel…). Only admins, only in the group.
+
+Authorisation (AdminCommand / AdminButton filters): the chat must be ADMIN_CHAT_ID and the user in
+ADMIN_USER_IDS or an administrator of that group (getChatMember, cached for 5 minutes in-process).
+The filters match the admin updates and say whether they are authorised, rather than letting a
+refused one fall through to the customer routers: a refusal gets an answer and a log line.
+"""
 from __future__ import annotations
 
 import html
@@ -7,30 +13,42 @@ import logging
 import time
 from typing import Any
 
-from aiogram import Bot, F, Router
-from aiogram.filters import Command, CommandObject, Filter
-from aiogram.types import CallbackQuery, Message, TelegramObject
+from aiogram import Bot, Router
+from aiogram.filters import Filter
+from aiogram.fsm.context import FSMContext
+from aiogram.fsm.state import State, StatesGroup
+from aiogram.types import CallbackQuery, ForceReply, Message, TelegramObject
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.config import Settings
 from db.models import Order
-from handlers.render import clip, kb
+from handlers.render import TEXT_LIMIT, kb
 from services import admin as admin_service
 from services import orders as sm
 from services.errors import DomainError
 from services.i18n import t
 from services.money import format_money
+from services.zones import get_zone
 
 log = logging.getLogger(__name__)
 router = Router(name="admin")
 
-ADMIN_ONLY = ("restock", "stock", "order", "ship", "delivered")  # never customer commands
+ADMIN_ONLY = ("restock", "stock", "order", "ship", "delivered")  # never customer commands: refused anywhere
 IN_GROUP = ADMIN_ONLY + ("orders", "cancel")  # /orders and /cancel mean admin things only in the group
-_member_cache: dict[tuple[int, int], tuple[float, bool]] = {}
+BUTTON_ACTIONS = ("v", "s", "c", "cc")
 CACHE_SECONDS = 300
+_member_cache: dict[tuple[int, int], tuple[float, bool]] = {}
+
+
+class ShipFlow(StatesGroup):
+    tracking = State()  # waiting for a reply to the "tracking number?" prompt
+
+
+# --- authorisation --------------------------------------------------------------------------------
 
 
 async def is_admin(bot: Bot, settings: Settings, chat_id: int, user_id: int) -> bool:
+    """Admin = in the admin group AND (listed in ADMIN_USER_IDS or an administrator of the group)."""
     if settings.admin_chat_id is None or chat_id != settings.admin_chat_id:
         return False
     if user_id in settings.admin_user_ids:
@@ -41,86 +59,132 @@ async def is_admin(bot: Bot, settings: Settings, chat_id: int, user_id: int) -> 
         return cached[1]
     try:
         member = await bot.get_chat_member(chat_id, user_id)
-        allowed = member.status in ("creator", "administrator")
-    except Exception:  # noqa: BLE001 - Telegram unreachable: deny, don't guess
-        log.warning("admin.member_lookup_failed", extra={"chat_id": chat_id})
-        allowed = False
+    except Exception:  # noqa: BLE001 - Telegram unreachable: deny this time, don't guess, don't cache
+        log.warning("admin.member_lookup_failed", extra={"chat_id": chat_id, "user_id": user_id})
+        return False
+    allowed = member.status in ("creator", "administrator")
     _member_cache[key] = (time.monotonic(), allowed)
     return allowed
 
 
+def _in_group(settings: Settings, chat_id: int) -> bool:
+    return settings.admin_chat_id is not None and chat_id == settings.admin_chat_id
+
+
 class AdminCommand(Filter):
-    """Matches admin commands: in the admin group all of them, elsewhere only the admin-only ones
-    (so they can be refused). Puts `authorised` into the handler data."""
+    """Matches admin commands (in the admin group all of them, elsewhere only the admin-only ones so
+    they can be refused) and adds `command`, `args` and `authorised` to the handler data."""
 
     async def __call__(self, message: TelegramObject, bot: Bot, settings: Settings) -> bool | dict[str, Any]:
-        assert isinstance(message, Message)
+        if not isinstance(message, Message) or message.from_user is None:
+            return False
         text = message.text or ""
-        if not text.startswith("/") or message.from_user is None:
+        if not text.startswith("/"):
             return False
-        name = text.split()[0][1:].split("@")[0].lower()
-        in_group = settings.admin_chat_id is not None and message.chat.id == settings.admin_chat_id
-        if name not in (IN_GROUP if in_group else ADMIN_ONLY):
+        head, *args = text.split()
+        name = head[1:].split("@")[0].lower()
+        if name not in (IN_GROUP if _in_group(settings, message.chat.id) else ADMIN_ONLY):
             return False
-        return {"authorised": await is_admin(bot, settings, message.chat.id, message.from_user.id)}
+        authorised = await is_admin(bot, settings, message.chat.id, message.from_user.id)
+        return {"command": name, "args": args, "authorised": authorised}
 
 
-router.message.filter(AdminCommand())
+class AdminButton(Filter):
+    """Matches the admin buttons `adm:<action>:<ORDER_ID>`; adds `action`, `public_id`, `authorised`."""
+
+    async def __call__(self, query: TelegramObject, bot: Bot, settings: Settings) -> bool | dict[str, Any]:
+        if not isinstance(query, CallbackQuery) or not (query.data or "").startswith("adm:"):
+            return False
+        parts = (query.data or "").split(":")
+        if len(parts) != 3 or parts[1] not in BUTTON_ACTIONS:
+            return False
+        chat_id = query.message.chat.id if query.message else 0
+        return {"action": parts[1], "public_id": parts[2],
+                "authorised": await is_admin(bot, settings, chat_id, query.from_user.id)}
 
 
-@router.message(F.func(lambda m: True))
-async def admin_command(message: Message, authorised: bool, session: AsyncSession, settings: Settings,
-                        providers: dict[str, Any]) -> None:
+class ShipReply(Filter):
+    """A reply, in the admin group, to the bot's "tracking number?" prompt of the Ship… button."""
+
+    async def __call__(self, message: TelegramObject, settings: Settings, state: FSMContext) -> bool | dict[str, Any]:
+        if not isinstance(message, Message) or not _in_group(settings, message.chat.id):
+            return False
+        if message.reply_to_message is None or (message.text or "/").startswith("/"):
+            return False
+        if await state.get_state() != ShipFlow.tracking.state:
+            return False
+        data = await state.get_data()
+        if data.get("prompt") != message.reply_to_message.message_id:
+            return False
+        return {"ship_order": data.get("order", "")}
+
+
+# --- commands -------------------------------------------------------------------------------------
+
+
+@router.message(AdminCommand())
+async def admin_command(message: Message, command: str, args: list[str], authorised: bool, session: AsyncSession,
+                        settings: Settings, providers: dict[str, Any]) -> None:
     user_id = message.from_user.id if message.from_user else 0
-    name, *args = (message.text or "").split()
-    name = name[1:].split("@")[0].lower()
     if not authorised:
-        log.warning("admin.refused", extra={"command": name, "user_id": user_id, "chat_id": message.chat.id})
+        log.warning("admin.refused", extra={"command": command, "user_id": user_id, "chat_id": message.chat.id})
         await message.reply(t("admin.refused"))
         return
-    actor = f"admin:{user_id}"
+    await message.reply(await run_command(command, args, f"admin:{user_id}", session, settings, providers))
+
+
+async def run_command(name: str, args: list[str], actor: str, session: AsyncSession, settings: Settings,
+                      providers: dict[str, Any]) -> str:
+    """The reply to one admin command. A refusal rolls the session back: nothing half-done is kept."""
     try:
-        reply = await COMMANDS[name](session, args, actor, settings, providers)
+        return await COMMANDS[name](session, args, actor, settings, providers)
     except (ValueError, IndexError):
-        reply = t(f"admin.usage.{name}")
+        await session.rollback()
+        return t(f"admin.usage.{name}")
     except DomainError as exc:
-        reply = t(exc.key, None, **exc.values) if exc.key.startswith(("admin.", "error.")) else t(f"admin.usage.{name}")
-    await message.reply(clip(reply))
+        await session.rollback()
+        log.info("admin.refused_action", extra={"command": name, "actor": actor, "reason": exc.key})
+        return refusal(exc)
 
 
-# --- commands: each returns the reply text ----------------------------------------------------------
+def refusal(exc: DomainError) -> str:
+    """The text of a refused action; its values may echo what the admin typed, so they are escaped."""
+    return t(exc.key, None, **{k: html.escape(v) if isinstance(v, str) else v for k, v in exc.values.items()})
 
 
 async def cmd_restock(session: AsyncSession, args: list[str], actor: str, *_: Any) -> str:
     if len(args) != 2:
         raise ValueError
     product, told = await admin_service.restock(session, args[0], int(args[1]), actor)
-    return t("admin.restock.done", None, sku=product.sku, stock=product.stock, reserved=product.reserved,
-             sold=product.sold, told=told)
+    return t("admin.restock.done", None, sku=html.escape(product.sku), stock=product.stock,
+             reserved=product.reserved, sold=product.sold, told=told)
 
 
 async def cmd_stock(session: AsyncSession, args: list[str], actor: str, settings: Settings, *_: Any) -> str:
     products = await admin_service.stock_report(session, " ".join(args) or None)
     if not products:
         return t("admin.stock.none")
-    lines = [t("admin.stock.title")]
-    for p in products:
-        flag = " ⚠️" if p.active and p.stock < settings.low_stock_threshold else ""
-        lines.append(t("admin.stock.line", None, sku=p.sku, free=p.stock, reserved=p.reserved, sold=p.sold,
-                       flag=flag, inactive="" if p.active else " (inactive)"))
-    return "\n".join(lines)
+    lines = [t("admin.stock.line", None, sku=html.escape(p.sku), free=p.stock, reserved=p.reserved, sold=p.sold,
+               flag=" ⚠️" if p.active and p.stock < settings.low_stock_threshold else "",
+               inactive="" if p.active else t("admin.stock.inactive"))
+             for p in products]
+    return fit_lines(t("admin.stock.title", None, threshold=settings.low_stock_threshold), lines,
+                     more="admin.stock.more")
 
 
 async def cmd_orders(session: AsyncSession, args: list[str], *_: Any) -> str:
+    if len(args) > 1:
+        raise ValueError
     state = args[0].lower() if args else sm.PROCESSING
     if state not in sm.STATES:
         raise ValueError
-    orders = await sm.orders_in_state(session, state)
+    orders = await sm.orders_in_state(session, state, limit=50)
     if not orders:
         return t("admin.orders.none", None, state=state)
-    return "\n".join([t("admin.orders.title", None, state=state)] + [
-        t("admin.orders.line", None, order=o.public_id, total=format_money(o.total, o.currency), zone=o.zone,
-          age=o.created_at.strftime("%d %b %H:%M")) for o in orders])
+    lines = [t("admin.orders.line", None, order=o.public_id, total=format_money(o.total, o.currency), zone=o.zone,
+               items=sum(i.quantity for i in o.items), age=o.created_at.strftime("%d %b %H:%M")) for o in orders]
+    total = await admin_service.count_in_state(session, state)
+    return fit_lines(t("admin.orders.title", None, state=state, n=total), lines, hidden=total - len(orders))
 
 
 async def cmd_order(session: AsyncSession, args: list[str], *_: Any) -> str:
@@ -133,14 +197,17 @@ async def cmd_ship(session: AsyncSession, args: list[str], actor: str, *_: Any) 
     if len(args) < 2:
         raise ValueError
     order = await admin_service.ship(session, args[0], args[1], " ".join(args[2:]) or None, actor)
-    return t("admin.ship.done", None, order=order.public_id, carrier=order.carrier, tracking=order.tracking_number)
+    key = "admin.ship.done_dhl" if order.tracking_next_check_at else "admin.ship.done"
+    return t(key, None, order=order.public_id, carrier=html.escape(order.carrier or "-"),
+             tracking=html.escape(order.tracking_number or "-"))
 
 
 async def cmd_delivered(session: AsyncSession, args: list[str], actor: str, *_: Any) -> str:
     if len(args) != 1:
         raise ValueError
     order = await admin_service.mark_delivered(session, args[0], actor)
-    return t("admin.delivered.done", None, order=order.public_id)
+    key = "admin.delivered.done_dhl" if (order.carrier or "").upper() == "DHL" else "admin.delivered.done"
+    return t(key, None, order=order.public_id)
 
 
 async def cmd_cancel(session: AsyncSession, args: list[str], actor: str, settings: Settings,
@@ -150,7 +217,7 @@ async def cmd_cancel(session: AsyncSession, args: list[str], actor: str, setting
     order, outcome, payment = await admin_service.cancel(session, args[0], " ".join(args[1:]) or None, actor,
                                                          providers, settings)
     return t(f"admin.cancel.{outcome}", None, order=order.public_id,
-             receipt=(payment.receipt_number if payment else None) or "-",
+             receipt=html.escape((payment.receipt_number if payment else None) or "-"),
              amount=format_money(payment.amount, payment.currency) if payment else "-")
 
 
@@ -158,49 +225,126 @@ COMMANDS = {"restock": cmd_restock, "stock": cmd_stock, "orders": cmd_orders, "o
             "delivered": cmd_delivered, "cancel": cmd_cancel}
 
 
+# --- rendering ------------------------------------------------------------------------------------
+
+
+def fit_lines(title: str, lines: list[str], *, hidden: int = 0, limit: int = TEXT_LIMIT,
+              more: str = "admin.more") -> str:
+    """Title and as many whole lines as fit in one message (never cutting an HTML tag in half),
+    then a "… N more" line for the rest."""
+    return "\n".join([title, *_take(lines, limit - len(title) - 1, hidden, more)])
+
+
+def _take(lines: list[str], budget: int, hidden: int = 0, more: str = "admin.more") -> list[str]:
+    """The leading lines that fit in `budget` characters (joined by newlines), with room kept for
+    a closing "… N more" line when some (or `hidden` others never loaded) are left out."""
+    room = budget - 120  # the "more" line
+    shown: list[str] = []
+    for line in lines:
+        if len(line) + 1 > room:
+            break
+        shown.append(line)
+        room -= len(line) + 1
+    hidden += len(lines) - len(shown)
+    return shown + ([t(more, None, n=hidden)] if hidden > 0 else [])
+
+
 async def order_detail(session: AsyncSession, order: Order) -> str:
+    """Everything about one order, for the admins: items, customer contact, address, payments, events."""
     customer = order.customer
-    items = "\n".join(f"• {i.quantity} × {html.escape(i.name)} ({i.sku}) — "
-                      f"{format_money(i.unit_price * i.quantity, order.currency)}" for i in order.items)
-    payments = "\n".join(
-        f"• {p.provider} {p.state} {format_money(p.amount, p.currency)} {html.escape(p.receipt_number or '')}"
-        for p in await admin_service.order_payments(session, order.id)) or "—"
-    events = "\n".join(f"• {e.created_at:%d %b %H:%M} {e.from_state or '∅'} → {e.to_state} ({e.actor})"
-                       + (f": {html.escape(e.note)}" if e.note else "") for e in await sm.events_of(session, order.id))
-    return t("admin.order.detail", None, order=order.public_id, state=order.state, items=items,
-             subtotal=format_money(order.subtotal, order.currency), shipping=format_money(order.shipping, order.currency),
-             total=format_money(order.total, order.currency), name=html.escape(customer.first_name),
-             username=html.escape(customer.username or "-"), phone="+" + order.phone, email=html.escape(order.email),
-             address=html.escape(order.address), zone=order.zone, carrier=html.escape(order.carrier or "-"),
-             tracking=html.escape(order.tracking_number or "-"), payments=payments, events=events)
+    items = [f"• {i.quantity} × {html.escape(i.name)} (<code>{html.escape(i.sku)}</code>) — "
+             f"{format_money(i.unit_price * i.quantity, order.currency)}" for i in order.items]
+    payments = [f"• {p.provider} {p.state} {format_money(p.amount, p.currency)} {html.escape(p.receipt_number or '')}"
+                f" ({p.created_at:%d %b %H:%M})" for p in await admin_service.order_payments(session, order.id)]
+    events = [f"• {e.created_at:%d %b %H:%M} {e.from_state or '∅'} → {e.to_state or '∅'} ({html.escape(e.actor)})"
+              + (f": {html.escape(e.note[:200])}" if e.note else "") for e in await sm.events_of(session, order.id)]
+    values = dict(order=order.public_id, state=order.state, items="\n".join(_take(items, 1500)),
+                  subtotal=format_money(order.subtotal, order.currency),
+                  shipping=format_money(order.shipping, order.currency), total=format_money(order.total, order.currency),
+                  customer_id=order.customer_id, name=html.escape(customer.first_name or "-"),
+                  username=html.escape(customer.username or "-"), phone="+" + order.phone,
+                  email=html.escape(order.email), address=html.escape(order.address), zone=order.zone,
+                  carrier=html.escape(order.carrier or "-"), tracking=html.escape(order.tracking_number or "-"),
+                  refund=order.refund_status or "-", payments="\n".join(_take(payments, 800)) or "—")
+    dropped = 0
+    while True:  # the oldest events give way first when the message would be too long
+        shown = ([t("admin.order.earlier_events", None, n=dropped)] if dropped else []) + events[dropped:]
+        text = t("admin.order.detail", None, events="\n".join(shown) or "—", **values)
+        if len(text) <= TEXT_LIMIT or dropped >= len(events):
+            return text[:TEXT_LIMIT]
+        dropped += 1
 
 
-# --- buttons on the new-order alert ----------------------------------------------------------------
+# --- buttons on the new-paid-order alert ------------------------------------------------------------
 
 
-@router.callback_query(F.data.regexp(r"^adm:(v|s|c|cc):(HL-[A-Z0-9]{6})$").as_("m"))
-async def alert_button(query: CallbackQuery, m, bot: Bot, session: AsyncSession, settings: Settings,  # type: ignore[no-untyped-def]
-                       providers: dict[str, Any]) -> None:
+@router.callback_query(AdminButton())
+async def alert_button(query: CallbackQuery, action: str, public_id: str, authorised: bool, session: AsyncSession,
+                       settings: Settings, providers: dict[str, Any], state: FSMContext) -> None:
     chat_id = query.message.chat.id if query.message else 0
-    if not await is_admin(bot, settings, chat_id, query.from_user.id):
-        log.warning("admin.refused_button", extra={"user_id": query.from_user.id, "chat_id": chat_id})
+    if not authorised:
+        log.warning("admin.refused_button", extra={"user_id": query.from_user.id, "chat_id": chat_id,
+                                                   "action": action})
         await query.answer(t("admin.refused"), show_alert=True)
         return
-    action, public_id = m.group(1), m.group(2)
     await query.answer()
-    if query.message is None:
+    message = query.message
+    if not isinstance(message, Message):
         return
+    actor = f"admin:{query.from_user.id}"
+    if action == "v":
+        await message.answer(await run_command("order", [public_id], actor, session, settings, providers))
+    elif action == "s":
+        await ship_prompt(message, session, public_id, state)
+    elif action == "c":
+        await cancel_confirm(message, session, public_id)
+    else:  # "cc": confirmed; the result replaces the confirmation, so it cannot be pressed twice
+        text = await run_command("cancel", [public_id, "cancelled from the alert"], actor, session, settings, providers)
+        await message.edit_text(text, reply_markup=None)
+
+
+async def ship_prompt(message: Message, session: AsyncSession, public_id: str, state: FSMContext) -> None:
+    """Ask for the tracking number as a reply (ForceReply), and show the exact /ship command too."""
     try:
-        if action == "v":
-            text, markup = await order_detail(session, await admin_service.find_order(session, public_id)), None
-        elif action == "s":
-            text, markup = t("admin.ship.hint", None, order=public_id), None
-        elif action == "c":
-            text = t("admin.cancel.confirm", None, order=public_id)
-            markup = kb([(t("admin.cancel.confirm_button"), f"adm:cc:{public_id}")])
-        else:
-            text, markup = await cmd_cancel(session, [public_id, "cancelled from the alert"],
-                                            f"admin:{query.from_user.id}", settings, providers), None
+        order = await admin_service.find_order(session, public_id)
     except DomainError as exc:
-        text, markup = t(exc.key, None, **exc.values), None
-    await query.message.answer(clip(text), reply_markup=markup)
+        await message.answer(refusal(exc))
+        return
+    if order.state != sm.PROCESSING:
+        await message.answer(t("admin.ship.not_processing", None, order=order.public_id, state=order.state))
+        return
+    zone = get_zone(order.zone)
+    hint = t("admin.ship.hint_dhl") if zone.tracked else t("admin.ship.hint_courier", None,
+                                                           carrier=html.escape(order.carrier or zone.carrier))
+    prompt = await message.answer(t("admin.ship.prompt", None, order=order.public_id, hint=hint),
+                                  reply_markup=ForceReply(input_field_placeholder=t("admin.ship.placeholder")))
+    await state.set_state(ShipFlow.tracking)
+    await state.set_data({"order": order.public_id, "prompt": prompt.message_id})
+
+
+@router.message(ShipReply())
+async def ship_reply(message: Message, ship_order: str, bot: Bot, session: AsyncSession, settings: Settings,
+                     providers: dict[str, Any], state: FSMContext) -> None:
+    """The reply with "<TRACKING_NUMBER> [carrier]": the same as /ship <ORDER_ID> <TRACKING_NUMBER> [carrier]."""
+    user_id = message.from_user.id if message.from_user else 0
+    if not await is_admin(bot, settings, message.chat.id, user_id):
+        log.warning("admin.refused", extra={"command": "ship_reply", "user_id": user_id, "chat_id": message.chat.id})
+        await message.reply(t("admin.refused"))
+        return
+    await state.clear()
+    args = [ship_order, *(message.text or "").split()]
+    await message.reply(await run_command("ship", args, f"admin:{user_id}", session, settings, providers))
+
+
+async def cancel_confirm(message: Message, session: AsyncSession, public_id: str) -> None:
+    try:
+        order = await admin_service.find_order(session, public_id)
+    except DomainError as exc:
+        await message.answer(refusal(exc))
+        return
+    if order.state not in admin_service.CANCELLABLE:
+        await message.answer(t("admin.cancel.not_allowed", None, order=order.public_id, state=order.state))
+        return
+    await message.answer(t("admin.cancel.confirm", None, order=order.public_id, state=order.state,
+                           total=format_money(order.total, order.currency)),
+                         reply_markup=kb([(t("admin.cancel.confirm_button"), f"adm:cc:{order.public_id}")]))

@@ -1,15 +1,20 @@
-"""Cart: lines with − / + / remove, subtotals in both currencies, clear and Checkout."""
+"""Cart: lines with − / + / remove, subtotals in both currencies, clear and Checkout.
+
+Callback data: crt:d|i|r:<product>:<page> (fewer / more / remove), crt:pg:<page>, crt:clr; Checkout is
+`chk:start` (handlers/checkout.py). A long cart is split into pages by text size, so no screen goes over
+Telegram's 4096 characters whatever the product names are.
+"""
 from __future__ import annotations
 
 import html
 
 from aiogram import F, Router
 from aiogram.filters import Command
-from aiogram.types import CallbackQuery, Message
+from aiogram.types import CallbackQuery, InlineKeyboardMarkup, Message
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.models import Customer
-from handlers.render import kb, send, show
+from handlers.render import TEXT_LIMIT, kb, send, show
 from services import cart as cart_service
 from services import catalog
 from services.errors import DomainError, NotFound
@@ -17,7 +22,8 @@ from services.i18n import t
 from services.money import format_money
 
 router = Router(name="cart")
-LINES_PER_PAGE = 8
+MAX_LINES_PER_PAGE = 8  # each line brings a row of four buttons
+PAGE_BUDGET = TEXT_LIMIT - 600  # room for the title, subtotal and page number around the lines
 
 
 def _line_text(n: int, line: cart_service.CartLine, lang: str) -> str:
@@ -25,36 +31,55 @@ def _line_text(n: int, line: cart_service.CartLine, lang: str) -> str:
     text = t("cart.line", lang, n=n, name=html.escape(p.name), qty=line.quantity,
              kes=format_money(p.price_kes * line.quantity, "KES"), usd=format_money(p.price_usd * line.quantity, "USD"))
     if line.price_changed:
-        text += "\n" + t("cart.price_changed", lang, old=format_money(line.seen_price_kes, "KES"),
-                         new=format_money(p.price_kes, "KES"))
+        changes = [f"{format_money(old, cur)} → {format_money(new, cur)}"
+                   for old, new, cur in ((line.seen_price_kes, p.price_kes, "KES"), (line.seen_price_usd, p.price_usd, "USD"))
+                   if old != new]
+        text += "\n" + t("cart.price_changed", lang, changes=" · ".join(changes))
     if not p.active:
         text += "\n" + t("cart.line_gone", lang)
+    elif p.stock <= 0:
+        text += "\n" + t("cart.line_sold_out", lang)
     elif p.stock < line.quantity:
         text += "\n" + t("cart.line_short", lang, n=p.stock)
     return text
 
 
-async def cart_screen(session: AsyncSession, customer: Customer, lang: str, page: int = 0) -> tuple[str, object]:
+def paginate(texts: list[str], budget: int = PAGE_BUDGET, per_page: int = MAX_LINES_PER_PAGE) -> list[list[int]]:
+    """Indexes of the lines on each page: as many as fit `budget` characters, at most `per_page`."""
+    pages: list[list[int]] = [[]]
+    used = 0
+    for i, text in enumerate(texts):
+        cost = len(text) + 2
+        if pages[-1] and (used + cost > budget or len(pages[-1]) >= per_page):
+            pages.append([])
+            used = 0
+        pages[-1].append(i)
+        used += cost
+    return pages
+
+
+async def cart_screen(session: AsyncSession, customer: Customer, lang: str, page: int = 0) -> tuple[str, InlineKeyboardMarkup]:
     lines = await cart_service.lines(session, customer.id)
     if not lines:
         return t("cart.empty", lang), kb([(t("menu.catalog", lang), "menu:catalog"), (t("menu.back", lang), "menu:main")])
-    pages = (len(lines) + LINES_PER_PAGE - 1) // LINES_PER_PAGE
-    page = max(0, min(page, pages - 1))
-    shown = lines[page * LINES_PER_PAGE:(page + 1) * LINES_PER_PAGE]
+    texts = [_line_text(i, line, lang) for i, line in enumerate(lines, start=1)]
+    pages = paginate(texts)
+    page = max(0, min(page, len(pages) - 1))
     parts = [t("cart.title", lang)]
     rows: list[list[tuple[str, str]]] = []
-    for i, line in enumerate(shown, start=page * LINES_PER_PAGE + 1):
-        parts.append(_line_text(i, line, lang))
-        pid = line.product.id
-        rows.append([("−", f"crt:d:{pid}:{page}"), (f"{i}. ×{line.quantity}", f"cat:v:{pid}:{line.quantity}"),
+    for i in pages[page]:
+        line, pid = lines[i], lines[i].product.id
+        parts.append(texts[i])
+        rows.append([("−", f"crt:d:{pid}:{page}"), (f"{i + 1}. ×{line.quantity}", f"cat:v:{pid}:{max(1, line.quantity)}"),
                      ("+", f"crt:i:{pid}:{page}"), ("✖", f"crt:r:{pid}:{page}")])
-    kes = sum(line.product.price_kes * line.quantity for line in lines)
-    usd = sum(line.product.price_usd * line.quantity for line in lines)
+    live = [line for line in lines if line.product.active]
+    kes = sum(line.product.price_kes * line.quantity for line in live)
+    usd = sum(line.product.price_usd * line.quantity for line in live)
     parts.append(t("cart.subtotal", lang, kes=format_money(kes, "KES"), usd=format_money(usd, "USD")))
-    if pages > 1:
-        parts.append(t("cart.page", lang, page=page + 1, pages=pages))
+    if len(pages) > 1:
+        parts.append(t("cart.page", lang, page=page + 1, pages=len(pages)))
         rows.append([b for b in (("◀", f"crt:pg:{page - 1}") if page > 0 else None,
-                                 ("▶", f"crt:pg:{page + 1}") if page < pages - 1 else None) if b])
+                                 ("▶", f"crt:pg:{page + 1}") if page < len(pages) - 1 else None) if b])
     rows.append([(t("cart.clear", lang), "crt:clr"), (t("cart.checkout", lang), "chk:start")])
     rows.append([(t("cart.continue", lang), "menu:catalog"), (t("menu.back", lang), "menu:main")])
     return "\n\n".join(parts), kb(*rows)
@@ -62,28 +87,30 @@ async def cart_screen(session: AsyncSession, customer: Customer, lang: str, page
 
 @router.callback_query(F.data == "menu:cart")
 async def open_cart(query: CallbackQuery, session: AsyncSession, customer: Customer, lang: str) -> None:
+    screen = await cart_screen(session, customer, lang)
     await query.answer()
-    await show(query, *await cart_screen(session, customer, lang))  # type: ignore[arg-type]
+    await show(query, *screen)
 
 
 @router.message(Command("cart"))
 async def cart_command(message: Message, session: AsyncSession, customer: Customer, lang: str) -> None:
-    await send(message, *await cart_screen(session, customer, lang))  # type: ignore[arg-type]
+    await send(message, *await cart_screen(session, customer, lang))
 
 
-@router.callback_query(F.data.regexp(r"^crt:pg:(-?\d+)$").as_("m"))
+@router.callback_query(F.data.regexp(r"^crt:pg:(-?\d{1,4})$").as_("m"))
 async def cart_page(query: CallbackQuery, m, session: AsyncSession, customer: Customer, lang: str) -> None:  # type: ignore[no-untyped-def]
     await query.answer()
-    await show(query, *await cart_screen(session, customer, lang, int(m.group(1))))  # type: ignore[arg-type]
+    await show(query, *await cart_screen(session, customer, lang, int(m.group(1))))
 
 
-@router.callback_query(F.data.regexp(r"^crt:([dir]):(\d+):(\d+)$").as_("m"))
+@router.callback_query(F.data.regexp(r"^crt:([dir]):(\d{1,9}):(\d{1,4})$").as_("m"))
 async def change_line(query: CallbackQuery, m, session: AsyncSession, customer: Customer, lang: str) -> None:  # type: ignore[no-untyped-def]
+    """− / + / ✖ on a line. A button for a line that is gone refreshes the cart with a short answer."""
     action, product_id, page = m.group(1), int(m.group(2)), int(m.group(3))
     current = await cart_service.quantity_in_cart(session, customer.id, product_id)
     if current == 0:
         await query.answer(t("cart.line_missing", lang), show_alert=True)
-        await show(query, *await cart_screen(session, customer, lang, page))  # type: ignore[arg-type]
+        await show(query, *await cart_screen(session, customer, lang, page))
         return
     target = {"d": current - 1, "i": current + 1, "r": 0}[action]
     try:
@@ -97,14 +124,16 @@ async def change_line(query: CallbackQuery, m, session: AsyncSession, customer: 
         await query.answer(t(exc.key, lang, **exc.values), show_alert=True)
         return
     if action == "i" and now < target:
-        await query.answer(t("cart.capped", lang, qty=now, name=html.escape(product.name[:60])), show_alert=True)
+        await query.answer(t("cart.capped", lang, qty=now, name=product.name[:60]), show_alert=True)
+    elif action == "r":
+        await query.answer(t("cart.removed", lang, name=product.name[:60]))
     else:
         await query.answer()
-    await show(query, *await cart_screen(session, customer, lang, page))  # type: ignore[arg-type]
+    await show(query, *await cart_screen(session, customer, lang, page))
 
 
 @router.callback_query(F.data == "crt:clr")
 async def clear_cart(query: CallbackQuery, session: AsyncSession, customer: Customer, lang: str) -> None:
     await cart_service.clear(session, customer.id)
     await query.answer(t("cart.cleared", lang))
-    await show(query, *await cart_screen(session, customer, lang))  # type: ignore[arg-type]
+    await show(query, *await cart_screen(session, customer, lang))

@@ -1,19 +1,35 @@
-"""Catalogue: categories → products (keyset pages) → product card with quantity and Add to cart."""
+"""Catalogue: categories → products (keyset pages) → product card with quantity and Add to cart.
+
+Callback data (all `cat:`, well under Telegram's 64 bytes; ids are bounded so a forged number can't
+reach the database as an out-of-range integer):
+  cat:c:<category>              open a category (first page)
+  cat:p:<category>:a|b:<cursor> page after / before a keyset cursor
+  cat:v:<product>:<qty>         open a product card (a new screen: may become a photo)
+  cat:q:<product>:<qty>         change the quantity on the card shown (edited in place, caption or text)
+  cat:a:<product>:<qty>         add to cart
+  cat:t:<product>               type a quantity (FSM)
+  cat:n:<product>               notify me when back in stock
+  cat:m                         main menu (works from a photo card, unlike a text edit)
+"""
 from __future__ import annotations
 
 import html
 import logging
+import re
+from collections.abc import Callable
 
 from aiogram import F, Router
+from aiogram.dispatcher.event.bases import SkipHandler
+from aiogram.exceptions import TelegramBadRequest
 from aiogram.filters import Command, StateFilter
 from aiogram.fsm.context import FSMContext
 from aiogram.fsm.state import State, StatesGroup
-from aiogram.types import CallbackQuery, Message
+from aiogram.types import CallbackQuery, InlineKeyboardMarkup, Message
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.config import Settings
 from db.models import Customer, Product
-from handlers.render import kb, send, show
+from handlers.render import CAPTION_LIMIT, TEXT_LIMIT, kb, send, show
 from services import cart as cart_service
 from services import catalog
 from services.errors import DomainError, NotFound
@@ -23,15 +39,21 @@ from services.money import format_money
 log = logging.getLogger(__name__)
 router = Router(name="catalog")
 
+ID = r"(\d{1,9})"
+QTY = r"(\d{1,3})"
+Screen = tuple[str, InlineKeyboardMarkup]
+
 
 class TypeQuantity(StatesGroup):
+    """Waiting for the customer to type how many of `product_id` (kept in the FSM data) they want."""
+
     waiting = State()
 
 
 # --- screens ----------------------------------------------------------------------------------------
 
 
-async def categories_screen(session: AsyncSession, lang: str) -> tuple[str, object]:
+async def categories_screen(session: AsyncSession, lang: str) -> Screen:
     cats = await catalog.list_categories(session)
     if not cats:
         return t("catalog.empty", lang), kb([(t("menu.back", lang), "menu:main")])
@@ -41,12 +63,14 @@ async def categories_screen(session: AsyncSession, lang: str) -> tuple[str, obje
 
 
 async def category_screen(session: AsyncSession, category_id: int, lang: str, size: int,
-                          after: str | None = None, before: str | None = None) -> tuple[str, object] | None:
+                          after: str | None = None, before: str | None = None) -> Screen | None:
+    """One keyset page of a category, or None when the category has no active product at all."""
     page = await catalog.category_page(session, category_id, after=after, before=before, size=size)
+    if not page.products and (after or before):  # the cursor's page emptied since: start over
+        page = await catalog.category_page(session, category_id, size=size)
     if not page.products:
         return None
     name = page.products[0].category.name
-    lines = [t("catalog.category_title", lang, name=html.escape(name))]
     rows: list[list[tuple[str, str]]] = []
     for p in page.products:
         stock = t("catalog.in_stock_short", lang, n=p.stock) if p.stock > 0 else t("catalog.out_of_stock_short", lang)
@@ -59,55 +83,110 @@ async def category_screen(session: AsyncSession, category_id: int, lang: str, si
         nav.append(("▶", f"cat:p:{category_id}:a:{page.next_cursor}"))
     rows.append(nav)
     rows.append([(t("catalog.back_to_categories", lang), "menu:catalog"), (t("menu.cart", lang), "menu:cart")])
-    return "\n".join(lines), kb(*rows)
+    rows.append([(t("menu.back", lang), "menu:main")])
+    return t("catalog.category_title", lang, name=html.escape(name)), kb(*rows)
 
 
-def product_card(product: Product, qty: int, lang: str) -> tuple[str, object]:
-    text = t("catalog.product_card", lang, name=html.escape(product.name),
-             description=html.escape(product.description), kes=format_money(product.price_kes, "KES"),
-             usd=format_money(product.price_usd, "USD"), sku=html.escape(product.sku))
-    back = (t("catalog.back_to_category", lang), f"cat:c:{product.category_id}")
+def product_card(product: Product, qty: int, lang: str, *, in_cart: int = 0,
+                 limit: int | None = None) -> Screen:
+    """The card: name, description, both prices, stock, quantity − / + and Add to cart (or Notify me).
+    `limit` is the text budget (1024 for a photo caption); a long description is shortened to fit
+    rather than cutting the HTML."""
+    limit = limit or (CAPTION_LIMIT if product.photo_url else TEXT_LIMIT)
+    text = _fit(lambda name, description: _card_text(product, name, description, in_cart, lang),
+                product.name, product.description, limit)
+    nav = [[(t("catalog.back_to_category", lang), f"cat:c:{product.category_id}"), (t("menu.cart", lang), "menu:cart")],
+           [(t("catalog.back_to_categories", lang), "menu:catalog"), (t("menu.back", lang), "cat:m")]]
     if product.stock <= 0:
-        text += "\n" + t("catalog.out_of_stock", lang)
-        return text, kb([(t("catalog.notify_me", lang), f"cat:n:{product.id}")],
-                        [back, (t("menu.cart", lang), "menu:cart")])
-    qty = max(1, min(qty, product.stock, cart_service.MAX_LINE_QTY))
-    text += "\n" + t("catalog.stock_left", lang, n=product.stock)
+        return text, kb([(t("catalog.notify_me", lang), f"cat:n:{product.id}")], *nav)
+    qty = clamp_quantity(product, qty)
     return text, kb(
-        [("−", f"cat:v:{product.id}:{max(1, qty - 1)}"), (str(qty), f"cat:v:{product.id}:{qty}"),
-         ("+", f"cat:v:{product.id}:{min(qty + 1, product.stock, cart_service.MAX_LINE_QTY)}")],
+        [("−", f"cat:q:{product.id}:{max(1, qty - 1)}"), (str(qty), f"cat:q:{product.id}:{qty}"),
+         ("+", f"cat:q:{product.id}:{min(qty + 1, cart_service.MAX_LINE_QTY + 1)}")],
         [(t("catalog.add_to_cart", lang, qty=qty), f"cat:a:{product.id}:{qty}")],
         [(t("catalog.type_quantity", lang), f"cat:t:{product.id}")],
-        [back, (t("menu.cart", lang), "menu:cart")],
+        *nav,
     )
+
+
+def clamp_quantity(product: Product, qty: int) -> int:
+    return max(1, min(qty, product.stock, cart_service.MAX_LINE_QTY))
+
+
+def _card_text(product: Product, name: str, description: str, in_cart: int, lang: str) -> str:
+    parts = [t("catalog.product_card", lang, name=html.escape(name), description=html.escape(description),
+               kes=format_money(product.price_kes, "KES"), usd=format_money(product.price_usd, "USD"),
+               sku=html.escape(product.sku))]
+    parts.append(t("catalog.stock_left", lang, n=product.stock) if product.stock > 0 else t("catalog.out_of_stock", lang))
+    if in_cart:
+        parts.append(t("catalog.in_cart", lang, n=in_cart))
+    return "\n".join(parts)
+
+
+def _fit(render: Callable[[str, str], str], name: str, description: str, limit: int) -> str:
+    """The card with as much of the description (then of the name) as fits `limit` characters.
+    Measured after HTML escaping, so a cut never lands inside an entity or a tag."""
+    text = render(name, description)
+    if len(text) <= limit:
+        return text
+    keep = _longest(lambda n: len(render(name, _cut(description, n))) <= limit, len(description))
+    if keep > 0:
+        return render(name, _cut(description, keep))
+    keep = _longest(lambda n: len(render(_cut(name, n), "")) <= limit, len(name))
+    return render(_cut(name, max(keep, 1)), "")
+
+
+def _cut(text: str, n: int) -> str:
+    return text if n >= len(text) else (text[:n].rstrip() + "…" if n else "")
+
+
+def _longest(fits: Callable[[int], bool], high: int) -> int:
+    """The largest n in 0..high with fits(n) (fits is monotone), by bisection."""
+    low = 0
+    while low < high:
+        mid = (low + high + 1) // 2
+        if fits(mid):
+            low = mid
+        else:
+            high = mid - 1
+    return low
 
 
 def _short(name: str, limit: int = 40) -> str:
     return name if len(name) <= limit else name[: limit - 1] + "…"
 
 
-# --- handlers ---------------------------------------------------------------------------------------
+# --- browsing ---------------------------------------------------------------------------------------
 
 
 @router.callback_query(F.data == "menu:catalog")
 async def open_catalog(query: CallbackQuery, session: AsyncSession, lang: str) -> None:
-    await query.answer()
     text, markup = await categories_screen(session, lang)
-    await show(query, text, markup)  # type: ignore[arg-type]
+    await query.answer()
+    await show(query, text, markup)
 
 
 @router.message(Command("catalog"))
 async def catalog_command(message: Message, session: AsyncSession, lang: str) -> None:
     text, markup = await categories_screen(session, lang)
-    await send(message, text, markup)  # type: ignore[arg-type]
+    await send(message, text, markup)
 
 
-@router.callback_query(F.data.regexp(r"^cat:c:(\d+)$").as_("m"))
+@router.callback_query(F.data == "cat:m")
+async def open_main_menu(query: CallbackQuery, lang: str) -> None:
+    """The main menu from a card: `menu:main` edits text, which a photo card does not have."""
+    from handlers.common import main_menu as menu_markup
+
+    await query.answer()
+    await show(query, t("menu.title", lang), menu_markup(lang))
+
+
+@router.callback_query(F.data.regexp(rf"^cat:c:{ID}$").as_("m"))
 async def open_category(query: CallbackQuery, m, session: AsyncSession, lang: str, settings: Settings) -> None:  # type: ignore[no-untyped-def]
     await _show_category(query, session, lang, settings, int(m.group(1)))
 
 
-@router.callback_query(F.data.regexp(r"^cat:p:(\d+):([ab]):(\d+\.\d+)$").as_("m"))
+@router.callback_query(F.data.regexp(rf"^cat:p:{ID}:([ab]):(\d{{1,20}}\.\d{{1,9}})$").as_("m"))
 async def turn_page(query: CallbackQuery, m, session: AsyncSession, lang: str, settings: Settings) -> None:  # type: ignore[no-untyped-def]
     direction, cursor = m.group(2), m.group(3)
     await _show_category(query, session, lang, settings, int(m.group(1)),
@@ -116,114 +195,196 @@ async def turn_page(query: CallbackQuery, m, session: AsyncSession, lang: str, s
 
 async def _show_category(query: CallbackQuery, session: AsyncSession, lang: str, settings: Settings,
                          category_id: int, after: str | None = None, before: str | None = None) -> None:
-    screen = await category_screen(session, category_id, lang, settings.page_size, after=after, before=before)
+    try:
+        screen = await category_screen(session, category_id, lang, settings.page_size, after=after, before=before)
+    except (ValueError, OverflowError, OSError):  # a forged cursor (a timestamp out of range)
+        screen = await category_screen(session, category_id, lang, settings.page_size)
     if screen is None:
         await query.answer(t("catalog.category_empty", lang), show_alert=True)
+        await show(query, *await categories_screen(session, lang))  # the list they came from is stale
         return
     await query.answer()
-    await show(query, *screen)  # type: ignore[arg-type]
+    await show(query, *screen)
 
 
-@router.callback_query(F.data.regexp(r"^cat:v:(\d+):(\d+)$").as_("m"))
-async def view_product(query: CallbackQuery, m, session: AsyncSession, lang: str) -> None:  # type: ignore[no-untyped-def]
+# --- the product card -------------------------------------------------------------------------------
+
+
+@router.callback_query(F.data.regexp(rf"^cat:v:{ID}:{QTY}$").as_("m"))
+async def view_product(query: CallbackQuery, m, session: AsyncSession, lang: str,  # type: ignore[no-untyped-def]
+                       customer: Customer | None = None) -> None:
+    """Open a card as a new screen (from a list, the cart or a notification): a photo when it has one."""
     product = await _product_or_answer(query, session, int(m.group(1)), lang)
     if product is None:
         return
     await query.answer()
-    text, markup = product_card(product, int(m.group(2)), lang)
-    photo = product.photo_url if not (query.message and getattr(query.message, "photo", None)) else None
-    await show(query, text, markup, photo=photo)  # type: ignore[arg-type]
+    in_cart = await cart_service.quantity_in_cart(session, customer.id, product.id) if customer else 0
+    text, markup = product_card(product, int(m.group(2)), lang, in_cart=in_cart)
+    await show(query, text, markup, photo=product.photo_url)
 
 
-@router.callback_query(F.data.regexp(r"^cat:a:(\d+):(\d+)$").as_("m"))
+@router.callback_query(F.data.regexp(rf"^cat:q:{ID}:{QTY}$").as_("m"))
+async def change_card_quantity(query: CallbackQuery, m, session: AsyncSession, lang: str,  # type: ignore[no-untyped-def]
+                               customer: Customer | None = None) -> None:
+    """− / + on the card: the same card edited in place, saying so when stock caps the quantity."""
+    product = await _product_or_answer(query, session, int(m.group(1)), lang)
+    if product is None:
+        return
+    wanted = int(m.group(2))
+    if product.stock <= 0:
+        await query.answer(t("catalog.sold_out_now", lang, name=_short(product.name, 60)), show_alert=True)
+    elif wanted > clamp_quantity(product, wanted):
+        await query.answer(_cap_reason(product, lang), show_alert=True)
+    else:
+        await query.answer()
+    in_cart = await cart_service.quantity_in_cart(session, customer.id, product.id) if customer else 0
+    await edit_card(query, product, wanted, lang, in_cart=in_cart)
+
+
+async def edit_card(query: CallbackQuery, product: Product, qty: int, lang: str, *, in_cart: int = 0) -> None:
+    """Redraw the card the button was on: its caption when it is a photo, else its text."""
+    message = query.message
+    if isinstance(message, Message) and message.photo and product.photo_url:
+        text, markup = product_card(product, qty, lang, in_cart=in_cart, limit=CAPTION_LIMIT)
+        try:
+            await message.edit_caption(caption=text, reply_markup=markup)
+        except TelegramBadRequest as exc:
+            if "message is not modified" not in str(exc):
+                raise
+        return
+    text, markup = product_card(product, qty, lang, in_cart=in_cart, limit=TEXT_LIMIT)
+    await show(query, text, markup)
+
+
+@router.callback_query(F.data.regexp(rf"^cat:a:{ID}:{QTY}$").as_("m"))
 async def add_to_cart(query: CallbackQuery, m, session: AsyncSession, customer: Customer, lang: str) -> None:  # type: ignore[no-untyped-def]
     product = await _product_or_answer(query, session, int(m.group(1)), lang)
     if product is None:
         return
-    await _add_and_confirm(query, session, customer, product, int(m.group(2)), lang)
-
-
-async def _add_and_confirm(query: CallbackQuery, session: AsyncSession, customer: Customer, product: Product,
-                           qty: int, lang: str) -> None:
+    qty = max(1, int(m.group(2)))
     try:
         before = await cart_service.quantity_in_cart(session, customer.id, product.id)
         now = await cart_service.add(session, customer.id, product, qty)
     except DomainError as exc:
         await query.answer(t(exc.key, lang, **exc.values), show_alert=True)
+        await edit_card(query, product, 1, lang, in_cart=before)  # sold out since: the card offers Notify me
         return
     if now < before + qty:
         await query.answer(t("cart.capped", lang, qty=now, name=_short(product.name, 60)), show_alert=True)
     else:
         await query.answer(t("cart.added", lang, qty=qty, name=_short(product.name, 60), total=now))
+    await edit_card(query, product, qty, lang, in_cart=now)
 
 
-@router.callback_query(F.data.regexp(r"^cat:n:(\d+)$").as_("m"))
+def _cap_reason(product: Product, lang: str) -> str:
+    if product.stock > cart_service.MAX_LINE_QTY:
+        return t("catalog.max_per_order", lang, n=cart_service.MAX_LINE_QTY)
+    return t("catalog.max_stock", lang, n=product.stock)
+
+
+@router.callback_query(F.data.regexp(rf"^cat:n:{ID}$").as_("m"))
 async def notify_me(query: CallbackQuery, m, session: AsyncSession, customer: Customer, lang: str) -> None:  # type: ignore[no-untyped-def]
     product = await _product_or_answer(query, session, int(m.group(1)), lang)
     if product is None:
         return
     if product.stock > 0:
         await query.answer(t("catalog.back_already", lang), show_alert=True)
+        await edit_card(query, product, 1, lang)
         return
     await catalog.watch_product(session, customer.id, product.id)
     await query.answer(t("catalog.watching", lang, name=_short(product.name, 60)), show_alert=True)
 
 
-@router.callback_query(F.data.regexp(r"^cat:t:(\d+)$").as_("m"))
-async def ask_quantity(query: CallbackQuery, m, session: AsyncSession, state: FSMContext, lang: str) -> None:  # type: ignore[no-untyped-def]
-    product = await _product_or_answer(query, session, int(m.group(1)), lang)
-    if product is None:
-        return
-    await query.answer()
-    await state.set_state(TypeQuantity.waiting)
-    await state.update_data(product_id=product.id)
-    if query.message is not None:
-        await query.message.answer(t("catalog.ask_quantity", lang, name=html.escape(product.name), max=product.stock))
-
-
-@router.message(StateFilter(TypeQuantity.waiting), Command("cancel"))
-async def cancel_quantity(message: Message, state: FSMContext, lang: str) -> None:
-    await state.clear()
-    await message.answer(t("catalog.quantity_cancelled", lang))
-
-
-@router.message(StateFilter(TypeQuantity.waiting), ~F.text.startswith("/"))
-async def typed_quantity(message: Message, session: AsyncSession, state: FSMContext, customer: Customer,
-                         lang: str) -> None:
-    text = (message.text or "").strip()
-    if not text.isdigit() or int(text) <= 0:
-        await message.answer(t("catalog.quantity_invalid", lang))
-        return
-    data = await state.get_data()
-    try:
-        product = await catalog.get_product(session, data.get("product_id"))
-        before = await cart_service.quantity_in_cart(session, customer.id, product.id)
-        now = await cart_service.add(session, customer.id, product, int(text))
-    except DomainError as exc:
-        await state.clear()
-        await message.answer(t(exc.key, lang, **exc.values))
-        return
-    await state.clear()
-    key = "cart.capped" if now < before + int(text) else "cart.added_typed"
-    await message.answer(t(key, lang, qty=now, name=html.escape(product.name), total=now),
-                         reply_markup=kb([(t("menu.cart", lang), "menu:cart"),
-                                          (t("catalog.continue", lang), f"cat:c:{product.category_id}")]))
-
-
 async def send_product_by_sku(message: Message, session: AsyncSession, sku: str, lang: str) -> bool:
-    """Deep link `/start p_<SKU>`: open that product directly. False when there is no such product."""
+    """Deep link `/start p_<SKU>`: open that product directly. False when there is no such active
+    product, so /start falls back to the welcome."""
     try:
-        product = await catalog.get_product(session, sku=sku)
+        product = await catalog.get_product(session, sku=sku[:64])
     except NotFound:
         return False
-    text, markup = product_card(product, 1, lang)
-    await send(message, text, markup, photo=product.photo_url)  # type: ignore[arg-type]
+    in_cart = await cart_service.quantity_in_cart(session, message.from_user.id, product.id) if message.from_user else 0
+    text, markup = product_card(product, 1, lang, in_cart=in_cart)
+    await send(message, text, markup, photo=product.photo_url)
     return True
 
 
 async def _product_or_answer(query: CallbackQuery, session: AsyncSession, product_id: int, lang: str) -> Product | None:
+    """The active product, or None after a friendly answer to a button from an old screen."""
     try:
         return await catalog.get_product(session, product_id)
     except NotFound:
         await query.answer(t("catalog.product_gone", lang), show_alert=True)
         return None
+
+
+# --- typed quantity (FSM) ---------------------------------------------------------------------------
+
+
+@router.callback_query(F.data.regexp(rf"^cat:t:{ID}$").as_("m"))
+async def ask_quantity(query: CallbackQuery, m, session: AsyncSession, state: FSMContext, lang: str) -> None:  # type: ignore[no-untyped-def]
+    product = await _product_or_answer(query, session, int(m.group(1)), lang)
+    if product is None:
+        return
+    if product.stock <= 0:
+        await query.answer(t("catalog.sold_out_now", lang, name=_short(product.name, 60)), show_alert=True)
+        return
+    await query.answer()
+    await state.set_state(TypeQuantity.waiting)
+    await state.update_data(product_id=product.id)
+    if isinstance(query.message, Message):
+        await query.message.answer(t("catalog.ask_quantity", lang, name=html.escape(product.name),
+                                     max=min(product.stock, cart_service.MAX_LINE_QTY)))
+
+
+@router.message(StateFilter(TypeQuantity.waiting), Command("cancel"))
+async def cancel_quantity(message: Message, state: FSMContext, lang: str) -> None:
+    data = await state.get_data()
+    await state.clear()
+    await message.answer(t("catalog.quantity_cancelled", lang), reply_markup=kb(
+        [(t("catalog.back_to_product", lang), f"cat:v:{int(data.get('product_id') or 0)}:1"),
+         (t("menu.cart", lang), "menu:cart")]))
+
+
+@router.message(StateFilter(TypeQuantity.waiting), F.text.startswith("/"))
+async def other_command_leaves(message: Message, state: FSMContext) -> None:
+    """Another command means the customer moved on: leave the question and let that command run."""
+    await state.clear()
+    raise SkipHandler
+
+
+@router.message(StateFilter(TypeQuantity.waiting), F.func(lambda m: not (m.text or "").startswith("/")))
+async def typed_quantity(message: Message, session: AsyncSession, state: FSMContext, customer: Customer,
+                         lang: str) -> None:
+    qty, problem = parse_quantity(message.text, lang)
+    if problem:
+        await message.answer(problem)
+        return
+    data = await state.get_data()
+    await state.clear()
+    try:
+        product = await catalog.get_product(session, int(data.get("product_id") or 0))
+        before = await cart_service.quantity_in_cart(session, customer.id, product.id)
+        now = await cart_service.add(session, customer.id, product, qty)
+    except DomainError as exc:
+        values = {k: html.escape(str(v)) for k, v in exc.values.items()}
+        await message.answer(t(exc.key, lang, **values), reply_markup=kb([(t("menu.catalog", lang), "menu:catalog")]))
+        return
+    name = html.escape(product.name)
+    text = t("cart.added_typed", lang, qty=now, name=name)
+    if now < before + qty:
+        text = t("cart.capped", lang, qty=now, name=name) + "\n" + _cap_reason(product, lang)
+    await message.answer(text, reply_markup=kb(
+        [(t("menu.cart", lang), "menu:cart"), (t("catalog.continue", lang), f"cat:c:{product.category_id}")]))
+
+
+def parse_quantity(text: str | None, lang: str) -> tuple[int, str | None]:
+    """(quantity, None) for a positive whole number, else (0, the reason to re-ask with)."""
+    raw = (text or "").strip()
+    if not raw:
+        return 0, t("catalog.quantity_not_text", lang)
+    if re.fullmatch(r"[+-]?[0-9]+", raw):
+        value = int(raw)
+        if value <= 0:
+            return 0, t("catalog.quantity_not_positive", lang, value=html.escape(raw))
+        return value, None
+    return 0, t("catalog.quantity_not_number", lang, value=html.escape(raw[:30]))

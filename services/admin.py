@@ -1,7 +1,14 @@
 """What the admins do from their group: restock, inspect, ship, deliver, cancel (with refunds).
-Every order change goes through the state machine with actor "admin:<id>"."""
+
+Every order change goes through the state machine with actor "admin:<id>", so each admin action is
+an OrderEvent. Each order action first *claims* the order (a compare-and-set write on its row), so a
+concurrent payment, expiry or second admin cannot move it between our checks and our transition —
+which matters most for /cancel, where a card refund is issued before the state changes.
+No aiogram here: the handler renders what these functions return.
+"""
 from __future__ import annotations
 
+import html
 import logging
 import re
 from typing import Any
@@ -19,99 +26,90 @@ from services.notifications import alert_admins, enqueue, inline_keyboard
 from services.zones import get_zone
 
 log = logging.getLogger(__name__)
-DHL_WAYBILL = re.compile(r"^\d{10}$")
+
+DHL_WAYBILL = re.compile(r"^\d{10}$")  # DHL Express air waybill: 10 digits
+TRACKING = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{2,39}$")  # any courier's reference, safe to show as-is
+CARRIER = re.compile(r"^[\w .'()-]{2,40}$")  # no markup characters: it is shown in HTML messages
+MAX_RESTOCK = 100_000
+CANCELLABLE = (sm.AWAITING_PAYMENT, sm.PROCESSING)
+DELIVERABLE = (sm.SHIPPED, sm.IN_TRANSIT)
+
+
+# --- stock ----------------------------------------------------------------------------------------
 
 
 async def restock(session: AsyncSession, sku: str, qty: int, actor: str) -> tuple[Product, int]:
     """Add (or, negative, correct) free stock; never below zero — reserved units are not touched.
-    Returns the product and how many "Notify me" customers were told it is back."""
+    Returns the product and how many "Notify me" customers were queued a back-in-stock message.
+
+    The level before is derived from the single UPDATE … RETURNING, so two concurrent restocks
+    cannot both see "was 0" and notify twice (the second waits on the row lock and sees the first)."""
+    if qty == 0 or abs(qty) > MAX_RESTOCK:
+        raise ValueError("quantity out of range")
+    product = await _product_by_sku(session, sku)
+    new_stock = (await session.execute(
+        update(Product).where(Product.id == product.id, Product.stock + qty >= 0)
+        .values(stock=Product.stock + qty, updated_at=utcnow())
+        .returning(Product.stock).execution_options(synchronize_session=False)
+    )).scalar_one_or_none()
+    if new_stock is None:
+        await session.refresh(product)
+        raise InvalidInput("admin.restock.below_zero", sku=product.sku, free=product.stock,
+                           reserved=product.reserved, qty=qty)
+    await session.refresh(product)
+    told = 0
+    if new_stock - qty <= 0 < new_stock and product.active:
+        told = await _tell_watchers(session, product)
+    log.info("admin.restock", extra={"actor": actor, "sku": product.sku, "qty": qty, "stock": new_stock,
+                                     "reserved": product.reserved, "told": told})
+    return product, told
+
+
+async def _tell_watchers(session: AsyncSession, product: Product) -> int:
+    """Queue "back in stock" for everyone who pressed Notify me, and forget their watch."""
+    told = 0
+    for customer in await catalog.take_watchers(session, product.id):
+        if customer.unreachable:
+            continue
+        lang = customer.language
+        enqueue(session, customer.chat_id, t("catalog.back_in_stock", lang, name=product.name, sku=product.sku),
+                kind="back_in_stock",
+                reply_markup=inline_keyboard([[(t("catalog.open_product", lang), f"cat:v:{product.id}:1")]]))
+        told += 1
+    return told
+
+
+async def _product_by_sku(session: AsyncSession, sku: str) -> Product:
     product = (await session.execute(select(Product).where(func.upper(Product.sku) == sku.upper()))
                ).unique().scalar_one_or_none()
     if product is None:
         raise NotFound("admin.unknown_sku", sku=sku)
-    before = product.stock
-    result = await session.execute(
-        update(Product).where(Product.id == product.id, Product.stock + qty >= 0)
-        .values(stock=Product.stock + qty).execution_options(synchronize_session=False))
-    if result.rowcount != 1:
-        raise InvalidInput("admin.restock.below_zero", sku=product.sku, free=before, reserved=product.reserved)
-    await session.refresh(product)
-    told = 0
-    if before <= 0 < product.stock and product.active:
-        for customer in await catalog.take_watchers(session, product.id):
-            if not customer.unreachable:
-                enqueue(session, customer.chat_id, t("catalog.back_in_stock", customer.language, name=product.name,
-                                                     sku=product.sku),
-                        kind="back_in_stock", reply_markup=inline_keyboard([[(t("catalog.open_product", customer.language),
-                                                                              f"cat:v:{product.id}:1")]]))
-                told += 1
-    log.info("admin.restock", extra={"actor": actor, "sku": product.sku, "qty": qty, "stock": product.stock})
-    return product, told
+    return product
 
 
 async def stock_report(session: AsyncSession, query: str | None) -> list[Product]:
-    stmt = select(Product).join(Category).order_by(Category.position, Product.sku)
+    """All products (category order, then SKU), or those matching a SKU or a category name/slug."""
+    stmt = select(Product).join(Category).order_by(Category.position, Category.id, Product.sku)
     if query:
-        stmt = stmt.where(or_(func.upper(Product.sku) == query.upper(), func.lower(Category.name).contains(query.lower())))
+        q = query.strip()
+        stmt = stmt.where(or_(func.upper(Product.sku) == q.upper(), func.lower(Category.slug) == q.lower(),
+                              func.lower(Category.name).contains(q.lower())))
     return list((await session.execute(stmt)).unique().scalars().all())
 
 
-async def ship(session: AsyncSession, public_id: str, tracking: str, carrier: str | None, actor: str) -> Order:
-    order = await find_order(session, public_id)
-    if order.state != sm.PROCESSING:
-        raise DomainError("admin.ship.not_processing", order=order.public_id, state=order.state)
-    zone = get_zone(order.zone)
-    if zone.tracked:
-        if not DHL_WAYBILL.match(tracking):
-            raise InvalidInput("admin.ship.bad_waybill", tracking=tracking)
-        order.carrier, order.tracking_next_check_at = "DHL", utcnow()
-    else:
-        order.carrier = carrier or zone.carrier
-    order.tracking_number, order.shipped_at = tracking, utcnow()
-    await sm.transition(session, order, sm.SHIPPED, actor, f"{order.carrier} {tracking}")
-    return order
+# --- orders: queries ------------------------------------------------------------------------------
 
 
-async def mark_delivered(session: AsyncSession, public_id: str, actor: str) -> Order:
-    order = await find_order(session, public_id)
-    await sm.transition(session, order, sm.DELIVERED, actor, "confirmed by admin")
-    return order
-
-
-async def cancel(session: AsyncSession, public_id: str, reason: str | None, actor: str, providers: dict[str, Any],
-                 settings: Settings) -> tuple[Order, str, Payment | None]:
-    """Cancel an unpaid or paid (not yet shipped) order. Returns (order, refund outcome, payment):
-    refund outcome is none | refunded | refund_pending | manual_reversal_owed."""
-    order = await find_order(session, public_id)
-    if not sm.can_transition(order.state, sm.CANCELLED) or order.state in (sm.EXPIRED, sm.CANCELLED):
-        raise DomainError("admin.cancel.not_allowed", order=order.public_id, state=order.state)
-    paid = (await session.execute(select(Payment).where(Payment.order_id == order.id, Payment.state == "paid")
-                                  .order_by(Payment.id))).unique().scalars().first()
-    outcome = "none"
-    if paid is not None and paid.provider == "stripe":
-        outcome = await _refund_card(session, paid, providers, settings)
-    elif paid is not None:
-        paid.state, outcome = "refund_due", "manual_reversal_owed"
-    order.refund_status = outcome
-    await sm.transition(session, order, sm.CANCELLED, actor, reason or "cancelled by admin")
-    return order, outcome, paid
-
-
-async def _refund_card(session: AsyncSession, payment: Payment, providers: dict[str, Any], settings: Settings) -> str:
-    gateway = providers.get("stripe")
+async def find_order(session: AsyncSession, public_id: str) -> Order:
     try:
-        if gateway is None:
-            raise RuntimeError("Stripe is not configured")
-        refund_id = await gateway.refund(payment)
-    except Exception as exc:  # noqa: BLE001 - any failure leaves a refund to chase, loudly
-        payment.state = "refund_due"
-        alert_admins(session, settings.admin_chat_id,
-                     t("admin.alert.refund_failed", None, order=payment.order.public_id, error=str(exc)[:200]),
-                     kind="refund_failed")
-        log.error("admin.refund_failed", extra={"payment": payment.id, "error": type(exc).__name__})
-        return "refund_pending"
-    payment.state, payment.result_desc = "refunded", f"refund {refund_id}"
-    return "refunded"
+        return await sm.get_order(session, public_id)
+    except NotFound:
+        raise NotFound("admin.order_not_found", order=sm.normalize_public_id(public_id)) from None
+
+
+async def count_in_state(session: AsyncSession, state: str) -> int:
+    return int((await session.execute(select(func.count()).select_from(Order).where(Order.state == state)))
+               .scalar_one())
 
 
 async def order_payments(session: AsyncSession, order_id: int) -> list[Payment]:
@@ -119,8 +117,108 @@ async def order_payments(session: AsyncSession, order_id: int) -> list[Payment]:
                  ).unique().scalars().all())
 
 
-async def find_order(session: AsyncSession, public_id: str) -> Order:
+async def _claim(session: AsyncSession, order: Order, allowed: tuple[str, ...], refusal: str) -> None:
+    """Refuse unless the order is in one of `allowed` states, then hold it: a no-op compare-and-set
+    write that takes the row lock (PostgreSQL) / the write lock (SQLite) until our commit."""
+    if order.state in allowed:
+        result = await session.execute(
+            update(Order).where(Order.id == order.id, Order.state == order.state)
+            .values(updated_at=utcnow()).execution_options(synchronize_session=False))
+        if result.rowcount == 1:
+            return
+        await session.refresh(order)
+    raise DomainError(refusal, order=order.public_id, state=order.state)
+
+
+# --- orders: actions ------------------------------------------------------------------------------
+
+
+async def ship(session: AsyncSession, public_id: str, tracking: str, carrier: str | None, actor: str) -> Order:
+    """processing → shipped. International (tracked) zones ship with DHL and are then polled;
+    Kenyan zones take the courier the admin names, by default the zone's."""
+    order = await find_order(session, public_id)
+    zone = get_zone(order.zone)
+    if zone.tracked:
+        if not DHL_WAYBILL.match(tracking):
+            raise InvalidInput("admin.ship.bad_waybill", tracking=tracking[:40])
+        if carrier and carrier.upper() != "DHL":
+            raise InvalidInput("admin.ship.intl_is_dhl", carrier=carrier[:40])
+        carrier = "DHL"
+    else:
+        if not TRACKING.match(tracking):
+            raise InvalidInput("admin.ship.bad_tracking", tracking=tracking[:40])
+        if carrier and not CARRIER.match(carrier):
+            raise InvalidInput("admin.ship.bad_carrier")
+        carrier = carrier or zone.carrier
+    await _claim(session, order, (sm.PROCESSING,), "admin.ship.not_processing")
+    now = utcnow()
+    # Before the transition: the customer's "shipped" message shows carrier and tracking number.
+    order.carrier, order.tracking_number, order.shipped_at = carrier, tracking, now
+    order.tracking_next_check_at = now if zone.tracked else None  # the DHL poller picks it up
+    await sm.transition(session, order, sm.SHIPPED, actor, f"{carrier} {tracking}")
+    return order
+
+
+async def mark_delivered(session: AsyncSession, public_id: str, actor: str) -> Order:
+    """shipped/in_transit → delivered. Meant for untracked couriers; allowed for DHL too (the buyer
+    may confirm before DHL's scan arrives), noted in the event — the poller only polls shipped and
+    in_transit orders, so it simply stops."""
+    order = await find_order(session, public_id)
+    await _claim(session, order, DELIVERABLE, "admin.delivered.not_shipped")
+    tracked = (order.carrier or "").upper() == "DHL"
+    note = "confirmed by admin" + (" (DHL-tracked; automatic tracking stopped)" if tracked else "")
+    await sm.transition(session, order, sm.DELIVERED, actor, note)
+    return order
+
+
+async def cancel(session: AsyncSession, public_id: str, reason: str | None, actor: str, providers: dict[str, Any],
+                 settings: Settings) -> tuple[Order, str, Payment | None]:
+    """Cancel an unpaid or paid-but-unshipped order; the transition releases its stock.
+
+    Returns (order, refund outcome, paid payment): outcome is none | refunded | refund_pending |
+    manual_reversal_owed. The refund status is set before the transition because the customer's
+    "cancelled" message states it."""
+    order = await find_order(session, public_id)
+    await _claim(session, order, CANCELLABLE, "admin.cancel.not_allowed")
+    paid = await _paid_payment(session, order.id)
+    outcome = "none"
+    if paid is not None and paid.provider == "stripe":
+        outcome = await _refund_card(session, order, paid, providers, settings)
+    elif paid is not None:  # M-Pesa: there is no reversal API we may call; a person must do it
+        paid.state, outcome = "refund_due", "manual_reversal_owed"
+        log.warning("admin.manual_reversal_owed", extra={"order": order.public_id, "payment": paid.id})
+    order.refund_status = None if outcome == "none" else outcome
+    note = (reason or "cancelled by admin")[:500]
+    await sm.transition(session, order, sm.CANCELLED, actor, note if outcome == "none" else f"{note}; {outcome}")
+    return order, outcome, paid
+
+
+async def _paid_payment(session: AsyncSession, order_id: int) -> Payment | None:
+    return (await session.execute(select(Payment).where(Payment.order_id == order_id, Payment.state == "paid")
+                                  .order_by(Payment.id))).unique().scalars().first()
+
+
+async def _refund_card(session: AsyncSession, order: Order, payment: Payment, providers: dict[str, Any],
+                       settings: Settings) -> str:
+    """Refund through Stripe; any failure (not configured, API error) leaves a refund to chase,
+    loudly: refund_pending on the order and an alert in the admin group."""
+    gateway = providers.get("stripe")
     try:
-        return await sm.get_order(session, public_id)
-    except NotFound:
-        raise NotFound("admin.order_not_found", order=public_id.upper()) from None
+        if gateway is None:
+            raise RuntimeError("Stripe is not configured")
+        refund_id = await gateway.refund(payment)
+    except Exception as exc:  # noqa: BLE001 - whatever went wrong, a person must finish the refund
+        payment.state = "refund_due"
+        alert_admins(session, settings.admin_chat_id,
+                     t("admin.alert.refund_failed", None, order=order.public_id, error=_short(exc)),
+                     kind="refund_failed")
+        log.error("admin.refund_failed", extra={"order": order.public_id, "payment": payment.id,
+                                                "error": type(exc).__name__})
+        return "refund_pending"
+    payment.state, payment.result_desc = "refunded", f"refund {refund_id}"
+    log.info("admin.refunded", extra={"order": order.public_id, "payment": payment.id, "refund": refund_id})
+    return "refunded"
+
+
+def _short(exc: Exception) -> str:
+    return html.escape(f"{type(exc).__name__}: {exc}"[:200])

@@ -63,7 +63,11 @@ async def set_quantity(session: AsyncSession, customer_id: int, product: Product
             await session.delete(item)
         return 0
     if product.stock <= 0:
-        raise OutOfStock("error.out_of_stock", name=product.name)
+        if item is None or quantity > item.quantity:
+            raise OutOfStock("error.out_of_stock", name=product.name)
+        item.quantity = quantity  # fewer of a sold-out item is allowed; the cart still flags the line
+        await session.flush()
+        return quantity
     quantity = min(quantity, product.stock, MAX_LINE_QTY)
     if item is None:
         session.add(CartItem(customer_id=customer_id, product_id=product.id, quantity=quantity,

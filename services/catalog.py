@@ -109,6 +109,14 @@ class ProductRow(BaseModel):
             raise ValueError("must be a positive amount with at most two decimals, e.g. 499.00")
         return text
 
+    @field_validator("category", "name", "description", "photo_url")
+    @classmethod
+    def _printable(cls, value: str | None) -> str | None:
+        """No control characters (PostgreSQL refuses NUL; the others garble a chat message)."""
+        if value and any(ord(ch) < 32 and ch not in "\n\t" for ch in value):
+            raise ValueError("contains a control character")
+        return value
+
     @field_validator("photo_url")
     @classmethod
     def _photo(cls, value: str | None) -> str | None:
@@ -136,25 +144,24 @@ def slugify(text: str) -> str:
 
 def parse_catalog(path: Path) -> list[ProductRow]:
     """All rows of a CSV or YAML catalogue, validated; the first bad row raises ImportError_."""
-    text = path.read_text(encoding="utf-8")
-    if path.suffix.lower() in (".yaml", ".yml"):
-        records = _yaml_records(text)
-    elif path.suffix.lower() == ".csv":
-        records = []
-        reader = csv.DictReader(io.StringIO(text))
-        for row in reader:
-            records.append((reader.line_num, {k: (v if v != "" else None) for k, v in row.items() if k}))
-    else:
+    suffix = path.suffix.lower()
+    if suffix not in (".yaml", ".yml", ".csv"):
         raise ImportError_(0, "file", "unsupported file type (use .csv or .yaml)")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ImportError_(text_line(path.read_bytes(), exc.start), "file", "not UTF-8 text") from None
+    records = _yaml_records(text) if suffix in (".yaml", ".yml") else _csv_records(text)
     rows: list[ProductRow] = []
     seen: set[str] = set()
-    for line, record in records:
+    for line, record, field_lines in records:
         record = {k: v for k, v in record.items() if v is not None}
         try:
             row = ProductRow.model_validate(record)
         except ValidationError as exc:
             err = exc.errors()[0]
-            raise ImportError_(line, ".".join(str(x) for x in err["loc"]) or "row", err["msg"]) from None
+            field = ".".join(str(x) for x in err["loc"]) or "row"
+            raise ImportError_(field_lines.get(field, line), field, _describe(err)) from None
         if row.sku.upper() in seen:
             raise ImportError_(line, "sku", f"duplicate SKU {row.sku}")
         seen.add(row.sku.upper())
@@ -162,10 +169,46 @@ def parse_catalog(path: Path) -> list[ProductRow]:
     return rows
 
 
-def _yaml_records(text: str) -> list[tuple[int, dict]]:
+def _describe(err: dict) -> str:
+    """Pydantic's message plus the offending value, so the operator can find it in the file."""
+    value = err.get("input")
+    if err.get("type") == "missing" or isinstance(value, (dict, list)):
+        return str(err["msg"])
+    return f"{err['msg']} (got {str(value)[:40]!r})"
+
+
+def text_line(data: bytes, offset: int) -> int:
+    """1-based line number of a byte offset (for errors found before the text could be decoded)."""
+    return data[:offset].count(b"\n") + 1
+
+
+Record = tuple[int, dict, dict[str, int]]  # (line of the record, fields, line of each field)
+
+
+def _csv_records(text: str) -> list[Record]:
+    """(first line of the record, its non-empty fields). A quoted description may span lines, so the
+    line reported is where the record starts, which is where an editor shows it."""
+    reader = csv.DictReader(io.StringIO(text))
+    out: list[Record] = []
+    try:
+        for row in reader:
+            if None in row:
+                raise ImportError_(reader.line_num, "row", "more values than there are columns in the header")
+            values = {k.strip(): v for k, v in row.items() if k}
+            start = reader.line_num - sum(v.count("\n") for v in values.values() if v)
+            out.append((start, {k: v for k, v in values.items() if v not in ("", None)}, {}))
+    except csv.Error as exc:
+        raise ImportError_(reader.line_num, "row", f"unreadable CSV: {exc}") from None
+    return out
+
+
+def _yaml_records(text: str) -> list[Record]:
     loader = yaml.SafeLoader(text)
     try:
         node = loader.get_single_node()
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        raise ImportError_(mark.line + 1 if mark else 0, "yaml", f"not valid YAML: {exc.problem}") from None
     finally:
         loader.dispose()
     if node is None:
@@ -177,12 +220,16 @@ def _yaml_records(text: str) -> list[tuple[int, dict]]:
                 items = value.value
     if items is None:
         raise ImportError_(1, "products", "expected a list of products (or a `products:` list)")
-    out = []
+    out: list[Record] = []
     for item in items:
-        data = yaml.safe_load(yaml.serialize(item))
+        try:
+            data = yaml.safe_load(yaml.serialize(item))
+        except yaml.YAMLError as exc:
+            raise ImportError_(item.start_mark.line + 1, "row", f"not valid YAML: {exc}") from None
         if not isinstance(data, dict):
             raise ImportError_(item.start_mark.line + 1, "row", "each product must be a mapping")
-        out.append((item.start_mark.line + 1, data))
+        field_lines = {str(k.value): k.start_mark.line + 1 for k, _ in item.value}  # a mapping, checked above
+        out.append((item.start_mark.line + 1, data, field_lines))
     return out
 
 
@@ -194,7 +241,8 @@ async def import_rows(session: AsyncSession, rows: list[ProductRow]) -> tuple[in
     for pos, row in enumerate(rows):
         cat = categories.get(row.category)
         if cat is None:
-            cat = Category(slug=slugify(row.category)[:64], name=row.category, position=len(categories))
+            cat = Category(slug=_free_slug(row.category, {c.slug for c in categories.values()}),
+                           name=row.category, position=len(categories))
             session.add(cat)
             await session.flush()
             categories[row.category] = cat
@@ -211,6 +259,16 @@ async def import_rows(session: AsyncSession, rows: list[ProductRow]) -> tuple[in
             updated += 1
     await session.flush()
     return created, updated
+
+
+def _free_slug(name: str, taken: set[str]) -> str:
+    """A slug not used yet: "Storage" and "storage!" are different names but would share one."""
+    base = slugify(name)[:56] or "category"
+    slug, n = base, 1
+    while slug in taken:
+        n += 1
+        slug = f"{base}-{n}"
+    return slug
 
 
 async def catalog_is_empty(session: AsyncSession) -> bool:

@@ -111,7 +111,7 @@ class Harness:
             "chat_instance": "ci", "data": data,
             "message": {"message_id": message_id, "date": int(time.time()),
                         "chat": self._chat(chat_id, chat_id > 0), "from": BotAPIStandIn.BOT_USER,
-                        "text": message.text or "."},
+                        **self._content_of(message)},
         }})
         self.last_answer = next((c for c in reversed(self.botapi.calls[before:])
                                  if c.method == "answerCallbackQuery"), None)
@@ -119,6 +119,14 @@ class Harness:
             return self.botapi.last(chat_id)
         except AssertionError:
             return None
+
+    @staticmethod
+    def _content_of(call: Call) -> dict[str, Any]:
+        """A photo message (sendPhoto, or a caption edit) is pressed as a photo, so handlers that
+        must edit its caption rather than its text see what Telegram would send them."""
+        if call.method in ("sendPhoto", "editMessageCaption") or "caption" in call.params:
+            return {"caption": call.text, "photo": [{"file_id": "f", "file_unique_id": "u", "width": 1, "height": 1}]}
+        return {"text": call.text or "."}
 
     @staticmethod
     def _message_id_of(call: Call) -> int:

@@ -1,18 +1,25 @@
-"""Admin commands through the dispatcher, in the admin group: who may, what each does, bad arguments."""
+"""Admin commands through the dispatcher, in the admin group: who may, what each does, bad arguments,
+and the buttons on the new-paid-order alert."""
 from __future__ import annotations
+
+import logging
+import time
 
 import pytest
 from sqlalchemy import select
 
-from db.models import Outbox, OrderEvent, Payment, StockWatch
+from db.models import Customer, Outbox, Payment, StockWatch
 from handlers import admin as admin_handlers
+from services import catalog
 from services import orders as sm
 from tests.factories import make_order, make_product, stock_of
 from tests.harness import ADMIN_CHAT_ID, ADMIN_USER_ID, Harness
+from tests.standins import BotAPIStandIn
 
 GROUP_ADMIN = 5151
 STRANGER = 6161
 BUYER = 7171
+ACTOR = f"admin:{ADMIN_USER_ID}"
 
 
 @pytest.fixture(autouse=True)
@@ -24,8 +31,9 @@ async def admin(shop: Harness, text: str, user: int = ADMIN_USER_ID, chat: int =
     return (await shop.send(user, text, chat_id=chat)).text
 
 
-async def paid_order(shop: Harness, zone: str = "nairobi", provider: str = "mpesa", stock: int = 5):  # type: ignore[no-untyped-def]
-    pid = await make_product(shop.session_factory, f"ADM-{zone}-{provider}", stock=stock)
+async def paid_order(shop: Harness, zone: str = "nairobi", provider: str = "mpesa", stock: int = 5,  # type: ignore[no-untyped-def]
+                     sku: str | None = None):
+    pid = await make_product(shop.session_factory, sku or f"ADM-{zone}-{provider}", stock=stock)
     order = await make_order(shop.session_factory, BUYER, [(pid, 2)], zone=zone)
     async with shop.session_factory() as session, session.begin():
         o = await sm.get_order(session, order.public_id)
@@ -35,37 +43,109 @@ async def paid_order(shop: Harness, zone: str = "nairobi", provider: str = "mpes
     return order, pid
 
 
-async def test_only_admins_in_the_admin_group(shop: Harness) -> None:
-    await shop.load_demo()
-    assert "Refused" not in await admin(shop, "/stock LAP-TP-T480")
-    assert "⛔" in await admin(shop, "/stock", user=STRANGER)
-    assert "⛔" in await admin(shop, "/restock LAP-TP-T480 5", user=ADMIN_USER_ID, chat=ADMIN_USER_ID)  # private chat
-    assert "⛔" in await admin(shop, "/restock LAP-TP-T480 5", user=ADMIN_USER_ID, chat=-100999)  # another group
-    shop.botapi.chat_member_status[(ADMIN_CHAT_ID, GROUP_ADMIN)] = "administrator"
-    assert "LAP-TP-T480: 13 free" in await admin(shop, "/restock LAP-TP-T480 5", user=GROUP_ADMIN)
+async def load(shop: Harness, public_id: str):  # type: ignore[no-untyped-def]
+    """The order, its payments and its events, fresh from the database."""
     async with shop.session_factory() as session:
-        from services import catalog
-        assert (await catalog.get_product(session, sku="LAP-TP-T480")).stock == 13  # refused attempts changed nothing
+        o = await sm.get_order(session, public_id)
+        payments = (await session.execute(select(Payment).where(Payment.order_id == o.id))).unique().scalars().all()
+        events = await sm.events_of(session, o.id)
+    return o, list(payments), events
+
+
+async def outbox(shop: Harness, **where) -> list[Outbox]:  # type: ignore[no-untyped-def]
+    async with shop.session_factory() as session:
+        stmt = select(Outbox).order_by(Outbox.id)
+        for column, value in where.items():
+            stmt = stmt.where(getattr(Outbox, column) == value)
+        return list((await session.execute(stmt)).scalars().all())
+
+
+# --- who may ---------------------------------------------------------------------------------------
+
+
+async def test_admin_by_id_and_by_group_role_others_refused(shop: Harness, caplog: pytest.LogCaptureFixture) -> None:
+    await shop.load_demo()
+    assert "LAP-TP-T480</code>: 8" in await admin(shop, "/stock LAP-TP-T480")  # listed in ADMIN_USER_IDS
+    caplog.set_level(logging.WARNING, logger="handlers.admin")
+    assert "⛔" in await admin(shop, "/restock LAP-TP-T480 5", user=STRANGER)  # group member, not admin
+    assert "⛔" in await admin(shop, "/restock LAP-TP-T480 5", user=ADMIN_USER_ID, chat=ADMIN_USER_ID)  # private
+    assert "⛔" in await admin(shop, "/restock LAP-TP-T480 5", user=ADMIN_USER_ID, chat=-100999)  # another group
+    assert "⛔" in await admin(shop, "/stock", user=BUYER, chat=BUYER)  # a customer trying
+    refused = [r for r in caplog.records if r.getMessage() == "admin.refused"]
+    assert [(r.user_id, r.chat_id) for r in refused] == [  # type: ignore[attr-defined]
+        (STRANGER, ADMIN_CHAT_ID), (ADMIN_USER_ID, ADMIN_USER_ID), (ADMIN_USER_ID, -100999), (BUYER, BUYER)]
+    async with shop.session_factory() as session:
+        assert (await catalog.get_product(session, sku="LAP-TP-T480")).stock == 8  # nothing changed
+
+    shop.botapi.chat_member_status[(ADMIN_CHAT_ID, GROUP_ADMIN)] = "administrator"
+    shop.botapi.chat_member_status[(ADMIN_CHAT_ID, GROUP_ADMIN + 1)] = "creator"
+    assert "LAP-TP-T480: 13 free" in await admin(shop, "/restock LAP-TP-T480 5", user=GROUP_ADMIN)
+    assert "14 free" in await admin(shop, "/restock LAP-TP-T480 1", user=GROUP_ADMIN + 1)
+    assert "15 free" in await admin(shop, "/restock LAP-TP-T480 1", user=GROUP_ADMIN)
+    lookups = [c for c in shop.botapi.calls if c.method == "getChatMember" and c.params["user_id"] == GROUP_ADMIN]
+    assert len(lookups) == 1  # cached: asked Telegram once for two commands
+    # A demoted admin stays an admin until the cache entry runs out (5 minutes), then is refused.
+    shop.botapi.chat_member_status[(ADMIN_CHAT_ID, GROUP_ADMIN)] = "member"
+    key = (ADMIN_CHAT_ID, GROUP_ADMIN)
+    admin_handlers._member_cache[key] = (time.monotonic() - admin_handlers.CACHE_SECONDS - 1, True)
+    assert "⛔" in await admin(shop, "/restock LAP-TP-T480 1", user=GROUP_ADMIN)
 
 
 async def test_customer_commands_in_private_still_work(shop: Harness) -> None:
     assert "no orders yet" in (await shop.send(BUYER, "/orders")).text
 
 
+async def test_telegram_down_means_refused_not_cached(engine, botapi: BotAPIStandIn) -> None:  # type: ignore[no-untyped-def]
+    from aiohttp import web
+
+    async def fail_member(method: str, params: dict) -> web.Response | None:  # type: ignore[type-arg]
+        return web.json_response({"ok": False, "error_code": 500, "description": "boom"}, status=500) \
+            if method == "getChatMember" else None
+
+    shop = await Harness(engine, botapi).start()
+    botapi.chat_member_status[(ADMIN_CHAT_ID, GROUP_ADMIN)] = "administrator"
+    botapi.responder = fail_member
+    assert "⛔" in await admin(shop, "/stock", user=GROUP_ADMIN)
+    botapi.responder = None
+    assert "⛔" not in await admin(shop, "/stock", user=GROUP_ADMIN)
+    await shop.stop()
+
+
+# --- stock -----------------------------------------------------------------------------------------
+
+
 async def test_restock_corrections_and_back_in_stock(shop: Harness) -> None:
     await shop.load_demo()
     card = await shop.send(BUYER, "/start p_ACC-LOG-MXK")
     await shop.press(BUYER, card.button("Notify me"))
-    assert "Refused" in await admin(shop, "/restock ACC-LOG-MXK -1")
+    card = await shop.send(BUYER + 1, "/start p_ACC-LOG-MXK")
+    await shop.press(BUYER + 1, card.button("Notify me"))
+    async with shop.session_factory() as session, session.begin():
+        (await session.get(Customer, BUYER + 1)).unreachable = True  # blocked the bot: not queued
+    text = await admin(shop, "/restock ACC-LOG-MXK -1")
+    assert "Refused" in text and "0 free" in text
     assert "ACC-LOG-MXK: 4 free" in await admin(shop, "/restock acc-log-mxk 4")
     assert "3 free" in await admin(shop, "/restock ACC-LOG-MXK -1")
+    assert "5 free" in await admin(shop, "/restock ACC-LOG-MXK +2")  # already in stock: nobody told again
+    msgs = await outbox(shop, kind="back_in_stock")
+    assert len(msgs) == 1 and msgs[0].chat_id == BUYER and "back in stock" in msgs[0].text
+    assert msgs[0].reply_markup["inline_keyboard"][0][0]["callback_data"].startswith("cat:v:")
     async with shop.session_factory() as session:
-        msgs = (await session.execute(select(Outbox).where(Outbox.kind == "back_in_stock"))).scalars().all()
-        assert len(msgs) == 1 and msgs[0].chat_id == BUYER and "back in stock" in msgs[0].text
-        assert (await session.execute(select(StockWatch))).first() is None
-    for bad in ("/restock", "/restock ACC-LOG-MXK", "/restock ACC-LOG-MXK many"):
-        assert "Usage: /restock" in await admin(shop, bad)
+        assert (await session.execute(select(StockWatch))).first() is None  # watches removed
+    for bad in ("/restock", "/restock ACC-LOG-MXK", "/restock ACC-LOG-MXK many", "/restock ACC-LOG-MXK 0",
+                "/restock ACC-LOG-MXK 1 2", "/restock ACC-LOG-MXK 99999999999"):
+        assert "Usage: /restock" in await admin(shop, bad), bad
     assert "No product with SKU NOPE" in await admin(shop, "/restock NOPE 1")
+
+
+async def test_restock_never_touches_reserved_units(shop: Harness) -> None:
+    pid = await make_product(shop.session_factory, "RSV-1", stock=3)
+    await make_order(shop.session_factory, BUYER, [(pid, 2)])  # 1 free, 2 reserved
+    text = await admin(shop, "/restock RSV-1 -2")
+    assert "Refused" in text and "2 more are reserved" in text
+    assert await stock_of(shop.session_factory, pid) == (1, 2, 0)
+    assert "RSV-1: 0 free · 2 reserved · 0 sold" in await admin(shop, "/restock RSV-1 -1")
+    assert await stock_of(shop.session_factory, pid) == (0, 2, 0)
 
 
 async def test_stock_report_flags_low_items(shop: Harness) -> None:
@@ -74,56 +154,135 @@ async def test_stock_report_flags_low_items(shop: Harness) -> None:
     assert "WS-DL-T5820</code>: 2 · 0 · 0 ⚠️" in text and "WS-LN-P330</code>: 5 · 0 · 0" in text
     assert "LAP-" not in text
     assert "No products match" in await admin(shop, "/stock gpus")
+    everything = await admin(shop, "/stock")
+    assert "LAP-TP-T480" in everything and "WS-DL-T5820" in everything
+
+
+async def test_stock_report_stays_under_telegram_limit(shop: Harness) -> None:
+    for n in range(90):
+        await make_product(shop.session_factory, f"LONG-SKU-{n:03d}-" + "X" * 40, stock=n % 5, category="Bulk")
+    text = await admin(shop, "/stock bulk")
+    assert len(text) <= 4096 and "LONG-SKU-000" in text and "more (narrow it down" in text
+    assert text.count("<code>") == text.count("</code>")  # whole lines only: no tag cut in half
+
+
+# --- orders ----------------------------------------------------------------------------------------
 
 
 async def test_orders_and_order_detail(shop: Harness) -> None:
     order, _ = await paid_order(shop)
+    second, _ = await paid_order(shop, sku="ADM-2")
     listing = await admin(shop, "/orders")
-    assert order.public_id in listing
+    assert "2 orders processing" in listing
+    assert listing.index(order.public_id) < listing.index(second.public_id)  # oldest first
     assert "No orders in state shipped" in await admin(shop, "/orders shipped")
-    assert "Usage: /orders" in await admin(shop, "/orders paid")
-    detail = await admin(shop, f"/order {order.public_id}")
-    assert "+254712345678" in detail and "mpesa paid" in detail and "RLA123XYZ" in detail
+    unpaid = await make_order(shop.session_factory, BUYER, [(await make_product(shop.session_factory, "U-1"), 1)])
+    assert unpaid.public_id in await admin(shop, "/orders awaiting_payment")
+    for bad in ("/orders paid", "/orders processing shipped"):
+        text = await admin(shop, bad)
+        assert "Usage: /orders" in text and "awaiting_payment, processing, shipped" in text
+    detail = await admin(shop, f"/order {order.public_id.lower()}")
+    assert "+254712345678" in detail and "buyer@example.com" in detail and "Plot 1, Ngong Rd" in detail
+    assert "zone nairobi" in detail and "2 × Product ADM-nairobi-mpesa" in detail
+    assert "mpesa paid KES" in detail and "RLA123XYZ" in detail
+    assert "∅ → awaiting_payment (customer:7171): order placed" in detail
     assert "awaiting_payment → processing (system:test)" in detail
     assert "No order HL-NOPE00" in await admin(shop, "/order HL-NOPE00")
+    assert "Usage: /order " in await admin(shop, "/order")
+    assert "Usage: /order " in await admin(shop, f"/order {order.public_id} extra")
 
 
-async def test_ship_kenyan_and_dhl_then_delivered(shop: Harness) -> None:
+# --- shipping and delivery -------------------------------------------------------------------------
+
+
+async def test_ship_kenyan_default_and_named_courier(shop: Harness) -> None:
+    kenya, _ = await paid_order(shop, "kenya")
+    nairobi, _ = await paid_order(shop, "nairobi")
+    assert "shipped with G4S, tracking G4S-889" in await admin(shop, f"/ship {kenya.public_id} G4S-889")
+    assert "shipped with Wells Fargo" in await admin(shop, f"/ship {nairobi.public_id} WF-889 Wells Fargo")
+    o, _, events = await load(shop, kenya.public_id)
+    assert (o.state, o.carrier, o.tracking_number, o.tracking_next_check_at) == ("shipped", "G4S", "G4S-889", None)
+    assert o.shipped_at is not None
+    assert (events[-1].actor, events[-1].to_state, events[-1].note) == (ACTOR, "shipped", "G4S G4S-889")
+    shipped = [m for m in await outbox(shop, chat_id=BUYER) if "G4S-889" in m.text]
+    assert len(shipped) == 1 and "G4S" in shipped[0].text  # the customer's message names courier and number
+
+
+async def test_ship_refusals(shop: Harness) -> None:
     local, _ = await paid_order(shop, "kenya")
     intl, _ = await paid_order(shop, "intl", provider="stripe")
-    assert "shipped with Wells Fargo" in await admin(shop, f"/ship {local.public_id} WF-889 Wells Fargo")
+    unpaid = await make_order(shop.session_factory, BUYER, [(await make_product(shop.session_factory, "U-2"), 1)])
     assert "not a DHL Express waybill" in await admin(shop, f"/ship {intl.public_id} ABC123")
-    assert "shipped with DHL" in await admin(shop, f"/ship {intl.public_id} 1234567890")
-    assert "only processing" in await admin(shop, f"/ship {intl.public_id} 1234567890")
-    assert "Usage: /ship" in await admin(shop, f"/ship {local.public_id}")
-    assert "marked delivered" in await admin(shop, f"/delivered {local.public_id}")
-    async with shop.session_factory() as session:
-        o = await sm.get_order(session, intl.public_id)
-        assert (o.state, o.carrier, o.tracking_number) == ("shipped", "DHL", "1234567890")
-        assert o.tracking_next_check_at is not None
-        shipped_msg = (await session.execute(select(Outbox).where(Outbox.chat_id == BUYER, Outbox.text.contains("1234567890")))).scalar_one()
-        assert "tracking-id=1234567890" in shipped_msg.text
-        actors = {e.actor for e in (await session.execute(select(OrderEvent).where(OrderEvent.to_state.in_(("shipped", "delivered"))))).scalars()}
-    assert actors == {f"admin:{ADMIN_USER_ID}"}
+    assert "not a DHL Express waybill" in await admin(shop, f"/ship {intl.public_id} 12345678901")
+    assert "ship with DHL" in await admin(shop, f"/ship {intl.public_id} 1234567890 G4S")
+    assert "doesn't look like a tracking number" in await admin(shop, f"/ship {local.public_id} <b>x</b>")
+    assert "carrier name may have" in await admin(shop, f"/ship {local.public_id} AB-1 <i>evil</i>")
+    assert "is awaiting_payment; only processing" in await admin(shop, f"/ship {unpaid.public_id} AB-1")
+    assert "No order HL-NOPE00" in await admin(shop, "/ship HL-NOPE00 AB-1")
+    for bad in ("/ship", f"/ship {local.public_id}"):
+        assert "Usage: /ship" in await admin(shop, bad)
+    for public_id in (local.public_id, intl.public_id):
+        o, _, _ = await load(shop, public_id)
+        assert (o.state, o.tracking_number, o.shipped_at) == ("processing", None, None)  # refusals changed nothing
+
+
+async def test_ship_dhl_then_delivered(shop: Harness) -> None:
+    intl, _ = await paid_order(shop, "intl", provider="stripe")
+    local, _ = await paid_order(shop, "kenya")
+    text = await admin(shop, f"/ship {intl.public_id} 1234567890")
+    assert "shipped with DHL" in text and "automatic" in text
+    assert "is shipped; only processing" in await admin(shop, f"/ship {intl.public_id} 1234567890")
+    o, _, _ = await load(shop, intl.public_id)
+    assert (o.state, o.carrier, o.tracking_number) == ("shipped", "DHL", "1234567890")
+    assert o.tracking_next_check_at is not None and o.shipped_at is not None  # the poller will pick it up
+    shipped_msg = [m for m in await outbox(shop, chat_id=BUYER) if "1234567890" in m.text]
+    assert len(shipped_msg) == 1 and "tracking-id=1234567890" in shipped_msg[0].text
+
+    assert "only shipped or in-transit" in await admin(shop, f"/delivered {local.public_id}")  # still processing
+    await admin(shop, f"/ship {local.public_id} G4S-1")
+    assert "marked delivered. The customer" in await admin(shop, f"/delivered {local.public_id}")
+    assert "automatic tracking stops" in await admin(shop, f"/delivered {intl.public_id}")
+    for bad in ("/delivered", f"/delivered {local.public_id} now"):
+        assert "Usage: /delivered" in await admin(shop, bad)
+    o, _, events = await load(shop, intl.public_id)
+    assert o.state == "delivered" and "DHL-tracked" in events[-1].note and events[-1].actor == ACTOR
+    o, _, events = await load(shop, local.public_id)
+    assert o.state == "delivered" and [e.actor for e in events[-2:]] == [ACTOR, ACTOR]
+    assert any("delivered" in m.text.lower() and local.public_id in m.text for m in await outbox(shop, chat_id=BUYER))
+
+
+# --- cancelling ------------------------------------------------------------------------------------
 
 
 async def test_cancel_unpaid_and_paid_mpesa(shop: Harness) -> None:
     pid = await make_product(shop.session_factory, "UNPAID-1", stock=5)
     unpaid = await make_order(shop.session_factory, BUYER, [(pid, 2)])
+    assert await stock_of(shop.session_factory, pid) == (3, 2, 0)
     assert "nothing was paid" in await admin(shop, f"/cancel {unpaid.public_id} customer asked")
-    assert await stock_of(shop.session_factory, pid) == (5, 0, 0)
+    assert await stock_of(shop.session_factory, pid) == (5, 0, 0)  # reservation released
+    o, _, events = await load(shop, unpaid.public_id)
+    assert (o.state, events[-1].actor, events[-1].note) == ("cancelled", ACTOR, "customer asked")
+
     order, pid2 = await paid_order(shop)
+    assert await stock_of(shop.session_factory, pid2) == (3, 0, 2)
     text = await admin(shop, f"/cancel {order.public_id}")
     assert "must be reversed manually" in text and "RLA123XYZ" in text
-    assert await stock_of(shop.session_factory, pid2) == (5, 0, 0)
-    async with shop.session_factory() as session:
-        o = await sm.get_order(session, order.public_id)
-        p = (await session.execute(select(Payment).where(Payment.order_id == o.id))).unique().scalar_one()
-        msg = (await session.execute(select(Outbox).where(Outbox.chat_id == BUYER, Outbox.text.contains("cancelled"),
-                                                          Outbox.text.contains(o.public_id)))).scalar_one()
-    assert (o.state, o.refund_status, p.state) == ("cancelled", "manual_reversal_owed", "refund_due")
-    assert "reversed to your phone" in msg.text
+    assert await stock_of(shop.session_factory, pid2) == (5, 0, 0)  # sold units back on the shelf
+    o, payments, _ = await load(shop, order.public_id)
+    assert (o.state, o.refund_status, payments[0].state) == ("cancelled", "manual_reversal_owed", "refund_due")
+    msg = [m for m in await outbox(shop, chat_id=BUYER) if "cancelled" in m.text and o.public_id in m.text]
+    assert len(msg) == 1 and "reversed to your phone" in msg[0].text
     assert "can't be cancelled" in await admin(shop, f"/cancel {order.public_id}")
+    assert "Usage: /cancel" in await admin(shop, "/cancel")
+
+
+async def test_shipped_order_cannot_be_cancelled(shop: Harness) -> None:
+    order, pid = await paid_order(shop, "kenya")
+    await admin(shop, f"/ship {order.public_id} G4S-2")
+    assert "is shipped and can't be cancelled" in await admin(shop, f"/cancel {order.public_id}")
+    o, payments, _ = await load(shop, order.public_id)
+    assert (o.state, o.refund_status, payments[0].state) == ("shipped", None, "paid")
+    assert await stock_of(shop.session_factory, pid) == (3, 0, 2)
 
 
 class FakeStripe:
@@ -140,33 +299,149 @@ class FakeStripe:
         return None
 
 
-@pytest.mark.parametrize("fail", [False, True])
-async def test_cancel_paid_card_order_refunds(engine, botapi, fail: bool) -> None:  # type: ignore[no-untyped-def]
-    stripe = FakeStripe(fail=fail)
-    shop = await Harness(engine, botapi, providers={"stripe": stripe}).start()
-    order, _ = await paid_order(shop, "intl", provider="stripe")
-    text = await admin(shop, f"/cancel {order.public_id}")
-    async with shop.session_factory() as session:
-        o = await sm.get_order(session, order.public_id)
-        p = (await session.execute(select(Payment).where(Payment.order_id == o.id))).unique().scalar_one()
-        alerts = (await session.execute(select(Outbox).where(Outbox.kind == "refund_failed"))).scalars().all()
-    if fail:
-        assert "FAILED" in text and (o.refund_status, p.state) == ("refund_pending", "refund_due") and len(alerts) == 1
+@pytest.mark.parametrize("stripe", ["ok", "fails", "not_configured"])
+async def test_cancel_paid_card_order_refunds(engine, botapi, stripe: str) -> None:  # type: ignore[no-untyped-def]
+    gateway = FakeStripe(fail=stripe == "fails")
+    shop = await Harness(engine, botapi, providers={"stripe": gateway} if stripe != "not_configured" else {}).start()
+    order, pid = await paid_order(shop, "intl", provider="stripe")
+    text = await admin(shop, f"/cancel {order.public_id} out of stock")
+    o, payments, events = await load(shop, order.public_id)
+    alerts = await outbox(shop, kind="refund_failed")
+    customer_msg = [m for m in await outbox(shop, chat_id=BUYER) if "cancelled" in m.text]
+    assert o.state == "cancelled" and await stock_of(shop.session_factory, pid) == (5, 0, 0)
+    assert events[-1].actor == ACTOR and events[-1].note.startswith("out of stock")
+    if stripe == "ok":
+        assert "refunded through Stripe" in text and gateway.refunded == ["pi_1"]
+        assert (o.refund_status, payments[0].state) == ("refunded", "refunded") and not alerts
+        assert "card payment has been refunded" in customer_msg[0].text
     else:
-        assert "refunded through Stripe" in text and stripe.refunded == ["pi_1"]
-        assert (o.refund_status, p.state) == ("refunded", "refunded") and not alerts
+        assert "FAILED" in text and (o.refund_status, payments[0].state) == ("refund_pending", "refund_due")
+        assert len(alerts) == 1 and alerts[0].chat_id == ADMIN_CHAT_ID and o.public_id in alerts[0].text
+        assert "refund is being processed" in customer_msg[0].text
     await shop.stop()
 
 
-async def test_alert_buttons(shop: Harness) -> None:
-    order, _ = await paid_order(shop)
+# --- buttons on the new-paid-order alert -----------------------------------------------------------
+
+
+async def test_alert_buttons_view_and_cancel(shop: Harness) -> None:
+    order, pid = await paid_order(shop)
     alert = await shop.send(ADMIN_USER_ID, "/orders", chat_id=ADMIN_CHAT_ID)
     view = await shop.press(ADMIN_USER_ID, f"adm:v:{order.public_id}", chat_id=ADMIN_CHAT_ID, message=alert)
-    assert "Payments" in view.text and order.public_id in view.text
-    hint = await shop.press(ADMIN_USER_ID, f"adm:s:{order.public_id}", chat_id=ADMIN_CHAT_ID, message=alert)
-    assert f"/ship {order.public_id}" in hint.text
+    assert "Payments" in view.text and order.public_id in view.text and "RLA123XYZ" in view.text
+    assert shop.last_answer is not None
+    missing = await shop.press(ADMIN_USER_ID, "adm:v:HL-NOPE22", chat_id=ADMIN_CHAT_ID, message=alert)
+    assert "No order HL-NOPE22" in missing.text
+
     confirm = await shop.press(ADMIN_USER_ID, f"adm:c:{order.public_id}", chat_id=ADMIN_CHAT_ID, message=alert)
+    assert "Cancel order" in confirm.text and "processing" in confirm.text
     await shop.press(STRANGER, confirm.button("Yes, cancel it"), chat_id=ADMIN_CHAT_ID, message=confirm)
     assert "⛔" in shop.last_answer.params["text"]
+    assert (await load(shop, order.public_id))[0].state == "processing"  # the stranger changed nothing
     done = await shop.press(ADMIN_USER_ID, confirm.button("Yes, cancel it"), chat_id=ADMIN_CHAT_ID, message=confirm)
-    assert "cancelled" in done.text
+    assert done.method == "editMessageText" and "must be reversed manually" in done.text and not done.buttons
+    o, _, events = await load(shop, order.public_id)
+    assert o.state == "cancelled" and events[-1].actor == ACTOR
+    assert await stock_of(shop.session_factory, pid) == (5, 0, 0)
+    again = await shop.press(ADMIN_USER_ID, f"adm:c:{order.public_id}", chat_id=ADMIN_CHAT_ID, message=alert)
+    assert "can't be cancelled" in again.text
+
+
+async def test_alert_button_refused_outside_the_group(shop: Harness) -> None:
+    order, _ = await paid_order(shop)
+    msg = await shop.send(ADMIN_USER_ID, "/help")  # any message in the admin's private chat
+    await shop.press(ADMIN_USER_ID, f"adm:cc:{order.public_id}", message=msg)
+    assert "⛔" in shop.last_answer.params["text"]
+    assert (await load(shop, order.public_id))[0].state == "processing"
+
+
+async def reply_to(shop: Harness, user_id: int, prompt_id: int, text: str) -> None:
+    msg = shop._message(user_id, ADMIN_CHAT_ID, text=text)
+    msg["reply_to_message"] = {"message_id": prompt_id, "date": int(time.time()),
+                               "chat": {"id": ADMIN_CHAT_ID, "type": "supergroup", "title": "Shop admins"},
+                               "from": BotAPIStandIn.BOT_USER, "text": "Ship"}
+    await shop.feed({"message": msg})
+
+
+async def test_ship_button_asks_for_the_tracking_number(shop: Harness) -> None:
+    intl, _ = await paid_order(shop, "intl", provider="stripe")
+    kenya, _ = await paid_order(shop, "kenya")
+    alert = await shop.send(ADMIN_USER_ID, "/orders", chat_id=ADMIN_CHAT_ID)
+
+    prompt = await shop.press(ADMIN_USER_ID, f"adm:s:{intl.public_id}", chat_id=ADMIN_CHAT_ID, message=alert)
+    assert f"/ship {intl.public_id} TRACKING_NUMBER" in prompt.text and "10-digit DHL" in prompt.text
+    assert prompt.params["reply_markup"]["force_reply"] is True
+    prompt_id = prompt.result["message_id"]
+    await reply_to(shop, STRANGER, prompt_id, "1234567890")  # someone else's reply is not taken
+    await reply_to(shop, ADMIN_USER_ID, prompt_id, "12345")  # bad waybill: refused, nothing changes
+    assert "not a DHL Express waybill" in shop.botapi.last(ADMIN_CHAT_ID).text
+    assert (await load(shop, intl.public_id))[0].state == "processing"
+
+    prompt = await shop.press(ADMIN_USER_ID, f"adm:s:{intl.public_id}", chat_id=ADMIN_CHAT_ID, message=alert)
+    await reply_to(shop, ADMIN_USER_ID, prompt.result["message_id"], "1234567890")
+    assert "shipped with DHL" in shop.botapi.last(ADMIN_CHAT_ID).text
+    o, _, events = await load(shop, intl.public_id)
+    assert (o.state, o.carrier, o.tracking_number, events[-1].actor) == ("shipped", "DHL", "1234567890", ACTOR)
+
+    prompt = await shop.press(ADMIN_USER_ID, f"adm:s:{kenya.public_id}", chat_id=ADMIN_CHAT_ID, message=alert)
+    assert "default: G4S" in prompt.text
+    await reply_to(shop, ADMIN_USER_ID, prompt.result["message_id"] + 1000, "G4S-77")  # not a reply to the prompt
+    assert (await load(shop, kenya.public_id))[0].state == "processing"
+    await reply_to(shop, ADMIN_USER_ID, prompt.result["message_id"], "SND-77 Sendy Express")
+    assert "shipped with Sendy Express, tracking SND-77" in shop.botapi.last(ADMIN_CHAT_ID).text
+
+    already = await shop.press(ADMIN_USER_ID, f"adm:s:{kenya.public_id}", chat_id=ADMIN_CHAT_ID, message=alert)
+    assert "is shipped; only processing" in already.text
+
+
+class SlowStripe(FakeStripe):
+    async def refund(self, payment: Payment) -> str:
+        import asyncio
+
+        await asyncio.sleep(0.2)  # the other admin's /cancel arrives while Stripe is answering
+        return await super().refund(payment)
+
+
+@pytest.mark.pg_only
+async def test_two_admins_cancelling_at_once_refund_once(engine, botapi) -> None:  # type: ignore[no-untyped-def]
+    import asyncio
+
+    gateway = SlowStripe()
+    shop = await Harness(engine, botapi, providers={"stripe": gateway}).start()
+    order, pid = await paid_order(shop, "intl", provider="stripe")
+    shop.botapi.chat_member_status[(ADMIN_CHAT_ID, GROUP_ADMIN)] = "administrator"
+    await asyncio.gather(shop.send(ADMIN_USER_ID, f"/cancel {order.public_id}", chat_id=ADMIN_CHAT_ID),
+                         shop.send(GROUP_ADMIN, f"/cancel {order.public_id}", chat_id=ADMIN_CHAT_ID))
+    replies = [c.text for c in shop.botapi.sent(ADMIN_CHAT_ID, "sendMessage")]
+    assert sum("refunded through Stripe" in r for r in replies) == 1
+    assert sum("can't be cancelled" in r for r in replies) == 1
+    assert gateway.refunded == ["pi_1"]  # one refund, not two
+    o, payments, events = await load(shop, order.public_id)
+    assert (o.state, o.refund_status, payments[0].state) == ("cancelled", "refunded", "refunded")
+    assert [e.to_state for e in events].count("cancelled") == 1
+    assert await stock_of(shop.session_factory, pid) == (5, 0, 0)
+    await shop.stop()
+
+
+async def test_long_order_detail_fits_one_message(shop: Harness) -> None:
+    from db.models import OrderEvent
+
+    pids = [await make_product(shop.session_factory, f"BIG-{n:02d}-" + "Y" * 50, stock=3) for n in range(30)]
+    order = await make_order(shop.session_factory, BUYER, [(pid, 1) for pid in pids])
+    async with shop.session_factory() as session, session.begin():
+        o = await sm.get_order(session, order.public_id)
+        session.add_all(OrderEvent(order_id=o.id, from_state="awaiting_payment", to_state="awaiting_payment",
+                                   actor="system:test", note=f"note {n} " + "z" * 60) for n in range(80))
+    detail = await admin(shop, f"/order {order.public_id}")
+    assert len(detail) <= 4096 and detail.count("<code>") == detail.count("</code>")
+    assert "BIG-00-" in detail and "more" in detail  # the first items, then how many were left out
+    assert "note 79" in detail and "earlier event(s) not shown" in detail  # the newest events are kept
+    assert "Subtotal" in detail and "+254712345678" in detail
+
+
+async def test_echoed_input_is_escaped(shop: Harness) -> None:
+    order, _ = await paid_order(shop, "intl", provider="stripe")
+    assert "No product with SKU &lt;b&gt;" in await admin(shop, "/restock <b> 1")
+    assert "not a DHL Express waybill" in (text := await admin(shop, f"/ship {order.public_id} <i>1</i>"))
+    assert "<i>" not in text
+    assert "not “&lt;x&gt;”" in await admin(shop, f"/ship {order.public_id} 1234567890 <x>")

@@ -1,9 +1,11 @@
-"""The cart as a customer sees it: lines, subtotals, changes, caps, price changes, long carts."""
+"""The cart as a customer sees it: lines, subtotals, changes, caps, price changes, long carts, stale
+buttons, and a cart that outlives the bot process."""
 from __future__ import annotations
 
 from sqlalchemy import select, update
 
 from db.models import CartItem, Category, Product
+from handlers.cart import paginate
 from services import cart as cart_service
 from services import catalog
 from tests.harness import Harness
@@ -18,9 +20,21 @@ async def _add(shop: Harness, sku: str, qty: int) -> None:
         await cart_service.add(session, USER, product, qty)
 
 
+async def _set(shop: Harness, sku: str, **values: object) -> None:
+    async with shop.session_factory() as session, session.begin():
+        await session.execute(update(Product).where(Product.sku == sku).values(**values))
+
+
+def _line_buttons(screen, label: str) -> list[str]:  # type: ignore[no-untyped-def]
+    return [d for text, d in screen.buttons if text == label]
+
+
 async def test_empty_cart_points_to_the_catalogue(shop: Harness) -> None:
     reply = await shop.send(USER, "/cart")
     assert "empty" in reply.text and reply.button("Catalogue") == "menu:catalog"
+    assert "Checkout" not in [label for label, _ in reply.buttons]
+    screen = await shop.press(USER, "menu:cart")
+    assert screen.method == "editMessageText" and "empty" in screen.text
 
 
 async def test_cart_lines_subtotals_and_changes(shop: Harness) -> None:
@@ -28,16 +42,33 @@ async def test_cart_lines_subtotals_and_changes(shop: Harness) -> None:
     await _add(shop, "LAP-TP-T480", 1)
     await _add(shop, "ACC-LEN-65W", 2)
     screen = await shop.send(USER, "/cart")
-    assert "Lenovo ThinkPad T480" in screen.text and "KES 42,000" in screen.text
+    assert "Lenovo ThinkPad T480" in screen.text and "1 × = KES 42,000 · $325" in screen.text
+    assert "2 × = KES 6,400 · $49" in screen.text
     assert "Subtotal: <b>KES 48,400</b> · <b>$374</b>" in screen.text
-    screen = await shop.press(USER, screen.buttons[2][1])  # "+" on line 1
-    assert "Subtotal: <b>KES 90,400</b>" in screen.text
-    screen = await shop.press(USER, [d for label, d in screen.buttons if label == "✖"][1])  # remove line 2
+    assert screen.button("Checkout") == "chk:start" and screen.button("Clear") == "crt:clr"
+    screen = await shop.press(USER, _line_buttons(screen, "+")[0])
+    assert screen.method == "editMessageText" and "Subtotal: <b>KES 90,400</b>" in screen.text
+    screen = await shop.press(USER, _line_buttons(screen, "−")[1])
+    assert "1 × = KES 3,200" in screen.text and "Subtotal: <b>KES 87,200</b>" in screen.text
+    screen = await shop.press(USER, _line_buttons(screen, "−")[1])  # 1 → 0 removes the line
     assert "65 W" not in screen.text and "Subtotal: <b>KES 84,000</b>" in screen.text
+    await _add(shop, "ACC-LEN-65W", 1)
+    screen = await shop.press(USER, "menu:cart")
+    screen = await shop.press(USER, _line_buttons(screen, "✖")[1])
+    assert "Removed Lenovo 65 W" in shop.last_answer.params["text"] and "65 W" not in screen.text
     screen = await shop.press(USER, screen.button("Clear"))
-    assert "empty" in screen.text
+    assert "empty" in screen.text and shop.last_answer.params["text"] == "Cart cleared."
     async with shop.session_factory() as session:
         assert (await session.execute(select(CartItem))).scalars().all() == []
+
+
+async def test_line_opens_its_product_card(shop: Harness) -> None:
+    await shop.load_demo()
+    await _add(shop, "ACC-LEN-65W", 3)
+    screen = await shop.send(USER, "/cart")
+    card = await shop.press(USER, screen.button("1. ×3"))
+    assert "Lenovo 65 W USB-C charger" in card.text and "In your cart: 3" in card.text
+    assert card.button("Add 3 to cart")
 
 
 async def test_quantities_are_capped_by_stock(shop: Harness) -> None:
@@ -45,17 +76,44 @@ async def test_quantities_are_capped_by_stock(shop: Harness) -> None:
     await _add(shop, "WS-DL-T5820", 5)  # only 2 in stock
     screen = await shop.send(USER, "/cart")
     assert "2 × = KES 290,000" in screen.text
-    await shop.press(USER, screen.buttons[2][1])  # "+"
-    assert "Only 2" in shop.last_answer.params["text"]
+    screen = await shop.press(USER, _line_buttons(screen, "+")[0])
+    assert shop.last_answer.params["show_alert"] in (True, "true")
+    assert "Only 2 × Dell Precision T5820" in shop.last_answer.params["text"]
+    assert "2 × = KES 290,000" in screen.text
+    await _set(shop, "WS-DL-T5820", stock=1)  # stock fell since: flagged, and − caps to what is left
+    screen = await shop.send(USER, "/cart")
+    assert "only 1 left in stock" in screen.text
+    await _set(shop, "WS-DL-T5820", stock=0)
+    screen = await shop.send(USER, "/cart")
+    assert "sold out for now" in screen.text
+    screen = await shop.press(USER, _line_buttons(screen, "−")[0])  # fewer of a sold-out item is fine
+    assert "1 × = KES 145,000" in screen.text
+    await shop.press(USER, _line_buttons(screen, "+")[0])
+    assert "out of stock" in shop.last_answer.params["text"]
 
 
 async def test_price_change_since_adding_is_shown(shop: Harness) -> None:
     await shop.load_demo()
     await _add(shop, "NET-TPL-SG108E", 1)
-    async with shop.session_factory() as session, session.begin():
-        await session.execute(update(Product).where(Product.sku == "NET-TPL-SG108E").values(price_kes=5900_00))
+    await _add(shop, "ACC-LEN-65W", 1)
+    await _set(shop, "NET-TPL-SG108E", price_kes=5900_00)
+    await _set(shop, "ACC-LEN-65W", price_kes=3500_00, price_usd=27_00)
     screen = await shop.send(USER, "/cart")
-    assert "price changed since you added it: KES 5,200 → KES 5,900" in screen.text
+    assert "price changed since you added it: KES 5,200 → KES 5,900\n" in screen.text
+    assert "price changed since you added it: KES 3,200 → KES 3,500 · $24.50 → $27" in screen.text
+    assert "Subtotal: <b>KES 9,400</b>" in screen.text  # at today's prices
+
+
+async def test_gone_product_is_flagged_and_left_out_of_the_subtotal(shop: Harness) -> None:
+    await shop.load_demo()
+    await _add(shop, "ACC-LEN-65W", 1)
+    await _add(shop, "LAP-TP-T480", 1)
+    await _set(shop, "LAP-TP-T480", active=False)
+    screen = await shop.send(USER, "/cart")
+    assert "no longer available — please remove it" in screen.text
+    assert "Subtotal: <b>KES 3,200</b>" in screen.text
+    screen = await shop.press(USER, _line_buttons(screen, "✖")[1])
+    assert "ThinkPad" not in screen.text
 
 
 async def test_long_carts_paginate_within_telegram_limits(shop: Harness) -> None:
@@ -63,26 +121,57 @@ async def test_long_carts_paginate_within_telegram_limits(shop: Harness) -> None
         cat = Category(slug="many", name="Many")
         session.add(cat)
         await session.flush()
-        for i in range(30):
-            session.add(Product(sku=f"LONG-{i}", category_id=cat.id, name=f"Very long product name number {i} " * 3,
+        for i in range(30):  # names that triple in length once HTML-escaped
+            session.add(Product(sku=f"LONG-{i}", category_id=cat.id, name=f"{i:02d} " + "<&>" * 65,
                                 description="x", price_kes=1000_00, price_usd=8_00, stock=5))
     async with shop.session_factory() as session, session.begin():
         await cart_service.ensure_customer(session, USER, USER)
-        for p in (await session.execute(select(Product))).unique().scalars():
+        for p in (await session.execute(select(Product).order_by(Product.sku))).unique().scalars():
             await cart_service.add(session, USER, p, 1)
     screen = await shop.send(USER, "/cart")
-    assert "Page 1 of 4" in screen.text and len(screen.text) <= 4096
-    assert "Subtotal: <b>KES 30,000</b>" in screen.text
-    last = await shop.press(USER, screen.button("▶"))
-    last = await shop.press(USER, last.button("▶"))
-    last = await shop.press(USER, last.button("▶"))
-    assert "Page 4 of 4" in last.text and "▶" not in [label for label, _ in last.buttons]
+    assert "Page 1 of " in screen.text and "Subtotal: <b>KES 30,000</b>" in screen.text
+    pages = int(screen.text.split("Page 1 of ")[1].split()[0])
+    assert pages >= 4
+    seen: list[str] = []
+    for n in range(1, pages + 1):
+        assert f"Page {n} of {pages}" in screen.text and len(screen.text) <= 4096
+        assert ("◀" in [label for label, _ in screen.buttons]) == (n > 1)
+        seen += [label.split(".")[0] for label, d in screen.buttons if d.startswith("cat:v:")]
+        if n < pages:
+            screen = await shop.press(USER, screen.button("▶"))
+    assert "▶" not in [label for label, _ in screen.buttons]
+    assert seen == [str(i) for i in range(1, 31)]  # every line once, in order
+    back = await shop.press(USER, screen.button("◀"))
+    assert f"Page {pages - 1} of {pages}" in back.text
 
 
-async def test_stale_cart_button(shop: Harness) -> None:
+def test_paginate_respects_budget_and_line_count() -> None:
+    assert paginate(["a" * 10] * 20, budget=100, per_page=8) == [list(range(0, 8)), list(range(8, 16)),
+                                                                 list(range(16, 20))]
+    assert paginate(["a" * 60, "b" * 60, "c"], budget=100) == [[0], [1, 2]]
+    assert paginate(["a" * 500], budget=100) == [[0]]  # one oversized line still gets a page
+
+
+async def test_stale_cart_buttons(shop: Harness) -> None:
     await shop.load_demo()
     await _add(shop, "ACC-LEN-65W", 1)
     screen = await shop.send(USER, "/cart")
     await shop.press(USER, screen.button("Clear"))
-    await shop.press(USER, screen.buttons[2][1], message=screen)  # "+" on a line that is gone
+    after = await shop.press(USER, _line_buttons(screen, "+")[0], message=screen)  # a line that is gone
     assert shop.last_answer.params["text"] == "That item is no longer in your cart."
+    assert "empty" in after.text
+    await shop.press(USER, "crt:pg:7", message=screen)  # a page that no longer exists: the last one
+    assert "empty" in shop.botapi.last(USER).text and shop.last_answer is not None
+
+
+async def test_cart_survives_a_restart(engine, botapi) -> None:  # type: ignore[no-untyped-def]
+    first = await Harness(engine, botapi).start()
+    await first.load_demo()
+    card = await first.send(USER, "/start p_ACC-LEN-65W")
+    await first.press(USER, card.button("Add 1 to cart"))
+    await first.stop()
+    second = await Harness(engine, botapi).start()
+    try:
+        assert "Lenovo 65 W USB-C charger" in (await second.send(USER, "/cart")).text
+    finally:
+        await second.stop()

@@ -1,4 +1,5 @@
-"""Browsing the catalogue as a customer: categories, keyset pages, product card, deep link, stale buttons."""
+"""Browsing the catalogue as a customer: categories, keyset pages, product card, photo cards, deep link,
+stale buttons, typed quantities, Notify me and the 64-byte callback limit."""
 from __future__ import annotations
 
 from datetime import timedelta
@@ -6,15 +7,34 @@ from datetime import timedelta
 from sqlalchemy import select, update
 
 from db.models import Category, Product, StockWatch, utcnow
+from services import cart as cart_service
 from services import catalog
 from tests.harness import Harness
+from tests.standins import Call
 
 USER = 7001
 
 
-async def _category_id(shop: Harness, name: str) -> int:
-    async with shop.session_factory() as session:
-        return (await session.execute(select(Category.id).where(Category.name == name))).scalar_one()
+def products_on(screen: Call) -> list[str]:
+    return [data for _, data in screen.buttons if data.startswith("cat:v:")]
+
+
+def labels(screen: Call) -> list[str]:
+    return [label for label, _ in screen.buttons]
+
+
+async def add_products(shop: Harness, category: str, count: int, *, prefix: str = "X") -> None:
+    """`count` more products in `category`, created through the import service like an operator would."""
+    rows = [catalog.ProductRow(sku=f"{prefix}-{i:03d}", category=category, name=f"Extra item {i:03d}",
+                               description="Spare part", price_kes=1000 + i, price_usd="8.00", stock=3)
+            for i in range(count)]
+    async with shop.session_factory() as session, session.begin():
+        await catalog.import_rows(session, rows)
+
+
+async def set_product(shop: Harness, sku: str, **values: object) -> None:
+    async with shop.session_factory() as session, session.begin():
+        await session.execute(update(Product).where(Product.sku == sku).values(**values))
 
 
 async def test_categories_list_with_counts_and_edit_in_place(shop: Harness) -> None:
@@ -23,24 +43,47 @@ async def test_categories_list_with_counts_and_edit_in_place(shop: Harness) -> N
     screen = await shop.press(USER, "menu:catalog")
     assert screen is not None and screen.method == "editMessageText"
     assert screen.params["message_id"] == menu.result["message_id"]
-    labels = [label for label, _ in screen.buttons]
-    assert "Refurbished laptops (7)" in labels and "Accessories (4)" in labels
+    assert "Refurbished laptops (7)" in labels(screen) and "Accessories (4)" in labels(screen)
+    assert screen.button("Cart") == "menu:cart" and screen.button("Menu") == "menu:main"
+    assert shop.last_answer is not None  # every press is answered
 
 
-async def test_category_pages_forward_and_back(shop: Harness) -> None:
+async def test_category_pages_forward_and_back_across_many_products(shop: Harness) -> None:
     await shop.load_demo()
-    await shop.send(USER, "/start")
-    await shop.press(USER, "menu:catalog")
-    page1 = await shop.press(USER, shop.botapi.last(USER).button("Refurbished laptops"))
-    products1 = [b for b in page1.buttons if b[1].startswith("cat:v:")]
-    assert len(products1) == 6  # PAGE_SIZE
-    assert "◀" not in [label for label, _ in page1.buttons]
-    page2 = await shop.press(USER, page1.button("▶"))
-    products2 = [b for b in page2.buttons if b[1].startswith("cat:v:")]
-    assert len(products2) == 1 and not set(products1) & set(products2)
-    assert "▶" not in [label for label, _ in page2.buttons]
-    back = await shop.press(USER, page2.button("◀"))
-    assert [b for b in back.buttons if b[1].startswith("cat:v:")] == products1
+    await add_products(shop, "Workstations", 14)  # 3 demo + 14 = 17 products: pages of 6, 6, 5
+    first = await shop.send(USER, "/catalog")
+    page = await shop.press(USER, first.button("Workstations (17)"))
+    pages = [products_on(page)]
+    assert "◀" not in labels(page) and "Workstations" in page.text
+    while "▶" in labels(page):
+        page = await shop.press(USER, page.button("▶"))
+        assert page.method == "editMessageText" and page.params["message_id"] == first.result["message_id"]
+        pages.append(products_on(page))
+    assert [len(p) for p in pages] == [6, 6, 5]
+    seen = [d for p in pages for d in p]
+    assert len(set(seen)) == 17
+    async with shop.session_factory() as session:
+        newest_first = [p.id for p in (await session.execute(
+            select(Product).join(Category).where(Category.name == "Workstations")
+            .order_by(Product.created_at.desc(), Product.id.desc()))).unique().scalars()]
+    assert [int(d.split(":")[2]) for d in seen] == newest_first
+    for expected in reversed(pages[:-1]):
+        page = await shop.press(USER, page.button("◀"))
+        assert products_on(page) == expected
+    assert "◀" not in labels(page)
+
+
+async def test_page_size_comes_from_settings(engine, botapi) -> None:  # type: ignore[no-untyped-def]
+    shop = await Harness(engine, botapi, page_size=4).start()
+    try:
+        await shop.load_demo()
+        await shop.send(USER, "/catalog")
+        page = await shop.press(USER, shop.botapi.last(USER).button("Refurbished laptops"))
+        assert len(products_on(page)) == 4
+        page = await shop.press(USER, page.button("▶"))
+        assert len(products_on(page)) == 3 and "▶" not in labels(page)
+    finally:
+        await shop.stop()
 
 
 async def test_keyset_pages_cover_every_product_exactly_once(session) -> None:  # type: ignore[no-untyped-def]
@@ -65,88 +108,182 @@ async def test_keyset_pages_cover_every_product_exactly_once(session) -> None:  
     assert pages == 5 and len(seen) == 23 and len(set(seen)) == 23
 
 
-async def test_product_card_quantity_and_add_to_cart(shop: Harness) -> None:
+async def test_product_card_texts_buttons_quantity_and_add_to_cart(shop: Harness) -> None:
     await shop.load_demo()
-    await shop.send(USER, "/start")
-    await shop.press(USER, "menu:catalog")
+    await shop.send(USER, "/catalog")
     cat = await shop.press(USER, shop.botapi.last(USER).button("Workstations"))
     card = await shop.press(USER, cat.button("Precision T5820"))
-    assert "Dell Precision T5820" in card.text and "KES 145,000" in card.text and "$1,119" in card.text
-    assert "2 in stock" in card.text
+    assert card.method == "editMessageText" and card.params["message_id"] == cat.params["message_id"]
+    assert "<b>Dell Precision T5820" in card.text and "KES 145,000 · $1,119" in card.text
+    assert "2 in stock" in card.text and "SKU: <code>WS-DL-T5820</code>" in card.text
+    assert labels(card) == ["−", "1", "+", "🛒 Add 1 to cart", "✍ Type a quantity", "⬅ Back", "🛒 Cart",
+                            "⬅ Categories", "⬅ Menu"]
+    assert card.button("Back").startswith("cat:c:") and card.button("Categories") == "menu:catalog"
+    assert card.button("Menu") == "cat:m"
     card = await shop.press(USER, card.button("+"))
+    assert card.method == "editMessageText" and card.button("Add 2 to cart")
+    assert not shop.last_answer.params.get("show_alert")
+    card = await shop.press(USER, card.button("+"))  # a third: only 2 in stock
+    assert shop.last_answer.params["show_alert"] and "Only 2 in stock" in shop.last_answer.params["text"]
     assert card.button("Add 2 to cart")
-    plus_again = card.button("+")
-    assert plus_again.endswith(":2")  # capped by the 2 in stock
+    card = await shop.press(USER, card.button("Add 2 to cart"))
+    assert "Added 2" in shop.last_answer.params["text"] and "In your cart: 2" in card.text
     await shop.press(USER, card.button("Add 2 to cart"))
-    assert "Added 2" in shop.last_answer.params["text"]
-    await shop.press(USER, card.button("Add 2 to cart"), message=card)
     assert shop.last_answer.params.get("show_alert") and "Only 2" in shop.last_answer.params["text"]
+    async with shop.session_factory() as session:
+        assert await cart_service.quantity_in_cart(session, USER, int(card.button("Add").split(":")[2])) == 2
+    menu = await shop.press(USER, card.button("Menu"))
+    assert "What would you like to do?" in menu.text and menu.button("Catalogue") == "menu:catalog"
 
 
-async def test_out_of_stock_offers_notify_me(shop: Harness) -> None:
+async def test_out_of_stock_offers_notify_me_and_watchers_are_taken_once(shop: Harness) -> None:
     await shop.load_demo()
     reply = await shop.send(USER, "/start p_ACC-LOG-MXK")
     assert "Out of stock" in reply.text
-    assert not any("Add" in label for label, _ in reply.buttons)
+    assert not any("Add" in label or label == "+" for label in labels(reply))
     await shop.press(USER, reply.button("Notify me"))
-    assert "back in stock" in shop.last_answer.params["text"]
+    assert "back in stock" in shop.last_answer.params["text"] and shop.last_answer.params["show_alert"]
+    await shop.press(USER, reply.button("Notify me"))  # twice is still one watch
+    async with shop.session_factory() as session, session.begin():
+        assert len((await session.execute(select(StockWatch))).scalars().all()) == 1
+        product = await catalog.get_product(session, sku="ACC-LOG-MXK")
+        assert [c.id for c in await catalog.take_watchers(session, product.id)] == [USER]
     async with shop.session_factory() as session:
-        assert (await session.execute(select(StockWatch))).scalars().all()
+        assert (await session.execute(select(StockWatch))).scalars().all() == []
 
 
-async def test_deep_link_opens_product_and_unknown_sku_falls_back(shop: Harness) -> None:
+async def test_deep_link_opens_product_and_unknown_or_hidden_sku_falls_back(shop: Harness) -> None:
     await shop.load_demo()
     reply = await shop.send(USER, "/start p_NET-MT-HAPAC3")
-    assert "MikroTik hAP ac³" in reply.text
-    reply = await shop.send(USER, "/start p_NOPE-123")
-    assert "Karibu" in reply.text
+    assert "MikroTik hAP ac³" in reply.text and reply.button("Add 1 to cart").startswith("cat:a:")
+    assert "Karibu" in (await shop.send(USER, "/start p_NOPE-123")).text
+    await set_product(shop, "NET-MT-HAPAC3", active=False)
+    assert "Karibu" in (await shop.send(USER, "/start p_NET-MT-HAPAC3")).text
 
 
-async def test_product_with_photo_is_sent_as_photo(shop: Harness) -> None:
+async def test_photo_card_is_a_photo_edited_by_caption(shop: Harness) -> None:
     await shop.load_demo()
-    async with shop.session_factory() as session, session.begin():
-        await session.execute(update(Product).where(Product.sku == "STO-SS-870-1T")
-                              .values(photo_url="https://img.example/870.jpg"))
+    await set_product(shop, "STO-SS-870-1T", photo_url="https://img.example/870.jpg", description="Fast SATA SSD. " * 200)
     reply = await shop.send(USER, "/start p_STO-SS-870-1T")
     assert reply.method == "sendPhoto" and reply.params["photo"] == "https://img.example/870.jpg"
-    assert "Samsung 870 EVO" in reply.text
+    assert "Samsung 870 EVO" in reply.text and len(reply.text) <= 1024 and "…" in reply.text
+    assert "KES" in reply.text and "in stock" in reply.text  # the description was shortened, not the facts
+    card = await shop.press(USER, reply.button("+"))
+    assert card.method == "editMessageCaption" and card.params["message_id"] == reply.result["message_id"]
+    assert card.button("Add 2 to cart")
+    listing = await shop.press(USER, card.button("Back"))  # a photo can't become text: new message, old one gone
+    assert listing.method == "sendMessage" and "Storage" in listing.text
+    assert shop.botapi.sent(USER, "deleteMessage")[-1].params["message_id"] == reply.result["message_id"]
+    again = await shop.press(USER, listing.button("870 EVO"))
+    assert again.method == "sendPhoto"
+    menu = await shop.press(USER, again.button("Menu"))
+    assert menu.method == "sendMessage" and "What would you like to do?" in menu.text
+
+
+async def test_long_description_fits_a_text_card(shop: Harness) -> None:
+    await shop.load_demo()
+    await set_product(shop, "ACC-LEN-65W", description="<&> " * 3000)
+    reply = await shop.send(USER, "/start p_ACC-LEN-65W")
+    assert reply.method == "sendMessage" and len(reply.text) <= 4096 and reply.text.count("&lt;") > 100
+    assert "in stock" in reply.text
 
 
 async def test_stale_buttons_get_a_friendly_answer(shop: Harness) -> None:
     await shop.load_demo()
     card = await shop.send(USER, "/start p_LAP-TP-T480")
-    async with shop.session_factory() as session, session.begin():
-        await session.execute(update(Product).where(Product.sku == "LAP-TP-T480").values(active=False))
-    await shop.press(USER, card.button("Add 1 to cart"))
-    assert shop.last_answer.params["text"] == "Sorry, this product is no longer available."
-    await shop.press(USER, "cat:c:99999")
-    assert "no products" in shop.last_answer.params["text"]
+    await set_product(shop, "LAP-TP-T480", active=False)
+    for label in ("Add 1 to cart", "+", "Type a quantity"):
+        await shop.press(USER, card.button(label), message=card)
+        assert shop.last_answer.params["show_alert"] in (True, "true")
+        assert shop.last_answer.params["text"] == "Sorry, this product is no longer available."
+    await shop.press(USER, "cat:v:99999:1", message=card)
+    assert "no longer available" in shop.last_answer.params["text"]
+    screen = await shop.press(USER, "cat:c:99999", message=card)
+    assert "no products" in shop.last_answer.params["text"] and "pick a category" in screen.text
     await shop.press(USER, "something:old")
     assert "expired" in shop.last_answer.params["text"]
+    await shop.press(USER, "cat:v:99999999999999999999:1")  # too long to be an id: not a database error
+    assert "expired" in shop.last_answer.params["text"]
+
+
+async def test_sold_out_since_the_card_was_shown(shop: Harness) -> None:
+    await shop.load_demo()
+    card = await shop.send(USER, "/start p_WS-DL-T5820")
+    await set_product(shop, "WS-DL-T5820", stock=0)
+    after = await shop.press(USER, card.button("Add 1 to cart"), message=card)
+    assert shop.last_answer.params["show_alert"] and "out of stock" in shop.last_answer.params["text"]
+    assert after.button("Notify me").startswith("cat:n:")  # the card was redrawn
+    await shop.press(USER, card.button("+"), message=card)
+    assert "just sold out" in shop.last_answer.params["text"]
+
+
+async def test_stale_page_cursor_starts_the_category_over(shop: Harness) -> None:
+    await shop.load_demo()
+    await shop.send(USER, "/catalog")
+    page1 = await shop.press(USER, shop.botapi.last(USER).button("Refurbished laptops"))
+    page2 = await shop.press(USER, page1.button("▶"))
+    async with shop.session_factory() as session, session.begin():
+        await session.execute(update(Product).where(Product.id.in_(
+            [int(d.split(":")[2]) for d in products_on(page2)])).values(active=False))
+    again = await shop.press(USER, page1.button("▶"), message=page1)
+    assert products_on(again) == products_on(page1) and not shop.last_answer.params.get("show_alert")
+    await shop.press(USER, page1.button("▶").rsplit(":", 1)[0] + ":99999999999999999999.1")  # forged cursor
+    assert not shop.last_answer.params.get("show_alert")
 
 
 async def test_typed_quantity_is_validated(shop: Harness) -> None:
     await shop.load_demo()
     card = await shop.send(USER, "/start p_ACC-LEN-65W")
     ask = await shop.press(USER, card.button("Type a quantity"))
-    assert "How many" in ask.text
-    for bad in ("two", "0", "-3", "1.5"):
-        assert "whole number" in (await shop.send(USER, bad)).text
+    assert "How many" in ask.text and "up to 30" in ask.text
+    assert "“two” isn't a whole number" in (await shop.send(USER, "two")).text
+    assert "“1.5” isn't a whole number" in (await shop.send(USER, "1.5")).text
+    assert "0 isn't more than zero" in (await shop.send(USER, "0")).text
+    assert "-3 isn't more than zero" in (await shop.send(USER, "-3")).text
+    assert "“&lt;b&gt;” isn't" in (await shop.send(USER, "<b>")).text
+    await shop.feed({"message": shop._message(USER, None, sticker={
+        "file_id": "s", "file_unique_id": "s", "type": "regular", "width": 1, "height": 1,
+        "is_animated": False, "is_video": False})})
+    assert "type the quantity as a number" in shop.botapi.last(USER).text
     done = await shop.send(USER, "3")
-    assert "3 × Lenovo 65 W USB-C charger" in done.text
+    assert "3 × Lenovo 65 W USB-C charger" in done.text and done.button("Cart") == "menu:cart"
     assert "I didn't get that" in (await shop.send(USER, "3")).text  # the flow is over
 
 
-async def test_every_callback_fits_64_bytes(shop: Harness) -> None:
+async def test_typed_quantity_is_capped_and_can_be_left(shop: Harness) -> None:
     await shop.load_demo()
-    await shop.send(USER, "/start")
-    await shop.press(USER, "menu:catalog")
-    for label, data in list(shop.botapi.last(USER).buttons):
-        if data.startswith("cat:c:"):
-            page = await shop.press(USER, data)
-            for _, pdata in page.buttons:
-                if pdata.startswith("cat:v:"):
-                    await shop.press(USER, pdata)
+    card = await shop.send(USER, "/start p_WS-DL-T5820")  # 2 in stock
+    await shop.press(USER, card.button("Type a quantity"))
+    reply = await shop.send(USER, "50")
+    assert "Only 2" in reply.text and "Only 2 in stock" in reply.text
+    await shop.press(USER, card.button("Type a quantity"), message=card)
+    left = await shop.send(USER, "/cancel")
+    product_id = card.button("Add 1 to cart").split(":")[2]
+    assert "nothing added" in left.text and left.button("Back to product") == f"cat:v:{product_id}:1"
+    assert "I didn't get that" in (await shop.send(USER, "4")).text
+    await shop.press(USER, card.button("Type a quantity"), message=card)
+    cart = await shop.send(USER, "/cart")  # another command leaves the question and still runs
+    assert "Your cart" in cart.text and "2 × = KES 290,000" in cart.text
+    assert "I didn't get that" in (await shop.send(USER, "1")).text
+
+
+async def test_every_callback_fits_64_bytes(shop: Harness) -> None:
+    """Walk every catalogue and cart screen the demo catalogue produces and measure each button."""
+    await shop.load_demo()
+    await shop.send(USER, "/start p_ACC-LEN-65W")
+    await shop.press(USER, shop.botapi.last(USER).button("Add 1 to cart"))
+    todo, done = ["menu:catalog", "menu:cart"], set()
+    while todo:
+        data = todo.pop()
+        if data in done:
+            continue
+        done.add(data)
+        screen = await shop.press(USER, data)
+        for _, found in screen.buttons if screen else []:
+            if found.startswith(("cat:c:", "cat:p:", "cat:v:", "cat:q:", "crt:pg:")) and found not in done:
+                todo.append(found)
     datas = {d for call in shop.botapi.calls for _, d in call.buttons if d and not d.startswith("http")}
-    assert len(datas) > 40
+    assert len(datas) > 80 and any(d.startswith("cat:p:") for d in datas) and "chk:start" in datas
     assert max(len(d.encode()) for d in datas) <= 64
+    assert all(c.params.get("callback_query_id") for c in shop.botapi.sent(method="answerCallbackQuery"))
+    assert len(shop.botapi.sent(method="answerCallbackQuery")) == len(done) + 1  # + the first Add
