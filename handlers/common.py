@@ -9,6 +9,7 @@ from aiogram.fsm.context import FSMContext
 from aiogram.types import CallbackQuery, ErrorEvent, InlineKeyboardButton, InlineKeyboardMarkup, Message
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from db.models import Customer
 from services.i18n import t
 
 log = logging.getLogger(__name__)
@@ -26,7 +27,7 @@ def main_menu(lang: str) -> InlineKeyboardMarkup:
 
 @router.message(CommandStart(deep_link=True))
 async def start_deep_link(message: Message, command: CommandObject, session: AsyncSession, lang: str,
-                          state: FSMContext) -> None:
+                          state: FSMContext, customer: Customer | None = None) -> None:
     await state.clear()
     payload = command.args or ""
     if payload.startswith("p_"):
@@ -38,8 +39,9 @@ async def start_deep_link(message: Message, command: CommandObject, session: Asy
 
 
 @router.message(CommandStart())
-async def start(message: Message, lang: str, state: FSMContext | None = None) -> None:
-    """Welcome and main menu; /start always leaves whatever flow the customer was in."""
+async def start(message: Message, lang: str, state: FSMContext | None = None, customer: Customer | None = None) -> None:
+    """Welcome and main menu; /start always leaves whatever flow the customer was in. Takes `customer`
+    so that first contact registers them and a returning customer who had blocked us is reachable again."""
     if state is not None:
         await state.clear()
     name = message.from_user.first_name if message.from_user else ""

@@ -38,5 +38,7 @@ def t(key: str, lang: str | None = None, /, **values: object) -> str:
     return text.format(**values) if values else text
 
 
-def available_languages() -> list[str]:
-    return sorted(p.name for p in LOCALES_DIR.iterdir() if p.is_dir())
+@lru_cache(maxsize=1)
+def available_languages() -> tuple[str, ...]:
+    """Cached: asked on every update, and the catalogues only change with a deploy."""
+    return tuple(sorted(p.name for p in LOCALES_DIR.iterdir() if p.is_dir()))

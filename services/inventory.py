@@ -2,6 +2,8 @@
 `stock` (free) → `reserved` (unpaid orders) → `sold`. Their sum changes only by restocking."""
 from __future__ import annotations
 
+from typing import NoReturn
+
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -17,9 +19,13 @@ async def reserve(session: AsyncSession, product: Product, qty: int) -> None:
     )
     if result.rowcount != 1:
         left = (await session.execute(select(Product.stock).where(Product.id == product.id))).scalar_one_or_none()
-        if left:
-            raise OutOfStock("error.not_enough_stock", name=product.name, n=left)
-        raise OutOfStock("error.out_of_stock", name=product.name)
+        raise_short(product, left or 0)
+
+
+def raise_short(product: Product, left: int) -> NoReturn:
+    if left > 0:
+        raise OutOfStock("error.not_enough_stock", name=product.name, n=left)
+    raise OutOfStock("error.out_of_stock", name=product.name)
 
 
 async def release(session: AsyncSession, items: list[tuple[int, int]]) -> None:

@@ -196,13 +196,13 @@ async def place_order(
     for line in cart:
         if not line.product.active:
             raise OutOfStock("error.product_gone", name=line.product.name)
+        if line.product.stock < line.quantity:  # already short as read: answer without writing anything
+            inventory.raise_short(line.product, line.product.stock)
     lines = [(line.product, line.quantity) for line in cart]
     claimed = await session.execute(delete(CartItem).where(CartItem.customer_id == customer_id))
     if claimed.rowcount != len(lines):  # another checkout took it first (SQLite has no row locks)
         raise InvalidInput("checkout.cart_changed")
     totals = compute_totals(lines, zone)
-    for product, qty in lines:  # product-id order everywhere: no lock-order deadlocks
-        await inventory.reserve(session, product, qty)
     order = Order(
         public_id=new_public_id(), customer_id=customer_id, state=AWAITING_PAYMENT,
         currency=totals.currency, subtotal=totals.subtotal, shipping=totals.shipping, total=totals.total,
@@ -217,6 +217,10 @@ async def place_order(
     await session.flush()
     session.add(OrderEvent(order_id=order.id, from_state=None, to_state=AWAITING_PAYMENT,
                            actor=f"customer:{customer_id}", note="order placed"))
+    # Stock last: the conditional UPDATE decides who gets the units and locks the product row until
+    # COMMIT, so doing it after the inserts keeps a hot item's lock short in a flash sale.
+    for product, qty in lines:  # product-id order everywhere: no lock-order deadlocks
+        await inventory.reserve(session, product, qty)
     log.info("order.placed", extra={"order": order.public_id, "total": order.total, "currency": order.currency})
     return order
 

@@ -14,7 +14,7 @@ import asyncio
 import logging
 import random
 import time
-from collections import OrderedDict, defaultdict
+from collections import OrderedDict, defaultdict, deque
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -91,8 +91,15 @@ class BotApiTransport:
 class Limits:
     """Telegram's sending limits and the sender's retry policy (one per process, shared by its drains).
 
-    The global aiolimiter has no burst (one slot every 1/rate s), so no one-second window holds more
-    than `per_second` sends. Each chat is spaced by its own interval, booked at the moment of sending
+    Telegram counts messages as they arrive, and a request arrives some time between our decision to
+    send it and its answer. So the hard cap counts each send from the moment it starts until one
+    second after its answer came back: a new send may start only while fewer than `window_max` are
+    so counted. Whatever the network jitter, no second of arrivals then holds more than `window_max`
+    (the last send of any such second started after every other one had arrived, hence less than a
+    second after it was answered). The sustained rate is `window_max / (1 + round trip)`. An
+    aiolimiter bucket of two slots at `per_second` spreads the sends over the second instead of
+    bursting; two slots so a late wake-up of the event loop is made up instead of lost. Each chat is
+    spaced by its own interval, booked at the moment of sending
     (after the global wait, so queueing cannot squeeze two sends together), with 10% slack for
     arrival jitter; an aiolimiter per chat would be booked before the global wait and could. The
     per-chat bookings live in a bounded LRU dict.
@@ -101,7 +108,8 @@ class Limits:
     or the bot as a whole, so 429s on `global_429_chats` different chats within a second are taken
     as the global limit and pause every chat.
     """
-    per_second: float = 29.5
+    per_second: float = 30.0
+    window_max: int = 30
     per_chat_seconds: float = 1.1
     group_seconds: float = 1.1 * 60 / 20
     max_hold: float = 5.0  # a claimed row that cannot be sent this soon is given back, not held
@@ -115,9 +123,25 @@ class Limits:
     overall: AsyncLimiter = field(init=False)
     _next_ok: OrderedDict[int, float] = field(default_factory=OrderedDict)
     _recent_429: list[tuple[float, int]] = field(default_factory=list)
+    _in_flight: int = 0
+    _answered_at: deque[float] = field(default_factory=deque)
 
     def __post_init__(self) -> None:
-        self.overall = AsyncLimiter(1, 1 / self.per_second)
+        self.overall = AsyncLimiter(2, 2 / self.per_second)
+        self.window_max = min(self.window_max, max(1, int(self.per_second)))
+
+    def _window_wait(self, now: float) -> float:
+        """Seconds to wait before one more send may start (0: now); see the class docstring."""
+        while self._answered_at and now - self._answered_at[0] >= 1.0:
+            self._answered_at.popleft()
+        if self._in_flight + len(self._answered_at) < self.window_max:
+            return 0.0
+        return self._answered_at[0] + 1.0 - now if self._answered_at else 0.005
+
+    def answered(self) -> None:
+        """A send that `wait_turn` allowed has finished (whatever its outcome)."""
+        self._in_flight -= 1
+        self._answered_at.append(time.monotonic())
 
     def chat_delay(self, chat_id: int) -> float:
         """Seconds until `chat_id` may be written to: its spacing, a 429 on it, or a global pause."""
@@ -131,7 +155,8 @@ class Limits:
 
     async def wait_turn(self, chat_id: int, deadline: float) -> bool:
         """Wait for the chat's turn and a global slot. False (chat slot not booked) if that would be
-        after `deadline` (monotonic), so the caller can give the row back before its lease runs out."""
+        after `deadline` (monotonic), so the caller can give the row back before its lease runs out.
+        After True the caller sends at once and then calls `answered()`."""
         spacing = self.group_seconds if chat_id < 0 else self.per_chat_seconds
         while True:
             delay = self.chat_delay(chat_id)
@@ -143,10 +168,16 @@ class Limits:
             async with self.overall:
                 pass
             now = time.monotonic()
+            while (wait := self._window_wait(now)) > 0:
+                if now + wait > deadline:
+                    return False
+                await asyncio.sleep(wait)
+                now = time.monotonic()
             if now > deadline:
                 return False
             if self.chat_delay(chat_id) <= 0:
                 self._book(chat_id, now + spacing)
+                self._in_flight += 1
                 return True
 
     def note_429(self, chat_id: int, seconds: float) -> bool:
@@ -225,7 +256,10 @@ async def _send_chat(session_factory: async_sessionmaker[AsyncSession], transpor
                 await _release(session_factory, rows[index:], max(limits.chat_delay(chat_id), 0.0))
                 return sent
             try:
-                await transport.send(chat_id, row.text, row.reply_markup)
+                try:
+                    await transport.send(chat_id, row.text, row.reply_markup)
+                finally:
+                    limits.answered()
             except RetryAfter as exc:
                 scope = "global" if limits.note_429(chat_id, exc.seconds) else "chat"
                 await _release(session_factory, rows[index:], exc.seconds, f"429 retry_after={exc.seconds}")

@@ -75,3 +75,24 @@ async def test_run_web_registers_the_webhook_with_its_secret(engine, botapi) -> 
     assert call.params["url"] == "https://shop.example/telegram"
     assert call.params["secret_token"] == serve.webhook_secret(settings)
     assert len(call.params["secret_token"]) >= 32
+
+
+async def test_a_button_press_is_answered_in_the_webhook_reply(webhook_shop: Harness) -> None:
+    """The callback answer rides back in the HTTP reply (Telegram runs it), the screen edit goes out
+    as a call; a press fed outside the webhook (polling) still answers with its own call."""
+    assert webhook_shop.shop is not None
+    headers = {"X-Telegram-Bot-Api-Secret-Token": SECRET}
+    async with serve_shop(webhook_shop.shop) as base, httpx.AsyncClient(base_url=base) as http:
+        assert (await http.post("/telegram", json=start_update(90), headers=headers)).status_code == 200
+        menu = webhook_shop.botapi.last(USER)
+        press = {"update_id": 91, "callback_query": {
+            "id": "cq-91", "from": {"id": USER, "is_bot": False, "first_name": "Amina"}, "chat_instance": "ci",
+            "data": "menu:catalog", "message": {**menu.result, "chat": {"id": USER, "type": "private"}}}}
+        reply = await http.post("/telegram", json=press, headers=headers)
+    assert reply.status_code == 200
+    assert reply.json() == {"method": "answerCallbackQuery", "callback_query_id": "cq-91"}
+    assert webhook_shop.botapi.sent(method="answerCallbackQuery") == []
+    assert webhook_shop.botapi.sent(USER, "editMessageText"), "the catalogue screen is still shown by a call"
+
+    await webhook_shop.press(USER, "menu:catalog")  # the dispatcher fed directly, as in polling mode
+    assert [c.params["callback_query_id"] for c in webhook_shop.botapi.sent(method="answerCallbackQuery")]

@@ -1,12 +1,22 @@
 """The Telegram webhook: only requests carrying our secret, junk answered 400 (never 500), and an
-update Telegram delivers twice is handled once."""
+update Telegram delivers twice is handled once.
+
+A button press is answered (answerCallbackQuery) in the webhook's own HTTP reply, which Telegram
+executes as a Bot API call: one request fewer per press. Handlers keep calling `query.answer()`; a
+Bot session middleware holds that call back while the update is being handled through the webhook
+and the webhook returns it. Anywhere else (polling, tests feeding updates, tasks that outlive the
+update) the call goes out as usual."""
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
 from collections import OrderedDict
+from typing import Any
 
 from aiogram import Bot, Dispatcher
+from aiogram.client.session.middlewares.base import BaseRequestMiddleware, NextRequestMiddlewareType
+from aiogram.methods import AnswerCallbackQuery, Response, TelegramMethod
 from aiogram.types import Update
 from aiogram.webhook.aiohttp_server import SimpleRequestHandler
 from aiohttp import web
@@ -31,10 +41,37 @@ class SeenUpdates:
         return True
 
 
+class _Reply:
+    """The one callback answer an update may carry back in the webhook reply."""
+
+    def __init__(self) -> None:
+        self.method: AnswerCallbackQuery | None = None
+        self.open = True
+
+
+_reply: contextvars.ContextVar[_Reply | None] = contextvars.ContextVar("telegram_webhook_reply", default=None)
+
+
+class DeferCallbackAnswers(BaseRequestMiddleware):
+    async def __call__(self, make_request: NextRequestMiddlewareType[Any], bot: Bot,
+                       method: TelegramMethod[Any]) -> Response[Any]:
+        reply = _reply.get()
+        if isinstance(method, AnswerCallbackQuery) and reply is not None and reply.open and reply.method is None:
+            reply.method = method
+            return Response[bool](ok=True, result=True)
+        return await make_request(bot, method)
+
+
+def install_reply_middleware(bot: Bot) -> None:
+    if not any(isinstance(m, DeferCallbackAnswers) for m in bot.session.middleware):
+        bot.session.middleware(DeferCallbackAnswers())
+
+
 class TelegramWebhook(SimpleRequestHandler):
     def __init__(self, dispatcher: Dispatcher, bot: Bot, secret_token: str | None) -> None:
         super().__init__(dispatcher=dispatcher, bot=bot, secret_token=secret_token, handle_in_background=False)
         self.seen = SeenUpdates()
+        install_reply_middleware(bot)
 
     async def _handle_request(self, bot: Bot, request: web.Request) -> web.Response:
         if request.content_type != "application/json":
@@ -47,8 +84,18 @@ class TelegramWebhook(SimpleRequestHandler):
         if not self.seen.first_time(update.update_id):
             log.info("telegram.webhook.duplicate", extra={"update_id": update.update_id})
             return web.json_response({})
-        await self.dispatcher.feed_update(bot, update, **self.data)
-        return web.json_response({})
+        reply = _Reply()
+        token = _reply.set(reply)
+        try:
+            await self.dispatcher.feed_update(bot, update, **self.data)
+        finally:
+            reply.open = False
+            _reply.reset(token)
+        if reply.method is None:
+            return web.json_response({})
+        body = reply.method.model_dump(exclude_none=True, warnings=False)
+        body["method"] = reply.method.__api_method__
+        return web.json_response(body)
 
     async def _handle_close(self, app: web.Application) -> None:
         return None  # the Shop owns the bot session and closes it
