@@ -2,7 +2,7 @@
 `stock` (free) → `reserved` (unpaid orders) → `sold`. Their sum changes only by restocking."""
 from __future__ import annotations
 
-from typing import NoReturn
+from typing import NoReturn, Protocol
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -11,7 +11,13 @@ from db.models import Product
 from services.errors import OutOfStock
 
 
-async def reserve(session: AsyncSession, product: Product, qty: int) -> None:
+class StockItem(Protocol):
+    """A Product, or any row carrying its id and name."""
+    id: int
+    name: str
+
+
+async def reserve(session: AsyncSession, product: StockItem, qty: int) -> None:
     result = await session.execute(
         update(Product).where(Product.id == product.id, Product.stock >= qty, Product.active.is_(True))
         .values(stock=Product.stock - qty, reserved=Product.reserved + qty)
@@ -22,7 +28,7 @@ async def reserve(session: AsyncSession, product: Product, qty: int) -> None:
         raise_short(product, left or 0)
 
 
-def raise_short(product: Product, left: int) -> NoReturn:
+def raise_short(product: StockItem, left: int) -> NoReturn:
     if left > 0:
         raise OutOfStock("error.not_enough_stock", name=product.name, n=left)
     raise OutOfStock("error.out_of_stock", name=product.name)
