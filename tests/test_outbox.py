@@ -258,3 +258,27 @@ async def test_run_sender_drains_until_cancelled(session_factory, botapi) -> Non
         await task
     assert states == {"sent"}
     assert delivered(botapi) == Counter({(861, "from the worker"): 1, (862, "also"): 1})
+
+
+class JitteryTransport:
+    """Arrives at Telegram anywhere from 0 to 150 ms after being sent and is answered up to 150 ms
+    later: the network jitter that packed more than 30 arrivals into a second when the cap counted
+    sends at the moment they left."""
+
+    def __init__(self, seed: int) -> None:
+        import random
+        self.random, self.arrivals = random.Random(seed), []  # type: ignore[var-annotated]
+
+    async def send(self, chat_id: int, text: str, reply_markup: object = None) -> None:
+        await asyncio.sleep(self.random.uniform(0, 0.15))
+        self.arrivals.append(asyncio.get_running_loop().time())
+        await asyncio.sleep(self.random.uniform(0, 0.15))
+
+
+async def test_no_second_of_arrivals_exceeds_the_cap_whatever_the_jitter(session_factory) -> None:  # type: ignore[no-untyped-def]
+    await queue(session_factory, [(700 + chat, "jitter") for chat in range(75)])
+    transport = JitteryTransport(seed=7)
+    assert await drain_all(session_factory, transport, Limits()) == 75
+    arrivals = sorted(transport.arrivals)
+    busiest = max(sum(1 for t in arrivals[i:] if t - start < 1.0) for i, start in enumerate(arrivals))
+    assert busiest <= 30, f"{busiest} arrivals within one second"
