@@ -120,9 +120,9 @@ class Result:
 
 def main(run: Callable[[], Any]) -> None:
     """`python -m bench.<name>`: run one benchmark, exit 1 when it fails."""
-    import asyncio
+    from bot.loop import run as run_loop
 
     quiet_logs()
-    result: Result = asyncio.run(run())
+    result: Result = run_loop(run())
     result.print()
     raise SystemExit(0 if result.passed else 1)

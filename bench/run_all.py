@@ -3,7 +3,6 @@ its own fresh PostgreSQL database, print every figure and a PASS/FAIL summary. E
 target is missed. Names: throughput, flash_sale, fanout, dhl_cycle, catalog_scale."""
 from __future__ import annotations
 
-import asyncio
 import importlib
 import os
 import platform
@@ -11,6 +10,7 @@ import sys
 import time
 
 from bench.common import Result, quiet_logs
+from bot.loop import run as run_loop
 
 ALL = ("throughput", "flash_sale", "fanout", "dhl_cycle", "catalog_scale")
 
@@ -43,7 +43,7 @@ def main() -> None:
     print(f"# storefront benchmarks on {machine()}", flush=True)
     results = []
     for name in names:
-        result = asyncio.run(run_one(name))
+        result = run_loop(run_one(name))
         result.print()
         results.append(result)
     print("\n# summary")

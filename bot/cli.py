@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import sys
 from pathlib import Path
 
 from bot.config import ConfigError, Settings, load_settings
 from bot.logging_setup import setup_logging
+from bot.loop import run as run_loop
 
 log = logging.getLogger("storefront")
 DEMO_CATALOG = Path(__file__).resolve().parent.parent / "catalog" / "demo.yaml"
@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     setup_logging(settings.log_level)
     try:
-        return asyncio.run(_dispatch(args, settings))
+        return run_loop(_dispatch(args, settings))
     except KeyboardInterrupt:
         return 0
 

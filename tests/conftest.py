@@ -43,6 +43,14 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ["STOREFRONT_SUITE_LOG"] = str(SUITE_LOG)
 
 
+def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, object] | None:
+    """Tests run on the loop production runs on (bot/loop.py: uvloop where installed)."""
+    from bot.loop import loop_factory
+
+    factory = loop_factory()
+    return {"uvloop": factory} if factory else None
+
+
 PG_ADMIN_DSN = os.environ.get("TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 BACKENDS = [b.strip() for b in os.environ.get("STOREFRONT_TEST_BACKENDS", "sqlite,postgresql").split(",") if b.strip()]
 
