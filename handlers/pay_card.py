@@ -44,6 +44,7 @@ async def pay_by_card(query: CallbackQuery, session: AsyncSession, customer: Cus
         await query.answer(t("stripe.unavailable", lang), show_alert=True)
         return
     await query.answer()
+    await session.commit()  # hand the connection back: the payment flow has its own, around a slow HTTP call
     try:
         payment = await start_card_payment(session_factory, providers["stripe"], order.public_id, customer.id,
                                            settings, return_url=await _return_url(query, settings))

@@ -59,11 +59,12 @@ async def pay_with_mpesa(query: CallbackQuery, session: AsyncSession, customer: 
         await query.message.answer(t("mpesa.ask_phone", lang))
         return
     await query.answer()
+    await session.commit()  # hand the connection back: the payment flow has its own, around a slow HTTP call
     await _push(query.message, order.public_id, customer, msisdn, lang, providers, settings, session_factory)
 
 
 @router.message(StateFilter(MpesaPhone.waiting), F.text, ~F.text.startswith("/"))
-async def typed_mpesa_phone(message: Message, customer: Customer, state: FSMContext, lang: str,
+async def typed_mpesa_phone(message: Message, session: AsyncSession, customer: Customer, state: FSMContext, lang: str,
                             providers: dict[str, Any], settings: Settings,
                             session_factory: async_sessionmaker[AsyncSession]) -> None:
     try:
@@ -76,6 +77,7 @@ async def typed_mpesa_phone(message: Message, customer: Customer, state: FSMCont
         return
     order_id = (await state.get_data()).get("order", "")
     await state.clear()
+    await session.commit()  # hand the connection back (the customer row was loaded with it)
     await _push(message, order_id, customer, msisdn, lang, providers, settings, session_factory)
 
 
@@ -122,6 +124,7 @@ async def check_status(query: CallbackQuery, session: AsyncSession, customer: Cu
     # Daraja rate-limits the query: a button pressed again within seconds reuses the last answer.
     asked_lately = payment.query_attempts > 0 and utcnow() - payment.updated_at < QUERY_MIN_INTERVAL
     if state == "pending" and "mpesa" in providers and not asked_lately:
+        await session.commit()  # hand the connection back: the query has its own, around a slow HTTP call
         state = await mpesa_flow.query_and_settle(session_factory, providers["mpesa"], payment.id, settings)
         state = {"duplicate": "paid", "late_paid": "paid"}.get(state, state)
     await query.answer(t(f"mpesa.status.{state if state in ('paid', 'failed', 'pending') else 'other'}", lang,

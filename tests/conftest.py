@@ -21,6 +21,7 @@ from db.migrate import upgrade
 from db.models import Base
 from db.session import make_engine, make_sessionmaker
 from tests.harness import Harness
+from tests.pool_guard import OneConnectionPerTask
 from tests.standins import BotAPIStandIn
 
 SUITE_LOG = Path(os.environ.get("STOREFRONT_SUITE_LOG", "/tmp/storefront-suite-%d.log" % os.getpid()))
@@ -87,10 +88,14 @@ async def db_backend(request: pytest.FixtureRequest, tmp_path_factory: pytest.Te
             await admin.close()
 
 
+POOL_GUARDS: dict[int, OneConnectionPerTask] = {}
+
+
 @pytest_asyncio.fixture(scope="session")
 async def migrated_engine(db_backend: tuple[str, str]) -> AsyncIterator[AsyncEngine]:
     engine = make_engine(db_backend[1])
     await upgrade(engine)
+    POOL_GUARDS[id(engine)] = OneConnectionPerTask(engine)
     yield engine
     await engine.dispose()
 
@@ -106,10 +111,15 @@ async def wipe(engine: AsyncEngine) -> None:
 
 
 @pytest_asyncio.fixture
-async def engine(migrated_engine: AsyncEngine) -> AsyncIterator[AsyncEngine]:
-    """A migrated, empty database for one test."""
+async def engine(migrated_engine: AsyncEngine, request: pytest.FixtureRequest) -> AsyncIterator[AsyncEngine]:
+    """A migrated, empty database for one test, which fails if the shop's code made one task hold two
+    pooled connections at once (tests/pool_guard.py)."""
     await wipe(migrated_engine)
+    guard = POOL_GUARDS[id(migrated_engine)]
+    guard.take()
     yield migrated_engine
+    held_two = guard.take()
+    assert not held_two or request.node.get_closest_marker("two_sessions"), "a task held two pooled connections at once:\n" + held_two[0]
 
 
 @pytest.fixture

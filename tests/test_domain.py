@@ -109,6 +109,7 @@ async def test_cancel_and_expire_release_and_paid_cancel_returns_stock(session_f
     assert await stock_of(session_factory, pid) == (5, 0, 0)
 
 
+@pytest.mark.two_sessions
 async def test_stale_object_cannot_apply_a_transition_twice(session_factory) -> None:  # type: ignore[no-untyped-def]
     pid = await make_product(session_factory, stock=5)
     order = await make_order(session_factory, 31, [(pid, 1)])
