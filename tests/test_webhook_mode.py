@@ -96,3 +96,31 @@ async def test_a_button_press_is_answered_in_the_webhook_reply(webhook_shop: Har
 
     await webhook_shop.press(USER, "menu:catalog")  # the dispatcher fed directly, as in polling mode
     assert [c.params["callback_query_id"] for c in webhook_shop.botapi.sent(method="answerCallbackQuery")]
+
+
+async def test_a_slow_update_answers_its_button_press_without_waiting(webhook_shop: Harness) -> None:
+    """An update still busy after HOLD_SECONDS (here: the screen edit hangs at Telegram, as a payment
+    provider's HTTP call would) has its callback answer sent as a call then; the reply carries nothing."""
+    from webhooks.telegram import HOLD_SECONDS
+
+    answered_before_the_edit_returned: list[bool] = []
+
+    async def slow_edits(method: str, params: dict) -> None:  # type: ignore[type-arg]
+        if method == "editMessageText":
+            await asyncio.sleep(HOLD_SECONDS * 3)
+            answered_before_the_edit_returned.append(bool(webhook_shop.botapi.sent(method="answerCallbackQuery")))
+        return None
+
+    assert webhook_shop.shop is not None
+    headers = {"X-Telegram-Bot-Api-Secret-Token": SECRET}
+    async with serve_shop(webhook_shop.shop) as base, httpx.AsyncClient(base_url=base) as http:
+        assert (await http.post("/telegram", json=start_update(95), headers=headers)).status_code == 200
+        menu = webhook_shop.botapi.last(USER)
+        webhook_shop.botapi.responder = slow_edits
+        press = {"update_id": 96, "callback_query": {
+            "id": "cq-96", "from": {"id": USER, "is_bot": False, "first_name": "Amina"}, "chat_instance": "ci",
+            "data": "menu:catalog", "message": {**menu.result, "chat": {"id": USER, "type": "private"}}}}
+        reply = await http.post("/telegram", json=press, headers=headers)
+    assert reply.status_code == 200 and reply.json() == {}
+    assert answered_before_the_edit_returned == [True]
+    assert [c.params["callback_query_id"] for c in webhook_shop.botapi.sent(method="answerCallbackQuery")] == ["cq-96"]

@@ -4,10 +4,13 @@ update Telegram delivers twice is handled once.
 A button press is answered (answerCallbackQuery) in the webhook's own HTTP reply, which Telegram
 executes as a Bot API call: one request fewer per press. Handlers keep calling `query.answer()`; a
 Bot session middleware holds that call back while the update is being handled through the webhook
-and the webhook returns it. Anywhere else (polling, tests feeding updates, tasks that outlive the
-update) the call goes out as usual."""
+and the webhook returns it. An update still being handled after `HOLD_SECONDS` (a payment
+provider's HTTP call) has its answer sent as a call then, so the button's spinner does not wait for
+the provider. Anywhere else (polling, tests feeding updates, tasks that outlive the update) the call
+goes out as usual."""
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import json
 import logging
@@ -41,25 +44,55 @@ class SeenUpdates:
         return True
 
 
+HOLD_SECONDS = 0.5
+
+
 class _Reply:
     """The one callback answer an update may carry back in the webhook reply."""
 
     def __init__(self) -> None:
         self.method: AnswerCallbackQuery | None = None
         self.open = True
+        self.timer: asyncio.TimerHandle | None = None
+
+    def take(self) -> AnswerCallbackQuery | None:
+        """Close the reply and hand over the answer held, if any (to the webhook or the late sender)."""
+        self.open = False
+        if self.timer is not None:
+            self.timer.cancel()
+        method, self.method = self.method, None
+        return method
 
 
 _reply: contextvars.ContextVar[_Reply | None] = contextvars.ContextVar("telegram_webhook_reply", default=None)
 
 
 class DeferCallbackAnswers(BaseRequestMiddleware):
+    def __init__(self) -> None:
+        self._late: set[asyncio.Task[None]] = set()
+
     async def __call__(self, make_request: NextRequestMiddlewareType[Any], bot: Bot,
                        method: TelegramMethod[Any]) -> Response[Any]:
         reply = _reply.get()
         if isinstance(method, AnswerCallbackQuery) and reply is not None and reply.open and reply.method is None:
             reply.method = method
+            reply.timer = asyncio.get_running_loop().call_later(HOLD_SECONDS, self._send_late, reply, make_request, bot)
             return Response[bool](ok=True, result=True)
         return await make_request(bot, method)
+
+    def _send_late(self, reply: _Reply, make_request: NextRequestMiddlewareType[Any], bot: Bot) -> None:
+        method = reply.take()
+        if method is not None:
+            task = asyncio.create_task(self._send(make_request, bot, method))
+            self._late.add(task)
+            task.add_done_callback(self._late.discard)
+
+    @staticmethod
+    async def _send(make_request: NextRequestMiddlewareType[Any], bot: Bot, method: AnswerCallbackQuery) -> None:
+        try:
+            await make_request(bot, method)
+        except Exception as exc:  # noqa: BLE001 - a spinner left turning is not worth failing the update for
+            log.warning("telegram.callback_answer_failed", extra={"error": str(exc)})
 
 
 def install_reply_middleware(bot: Bot) -> None:
@@ -89,12 +122,12 @@ class TelegramWebhook(SimpleRequestHandler):
         try:
             await self.dispatcher.feed_update(bot, update, **self.data)
         finally:
-            reply.open = False
+            method = reply.take()
             _reply.reset(token)
-        if reply.method is None:
+        if method is None:
             return web.json_response({})
-        body = reply.method.model_dump(exclude_none=True, warnings=False)
-        body["method"] = reply.method.__api_method__
+        body = method.model_dump(exclude_none=True, warnings=False)
+        body["method"] = method.__api_method__
         return web.json_response(body)
 
     async def _handle_close(self, app: web.Application) -> None:
