@@ -161,6 +161,15 @@ class Totals:
     total: int
 
 
+class Priced(Protocol):
+    """What pricing and stock moves need of a product: a Product, or a row of `_CART_TO_CLAIM`."""
+    id: int
+    sku: str
+    name: str
+    price_kes: int
+    price_usd: int
+
+
 def unit_price(product: Priced, currency: str) -> int:
     return product.price_kes if currency == "KES" else product.price_usd
 
@@ -169,15 +178,6 @@ def compute_totals(lines: Sequence[tuple[Priced, int]], zone: Zone) -> Totals:
     """The one place totals are computed: lines in the zone's currency plus the zone's shipping."""
     subtotal = sum(unit_price(p, zone.currency) * qty for p, qty in lines)
     return Totals(zone.currency, subtotal, zone.shipping, subtotal + zone.shipping)
-
-
-class Priced(Protocol):
-    """What pricing and stock moves need of a product: a Product, or a row of `_CART_TO_CLAIM`."""
-    id: int
-    sku: str
-    name: str
-    price_kes: int
-    price_usd: int
 
 
 # Built once, plain columns, run on the session's connection (Core, no ORM result processing): in a

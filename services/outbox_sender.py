@@ -98,11 +98,12 @@ class Limits:
     (the last send of any such second started after every other one had arrived, hence less than a
     second after it was answered). The sustained rate is `window_max / (1 + round trip)`. An
     aiolimiter bucket of two slots at `per_second` spreads the sends over the second instead of
-    bursting; two slots so a late wake-up of the event loop is made up instead of lost. Each chat is
-    spaced by its own interval, booked at the moment of sending
-    (after the global wait, so queueing cannot squeeze two sends together), with 10% slack for
-    arrival jitter; an aiolimiter per chat would be booked before the global wait and could. The
-    per-chat bookings live in a bounded LRU dict.
+    bursting; two slots so a late wake-up of the event loop is made up instead of lost.
+
+    Each chat is spaced by its own interval, booked at the moment of sending (after the global wait,
+    so queueing cannot squeeze two sends together), with 10% slack for arrival jitter; an aiolimiter
+    per chat would be booked before the global wait and could. The per-chat bookings live in a
+    bounded LRU dict.
 
     A 429 makes that chat wait `retry_after`. Telegram does not say whether a 429 is about one chat
     or the bot as a whole, so 429s on `global_429_chats` different chats within a second are taken
