@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.config import Settings
 from bot.middlewares import CustomerMiddleware, DbSessionMiddleware, LanguageMiddleware
+from services.cache import CatalogueMemo
 
 log = logging.getLogger(__name__)
 
@@ -82,11 +83,12 @@ def build_dispatcher(settings: Settings, session_factory: async_sessionmaker[Asy
     from handlers import setup_routers
 
     dp = Dispatcher(storage=build_storage(settings), settings=settings, session_factory=session_factory,
-                    **extra)
+                    screens=CatalogueMemo(settings.catalog_cache_seconds), **extra)
+    customers = CustomerMiddleware()
     for observer in (dp.message, dp.callback_query):
         observer.outer_middleware(DbSessionMiddleware(session_factory))
         observer.outer_middleware(LanguageMiddleware())
-        observer.middleware(CustomerMiddleware())
+        observer.middleware(customers)
     dp.include_router(setup_routers())
     run_magic_filters_inline(dp)
     return dp

@@ -6,12 +6,14 @@ loaded only for handlers that take a `customer` argument, so screens that need n
 menu, help, the catalogue's first screen) cost no database round trip."""
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiogram import BaseMiddleware
 from aiogram.dispatcher.event.handler import HandlerObject
 from aiogram.types import TelegramObject, User
+from sqlalchemy import event as sa_event
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.cart import ensure_customer
@@ -46,17 +48,38 @@ class LanguageMiddleware(BaseMiddleware):
 
 
 class CustomerMiddleware(BaseMiddleware):
-    """Registers the customer on first contact (and notes they can be reached again) for every handler
-    that takes a `customer` argument. Inner middleware: it runs once the handler is chosen."""
+    """Registers the customer on first contact (and notes they can be reached again). Handlers that
+    take `customer` get the row; handlers that only need to know who it is take `customer_id`, and
+    for those a customer this process registered or checked less than `remember_seconds` ago costs
+    no lookup (browsing the catalogue is most of the traffic). Inner middleware: it runs once the
+    handler is chosen, so screens that need neither cost nothing."""
+
+    def __init__(self, remember_seconds: float = 60.0, max_remembered: int = 100_000) -> None:
+        self.remember_seconds, self.max_remembered = remember_seconds, max_remembered
+        self._checked: dict[tuple[int, int], float] = {}  # (user id, chat id) -> until (monotonic)
 
     async def __call__(self, handler: Handler, event: TelegramObject, data: dict[str, Any]) -> Any:
         chosen: HandlerObject | None = data.get("handler")
-        wants = chosen is None or chosen.varkw or "customer" in chosen.params
+        wants_row = chosen is None or chosen.varkw or "customer" in chosen.params
+        wants_id = chosen is not None and "customer_id" in chosen.params
         user: User | None = data.get("event_from_user")
         chat = data.get("event_chat")
-        if wants and user is not None and not user.is_bot and (chat is None or chat.type == "private"):
-            data["customer"] = await ensure_customer(
-                data["session"], user.id, chat.id if chat else user.id, user.first_name or "",
-                user.username, data.get("lang", "en"),
-            )
+        if (wants_row or wants_id) and user is not None and not user.is_bot and (chat is None or chat.type == "private"):
+            chat_id = chat.id if chat else user.id
+            key, now = (user.id, chat_id), time.monotonic()
+            if wants_row or self._checked.get(key, 0.0) <= now:
+                session: AsyncSession = data["session"]
+                data["customer"] = await ensure_customer(
+                    session, user.id, chat_id, user.first_name or "", user.username, data.get("lang", "en"),
+                )
+                # Only once it is committed: a first contact rolled back with its update left no row.
+                sa_event.listen(session.sync_session, "after_commit", lambda _s: self._remember(key, now), once=True)
+            data["customer_id"] = user.id
         return await handler(event, data)
+
+    def _remember(self, key: tuple[int, int], now: float) -> None:
+        if len(self._checked) >= self.max_remembered:
+            self._checked = {k: until for k, until in self._checked.items() if until > now}
+            if len(self._checked) >= self.max_remembered:
+                self._checked.clear()
+        self._checked[key] = now + self.remember_seconds

@@ -13,7 +13,6 @@ from aiogram.filters import Command
 from aiogram.types import CallbackQuery, InlineKeyboardMarkup, Message
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from db.models import Customer
 from handlers.render import TEXT_LIMIT, kb, send, show
 from services import cart as cart_service
 from services import catalog
@@ -58,8 +57,8 @@ def paginate(texts: list[str], budget: int = PAGE_BUDGET, per_page: int = MAX_LI
     return pages
 
 
-async def cart_screen(session: AsyncSession, customer: Customer, lang: str, page: int = 0) -> tuple[str, InlineKeyboardMarkup]:
-    lines = await cart_service.lines(session, customer.id)
+async def cart_screen(session: AsyncSession, customer_id: int, lang: str, page: int = 0) -> tuple[str, InlineKeyboardMarkup]:
+    lines = await cart_service.lines(session, customer_id)
     if not lines:
         return t("cart.empty", lang), kb([(t("menu.catalog", lang), "menu:catalog"), (t("menu.back", lang), "menu:main")])
     texts = [_line_text(i, line, lang) for i, line in enumerate(lines, start=1)]
@@ -86,40 +85,40 @@ async def cart_screen(session: AsyncSession, customer: Customer, lang: str, page
 
 
 @router.callback_query(F.data == "menu:cart")
-async def open_cart(query: CallbackQuery, session: AsyncSession, customer: Customer, lang: str) -> None:
-    screen = await cart_screen(session, customer, lang)
+async def open_cart(query: CallbackQuery, session: AsyncSession, customer_id: int, lang: str) -> None:
+    screen = await cart_screen(session, customer_id, lang)
     await query.answer()
     await show(query, *screen)
 
 
 @router.message(Command("cart"))
-async def cart_command(message: Message, session: AsyncSession, customer: Customer, lang: str) -> None:
-    await send(message, *await cart_screen(session, customer, lang))
+async def cart_command(message: Message, session: AsyncSession, customer_id: int, lang: str) -> None:
+    await send(message, *await cart_screen(session, customer_id, lang))
 
 
 @router.callback_query(F.data.regexp(r"^crt:pg:(-?\d{1,4})$").as_("m"))
-async def cart_page(query: CallbackQuery, m, session: AsyncSession, customer: Customer, lang: str) -> None:  # type: ignore[no-untyped-def]
+async def cart_page(query: CallbackQuery, m, session: AsyncSession, customer_id: int, lang: str) -> None:  # type: ignore[no-untyped-def]
     await query.answer()
-    await show(query, *await cart_screen(session, customer, lang, int(m.group(1))))
+    await show(query, *await cart_screen(session, customer_id, lang, int(m.group(1))))
 
 
 @router.callback_query(F.data.regexp(r"^crt:([dir]):(\d{1,9}):(\d{1,4})$").as_("m"))
-async def change_line(query: CallbackQuery, m, session: AsyncSession, customer: Customer, lang: str) -> None:  # type: ignore[no-untyped-def]
+async def change_line(query: CallbackQuery, m, session: AsyncSession, customer_id: int, lang: str) -> None:  # type: ignore[no-untyped-def]
     """− / + / ✖ on a line. A button for a line that is gone refreshes the cart with a short answer."""
     action, product_id, page = m.group(1), int(m.group(2)), int(m.group(3))
-    current = await cart_service.quantity_in_cart(session, customer.id, product_id)
+    current = await cart_service.quantity_in_cart(session, customer_id, product_id)
     if current == 0:
         await query.answer(t("cart.line_missing", lang), show_alert=True)
-        await show(query, *await cart_screen(session, customer, lang, page))
+        await show(query, *await cart_screen(session, customer_id, lang, page))
         return
     target = {"d": current - 1, "i": current + 1, "r": 0}[action]
     try:
         product = await catalog.get_product(session, product_id, active_only=False)
         if target == 0:
-            await cart_service.remove(session, customer.id, product_id)
+            await cart_service.remove(session, customer_id, product_id)
             now = 0
         else:
-            now = await cart_service.set_quantity(session, customer.id, product, target)
+            now = await cart_service.set_quantity(session, customer_id, product, target)
     except (DomainError, NotFound) as exc:
         await query.answer(t(exc.key, lang, **exc.values), show_alert=True)
         return
@@ -129,11 +128,11 @@ async def change_line(query: CallbackQuery, m, session: AsyncSession, customer: 
         await query.answer(t("cart.removed", lang, name=product.name[:60]))
     else:
         await query.answer()
-    await show(query, *await cart_screen(session, customer, lang, page))
+    await show(query, *await cart_screen(session, customer_id, lang, page))
 
 
 @router.callback_query(F.data == "crt:clr")
-async def clear_cart(query: CallbackQuery, session: AsyncSession, customer: Customer, lang: str) -> None:
-    await cart_service.clear(session, customer.id)
+async def clear_cart(query: CallbackQuery, session: AsyncSession, customer_id: int, lang: str) -> None:
+    await cart_service.clear(session, customer_id)
     await query.answer(t("cart.cleared", lang))
-    await show(query, *await cart_screen(session, customer, lang))
+    await show(query, *await cart_screen(session, customer_id, lang))

@@ -14,9 +14,11 @@ reach the database as an out-of-range integer):
 from __future__ import annotations
 
 import html
+from dataclasses import astuple
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from aiogram import F, Router
 from aiogram.dispatcher.event.bases import SkipHandler
@@ -32,6 +34,7 @@ from db.models import Customer, Product
 from handlers.render import CAPTION_LIMIT, TEXT_LIMIT, kb, send, show
 from services import cart as cart_service
 from services import catalog
+from services.cache import CatalogueMemo
 from services.errors import DomainError, NotFound
 from services.i18n import t
 from services.money import format_money
@@ -159,16 +162,20 @@ def _short(name: str, limit: int = 40) -> str:
 # --- browsing ---------------------------------------------------------------------------------------
 
 
+def cached_categories_screen(screens: CatalogueMemo[Any], session: AsyncSession, lang: str) -> Awaitable[Screen]:
+    return screens.get(("categories", lang), lambda: categories_screen(session, lang))
+
+
 @router.callback_query(F.data == "menu:catalog")
-async def open_catalog(query: CallbackQuery, session: AsyncSession, lang: str) -> None:
-    text, markup = await categories_screen(session, lang)
+async def open_catalog(query: CallbackQuery, session: AsyncSession, lang: str, screens: CatalogueMemo[Any]) -> None:
+    text, markup = await cached_categories_screen(screens, session, lang)
     await query.answer()
     await show(query, text, markup)
 
 
 @router.message(Command("catalog"))
-async def catalog_command(message: Message, session: AsyncSession, lang: str) -> None:
-    text, markup = await categories_screen(session, lang)
+async def catalog_command(message: Message, session: AsyncSession, lang: str, screens: CatalogueMemo[Any]) -> None:
+    text, markup = await cached_categories_screen(screens, session, lang)
     await send(message, text, markup)
 
 
@@ -182,23 +189,29 @@ async def open_main_menu(query: CallbackQuery, lang: str) -> None:
 
 
 @router.callback_query(F.data.regexp(rf"^cat:c:{ID}$").as_("m"))
-async def open_category(query: CallbackQuery, m, session: AsyncSession, lang: str, settings: Settings) -> None:  # type: ignore[no-untyped-def]
-    await _show_category(query, session, lang, settings, int(m.group(1)))
+async def open_category(query: CallbackQuery, m, session: AsyncSession, lang: str, settings: Settings,  # type: ignore[no-untyped-def]
+                        screens: CatalogueMemo[Any]) -> None:
+    await _show_category(query, session, lang, settings, screens, int(m.group(1)))
 
 
 @router.callback_query(F.data.regexp(rf"^cat:p:{ID}:([ab]):(\d{{1,20}}\.\d{{1,9}})$").as_("m"))
-async def turn_page(query: CallbackQuery, m, session: AsyncSession, lang: str, settings: Settings) -> None:  # type: ignore[no-untyped-def]
+async def turn_page(query: CallbackQuery, m, session: AsyncSession, lang: str, settings: Settings,  # type: ignore[no-untyped-def]
+                    screens: CatalogueMemo[Any]) -> None:
     direction, cursor = m.group(2), m.group(3)
-    await _show_category(query, session, lang, settings, int(m.group(1)),
+    await _show_category(query, session, lang, settings, screens, int(m.group(1)),
                          after=cursor if direction == "a" else None, before=cursor if direction == "b" else None)
 
 
 async def _show_category(query: CallbackQuery, session: AsyncSession, lang: str, settings: Settings,
-                         category_id: int, after: str | None = None, before: str | None = None) -> None:
+                         screens: CatalogueMemo[Any], category_id: int, after: str | None = None,
+                         before: str | None = None) -> None:
+    size = settings.page_size
     try:
-        screen = await category_screen(session, category_id, lang, settings.page_size, after=after, before=before)
+        screen = await screens.get(("category", category_id, after, before, size, lang),
+                                   lambda: category_screen(session, category_id, lang, size, after=after, before=before))
     except (ValueError, OverflowError, OSError):  # a forged cursor (a timestamp out of range)
-        screen = await category_screen(session, category_id, lang, settings.page_size)
+        screen = await screens.get(("category", category_id, None, None, size, lang),
+                                   lambda: category_screen(session, category_id, lang, size))
     if screen is None:
         await query.answer(t("catalog.category_empty", lang), show_alert=True)
         await show(query, *await categories_screen(session, lang))  # the list they came from is stale
@@ -212,20 +225,35 @@ async def _show_category(query: CallbackQuery, session: AsyncSession, lang: str,
 
 @router.callback_query(F.data.regexp(rf"^cat:v:{ID}:{QTY}$").as_("m"))
 async def view_product(query: CallbackQuery, m, session: AsyncSession, lang: str,  # type: ignore[no-untyped-def]
-                       customer: Customer | None = None) -> None:
+                       screens: CatalogueMemo[Any], customer_id: int | None = None) -> None:
     """Open a card as a new screen (from a list, the cart or a notification): a photo when it has one."""
-    product = await _product_or_answer(query, session, int(m.group(1)), lang)
+    product_id, qty = int(m.group(1)), int(m.group(2))
+    product = await screens.get(("product", product_id), lambda: _active_product(session, product_id))
     if product is None:
+        await query.answer(t("catalog.product_gone", lang), show_alert=True)
         return
     await query.answer()
-    in_cart = await cart_service.quantity_in_cart(session, customer.id, product.id) if customer else 0
-    text, markup = product_card(product, int(m.group(2)), lang, in_cart=in_cart)
+    in_cart = await cart_service.quantity_in_cart(session, customer_id, product_id) if customer_id else 0
+    text, markup = await screens.get(("card", product_id, qty, in_cart, lang),
+                                     lambda: _rendered(product_card(product, qty, lang, in_cart=in_cart)))
     await show(query, text, markup, photo=product.photo_url)
+
+
+async def _active_product(session: AsyncSession, product_id: int) -> Product | None:
+    """For display only (read by the card after this session ends, never written)."""
+    try:
+        return await catalog.get_product(session, product_id)
+    except NotFound:
+        return None
+
+
+async def _rendered(screen: Screen) -> Screen:
+    return screen
 
 
 @router.callback_query(F.data.regexp(rf"^cat:q:{ID}:{QTY}$").as_("m"))
 async def change_card_quantity(query: CallbackQuery, m, session: AsyncSession, lang: str,  # type: ignore[no-untyped-def]
-                               customer: Customer | None = None) -> None:
+                               customer_id: int | None = None) -> None:
     """− / + on the card: the same card edited in place, saying so when stock caps the quantity."""
     product = await _product_or_answer(query, session, int(m.group(1)), lang)
     if product is None:
@@ -237,7 +265,7 @@ async def change_card_quantity(query: CallbackQuery, m, session: AsyncSession, l
         await query.answer(_cap_reason(product, lang), show_alert=True)
     else:
         await query.answer()
-    in_cart = await cart_service.quantity_in_cart(session, customer.id, product.id) if customer else 0
+    in_cart = await cart_service.quantity_in_cart(session, customer_id, product.id) if customer_id else 0
     await edit_card(query, product, wanted, lang, in_cart=in_cart)
 
 
@@ -257,17 +285,17 @@ async def edit_card(query: CallbackQuery, product: Product, qty: int, lang: str,
 
 
 @router.callback_query(F.data.regexp(rf"^cat:a:{ID}:{QTY}$").as_("m"))
-async def add_to_cart(query: CallbackQuery, m, session: AsyncSession, customer: Customer, lang: str) -> None:  # type: ignore[no-untyped-def]
+async def add_to_cart(query: CallbackQuery, m, session: AsyncSession, customer_id: int, lang: str) -> None:  # type: ignore[no-untyped-def]
     product = await _product_or_answer(query, session, int(m.group(1)), lang)
     if product is None:
         return
     qty = max(1, int(m.group(2)))
     try:
-        before = await cart_service.quantity_in_cart(session, customer.id, product.id)
-        now = await cart_service.add(session, customer.id, product, qty)
+        before, now = astuple(await cart_service.add(session, customer_id, product, qty))
     except DomainError as exc:
         await query.answer(t(exc.key, lang, **exc.values), show_alert=True)
-        await edit_card(query, product, 1, lang, in_cart=before)  # sold out since: the card offers Notify me
+        in_cart = await cart_service.quantity_in_cart(session, customer_id, product.id)
+        await edit_card(query, product, 1, lang, in_cart=in_cart)  # sold out since: the card offers Notify me
         return
     if now < before + qty:
         await query.answer(t("cart.capped", lang, qty=now, name=_short(product.name, 60)), show_alert=True)
@@ -283,7 +311,7 @@ def _cap_reason(product: Product, lang: str) -> str:
 
 
 @router.callback_query(F.data.regexp(rf"^cat:n:{ID}$").as_("m"))
-async def notify_me(query: CallbackQuery, m, session: AsyncSession, customer: Customer, lang: str) -> None:  # type: ignore[no-untyped-def]
+async def notify_me(query: CallbackQuery, m, session: AsyncSession, customer_id: int, lang: str) -> None:  # type: ignore[no-untyped-def]
     product = await _product_or_answer(query, session, int(m.group(1)), lang)
     if product is None:
         return
@@ -291,7 +319,7 @@ async def notify_me(query: CallbackQuery, m, session: AsyncSession, customer: Cu
         await query.answer(t("catalog.back_already", lang), show_alert=True)
         await edit_card(query, product, 1, lang)
         return
-    await catalog.watch_product(session, customer.id, product.id)
+    await catalog.watch_product(session, customer_id, product.id)
     await query.answer(t("catalog.watching", lang, name=_short(product.name, 60)), show_alert=True)
 
 
@@ -363,8 +391,7 @@ async def typed_quantity(message: Message, session: AsyncSession, state: FSMCont
     await state.clear()
     try:
         product = await catalog.get_product(session, int(data.get("product_id") or 0))
-        before = await cart_service.quantity_in_cart(session, customer.id, product.id)
-        now = await cart_service.add(session, customer.id, product, qty)
+        before, now = astuple(await cart_service.add(session, customer.id, product, qty))
     except DomainError as exc:
         values = {k: html.escape(str(v)) for k, v in exc.values.items()}
         await message.answer(t(exc.key, lang, **values), reply_markup=kb([(t("menu.catalog", lang), "menu:catalog")]))

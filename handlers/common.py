@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+from functools import lru_cache
 
 from aiogram import F, Router
 from aiogram.filters import Command, CommandObject, CommandStart
@@ -9,14 +10,15 @@ from aiogram.fsm.context import FSMContext
 from aiogram.types import CallbackQuery, ErrorEvent, InlineKeyboardButton, InlineKeyboardMarkup, Message
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from db.models import Customer
 from services.i18n import t
 
 log = logging.getLogger(__name__)
 router = Router(name="common")
 
 
+@lru_cache(maxsize=32)
 def main_menu(lang: str) -> InlineKeyboardMarkup:
+    """Built once per language: the same four buttons on every welcome."""
     return InlineKeyboardMarkup(inline_keyboard=[
         [InlineKeyboardButton(text=t("menu.catalog", lang), callback_data="menu:catalog"),
          InlineKeyboardButton(text=t("menu.cart", lang), callback_data="menu:cart")],
@@ -27,7 +29,7 @@ def main_menu(lang: str) -> InlineKeyboardMarkup:
 
 @router.message(CommandStart(deep_link=True))
 async def start_deep_link(message: Message, command: CommandObject, session: AsyncSession, lang: str,
-                          state: FSMContext, customer: Customer | None = None) -> None:
+                          state: FSMContext, customer_id: int | None = None) -> None:
     await state.clear()
     payload = command.args or ""
     if payload.startswith("p_"):
@@ -39,9 +41,10 @@ async def start_deep_link(message: Message, command: CommandObject, session: Asy
 
 
 @router.message(CommandStart())
-async def start(message: Message, lang: str, state: FSMContext | None = None, customer: Customer | None = None) -> None:
-    """Welcome and main menu; /start always leaves whatever flow the customer was in. Takes `customer`
-    so that first contact registers them and a returning customer who had blocked us is reachable again."""
+async def start(message: Message, lang: str, state: FSMContext | None = None, customer_id: int | None = None) -> None:
+    """Welcome and main menu; /start always leaves whatever flow the customer was in. Takes
+    `customer_id` so that first contact registers them and a returning customer who had blocked us is
+    reachable again."""
     if state is not None:
         await state.clear()
     name = message.from_user.first_name if message.from_user else ""

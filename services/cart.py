@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sqlalchemy import delete, select
+from sqlalchemy.orm import lazyload
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.models import CartItem, Customer, Product
@@ -53,11 +54,32 @@ async def lines(session: AsyncSession, customer_id: int) -> list[CartLine]:
 
 async def set_quantity(session: AsyncSession, customer_id: int, product: Product, quantity: int) -> int:
     """Set a line's quantity, capped by stock; 0 removes it. Returns the quantity now in the cart."""
+    return await _set(session, customer_id, product, await _item(session, customer_id, product.id), quantity)
+
+
+@dataclass(frozen=True, slots=True)
+class Added:
+    before: int  # in the cart before
+    now: int  # in the cart now (less than before + asked when stock or the line limit capped it)
+
+
+async def add(session: AsyncSession, customer_id: int, product: Product, quantity: int) -> Added:
+    """Add to a line, capped like `set_quantity` (which raises OutOfStock when none can be added)."""
+    item = await _item(session, customer_id, product.id)
+    before = item.quantity if item is not None else 0
+    return Added(before, await _set(session, customer_id, product, item, before + quantity))
+
+
+async def _item(session: AsyncSession, customer_id: int, product_id: int) -> CartItem | None:
+    """The line without its product (the caller has that already), so no join is paid for."""
+    return await session.get(CartItem, (customer_id, product_id), options=[lazyload(CartItem.product)])
+
+
+async def _set(session: AsyncSession, customer_id: int, product: Product, item: CartItem | None, quantity: int) -> int:
     if quantity < 0:
         raise InvalidInput("cart.error.quantity")
     if not product.active:
         raise OutOfStock("error.product_gone", name=product.name)
-    item = await session.get(CartItem, (customer_id, product.id))
     if quantity == 0:
         if item is not None:
             await session.delete(item)
@@ -78,19 +100,14 @@ async def set_quantity(session: AsyncSession, customer_id: int, product: Product
     return quantity
 
 
-async def add(session: AsyncSession, customer_id: int, product: Product, quantity: int) -> int:
-    item = await session.get(CartItem, (customer_id, product.id))
-    current = item.quantity if item is not None else 0
-    return await set_quantity(session, customer_id, product, current + quantity)
-
-
 async def clear(session: AsyncSession, customer_id: int) -> None:
     await session.execute(delete(CartItem).where(CartItem.customer_id == customer_id))
 
 
 async def quantity_in_cart(session: AsyncSession, customer_id: int, product_id: int) -> int:
-    item = await session.get(CartItem, (customer_id, product_id))
-    return item.quantity if item is not None else 0
+    quantity = await session.scalar(select(CartItem.quantity).where(CartItem.customer_id == customer_id,
+                                                                    CartItem.product_id == product_id))
+    return quantity or 0
 
 
 async def remove(session: AsyncSession, customer_id: int, product_id: int) -> None:

@@ -1,0 +1,42 @@
+"""Short-lived memo of read-mostly catalogue results (the category list, category pages, product
+cards), shared by all customers of one process.
+
+A screen is stale the moment it is sent anyway; what must be exact (stock when adding to the cart,
+reserving at checkout) is always read from the database. An entry is reused only while it is younger
+than `ttl` seconds and no catalogue row has been written by this process since it was made
+(`db.changes`), so an admin's restock or a sale shows at once here and within `ttl` elsewhere."""
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Hashable
+from typing import Generic, TypeVar
+
+from db.changes import catalogue_version
+
+T = TypeVar("T")
+
+
+class CatalogueMemo(Generic[T]):
+    def __init__(self, ttl: float, max_entries: int = 4096) -> None:
+        self.ttl, self.max_entries = ttl, max_entries
+        self._entries: dict[Hashable, tuple[float, int, T]] = {}
+        self.hits = self.misses = 0
+
+    async def get(self, key: Hashable, make: Callable[[], Awaitable[T]]) -> T:
+        """The memoised value for `key`, or `make()`'s (kept unless the catalogue changed meanwhile)."""
+        version = catalogue_version()
+        entry = self._entries.get(key)
+        now = time.monotonic()
+        if entry is not None and entry[0] > now and entry[1] == version:
+            self.hits += 1
+            return entry[2]
+        self.misses += 1
+        value = await make()
+        if self.ttl > 0 and catalogue_version() == version:
+            if len(self._entries) >= self.max_entries:
+                self._entries.clear()
+            self._entries[key] = (now + self.ttl, version, value)
+        return value
+
+    def clear(self) -> None:
+        self._entries.clear()

@@ -1,0 +1,155 @@
+"""Catalogue screens are shared between customers for a few seconds (services/cache.py) and browsing
+customers are not looked up on every press (bot/middlewares.py): what that may and may not change."""
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from typing import Any
+
+from sqlalchemy import event, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from db.changes import touches_catalogue
+from db.models import CartItem, Customer, Product
+from tests.harness import Harness
+from tests.standins import BotAPIStandIn
+
+A, B = 7101, 7102
+
+
+@contextmanager
+def statements(engine: AsyncEngine) -> Iterator[list[str]]:
+    seen: list[str] = []
+
+    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        seen.append(" ".join(statement.split()).lower())
+
+    event.listen(engine.sync_engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", record)
+
+
+def reading(seen: list[str], table: str) -> list[str]:
+    return [s for s in seen if s.startswith("select") and f" from {table}" in s]
+
+
+def another_process(engine: AsyncEngine) -> AsyncEngine:
+    """An engine this process does not watch, standing for a second web or admin process."""
+    return create_async_engine(engine.url.render_as_string(hide_password=False))
+
+
+async def open_workstations(shop: Harness, user: int) -> Any:
+    await shop.send(user, "/catalog")
+    return await shop.press(user, shop.botapi.last(user).button("Workstations"))
+
+
+async def test_second_customer_gets_the_same_screens_without_a_query(shop: Harness) -> None:
+    await shop.load_demo()
+    first = await open_workstations(shop, A)
+    with statements(shop.engine) as seen:
+        second = await open_workstations(shop, B)
+    assert second.text == first.text and second.buttons == first.buttons
+    assert reading(seen, "categories") == [] and reading(seen, "products") == []
+
+
+async def test_a_write_in_this_process_shows_at_once(shop: Harness) -> None:
+    await shop.load_demo()
+    before = await open_workstations(shop, A)
+    async with shop.session_factory() as session, session.begin():  # a sale, an admin's stock change, ...
+        await session.execute(update(Product).values(stock=0))
+    after = await open_workstations(shop, B)
+    assert after.text == before.text and after.buttons != before.buttons
+    assert all(sold_out(label) for label, data in after.buttons if data.startswith("cat:v:"))
+
+
+def sold_out(label: str) -> bool:
+    return "sold out" in label.lower() or "out of stock" in label.lower()
+
+
+async def test_a_write_elsewhere_shows_once_the_screen_expires(engine: AsyncEngine, botapi: BotAPIStandIn) -> None:
+    shop = await Harness(engine, botapi, catalog_cache_seconds=0.3).start()
+    try:
+        await shop.load_demo()
+        before = await open_workstations(shop, A)
+        other = another_process(engine)
+        try:
+            async with other.begin() as conn:
+                await conn.execute(update(Product).values(stock=0))
+        finally:
+            await other.dispose()
+        await asyncio.sleep(0.35)
+        after = await open_workstations(shop, B)
+        assert after.buttons != before.buttons
+        assert all(sold_out(label) for label, data in after.buttons if data.startswith("cat:v:"))
+    finally:
+        await shop.stop()
+
+
+async def test_add_to_cart_caps_on_live_stock_when_the_card_was_cached(shop: Harness) -> None:
+    await shop.load_demo()
+    listing = await open_workstations(shop, A)
+    view = next(data for _, data in listing.buttons if data.startswith("cat:v:"))
+    pid = int(view.split(":")[2])
+    await shop.press(A, view)  # the card is now cached with the full stock
+    await open_workstations(shop, B)
+    card = await shop.press(B, view)
+    other = another_process(shop.engine)
+    try:
+        async with other.begin() as conn:  # sold elsewhere down to one
+            await conn.execute(update(Product).where(Product.id == pid).values(stock=1))
+    finally:
+        await other.dispose()
+    await shop.press(B, f"cat:q:{pid}:2", message=card)
+    await shop.press(B, f"cat:a:{pid}:2")
+    assert shop.last_answer is not None and "1" in shop.last_answer.params.get("text", "")
+    async with shop.session_factory() as session:
+        assert await session.scalar(select(CartItem.quantity).where(CartItem.customer_id == B)) == 1
+
+
+async def test_browsing_customer_is_looked_up_once(shop: Harness) -> None:
+    await shop.load_demo()
+    await shop.send(A, "/start")
+    with statements(shop.engine) as seen:
+        await shop.press(A, "menu:cart")
+        await shop.press(A, "menu:catalog")
+        await shop.send(A, "/start")
+    assert reading(seen, "customers") == []
+
+
+async def test_first_contact_whose_update_failed_is_registered_again(shop: Harness) -> None:
+    """The first update's transaction (with the new customer row) rolled back: the next one must
+    register them again instead of trusting a row that was never committed."""
+    await shop.load_demo()
+
+    async def fail_sends(method: str, params: dict[str, Any]) -> Any:
+        from aiohttp import web
+        return web.json_response({"ok": False, "error_code": 500, "description": "Internal Server Error"},
+                                 status=500)
+
+    shop.botapi.responder = fail_sends
+    with suppress(AssertionError):  # nothing reached the chat: the cart and the apology both failed
+        await shop.send(A, "/cart")
+    shop.botapi.responder = None
+    async with shop.session_factory() as session:
+        assert await session.get(Customer, A) is None
+    listing = await open_workstations(shop, A)
+    view = next(data for _, data in listing.buttons if data.startswith("cat:v:"))
+    await shop.press(A, view)
+    await shop.press(A, "cat:a:" + view.split(":", 2)[2])
+    assert shop.last_answer is not None and "added" in shop.last_answer.params.get("text", "").lower()
+    async with shop.session_factory() as session:
+        assert await session.get(Customer, A) is not None
+        assert await session.scalar(select(CartItem.quantity).where(CartItem.customer_id == A)) == 1
+
+
+def test_catalogue_writes_are_recognised() -> None:
+    assert touches_catalogue("UPDATE products SET stock=stock - $1 WHERE products.id = $2")
+    assert touches_catalogue('INSERT INTO "categories" (slug, name) VALUES (?, ?)')
+    assert touches_catalogue("DELETE FROM products WHERE id = 1")
+    assert touches_catalogue("TRUNCATE cart_items, products, customers RESTART IDENTITY CASCADE")
+    assert not touches_catalogue("SELECT products.stock FROM products")
+    assert not touches_catalogue("UPDATE cart_items SET quantity=$1")
+    assert not touches_catalogue("INSERT INTO order_items (product_id) SELECT id FROM products")
