@@ -43,6 +43,36 @@ def main(argv: list[str] | None = None) -> int:
         return run_loop(_dispatch(args, settings))
     except KeyboardInterrupt:
         return 0
+    except Exception as exc:  # noqa: BLE001 - an outside service refused us: one line, not a traceback
+        line, code = unavailable(exc, settings)
+        if line is None:
+            raise
+        print(line, file=sys.stderr)
+        return code
+
+
+def unavailable(exc: BaseException, settings: Settings) -> tuple[str | None, int]:
+    """The one line (and exit code) for a service the shop cannot work without: the Bot API
+    (a rejected token is a configuration error, 2; unreachable is 1, for the supervisor to retry)
+    and the database. Never the token, a password or a statement's parameters."""
+    from aiogram.exceptions import TelegramAPIError, TelegramNetworkError, TelegramUnauthorizedError
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import DBAPIError
+
+    api = settings.telegram_api_url
+    if isinstance(exc, TelegramUnauthorizedError):
+        return f"startup error: BOT_TOKEN: the Bot API at {api} rejected the token (401 Unauthorized)", 2
+    if isinstance(exc, TelegramNetworkError):
+        return f"startup error: cannot reach the Bot API at {api}: {exc.message}", 1
+    if isinstance(exc, TelegramAPIError):
+        return f"startup error: the Bot API at {api} answered: {exc.message}", 1
+    database = make_url(settings.database_url).render_as_string(hide_password=True)
+    if isinstance(exc, DBAPIError):
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig is not None else type(exc).__name__
+        return f"startup error: database {database}: {reason}", 1
+    if isinstance(exc, OSError):
+        return f"startup error: cannot reach the database {database}: {exc.strerror or exc}", 1
+    return None, 1
 
 
 async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:

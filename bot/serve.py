@@ -100,6 +100,11 @@ def _settings_for_web(settings: Settings) -> Settings:
 
 async def run_web(settings: Settings, *, with_worker: bool = False) -> None:
     shop = build_shop(_settings_for_web(settings))
+    try:  # the token and the Bot API first: nothing starts (jobs, payments) on a shop that cannot talk
+        await shop.bot.get_me()
+    except BaseException:
+        await shop.close()
+        raise
     runner = await _serve_http(shop)
     worker_task = asyncio.create_task(_worker_loop(shop)) if with_worker else None
     try:

@@ -1,6 +1,7 @@
 """Configuration: every variable documented, bad values stop start-up with one clear line (exit 2)."""
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -54,3 +55,59 @@ def test_admin_ids_and_postgres_urls_are_normalised(monkeypatch: pytest.MonkeyPa
     settings = load_settings(_env_file=None)
     assert settings.admin_user_ids == [12, 34, 56]
     assert settings.database_url == "postgresql+asyncpg://u@h/db"
+
+
+TOKEN = "123456:ABCdefGHIjklMNOpqrSTUvwxYZ012345678"
+
+
+def last_line(stderr: str) -> str:
+    return stderr.strip().splitlines()[-1]
+
+
+def _run_cli(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    base = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "BOT_TOKEN": TOKEN,
+            "DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/x.db", "PORT": "0"}
+    return subprocess.run([sys.executable, "-m", "bot.cli", "run"], capture_output=True, text=True,
+                          env=base | env, cwd=tmp_path, timeout=90)
+
+
+def test_cli_run_with_the_bot_api_unreachable_exits_1_with_one_line(tmp_path: Path) -> None:
+    proc = _run_cli(tmp_path, TELEGRAM_API_URL="http://127.0.0.1:9")
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr and "outbox" not in proc.stderr  # no traceback, no job started
+    assert last_line(proc.stderr).startswith("startup error: cannot reach the Bot API at http://127.0.0.1:9: ")
+    assert TOKEN not in proc.stderr and TOKEN.split(":")[1] not in proc.stderr
+
+
+def test_cli_run_with_the_database_unreachable_names_it_without_the_password(tmp_path: Path) -> None:
+    proc = _run_cli(tmp_path, DATABASE_URL="postgresql+asyncpg://shop:s3cr3t-pw@127.0.0.1:9/shop")
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr
+    assert last_line(proc.stderr).startswith("startup error: cannot reach the database postgresql+asyncpg://shop:***@127.0.0.1:9/shop")
+    assert "s3cr3t-pw" not in proc.stderr
+
+
+async def test_cli_run_with_a_rejected_token_exits_2(tmp_path: Path) -> None:
+    from aiohttp import web
+
+    from tests.standins import BotAPIStandIn
+
+    botapi = await BotAPIStandIn().start()
+
+    async def unauthorized(method: str, params: dict[str, object]) -> web.Response:
+        return web.json_response({"ok": False, "error_code": 401, "description": "Unauthorized"}, status=401)
+
+    botapi.responder = unauthorized
+    try:
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "BOT_TOKEN": TOKEN, "PORT": "0",
+               "DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/x.db", "TELEGRAM_API_URL": botapi.url}
+        proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "bot.cli", "run", env=env, cwd=tmp_path,
+                                                    stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        _, err = await asyncio.wait_for(proc.communicate(), 90)
+    finally:
+        await botapi.stop()
+    stderr = err.decode()
+    assert proc.returncode == 2
+    assert "Traceback" not in stderr
+    assert last_line(stderr) == f"startup error: BOT_TOKEN: the Bot API at {botapi.url} rejected the token (401 Unauthorized)"
+    assert [c.method for c in botapi.calls] == ["getMe:rejected"]  # nothing else was tried
