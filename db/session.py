@@ -8,8 +8,6 @@ from __future__ import annotations
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
-from db import changes
-
 
 def is_sqlite(url_or_engine: str | AsyncEngine) -> bool:
     url = url_or_engine if isinstance(url_or_engine, str) else str(url_or_engine.url)
@@ -28,7 +26,6 @@ def make_engine(url: str, **kwargs: object) -> AsyncEngine:
             cur.execute("PRAGMA busy_timeout=30000")
             cur.close()
 
-        changes.watch(engine)
         return engine
     # A fixed pool of 20 per process. Overflow connections are opened in a burst and closed again
     # after it, and more transactions at once than cores only queue inside PostgreSQL: on the
@@ -44,9 +41,7 @@ def make_engine(url: str, **kwargs: object) -> AsyncEngine:
     # on 5xx; the scheduler on its next cycle). Recycling keeps idle connections from going stale.
     kwargs.setdefault("pool_pre_ping", False)
     kwargs.setdefault("pool_recycle", 1800)
-    engine = create_async_engine(url, **kwargs)
-    changes.watch(engine)
-    return engine
+    return create_async_engine(url, **kwargs)
 
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

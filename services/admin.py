@@ -17,6 +17,7 @@ from sqlalchemy import func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.config import Settings
+from db.changes import catalogue_written
 from db.models import Category, Order, Payment, Product, utcnow
 from services import catalog
 from services import orders as sm
@@ -47,6 +48,7 @@ async def restock(session: AsyncSession, sku: str, qty: int, actor: str) -> tupl
     if qty == 0 or abs(qty) > MAX_RESTOCK:
         raise ValueError("quantity out of range")
     product = await _product_by_sku(session, sku)
+    catalogue_written(session)
     new_stock = (await session.execute(
         update(Product).where(Product.id == product.id, Product.stock + qty >= 0)
         .values(stock=Product.stock + qty, updated_at=utcnow())

@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field, ValidationError, field_validator
 from sqlalchemy import and_, func, or_, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from db.changes import catalogue_written
 from db.models import Category, Product
 from services.errors import NotFound
 
@@ -236,6 +237,7 @@ def _yaml_records(text: str) -> list[Record]:
 async def import_rows(session: AsyncSession, rows: list[ProductRow]) -> tuple[int, int]:
     """Upsert by SKU in the caller's transaction. Returns (created, updated). Stock in the file is the
     free stock level to set; reserved and sold counts are left alone."""
+    catalogue_written(session)
     categories = {c.name: c for c in (await session.execute(select(Category))).scalars()}
     created = updated = 0
     for pos, row in enumerate(rows):

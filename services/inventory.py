@@ -7,6 +7,7 @@ from typing import NoReturn, Protocol
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from db.changes import catalogue_written
 from db.models import Product
 from services.errors import OutOfStock
 
@@ -18,6 +19,7 @@ class StockItem(Protocol):
 
 
 async def reserve(session: AsyncSession, product: StockItem, qty: int) -> None:
+    catalogue_written(session)
     result = await session.execute(
         update(Product).where(Product.id == product.id, Product.stock >= qty, Product.active.is_(True))
         .values(stock=Product.stock - qty, reserved=Product.reserved + qty)
@@ -35,6 +37,7 @@ def raise_short(product: StockItem, left: int) -> NoReturn:
 
 
 async def release(session: AsyncSession, items: list[tuple[int, int]]) -> None:
+    catalogue_written(session)
     for product_id, qty in sorted(items):
         await session.execute(
             update(Product).where(Product.id == product_id)
@@ -44,6 +47,7 @@ async def release(session: AsyncSession, items: list[tuple[int, int]]) -> None:
 
 
 async def commit_sale(session: AsyncSession, items: list[tuple[int, int]]) -> None:
+    """Reserved to sold: free stock, the figure customers see, does not move (so no catalogue write)."""
     for product_id, qty in sorted(items):
         await session.execute(
             update(Product).where(Product.id == product_id)
@@ -53,6 +57,7 @@ async def commit_sale(session: AsyncSession, items: list[tuple[int, int]]) -> No
 
 
 async def return_sold(session: AsyncSession, items: list[tuple[int, int]]) -> None:
+    catalogue_written(session)
     for product_id, qty in sorted(items):
         await session.execute(
             update(Product).where(Product.id == product_id)
@@ -63,6 +68,7 @@ async def return_sold(session: AsyncSession, items: list[tuple[int, int]]) -> No
 
 async def sell_directly(session: AsyncSession, items: list[tuple[int, int]]) -> None:
     """A late payment for a lapsed order: take the units straight from free stock, if still there."""
+    catalogue_written(session)
     for product_id, qty in sorted(items):
         result = await session.execute(
             update(Product).where(Product.id == product_id, Product.stock >= qty)

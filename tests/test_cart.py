@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import select, update
 
+from db.changes import catalogue_written
 from db.models import CartItem, Category, Product
 from handlers.cart import paginate
 from services import cart as cart_service
@@ -23,6 +24,7 @@ async def _add(shop: Harness, sku: str, qty: int) -> None:
 async def _set(shop: Harness, sku: str, **values: object) -> None:
     async with shop.session_factory() as session, session.begin():
         await session.execute(update(Product).where(Product.sku == sku).values(**values))
+        catalogue_written(session)  # as the shop's own stock moves do
 
 
 def _line_buttons(screen, label: str) -> list[str]:  # type: ignore[no-untyped-def]

@@ -6,6 +6,7 @@ from datetime import timedelta
 
 from sqlalchemy import select, update
 
+from db.changes import catalogue_written
 from db.models import Category, Product, StockWatch, utcnow
 from services import cart as cart_service
 from services import catalog
@@ -35,6 +36,7 @@ async def add_products(shop: Harness, category: str, count: int, *, prefix: str 
 async def set_product(shop: Harness, sku: str, **values: object) -> None:
     async with shop.session_factory() as session, session.begin():
         await session.execute(update(Product).where(Product.sku == sku).values(**values))
+        catalogue_written(session)  # as the shop's own stock moves do
 
 
 async def test_categories_list_with_counts_and_edit_in_place(shop: Harness) -> None:
@@ -225,6 +227,7 @@ async def test_stale_page_cursor_starts_the_category_over(shop: Harness) -> None
     async with shop.session_factory() as session, session.begin():
         await session.execute(update(Product).where(Product.id.in_(
             [int(d.split(":")[2]) for d in products_on(page2)])).values(active=False))
+        catalogue_written(session)
     again = await shop.press(USER, page1.button("▶"), message=page1)
     assert products_on(again) == products_on(page1) and not shop.last_answer.params.get("show_alert")
     await shop.press(USER, page1.button("▶").rsplit(":", 1)[0] + ":99999999999999999999.1")  # forged cursor

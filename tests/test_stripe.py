@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import func, select, update
 
 from bot.runtime import build_providers
+from db.changes import catalogue_written
 from db.models import Order, OrderEvent, Outbox, Payment, Product, WebhookEvent, utcnow
 from services import orders as sm
 from services.payments import stripe_flow
@@ -426,6 +427,7 @@ async def test_late_payment_when_the_stock_is_gone_is_owed_back(world: StripeWor
     await sm.expire_due_orders(world.shop.session_factory, now=utcnow() + timedelta(hours=2))
     async with world.shop.session_factory() as session, session.begin():
         await session.execute(update(Product).values(stock=0))  # sold to someone else meanwhile
+        catalogue_written(session)  # as the shop's own stock moves do
     assert (await world.post(world.stripe.event("checkout.session.completed", world.stripe.pay(sid)))).status_code == 200
     assert await world.state_of(order) == "expired"
     payment = (await world.payments())[0]
