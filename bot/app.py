@@ -84,10 +84,10 @@ def build_dispatcher(settings: Settings, session_factory: async_sessionmaker[Asy
 
     dp = Dispatcher(storage=build_storage(settings), settings=settings, session_factory=session_factory,
                     screens=CatalogueMemo(settings.catalog_cache_seconds), **extra)
-    customers = CustomerMiddleware()
+    sessions, customers = DbSessionMiddleware(session_factory), CustomerMiddleware()
     for observer in (dp.message, dp.callback_query):
-        observer.outer_middleware(DbSessionMiddleware(session_factory))
         observer.outer_middleware(LanguageMiddleware())
+        observer.middleware(sessions)  # inner, in this order: the customer is looked up in the session
         observer.middleware(customers)
     dp.include_router(setup_routers())
     run_magic_filters_inline(dp)

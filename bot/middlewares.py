@@ -1,9 +1,9 @@
 """Middlewares: one DB session per update (committed when the handler succeeds), the customer's
 language, and the customer row itself so handlers can stay thin.
 
-The session is lazy (SQLAlchemy opens a connection on the first statement) and the customer row is
-loaded only for handlers that take a `customer` argument, so screens that need neither (the main
-menu, help, the catalogue's first screen) cost no database round trip."""
+Both run once the handler is chosen: a session is opened only for handlers that take one (or the
+customer), and the customer row is loaded only for handlers that take a `customer` argument, so
+screens that need neither (the main menu, help, cached catalogue screens) cost no database work."""
 from __future__ import annotations
 
 import time
@@ -23,14 +23,24 @@ Handler = Callable[[TelegramObject, dict[str, Any]], Awaitable[Any]]
 
 
 class DbSessionMiddleware(BaseMiddleware):
+    """One session for the update, committed when the handler succeeds. Inner middleware: it runs
+    once the handler is chosen and opens nothing for handlers that need no database (the menu, help,
+    catalogue screens served from memory)."""
+
+    USES_DATABASE = frozenset({"session", "customer", "customer_id"})
+
     def __init__(self, session_factory: async_sessionmaker[AsyncSession]) -> None:
         self.session_factory = session_factory
 
     async def __call__(self, handler: Handler, event: TelegramObject, data: dict[str, Any]) -> Any:
+        chosen: HandlerObject | None = data.get("handler")
+        if chosen is not None and not chosen.varkw and self.USES_DATABASE.isdisjoint(chosen.params):
+            return await handler(event, data)
         async with self.session_factory() as session:
             data["session"] = session
             result = await handler(event, data)
-            await session.commit()
+            if session.in_transaction():
+                await session.commit()
             return result
 
 
