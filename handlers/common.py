@@ -7,7 +7,8 @@ from functools import lru_cache
 from aiogram import F, Router
 from aiogram.filters import Command, CommandObject, CommandStart
 from aiogram.fsm.context import FSMContext
-from aiogram.types import CallbackQuery, ErrorEvent, InlineKeyboardButton, InlineKeyboardMarkup, Message
+from aiogram.types import (CallbackQuery, ErrorEvent, InlineKeyboardButton, InlineKeyboardMarkup, Message,
+                           ReplyKeyboardRemove)
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.i18n import t
@@ -30,7 +31,7 @@ def main_menu(lang: str) -> InlineKeyboardMarkup:
 @router.message(CommandStart(deep_link=True))
 async def start_deep_link(message: Message, command: CommandObject, session: AsyncSession, lang: str,
                           state: FSMContext, customer_id: int | None = None) -> None:
-    await state.clear()
+    await leave_flow(message, state, lang)
     payload = command.args or ""
     if payload.startswith("p_"):
         from handlers.catalog import send_product_by_sku
@@ -46,9 +47,18 @@ async def start(message: Message, lang: str, state: FSMContext | None = None, cu
     `customer_id` so that first contact registers them and a returning customer who had blocked us is
     reachable again."""
     if state is not None:
-        await state.clear()
+        await leave_flow(message, state, lang)
     name = message.from_user.first_name if message.from_user else ""
     await message.answer(t("start.welcome", lang, name=_html(name)), reply_markup=main_menu(lang))
+
+
+async def leave_flow(message: Message, state: FSMContext, lang: str) -> None:
+    """Leave whatever the customer was in. Checkout's phone and email steps show a reply keyboard,
+    which outlives the flow unless it is removed, so leaving checkout says so and removes it."""
+    current = await state.get_state()
+    await state.clear()
+    if current is not None and current.startswith("Checkout:"):
+        await message.answer(t("checkout.cancelled", lang), reply_markup=ReplyKeyboardRemove())
 
 
 @router.callback_query(F.data == "menu:main")

@@ -225,6 +225,22 @@ async def test_cancel_by_reply_button_removes_the_keyboard_and_at_confirm_keeps_
     assert await orders_and_cart(shop) == (0, 1)
 
 
+async def test_start_mid_checkout_removes_the_reply_keyboard_and_keeps_the_cart(shop: Harness) -> None:
+    await fill_cart(shop, ("ACC-LEN-65W", 1))
+    await go_to_phone(shop)  # the share-phone reply keyboard is showing
+    before = len(shop.botapi.calls)
+    welcome = await shop.send(USER, "/start")
+    sent = [c for c in shop.botapi.calls[before:] if c.method == "sendMessage"]
+    assert len(sent) == 2 and "cart is just as you left it" in sent[0].text
+    assert sent[0].params["reply_markup"] == {"remove_keyboard": True}
+    assert welcome is sent[1] and welcome.button("Catalogue") == "menu:catalog"
+    assert await orders_and_cart(shop) == (0, 1)
+    before = len(shop.botapi.calls)
+    again = await shop.send(USER, "/start")  # outside a flow: only the welcome
+    assert [c for c in shop.botapi.calls[before:] if c.method == "sendMessage"] == [again]
+    assert again.button("Catalogue") == "menu:catalog"
+
+
 async def test_non_text_input_mid_checkout_is_reasked(shop: Harness) -> None:
     await fill_cart(shop, ("ACC-LEN-65W", 1))
     await go_to_phone(shop)
