@@ -14,6 +14,7 @@ from db.changes import catalogue_version
 from db.changes import catalogue_written
 from db.models import CartItem, Customer, Product
 from services import admin, catalog, inventory
+from services.cache import CatalogueMemo
 from tests.harness import DEMO, Harness
 from tests.standins import BotAPIStandIn
 
@@ -166,3 +167,45 @@ async def test_the_shops_own_stock_moves_refresh_the_screens(shop: Harness) -> N
     assert await moved(lambda s: inventory.release(s, [(product.id, 0)])) == 2
     assert await moved(lambda s: admin.restock(s, product.sku, 3, "test")) == 2
     assert await moved(lambda s: catalog.import_rows(s, catalog.parse_catalog(DEMO))) == 2
+
+
+async def test_customers_asking_at_once_share_one_rendering() -> None:
+    memo: CatalogueMemo[str] = CatalogueMemo(ttl=5)
+    made = 0
+
+    async def make() -> str:
+        nonlocal made
+        made += 1
+        await asyncio.sleep(0.01)
+        return "screen"
+
+    assert await asyncio.gather(*(memo.get("k", make) for _ in range(20))) == ["screen"] * 20
+    assert made == 1 and memo.misses == 1 and memo.hits == 19
+
+    async def broken() -> str:
+        await asyncio.sleep(0.01)
+        raise ValueError("forged cursor")
+
+    results = await asyncio.gather(*(memo.get("bad", broken) for _ in range(3)), return_exceptions=True)
+    assert all(isinstance(r, ValueError) for r in results) and "bad" not in memo._entries  # noqa: SLF001
+
+
+async def test_a_cancelled_rendering_leaves_the_waiters_to_make_it() -> None:
+    memo: CatalogueMemo[str] = CatalogueMemo(ttl=5)
+    started = asyncio.Event()
+
+    async def slow() -> str:
+        started.set()
+        await asyncio.sleep(10)
+        return "never"
+
+    async def quick() -> str:
+        return "screen"
+
+    first = asyncio.create_task(memo.get("k", slow))
+    await started.wait()
+    waiter = asyncio.create_task(memo.get("k", quick))
+    await asyncio.sleep(0)
+    first.cancel()
+    assert await waiter == "screen"
+    assert first.cancelled()

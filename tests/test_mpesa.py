@@ -317,6 +317,32 @@ async def test_attempt_orphaned_by_a_crash_is_adopted_by_its_callback(world: Mpe
     assert payment.state == "paid" and payment.checkout_request_id == world.daraja.pushes[0].checkout_id
 
 
+async def test_callback_adopts_the_oldest_orphan_when_a_retry_left_a_second(world: MpesaWorld) -> None:
+    """The shop died after Daraja accepted the first push; after the restart the customer's retried
+    press started a second attempt whose push is still in flight when the first push's success
+    callback arrives. Both attempts lack ids and match phone and amount: the money must not be lost."""
+    world.daraja.plan = dj.Plan(no_show=True)
+    order = await world.order()
+    await world.pay(order)
+    async with world.shop.session_factory() as session, session.begin():
+        first = (await session.execute(select(Payment))).unique().scalar_one()
+        first.checkout_request_id = first.merchant_request_id = None
+        first.created_at = utcnow() - timedelta(seconds=70)  # older than the in-flight window
+        second = Payment(order_id=first.order_id, provider="mpesa", state="pending", amount=first.amount,
+                         currency=first.currency, phone=first.phone, created_at=utcnow())
+        session.add(second)
+        await session.flush()
+        first_id, second_id = first.id, second.id
+    async with httpx.AsyncClient() as http:
+        r = await http.post(world.callback_url, json=world.daraja.callback_body(world.daraja.pushes[0], result_code=0))
+    assert r.status_code == 200
+    assert await world.state_of(order) == "processing"
+    async with world.shop.session_factory() as session:
+        adopted, other = await session.get(Payment, first_id), await session.get(Payment, second_id)
+        assert adopted.state == "paid" and adopted.checkout_request_id == world.daraja.pushes[0].checkout_id
+        assert other.state == "pending" and other.checkout_request_id is None
+
+
 @pytest.mark.faults
 @pytest.mark.pg_only
 @pytest.mark.parametrize("code", [0, 1032])

@@ -229,22 +229,25 @@ async def _await_ids(session_factory: async_sessionmaker[AsyncSession], checkout
 
 async def _adopt_orphan(session: AsyncSession, cb: dict[str, Any]) -> Payment | None:
     """A crash between Daraja accepting the push and us storing its CheckoutRequestID leaves a pending
-    attempt without ids. A success callback names the payer's phone and amount: if exactly one such
-    orphan matches, it is that attempt."""
+    attempt without ids. A success callback names the payer's phone and amount: the orphans that match
+    are that attempt. After a crash the customer's retry can leave a second orphan of the same order
+    for a moment (its own push in flight); the money is for that order either way, so the oldest is
+    adopted. Orphans of different orders with the same phone and amount are left to the admins."""
     items = cb["items"]
     phone, whole = _msisdn(items.get("PhoneNumber")), _whole_shillings(items.get("Amount"))
     if phone is None or whole is None:
         return None
     orphans = [p for p in (await session.execute(
         select(Payment).where(Payment.provider == PROVIDER, Payment.checkout_request_id.is_(None),
-                              Payment.phone == phone, Payment.state.in_(common.UNSETTLED)))).unique().scalars()
+                              Payment.phone == phone, Payment.state.in_(common.UNSETTLED))
+        .order_by(Payment.created_at, Payment.id))).unique().scalars()
                if whole_units_up(p.amount) == whole]
-    if len(orphans) != 1:
+    if not orphans or len({p.order_id for p in orphans}) != 1:
         return None
     orphan = orphans[0]
     orphan.checkout_request_id, orphan.merchant_request_id = cb["checkout_id"], cb["merchant_id"]
     await session.flush()
-    log.warning("mpesa.orphan_adopted", extra={"payment": orphan.id})
+    log.warning("mpesa.orphan_adopted", extra={"payment": orphan.id, "candidates": len(orphans)})
     return orphan
 
 
