@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from bot.runtime import build_providers
 from db.models import Order, OrderEvent, Outbox, Payment, WebhookEvent, utcnow
@@ -301,17 +301,27 @@ async def test_others_cannot_pay_or_query_my_order(world: MpesaWorld) -> None:
     assert "can't find an order" in world.shop.last_answer.params["text"] and world.daraja.pushes == []
 
 
-async def test_attempt_orphaned_by_a_crash_is_adopted_by_its_callback(world: MpesaWorld) -> None:
-    """The process died after Daraja accepted the push but before the CheckoutRequestID was stored."""
+async def paid_push_whose_ids_were_lost(world: MpesaWorld) -> tuple[Order, Payment]:
+    """An order whose push Daraja accepted, with the attempt left as a crash leaves it: no ids stored."""
     world.daraja.plan = dj.Plan(no_show=True)
     order = await world.order()
     await world.pay(order)
     async with world.shop.session_factory() as session, session.begin():
         payment = (await session.execute(select(Payment))).unique().scalar_one()
         payment.checkout_request_id = payment.merchant_request_id = None
+    return order, payment
+
+
+async def success_callback(world: MpesaWorld) -> None:
     async with httpx.AsyncClient() as http:
         r = await http.post(world.callback_url, json=world.daraja.callback_body(world.daraja.pushes[0], result_code=0))
     assert r.status_code == 200
+
+
+async def test_attempt_orphaned_by_a_crash_is_adopted_by_its_callback(world: MpesaWorld) -> None:
+    """The process died after Daraja accepted the push but before the CheckoutRequestID was stored."""
+    order, _ = await paid_push_whose_ids_were_lost(world)
+    await success_callback(world)
     assert await world.state_of(order) == "processing"
     payment = await world.payment()
     assert payment.state == "paid" and payment.checkout_request_id == world.daraja.pushes[0].checkout_id
@@ -321,24 +331,17 @@ async def test_callback_adopts_the_oldest_orphan_when_a_retry_left_a_second(worl
     """The shop died after Daraja accepted the first push; after the restart the customer's retried
     press started a second attempt whose push is still in flight when the first push's success
     callback arrives. Both attempts lack ids and match phone and amount: the money must not be lost."""
-    world.daraja.plan = dj.Plan(no_show=True)
-    order = await world.order()
-    await world.pay(order)
+    order, first = await paid_push_whose_ids_were_lost(world)
     async with world.shop.session_factory() as session, session.begin():
-        first = (await session.execute(select(Payment))).unique().scalar_one()
-        first.checkout_request_id = first.merchant_request_id = None
-        first.created_at = utcnow() - timedelta(seconds=70)  # older than the in-flight window
+        await session.execute(update(Payment).where(Payment.id == first.id)
+                              .values(created_at=utcnow() - timedelta(seconds=70)))  # past the in-flight window
         second = Payment(order_id=first.order_id, provider="mpesa", state="pending", amount=first.amount,
                          currency=first.currency, phone=first.phone, created_at=utcnow())
         session.add(second)
-        await session.flush()
-        first_id, second_id = first.id, second.id
-    async with httpx.AsyncClient() as http:
-        r = await http.post(world.callback_url, json=world.daraja.callback_body(world.daraja.pushes[0], result_code=0))
-    assert r.status_code == 200
+    await success_callback(world)
     assert await world.state_of(order) == "processing"
     async with world.shop.session_factory() as session:
-        adopted, other = await session.get(Payment, first_id), await session.get(Payment, second_id)
+        adopted, other = await session.get(Payment, first.id), await session.get(Payment, second.id)
         assert adopted.state == "paid" and adopted.checkout_request_id == world.daraja.pushes[0].checkout_id
         assert other.state == "pending" and other.checkout_request_id is None
 
