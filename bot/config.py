@@ -30,7 +30,7 @@ class Settings(BaseSettings):
     reservation_minutes: int = Field(30, ge=1, le=24 * 60)
     low_stock_threshold: int = Field(3, ge=0)
     page_size: int = Field(6, ge=1, le=20)
-    # Catalogue screens (category list, pages, product cards) are reused for this long (0 = never).
+    # Catalogue screens (category list, pages, the product behind a card) are reused for this long (0 = never).
     catalog_cache_seconds: float = Field(2.0, ge=0, le=300)
     load_demo_catalog: bool = True
     # Run every scheduled job this often instead of its own interval (0 = each job's default).

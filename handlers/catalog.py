@@ -14,7 +14,6 @@ reach the database as an out-of-range integer):
 from __future__ import annotations
 
 import html
-from dataclasses import astuple
 import logging
 import re
 from collections.abc import Awaitable, Callable
@@ -234,8 +233,7 @@ async def view_product(query: CallbackQuery, m, session: AsyncSession, lang: str
         return
     await query.answer()
     in_cart = await cart_service.quantity_in_cart(session, customer_id, product_id) if customer_id else 0
-    text, markup = await screens.get(("card", product_id, qty, in_cart, lang),
-                                     lambda: _rendered(product_card(product, qty, lang, in_cart=in_cart)))
+    text, markup = product_card(product, qty, lang, in_cart=in_cart)
     await show(query, text, markup, photo=product.photo_url)
 
 
@@ -245,10 +243,6 @@ async def _active_product(session: AsyncSession, product_id: int) -> Product | N
         return await catalog.get_product(session, product_id)
     except NotFound:
         return None
-
-
-async def _rendered(screen: Screen) -> Screen:
-    return screen
 
 
 @router.callback_query(F.data.regexp(rf"^cat:q:{ID}:{QTY}$").as_("m"))
@@ -291,7 +285,7 @@ async def add_to_cart(query: CallbackQuery, m, session: AsyncSession, customer_i
         return
     qty = max(1, int(m.group(2)))
     try:
-        before, now = astuple(await cart_service.add(session, customer_id, product, qty))
+        before, now = await cart_service.add(session, customer_id, product, qty)
     except DomainError as exc:
         await query.answer(t(exc.key, lang, **exc.values), show_alert=True)
         in_cart = await cart_service.quantity_in_cart(session, customer_id, product.id)
@@ -391,7 +385,7 @@ async def typed_quantity(message: Message, session: AsyncSession, state: FSMCont
     await state.clear()
     try:
         product = await catalog.get_product(session, int(data.get("product_id") or 0))
-        before, now = astuple(await cart_service.add(session, customer.id, product, qty))
+        before, now = await cart_service.add(session, customer.id, product, qty)
     except DomainError as exc:
         values = {k: html.escape(str(v)) for k, v in exc.values.items()}
         await message.answer(t(exc.key, lang, **values), reply_markup=kb([(t("menu.catalog", lang), "menu:catalog")]))

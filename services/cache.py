@@ -1,5 +1,5 @@
-"""Short-lived memo of read-mostly catalogue results (the category list, category pages, product
-cards), shared by all customers of one process.
+"""Short-lived memo of read-mostly catalogue results (the category list, category pages, the
+product shown on a card), shared by all customers of one process.
 
 A screen is stale the moment it is sent anyway; what must be exact (stock when adding to the cart,
 reserving at checkout) is always read from the database. An entry is reused only while it is younger
@@ -64,6 +64,3 @@ class CatalogueMemo(Generic[T]):
                 self._entries.clear()
             self._entries[key] = (now + self.ttl, version, value)
         return value
-
-    def clear(self) -> None:
-        self._entries.clear()

@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from sqlalchemy import delete, select
-from sqlalchemy.orm import lazyload
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import lazyload
 
 from db.models import CartItem, Customer, Product
 from services.errors import InvalidInput, OutOfStock
@@ -57,8 +58,7 @@ async def set_quantity(session: AsyncSession, customer_id: int, product: Product
     return await _set(session, customer_id, product, await _item(session, customer_id, product.id), quantity)
 
 
-@dataclass(frozen=True, slots=True)
-class Added:
+class Added(NamedTuple):
     before: int  # in the cart before
     now: int  # in the cart now (less than before + asked when stock or the line limit capped it)
 
