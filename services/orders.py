@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Protocol
 
-from sqlalchemy import bindparam, delete, select, update
+from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.models import CartItem, Customer, Order, OrderEvent, OrderItem, Product, utcnow
@@ -190,6 +190,8 @@ _CART_TO_CLAIM = (
     .where(CartItem.customer_id == bindparam("customer_id")).order_by(CartItem.product_id)
     .with_for_update(of=CartItem)
 )
+_CLAIM_CART = delete(CartItem.__table__).where(CartItem.__table__.c.customer_id == bindparam("customer_id"))
+_PLACED_EVENT = insert(OrderEvent.__table__).values(from_state=None, to_state=AWAITING_PAYMENT, note="order placed")
 
 
 async def place_order(
@@ -220,7 +222,7 @@ async def place_order(
         if line.stock < line.quantity:  # already short as read: answer without writing anything
             inventory.raise_short(line, line.stock)
     lines: list[tuple[Priced, int]] = [(line, line.quantity) for line in cart]
-    claimed = await session.execute(delete(CartItem).where(CartItem.customer_id == customer_id))
+    claimed = await connection.execute(_CLAIM_CART, {"customer_id": customer_id})
     if claimed.rowcount != len(lines):  # another checkout took it first (SQLite has no row locks)
         raise InvalidInput("checkout.cart_changed")
     totals = compute_totals(lines, zone)
@@ -236,8 +238,7 @@ async def place_order(
     ]
     session.add(order)
     await session.flush()
-    session.add(OrderEvent(order_id=order.id, from_state=None, to_state=AWAITING_PAYMENT,
-                           actor=f"customer:{customer_id}", note="order placed"))
+    await connection.execute(_PLACED_EVENT, {"order_id": order.id, "actor": f"customer:{customer_id}"})
     # Stock last: the conditional UPDATE decides who gets the units and locks the product row until
     # COMMIT, so doing it after the inserts keeps a hot item's lock short in a flash sale.
     for product, qty in lines:  # product-id order everywhere: no lock-order deadlocks

@@ -1,0 +1,124 @@
+"""Where aiogram's generic machinery costs a webhook update more than the work itself. Each tweak
+keeps aiogram's behaviour and was found with a profiler on the throughput bench (bench/RESULTS.md).
+They are applied once, by `build_bot` and `build_dispatcher`."""
+from __future__ import annotations
+
+import asyncio
+import datetime
+import inspect
+from typing import Any, cast
+
+from aiogram import Bot, Dispatcher
+from aiogram.client.session.aiohttp import AiohttpSession
+from aiogram.exceptions import TelegramNetworkError
+from aiogram.methods import TelegramMethod
+from aiogram.methods.base import TelegramType
+from aiohttp import ClientError
+
+_PINNED_RESPONSE_TYPES: list[type] = []
+_BOUND_CHEAPLY: list[type] = []
+
+
+def pin_response_types() -> None:
+    """aiogram parses every Bot API reply as `Response[<method's result type>]`; pydantic keeps those
+    generic classes in a weak cache, so they are garbage-collected and rebuilt again and again (a
+    profile showed ~15 % of a webhook update's CPU there). Holding them once stops that."""
+    if _PINNED_RESPONSE_TYPES:
+        return
+    import aiogram.methods as methods
+    from aiogram.methods import Response, TelegramMethod
+
+    for name in dir(methods):
+        obj = getattr(methods, name)
+        if isinstance(obj, type) and issubclass(obj, TelegramMethod) and obj is not TelegramMethod:
+            _PINNED_RESPONSE_TYPES.append(Response[obj.__returning__])  # type: ignore[name-defined]
+
+
+def _bind_bot(self: Any, context: Any, /) -> None:
+    object.__setattr__(self, "__pydantic_private__", {"_bot": context.get("bot") if context else None})
+
+
+def bind_bot_cheaply() -> None:
+    """Every aiogram object (each nested User, Chat, Message, button … of an update and of every Bot
+    API reply) keeps its Bot in the private attribute `_bot`, set by `model_post_init`. Pydantic
+    wraps that hook again at every class level (BotContextController → TelegramObject → Message),
+    and each wrapper runs its generic private-attribute set-up: ~10 % of a webhook update's CPU in
+    the throughput profile. Where a class's only private attribute is `_bot` and its hook is that
+    chain of wrappers around aiogram's own, the hook is replaced by one that leaves the same state
+    (`__pydantic_private__ == {"_bot": bot or None}`). Classes with anything else keep theirs."""
+    if _BOUND_CHEAPLY:
+        return
+    from aiogram.client.context_controller import BotContextController
+
+    original = inspect.unwrap(BotContextController.model_post_init)
+    todo, seen = [BotContextController], set()
+    while todo:
+        cls = todo.pop()
+        if cls in seen:
+            continue
+        seen.add(cls)
+        todo.extend(cls.__subclasses__())
+        if (set(getattr(cls, "__private_attributes__", ())) == {"_bot"}
+                and inspect.unwrap(cls.model_post_init) is original):
+            cls.model_post_init = _bind_bot  # type: ignore[method-assign]
+            _BOUND_CHEAPLY.append(cls)
+
+
+def run_magic_filters_inline(dispatcher: Dispatcher) -> None:
+    """aiogram runs every synchronous filter through `asyncio.to_thread`, including the `F.data == …`
+    magic filters, so routing one callback past ~30 handlers meant ~30 thread hand-offs (a profile
+    of the throughput bench showed them as the largest single cost after the database). Magic filters
+    are pure attribute checks, so they are made awaitable and evaluated inline instead."""
+    for router in dispatcher.chain_tail:
+        for observer in router.observers.values():
+            for handler in [observer._handler, *observer.handlers]:  # noqa: SLF001 (observer-level filters)
+                for flt in handler.filters or []:
+                    if flt.magic is not None and not flt.awaitable:
+                        flt.callback, flt.awaitable = _inline(flt.callback), True
+
+
+def _inline(resolve: Any) -> Any:
+    async def check(value: Any) -> Any:
+        return resolve(value)
+    return check
+
+
+class JsonBodySession(AiohttpSession):
+    """Bot API calls as JSON bodies, which Telegram takes for every method that uploads no file.
+    aiogram sends form fields, each keyboard serialised to JSON and then percent-encoded character by
+    character: ~8 % of a browsing update's CPU in the throughput profile, against ~1 % for one
+    `json.dumps` of the whole call. Calls that upload a file keep aiogram's multipart form."""
+
+    _JSON = {"Content-Type": "application/json"}
+
+    async def make_request(self, bot: Bot, method: TelegramMethod[TelegramType],
+                           timeout: int | None = None) -> TelegramType:
+        files: dict[str, Any] = {}
+        payload = {}
+        for key, value in method.model_dump(warnings=False).items():
+            value = _scalar(self.prepare_value(value, bot=bot, files=files, _dumps_json=False))
+            if value is not None and value != "":
+                payload[key] = value
+        if files:
+            return await super().make_request(bot, method, timeout)
+        session = await self.create_session()
+        url = self.api.api_url(token=bot.token, method=method.__api_method__)
+        try:
+            async with session.post(url, data=self.json_dumps(payload), headers=self._JSON,
+                                    timeout=self.timeout if timeout is None else timeout) as resp:
+                raw_result = await resp.text()
+        except asyncio.TimeoutError as e:
+            raise TelegramNetworkError(method=method, message="Request timeout error") from e
+        except ClientError as e:
+            raise TelegramNetworkError(method=method, message=f"{type(e).__name__}: {e}") from e
+        response = self.check_response(bot=bot, method=method, status_code=resp.status, content=raw_result)
+        return cast(TelegramType, response.result)
+
+
+def _scalar(value: Any) -> Any:
+    """aiogram's form preparation writes dates as strings of Unix seconds; JSON takes the number."""
+    if isinstance(value, datetime.timedelta):
+        value = datetime.datetime.now() + value  # noqa: DTZ005 (aiogram does the same)
+    if isinstance(value, datetime.datetime):
+        return round(value.timestamp())
+    return value
