@@ -16,7 +16,6 @@ from aiogram.methods.base import TelegramType
 from aiohttp import ClientError
 
 _PINNED_RESPONSE_TYPES: list[type] = []
-_BOUND_CHEAPLY: list[type] = []
 
 
 def pin_response_types() -> None:
@@ -35,7 +34,12 @@ def pin_response_types() -> None:
 
 
 def _bind_bot(self: Any, context: Any, /) -> None:
-    object.__setattr__(self, "__pydantic_private__", {"_bot": context.get("bot") if context else None})
+    bot = context.get("bot") if context else None
+    private = getattr(self, "__pydantic_private__", None)
+    if private is None:
+        object.__setattr__(self, "__pydantic_private__", {"_bot": bot})
+    else:  # a subclass defined later, whose own private attributes pydantic has just set up
+        private["_bot"] = bot
 
 
 def bind_bot_cheaply() -> None:
@@ -43,11 +47,11 @@ def bind_bot_cheaply() -> None:
     API reply) keeps its Bot in the private attribute `_bot`, set by `model_post_init`. Pydantic
     wraps that hook again at every class level (BotContextController → TelegramObject → Message),
     and each wrapper runs its generic private-attribute set-up: ~10 % of a webhook update's CPU in
-    the throughput profile. Where a class's only private attribute is `_bot` and its hook is that
-    chain of wrappers around aiogram's own, the hook is replaced by one that leaves the same state
-    (`__pydantic_private__ == {"_bot": bot or None}`). Classes with anything else keep theirs."""
-    if _BOUND_CHEAPLY:
-        return
+    the throughput profile (Update parsing 80 → 40 µs for a button press on a 10-button screen).
+    Where a class's only private attribute is `_bot` and its hook is that chain of wrappers around
+    aiogram's own, the hook is replaced by one that leaves the same state
+    (`__pydantic_private__ == {"_bot": bot or None}`). Classes with anything else keep theirs, and
+    so do classes defined after this ran (they are only slower). Safe to call again."""
     from aiogram.client.context_controller import BotContextController
 
     original = inspect.unwrap(BotContextController.model_post_init)
@@ -59,9 +63,8 @@ def bind_bot_cheaply() -> None:
         seen.add(cls)
         todo.extend(cls.__subclasses__())
         if (set(getattr(cls, "__private_attributes__", ())) == {"_bot"}
-                and inspect.unwrap(cls.model_post_init) is original):
+                and inspect.unwrap(cls.model_post_init) in (original, _bind_bot)):
             cls.model_post_init = _bind_bot  # type: ignore[method-assign]
-            _BOUND_CHEAPLY.append(cls)
 
 
 def run_magic_filters_inline(dispatcher: Dispatcher) -> None:
@@ -95,8 +98,10 @@ class JsonBodySession(AiohttpSession):
                            timeout: int | None = None) -> TelegramType:
         files: dict[str, Any] = {}
         payload = {}
-        for key, value in method.model_dump(warnings=False).items():
-            value = _scalar(self.prepare_value(value, bot=bot, files=files, _dumps_json=False))
+        # exclude_none: aiogram's preparation drops None anyway, after walking every unset field of
+        # every button (a dozen each) in Python; pydantic-core leaves them out before that.
+        for key, value in method.model_dump(warnings=False, exclude_none=True).items():
+            value = self.prepare_value(_scalar(value), bot=bot, files=files, _dumps_json=False)
             if value is not None and value != "":
                 payload[key] = value
         if files:
@@ -116,7 +121,7 @@ class JsonBodySession(AiohttpSession):
 
 
 def _scalar(value: Any) -> Any:
-    """aiogram's form preparation writes dates as strings of Unix seconds; JSON takes the number."""
+    """Dates as Unix seconds: a number in JSON, where aiogram's form preparation writes a string."""
     if isinstance(value, datetime.timedelta):
         value = datetime.datetime.now() + value  # noqa: DTZ005 (aiogram does the same)
     if isinstance(value, datetime.datetime):

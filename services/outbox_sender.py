@@ -25,6 +25,7 @@ from sqlalchemy import case, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from db.models import Customer, Outbox, utcnow
+from services.locks import run_as_leader
 
 log = logging.getLogger(__name__)
 
@@ -361,14 +362,18 @@ async def _pending(session_factory: async_sessionmaker[AsyncSession]) -> int:
         return (await session.execute(select(func.count(Outbox.id)).where(Outbox.state == "pending"))).scalar_one()
 
 
-async def run_sender(shop: Any, idle_seconds: float = 0.5, lease_seconds: float = 60.0) -> None:
-    """Drain the outbox until cancelled (the worker's long-running task)."""
+async def run_sender(shop: Any, idle_seconds: float = 0.5, lease_seconds: float = 60.0,
+                     retry_seconds: float = 5.0, check_seconds: float = 2.0) -> None:
+    """Drain the outbox until cancelled (the worker's long-running task). With several workers on
+    PostgreSQL one of them sends at a time (Telegram's limits are the bot's, not the process's);
+    the others stand by and take over within `retry_seconds` + 2 × `check_seconds` when it stops."""
     settings = shop.settings
     timeout = min(10.0, lease_seconds / 4)  # a send must finish well inside the lease
     transport = BotApiTransport(settings.telegram_api_url, settings.bot_token.get_secret_value(), timeout=timeout)
     log.info("outbox.sender_started", extra={"lease_seconds": lease_seconds})
     try:
-        await drain_lanes(shop.session_factory, transport, Limits(), lease_seconds=lease_seconds,
-                          idle_seconds=idle_seconds)
+        await run_as_leader(shop.engine, "outbox-sender", lambda: drain_lanes(
+            shop.session_factory, transport, Limits(), lease_seconds=lease_seconds, idle_seconds=idle_seconds),
+            retry_seconds=retry_seconds, check_seconds=check_seconds)
     finally:
         await transport.aclose()

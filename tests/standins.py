@@ -47,6 +47,7 @@ class Call:
     params: dict[str, Any]
     at: float = field(default_factory=time.monotonic)
     result: Any = None
+    content_type: str = ""
 
     @property
     def chat_id(self) -> int | None:
@@ -137,7 +138,7 @@ class BotAPIStandIn(StandIn):
             if injected is not None:
                 self.calls.append(Call(method + ":rejected", params))
                 return injected
-        call = Call(method, params)
+        call = Call(method, params, content_type=request.content_type)
         call.result = self.result_for(method, params)
         self.calls.append(call)
         return web.json_response({"ok": True, "result": call.result})

@@ -11,6 +11,9 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -30,15 +33,28 @@ SECRET = "crash_test_secret"
 
 
 class Shop:
-    """The shop as a separate process we can kill at any moment."""
+    """The shop as a separate process we can kill at any moment. What every run printed goes to one
+    log file, so a failure can be read from what the killed processes said."""
 
-    def __init__(self, env: dict[str, str], port: int) -> None:
+    def __init__(self, env: dict[str, str], port: int, log_path: Path) -> None:
         self.env, self.port, self.proc = env, port, None  # type: ignore[assignment]
         self.kills = 0
+        self.log_path = log_path
 
     def start(self) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-m", "bot.cli", "run"], env=self.env,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        with self.log_path.open("ab") as log:
+            log.write(f"--- start after {self.kills} kills ---\n".encode())
+            self.proc = subprocess.Popen([sys.executable, "-m", "bot.cli", "run"], env=self.env,
+                                         stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    @contextmanager
+    def log_on_failure(self, lines: int = 200) -> Iterator[None]:
+        try:
+            yield
+        except AssertionError:
+            tail = self.log_path.read_text(errors="replace").splitlines()[-lines:]
+            print(f"\n--- last {len(tail)} lines the shop printed ({self.log_path}) ---\n" + "\n".join(tail))
+            raise
 
     def kill(self) -> None:
         if self.proc and self.proc.poll() is None:
@@ -109,7 +125,7 @@ async def journey(customer: Customer, shop: Shop, session_factory) -> None:  # t
         await customer.deliver(customer.press(f"pay:m:{order.public_id}"), shop)
 
 
-async def test_sigkill_fifty_times(engine, session_factory, botapi) -> None:  # type: ignore[no-untyped-def]
+async def test_sigkill_fifty_times(engine, session_factory, botapi, tmp_path) -> None:  # type: ignore[no-untyped-def]
     rng = random.Random(20261125)
     daraja = await dj.DarajaStandIn().start()
     daraja.plan = dj.Plan(delay=0.2)
@@ -128,58 +144,59 @@ async def test_sigkill_fifty_times(engine, session_factory, botapi) -> None:  # 
         async with session_factory() as session, session.begin():
             await cart_service.ensure_customer(session, c.user_id, c.user_id, "Crash")
             await cart_service.add(session, c.user_id, await session.get(Product, pid), 1 + c.user_id % 2)
-    shop = Shop(env, port)
-    shop.start()
-    await shop.up()
-    try:
-        for c in customers:  # one kill at a random moment of each customer's journey or what follows it
-            at = rng.uniform(0.02, 1.2)
-            started = time.monotonic()
-            killer = asyncio.get_running_loop().call_later(at, shop.kill)
-            await journey(c, shop, session_factory)
-            await asyncio.sleep(max(0.0, at - (time.monotonic() - started)) + 0.01)  # payment, messages in flight
-            killer.cancel()
-            if shop.proc.poll() is not None:
-                shop.start()
-                await shop.up()
-        await daraja.settle()
+    shop = Shop(env, port, tmp_path / "shop.log")
+    with shop.log_on_failure():
+        shop.start()
+        await shop.up()
+        try:
+            for c in customers:  # one kill at a random moment of each customer's journey or what follows it
+                at = rng.uniform(0.02, 1.2)
+                started = time.monotonic()
+                killer = asyncio.get_running_loop().call_later(at, shop.kill)
+                await journey(c, shop, session_factory)
+                await asyncio.sleep(max(0.0, at - (time.monotonic() - started)) + 0.01)  # payment, messages in flight
+                killer.cancel()
+                if shop.proc.poll() is not None:
+                    shop.start()
+                    await shop.up()
+            await daraja.settle()
 
-        async def quiet() -> bool:
-            async with session_factory() as session:
-                pending = (await session.execute(select(func.count()).select_from(Payment)
-                                                 .where(Payment.state == "pending"))).scalar_one()
-                unsent = (await session.execute(select(func.count()).select_from(Outbox)
-                                                .where(Outbox.state == "pending"))).scalar_one()
-            return pending == 0 and unsent == 0
+            async def quiet() -> bool:
+                async with session_factory() as session:
+                    pending = (await session.execute(select(func.count()).select_from(Payment)
+                                                     .where(Payment.state == "pending"))).scalar_one()
+                    unsent = (await session.execute(select(func.count()).select_from(Outbox)
+                                                    .where(Outbox.state == "pending"))).scalar_one()
+                return pending == 0 and unsent == 0
 
-        deadline = time.monotonic() + 240  # lost callbacks: queries; unconfirmed pushes lapse after 90 s
-        while not await quiet():
-            assert time.monotonic() < deadline, "payments or messages still pending after the storm"
-            await asyncio.sleep(0.5)
-    finally:
-        shop.kill()
-        await daraja.stop()
-    assert shop.kills >= KILLS * 0.8  # the kills really happened (a few land between journeys)
+            deadline = time.monotonic() + 240  # lost callbacks: queries; unconfirmed pushes lapse after 90 s
+            while not await quiet():
+                assert time.monotonic() < deadline, "payments or messages still pending after the storm"
+                await asyncio.sleep(0.5)
+        finally:
+            shop.kill()
+            await daraja.stop()
+        assert shop.kills >= KILLS * 0.8  # the kills really happened (a few land between journeys)
 
-    async with session_factory() as session:
-        orders = (await session.execute(select(Order))).unique().scalars().all()
-        payments = (await session.execute(select(Payment))).unique().scalars().all()
-        product = await session.get(Product, pid)
-        sent = (await session.execute(select(Outbox).where(Outbox.kind == "order_status"))).scalars().all()
-    charged = {p.checkout_id for p in daraja.pushes}  # every prompt the customers paid
-    paid = Counter(p.checkout_request_id for p in payments if p.state == "paid")
-    assert set(paid) == charged and max(paid.values()) == 1  # none lost, none doubled
-    by_order = Counter(p.order_id for p in payments if p.state == "paid")
-    assert max(by_order.values()) == 1  # no order charged twice
-    assert {o.state for o in orders} <= {"processing", "awaiting_payment"}
-    assert all(o.state == "processing" for o in orders if by_order.get(o.id))
-    qty = sum(i.quantity for o in orders if o.state == "processing" for i in o.items)
-    held = sum(i.quantity for o in orders if o.state == "awaiting_payment" for i in o.items)
-    assert (product.sold, product.reserved, product.stock + product.reserved + product.sold) == (qty, held, 1000)
-    # Every due message reached the buyer; a resend after a kill mid-send is the only duplicate allowed.
-    delivered = Counter((c.chat_id, c.text) for c in botapi.sent(method="sendMessage"))
-    assert all(delivered[(m.chat_id, m.text)] >= 1 for m in sent)
-    duplicates = sum(n - 1 for n in delivered.values() if n > 1)
-    print(f"\ncrash test: {shop.kills} kills, {len(orders)} orders, {len(charged)} payments, "
-          f"{len(sent)} status messages, {duplicates} duplicate deliveries")
-    assert duplicates <= shop.kills // 10
+        async with session_factory() as session:
+            orders = (await session.execute(select(Order))).unique().scalars().all()
+            payments = (await session.execute(select(Payment))).unique().scalars().all()
+            product = await session.get(Product, pid)
+            sent = (await session.execute(select(Outbox).where(Outbox.kind == "order_status"))).scalars().all()
+        charged = {p.checkout_id for p in daraja.pushes}  # every prompt the customers paid
+        paid = Counter(p.checkout_request_id for p in payments if p.state == "paid")
+        assert set(paid) == charged and max(paid.values()) == 1  # none lost, none doubled
+        by_order = Counter(p.order_id for p in payments if p.state == "paid")
+        assert max(by_order.values()) == 1  # no order charged twice
+        assert {o.state for o in orders} <= {"processing", "awaiting_payment"}
+        assert all(o.state == "processing" for o in orders if by_order.get(o.id))
+        qty = sum(i.quantity for o in orders if o.state == "processing" for i in o.items)
+        held = sum(i.quantity for o in orders if o.state == "awaiting_payment" for i in o.items)
+        assert (product.sold, product.reserved, product.stock + product.reserved + product.sold) == (qty, held, 1000)
+        # Every due message reached the buyer; a resend after a kill mid-send is the only duplicate allowed.
+        delivered = Counter((c.chat_id, c.text) for c in botapi.sent(method="sendMessage"))
+        assert all(delivered[(m.chat_id, m.text)] >= 1 for m in sent)
+        duplicates = sum(n - 1 for n in delivered.values() if n > 1)
+        print(f"\ncrash test: {shop.kills} kills, {len(orders)} orders, {len(charged)} payments, "
+              f"{len(sent)} status messages, {duplicates} duplicate deliveries")
+        assert duplicates <= shop.kills // 10

@@ -235,7 +235,7 @@ async def test_two_senders_with_busy_chats_and_short_leases_send_each_row_once(s
         assert [c.text for c in botapi.sent(950 + chat, "sendMessage")] == ["n0", "n1", "n2", "n3"]
 
 
-async def test_run_sender_drains_until_cancelled(session_factory, botapi) -> None:  # type: ignore[no-untyped-def]
+async def test_run_sender_drains_until_cancelled(engine, session_factory, botapi) -> None:  # type: ignore[no-untyped-def]
     from types import SimpleNamespace
 
     from pydantic import SecretStr
@@ -243,9 +243,9 @@ async def test_run_sender_drains_until_cancelled(session_factory, botapi) -> Non
     from services.outbox_sender import run_sender
 
     await queue(session_factory, [(861, "from the worker"), (862, "also")])
-    shop = SimpleNamespace(session_factory=session_factory,
+    shop = SimpleNamespace(engine=engine, session_factory=session_factory,
                            settings=SimpleNamespace(telegram_api_url=botapi.url, bot_token=SecretStr(TEST_TOKEN)))
-    task = asyncio.create_task(run_sender(shop, idle_seconds=0.05))
+    task = asyncio.create_task(run_sender(shop, idle_seconds=0.05, check_seconds=0.05))
     states: set[str] = set()
     for _ in range(100):  # until both are marked sent (the call lands before the mark commits)
         async with session_factory() as session:

@@ -1,0 +1,101 @@
+"""bot/speedups.py keeps aiogram's behaviour: objects still know their Bot, and Bot API calls carry
+the same fields (as JSON now, multipart still for uploads)."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from aiogram import Bot
+from aiogram.client.context_controller import BotContextController
+from aiogram.types import BufferedInputFile, Message, TelegramObject, Update
+from pydantic import PrivateAttr
+
+from bot.app import build_bot
+from bot.config import Settings
+from bot.speedups import _bind_bot, bind_bot_cheaply
+from handlers.render import kb
+from tests.standins import BotAPIStandIn
+
+PRESS: dict[str, Any] = {
+    "update_id": 7,
+    "callback_query": {
+        "id": "q1", "chat_instance": "c", "data": "cat:v:1:1",
+        "from": {"id": 5, "is_bot": False, "first_name": "Wanjiru"},
+        "message": {"message_id": 3, "date": 0, "chat": {"id": 5, "type": "private"}, "text": "Pick one",
+                    "from": {"id": 9, "is_bot": True, "first_name": "Shop"},
+                    "reply_markup": {"inline_keyboard": [[{"text": "Pi 5", "callback_data": "cat:v:1:1"}]]}},
+    },
+}
+
+
+def _bot() -> Bot:
+    return build_bot(Settings(_env_file=None, bot_token="123456789:TEST_token_for_speedups",  # type: ignore[call-arg]
+                              telegram_api_url="http://127.0.0.1:9"))
+
+
+async def test_parsed_objects_carry_their_bot_at_every_depth() -> None:
+    bot = _bot()
+    try:
+        assert Message.model_post_init is _bind_bot  # the fast hook is in place, so this tests it
+        update = Update.model_validate(PRESS, context={"bot": bot})
+        query = update.callback_query
+        assert query is not None and isinstance(query.message, Message)
+        button = query.message.reply_markup.inline_keyboard[0][0]  # type: ignore[union-attr]
+        for obj in (update, query, query.from_user, query.message, query.message.chat, button):
+            assert obj.bot is bot
+            assert obj.__pydantic_private__ == {"_bot": bot}
+        built = Message(message_id=1, date=datetime.now(timezone.utc), chat={"id": 1, "type": "private"})
+        assert built.bot is None and built.as_(bot).bot is bot
+        assert Message.model_construct().bot is None
+        assert query.message.model_copy().bot is bot
+    finally:
+        await bot.session.close()
+
+
+def test_classes_with_their_own_state_keep_their_hook() -> None:
+    class Plain(TelegramObject):
+        x: int = 0
+
+    class Extra(TelegramObject):
+        _note: str = PrivateAttr(default="kept")
+
+    class OwnHook(TelegramObject):
+        seen: list[str] = []
+
+        def model_post_init(self, context: Any, /) -> None:
+            super().model_post_init(context)
+            self.seen.append("own")
+
+    bind_bot_cheaply()
+    assert Plain.model_post_init is _bind_bot
+    assert Extra.model_post_init is not _bind_bot and OwnHook.model_post_init is not _bind_bot
+    extra = Extra.model_validate({}, context={"bot": "B"})
+    assert extra.bot == "B" and extra._note == "kept"
+    own = OwnHook.model_validate({}, context={"bot": "B"})
+    assert own.bot == "B" and own.seen == ["own"]
+    assert Plain.model_validate({"x": 2}, context={"bot": "B"}).bot == "B"
+    assert issubclass(Plain, BotContextController)
+
+
+async def test_calls_go_as_json_and_uploads_as_multipart(botapi: BotAPIStandIn) -> None:
+    settings = Settings(_env_file=None, bot_token="123456789:TEST_token_for_speedups",  # type: ignore[call-arg]
+                        telegram_api_url=botapi.url)
+    bot = build_bot(settings)
+    try:
+        markup = kb([("View order", "ord:v:HL-ABC234")])
+        sent = await bot.send_message(42, "<b>Paid</b>", reply_markup=markup, disable_notification=False)
+        await bot.ban_chat_member(-100, 7, until_date=datetime(2027, 1, 1, tzinfo=timezone.utc))
+        await bot.set_chat_photo(-100, BufferedInputFile(b"\x89PNG...", filename="logo.png"))
+    finally:
+        await bot.session.close()
+    message, ban, photo = botapi.calls[-3:]
+    assert message.content_type == "application/json"
+    assert message.params["chat_id"] == 42 and message.params["text"] == "<b>Paid</b>"
+    assert message.params["parse_mode"] == "HTML"  # the bot's defaults are still applied
+    assert message.params["link_preview_options"] == {"is_disabled": True}
+    assert message.params["disable_notification"] is False
+    assert message.buttons == [("View order", "ord:v:HL-ABC234")]
+    assert sent.message_id and sent.reply_markup is not None and sent.bot is bot
+    assert ban.content_type == "application/json"
+    assert ban.params["until_date"] == int(datetime(2027, 1, 1, tzinfo=timezone.utc).timestamp())
+    assert photo.content_type == "multipart/form-data" and photo.params["photo"].startswith("attach://")
