@@ -49,8 +49,8 @@ async def run_as_leader(engine: AsyncEngine, name: str, work: Callable[[], Await
     as long as its connection, so a leader that dies frees it at once. A leader checks its lock
     connection every `check_seconds` (a check that takes longer counts as lost) and stops working
     when it is gone, so it stops within 2 × `check_seconds` of losing the lock; a new leader waits
-    that long after taking the lock before it starts, so two never work at once. SQLite (one
-    process) just runs `work`."""
+    3 × `check_seconds` after taking the lock before it starts, so two never work at once. SQLite
+    (one process) just runs `work`."""
     if engine.dialect.name != "postgresql":
         await work()
         return
@@ -77,7 +77,8 @@ async def run_as_leader(engine: AsyncEngine, name: str, work: Callable[[], Await
 
 async def _lead(conn: AsyncConnection, work: Callable[[], Awaitable[object]], check_seconds: float) -> bool:
     """Run `work` while `conn` (holding the lock) answers; True when `work` ended by itself."""
-    await _hold(conn, 2 * check_seconds)  # the previous leader, if it lost the lock, has stopped by now
+    await asyncio.sleep(3 * check_seconds)  # a previous leader that lost the lock has stopped by now
+    await _answers(conn, check_seconds)
     task = asyncio.ensure_future(work())
     try:
         while True:
@@ -85,7 +86,7 @@ async def _lead(conn: AsyncConnection, work: Callable[[], Awaitable[object]], ch
             if done:
                 task.result()
                 return True
-            await _hold(conn, 0, check_seconds)
+            await _answers(conn, check_seconds)
     finally:
         if not task.done():
             task.cancel()
@@ -93,10 +94,8 @@ async def _lead(conn: AsyncConnection, work: Callable[[], Awaitable[object]], ch
                 await task
 
 
-async def _hold(conn: AsyncConnection, seconds: float, check_seconds: float | None = None) -> None:
-    """Wait `seconds`, then check the lock's connection still answers (raises when it does not)."""
-    if seconds:
-        await asyncio.sleep(seconds)
-    async with asyncio.timeout(check_seconds or max(seconds, 1.0)):
+async def _answers(conn: AsyncConnection, within: float) -> None:
+    """Raise unless the lock's connection answers within `within` seconds."""
+    async with asyncio.timeout(within):
         await conn.execute(text("SELECT 1"))
         await conn.commit()

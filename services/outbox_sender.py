@@ -366,7 +366,7 @@ async def run_sender(shop: Any, idle_seconds: float = 0.5, lease_seconds: float 
                      retry_seconds: float = 5.0, check_seconds: float = 2.0) -> None:
     """Drain the outbox until cancelled (the worker's long-running task). With several workers on
     PostgreSQL one of them sends at a time (Telegram's limits are the bot's, not the process's);
-    the others stand by and take over within `retry_seconds` + 2 × `check_seconds` when it stops."""
+    the others stand by and take over within `retry_seconds` + 3 × `check_seconds` when it stops."""
     settings = shop.settings
     timeout = min(10.0, lease_seconds / 4)  # a send must finish well inside the lease
     transport = BotApiTransport(settings.telegram_api_url, settings.bot_token.get_secret_value(), timeout=timeout)
