@@ -23,14 +23,19 @@ def lock_key(name: str) -> int:
     return zlib.crc32(name.encode()) & 0x7FFFFFFF
 
 
+async def _try_lock(conn: AsyncConnection, key: int) -> bool:
+    """Take session-level advisory lock `key` on `conn` if free (committed, so no transaction stays open)."""
+    got = (await conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key})).scalar()
+    await conn.commit()
+    return bool(got)
+
+
 async def run_exclusive(engine: AsyncEngine, name: str, job: Callable[[], Awaitable[T]]) -> T | None:
     """Run `job` if no other process holds lock `name`; return None (skipped) otherwise."""
     if engine.dialect.name != "postgresql":
         return await job()
     async with engine.connect() as conn:
-        got = (await conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": lock_key(name)})).scalar()
-        await conn.commit()
-        if not got:
+        if not await _try_lock(conn, lock_key(name)):
             return None
         try:
             return await job()
@@ -58,9 +63,7 @@ async def run_as_leader(engine: AsyncEngine, name: str, work: Callable[[], Await
     while True:
         try:
             async with engine.connect() as conn:
-                got = (await conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key})).scalar()
-                await conn.commit()
-                if got:
+                if await _try_lock(conn, key):
                     log.info("lock.leader", extra={"lock": name})
                     try:
                         if await _lead(conn, work, check_seconds):

@@ -6,7 +6,6 @@ from datetime import datetime, timezone
 from typing import Any
 
 from aiogram import Bot
-from aiogram.client.context_controller import BotContextController
 from aiogram.types import BufferedInputFile, Message, TelegramObject, Update
 from pydantic import PrivateAttr
 
@@ -74,7 +73,6 @@ def test_classes_with_their_own_state_keep_their_hook() -> None:
     own = OwnHook.model_validate({}, context={"bot": "B"})
     assert own.bot == "B" and own.seen == ["own"]
     assert Plain.model_validate({"x": 2}, context={"bot": "B"}).bot == "B"
-    assert issubclass(Plain, BotContextController)
 
 
 async def test_calls_go_as_json_and_uploads_as_multipart(botapi: BotAPIStandIn) -> None:
