@@ -26,6 +26,7 @@ from sqlalchemy import update
 
 from bench.common import Result, main, migrated_engine
 from bot.app import build_bot
+from bot.speedups import settle_heap
 from db.models import Product
 from tests.harness import Harness
 from tests.standins import BotAPIStandIn
@@ -141,6 +142,7 @@ async def run() -> Result:
         app, echo_bot = echo_app(harness)
         echo_runner, echo_url = await serve(app)
         users = itertools.count(1_000_000, 1000)
+        settle_heap()  # as `storefront web` does once it has started
         try:
             await drive(echo_url, botapi, next(users), "echo", 2)  # warm-up: pools, caches, JIT-free paths
             await drive(shop_url, botapi, next(users), "shop", 2)

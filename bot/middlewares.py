@@ -12,31 +12,43 @@ from typing import Any
 
 from aiogram import BaseMiddleware
 from aiogram.dispatcher.event.handler import HandlerObject
+from aiogram.dispatcher.flags import get_flag
 from aiogram.types import TelegramObject, User
 from sqlalchemy import event as sa_event
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from db.session import autocommit_sessionmaker
 from services.cart import ensure_customer
 from services.i18n import available_languages
 
 Handler = Callable[[TelegramObject, dict[str, Any]], Awaitable[Any]]
 
+# Handler flag: this handler's statements may each commit on its own (reads, single-statement
+# writes), so its update pays no BEGIN/COMMIT round trips. See DbSessionMiddleware.
+ONE_STATEMENT_EACH = {"autocommit": True}
+
 
 class DbSessionMiddleware(BaseMiddleware):
     """One session for the update, committed when the handler succeeds. Inner middleware: it runs
     once the handler is chosen and opens nothing for handlers that need no database (the menu, help,
-    catalogue screens served from memory)."""
+    catalogue screens served from memory).
+
+    A handler flagged `ONE_STATEMENT_EACH` gets a session whose statements
+    commit one by one: for screens that only read, or write with one self-contained statement. Its
+    whole update then costs one round trip per statement instead of BEGIN, statements, COMMIT."""
 
     USES_DATABASE = frozenset({"session", "customer", "customer_id"})
 
     def __init__(self, session_factory: async_sessionmaker[AsyncSession]) -> None:
         self.session_factory = session_factory
+        self.autocommit_factory = autocommit_sessionmaker(session_factory)
 
     async def __call__(self, handler: Handler, event: TelegramObject, data: dict[str, Any]) -> Any:
         chosen: HandlerObject | None = data.get("handler")
         if chosen is not None and not chosen.varkw and self.USES_DATABASE.isdisjoint(chosen.params):
             return await handler(event, data)
-        async with self.session_factory() as session:
+        factory = self.autocommit_factory if get_flag(data, "autocommit") else self.session_factory
+        async with factory() as session:
             data["session"] = session
             result = await handler(event, data)
             if session.in_transaction():

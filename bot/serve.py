@@ -12,6 +12,7 @@ from aiohttp import web
 
 from bot.config import Settings
 from bot.runtime import Shop, build_shop
+from bot.speedups import settle_heap
 from db.migrate import upgrade
 from db.session import make_engine, make_sessionmaker
 from services import catalog
@@ -107,6 +108,7 @@ async def run_web(settings: Settings, *, with_worker: bool = False) -> None:
         raise
     runner = await _serve_http(shop)
     worker_task = asyncio.create_task(_worker_loop(shop)) if with_worker else None
+    settle_heap()
     try:
         await announce_start(shop)
         if settings.public_base_url:
@@ -132,6 +134,7 @@ async def run_web(settings: Settings, *, with_worker: bool = False) -> None:
 
 async def run_worker(settings: Settings) -> None:
     shop = build_shop(settings)
+    settle_heap()
     try:
         await _worker_loop(shop)
     finally:

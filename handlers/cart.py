@@ -13,6 +13,7 @@ from aiogram.filters import Command
 from aiogram.types import CallbackQuery, InlineKeyboardMarkup, Message
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bot.middlewares import ONE_STATEMENT_EACH
 from handlers.render import TEXT_LIMIT, kb, send, show
 from services import cart as cart_service
 from services import catalog
@@ -84,19 +85,19 @@ async def cart_screen(session: AsyncSession, customer_id: int, lang: str, page: 
     return "\n\n".join(parts), kb(*rows)
 
 
-@router.callback_query(F.data == "menu:cart")
+@router.callback_query(F.data == "menu:cart", flags=ONE_STATEMENT_EACH)
 async def open_cart(query: CallbackQuery, session: AsyncSession, customer_id: int, lang: str) -> None:
     screen = await cart_screen(session, customer_id, lang)
     await query.answer()
     await show(query, *screen)
 
 
-@router.message(Command("cart"))
+@router.message(Command("cart"), flags=ONE_STATEMENT_EACH)
 async def cart_command(message: Message, session: AsyncSession, customer_id: int, lang: str) -> None:
     await send(message, *await cart_screen(session, customer_id, lang))
 
 
-@router.callback_query(F.data.regexp(r"^crt:pg:(-?\d{1,4})$").as_("m"))
+@router.callback_query(F.data.regexp(r"^crt:pg:(-?\d{1,4})$").as_("m"), flags=ONE_STATEMENT_EACH)
 async def cart_page(query: CallbackQuery, m, session: AsyncSession, customer_id: int, lang: str) -> None:  # type: ignore[no-untyped-def]
     await query.answer()
     await show(query, *await cart_screen(session, customer_id, lang, int(m.group(1))))

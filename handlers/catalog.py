@@ -29,6 +29,7 @@ from aiogram.types import CallbackQuery, InlineKeyboardMarkup, Message
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.config import Settings
+from bot.middlewares import ONE_STATEMENT_EACH
 from db.models import Customer, Product
 from handlers.render import CAPTION_LIMIT, TEXT_LIMIT, kb, send, show
 from services import cart as cart_service
@@ -222,7 +223,7 @@ async def _show_category(query: CallbackQuery, session: AsyncSession, lang: str,
 # --- the product card -------------------------------------------------------------------------------
 
 
-@router.callback_query(F.data.regexp(rf"^cat:v:{ID}:{QTY}$").as_("m"))
+@router.callback_query(F.data.regexp(rf"^cat:v:{ID}:{QTY}$").as_("m"), flags=ONE_STATEMENT_EACH)
 async def view_product(query: CallbackQuery, m, session: AsyncSession, lang: str,  # type: ignore[no-untyped-def]
                        screens: CatalogueMemo[Any], customer_id: int | None = None) -> None:
     """Open a card as a new screen (from a list, the cart or a notification): a photo when it has one."""
@@ -245,7 +246,7 @@ async def _active_product(session: AsyncSession, product_id: int) -> Product | N
         return None
 
 
-@router.callback_query(F.data.regexp(rf"^cat:q:{ID}:{QTY}$").as_("m"))
+@router.callback_query(F.data.regexp(rf"^cat:q:{ID}:{QTY}$").as_("m"), flags=ONE_STATEMENT_EACH)
 async def change_card_quantity(query: CallbackQuery, m, session: AsyncSession, lang: str,  # type: ignore[no-untyped-def]
                                customer_id: int | None = None) -> None:
     """− / + on the card: the same card edited in place, saying so when stock caps the quantity."""
@@ -278,24 +279,41 @@ async def edit_card(query: CallbackQuery, product: Product, qty: int, lang: str,
     await show(query, text, markup)
 
 
-@router.callback_query(F.data.regexp(rf"^cat:a:{ID}:{QTY}$").as_("m"))
-async def add_to_cart(query: CallbackQuery, m, session: AsyncSession, customer_id: int, lang: str) -> None:  # type: ignore[no-untyped-def]
-    product = await _product_or_answer(query, session, int(m.group(1)), lang)
+@router.callback_query(F.data.regexp(rf"^cat:a:{ID}:{QTY}$").as_("m"), flags=ONE_STATEMENT_EACH)
+async def add_to_cart(query: CallbackQuery, m, session: AsyncSession, customer_id: int, lang: str,  # type: ignore[no-untyped-def]
+                      screens: CatalogueMemo[Any]) -> None:
+    product_id, qty = int(m.group(1)), max(1, int(m.group(2)))
+    added = await cart_service.try_add(session, customer_id, product_id, qty)
+    product = await screens.get(("product", product_id), lambda: _active_product(session, product_id)) if added else None
+    if added is None or product is None:
+        await _add_the_long_way(query, session, customer_id, product_id, qty, lang)
+        return
+    await _confirm_added(query, product, qty, added, lang)
+
+
+async def _add_the_long_way(query: CallbackQuery, session: AsyncSession, customer_id: int, product_id: int,
+                            qty: int, lang: str) -> None:
+    """Nothing could be added in one statement: read the product to say why (gone, sold out)."""
+    product = await _product_or_answer(query, session, product_id, lang)
     if product is None:
         return
-    qty = max(1, int(m.group(2)))
     try:
-        before, now = await cart_service.add(session, customer_id, product, qty)
+        added = await cart_service.add(session, customer_id, product, qty)
     except DomainError as exc:
         await query.answer(t(exc.key, lang, **exc.values), show_alert=True)
         in_cart = await cart_service.quantity_in_cart(session, customer_id, product.id)
         await edit_card(query, product, 1, lang, in_cart=in_cart)  # sold out since: the card offers Notify me
         return
-    if now < before + qty:
-        await query.answer(t("cart.capped", lang, qty=now, name=_short(product.name, 60)), show_alert=True)
+    await _confirm_added(query, product, qty, added, lang)
+
+
+async def _confirm_added(query: CallbackQuery, product: Product, qty: int, added: cart_service.Added,
+                         lang: str) -> None:
+    if added.now < added.before + qty:
+        await query.answer(t("cart.capped", lang, qty=added.now, name=_short(product.name, 60)), show_alert=True)
     else:
-        await query.answer(t("cart.added", lang, qty=qty, name=_short(product.name, 60), total=now))
-    await edit_card(query, product, qty, lang, in_cart=now)
+        await query.answer(t("cart.added", lang, qty=qty, name=_short(product.name, 60), total=added.now))
+    await edit_card(query, product, qty, lang, in_cart=added.now)
 
 
 def _cap_reason(product: Product, lang: str) -> str:

@@ -1,10 +1,13 @@
-"""Showing a screen in place: navigation edits the message it came from instead of flooding the chat."""
+"""Showing a screen in place: navigation edits the message it came from instead of flooding the chat.
+What Telegram sends back for these calls is never read, so it is not parsed (bot/speedups.py)."""
 from __future__ import annotations
 
 import logging
 
 from aiogram.exceptions import TelegramBadRequest
 from aiogram.types import CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, Message
+
+from bot.speedups import results_unused
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +34,11 @@ async def show(query: CallbackQuery, text: str, markup: InlineKeyboardMarkup | N
     message = query.message
     if not isinstance(message, Message):
         return
+    with results_unused():
+        await _replace(message, text, markup, photo)
+
+
+async def _replace(message: Message, text: str, markup: InlineKeyboardMarkup | None, photo: str | None) -> None:
     try:
         if photo:
             await message.answer_photo(photo, caption=clip(text, CAPTION_LIMIT), reply_markup=markup)
@@ -51,10 +59,11 @@ async def show(query: CallbackQuery, text: str, markup: InlineKeyboardMarkup | N
 
 async def send(message: Message, text: str, markup: InlineKeyboardMarkup | None = None, *,
                photo: str | None = None) -> None:
-    if photo:
-        await message.answer_photo(photo, caption=clip(text, CAPTION_LIMIT), reply_markup=markup)
-    else:
-        await message.answer(clip(text), reply_markup=markup)
+    with results_unused():
+        if photo:
+            await message.answer_photo(photo, caption=clip(text, CAPTION_LIMIT), reply_markup=markup)
+        else:
+            await message.answer(clip(text), reply_markup=markup)
 
 
 async def _delete_quietly(message: Message) -> None:

@@ -1,14 +1,17 @@
 """The cart, kept in the database per customer so it survives restarts and moves between processes."""
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from sqlalchemy import delete, select
+from sqlalchemy import Insert, bindparam, delete, func, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import lazyload
 
-from db.models import CartItem, Customer, Product
+from db.models import CartItem, Customer, Product, TZDateTime, utcnow
 from services.errors import InvalidInput, OutOfStock
 
 MAX_LINE_QTY = 99
@@ -46,10 +49,16 @@ async def ensure_customer(session: AsyncSession, user_id: int, chat_id: int, fir
     return customer
 
 
+# The cart's own statements are built once: building a statement costs more CPU than running it
+# (the cart screen, the card and Add to cart run them on every press).
+_LINES = (select(CartItem).where(CartItem.customer_id == bindparam("customer_id"))
+          .order_by(CartItem.added_at, CartItem.product_id))
+_QUANTITY = select(CartItem.__table__.c.quantity).where(CartItem.__table__.c.customer_id == bindparam("customer_id"),
+                                                        CartItem.__table__.c.product_id == bindparam("product_id"))
+
+
 async def lines(session: AsyncSession, customer_id: int) -> list[CartLine]:
-    rows = (await session.execute(
-        select(CartItem).where(CartItem.customer_id == customer_id).order_by(CartItem.added_at, CartItem.product_id)
-    )).unique().scalars().all()
+    rows = (await session.execute(_LINES, {"customer_id": customer_id})).unique().scalars().all()
     return [CartLine(r.product, r.quantity, r.seen_price_kes, r.seen_price_usd) for r in rows]
 
 
@@ -68,6 +77,37 @@ async def add(session: AsyncSession, customer_id: int, product: Product, quantit
     item = await _item(session, customer_id, product.id)
     before = item.quantity if item is not None else 0
     return Added(before, await _set(session, customer_id, product, item, before + quantity))
+
+
+async def try_add(session: AsyncSession, customer_id: int, product_id: int, quantity: int) -> Added | None:
+    """Add to a line in one statement, capped by the live stock and the line limit like `add`:
+    an upsert that reads the product as it writes, so it needs no transaction around it (two round
+    trips in all, against five for `add` in a transaction). None when nothing was added because the
+    product is gone or sold out: `add` then tells which. `before` is read just ahead of the write,
+    so two presses at the same instant may both say "added" (the cart itself is always right)."""
+    values = {"customer_id": customer_id, "product_id": product_id, "quantity": quantity, "now": utcnow()}
+    before = await quantity_in_cart(session, customer_id, product_id)
+    now = (await session.execute(_upsert(session.bind.dialect.name), values)).scalar_one_or_none()
+    return None if now is None else Added(before, now)
+
+
+@functools.cache
+def _upsert(dialect: str) -> Insert:
+    pg = dialect == "postgresql"
+    least = func.least if pg else func.min  # SQLite's many-argument min() is LEAST
+    items, products = CartItem.__table__, Product.__table__
+    product_id, quantity = bindparam("product_id"), bindparam("quantity")
+    live_stock = select(products.c.stock).where(products.c.id == product_id).scalar_subquery()
+    source = select(
+        bindparam("customer_id"), products.c.id, least(quantity, products.c.stock, MAX_LINE_QTY),
+        products.c.price_kes, products.c.price_usd, bindparam("now", type_=TZDateTime()),
+    ).where(products.c.id == product_id, products.c.active.is_(True), products.c.stock > 0)
+    upsert = (pg_insert if pg else sqlite_insert)(items).from_select(
+        ["customer_id", "product_id", "quantity", "seen_price_kes", "seen_price_usd", "added_at"], source)
+    return upsert.on_conflict_do_update(
+        index_elements=[items.c.customer_id, items.c.product_id],
+        set_={"quantity": least(items.c.quantity + quantity, live_stock, MAX_LINE_QTY)},
+    ).returning(items.c.quantity)
 
 
 async def _item(session: AsyncSession, customer_id: int, product_id: int) -> CartItem | None:
@@ -105,8 +145,7 @@ async def clear(session: AsyncSession, customer_id: int) -> None:
 
 
 async def quantity_in_cart(session: AsyncSession, customer_id: int, product_id: int) -> int:
-    quantity = await session.scalar(select(CartItem.quantity).where(CartItem.customer_id == customer_id,
-                                                                    CartItem.product_id == product_id))
+    quantity = await session.scalar(_QUANTITY, {"customer_id": customer_id, "product_id": product_id})
     return quantity or 0
 
 

@@ -2,6 +2,9 @@
 buttons, and a cart that outlives the bot process."""
 from __future__ import annotations
 
+import asyncio
+
+import pytest
 from sqlalchemy import select, update
 
 from db.changes import catalogue_written
@@ -177,3 +180,56 @@ async def test_cart_survives_a_restart(engine, botapi) -> None:  # type: ignore[
         assert "Lenovo 65 W USB-C charger" in (await second.send(USER, "/cart")).text
     finally:
         await second.stop()
+
+
+async def test_one_statement_add_caps_like_the_long_way(session_factory) -> None:  # type: ignore[no-untyped-def]
+    """`try_add` (the Add to cart button, no transaction around it) caps by the live stock and the
+    line limit, counts what was there, and gives up (None) where `add` would have to say why."""
+    from db.session import autocommit_sessionmaker
+    from tests.factories import make_product
+
+    big = await make_product(session_factory, "BIG-1", stock=500)
+    few = await make_product(session_factory, "FEW-1", stock=3)
+    gone = await make_product(session_factory, "GONE-1", stock=5)
+    async with session_factory() as session, session.begin():
+        await cart_service.ensure_customer(session, USER, USER, "Wanjiru")
+        await session.execute(update(Product).where(Product.id == gone).values(active=False))
+    factory = autocommit_sessionmaker(session_factory)
+    async with factory() as session:
+        assert await cart_service.try_add(session, USER, big, 60) == (0, 60)
+        assert await cart_service.try_add(session, USER, big, 60) == (60, cart_service.MAX_LINE_QTY)
+        assert await cart_service.try_add(session, USER, few, 2) == (0, 2)
+        assert await cart_service.try_add(session, USER, few, 2) == (2, 3)
+        assert await cart_service.try_add(session, USER, gone, 1) is None
+    async with session_factory() as session, session.begin():  # stock fell below the line since
+        await session.execute(update(Product).where(Product.id == few).values(stock=1))
+    async with factory() as session:
+        assert await cart_service.try_add(session, USER, few, 1) == (3, 1)
+    async with session_factory() as session, session.begin():
+        await session.execute(update(Product).where(Product.id == few).values(stock=0))
+    async with factory() as session:
+        assert await cart_service.try_add(session, USER, few, 1) is None  # sold out: the long way says so
+    async with session_factory() as session:  # committed statement by statement, with the prices seen
+        rows = {(r.product_id, r.quantity, r.seen_price_kes) for r in (await session.execute(select(CartItem))).scalars()}
+        assert rows == {(big, cart_service.MAX_LINE_QTY, 1000_00), (few, 1, 1000_00)}
+
+
+@pytest.mark.pg_only
+async def test_presses_at_the_same_instant_add_up(session_factory) -> None:  # type: ignore[no-untyped-def]
+    """Ten presses of Add at once for one customer: no duplicate-key error, every unit counted."""
+    from db.session import autocommit_sessionmaker
+    from tests.factories import make_product
+
+    pid = await make_product(session_factory, "HOT-1", stock=50)
+    async with session_factory() as session, session.begin():
+        await cart_service.ensure_customer(session, USER, USER, "Wanjiru")
+    factory = autocommit_sessionmaker(session_factory)
+
+    async def press() -> cart_service.Added | None:
+        async with factory() as session:
+            return await cart_service.try_add(session, USER, pid, 2)
+
+    results = await asyncio.gather(*(press() for _ in range(10)))
+    assert all(r is not None for r in results) and max(r.now for r in results if r) == 20
+    async with session_factory() as session:
+        assert await cart_service.quantity_in_cart(session, USER, pid) == 20

@@ -134,8 +134,8 @@ async def test_first_contact_whose_update_failed_is_registered_again(shop: Harne
                                  status=500)
 
     shop.botapi.responder = fail_sends
-    with suppress(AssertionError):  # nothing reached the chat: the cart and the apology both failed
-        await shop.send(A, "/cart")
+    with suppress(AssertionError):  # nothing reached the chat: the orders list and the apology both failed
+        await shop.send(A, "/orders")
     shop.botapi.responder = None
     async with shop.session_factory() as session:
         assert await session.get(Customer, A) is None
