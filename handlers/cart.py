@@ -22,6 +22,7 @@ from services.i18n import t
 from services.money import format_money
 
 router = Router(name="cart")
+router.callback_query.filter(F.data.startswith(("crt:", "menu:cart")))  # other buttons skip this router at once
 MAX_LINES_PER_PAGE = 8  # each line brings a row of four buttons
 PAGE_BUDGET = TEXT_LIMIT - 600  # room for the title, subtotal and page number around the lines
 

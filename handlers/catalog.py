@@ -41,6 +41,7 @@ from services.money import format_money
 
 log = logging.getLogger(__name__)
 router = Router(name="catalog")
+router.callback_query.filter(F.data.startswith(("cat:", "menu:catalog")))  # other buttons skip this router at once
 
 ID = r"(\d{1,9})"
 QTY = r"(\d{1,3})"

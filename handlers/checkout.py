@@ -33,6 +33,7 @@ from services.zones import ZONES, get_zone
 
 log = logging.getLogger(__name__)
 router = Router(name="checkout")
+router.callback_query.filter(F.data.startswith("chk:"))  # other buttons skip this router at once
 ADDRESS_MAX = 500
 ALERT_LIMIT = 200  # Telegram's limit for a callback answer's text
 

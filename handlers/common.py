@@ -11,6 +11,7 @@ from aiogram.types import (CallbackQuery, ErrorEvent, InlineKeyboardButton, Inli
                            ReplyKeyboardRemove)
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from handlers.render import send, show
 from services.i18n import t
 
 log = logging.getLogger(__name__)
@@ -49,7 +50,7 @@ async def start(message: Message, lang: str, state: FSMContext | None = None, cu
     if state is not None:
         await leave_flow(message, state, lang)
     name = message.from_user.first_name if message.from_user else ""
-    await message.answer(t("start.welcome", lang, name=_html(name)), reply_markup=main_menu(lang))
+    await send(message, t("start.welcome", lang, name=_html(name)), main_menu(lang))
 
 
 async def leave_flow(message: Message, state: FSMContext, lang: str) -> None:
@@ -64,8 +65,7 @@ async def leave_flow(message: Message, state: FSMContext, lang: str) -> None:
 @router.callback_query(F.data == "menu:main")
 async def menu_main(query: CallbackQuery, lang: str) -> None:
     await query.answer()
-    if query.message is not None:
-        await query.message.edit_text(t("menu.title", lang), reply_markup=main_menu(lang))
+    await show(query, t("menu.title", lang), main_menu(lang))
 
 
 @router.message(Command("help"))

@@ -16,6 +16,7 @@ from services.i18n import t
 from services.money import format_money
 
 router = Router(name="orders")
+router.callback_query.filter(F.data.startswith(("ord:", "menu:orders")))  # other buttons skip this router at once
 ITEMS_BUDGET = 2500  # characters of item lines in one message; the rest (totals, address) must fit too
 
 

@@ -20,6 +20,7 @@ from services.payments.stripe_flow import start_card_payment
 
 log = logging.getLogger(__name__)
 router = Router(name="pay_card")
+router.callback_query.filter(F.data.startswith("pay:"))  # other buttons skip this router at once
 
 
 async def _return_url(query: CallbackQuery, settings: Settings) -> str:

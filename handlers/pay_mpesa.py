@@ -27,6 +27,7 @@ from services.phones import InvalidPhone, is_kenyan_mobile, mask_phone, normaliz
 
 log = logging.getLogger(__name__)
 router = Router(name="pay_mpesa")
+router.callback_query.filter(F.data.startswith("pay:"))  # other buttons skip this router at once
 QUERY_MIN_INTERVAL = timedelta(seconds=5)
 
 

@@ -17,6 +17,7 @@ from services.money import format_money
 
 log = logging.getLogger(__name__)
 router = Router(name="payments")
+router.callback_query.filter(F.data.startswith("pay:"))  # other buttons skip this router at once
 
 
 def payment_methods(order: Order, providers: dict[str, Any]) -> list[str]:
