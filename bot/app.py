@@ -15,7 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.config import Settings
 from bot.middlewares import CustomerMiddleware, DbSessionMiddleware, LanguageMiddleware
-from bot.speedups import JsonBodySession, bind_bot_cheaply, pin_response_types, run_magic_filters_inline
+from bot.speedups import (JsonBodySession, bind_bot_cheaply, pin_response_types, run_magic_filters_inline,
+                          wrap_middlewares_cheaply)
 from services.cache import CatalogueMemo
 
 log = logging.getLogger(__name__)
@@ -55,4 +56,5 @@ def build_dispatcher(settings: Settings, session_factory: async_sessionmaker[Asy
         observer.middleware(customers)
     dp.include_router(setup_routers())
     run_magic_filters_inline(dp)
+    wrap_middlewares_cheaply()
     return dp

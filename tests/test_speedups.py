@@ -97,3 +97,75 @@ async def test_calls_go_as_json_and_uploads_as_multipart(botapi: BotAPIStandIn) 
     assert ban.content_type == "application/json"
     assert ban.params["until_date"] == int(datetime(2027, 1, 1, tzinfo=timezone.utc).timestamp())
     assert photo.content_type == "multipart/form-data" and photo.params["photo"].startswith("attach://")
+
+
+async def test_nested_values_aiogram_must_prepare_still_arrive(botapi: BotAPIStandIn) -> None:
+    """A default inside a nested object (a media caption's parse mode) is not plain JSON: such calls
+    take aiogram's own preparation, and arrive as they always did."""
+    from aiogram.types import InputMediaPhoto
+
+    bot = build_bot(Settings(_env_file=None, bot_token="123456789:TEST_token_for_speedups",  # type: ignore[call-arg]
+                             telegram_api_url=botapi.url))
+    try:
+        await bot.edit_message_media(media=InputMediaPhoto(media="https://example.com/a.jpg", caption="<b>A</b>"),
+                                     chat_id=42, message_id=3)
+    finally:
+        await bot.session.close()
+    call = botapi.calls[-1]
+    assert call.content_type == "application/json"
+    assert call.params["media"] == {"type": "photo", "media": "https://example.com/a.jpg", "caption": "<b>A</b>",
+                                    "parse_mode": "HTML"}
+
+
+async def test_unread_replies_are_checked_not_parsed(botapi: BotAPIStandIn) -> None:
+    from aiogram.exceptions import TelegramBadRequest
+    from aiohttp import web
+
+    from bot.speedups import results_unused
+
+    bot = _bot_on(botapi)
+    try:
+        assert isinstance(await bot.send_message(42, "read back"), Message)
+        with results_unused():
+            assert await bot.send_message(42, "not read back") is True
+
+            async def refuse(method: str, params: dict[str, Any]) -> Any:
+                return web.json_response({"ok": False, "error_code": 400,
+                                          "description": "Bad Request: message is not modified"}, status=400)
+
+            botapi.responder = refuse
+            try:
+                await bot.send_message(42, "refused")
+                raise AssertionError("a refusal must raise as usual")
+            except TelegramBadRequest as exc:
+                assert "not modified" in str(exc)
+
+            async def ok_last(method: str, params: dict[str, Any]) -> Any:  # valid, if not Telegram's order
+                return web.Response(text='{"result": {"message_id": 5, "date": 0, "chat": {"id": 42, "type": '
+                                         '"private"}}, "ok": true}', content_type="application/json")
+
+            botapi.responder = ok_last
+            assert isinstance(await bot.send_message(42, "parsed in full"), Message)
+    finally:
+        botapi.responder = None
+        await bot.session.close()
+
+
+def _bot_on(botapi: BotAPIStandIn) -> Bot:
+    return build_bot(Settings(_env_file=None, bot_token="123456789:TEST_token_for_speedups",  # type: ignore[call-arg]
+                              telegram_api_url=botapi.url))
+
+
+def test_a_pressed_messages_keyboard_is_left_out_and_nothing_else() -> None:
+    import copy
+
+    from webhooks.telegram import _without_pressed_keyboard
+
+    press = _without_pressed_keyboard(copy.deepcopy(PRESS))
+    assert "reply_markup" not in press["callback_query"]["message"]
+    assert press["callback_query"]["message"]["text"] == "Pick one" and press["callback_query"]["data"] == "cat:v:1:1"
+    text = {"update_id": 8, "message": {"message_id": 1, "date": 0, "chat": {"id": 5, "type": "private"},
+                                        "reply_markup": {"inline_keyboard": []}}}
+    assert _without_pressed_keyboard(copy.deepcopy(text)) == text  # only a button press's message
+    for junk in ([], "x", {"callback_query": "x"}, {"callback_query": {"message": 3}}):
+        assert _without_pressed_keyboard(junk) == junk

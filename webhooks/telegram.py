@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import json
 import logging
 from collections import OrderedDict
 from typing import Any
@@ -22,6 +21,7 @@ from aiogram.client.session.middlewares.base import BaseRequestMiddleware, NextR
 from aiogram.methods import AnswerCallbackQuery, Response, TelegramMethod
 from aiogram.types import Update
 from aiogram.webhook.aiohttp_server import SimpleRequestHandler
+import orjson
 from aiohttp import web
 from pydantic import ValidationError
 
@@ -123,7 +123,7 @@ class TelegramWebhook(SimpleRequestHandler):
         if request.content_type != "application/json":
             return web.Response(status=415, text="expected application/json")
         try:
-            update = Update.model_validate(_without_pressed_keyboard(json.loads(await request.read())),
+            update = Update.model_validate(_without_pressed_keyboard(orjson.loads(await request.read())),
                                            context={"bot": bot})
         except (ValueError, ValidationError):
             log.info("telegram.webhook.bad_update")
@@ -142,7 +142,7 @@ class TelegramWebhook(SimpleRequestHandler):
             return web.json_response({})
         body = method.model_dump(exclude_none=True, warnings=False)
         body["method"] = method.__api_method__
-        return web.json_response(body)
+        return web.Response(body=orjson.dumps(body), content_type="application/json")
 
     async def _handle_close(self, app: web.Application) -> None:
         return None  # the Shop owns the bot session and closes it
