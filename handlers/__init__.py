@@ -5,8 +5,9 @@ import importlib
 
 from aiogram import Router
 
-# Order matters: specific features first, the catch-all help fallback last.
-FEATURES = ("admin", "catalog", "cart", "checkout", "payments", "pay_mpesa", "pay_card", "orders", "common")
+# Order matters: /start first (it leaves any flow, so nothing needs to see it before), then the
+# specific features, the catch-all help fallback last.
+FEATURES = ("start", "admin", "catalog", "cart", "checkout", "payments", "pay_mpesa", "pay_card", "orders", "common")
 
 
 _root: Router | None = None

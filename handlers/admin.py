@@ -13,7 +13,7 @@ import logging
 import time
 from typing import Any
 
-from aiogram import Bot, Router
+from aiogram import Bot, F, Router
 from aiogram.filters import Filter
 from aiogram.fsm.context import FSMContext
 from aiogram.fsm.state import State, StatesGroup
@@ -32,6 +32,10 @@ from services.zones import get_zone
 
 log = logging.getLogger(__name__)
 router = Router(name="admin")
+# Cheap first checks, so a customer's press or text passes this router at once: admin buttons carry
+# "adm:", admin commands start with "/", and the tracking number is a reply to our prompt.
+router.callback_query.filter(F.data.startswith("adm:"))
+router.message.filter(F.text.startswith("/") | F.reply_to_message)
 
 ADMIN_ONLY = ("restock", "stock", "order", "ship", "delivered")  # never customer commands: refused anywhere
 IN_GROUP = ADMIN_ONLY + ("orders", "cancel")  # /orders and /cancel mean admin things only in the group

@@ -1,17 +1,16 @@
-"""/start, the main menu, help, the catch-all fallback and the apology for our own errors."""
+"""The main menu's keyboard, help, the catch-all fallback and the apology for our own errors (last
+of the routers: it answers whatever no feature took). /start lives in handlers/start.py, first."""
 from __future__ import annotations
 
 import logging
 from functools import lru_cache
 
 from aiogram import F, Router
-from aiogram.filters import Command, CommandObject, CommandStart
+from aiogram.filters import Command
 from aiogram.fsm.context import FSMContext
 from aiogram.types import (CallbackQuery, ErrorEvent, InlineKeyboardButton, InlineKeyboardMarkup, Message,
                            ReplyKeyboardRemove)
-from sqlalchemy.ext.asyncio import AsyncSession
 
-from handlers.render import send, show
 from services.i18n import t
 
 log = logging.getLogger(__name__)
@@ -29,30 +28,6 @@ def main_menu(lang: str) -> InlineKeyboardMarkup:
     ])
 
 
-@router.message(CommandStart(deep_link=True))
-async def start_deep_link(message: Message, command: CommandObject, session: AsyncSession, lang: str,
-                          state: FSMContext, customer_id: int | None = None) -> None:
-    await leave_flow(message, state, lang)
-    payload = command.args or ""
-    if payload.startswith("p_"):
-        from handlers.catalog import send_product_by_sku
-
-        if await send_product_by_sku(message, session, payload[2:], lang):
-            return
-    await start(message, lang)
-
-
-@router.message(CommandStart())
-async def start(message: Message, lang: str, state: FSMContext | None = None, customer_id: int | None = None) -> None:
-    """Welcome and main menu; /start always leaves whatever flow the customer was in. Takes
-    `customer_id` so that first contact registers them and a returning customer who had blocked us is
-    reachable again."""
-    if state is not None:
-        await leave_flow(message, state, lang)
-    name = message.from_user.first_name if message.from_user else ""
-    await send(message, t("start.welcome", lang, name=_html(name)), main_menu(lang))
-
-
 async def leave_flow(message: Message, state: FSMContext, lang: str) -> None:
     """Leave whatever the customer was in. Checkout's phone and email steps show a reply keyboard,
     which outlives the flow unless it is removed, so leaving checkout says so and removes it."""
@@ -60,12 +35,6 @@ async def leave_flow(message: Message, state: FSMContext, lang: str) -> None:
     await state.clear()
     if current is not None and current.startswith("Checkout:"):
         await message.answer(t("checkout.cancelled", lang), reply_markup=ReplyKeyboardRemove())
-
-
-@router.callback_query(F.data == "menu:main")
-async def menu_main(query: CallbackQuery, lang: str) -> None:
-    await query.answer()
-    await show(query, t("menu.title", lang), main_menu(lang))
 
 
 @router.message(Command("help"))
@@ -106,9 +75,3 @@ async def on_error(event: ErrorEvent) -> bool:
     except Exception:  # the apology itself failed (Telegram down): the log line above is what we have
         log.warning("handler.error.apology_failed", extra={"update_id": update.update_id})
     return True
-
-
-def _html(text: str) -> str:
-    from html import escape
-
-    return escape(text or "")

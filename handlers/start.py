@@ -1,0 +1,48 @@
+"""/start and the main menu: the first router, so the commonest message of all (and a deep link)
+is answered without passing every feature's handlers. /start leaves whatever flow the customer was
+in, so no feature needs to see it first."""
+from __future__ import annotations
+
+import html
+
+from aiogram import F, Router
+from aiogram.filters import CommandObject, CommandStart
+from aiogram.fsm.context import FSMContext
+from aiogram.types import CallbackQuery, Message
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from handlers.common import leave_flow, main_menu
+from handlers.render import send, show
+from services.i18n import t
+
+router = Router(name="start")
+
+
+@router.message(CommandStart(deep_link=True))
+async def start_deep_link(message: Message, command: CommandObject, session: AsyncSession, lang: str,
+                          state: FSMContext, customer_id: int | None = None) -> None:
+    await leave_flow(message, state, lang)
+    payload = command.args or ""
+    if payload.startswith("p_"):
+        from handlers.catalog import send_product_by_sku
+
+        if await send_product_by_sku(message, session, payload[2:], lang):
+            return
+    await start(message, lang)
+
+
+@router.message(CommandStart())
+async def start(message: Message, lang: str, state: FSMContext | None = None, customer_id: int | None = None) -> None:
+    """Welcome and main menu; /start always leaves whatever flow the customer was in. Takes
+    `customer_id` so that first contact registers them and a returning customer who had blocked us is
+    reachable again."""
+    if state is not None:
+        await leave_flow(message, state, lang)
+    name = message.from_user.first_name if message.from_user else ""
+    await send(message, t("start.welcome", lang, name=html.escape(name or "")), main_menu(lang))
+
+
+@router.callback_query(F.data == "menu:main")
+async def menu_main(query: CallbackQuery, lang: str) -> None:
+    await query.answer()
+    await show(query, t("menu.title", lang), main_menu(lang))
