@@ -18,7 +18,7 @@ from sqlalchemy import event as sa_event
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from db.session import autocommit_sessionmaker
-from services.cart import ensure_customer
+from services.cart import ensure_customer, register_customer
 from services.i18n import available_languages
 
 Handler = Callable[[TelegramObject, dict[str, Any]], Awaitable[Any]]
@@ -91,9 +91,11 @@ class CustomerMiddleware(BaseMiddleware):
             key, now = (user.id, chat_id), time.monotonic()
             if wants_row or self._checked.get(key, 0.0) <= now:
                 session: AsyncSession = data["session"]
-                data["customer"] = await ensure_customer(
-                    session, user.id, chat_id, user.first_name or "", user.username, data.get("lang", "en"),
-                )
+                who = (session, user.id, chat_id, user.first_name or "", user.username, data.get("lang", "en"))
+                if wants_row:
+                    data["customer"] = await ensure_customer(*who)
+                else:
+                    await register_customer(*who)
                 # Only once it is committed: a first contact rolled back with its update left no row.
                 sa_event.listen(session.sync_session, "after_commit", lambda _s: self._remember(key, now), once=True)
             data["customer_id"] = user.id

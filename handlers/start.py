@@ -11,6 +11,7 @@ from aiogram.fsm.context import FSMContext
 from aiogram.types import CallbackQuery, Message
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bot.middlewares import ONE_STATEMENT_EACH
 from handlers.common import leave_flow, main_menu
 from handlers.render import send, show
 from services.i18n import t
@@ -31,7 +32,7 @@ async def start_deep_link(message: Message, command: CommandObject, session: Asy
     await start(message, lang)
 
 
-@router.message(CommandStart())
+@router.message(CommandStart(), flags=ONE_STATEMENT_EACH)  # its only statement: registering the customer
 async def start(message: Message, lang: str, state: FSMContext | None = None, customer_id: int | None = None) -> None:
     """Welcome and main menu; /start always leaves whatever flow the customer was in. Takes
     `customer_id` so that first contact registers them and a returning customer who had blocked us is

@@ -5,7 +5,7 @@ import functools
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from sqlalchemy import Insert, bindparam, delete, func, select
+from sqlalchemy import Insert, bindparam, case, delete, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -55,6 +55,30 @@ _LINES = (select(CartItem).where(CartItem.customer_id == bindparam("customer_id"
           .order_by(CartItem.added_at, CartItem.product_id))
 _QUANTITY = select(CartItem.__table__.c.quantity).where(CartItem.__table__.c.customer_id == bindparam("customer_id"),
                                                         CartItem.__table__.c.product_id == bindparam("product_id"))
+
+
+async def register_customer(session: AsyncSession, user_id: int, chat_id: int, first_name: str = "",
+                            username: str | None = None, language: str | None = None) -> None:
+    """`ensure_customer` for callers that need only to know the customer exists: one statement
+    (an upsert that writes nothing for a returning customer whose chat is unchanged), so a handler
+    flagged to run without a transaction pays one round trip for it."""
+    await session.execute(_register(session.bind.dialect.name), {
+        "id": user_id, "chat_id": chat_id, "first_name": first_name[:128], "username": username,
+        "language": (language or "en")[:8], "unreachable": False, "created_at": utcnow()})
+
+
+@functools.cache
+def _register(dialect: str) -> Insert:
+    customers = Customer.__table__
+    insert = (pg_insert if dialect == "postgresql" else sqlite_insert)(customers)
+    moved = customers.c.chat_id != insert.excluded.chat_id
+    # A chat id <= 0 is not a private chat: keep the one we have, as ensure_customer does.
+    return insert.on_conflict_do_update(
+        index_elements=[customers.c.id],
+        set_={"chat_id": case((insert.excluded.chat_id > 0, insert.excluded.chat_id), else_=customers.c.chat_id),
+              "unreachable": False},
+        where=(moved & (insert.excluded.chat_id > 0)) | customers.c.unreachable.is_(True),
+    )
 
 
 async def lines(session: AsyncSession, customer_id: int) -> list[CartLine]:

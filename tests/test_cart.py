@@ -233,3 +233,24 @@ async def test_presses_at_the_same_instant_add_up(session_factory) -> None:  # t
     assert all(r is not None for r in results) and max(r.now for r in results if r) == 20
     async with session_factory() as session:
         assert await cart_service.quantity_in_cart(session, USER, pid) == 20
+
+
+async def test_registering_a_customer_in_one_statement(session_factory) -> None:  # type: ignore[no-untyped-def]
+    """What `ensure_customer` does for a customer, without loading the row: created on first
+    contact, the chat followed when it moves, reachable again once they write; nothing else touched."""
+    from db.models import Customer
+
+    async with session_factory() as session, session.begin():
+        await cart_service.register_customer(session, USER, USER, "Wanjiru" * 30, "wanjiru", "sw-KE-long")
+    async with session_factory() as session, session.begin():
+        customer = await session.get(Customer, USER)
+        assert (customer.chat_id, customer.first_name, customer.username, customer.language, customer.unreachable) == (
+            USER, ("Wanjiru" * 30)[:128], "wanjiru", "sw-KE-lo", False)
+        customer.unreachable, customer.phone = True, "254712345678"
+    async with session_factory() as session, session.begin():
+        await cart_service.register_customer(session, USER, USER + 1, "Other name", None, "en")
+        await cart_service.register_customer(session, USER, -100, "Group", None, "en")  # not a private chat
+    async with session_factory() as session:
+        customer = await session.get(Customer, USER)
+        assert (customer.chat_id, customer.unreachable, customer.first_name, customer.phone, customer.language) == (
+            USER + 1, False, ("Wanjiru" * 30)[:128], "254712345678", "sw-KE-lo")
