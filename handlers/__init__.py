@@ -5,6 +5,8 @@ import importlib
 
 from aiogram import Router
 
+from handlers.routing import RootRouter
+
 # Order matters: /start first (it leaves any flow, so nothing needs to see it before), then the
 # specific features, the catch-all help fallback last.
 FEATURES = ("start", "admin", "catalog", "cart", "checkout", "payments", "pay_mpesa", "pay_card", "orders", "common")
@@ -20,7 +22,7 @@ def setup_routers() -> Router:
     if _root is not None:
         _root._parent_router = None
         return _root
-    root = Router(name="root")
+    root = RootRouter(name="root")
     for name in FEATURES:
         try:
             module = importlib.import_module(f"handlers.{name}")

@@ -13,7 +13,7 @@ import logging
 import time
 from typing import Any
 
-from aiogram import Bot, F, Router
+from aiogram import Bot, F
 from aiogram.filters import Filter
 from aiogram.fsm.context import FSMContext
 from aiogram.fsm.state import State, StatesGroup
@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot.config import Settings
 from db.models import Order
 from handlers.render import TEXT_LIMIT, kb
+from handlers.routing import FeatureRouter
 from services import admin as admin_service
 from services import orders as sm
 from services.errors import DomainError
@@ -31,10 +32,9 @@ from services.money import format_money
 from services.zones import get_zone
 
 log = logging.getLogger(__name__)
-router = Router(name="admin")
+router = FeatureRouter("admin", buttons=("adm:",))
 # Cheap first checks, so a customer's press or text passes this router at once: admin buttons carry
 # "adm:", admin commands start with "/", and the tracking number is a reply to our prompt.
-router.callback_query.filter(F.data.startswith("adm:"))
 router.message.filter(F.text.startswith("/") | F.reply_to_message)
 
 ADMIN_ONLY = ("restock", "stock", "order", "ship", "delivered")  # never customer commands: refused anywhere

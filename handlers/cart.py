@@ -8,21 +8,21 @@ from __future__ import annotations
 
 import html
 
-from aiogram import F, Router
+from aiogram import F
 from aiogram.filters import Command
 from aiogram.types import CallbackQuery, InlineKeyboardMarkup, Message
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.middlewares import ONE_STATEMENT_EACH
 from handlers.render import TEXT_LIMIT, kb, send, show
+from handlers.routing import FeatureRouter
 from services import cart as cart_service
 from services import catalog
 from services.errors import DomainError, NotFound
 from services.i18n import t
 from services.money import format_money
 
-router = Router(name="cart")
-router.callback_query.filter(F.data.startswith(("crt:", "menu:cart")))  # other buttons skip this router at once
+router = FeatureRouter("cart", buttons=("crt:", "menu:cart"))
 MAX_LINES_PER_PAGE = 8  # each line brings a row of four buttons
 PAGE_BUDGET = TEXT_LIMIT - 600  # room for the title, subtotal and page number around the lines
 

@@ -19,7 +19,7 @@ import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from aiogram import F, Router
+from aiogram import F
 from aiogram.dispatcher.event.bases import SkipHandler
 from aiogram.exceptions import TelegramBadRequest
 from aiogram.filters import Command, StateFilter
@@ -32,6 +32,7 @@ from bot.config import Settings
 from bot.middlewares import ONE_STATEMENT_EACH
 from db.models import Customer, Product
 from handlers.render import CAPTION_LIMIT, TEXT_LIMIT, kb, send, show
+from handlers.routing import FeatureRouter
 from services import cart as cart_service
 from services import catalog
 from services.cache import CatalogueMemo
@@ -40,8 +41,7 @@ from services.i18n import t
 from services.money import format_money
 
 log = logging.getLogger(__name__)
-router = Router(name="catalog")
-router.callback_query.filter(F.data.startswith(("cat:", "menu:catalog")))  # other buttons skip this router at once
+router = FeatureRouter("catalog", buttons=("cat:", "menu:catalog"))
 
 ID = r"(\d{1,9})"
 QTY = r"(\d{1,3})"

@@ -9,7 +9,7 @@ import html
 import logging
 from typing import Any
 
-from aiogram import F, Router
+from aiogram import F
 from aiogram.filters import Command, StateFilter
 from aiogram.fsm.context import FSMContext
 from aiogram.fsm.state import State, StatesGroup
@@ -23,6 +23,7 @@ from db.models import Customer
 from handlers.payments import offer_payment
 from handlers.orders import join_bounded
 from handlers.render import clip, kb, show
+from handlers.routing import FeatureRouter
 from services import cart as cart_service
 from services import orders as order_service
 from services.errors import DomainError
@@ -32,8 +33,7 @@ from services.phones import InvalidPhone, normalize_phone
 from services.zones import ZONES, get_zone
 
 log = logging.getLogger(__name__)
-router = Router(name="checkout")
-router.callback_query.filter(F.data.startswith("chk:"))  # other buttons skip this router at once
+router = FeatureRouter("checkout", buttons=("chk:",))
 ADDRESS_MAX = 500
 ALERT_LIMIT = 200  # Telegram's limit for a callback answer's text
 

@@ -5,16 +5,17 @@ from __future__ import annotations
 import logging
 from functools import lru_cache
 
-from aiogram import F, Router
+from aiogram import F
 from aiogram.filters import Command
 from aiogram.fsm.context import FSMContext
 from aiogram.types import (CallbackQuery, ErrorEvent, InlineKeyboardButton, InlineKeyboardMarkup, Message,
                            ReplyKeyboardRemove)
 
+from handlers.routing import FeatureRouter
 from services.i18n import t
 
 log = logging.getLogger(__name__)
-router = Router(name="common")
+router = FeatureRouter("common")  # any button: the stale-button answer
 
 
 @lru_cache(maxsize=32)

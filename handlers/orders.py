@@ -3,20 +3,20 @@ from __future__ import annotations
 
 import html
 
-from aiogram import F, Router
+from aiogram import F
 from aiogram.filters import Command, CommandObject
 from aiogram.types import CallbackQuery, Message
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.models import Customer, Order
 from handlers.render import kb, send, show
+from handlers.routing import FeatureRouter
 from services import orders as order_service
 from services.errors import NotFound
 from services.i18n import t
 from services.money import format_money
 
-router = Router(name="orders")
-router.callback_query.filter(F.data.startswith(("ord:", "menu:orders")))  # other buttons skip this router at once
+router = FeatureRouter("orders", buttons=("ord:", "menu:orders"))
 ITEMS_BUDGET = 2500  # characters of item lines in one message; the rest (totals, address) must fit too
 
 

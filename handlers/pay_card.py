@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from aiogram import F, Router
+from aiogram import F
 from aiogram.types import CallbackQuery
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -12,6 +12,7 @@ from bot.config import Settings
 from db.models import Customer
 from handlers.payments import own_order
 from handlers.render import kb
+from handlers.routing import FeatureRouter
 from services.errors import DomainError
 from services.i18n import t
 from services.money import format_money
@@ -19,8 +20,7 @@ from services.payments.stripe import StripeFailure
 from services.payments.stripe_flow import start_card_payment
 
 log = logging.getLogger(__name__)
-router = Router(name="pay_card")
-router.callback_query.filter(F.data.startswith("pay:"))  # other buttons skip this router at once
+router = FeatureRouter("pay_card", buttons=("pay:",))
 
 
 async def _return_url(query: CallbackQuery, settings: Settings) -> str:

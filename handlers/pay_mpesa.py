@@ -5,7 +5,7 @@ import logging
 from datetime import timedelta
 from typing import Any
 
-from aiogram import F, Router
+from aiogram import F
 from aiogram.filters import StateFilter
 from aiogram.fsm.context import FSMContext
 from aiogram.fsm.state import State, StatesGroup
@@ -17,6 +17,7 @@ from bot.config import Settings
 from db.models import Customer, Order, Payment, utcnow
 from handlers.payments import own_order
 from handlers.render import kb
+from handlers.routing import FeatureRouter
 from services import orders as order_service
 from services.errors import DomainError
 from services.i18n import t
@@ -26,8 +27,7 @@ from services.payments.mpesa import MpesaError
 from services.phones import InvalidPhone, is_kenyan_mobile, mask_phone, normalize_phone
 
 log = logging.getLogger(__name__)
-router = Router(name="pay_mpesa")
-router.callback_query.filter(F.data.startswith("pay:"))  # other buttons skip this router at once
+router = FeatureRouter("pay_mpesa", buttons=("pay:",))
 QUERY_MIN_INTERVAL = timedelta(seconds=5)
 
 

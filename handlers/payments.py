@@ -5,19 +5,19 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from aiogram import F, Router
+from aiogram import F
 from aiogram.types import CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, Message
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.models import Customer, Order
+from handlers.routing import FeatureRouter
 from services import orders as order_service
 from services.errors import DomainError
 from services.i18n import t
 from services.money import format_money
 
 log = logging.getLogger(__name__)
-router = Router(name="payments")
-router.callback_query.filter(F.data.startswith("pay:"))  # other buttons skip this router at once
+router = FeatureRouter("payments", buttons=("pay:",))
 
 
 def payment_methods(order: Order, providers: dict[str, Any]) -> list[str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import html
 
-from aiogram import F, Router
+from aiogram import F
 from aiogram.filters import CommandObject, CommandStart
 from aiogram.fsm.context import FSMContext
 from aiogram.types import CallbackQuery, Message
@@ -14,9 +14,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot.middlewares import ONE_STATEMENT_EACH
 from handlers.common import leave_flow, main_menu
 from handlers.render import send, show
+from handlers.routing import FeatureRouter
 from services.i18n import t
 
-router = Router(name="start")
+router = FeatureRouter("start", buttons=("menu:main",))
 
 
 @router.message(CommandStart(deep_link=True))
