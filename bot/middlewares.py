@@ -47,11 +47,13 @@ class DbSessionMiddleware(BaseMiddleware):
         chosen: HandlerObject | None = data.get("handler")
         if chosen is not None and not chosen.varkw and self.USES_DATABASE.isdisjoint(chosen.params):
             return await handler(event, data)
-        factory = self.autocommit_factory if get_flag(data, "autocommit") else self.session_factory
-        async with factory() as session:
-            data["session"] = session
+        autocommit = bool(get_flag(data, "autocommit"))
+        async with (self.autocommit_factory if autocommit else self.session_factory)() as session:
+            data["session"], data["statements_commit"] = session, autocommit
             result = await handler(event, data)
-            if session.in_transaction():
+            # Statement by statement, everything executed is committed already: only objects the
+            # handler changed without flushing are left to write.
+            if session.in_transaction() and (not autocommit or session.new or session.dirty or session.deleted):
                 await session.commit()
             return result
 
@@ -96,8 +98,10 @@ class CustomerMiddleware(BaseMiddleware):
                     data["customer"] = await ensure_customer(*who)
                 else:
                     await register_customer(*who)
-                # Only once it is committed: a first contact rolled back with its update left no row.
-                sa_event.listen(session.sync_session, "after_commit", lambda _s: self._remember(key, now), once=True)
+                if data.get("statements_commit") and not wants_row:
+                    self._remember(key, now)  # the registration committed as it ran
+                else:  # once it is committed: a first contact rolled back with its update left no row
+                    sa_event.listen(session.sync_session, "after_commit", lambda _s: self._remember(key, now), once=True)
             data["customer_id"] = user.id
         return await handler(event, data)
 
