@@ -18,7 +18,7 @@ from typing import Any
 
 from aiogram import Bot, Dispatcher
 from aiogram.client.session.middlewares.base import BaseRequestMiddleware, NextRequestMiddlewareType
-from aiogram.methods import AnswerCallbackQuery, Response, TelegramMethod
+from aiogram.methods import AnswerCallbackQuery, TelegramMethod
 from aiogram.types import Update
 from aiogram.webhook.aiohttp_server import SimpleRequestHandler
 import orjson
@@ -72,12 +72,12 @@ class DeferCallbackAnswers(BaseRequestMiddleware):
         self._late: set[asyncio.Task[None]] = set()
 
     async def __call__(self, make_request: NextRequestMiddlewareType[Any], bot: Bot,
-                       method: TelegramMethod[Any]) -> Response[Any]:
+                       method: TelegramMethod[Any]) -> Any:
         reply = _reply.get()
         if isinstance(method, AnswerCallbackQuery) and reply is not None and reply.open and reply.method is None:
             reply.method = method
             reply.timer = asyncio.get_running_loop().call_later(HOLD_SECONDS, self._send_late, reply, make_request, bot)
-            return Response[bool](ok=True, result=True)
+            return True  # what the call itself returns: the session hands back the result, not the Response
         return await make_request(bot, method)
 
     def _send_late(self, reply: _Reply, make_request: NextRequestMiddlewareType[Any], bot: Bot) -> None:
