@@ -49,7 +49,8 @@ def build_dispatcher(settings: Settings, session_factory: async_sessionmaker[Asy
 
     dp = Dispatcher(storage=build_storage(settings), settings=settings, session_factory=session_factory,
                     screens=CatalogueMemo(settings.catalog_cache_seconds), **extra)
-    sessions, customers = DbSessionMiddleware(session_factory), CustomerMiddleware()
+    customers = CustomerMiddleware()
+    sessions = DbSessionMiddleware(session_factory, customers)
     for observer in (dp.message, dp.callback_query):
         observer.outer_middleware(LanguageMiddleware())
         observer.middleware(sessions)  # inner, in this order: the customer is looked up in the session

@@ -39,13 +39,16 @@ class DbSessionMiddleware(BaseMiddleware):
 
     USES_DATABASE = frozenset({"session", "customer", "customer_id"})
 
-    def __init__(self, session_factory: async_sessionmaker[AsyncSession]) -> None:
+    def __init__(self, session_factory: async_sessionmaker[AsyncSession],
+                 customers: CustomerMiddleware | None = None) -> None:
         self.session_factory = session_factory
         self.autocommit_factory = autocommit_sessionmaker(session_factory)
+        self.customers = customers
 
     async def __call__(self, handler: Handler, event: TelegramObject, data: dict[str, Any]) -> Any:
         chosen: HandlerObject | None = data.get("handler")
-        if chosen is not None and not chosen.varkw and self.USES_DATABASE.isdisjoint(chosen.params):
+        if chosen is not None and not chosen.varkw and (
+                self.USES_DATABASE.isdisjoint(chosen.params) or self._only_a_known_id(chosen, data)):
             return await handler(event, data)
         autocommit = bool(get_flag(data, "autocommit"))
         async with (self.autocommit_factory if autocommit else self.session_factory)() as session:
@@ -56,6 +59,11 @@ class DbSessionMiddleware(BaseMiddleware):
             if session.in_transaction() and (not autocommit or session.new or session.dirty or session.deleted):
                 await session.commit()
             return result
+
+    def _only_a_known_id(self, chosen: HandlerObject, data: dict[str, Any]) -> bool:
+        """The handler takes just `customer_id`, of a customer checked moments ago (/start)."""
+        return (self.customers is not None and "session" not in chosen.params and "customer" not in chosen.params
+                and self.customers.known(data))
 
 
 class LanguageMiddleware(BaseMiddleware):
@@ -91,7 +99,8 @@ class CustomerMiddleware(BaseMiddleware):
         if (wants_row or wants_id) and user is not None and not user.is_bot and (chat is None or chat.type == "private"):
             chat_id = chat.id if chat else user.id
             key, now = (user.id, chat_id), time.monotonic()
-            if wants_row or self._checked.get(key, 0.0) <= now:
+            # No session: DbSessionMiddleware found this customer known a moment ago and opened none.
+            if (wants_row or self._checked.get(key, 0.0) <= now) and "session" in data:
                 session: AsyncSession = data["session"]
                 who = (session, user.id, chat_id, user.first_name or "", user.username, data.get("lang", "en"))
                 if wants_row:
@@ -104,6 +113,14 @@ class CustomerMiddleware(BaseMiddleware):
                     sa_event.listen(session.sync_session, "after_commit", lambda _s: self._remember(key, now), once=True)
             data["customer_id"] = user.id
         return await handler(event, data)
+
+    def known(self, data: dict[str, Any]) -> bool:
+        """The customer behind this update was registered or checked less than `remember_seconds` ago."""
+        user: User | None = data.get("event_from_user")
+        chat = data.get("event_chat")
+        if user is None or user.is_bot or (chat is not None and chat.type != "private"):
+            return False
+        return self._checked.get((user.id, chat.id if chat else user.id), 0.0) > time.monotonic()
 
     def _remember(self, key: tuple[int, int], now: float) -> None:
         if len(self._checked) >= self.max_remembered:

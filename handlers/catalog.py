@@ -13,6 +13,7 @@ reach the database as an out-of-range integer):
 """
 from __future__ import annotations
 
+import functools
 import html
 import logging
 import re
@@ -99,16 +100,24 @@ def product_card(product: Product, qty: int, lang: str, *, in_cart: int = 0,
     limit = limit or (CAPTION_LIMIT if product.photo_url else TEXT_LIMIT)
     text = _fit(lambda name, description: _card_text(product, name, description, in_cart, lang),
                 product.name, product.description, limit)
-    nav = [[(t("catalog.back_to_category", lang), f"cat:c:{product.category_id}"), (t("menu.cart", lang), "menu:cart")],
-           [(t("catalog.back_to_categories", lang), "menu:catalog"), (t("menu.back", lang), "cat:m")]]
     if product.stock <= 0:
-        return text, kb([(t("catalog.notify_me", lang), f"cat:n:{product.id}")], *nav)
-    qty = clamp_quantity(product, qty)
-    return text, kb(
-        [("−", f"cat:q:{product.id}:{max(1, qty - 1)}"), (str(qty), f"cat:q:{product.id}:{qty}"),
-         ("+", f"cat:q:{product.id}:{min(qty + 1, cart_service.MAX_LINE_QTY + 1)}")],
-        [(t("catalog.add_to_cart", lang, qty=qty), f"cat:a:{product.id}:{qty}")],
-        [(t("catalog.type_quantity", lang), f"cat:t:{product.id}")],
+        return text, _card_keyboard(product.id, product.category_id, 0, lang)
+    return text, _card_keyboard(product.id, product.category_id, clamp_quantity(product, qty), lang)
+
+
+@functools.lru_cache(maxsize=4096)
+def _card_keyboard(product_id: int, category_id: int, qty: int, lang: str) -> InlineKeyboardMarkup:
+    """The card's buttons (qty 0: sold out, Notify me). They depend on these four values only, and
+    a keyboard is never changed once built, so each is built once (pydantic builds every button)."""
+    nav = [[(t("catalog.back_to_category", lang), f"cat:c:{category_id}"), (t("menu.cart", lang), "menu:cart")],
+           [(t("catalog.back_to_categories", lang), "menu:catalog"), (t("menu.back", lang), "cat:m")]]
+    if qty <= 0:
+        return kb([(t("catalog.notify_me", lang), f"cat:n:{product_id}")], *nav)
+    return kb(
+        [("−", f"cat:q:{product_id}:{max(1, qty - 1)}"), (str(qty), f"cat:q:{product_id}:{qty}"),
+         ("+", f"cat:q:{product_id}:{min(qty + 1, cart_service.MAX_LINE_QTY + 1)}")],
+        [(t("catalog.add_to_cart", lang, qty=qty), f"cat:a:{product_id}:{qty}")],
+        [(t("catalog.type_quantity", lang), f"cat:t:{product_id}")],
         *nav,
     )
 

@@ -209,3 +209,28 @@ async def test_a_cancelled_rendering_leaves_the_waiters_to_make_it() -> None:
     first.cancel()
     assert await waiter == "screen"
     assert first.cancelled()
+
+
+async def test_a_known_customers_start_opens_no_session(shop: Harness, monkeypatch: Any) -> None:
+    """/start needs only to know the customer exists: the first one registers them (one statement),
+    the next ones within the minute open no session at all. A customer the process has not seen
+    is registered again, however many times it was done elsewhere."""
+    opened: list[int] = []
+    factory = shop.shop.dp["session_factory"]
+    middleware = next(m for m in shop.shop.dp.message.middleware if type(m).__name__ == "DbSessionMiddleware")
+    original = middleware.autocommit_factory
+
+    def counting() -> AsyncSession:
+        opened.append(1)
+        return original()
+
+    monkeypatch.setattr(middleware, "autocommit_factory", counting)
+    with statements(shop.engine) as seen:
+        first = await shop.send(A, "/start")
+        again = await shop.send(A, "/start")
+    assert first.method == again.method == "sendMessage" and again.text == first.text
+    assert again.button("Catalogue") == "menu:catalog"  # the main menu, as the first time
+    assert len(opened) == 1 and [s for s in seen if "customers" in s and s.startswith("insert")] != []
+    assert len(seen) == 1  # the registration, and nothing for the second /start
+    async with factory() as session:
+        assert await session.get(Customer, A) is not None
