@@ -28,6 +28,11 @@ Handler = Callable[[TelegramObject, dict[str, Any]], Awaitable[Any]]
 ONE_STATEMENT_EACH = {"autocommit": True}
 
 
+def statements_commit(data: dict[str, Any]) -> bool:
+    """The chosen handler is flagged `ONE_STATEMENT_EACH`: each statement of its session commits as it runs."""
+    return bool(get_flag(data, "autocommit"))
+
+
 class DbSessionMiddleware(BaseMiddleware):
     """One session for the update, committed when the handler succeeds. Inner middleware: it runs
     once the handler is chosen and opens nothing for handlers that need no database (the menu, help,
@@ -50,9 +55,9 @@ class DbSessionMiddleware(BaseMiddleware):
         if chosen is not None and not chosen.varkw and (
                 self.USES_DATABASE.isdisjoint(chosen.params) or self._only_a_known_id(chosen, data)):
             return await handler(event, data)
-        autocommit = bool(get_flag(data, "autocommit"))
+        autocommit = statements_commit(data)
         async with (self.autocommit_factory if autocommit else self.session_factory)() as session:
-            data["session"], data["statements_commit"] = session, autocommit
+            data["session"] = session
             result = await handler(event, data)
             # Statement by statement, everything executed is committed already: only objects the
             # handler changed without flushing are left to write.
@@ -94,20 +99,19 @@ class CustomerMiddleware(BaseMiddleware):
         chosen: HandlerObject | None = data.get("handler")
         wants_row = chosen is None or chosen.varkw or "customer" in chosen.params
         wants_id = chosen is not None and "customer_id" in chosen.params
-        user: User | None = data.get("event_from_user")
-        chat = data.get("event_chat")
-        if (wants_row or wants_id) and user is not None and not user.is_bot and (chat is None or chat.type == "private"):
-            chat_id = chat.id if chat else user.id
-            key, now = (user.id, chat_id), time.monotonic()
+        key = self._key(data) if wants_row or wants_id else None
+        if key is not None:
+            user: User = data["event_from_user"]
+            now = time.monotonic()
             # No session: DbSessionMiddleware found this customer known a moment ago and opened none.
             if (wants_row or self._checked.get(key, 0.0) <= now) and "session" in data:
                 session: AsyncSession = data["session"]
-                who = (session, user.id, chat_id, user.first_name or "", user.username, data.get("lang", "en"))
+                who = (session, user.id, key[1], user.first_name or "", user.username, data.get("lang", "en"))
                 if wants_row:
                     data["customer"] = await ensure_customer(*who)
                 else:
                     await register_customer(*who)
-                if data.get("statements_commit") and not wants_row:
+                if statements_commit(data) and not wants_row:
                     self._remember(key, now)  # the registration committed as it ran
                 else:  # once it is committed: a first contact rolled back with its update left no row
                     sa_event.listen(session.sync_session, "after_commit", lambda _s: self._remember(key, now), once=True)
@@ -116,11 +120,17 @@ class CustomerMiddleware(BaseMiddleware):
 
     def known(self, data: dict[str, Any]) -> bool:
         """The customer behind this update was registered or checked less than `remember_seconds` ago."""
+        key = self._key(data)
+        return key is not None and self._checked.get(key, 0.0) > time.monotonic()
+
+    @staticmethod
+    def _key(data: dict[str, Any]) -> tuple[int, int] | None:
+        """(user id, chat id) of a customer writing to us in private; None for bots and groups."""
         user: User | None = data.get("event_from_user")
         chat = data.get("event_chat")
         if user is None or user.is_bot or (chat is not None and chat.type != "private"):
-            return False
-        return self._checked.get((user.id, chat.id if chat else user.id), 0.0) > time.monotonic()
+            return None
+        return user.id, chat.id if chat else user.id
 
     def _remember(self, key: tuple[int, int], now: float) -> None:
         if len(self._checked) >= self.max_remembered:

@@ -196,8 +196,7 @@ class JsonBodySession(AiohttpSession):
                     for key, value in payload.items()}
         if files:
             return None
-        return self.json_dumps({key: value for key, value in prepared.items()
-                                if value is not None and value != ""}).encode()
+        return self.json_dumps(prepared).encode()  # payload has no None or "" left to drop
 
 
 def _plain(value: Any) -> Any:

@@ -5,7 +5,12 @@ writing at once; PostgreSQL gets a pool sized for a couple of web and worker pro
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from sqlalchemy import event
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 
@@ -42,6 +47,12 @@ def make_engine(url: str, **kwargs: object) -> AsyncEngine:
     kwargs.setdefault("pool_pre_ping", False)
     kwargs.setdefault("pool_recycle", 1800)
     return create_async_engine(url, **kwargs)
+
+
+def insert_with_conflicts(dialect_name: str) -> Callable[..., Any]:
+    """The dialect's `insert()`, the one with `on_conflict_do_update` / `on_conflict_do_nothing`
+    (PostgreSQL's and SQLite's spell them alike)."""
+    return pg_insert if dialect_name == "postgresql" else sqlite_insert
 
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

@@ -6,12 +6,11 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from sqlalchemy import Insert, Select, bindparam, case, delete, func, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import lazyload
 
 from db.models import CartItem, Customer, Product, TZDateTime, utcnow
+from db.session import insert_with_conflicts
 from services.errors import InvalidInput, OutOfStock
 
 MAX_LINE_QTY = 99
@@ -70,7 +69,7 @@ async def register_customer(session: AsyncSession, user_id: int, chat_id: int, f
 @functools.cache
 def _register(dialect: str) -> Insert:
     customers = Customer.__table__
-    insert = (pg_insert if dialect == "postgresql" else sqlite_insert)(customers)
+    insert = insert_with_conflicts(dialect)(customers)
     moved = customers.c.chat_id != insert.excluded.chat_id
     # A chat id <= 0 is not a private chat: keep the one we have, as ensure_customer does.
     return insert.on_conflict_do_update(
@@ -136,7 +135,7 @@ def _upsert(dialect: str) -> Insert:
         bindparam("customer_id"), products.c.id, least(quantity, products.c.stock, MAX_LINE_QTY),
         products.c.price_kes, products.c.price_usd, bindparam("now", type_=TZDateTime()),
     ).where(products.c.id == product_id, products.c.active.is_(True), products.c.stock > 0)
-    upsert = (pg_insert if pg else sqlite_insert)(items).from_select(
+    upsert = insert_with_conflicts(dialect)(items).from_select(
         ["customer_id", "product_id", "quantity", "seen_price_kes", "seen_price_usd", "added_at"], source)
     return upsert.on_conflict_do_update(
         index_elements=[items.c.customer_id, items.c.product_id],

@@ -28,13 +28,12 @@ from typing import Any
 import httpx
 from aiolimiter import AsyncLimiter
 from sqlalchemy import event, or_, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_fixed
 
 from bot.config import Settings
 from db.models import ApiBudget, Order, Outbox, utcnow
+from db.session import insert_with_conflicts
 from services import orders as sm
 from services.errors import DomainError
 from services.i18n import t
@@ -283,7 +282,7 @@ def _due(now: datetime) -> tuple[Any, ...]:
 
 async def _ensure_budget_row(session_factory: async_sessionmaker[AsyncSession]) -> None:
     async with session_factory() as session, session.begin():
-        insert = pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert
+        insert = insert_with_conflicts(session.bind.dialect.name)
         await session.execute(insert(ApiBudget).values(name=BUDGET_NAME, day="", calls=0)
                               .on_conflict_do_nothing(index_elements=["name"]))
 
