@@ -13,6 +13,8 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
+from db.direct import AUTOCOMMIT
+
 
 def is_sqlite(url_or_engine: str | AsyncEngine) -> bool:
     url = url_or_engine if isinstance(url_or_engine, str) else str(url_or_engine.url)
@@ -64,4 +66,6 @@ def autocommit_sessionmaker(factory: async_sessionmaker[AsyncSession]) -> async_
     that is one statement (a screen's read, a single-statement upsert): PostgreSQL then needs no
     BEGIN and no COMMIT, two of a screen's three round trips."""
     bind = factory.kw["bind"]
-    return async_sessionmaker(**{**factory.kw, "bind": bind.execution_options(isolation_level="AUTOCOMMIT")})
+    info = {**(factory.kw.get("info") or {}), AUTOCOMMIT: True}  # lets db.direct skip the session
+    return async_sessionmaker(**{**factory.kw, "info": info,
+                                 "bind": bind.execution_options(isolation_level="AUTOCOMMIT")})

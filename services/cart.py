@@ -5,10 +5,11 @@ import functools
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from sqlalchemy import Insert, Select, bindparam, case, delete, func, select
+from sqlalchemy import Insert, bindparam, case, delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import lazyload
 
+from db.direct import Direct
 from db.models import CartItem, Customer, Product, TZDateTime, utcnow
 from db.session import insert_with_conflicts
 from services.errors import InvalidInput, OutOfStock
@@ -17,8 +18,19 @@ MAX_LINE_QTY = 99
 
 
 @dataclass(frozen=True, slots=True)
+class CartProduct:
+    """What a cart line shows and checks of its product, read with the line (no ORM object to build)."""
+    id: int
+    name: str
+    price_kes: int
+    price_usd: int
+    stock: int
+    active: bool
+
+
+@dataclass(frozen=True, slots=True)
 class CartLine:
-    product: Product
+    product: CartProduct
     quantity: int
     seen_price_kes: int
     seen_price_usd: int
@@ -50,10 +62,16 @@ async def ensure_customer(session: AsyncSession, user_id: int, chat_id: int, fir
 
 # The cart's own statements are built once: building a statement costs more CPU than running it
 # (the cart screen, the card and Add to cart run them on every press).
-_LINES = (select(CartItem).where(CartItem.customer_id == bindparam("customer_id"))
-          .order_by(CartItem.added_at, CartItem.product_id))
+# They run through db.direct: on PostgreSQL, from a one-statement screen, straight on asyncpg.
+_LINES = Direct(
+    select(Product.id, Product.name, Product.price_kes, Product.price_usd, Product.stock, Product.active,
+           CartItem.quantity, CartItem.seen_price_kes, CartItem.seen_price_usd)
+    .join(Product, Product.id == CartItem.product_id)
+    .where(CartItem.customer_id == bindparam("customer_id"))
+    .order_by(CartItem.added_at, CartItem.product_id))
 _QUANTITY = select(CartItem.__table__.c.quantity).where(CartItem.__table__.c.customer_id == bindparam("customer_id"),
                                                         CartItem.__table__.c.product_id == bindparam("product_id"))
+_QUANTITY_DIRECT = Direct(_QUANTITY)
 
 
 async def register_customer(session: AsyncSession, user_id: int, chat_id: int, first_name: str = "",
@@ -81,8 +99,8 @@ def _register(dialect: str) -> Insert:
 
 
 async def lines(session: AsyncSession, customer_id: int) -> list[CartLine]:
-    rows = (await session.execute(_LINES, {"customer_id": customer_id})).unique().scalars().all()
-    return [CartLine(r.product, r.quantity, r.seen_price_kes, r.seen_price_usd) for r in rows]
+    rows = await _LINES.rows(session, {"customer_id": customer_id})
+    return [CartLine(CartProduct(*row[:6]), *row[6:]) for row in rows]
 
 
 async def set_quantity(session: AsyncSession, customer_id: int, product: Product, quantity: int) -> int:
@@ -111,7 +129,7 @@ async def try_add(session: AsyncSession, customer_id: int, product_id: int, quan
     it just ahead of the write, so two presses at the same instant may both say "added" there."""
     values = {"customer_id": customer_id, "product_id": product_id, "quantity": quantity, "now": utcnow()}
     if session.bind.dialect.name == "postgresql":
-        before, now = (await session.execute(_add_reading_before(), values)).one()
+        [(before, now)] = await _add_reading_before().rows(session, values)
     else:
         before = await quantity_in_cart(session, customer_id, product_id)
         now = (await session.execute(_upsert(session.bind.dialect.name), values)).scalar_one_or_none()
@@ -119,9 +137,10 @@ async def try_add(session: AsyncSession, customer_id: int, product_id: int, quan
 
 
 @functools.cache
-def _add_reading_before() -> Select:
+def _add_reading_before() -> Direct:
     added = _upsert("postgresql").cte("added")
-    return select(_QUANTITY.scalar_subquery().label("before"), select(added.c.quantity).scalar_subquery().label("now"))
+    return Direct(select(_QUANTITY.scalar_subquery().label("before"),
+                         select(added.c.quantity).scalar_subquery().label("now")))
 
 
 @functools.cache
@@ -178,8 +197,8 @@ async def clear(session: AsyncSession, customer_id: int) -> None:
 
 
 async def quantity_in_cart(session: AsyncSession, customer_id: int, product_id: int) -> int:
-    quantity = await session.scalar(_QUANTITY, {"customer_id": customer_id, "product_id": product_id})
-    return quantity or 0
+    rows = await _QUANTITY_DIRECT.rows(session, {"customer_id": customer_id, "product_id": product_id})
+    return rows[0][0] if rows else 0
 
 
 async def remove(session: AsyncSession, customer_id: int, product_id: int) -> None:
