@@ -1,5 +1,6 @@
 """Flash sale: 500 customers, each with 1 unit in the cart, check out at once for a product with 20
-units, through services.orders.place_order on PostgreSQL.
+units, on PostgreSQL, as the Confirm handler does it: services.orders.refuse_early (the cart read
+without a transaction: sold out is answered there) and then place_order in a transaction.
 
 Target: exactly 20 orders, 0 oversold, stock + reserved + sold conserved, p99 checkout latency under
 250 ms. Latency is measured from the moment the customer presses "pay" (all 500 at once) to the
@@ -73,10 +74,12 @@ async def checkout(session_factory, gate: asyncio.Semaphore, customer_id: int,  
     async with gate:
         served = time.perf_counter()
         try:
-            async with session_factory() as session, session.begin():
-                order = await order_service.place_order(
-                    session, customer_id, zone_code="nairobi", phone="254712345678", email="buyer@example.com",
-                    address="Plot 1, Ngong Rd, Nairobi", reservation_minutes=30)
+            async with session_factory() as session:
+                await order_service.refuse_early(session, customer_id)  # as the Confirm handler does
+                async with session.begin():
+                    order = await order_service.place_order(
+                        session, customer_id, zone_code="nairobi", phone="254712345678", email="buyer@example.com",
+                        address="Plot 1, Ngong Rd, Nairobi", reservation_minutes=30)
                 outcome = order.public_id
         except OutOfStock:
             outcome = "out_of_stock"

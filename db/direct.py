@@ -11,6 +11,7 @@ see the same rows either way.
 """
 from __future__ import annotations
 
+from collections import namedtuple
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -35,15 +36,19 @@ class Direct:
         self.statement = statement
         self._compiled: dict[tuple[str, Any], _Compiled | None] = {}
 
-    async def rows(self, session: AsyncSession, params: Mapping[str, Any]) -> Sequence[Sequence[Any]]:
-        """The result rows, as tuples (asyncpg records on the direct path, SQLAlchemy rows otherwise)."""
-        compiled = self._direct_form(session)
+    async def rows(self, session: AsyncSession, params: Mapping[str, Any], *,
+                   before_transaction: bool = False) -> Sequence[Sequence[Any]]:
+        """The result rows: tuples that also read by column name, like SQLAlchemy's rows.
+        `before_transaction`: a read that may run ahead of the session's transaction, when it has
+        not begun yet (a lock-free check before one is opened); otherwise only autocommit sessions
+        go direct."""
+        compiled = self._direct_form(session, before_transaction)
         if compiled is None:
             return (await session.execute(self.statement, params)).all()
         return await compiled.fetch(session, params)
 
-    def _direct_form(self, session: AsyncSession) -> _Compiled | None:
-        if not session.info.get(AUTOCOMMIT) or session.in_transaction():
+    def _direct_form(self, session: AsyncSession, before_transaction: bool) -> _Compiled | None:
+        if session.in_transaction() or not (before_transaction or session.info.get(AUTOCOMMIT)):
             return None  # inside a transaction the statement must run on the session's connection
         dialect = session.bind.dialect
         if dialect.name != "postgresql" or dialect.driver != "asyncpg":
@@ -58,8 +63,10 @@ class _Compiled:
     """The statement's PostgreSQL text, its parameter order and the values compiled into it."""
 
     def __init__(self, sql: str, names: list[str], defaults: dict[str, Any],
-                 converters: dict[str, Callable[[Any], Any]]) -> None:
+                 converters: dict[str, Callable[[Any], Any]], columns: list[str]) -> None:
         self.sql, self.names, self.defaults, self.converters = sql, names, defaults, converters
+        # Rows read like SQLAlchemy's: by position and by column name (row.stock).
+        self.row = namedtuple("Row", columns, rename=True)  # type: ignore[misc]
 
     @classmethod
     def of(cls, statement: Select[Any], dialect: Dialect) -> _Compiled | None:
@@ -75,7 +82,8 @@ class _Compiled:
             if convert is not None:
                 converters[name] = convert
         defaults = {name: bind.effective_value for name, bind in by_name.items() if not bind.required}
-        return cls(compiled.string, list(compiled.positiontup or ()), defaults, converters)
+        return cls(compiled.string, list(compiled.positiontup or ()), defaults, converters,
+                   [col.key or f"_{n}" for n, col in enumerate(statement.selected_columns)])
 
     async def fetch(self, session: AsyncSession, params: Mapping[str, Any]) -> Sequence[Sequence[Any]]:
         values = {**self.defaults, **params}
@@ -85,9 +93,9 @@ class _Compiled:
         pooled = await session.bind.raw_connection()  # the session's pool: same limits, same guards
         healthy = False
         try:
-            rows = await pooled.driver_connection.fetch(self.sql, *args)
+            records = await pooled.driver_connection.fetch(self.sql, *args)
             healthy = True
-            return rows
+            return [self.row._make(record) for record in records]
         except asyncpg.PostgresError as exc:  # the statement failed, the connection is fine
             healthy = True
             raise _as_sqlalchemy_error(exc, self.sql, args) from exc

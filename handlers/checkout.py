@@ -196,7 +196,7 @@ async def typed_address(message: Message, session: AsyncSession, customer: Custo
         await message.answer(t("checkout.address_long", lang, max=ADDRESS_MAX))
         return
     await state.update_data(address=address)
-    await _show_summary(message, session, customer, state, lang)
+    await _show_summary(message, session, customer.id, state, lang)
 
 
 @router.message(StateFilter(Checkout), ~F.text.startswith("/"))
@@ -206,10 +206,10 @@ async def unexpected_input(message: Message, state: FSMContext, lang: str) -> No
     await message.answer(t(f"checkout.reask.{step}", lang))
 
 
-async def _summary(session: AsyncSession, customer: Customer, data: dict[str, Any],
+async def _summary(session: AsyncSession, customer_id: int, data: dict[str, Any],
                    lang: str) -> tuple[str, order_service.Totals] | None:
     """The confirmation text and the totals it quotes (None when the cart emptied meanwhile)."""
-    lines = await cart_service.lines(session, customer.id)
+    lines = await cart_service.lines(session, customer_id)
     if not lines:
         return None
     zone = get_zone(data["zone"])
@@ -226,11 +226,11 @@ async def _summary(session: AsyncSession, customer: Customer, data: dict[str, An
     return text, totals
 
 
-async def _show_summary(message: Message, session: AsyncSession, customer: Customer, state: FSMContext,
+async def _show_summary(message: Message, session: AsyncSession, customer_id: int, state: FSMContext,
                         lang: str, note: str | None = None) -> None:
     """Quote the order and wait for Confirm; the quoted total is kept so Confirm places exactly it."""
     data = await state.get_data()
-    quoted = await _summary(session, customer, data, lang)
+    quoted = await _summary(session, customer_id, data, lang)
     if quoted is None:
         await state.clear()
         await message.answer(t("cart.empty", lang))
@@ -248,7 +248,7 @@ class _QuoteChanged(Exception):
 
 
 @router.callback_query(F.data == "chk:ok")
-async def confirm(query: CallbackQuery, session: AsyncSession, customer: Customer, state: FSMContext, lang: str,
+async def confirm(query: CallbackQuery, session: AsyncSession, customer_id: int, state: FSMContext, lang: str,
                   settings: Settings, providers: dict[str, Any]) -> None:
     if await state.get_state() != Checkout.confirm.state:
         await query.answer(t("checkout.already_done", lang), show_alert=True)
@@ -256,9 +256,11 @@ async def confirm(query: CallbackQuery, session: AsyncSession, customer: Custome
     data = await state.get_data()
     await state.clear()  # a second press of Confirm is now a stale button
     try:
+        # A sold-out cart is told before any transaction (most presses of a flash sale end here).
+        await order_service.refuse_early(session, customer_id)
         async with session.begin_nested():
             order = await order_service.place_order(
-                session, customer.id, zone_code=data["zone"], phone=data["phone"], email=data["email"],
+                session, customer_id, zone_code=data["zone"], phone=data["phone"], email=data["email"],
                 address=data["address"], reservation_minutes=settings.reservation_minutes)
             if (order.currency, order.total) != (data.get("currency"), data.get("total")):
                 raise _QuoteChanged  # rolls the savepoint back: nothing reserved, cart restored
@@ -268,7 +270,7 @@ async def confirm(query: CallbackQuery, session: AsyncSession, customer: Custome
         await state.set_data(data)
         if isinstance(query.message, Message):
             await query.message.edit_reply_markup(reply_markup=None)
-            await _show_summary(query.message, session, customer, state, lang, note=t("checkout.quote_changed", lang))
+            await _show_summary(query.message, session, customer_id, state, lang, note=t("checkout.quote_changed", lang))
         return
     except DomainError as exc:
         log.info("checkout.refused", extra={"reason": exc.key})

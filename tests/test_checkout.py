@@ -2,17 +2,21 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 
-from sqlalchemy import func, select
+import pytest
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.models import CartItem, Customer, Order, OrderEvent, Product
 from services import cart as cart_service
 from services import catalog
 from services import orders as order_service
-from services.errors import InvalidInput
+from services.errors import DomainError, InvalidInput
 from tests.factories import make_product, stock_of
 from tests.harness import Harness
 from tests.standins import Call
+from tests.test_direct import sent_directly
 
 USER = 7201
 
@@ -127,8 +131,11 @@ async def test_sold_out_between_cart_and_confirm(shop: Harness) -> None:
     async with shop.session_factory() as session, session.begin():
         product = await catalog.get_product(session, sku="WS-DL-T5820")
         product.stock = 1
-    reply = await shop.press(USER, summary.button("Confirm"))
+    with sent_directly() as seen:
+        reply = await shop.press(USER, summary.button("Confirm"))
     assert "not placed" in reply.text and "only 1 × Dell Precision T5820" in reply.text
+    if shop.engine.dialect.name == "postgresql":  # refused by the lock-free read, before any transaction
+        assert len(seen) == 1 and "FOR UPDATE" not in seen[0]
     async with shop.session_factory() as session:
         assert (await session.execute(select(Order))).first() is None
         product = await catalog.get_product(session, sku="WS-DL-T5820")
@@ -352,3 +359,52 @@ async def test_concurrent_confirms_of_one_cart_place_one_order(session_factory) 
     assert await stock_of(session_factory, pid) == (3, 2, 0)
     async with session_factory() as session:
         assert (await session.execute(select(func.count(Order.id)))).scalar_one() == 1
+
+
+async def test_refuse_early_answers_a_sold_out_cart_before_any_transaction(engine, session_factory) -> None:  # type: ignore[no-untyped-def]
+    """What place_order would refuse, refused from a lock-free read (direct on PostgreSQL) with the
+    same reason, leaving the session without a transaction and nothing changed."""
+    short, gone = await make_product(session_factory, "EARLY-1", stock=1), await make_product(session_factory, "EARLY-2")
+    async with session_factory() as session, session.begin():
+        await cart_service.ensure_customer(session, USER, USER)
+        await cart_service.set_quantity(session, USER, await session.get(Product, short), 1)
+        await session.execute(update(Product).where(Product.id == short).values(stock=0))
+
+    async def refusal(refuse: Callable[..., Awaitable[object]]) -> tuple[str, dict[str, object]]:
+        async with session_factory() as session:
+            with pytest.raises(DomainError) as caught:
+                await refuse(session)
+            return caught.value.key, caught.value.values
+
+    def placing(session: AsyncSession) -> Awaitable[object]:
+        return order_service.place_order(session, USER, zone_code="nairobi", phone="254712345678",
+                                         email="a@example.com", address="Plot 1, Ngong Rd", reservation_minutes=30)
+
+    with sent_directly() as seen:
+        early = await refusal(lambda s: order_service.refuse_early(s, USER))
+    assert early == await refusal(placing) == ("error.out_of_stock", {"name": "Product EARLY-1"})
+    assert len(seen) == (1 if engine.dialect.name == "postgresql" else 0)
+    assert await stock_of(session_factory, short) == (0, 0, 0) and await orders_and_cart_rows(session_factory) == (0, 1)
+
+    async with session_factory() as session, session.begin():
+        await session.execute(update(Product).where(Product.id == short).values(active=False))
+    assert (await refusal(lambda s: order_service.refuse_early(s, USER)))[0] == "error.product_gone"
+    async with session_factory() as session, session.begin():
+        await cart_service.clear(session, USER)
+    assert (await refusal(lambda s: order_service.refuse_early(s, USER)))[0] == "cart.empty"
+
+    async with session_factory() as session:  # a cart that can be placed passes, and then is placed
+        async with session.begin():
+            await cart_service.set_quantity(session, USER, await session.get(Product, gone), 2)
+        await order_service.refuse_early(session, USER)
+        assert not session.in_transaction() or engine.dialect.name == "sqlite"
+        async with session.begin_nested() if session.in_transaction() else session.begin():
+            order = await placing(session)
+        await session.commit()
+    assert order.total > 0 and await stock_of(session_factory, gone) == (8, 2, 0)
+
+
+async def orders_and_cart_rows(session_factory) -> tuple[int, int]:  # type: ignore[no-untyped-def]
+    async with session_factory() as session:
+        return ((await session.execute(select(func.count(Order.id)))).scalar_one(),
+                (await session.execute(select(func.count()).select_from(CartItem))).scalar_one())
