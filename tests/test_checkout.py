@@ -408,3 +408,19 @@ async def orders_and_cart_rows(session_factory) -> tuple[int, int]:  # type: ign
     async with session_factory() as session:
         return ((await session.execute(select(func.count(Order.id)))).scalar_one(),
                 (await session.execute(select(func.count()).select_from(CartItem))).scalar_one())
+
+
+async def test_confirm_from_a_customer_this_process_has_not_seen_places_the_order(shop: Harness) -> None:
+    """Confirm after a restart or from another web process: the customer is registered first, in
+    the update's transaction, so the early read runs inside it (the session path) and the order is
+    placed in a savepoint of that same transaction."""
+    await fill_cart(shop, ("LAP-TP-T480", 1))
+    summary = await go_to_summary(shop)
+    customers = next(m for m in shop.shop.dp.callback_query.middleware if type(m).__name__ == "CustomerMiddleware")
+    customers._checked.clear()  # noqa: SLF001 (as a fresh process starts)
+    with sent_directly() as seen:
+        offer = await shop.press(USER, summary.button("Confirm"))
+    assert "is placed" in offer.text and seen == []
+    assert await orders_and_cart(shop) == (1, 0)
+    async with shop.session_factory() as session:
+        assert (await catalog.get_product(session, sku="LAP-TP-T480")).reserved == 1
