@@ -34,7 +34,7 @@ class Direct:
 
     def __init__(self, statement: Select[Any]) -> None:
         self.statement = statement
-        self._compiled: dict[tuple[str, Any], _Compiled | None] = {}
+        self._compiled: dict[Any, _Compiled | None] = {}
 
     async def rows(self, session: AsyncSession, params: Mapping[str, Any], *,
                    before_transaction: bool = False) -> Sequence[Sequence[Any]]:
@@ -53,7 +53,7 @@ class Direct:
         dialect = session.bind.dialect
         if dialect.name != "postgresql" or dialect.driver != "asyncpg":
             return None
-        key = (dialect.name, dialect.server_version_info)
+        key = dialect.server_version_info  # what the PostgreSQL compiler's output can depend on
         if key not in self._compiled:
             self._compiled[key] = _Compiled.of(self.statement, dialect)
         return self._compiled[key]
@@ -76,13 +76,14 @@ class _Compiled:
             return None
         compiled = statement.compile(dialect=dialect)
         by_name = {name: bind for bind, name in compiled.bind_names.items()}
+        names = list(compiled.positiontup or ())
         converters = {}
-        for name in compiled.positiontup or ():
+        for name in names:
             convert = by_name[name].type.dialect_impl(dialect).bind_processor(dialect)
             if convert is not None:
                 converters[name] = convert
         defaults = {name: bind.effective_value for name, bind in by_name.items() if not bind.required}
-        return cls(compiled.string, list(compiled.positiontup or ()), defaults, converters,
+        return cls(compiled.string, names, defaults, converters,
                    [col.key or f"_{n}" for n, col in enumerate(statement.selected_columns)])
 
     async def fetch(self, session: AsyncSession, params: Mapping[str, Any]) -> Sequence[Sequence[Any]]:
