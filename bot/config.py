@@ -6,10 +6,14 @@ stops start-up with one clear line instead of failing later in the middle of a p
 from __future__ import annotations
 
 from functools import lru_cache
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from typing import Annotated
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+MIN_CALLBACK_TOKEN = 32
 
 
 class Settings(BaseSettings):
@@ -23,6 +27,9 @@ class Settings(BaseSettings):
     admin_user_ids: Annotated[list[int], NoDecode] = Field(default_factory=list)
     public_base_url: str | None = None
     port: int = Field(8080, ge=0, le=65535)  # 0: any free port (tests)
+    # Address the HTTP server binds to: 0.0.0.0 for a container or behind a proxy on another host,
+    # 127.0.0.1 when the proxy runs on this machine.
+    host: str = "0.0.0.0"
     redis_url: str | None = None
 
     # Storage and shop rules
@@ -37,6 +44,15 @@ class Settings(BaseSettings):
     job_interval_override_seconds: float = Field(0, ge=0)
     log_level: str = "INFO"
 
+    # Abuse limits (each refusal gets a friendly reply)
+    max_open_orders_per_customer: int = Field(3, ge=1)  # unpaid orders holding stock at once
+    max_reserved_units_per_customer: int = Field(20, ge=1)  # units held by one customer's unpaid orders
+    # Updates one Telegram user may send per second, sustained, and the burst allowed on top.
+    throttle_updates_per_second: float = Field(3.0, gt=0)
+    throttle_burst: int = Field(10, ge=1)
+    # M-Pesa prompts one phone number may receive per hour, whoever asks for them.
+    mpesa_prompts_per_phone_per_hour: int = Field(5, ge=1)
+
     # M-Pesa (Daraja)
     mpesa_base_url: str = "https://sandbox.safaricom.co.ke"
     mpesa_consumer_key: SecretStr | None = None
@@ -47,6 +63,11 @@ class Settings(BaseSettings):
     mpesa_party_b: str | None = None
     mpesa_callback_token: SecretStr | None = None
     mpesa_query_after_seconds: int = Field(60, ge=1)
+    # Optional: callbacks only from these networks (CIDRs, comma-separated), e.g. Safaricom's list.
+    mpesa_allowed_networks: Annotated[list[IPv4Network | IPv6Network], NoDecode] = Field(default_factory=list)
+    # Reverse proxies (CIDRs) whose client-address header is believed; empty: the TCP peer is the client.
+    trusted_proxies: Annotated[list[IPv4Network | IPv6Network], NoDecode] = Field(default_factory=list)
+    client_ip_header: str = "X-Forwarded-For"
 
     # Stripe
     stripe_secret_key: SecretStr | None = None
@@ -70,6 +91,24 @@ class Settings(BaseSettings):
             return [int(part) for part in value.replace(";", ",").split(",") if part.strip()]
         if isinstance(value, int):
             return [value]
+        return value
+
+    @field_validator("mpesa_allowed_networks", "trusted_proxies", mode="before")
+    @classmethod
+    def _split_networks(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [ip_network(part.strip(), strict=False) for part in value.replace(";", ",").split(",")
+                    if part.strip()]
+        return value
+
+    @field_validator("mpesa_callback_token")
+    @classmethod
+    def _long_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value():
+            return None
+        if len(value.get_secret_value()) < MIN_CALLBACK_TOKEN:
+            raise ValueError(f"must be at least {MIN_CALLBACK_TOKEN} characters (it is the callback URL's only "
+                             "protection; e.g. python3 -c 'import secrets; print(secrets.token_urlsafe(32))')")
         return value
 
     @field_validator("telegram_api_url", "mpesa_base_url", "dhl_api_url", "public_base_url")

@@ -26,6 +26,9 @@ def test_env_example_documents_every_variable() -> None:
     ({"ADMIN_USER_IDS": "12,abc"}, None),
     ({"MPESA_TRANSACTION_TYPE": "Paybill"}, "configuration error: MPESA_TRANSACTION_TYPE: Value error, must be one of CustomerPayBillOnline, CustomerBuyGoodsOnline"),
     ({"TELEGRAM_API_URL": "ftp://x"}, "configuration error: TELEGRAM_API_URL: Value error, must start with http:// or https://"),
+    ({"MPESA_CALLBACK_TOKEN": "guessable-token-31-characters.."}, None),
+    ({"MPESA_ALLOWED_NETWORKS": "196.201.214.0/24,not-a-net"}, None),
+    ({"TRUSTED_PROXIES": "10.0.0.0/33"}, None),
 ])
 def test_bad_values_name_the_variable(env: dict[str, str], line: str | None, monkeypatch: pytest.MonkeyPatch) -> None:
     for key, value in env.items():
