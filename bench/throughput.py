@@ -136,7 +136,8 @@ async def drive(url: str, botapi: BotAPIStandIn, first_user: int, work: str, rou
 async def run() -> Result:
     botapi = await BotAPIStandIn().start()
     async with migrated_engine("sf_bench_tp") as engine:
-        harness = await Harness(engine, botapi, telegram_webhook_secret=SECRET).start()
+        harness = await Harness(engine, botapi, telegram_webhook_secret=SECRET,
+                                public_base_url="https://shop.example").start()
         await harness.load_demo()
         async with harness.session_factory() as session, session.begin():  # nobody runs out mid-run
             await session.execute(update(Product).values(stock=1_000_000))

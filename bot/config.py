@@ -5,6 +5,7 @@ stops start-up with one clear line instead of failing later in the middle of a p
 """
 from __future__ import annotations
 
+import hashlib
 from functools import lru_cache
 from ipaddress import IPv4Network, IPv6Network, ip_network
 from typing import Annotated
@@ -145,6 +146,20 @@ class Settings(BaseSettings):
     @property
     def stripe_configured(self) -> bool:
         return bool(self.stripe_secret_key and self.stripe_webhook_secret)
+
+    @property
+    def webhook_mode(self) -> bool:
+        """Updates arrive by webhook at PUBLIC_BASE_URL/telegram; otherwise the bot long-polls and the
+        HTTP server has no Telegram route at all."""
+        return bool(self.public_base_url)
+
+    @property
+    def webhook_secret(self) -> str:
+        """The secret Telegram sends with each webhook update: the configured one, or one derived from the
+        bot token so that every web process agrees on it without sharing another value."""
+        if self.telegram_webhook_secret and self.telegram_webhook_secret.get_secret_value():
+            return self.telegram_webhook_secret.get_secret_value()
+        return hashlib.sha256(b"webhook:" + self.bot_token.get_secret_value().encode()).hexdigest()[:48]
 
     @property
     def mpesa_callback_url(self) -> str:

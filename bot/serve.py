@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import sys
 from pathlib import Path
@@ -64,10 +63,7 @@ async def load_demo_if_empty(settings: Settings, path: Path) -> None:
 
 
 def webhook_secret(settings: Settings) -> str:
-    """The configured secret, or one derived from the bot token so every web process agrees."""
-    if settings.telegram_webhook_secret:
-        return settings.telegram_webhook_secret.get_secret_value()
-    return hashlib.sha256(b"webhook:" + settings.bot_token.get_secret_value().encode()).hexdigest()[:48]
+    return settings.webhook_secret
 
 
 async def announce_start(shop: Shop) -> None:
@@ -86,21 +82,14 @@ async def _serve_http(shop: Shop) -> web.AppRunner:
 
     runner = web.AppRunner(build_web_app(shop), access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, "0.0.0.0", shop.settings.port).start()
-    log.info("web.listening", extra={"port": shop.settings.port})
+    await web.TCPSite(runner, shop.settings.host, shop.settings.port).start()
+    log.info("web.listening", extra={"host": shop.settings.host, "port": shop.settings.port,
+                                     "telegram_route": shop.settings.webhook_mode})
     return runner
 
 
-def _settings_for_web(settings: Settings) -> Settings:
-    if settings.public_base_url and not settings.telegram_webhook_secret:
-        from pydantic import SecretStr
-
-        return settings.model_copy(update={"telegram_webhook_secret": SecretStr(webhook_secret(settings))})
-    return settings
-
-
 async def run_web(settings: Settings, *, with_worker: bool = False) -> None:
-    shop = build_shop(_settings_for_web(settings))
+    shop = build_shop(settings)
     try:  # the token and the Bot API first: nothing starts (jobs, payments) on a shop that cannot talk
         await shop.bot.get_me()
     except BaseException:
@@ -111,10 +100,9 @@ async def run_web(settings: Settings, *, with_worker: bool = False) -> None:
     settle_heap()
     try:
         await announce_start(shop)
-        if settings.public_base_url:
+        if settings.webhook_mode:
             await shop.bot.set_webhook(
-                f"{settings.public_base_url}/telegram",
-                secret_token=shop.settings.telegram_webhook_secret.get_secret_value(),  # type: ignore[union-attr]
+                f"{settings.public_base_url}/telegram", secret_token=settings.webhook_secret,
                 allowed_updates=shop.dp.resolve_used_update_types(), drop_pending_updates=False,
             )
             log.info("telegram.webhook_set")

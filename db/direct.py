@@ -113,4 +113,4 @@ def _give_back(pooled: Any, healthy: bool) -> None:
 def _as_sqlalchemy_error(exc: asyncpg.PostgresError, sql: str, args: list[Any]) -> sa_exc.DBAPIError:
     """The exception family SQLAlchemy raises for the same failure, so callers catch one kind."""
     kind = sa_exc.IntegrityError if isinstance(exc, asyncpg.IntegrityConstraintViolationError) else sa_exc.DBAPIError
-    return kind(sql, args, exc)
+    return kind(sql, args, exc, hide_parameters=True)  # like the engine: values never reach a log

@@ -22,6 +22,9 @@ def is_sqlite(url_or_engine: str | AsyncEngine) -> bool:
 
 
 def make_engine(url: str, **kwargs: object) -> AsyncEngine:
+    # A statement's bound values are customers' phone numbers, emails and addresses: an error's text
+    # (and so any log line or traceback carrying it) shows the statement without them.
+    kwargs.setdefault("hide_parameters", True)
     if is_sqlite(url):
         engine = create_async_engine(url, connect_args={"timeout": 30}, **kwargs)
 

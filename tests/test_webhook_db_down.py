@@ -28,6 +28,6 @@ async def test_database_down_is_503_not_500(engine, botapi) -> None:  # type: ig
         body, headers = ss.signed(event)
         stripe = await http.post("/webhooks/stripe", content=body, headers=headers)
         junk = await http.post(f"/webhooks/mpesa/{dj.CALLBACK_TOKEN}", json={"nope": 1})
-        health = await http.get("/healthz")
-    assert (mpesa.status_code, stripe.status_code, junk.status_code, health.status_code) == (503, 503, 400, 503)
+        ready = await http.get("/readyz")
+    assert (mpesa.status_code, stripe.status_code, junk.status_code, ready.status_code) == (503, 503, 400, 503)
     await shop.close()

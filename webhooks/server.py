@@ -19,25 +19,33 @@ MAX_BODY = 64 * 1024  # provider callbacks are a few KB; Telegram updates rarely
 SHOP_KEY: web.AppKey[Shop] = web.AppKey("shop", Shop)
 
 
-async def health(request: web.Request) -> web.Response:
+async def alive(request: web.Request) -> web.Response:
+    """Liveness: the process answers. Nothing about configuration (which providers are set up is no
+    business of whoever can reach the port)."""
+    return web.json_response({"status": "ok"})
+
+
+async def ready(request: web.Request) -> web.Response:
+    """Readiness: the database answers, so this process can take traffic."""
     shop = request.app[SHOP_KEY]
     try:
         async with shop.engine.connect() as conn:
             await conn.execute(text("SELECT 1"))
-    except Exception:
-        log.exception("health.database_down")
-        return web.json_response({"status": "error", "database": "down"}, status=503)
-    return web.json_response({"status": "ok", "database": "up",
-                              "providers": sorted(shop.providers)})
+    except Exception as exc:  # noqa: BLE001 - any failure to reach the database is "not ready"
+        log.error("ready.database_down", extra={"error": type(exc).__name__})
+        return web.json_response({"status": "unavailable"}, status=503)
+    return web.json_response({"status": "ok"})
 
 
 def build_web_app(shop: Shop) -> web.Application:
     app = web.Application(client_max_size=MAX_BODY)
     app[SHOP_KEY] = shop
-    app.router.add_get("/healthz", health)
-    secret = shop.settings.telegram_webhook_secret
-    TelegramWebhook(shop.dp, shop.bot, secret.get_secret_value() if secret else None).register(
-        app, path="/telegram")
+    app.router.add_get("/healthz", alive)
+    app.router.add_get("/readyz", ready)
+    # The Telegram route exists only in webhook mode, and always with a secret: in polling mode updates
+    # come from getUpdates, and a route here would let anyone who reaches the port post one as an admin.
+    if shop.settings.webhook_mode:
+        TelegramWebhook(shop.dp, shop.bot, shop.settings.webhook_secret).register(app, path="/telegram")
     # Feature route modules register themselves when present (payments, metrics).
     for name in ("webhooks.mpesa", "webhooks.stripe", "webhooks.metrics"):
         try:

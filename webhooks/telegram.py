@@ -114,7 +114,12 @@ def _without_pressed_keyboard(raw: Any) -> Any:
 
 
 class TelegramWebhook(SimpleRequestHandler):
-    def __init__(self, dispatcher: Dispatcher, bot: Bot, secret_token: str | None) -> None:
+    """aiogram's handler, refusing (401) every request whose X-Telegram-Bot-Api-Secret-Token is not
+    `secret_token`; it cannot be built without one."""
+
+    def __init__(self, dispatcher: Dispatcher, bot: Bot, secret_token: str) -> None:
+        if not secret_token:
+            raise ValueError("the Telegram webhook needs a secret token")
         super().__init__(dispatcher=dispatcher, bot=bot, secret_token=secret_token, handle_in_background=False)
         self.seen = SeenUpdates()
         install_reply_middleware(bot)
