@@ -4,13 +4,22 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-fast test-sqlite faults bench install clean
+.PHONY: run test test-fast test-sqlite faults bench install clean lock
 
-$(STAMP): pyproject.toml
+# Installs exactly what was tested: every package pinned with its hashes in requirements.lock
+# (regenerate with `make lock` after changing dependencies in pyproject.toml), then the shop itself.
+$(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet --require-hashes -r requirements.lock
+	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
+
+lock:
+	$(PY) -m venv .lock-venv && .lock-venv/bin/pip install --quiet pip-tools
+	.lock-venv/bin/pip-compile --quiet --generate-hashes --extra dev --strip-extras --no-emit-index-url \
+		--no-emit-find-links -o requirements.lock pyproject.toml
+	rm -rf .lock-venv
 
 install: $(STAMP)
 
