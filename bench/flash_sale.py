@@ -23,6 +23,7 @@ import time
 from sqlalchemy import distinct, func, insert, select
 
 from bench.common import Result, main, migrated_engine, percentile
+from bot.config import Settings
 from bot.speedups import settle_heap
 from db.models import CartItem, Category, Customer, OrderItem, Product
 from db.session import make_sessionmaker
@@ -34,6 +35,10 @@ UNITS = 20
 POOL = 20
 WARM_UP = 3 * POOL  # checkouts before the sale, for POOL units: the first POOL placed, the rest sold out
 TARGET_P99_MS = 250.0
+# The shop's default per-customer limits, checked as the Confirm handler has them checked (each buyer
+# holds one unit and no other order, so none is refused for them: the bench pays for the count).
+LIMITS = order_service.Limits(Settings.model_fields["max_open_orders_per_customer"].default,
+                              Settings.model_fields["max_reserved_units_per_customer"].default)
 
 
 async def seed(session_factory, sku: str, units: int, first_customer: int, buyers: int) -> int:  # type: ignore[no-untyped-def]
@@ -79,7 +84,7 @@ async def checkout(session_factory, gate: asyncio.Semaphore, customer_id: int,  
                 async with session.begin():
                     order = await order_service.place_order(
                         session, customer_id, zone_code="nairobi", phone="254712345678", email="buyer@example.com",
-                        address="Plot 1, Ngong Rd, Nairobi", reservation_minutes=30)
+                        address="Plot 1, Ngong Rd, Nairobi", reservation_minutes=30, limits=LIMITS)
                 outcome = order.public_id
         except OutOfStock:
             outcome = "out_of_stock"

@@ -17,6 +17,7 @@ from bot.config import Settings
 from bot.middlewares import CustomerMiddleware, DbSessionMiddleware, LanguageMiddleware
 from bot.speedups import (JsonBodySession, bind_bot_cheaply, pin_response_types, run_magic_filters_inline,
                           wrap_middlewares_cheaply)
+from bot.throttle import ThrottleMiddleware, shared_redis
 from services.cache import CatalogueMemo
 
 log = logging.getLogger(__name__)
@@ -47,12 +48,17 @@ def build_dispatcher(settings: Settings, session_factory: async_sessionmaker[Asy
                      **extra: Any) -> Dispatcher:
     from handlers import setup_routers
 
-    dp = Dispatcher(storage=build_storage(settings), settings=settings, session_factory=session_factory,
+    storage = build_storage(settings)
+    dp = Dispatcher(storage=storage, settings=settings, session_factory=session_factory,
                     screens=CatalogueMemo(settings.catalog_cache_seconds), **extra)
     customers = CustomerMiddleware()
     sessions = DbSessionMiddleware(session_factory, customers)
+    bot_id = settings.bot_token.get_secret_value().split(":", 1)[0]  # the token's public half: its own buckets
+    throttle = ThrottleMiddleware(settings.throttle_updates_per_second, settings.throttle_burst,
+                                  shared_redis(storage), key_prefix=f"throttle:{bot_id}:")
     for observer in (dp.message, dp.callback_query):
         observer.outer_middleware(LanguageMiddleware())
+        observer.outer_middleware(throttle)  # keyed by user; after the language, to refuse in it
         observer.middleware(sessions)  # inner, in this order: the customer is looked up in the session
         observer.middleware(customers)
     dp.include_router(setup_routers())

@@ -261,7 +261,9 @@ async def confirm(query: CallbackQuery, session: AsyncSession, customer_id: int,
         async with session.begin_nested():
             order = await order_service.place_order(
                 session, customer_id, zone_code=data["zone"], phone=data["phone"], email=data["email"],
-                address=data["address"], reservation_minutes=settings.reservation_minutes)
+                address=data["address"], reservation_minutes=settings.reservation_minutes,
+                limits=order_service.Limits(settings.max_open_orders_per_customer,
+                                            settings.max_reserved_units_per_customer))
             if (order.currency, order.total) != (data.get("currency"), data.get("total")):
                 raise _QuoteChanged  # rolls the savepoint back: nothing reserved, cart restored
     except _QuoteChanged:
@@ -277,8 +279,11 @@ async def confirm(query: CallbackQuery, session: AsyncSession, customer_id: int,
         await query.answer(clip(t(exc.key, lang, **exc.values), ALERT_LIMIT), show_alert=True)
         if query.message is not None:
             safe = {k: html.escape(str(v)) for k, v in exc.values.items()}
+            buttons = [(t("menu.cart", lang), "menu:cart")]
+            if isinstance(exc, order_service.LimitReached):  # paying an unpaid order is the way on
+                buttons.append((t("menu.orders", lang), "menu:orders"))
             await query.message.answer(t("checkout.not_placed", lang, reason=t(exc.key, lang, **safe)),
-                                       reply_markup=kb([(t("menu.cart", lang), "menu:cart")]))
+                                       reply_markup=kb(buttons))
         return
     await session.commit()  # the order and its reservation exist before we say so
     await query.answer(t("checkout.placed_toast", lang, order=order.public_id))

@@ -10,12 +10,13 @@ from __future__ import annotations
 import html
 import logging
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Protocol
 
-from sqlalchemy import bindparam, delete, insert, select, update
+from sqlalchemy import bindparam, delete, distinct, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.direct import Direct
@@ -52,9 +53,12 @@ TRANSITIONS: dict[str, frozenset[str]] = {
 }
 
 PUBLIC_ID_ALPHABET = "23456789ABCDEFGHJKLMNPQRSTUVWXYZ"  # no 0/O, 1/I
+PUBLIC_ID_ATTEMPTS = 5  # 32**6 ids: a second collision in a row means something else is wrong
 
 
 def new_public_id() -> str:
+    """A short random id customers can type (~1e9 of them: collisions are rare, not impossible;
+    `place_order` retries with another)."""
     return "HL-" + "".join(secrets.choice(PUBLIC_ID_ALPHABET) for _ in range(6))
 
 
@@ -197,6 +201,27 @@ _CLAIM_CART = delete(CartItem.__table__).where(CartItem.__table__.c.customer_id 
 _PLACED_EVENT = insert(OrderEvent.__table__).values(from_state=None, to_state=AWAITING_PAYMENT, note="order placed")
 
 
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """What one customer's unpaid orders may hold at once (MAX_OPEN_ORDERS_PER_CUSTOMER,
+    MAX_RESERVED_UNITS_PER_CUSTOMER): without them one account could reserve a shop's whole stock."""
+    open_orders: int
+    reserved_units: int
+
+
+class LimitReached(DomainError):
+    """The customer's unpaid orders are at the shop's limit; paying one (or its expiry) frees room."""
+    key = "checkout.limit.open_orders"
+
+
+_O, _OI = Order.__table__.c, OrderItem.__table__.c
+_UNPAID = (
+    select(func.count(distinct(_O.id)), func.coalesce(func.sum(_OI.quantity), 0))
+    .select_from(Order.__table__.outerjoin(OrderItem.__table__, _OI.order_id == _O.id))
+    .where(_O.customer_id == bindparam("customer_id"), _O.state == AWAITING_PAYMENT)
+)
+
+
 async def place_order(
     session: AsyncSession,
     customer_id: int,
@@ -206,6 +231,7 @@ async def place_order(
     email: str,
     address: str,
     reservation_minutes: int,
+    limits: Limits | None = None,
 ) -> Order:
     """Create an order from the customer's cart and reserve its stock, in the caller's transaction.
 
@@ -213,6 +239,14 @@ async def place_order(
     back so the partial reservation disappears with it. The cart is claimed (locked and deleted)
     before any stock moves, so two concurrent checkouts of one cart (a double-pressed Confirm)
     place one order: the other finds the cart gone and raises InvalidInput.
+
+    With `limits` (the chat checkout passes the shop's), raises LimitReached when the customer's
+    unpaid orders, with this one, would exceed them. They are counted once the cart is claimed: a
+    second checkout of the customer's waits at the claim for the first to commit (on PostgreSQL the
+    rows the first claimed stay visible, locked, until it does; a cart refilled meanwhile adds rows
+    but not instead of those; on SQLite the claim is a write, which waits for the other writer),
+    so it counts the first's order. The cart is judged before the limits, as `refuse_early` judges
+    it, so both give the same answer.
     """
     zone = get_zone(zone_code)
     connection = await session.connection()
@@ -222,19 +256,25 @@ async def place_order(
     claimed = await connection.execute(_CLAIM_CART, {"customer_id": customer_id})
     if claimed.rowcount != len(lines):  # another checkout took it first (SQLite has no row locks)
         raise InvalidInput("checkout.cart_changed")
+    if limits is not None:  # counted after the claim, so the count is of the customer's previous checkouts
+        unpaid, held = (await connection.execute(_UNPAID, {"customer_id": customer_id})).one()
+        _refuse_over_limits(limits, unpaid, held, sum(qty for _, qty in lines), reservation_minutes)
     totals = compute_totals(lines, zone)
-    order = Order(
-        public_id=new_public_id(), customer_id=customer_id, state=AWAITING_PAYMENT,
-        currency=totals.currency, subtotal=totals.subtotal, shipping=totals.shipping, total=totals.total,
-        zone=zone.code, phone=phone, email=email, address=address, carrier=zone.carrier,
-        reserved_until=utcnow() + timedelta(minutes=reservation_minutes),
-    )
-    order.items = [
-        OrderItem(product_id=p.id, sku=p.sku, name=p.name, unit_price=unit_price(p, zone.currency), quantity=q)
-        for p, q in lines
-    ]
-    session.add(order)
-    await session.flush()
+
+    def build(public_id: str) -> Order:
+        order = Order(
+            public_id=public_id, customer_id=customer_id, state=AWAITING_PAYMENT,
+            currency=totals.currency, subtotal=totals.subtotal, shipping=totals.shipping, total=totals.total,
+            zone=zone.code, phone=phone, email=email, address=address, carrier=zone.carrier,
+            reserved_until=utcnow() + timedelta(minutes=reservation_minutes),
+        )
+        order.items = [
+            OrderItem(product_id=p.id, sku=p.sku, name=p.name, unit_price=unit_price(p, zone.currency), quantity=q)
+            for p, q in lines
+        ]
+        return order
+
+    order = await _insert_with_free_id(session, build)
     await connection.execute(_PLACED_EVENT, {"order_id": order.id, "actor": f"customer:{customer_id}"})
     # Stock last: the conditional UPDATE decides who gets the units and locks the product row until
     # COMMIT, so doing it after the inserts keeps a hot item's lock short in a flash sale.
@@ -244,13 +284,41 @@ async def place_order(
     return order
 
 
+def _refuse_over_limits(limits: Limits, unpaid: int, held: int, units: int, reservation_minutes: int) -> None:
+    if unpaid >= limits.open_orders:
+        raise LimitReached("checkout.limit.open_orders", n=unpaid, minutes=reservation_minutes)
+    if held + units > limits.reserved_units:
+        if held:
+            raise LimitReached("checkout.limit.units_held", max=limits.reserved_units, held=held,
+                               total=held + units)
+        raise LimitReached("checkout.limit.units", max=limits.reserved_units, n=units)
+
+
+async def _insert_with_free_id(session: AsyncSession, build: Callable[[str], Order]) -> Order:
+    """Insert the order `build` makes, under a new public id while the one drawn is taken: each try
+    in a savepoint, so a collision costs that try and not the customer's checkout."""
+    for attempt in range(1, PUBLIC_ID_ATTEMPTS + 1):
+        order = build(new_public_id())
+        try:
+            async with session.begin_nested():
+                session.add(order)
+                await session.flush()
+            return order
+        except IntegrityError as exc:
+            if "public_id" not in str(exc.orig) or attempt == PUBLIC_ID_ATTEMPTS:
+                raise
+            log.warning("order.public_id_collision", extra={"attempt": attempt})
+    raise AssertionError("unreachable")
+
+
 async def refuse_early(session: AsyncSession, customer_id: int) -> None:
     """Raise what `place_order` would for a cart that is empty, gone or short as it stands now, read
     before the session's transaction begins (no lock, no BEGIN/ROLLBACK; on PostgreSQL one direct
     statement, db/direct.py). In a flash sale all but a few checkouts end here, and this read costs
     about a third of what refusing them inside a transaction does. A cart that passes is checked
     again by `place_order` under its locks, so this can only answer sooner, never wrongly: stock
-    that runs out after the read is caught there."""
+    that runs out after the read is caught there, and so are the per-customer limits (which
+    `place_order` judges after the cart, so a cart refused here is refused for the same reason there)."""
     rows = await _CART_AS_IS.rows(session, {"customer_id": customer_id}, before_transaction=True)
     _refuse_unplaceable(rows)  # type: ignore[arg-type]
 

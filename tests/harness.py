@@ -27,6 +27,8 @@ def make_settings(engine: AsyncEngine, botapi: BotAPIStandIn, **overrides: Any) 
         database_url=engine.url.render_as_string(hide_password=False),
         admin_chat_id=ADMIN_CHAT_ID, admin_user_ids=[ADMIN_USER_ID],
         public_base_url=None, load_demo_catalog=False,
+        # A test types faster than any person (a dozen updates in a few ms): the throttle tests set the real limits.
+        throttle_updates_per_second=1000.0, throttle_burst=1000,
     )
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]

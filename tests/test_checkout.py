@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
+import pytest_asyncio
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -13,7 +14,7 @@ from services import cart as cart_service
 from services import catalog
 from services import orders as order_service
 from services.errors import DomainError, InvalidInput
-from tests.factories import make_product, stock_of
+from tests.factories import make_order, make_product, stock_of
 from tests.harness import Harness
 from tests.standins import Call
 from tests.test_direct import sent_directly
@@ -295,7 +296,16 @@ async def test_price_change_after_the_summary_is_quoted_again_before_placing(sho
     assert order.total == 3800_00 and order.public_id in offer.text
 
 
-async def test_user_text_is_escaped_and_long_carts_fit_one_message(shop: Harness) -> None:
+@pytest_asyncio.fixture
+async def roomy_shop(engine, botapi) -> AsyncIterator[Harness]:  # type: ignore[no-untyped-def]
+    """A shop whose customers may reserve 100 units at once (the default limit is 20)."""
+    harness = await Harness(engine, botapi, max_reserved_units_per_customer=100).start()
+    yield harness
+    await harness.stop()
+
+
+async def test_user_text_is_escaped_and_long_carts_fit_one_message(roomy_shop: Harness) -> None:
+    shop = roomy_shop  # 80 lines of one unit
     await shop.load_demo()
     async with shop.session_factory() as session, session.begin():
         await cart_service.ensure_customer(session, USER, USER, "Wanjiru")
@@ -424,3 +434,77 @@ async def test_confirm_from_a_customer_this_process_has_not_seen_places_the_orde
     assert await orders_and_cart(shop) == (1, 0)
     async with shop.session_factory() as session:
         assert (await catalog.get_product(session, sku="LAP-TP-T480")).reserved == 1
+
+
+# --- per-customer limits and public ids ------------------------------------------------------------
+
+
+async def unpaid_orders(shop: Harness, *quantities: int, customer: int = USER) -> list[Order]:
+    """Orders placed (and left unpaid) by `customer`, one per quantity of a product of their own."""
+    pid = await make_product(shop.session_factory, f"HELD-{customer}", stock=100)
+    return [await make_order(shop.session_factory, customer, [(pid, qty)]) for qty in quantities]
+
+
+async def test_fourth_unpaid_order_is_refused_until_one_is_paid(shop: Harness) -> None:
+    await fill_cart(shop)  # demo catalogue and the customer
+    held = await unpaid_orders(shop, 1, 1, 1)  # MAX_OPEN_ORDERS_PER_CUSTOMER defaults to 3
+    async with shop.session_factory() as session, session.begin():
+        await cart_service.add(session, USER, await catalog.get_product(session, sku="ACC-LEN-65W"), 1)
+    summary = await go_to_summary(shop)
+    reply = await shop.press(USER, summary.button("Confirm"))
+    assert "not placed" in reply.text and "You already have 3 unpaid orders" in reply.text
+    assert "/orders" in reply.text and "30 minutes" in reply.text and "cart is unchanged" in reply.text
+    assert reply.button("My orders") == "menu:orders" and reply.button("Cart") == "menu:cart"
+    assert "You already have 3 unpaid orders" in shop.last_answer.params["text"]
+    assert await orders_and_cart(shop) == (3, 1)
+    async with shop.session_factory() as session:
+        assert (await catalog.get_product(session, sku="ACC-LEN-65W")).reserved == 0
+    async with shop.session_factory() as session, session.begin():  # one is paid: room for another
+        await order_service.transition(session, await order_service.get_order(session, held[0].public_id),
+                                       "processing", "system:test")
+    offer = await shop.press(USER, (await go_to_summary(shop)).button("Confirm"))
+    assert "is placed" in offer.text and await orders_and_cart(shop) == (4, 0)
+
+
+async def test_units_held_by_unpaid_orders_are_capped_with_this_order_included(shop: Harness) -> None:
+    await fill_cart(shop)
+    await unpaid_orders(shop, 15)  # MAX_RESERVED_UNITS_PER_CUSTOMER defaults to 20
+    pid = await make_product(shop.session_factory, "BULK-1", stock=50)
+    async with shop.session_factory() as session, session.begin():
+        await cart_service.set_quantity(session, USER, await session.get(Product, pid), 6)
+    reply = await shop.press(USER, (await go_to_summary(shop)).button("Confirm"))
+    assert "not placed" in reply.text and "already hold 15 items" in reply.text and "at most 20" in reply.text
+    assert await stock_of(shop.session_factory, pid) == (50, 0, 0) and await orders_and_cart(shop) == (1, 1)
+    async with shop.session_factory() as session, session.begin():
+        await cart_service.set_quantity(session, USER, await session.get(Product, pid), 5)  # 15 + 5: at the limit
+    offer = await shop.press(USER, (await go_to_summary(shop)).button("Confirm"))
+    assert "is placed" in offer.text and await stock_of(shop.session_factory, pid) == (45, 5, 0)
+
+
+async def test_one_order_over_the_units_limit_is_refused_by_the_shops_setting(engine, botapi) -> None:  # type: ignore[no-untyped-def]
+    shop = await Harness(engine, botapi, max_reserved_units_per_customer=4).start()
+    try:
+        await fill_cart(shop, ("ACC-LEN-65W", 5))
+        reply = await shop.press(USER, (await go_to_summary(shop)).button("Confirm"))
+        assert "not placed" in reply.text and "at most 4 items" in reply.text and "this order has 5" in reply.text
+        assert await orders_and_cart(shop) == (0, 1)
+    finally:
+        await shop.stop()
+
+
+async def test_a_public_id_collision_retries_with_a_new_id(shop: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    await fill_cart(shop)
+    [taken] = await unpaid_orders(shop, 1, customer=USER + 1)
+    async with shop.session_factory() as session, session.begin():
+        await cart_service.add(session, USER, await catalog.get_product(session, sku="ACC-LEN-65W"), 2)
+    summary = await go_to_summary(shop)
+    drawn = iter([taken.public_id, taken.public_id, "HL-FRESH2"])
+    monkeypatch.setattr(order_service, "new_public_id", lambda: next(drawn))
+    offer = await shop.press(USER, summary.button("Confirm"))
+    assert "HL-FRESH2" in offer.text and "is placed" in offer.text
+    async with shop.session_factory() as session:
+        order = await order_service.get_order(session, "HL-FRESH2", customer_id=USER)
+        assert [(i.sku, i.quantity) for i in order.items] == [("ACC-LEN-65W", 2)]
+        assert len(await order_service.events_of(session, order.id)) == 1
+        assert (await catalog.get_product(session, sku="ACC-LEN-65W")).reserved == 2
+    assert await orders_and_cart(shop) == (2, 0)

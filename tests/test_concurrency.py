@@ -12,6 +12,7 @@ from db.models import CartItem, Order, OrderEvent, Outbox, Product, utcnow
 from services import cart as cart_service
 from services import orders as order_service
 from services.errors import OutOfStock
+from services.orders import LimitReached
 from tests.factories import make_order, make_product, stock_of
 
 pytestmark = pytest.mark.pg_only
@@ -86,3 +87,41 @@ async def test_reservation_expiry_run_by_several_workers_at_once_expires_each_or
         assert (await order_service.get_order(session, paid.public_id)).state == "processing"
         assert {(await order_service.get_order(session, o.public_id)).state for o in due} == {"expired"}
     assert await order_service.expire_due_orders(session_factory, now=later) == 0
+
+
+async def test_one_customers_checkouts_at_once_stay_within_the_open_orders_limit(session_factory) -> None:  # type: ignore[no-untyped-def]
+    """A checkout in flight while the customer refills the cart and confirms again (another web
+    process): the second waits at its cart claim for the first to commit, and only then counts the
+    customer's unpaid orders, the first's included."""
+    first_product = await make_product(session_factory, "LIM-1", stock=50)
+    second_product = await make_product(session_factory, "LIM-2", stock=50)
+    for _ in range(2):
+        await make_order(session_factory, 1, [(first_product, 1)])
+    await _fill_cart(session_factory, 1, [(first_product, 1)])
+    limits = order_service.Limits(open_orders=3, reserved_units=20)
+
+    async def place(session) -> str:  # type: ignore[no-untyped-def]
+        order = await order_service.place_order(session, 1, zone_code="nairobi", phone="254712345678",
+                                                email="a@example.com", address="Plot 1, Ngong Rd",
+                                                reservation_minutes=30, limits=limits)
+        return order.public_id
+
+    async def refill_and_place() -> str:
+        await _fill_cart(session_factory, 1, [(second_product, 1)])
+        try:
+            async with session_factory() as session, session.begin():
+                return await place(session)
+        except LimitReached as exc:
+            return exc.key
+
+    async with session_factory() as session, session.begin():
+        third = await place(session)
+        second = asyncio.create_task(refill_and_place())
+        await asyncio.sleep(0.3)  # counted before the claim, the second would be placed and committed by now
+        assert not second.done()
+    assert await asyncio.wait_for(second, 10) == "checkout.limit.open_orders"
+    async with session_factory() as session:
+        unpaid = (await session.execute(select(Order.public_id).where(Order.state == "awaiting_payment"))).scalars()
+        assert third in set(unpaid) and (await session.execute(
+            select(func.count(Order.id)).where(Order.state == "awaiting_payment"))).scalar_one() == 3
+    assert await stock_of(session_factory, second_product) == (50, 0, 0)
