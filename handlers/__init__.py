@@ -7,9 +7,11 @@ from aiogram import Router
 
 from handlers.routing import RootRouter
 
-# Order matters: /start first (it leaves any flow, so nothing needs to see it before), then the
-# specific features, the catch-all help fallback last.
-FEATURES = ("start", "admin", "catalog", "cart", "checkout", "payments", "pay_mpesa", "pay_card", "orders", "common")
+# Order matters: customer commands and buttons in a group first (answered "let's talk in private";
+# the root router never enters that router for a private chat, so private updates pay nothing for it),
+# then /start (it leaves any flow, so nothing needs to see it before), then the specific features,
+# the catch-all help fallback last.
+FEATURES = ("group", "start", "admin", "catalog", "cart", "checkout", "payments", "pay_mpesa", "pay_card", "orders", "common")
 
 
 _root: Router | None = None

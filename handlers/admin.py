@@ -2,7 +2,8 @@
 and the buttons on the new-paid-order alert (View, Ship…, Cancel…). Only admins, only in the group.
 
 Authorisation (AdminCommand / AdminButton filters): the chat must be ADMIN_CHAT_ID and the user in
-ADMIN_USER_IDS or an administrator of that group (getChatMember, cached for 5 minutes in-process).
+ADMIN_USER_IDS or an administrator of that group (getChatMember, cached for 5 minutes in-process;
+asked again, past the cache, right before /cancel or the confirmed Cancel… button, which refund).
 The filters match the admin updates and say whether they are authorised, rather than letting a
 refused one fall through to the customer routers: a refusal gets an answer and a log line.
 """
@@ -41,6 +42,8 @@ ADMIN_ONLY = ("restock", "stock", "order", "ship", "delivered")  # never custome
 IN_GROUP = ADMIN_ONLY + ("orders", "cancel")  # /orders and /cancel mean admin things only in the group
 BUTTON_ACTIONS = ("v", "s", "c", "cc")
 CACHE_SECONDS = 300
+RECHECKED_COMMANDS = ("cancel",)  # cancel and refund: an admin demoted a minute ago must not
+RECHECKED_BUTTONS = ("cc",)  # still be able to, so their rights are asked of Telegram again
 _member_cache: dict[tuple[int, int], tuple[float, bool]] = {}
 
 
@@ -51,15 +54,17 @@ class ShipFlow(StatesGroup):
 # --- authorisation --------------------------------------------------------------------------------
 
 
-async def is_admin(bot: Bot, settings: Settings, chat_id: int, user_id: int) -> bool:
-    """Admin = in the admin group AND (listed in ADMIN_USER_IDS or an administrator of the group)."""
+async def is_admin(bot: Bot, settings: Settings, chat_id: int, user_id: int, *, fresh: bool = False) -> bool:
+    """Admin = in the admin group AND (listed in ADMIN_USER_IDS or an administrator of the group).
+    `fresh`: ask Telegram even if the cache answers (before destructive actions); the answer
+    replaces the cached one."""
     if settings.admin_chat_id is None or chat_id != settings.admin_chat_id:
         return False
     if user_id in settings.admin_user_ids:
         return True
     key = (chat_id, user_id)
     cached = _member_cache.get(key)
-    if cached and time.monotonic() - cached[0] < CACHE_SECONDS:
+    if cached and not fresh and time.monotonic() - cached[0] < CACHE_SECONDS:
         return cached[1]
     try:
         member = await bot.get_chat_member(chat_id, user_id)
@@ -89,7 +94,8 @@ class AdminCommand(Filter):
         name = head[1:].split("@")[0].lower()
         if name not in (IN_GROUP if _in_group(settings, message.chat.id) else ADMIN_ONLY):
             return False
-        authorised = await is_admin(bot, settings, message.chat.id, message.from_user.id)
+        authorised = await is_admin(bot, settings, message.chat.id, message.from_user.id,
+                                    fresh=name in RECHECKED_COMMANDS)
         return {"command": name, "args": args, "authorised": authorised}
 
 
@@ -104,7 +110,8 @@ class AdminButton(Filter):
             return False
         chat_id = query.message.chat.id if query.message else 0
         return {"action": parts[1], "public_id": parts[2],
-                "authorised": await is_admin(bot, settings, chat_id, query.from_user.id)}
+                "authorised": await is_admin(bot, settings, chat_id, query.from_user.id,
+                                             fresh=parts[1] in RECHECKED_BUTTONS)}
 
 
 class ShipReply(Filter):

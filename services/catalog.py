@@ -235,12 +235,22 @@ def _yaml_records(text: str) -> list[Record]:
 
 
 async def import_rows(session: AsyncSession, rows: list[ProductRow]) -> tuple[int, int]:
-    """Upsert by SKU in the caller's transaction. Returns (created, updated). Stock in the file is the
-    free stock level to set; reserved and sold counts are left alone."""
+    """Upsert by SKU in the caller's transaction. Returns (created, updated).
+
+    `stock` in the file is the merchant's free (sellable) level: after the import each product has
+    exactly that many free units, whatever checkouts reserved or sold meanwhile; `reserved` and `sold`
+    belong to orders and are left alone. (So a file exported earlier and imported back resets free
+    stock to its old figures: use /restock to add or correct by a difference.)
+
+    The existing products are locked (SELECT … FOR UPDATE) and read afresh before anything is
+    written, in product-id order — the order checkout reserves in. A checkout holding a row makes the
+    import wait and the level is then set over its reservation; a checkout arriving later waits and
+    reserves from the new level. Neither change is lost, and the two cannot deadlock."""
     catalogue_written(session)
     categories = {c.name: c for c in (await session.execute(select(Category))).scalars()}
+    existing = await _lock_products(session, [row.sku for row in rows])
     created = updated = 0
-    for pos, row in enumerate(rows):
+    for row in rows:
         cat = categories.get(row.category)
         if cat is None:
             cat = Category(slug=_free_slug(row.category, {c.slug for c in categories.values()}),
@@ -248,12 +258,13 @@ async def import_rows(session: AsyncSession, rows: list[ProductRow]) -> tuple[in
             session.add(cat)
             await session.flush()
             categories[row.category] = cat
-        product = (await session.execute(select(Product).where(Product.sku == row.sku))).unique().scalar_one_or_none()
+        product = existing.get(row.sku)
         values = dict(category_id=cat.id, name=row.name, description=row.description.strip(),
                       price_kes=row.price_kes * 100, price_usd=row.usd_cents, stock=row.stock,
                       photo_url=row.photo_url, active=row.active)
         if product is None:
-            session.add(Product(sku=row.sku, **values))
+            existing[row.sku] = product = Product(sku=row.sku, **values)
+            session.add(product)
             created += 1
         else:
             for key, value in values.items():
@@ -261,6 +272,24 @@ async def import_rows(session: AsyncSession, rows: list[ProductRow]) -> tuple[in
             updated += 1
     await session.flush()
     return created, updated
+
+
+_LOCK_BATCH = 500  # SKUs or ids per statement: well under every driver's bound-parameter limit
+
+
+async def _lock_products(session: AsyncSession, skus: list[str]) -> dict[str, Product]:
+    """The products with these SKUs by SKU, row-locked in ascending id order (across batches too) and
+    refreshed from the locked rows, so what the import compares and writes is not a stale read."""
+    ids: list[int] = []
+    for i in range(0, len(skus), _LOCK_BATCH):
+        ids += (await session.execute(select(Product.id).where(Product.sku.in_(skus[i:i + _LOCK_BATCH])))).scalars()
+    ids.sort()
+    found: dict[str, Product] = {}
+    for i in range(0, len(ids), _LOCK_BATCH):
+        stmt = (select(Product).where(Product.id.in_(ids[i:i + _LOCK_BATCH])).order_by(Product.id)
+                .with_for_update(of=Product).execution_options(populate_existing=True))
+        found.update((p.sku, p) for p in (await session.execute(stmt)).unique().scalars())
+    return found
 
 
 def _free_slug(name: str, taken: set[str]) -> str:

@@ -91,6 +91,38 @@ async def test_admin_by_id_and_by_group_role_others_refused(shop: Harness, caplo
     assert "⛔" in await admin(shop, "/restock LAP-TP-T480 1", user=GROUP_ADMIN)
 
 
+def member_lookups(shop: Harness, user_id: int) -> int:
+    return len([c for c in shop.botapi.calls if c.method == "getChatMember" and c.params["user_id"] == user_id])
+
+
+async def test_cancel_rechecks_admin_rights_past_the_cache(shop: Harness) -> None:
+    order, pid = await paid_order(shop)
+    shop.botapi.chat_member_status[(ADMIN_CHAT_ID, GROUP_ADMIN)] = "administrator"
+    assert "⛔" not in await admin(shop, "/stock", user=GROUP_ADMIN)  # an admin: cached for 5 minutes
+    shop.botapi.chat_member_status[(ADMIN_CHAT_ID, GROUP_ADMIN)] = "member"  # demoted a moment later
+    assert "⛔" in await admin(shop, f"/cancel {order.public_id}", user=GROUP_ADMIN)
+    o, payments, _ = await load(shop, order.public_id)
+    assert (o.state, o.refund_status, payments[0].state) == ("processing", None, "paid")  # untouched
+    assert await stock_of(shop.session_factory, pid) == (3, 0, 2)
+    assert member_lookups(shop, GROUP_ADMIN) == 2  # asked again for the cancel, not served from the cache
+    assert "⛔" in await admin(shop, "/stock", user=GROUP_ADMIN)  # and the cache now says so too
+    assert "must be reversed manually" in await admin(shop, f"/cancel {order.public_id}")  # ADMIN_USER_IDS
+    assert member_lookups(shop, ADMIN_USER_ID) == 0
+
+
+async def test_cancel_button_rechecks_admin_rights_past_the_cache(shop: Harness) -> None:
+    order, pid = await paid_order(shop)
+    shop.botapi.chat_member_status[(ADMIN_CHAT_ID, GROUP_ADMIN)] = "administrator"
+    alert = await shop.send(ADMIN_USER_ID, "/orders", chat_id=ADMIN_CHAT_ID)
+    confirm = await shop.press(GROUP_ADMIN, f"adm:c:{order.public_id}", chat_id=ADMIN_CHAT_ID, message=alert)
+    assert "Cancel order" in confirm.text
+    shop.botapi.chat_member_status[(ADMIN_CHAT_ID, GROUP_ADMIN)] = "member"
+    await shop.press(GROUP_ADMIN, confirm.button("Yes, cancel it"), chat_id=ADMIN_CHAT_ID, message=confirm)
+    assert "⛔" in shop.last_answer.params.get("text", "")
+    assert (await load(shop, order.public_id))[0].state == "processing"
+    assert await stock_of(shop.session_factory, pid) == (3, 0, 2)
+
+
 async def test_customer_commands_in_private_still_work(shop: Harness) -> None:
     assert "no orders yet" in (await shop.send(BUYER, "/orders")).text
 

@@ -125,3 +125,68 @@ async def test_one_customers_checkouts_at_once_stay_within_the_open_orders_limit
         assert third in set(unpaid) and (await session.execute(
             select(func.count(Order.id)).where(Order.state == "awaiting_payment"))).scalar_one() == 3
     assert await stock_of(session_factory, second_product) == (50, 0, 0)
+
+
+# --- catalogue import against checkout: the same row locks, in the same order ------------------------
+
+
+def _row(sku: str, stock: int, price_kes: int = 1000):  # type: ignore[no-untyped-def]
+    """A file row matching `make_product`'s product except for `stock` (and `price_kes`, in shillings)."""
+    from services.catalog import ProductRow
+
+    return ProductRow(sku=sku, category="Test", name=f"Product {sku}", price_kes=price_kes, price_usd="8.00",
+                      stock=stock)
+
+
+async def _import(session_factory, rows: list) -> tuple[int, int]:  # type: ignore[no-untyped-def]
+    from services import catalog
+
+    async with session_factory() as session, session.begin():
+        return await catalog.import_rows(session, rows)
+
+
+async def _waiting_on_a_lock_or_done(session_factory, task: asyncio.Task, timeout: float = 10) -> None:  # type: ignore[no-untyped-def,type-arg]
+    """Until `task` waits on a row lock (or has finished without waiting for one)."""
+    from sqlalchemy import text
+
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not task.done() and asyncio.get_running_loop().time() < deadline:
+        async with session_factory() as session:
+            waiting = (await session.execute(text(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            ))).scalar_one()
+        if waiting:
+            return
+        await asyncio.sleep(0.02)
+
+
+async def test_import_while_a_checkout_holds_the_row_sets_the_level_and_keeps_the_reservation(session_factory) -> None:  # type: ignore[no-untyped-def]
+    pid = await make_product(session_factory, "IMP-1", stock=5)
+    await _fill_cart(session_factory, 1, [(pid, 2)])
+    async with session_factory() as checkout, checkout.begin():
+        await order_service.place_order(checkout, 1, zone_code="nairobi", phone="254712345678",
+                                        email="a@example.com", address="Plot 1, Ngong Rd", reservation_minutes=30)
+        # The checkout holds the product row (2 reserved, not committed) while the merchant imports "5 free".
+        importing = asyncio.create_task(_import(session_factory, [_row("IMP-1", 5)]))
+        await _waiting_on_a_lock_or_done(session_factory, importing)
+    assert await asyncio.wait_for(importing, 10) == (0, 1)
+    # The import waited for the checkout and set the free level over it: 5 free as the file says, and the
+    # checkout's 2 reserved kept (before: the import compared with a stale read, wrote nothing, and the
+    # level the merchant set was lost: 3 free).
+    assert await stock_of(session_factory, pid) == (5, 2, 0)
+
+
+async def test_import_in_file_order_and_checkout_in_id_order_do_not_deadlock(session_factory) -> None:  # type: ignore[no-untyped-def]
+    from services import inventory
+
+    a = await make_product(session_factory, "IMP-A", stock=10)
+    b = await make_product(session_factory, "IMP-B", stock=10)
+    async with session_factory() as checkout, checkout.begin():
+        first = await checkout.get(Product, a)
+        await inventory.reserve(checkout, first, 1)  # checkout locks A, then B: product-id order
+        importing = asyncio.create_task(_import(session_factory, [_row("IMP-B", 7, price_kes=900),
+                                                                   _row("IMP-A", 4, price_kes=900)]))
+        await _waiting_on_a_lock_or_done(session_factory, importing)
+        await inventory.reserve(checkout, await checkout.get(Product, b), 1)
+    assert await asyncio.wait_for(importing, 10) == (0, 2)
+    assert await stock_of(session_factory, a) == (4, 1, 0) and await stock_of(session_factory, b) == (7, 1, 0)

@@ -133,6 +133,24 @@ async def test_category_names_that_share_a_slug_both_import(session) -> None:  #
     assert slugs == ["storage", "storage-2"]
 
 
+async def test_file_stock_is_the_free_level_set_over_what_orders_hold(session_factory) -> None:  # type: ignore[no-untyped-def]
+    """The file's stock is the free level after the import; reserved and sold stay with their orders.
+    The import compares with the row as it is now, not with an earlier read of the same session."""
+    from tests.factories import make_order, make_product, stock_of
+
+    pid = await make_product(session_factory, "LVL-1", stock=5)
+    row = catalog.ProductRow(sku="LVL-1", category="Test", name="Product LVL-1", price_kes=1000, price_usd="8.00",
+                             stock=5)
+    async with session_factory() as session:
+        seen = await session.get(Product, pid)  # read (and kept) before a customer reserves 2
+        assert seen is not None and seen.stock == 5
+        await session.commit()  # its connection back to the pool; the object stays as it was read
+        await make_order(session_factory, 1, [(pid, 2)])
+        async with session.begin():
+            assert await catalog.import_rows(session, [row]) == (0, 1)
+    assert await stock_of(session_factory, pid) == (5, 2, 0)
+
+
 # --- parse_catalog ------------------------------------------------------------------------------------
 
 
