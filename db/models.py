@@ -114,6 +114,9 @@ class StockWatch(Base):
     customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id"), primary_key=True)
     product_id: Mapped[int] = mapped_column(ForeignKey("products.id"), primary_key=True)
     created_at: Mapped[datetime] = mapped_column(TZDateTime(), default=utcnow)
+    # The back-in-stock message queued for this watch at a restock. The sender ends the watch when
+    # that message is sent; while it is pending no other is queued; if it died, the next restock tells again.
+    outbox_id: Mapped[int | None] = mapped_column(ForeignKey("outbox.id", ondelete="SET NULL"), index=True)
 
 
 class Order(Base):

@@ -68,17 +68,24 @@ async def restock(session: AsyncSession, sku: str, qty: int, actor: str) -> tupl
 
 
 async def _tell_watchers(session: AsyncSession, product: Product) -> int:
-    """Queue "back in stock" for everyone who pressed Notify me, and forget their watch."""
-    told = 0
-    for customer in await catalog.take_watchers(session, product.id):
+    """Queue "back in stock" for everyone who pressed Notify me and has no such message on its way,
+    linking each watch to its message: the sender ends the watch once the message is sent, so a
+    message that never goes out leaves the customer watching (told again at the next restock).
+    Customers who blocked the bot are not queued and their watch is dropped, as a 403 would."""
+    queued = []
+    for customer, watch in await catalog.take_watchers(session, product.id):
         if customer.unreachable:
+            await session.delete(watch)
             continue
         lang = customer.language
-        enqueue(session, customer.chat_id, t("catalog.back_in_stock", lang, name=product.name, sku=product.sku),
-                kind="back_in_stock",
-                reply_markup=inline_keyboard([[(t("catalog.open_product", lang), f"cat:v:{product.id}:1")]]))
-        told += 1
-    return told
+        queued.append((watch, enqueue(
+            session, customer.chat_id, t("catalog.back_in_stock", lang, name=product.name, sku=product.sku),
+            kind="back_in_stock",
+            reply_markup=inline_keyboard([[(t("catalog.open_product", lang), f"cat:v:{product.id}:1")]]))))
+    await session.flush()  # the messages' ids
+    for watch, message in queued:
+        watch.outbox_id = message.id
+    return len(queued)
 
 
 async def _product_by_sku(session: AsyncSession, sku: str) -> Product:

@@ -315,15 +315,16 @@ async def watch_product(session: AsyncSession, customer_id: int, product_id: int
         await session.flush()
 
 
-async def take_watchers(session: AsyncSession, product_id: int) -> list:  # list[Customer]
-    """The customers waiting for this product, removing their watch (they are told once)."""
-    from sqlalchemy import delete
+async def take_watchers(session: AsyncSession, product_id: int) -> list:  # list[tuple[Customer, StockWatch]]
+    """The watchers of this product to tell it is back, with their watches: those with no message on
+    its way (none queued yet, or the last one failed for good). The caller queues a message for each
+    and links it (`watch.outbox_id`); the watch stays until the sender has sent that message, so an
+    undelivered message does not silently end it, and a pending one is not queued again."""
+    from db.models import Customer, Outbox, StockWatch
 
-    from db.models import Customer, StockWatch
-
-    customers = list((await session.execute(
-        select(Customer).join(StockWatch, StockWatch.customer_id == Customer.id)
-        .where(StockWatch.product_id == product_id)
-    )).scalars().all())
-    await session.execute(delete(StockWatch).where(StockWatch.product_id == product_id))
-    return customers
+    return [tuple(pair) for pair in (await session.execute(
+        select(Customer, StockWatch).join(StockWatch, StockWatch.customer_id == Customer.id)
+        .outerjoin(Outbox, Outbox.id == StockWatch.outbox_id)
+        .where(StockWatch.product_id == product_id, (Outbox.id.is_(None)) | (Outbox.state != "pending"))
+        .order_by(StockWatch.created_at, StockWatch.customer_id)
+    )).all()]

@@ -1,6 +1,7 @@
 """The sending side of the transactional outbox.
 
-Rows are claimed with a lease (PostgreSQL: `FOR UPDATE SKIP LOCKED`), sent, and marked sent in a
+Rows are claimed with a lease by a compare-and-set UPDATE (read with `FOR UPDATE SKIP LOCKED` on
+PostgreSQL), so each lease is had by one lane or worker, on SQLite too; sent, and marked sent in a
 commit right after the send. A worker that dies between send and mark leaves the row to be sent
 again when the lease runs out: at-least-once, never lost. Telegram's limits are kept with aiolimiter
 (about 30/s overall, 1/s per chat, 20/min per group); a 429 holds that chat for `retry_after` (the
@@ -21,10 +22,10 @@ from typing import Any, Protocol
 
 import httpx
 from aiolimiter import AsyncLimiter
-from sqlalchemy import case, func, select, update
+from sqlalchemy import case, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from db.models import Customer, Outbox, utcnow
+from db.models import Customer, Outbox, StockWatch, utcnow
 from services.locks import run_as_leader
 
 log = logging.getLogger(__name__)
@@ -202,28 +203,45 @@ class Limits:
 async def claim(session_factory: async_sessionmaker[AsyncSession], *, batch: int, lease_seconds: float,
                 now: datetime) -> list[Outbox]:
     """Lease due rows, keeping each chat's messages in order: if an older message of a chat is held
-    elsewhere (another worker, or backing off), the chat's newer rows wait."""
+    elsewhere (another worker, or backing off), the chat's newer rows wait.
+
+    The lease is a compare-and-set: one UPDATE takes only rows that are still pending and due, and
+    RETURNING says which it got. PostgreSQL's `SKIP LOCKED` read already keeps two claimers apart;
+    SQLite has no row locks (its read is not even in the write transaction), so there two lanes read
+    the same rows and the UPDATE, serialised by SQLite's write lock, is what lets only one of them
+    have each row. The lease end a claim writes into `next_attempt_at` is its token: `_mark` and
+    `_release` change a row only while it still holds it."""
     async with session_factory() as session, session.begin():
-        stmt = (select(Outbox).where(Outbox.state == "pending", Outbox.next_attempt_at <= now)
+        stmt = (select(Outbox.id, Outbox.chat_id).where(Outbox.state == "pending", Outbox.next_attempt_at <= now)
                 .order_by(Outbox.id).limit(batch))
         if session.bind.dialect.name == "postgresql":
             stmt = stmt.with_for_update(skip_locked=True)
-        rows = list((await session.execute(stmt)).scalars().all())
-        if not rows:
+        due = (await session.execute(stmt)).all()
+        if not due:
             return []
-        chats = {r.chat_id for r in rows}
         oldest = dict((await session.execute(
-            select(Outbox.chat_id, func.min(Outbox.id)).where(Outbox.state == "pending", Outbox.chat_id.in_(chats))
+            select(Outbox.chat_id, func.min(Outbox.id)).where(Outbox.state == "pending",
+                                                             Outbox.chat_id.in_({c for _, c in due}))
             .group_by(Outbox.chat_id))).all())
-        first_claimed: dict[int, int] = {}
-        for r in rows:
-            first_claimed.setdefault(r.chat_id, r.id)
-        rows = [r for r in rows if oldest[r.chat_id] == first_claimed[r.chat_id]]
+        first_wanted: dict[int, int] = {}
+        for row_id, chat_id in due:
+            first_wanted.setdefault(chat_id, row_id)
+        wanted = [row_id for row_id, chat_id in due if oldest[chat_id] == first_wanted[chat_id]]
+        if not wanted:
+            return []
         lease = now + timedelta(seconds=lease_seconds)
-        for r in rows:
-            r.next_attempt_at = lease
-            r.attempts += 1
-        return rows
+        rows = sorted((await session.execute(
+            update(Outbox).where(Outbox.id.in_(wanted), Outbox.state == "pending", Outbox.next_attempt_at <= now)
+            .values(next_attempt_at=lease, attempts=Outbox.attempts + 1).returning(Outbox)
+            .execution_options(synchronize_session=False))).scalars().all(), key=lambda r: r.id)
+        won = {r.id for r in rows}
+        # A chat whose oldest row another claimer took first: its newer rows we got must wait for it.
+        lost = [r.id for r in rows if first_wanted[r.chat_id] not in won]
+        if lost:
+            await session.execute(update(Outbox).where(Outbox.id.in_(lost))
+                                  .values(next_attempt_at=now, attempts=Outbox.attempts - 1)
+                                  .execution_options(synchronize_session=False))
+        return [r for r in rows if first_wanted[r.chat_id] in won]
 
 
 async def drain_once(session_factory: async_sessionmaker[AsyncSession], transport: Transport, limits: Limits, *,
@@ -273,7 +291,7 @@ async def _send_chat(session_factory: async_sessionmaker[AsyncSession], transpor
                 return sent
             except TemporaryError as exc:
                 if row.attempts >= limits.max_attempts:
-                    await _mark(session_factory, [row.id], state="dead", error=str(exc))
+                    await _mark(session_factory, row, state="dead", error=str(exc))
                     log.error("outbox.gave_up", extra={"outbox_id": row.id, "chat_id": chat_id,
                                                        "attempts": row.attempts, "error": str(exc)})
                     continue
@@ -284,30 +302,39 @@ async def _send_chat(session_factory: async_sessionmaker[AsyncSession], transpor
                                                    "error": str(exc)})
                 return sent
             except PermanentError as exc:
-                await _mark(session_factory, [row.id], state="dead", error=str(exc))
+                await _mark(session_factory, row, state="dead", error=str(exc))
                 log.error("outbox.permanent_failure", extra={"outbox_id": row.id, "chat_id": chat_id,
                                                              "kind": row.kind, "error": str(exc)})
                 continue
-            await _mark(session_factory, [row.id], state="sent")
+            await _mark(session_factory, row, state="sent")
             sent += 1
     except Exception:  # a database blip: the chat's leased rows come back when the lease runs out
         log.exception("outbox.chat_failed", extra={"chat_id": chat_id})
     return sent
 
 
-async def _mark(session_factory: async_sessionmaker[AsyncSession], ids: list[int], *, state: str,
+async def _mark(session_factory: async_sessionmaker[AsyncSession], row: Outbox, *, state: str,
                 error: str | None = None) -> None:
+    """Record the outcome of a send. "sent" is recorded whoever holds the row now (it did go out);
+    "dead" only while our lease holds, so a worker that lost its lease cannot kill a row another one
+    took over. A sent back-in-stock message ends the watch it was queued for, in the same commit."""
+    values: dict[str, Any] = {"state": state, "last_error": error[:500] if error else None}
+    where = [Outbox.id == row.id]
+    if state == "sent":
+        values["sent_at"] = utcnow()
+    else:
+        where += [Outbox.state == "pending", Outbox.next_attempt_at == row.next_attempt_at]
     async with session_factory() as session, session.begin():
-        values: dict[str, Any] = {"state": state, "last_error": error[:500] if error else None}
-        if state == "sent":
-            values["sent_at"] = utcnow()
-        await session.execute(update(Outbox).where(Outbox.id.in_(ids)).values(**values))
+        await session.execute(update(Outbox).where(*where).values(**values))
+        if state == "sent" and row.kind == "back_in_stock":
+            await session.execute(delete(StockWatch).where(StockWatch.outbox_id == row.id))
 
 
 async def _release(session_factory: async_sessionmaker[AsyncSession], rows: list[Outbox], delay: float,
                    error: str | None = None, *, attempted: int | None = None) -> None:
     """Give leased rows back, due in `delay` s. Only the row `attempted` (a send that failed) keeps the
-    attempt its claim counted: waiting for a rate limit is not a failed delivery."""
+    attempt its claim counted: waiting for a rate limit is not a failed delivery. Rows whose lease we
+    no longer hold (it ran out and another worker claimed them) are left alone."""
     values: dict[str, Any] = {
         "next_attempt_at": utcnow() + timedelta(seconds=delay),
         "attempts": Outbox.attempts - (case((Outbox.id == attempted, 0), else_=1) if attempted else 1),
@@ -315,15 +342,21 @@ async def _release(session_factory: async_sessionmaker[AsyncSession], rows: list
     if error is not None:
         values["last_error"] = error[:500]
     async with session_factory() as session, session.begin():
-        await session.execute(update(Outbox).where(Outbox.id.in_([r.id for r in rows]), Outbox.state == "pending")
+        await session.execute(update(Outbox).where(Outbox.id.in_([r.id for r in rows]), Outbox.state == "pending",
+                                                   Outbox.next_attempt_at == rows[0].next_attempt_at)
                               .values(**values))
 
 
 async def _blocked(session_factory: async_sessionmaker[AsyncSession], chat_id: int, error: str) -> None:
     async with session_factory() as session, session.begin():
         await session.execute(update(Customer).where(Customer.chat_id == chat_id).values(unreachable=True))
-        dropped = (await session.execute(update(Outbox).where(Outbox.chat_id == chat_id, Outbox.state == "pending")
-                                         .values(state="dead", last_error=error[:500]))).rowcount
+        dropped_ids = (await session.execute(
+            update(Outbox).where(Outbox.chat_id == chat_id, Outbox.state == "pending")
+            .values(state="dead", last_error=error[:500]).returning(Outbox.id)
+            .execution_options(synchronize_session=False))).scalars().all()
+        dropped = len(dropped_ids)
+        if dropped:  # they blocked the bot: their back-in-stock watches go with the messages
+            await session.execute(delete(StockWatch).where(StockWatch.outbox_id.in_(dropped_ids)))
     log.warning("outbox.customer_unreachable", extra={"chat_id": chat_id, "dropped": dropped})
 
 

@@ -2,6 +2,7 @@
 and the buttons on the new-paid-order alert."""
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
@@ -162,12 +163,76 @@ async def test_restock_corrections_and_back_in_stock(shop: Harness) -> None:
     msgs = await outbox(shop, kind="back_in_stock")
     assert len(msgs) == 1 and msgs[0].chat_id == BUYER and "back in stock" in msgs[0].text
     assert msgs[0].reply_markup["inline_keyboard"][0][0]["callback_data"].startswith("cat:v:")
-    async with shop.session_factory() as session:
-        assert (await session.execute(select(StockWatch))).first() is None  # watches removed
+    async with shop.session_factory() as session:  # kept until its message is sent; the unreachable one dropped
+        watches = (await session.execute(select(StockWatch))).scalars().all()
+    assert [(w.customer_id, w.outbox_id) for w in watches] == [(BUYER, msgs[0].id)]
     for bad in ("/restock", "/restock ACC-LOG-MXK", "/restock ACC-LOG-MXK many", "/restock ACC-LOG-MXK 0",
                 "/restock ACC-LOG-MXK 1 2", "/restock ACC-LOG-MXK 99999999999"):
         assert "Usage: /restock" in await admin(shop, bad), bad
     assert "No product with SKU NOPE" in await admin(shop, "/restock NOPE 1")
+
+
+async def watches_of(shop: Harness) -> dict[int, int | None]:
+    async with shop.session_factory() as session:
+        return {w.customer_id: w.outbox_id for w in (await session.execute(select(StockWatch))).scalars()}
+
+
+async def test_a_watch_ends_only_when_its_back_in_stock_message_is_sent(shop: Harness, botapi: BotAPIStandIn) -> None:
+    from services.outbox_sender import BotApiTransport, Limits, drain_lanes
+    from tests.harness import TEST_TOKEN
+    from tests.limited_botapi import TelegramLimits
+
+    await shop.load_demo()
+    for buyer in (BUYER, BUYER + 1, BUYER + 2):
+        card = await shop.send(buyer, "/start p_ACC-LOG-MXK")
+        await shop.press(buyer, card.button("Notify me"))
+    assert "queued: 3" in await admin(shop, "/restock ACC-LOG-MXK 2")
+    first = {m.chat_id: m.id for m in await outbox(shop, kind="back_in_stock")}
+    assert await watches_of(shop) == first and len(first) == 3  # queued, not yet told: still watching
+    await admin(shop, "/restock ACC-LOG-MXK -2")
+    assert "queued: 0" in await admin(shop, "/restock ACC-LOG-MXK 2")  # back again before the messages went:
+    assert len(await outbox(shop, kind="back_in_stock")) == 3  # nobody is queued a second one
+
+    limits = TelegramLimits(botapi)
+    limits.failing[BUYER + 1] = 1_000  # 5xx until the sender gives up
+    limits.blocked.add(BUYER + 2)
+    transport = BotApiTransport(botapi.url, TEST_TOKEN)
+
+    async def send_all() -> None:
+        await asyncio.wait_for(drain_lanes(shop.session_factory, transport, Limits(max_attempts=2, backoff_first=0.05),
+                                           until_empty=True, idle_seconds=0.05), 30)
+
+    try:
+        await send_all()
+        assert [c.text for c in botapi.sent(BUYER, "sendMessage") if "back in stock" in c.text] != []
+        # Told: the watch is over. Never told (dead message): still watching. Blocked the bot: dropped.
+        assert await watches_of(shop) == {BUYER + 1: first[BUYER + 1]}
+        await admin(shop, "/restock ACC-LOG-MXK -2")
+        assert "queued: 1" in await admin(shop, "/restock ACC-LOG-MXK 2")  # told at the next restock
+        again = (await outbox(shop, kind="back_in_stock"))[-1]
+        assert again.chat_id == BUYER + 1 and await watches_of(shop) == {BUYER + 1: again.id}
+        limits.failing.clear()
+        await send_all()
+    finally:
+        await transport.aclose()
+    assert await watches_of(shop) == {}
+    told = [c.chat_id for c in botapi.sent(method="sendMessage") if "back in stock" in c.text]
+    assert sorted(told) == [BUYER, BUYER + 1]  # once each
+
+
+async def test_concurrent_restocks_queue_one_message_per_watcher(shop: Harness) -> None:
+    from services import admin as admin_service
+
+    await shop.load_demo()
+    card = await shop.send(BUYER, "/start p_ACC-LOG-MXK")
+    await shop.press(BUYER, card.button("Notify me"))
+
+    async def restock() -> int:
+        async with shop.session_factory() as session, session.begin():
+            return (await admin_service.restock(session, "ACC-LOG-MXK", 3, ACTOR))[1]
+
+    assert sorted(await asyncio.gather(restock(), restock())) == [0, 1]
+    assert [m.chat_id for m in await outbox(shop, kind="back_in_stock")] == [BUYER]
 
 
 async def test_restock_never_touches_reserved_units(shop: Harness) -> None:

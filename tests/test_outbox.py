@@ -282,3 +282,66 @@ async def test_no_second_of_arrivals_exceeds_the_cap_whatever_the_jitter(session
     arrivals = sorted(transport.arrivals)
     busiest = max(sum(1 for t in arrivals[i:] if t - start < 1.0) for i, start in enumerate(arrivals))
     assert busiest <= 30, f"{busiest} arrivals within one second"
+
+
+class RecordingTransport:
+    """Accepts every message after a short network round trip, remembering each send."""
+
+    def __init__(self) -> None:
+        self.sends: list[tuple[int, str]] = []
+
+    async def send(self, chat_id: int, text: str, reply_markup: object = None) -> None:
+        await asyncio.sleep(0.005)
+        self.sends.append((chat_id, text))
+
+
+async def test_concurrent_lanes_send_each_row_exactly_once(session_factory) -> None:  # type: ignore[no-untyped-def]
+    """The worker's lanes claim concurrently (on SQLite too, where there are no row locks): every row is
+    sent once, in order within its chat, and its attempts say one send."""
+    from services.outbox_sender import drain_lanes
+
+    messages = [(1200 + chat, f"n{n}") for n in range(2) for chat in range(30)]
+    await queue(session_factory, messages)
+    transport = RecordingTransport()
+    sent = await asyncio.wait_for(drain_lanes(session_factory, transport, Limits(), lanes=3, until_empty=True,
+                                              idle_seconds=0.05), 30)
+    assert Counter(transport.sends) == Counter(messages) and sent == len(messages)
+    for chat in range(30):
+        assert [text for c, text in transport.sends if c == 1200 + chat] == ["n0", "n1"]
+    async with session_factory() as session:
+        rows = (await session.execute(select(Outbox))).scalars().all()
+    assert {(r.state, r.attempts) for r in rows} == {("sent", 1)}
+
+
+
+class SlowTransport:
+    """The first send fails with a 5xx after `first` seconds; the others succeed after `rest` seconds."""
+
+    def __init__(self, first: float, rest: float) -> None:
+        self.first, self.rest, self.calls, self.delivered = first, rest, 0, 0
+
+    async def send(self, chat_id: int, text: str, reply_markup: object = None) -> None:
+        from services.outbox_sender import TemporaryError
+
+        self.calls += 1
+        if self.calls == 1:
+            await asyncio.sleep(self.first)
+            raise TemporaryError("502 Bad Gateway")
+        await asyncio.sleep(self.rest)
+        self.delivered += 1
+
+
+async def test_a_worker_past_its_lease_does_not_give_back_a_row_another_holds(session_factory) -> None:  # type: ignore[no-untyped-def]
+    """A's send outlives its lease, B takes the row over, then A's send fails: A's retry bookkeeping
+    must not hand B's row back (due again, for a third worker to send once more)."""
+    await queue(session_factory, [(1400, "once")])
+    transport = SlowTransport(first=0.5, rest=1.5)
+    late = asyncio.create_task(drain_once(session_factory, transport, Limits(backoff_first=0.01), lease_seconds=0.2))
+    await asyncio.sleep(0.3)  # A's lease is over: B claims the row and sends it (slowly)
+    takeover = asyncio.create_task(drain_once(session_factory, transport, Limits()))
+    assert await late == 0  # A's send failed and A did its bookkeeping; B is still sending
+    await asyncio.sleep(0.05)
+    assert await drain_once(session_factory, transport, Limits()) == 0  # nothing due for a third worker
+    assert await takeover == 1 and transport.delivered == 1
+    row = await row_of(session_factory, "once")
+    assert row.state == "sent" and row.attempts == 2
