@@ -260,8 +260,9 @@ async def order_detail(session: AsyncSession, order: Order) -> Markup:
     lines = Markup("\n").join
     items = [t("admin.order.item", None, qty=i.quantity, name=i.name, sku=i.sku,
                amount=format_money(i.unit_price * i.quantity, order.currency)) for i in order.items]
-    payments = [t("admin.order.payment", None, provider=p.provider, state=p.state, amount=format_money(p.amount, p.currency),
-                  receipt=p.receipt_number or "", when=f"{p.created_at:%d %b %H:%M}")
+    payments = [t("admin.order.payment", None, provider=p.provider, state=p.state,
+                  amount=format_money(p.amount, p.currency), receipt=p.receipt_number or "",
+                  when=f"{p.created_at:%d %b %H:%M}")
                 for p in await admin_service.order_payments(session, order.id)]
     events = [t("admin.order.event", None, when=f"{e.created_at:%d %b %H:%M}", src=e.from_state or "∅",
                 dst=e.to_state or "∅", actor=e.actor, note=t("admin.order.event_note", None, note=cut(e.note, 200))

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import html
 import itertools
 import json
 import re
@@ -130,7 +131,6 @@ def html_problem(text: str) -> str | None:
 
 def visible_text(text: str) -> str:
     """`text` as a reader sees it after Telegram parsed its HTML."""
-    import html
     return html.unescape(_TAG.sub("", text))
 
 

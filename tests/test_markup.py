@@ -15,7 +15,6 @@ from sqlalchemy import select, update
 from db.models import Customer, Order, Outbox, Product
 from handlers import admin as admin_handlers
 from services import catalog
-from services import orders as sm
 from services.i18n import plain, t
 from services.markup import Markup, clip, to_plain, visible_len
 from services.notifications import enqueue
