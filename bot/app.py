@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.config import Settings
 from bot.middlewares import CustomerMiddleware, DbSessionMiddleware, LanguageMiddleware
+from bot.plain_fallback import ResendAsPlainText
 from bot.speedups import (JsonBodySession, bind_bot_cheaply, pin_response_types, run_magic_filters_inline,
                           wrap_middlewares_cheaply)
 from bot.throttle import ThrottleMiddleware, shared_redis
@@ -27,6 +28,7 @@ def build_bot(settings: Settings) -> Bot:
     pin_response_types()
     bind_bot_cheaply()
     session = JsonBodySession(api=TelegramAPIServer.from_base(settings.telegram_api_url))
+    session.middleware(ResendAsPlainText())  # a text Telegram cannot parse goes again as plain text
     return Bot(
         token=settings.bot_token.get_secret_value(),
         session=session,

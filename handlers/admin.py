@@ -9,7 +9,6 @@ refused one fall through to the customer routers: a refusal gets an answer and a
 """
 from __future__ import annotations
 
-import html
 import logging
 import time
 from typing import Any
@@ -23,12 +22,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.config import Settings
 from db.models import Order
-from handlers.render import TEXT_LIMIT, kb
+from handlers.render import TEXT_LIMIT, clip, kb
 from handlers.routing import FeatureRouter
 from services import admin as admin_service
 from services import orders as sm
 from services.errors import DomainError
-from services.i18n import t
+from services.i18n import plain, t
+from services.markup import Markup, cut, visible_len
 from services.money import format_money
 from services.zones import get_zone
 
@@ -159,15 +159,16 @@ async def run_command(name: str, args: list[str], actor: str, session: AsyncSess
 
 
 def refusal(exc: DomainError) -> str:
-    """The text of a refused action; its values may echo what the admin typed, so they are escaped."""
-    return t(exc.key, None, **{k: html.escape(v) if isinstance(v, str) else v for k, v in exc.values.items()})
+    """The text of a refused action; its values may echo what the admin typed, so they are shortened
+    (and escaped by `t`)."""
+    return t(exc.key, None, **{k: cut(v, 100) if isinstance(v, str) else v for k, v in exc.values.items()})
 
 
 async def cmd_restock(session: AsyncSession, args: list[str], actor: str, *_: Any) -> str:
     if len(args) != 2:
         raise ValueError
     product, told = await admin_service.restock(session, args[0], int(args[1]), actor)
-    return t("admin.restock.done", None, sku=html.escape(product.sku), stock=product.stock,
+    return t("admin.restock.done", None, sku=product.sku, stock=product.stock,
              reserved=product.reserved, sold=product.sold, told=told)
 
 
@@ -175,7 +176,7 @@ async def cmd_stock(session: AsyncSession, args: list[str], actor: str, settings
     products = await admin_service.stock_report(session, " ".join(args) or None)
     if not products:
         return t("admin.stock.none")
-    lines = [t("admin.stock.line", None, sku=html.escape(p.sku), free=p.stock, reserved=p.reserved, sold=p.sold,
+    lines = [t("admin.stock.line", None, sku=p.sku, free=p.stock, reserved=p.reserved, sold=p.sold,
                flag=" ⚠️" if p.active and p.stock < settings.low_stock_threshold else "",
                inactive="" if p.active else t("admin.stock.inactive"))
              for p in products]
@@ -209,8 +210,7 @@ async def cmd_ship(session: AsyncSession, args: list[str], actor: str, *_: Any) 
         raise ValueError
     order = await admin_service.ship(session, args[0], args[1], " ".join(args[2:]) or None, actor)
     key = "admin.ship.done_dhl" if order.tracking_next_check_at else "admin.ship.done"
-    return t(key, None, order=order.public_id, carrier=html.escape(order.carrier or "-"),
-             tracking=html.escape(order.tracking_number or "-"))
+    return t(key, None, order=order.public_id, carrier=order.carrier or "-", tracking=order.tracking_number or "-")
 
 
 async def cmd_delivered(session: AsyncSession, args: list[str], actor: str, *_: Any) -> str:
@@ -228,7 +228,7 @@ async def cmd_cancel(session: AsyncSession, args: list[str], actor: str, setting
     order, outcome, payment = await admin_service.cancel(session, args[0], " ".join(args[1:]) or None, actor,
                                                          providers, settings)
     return t(f"admin.cancel.{outcome}", None, order=order.public_id,
-             receipt=html.escape((payment.receipt_number if payment else None) or "-"),
+             receipt=(payment.receipt_number if payment else None) or "-",
              amount=format_money(payment.amount, payment.currency) if payment else "-")
 
 
@@ -239,14 +239,14 @@ COMMANDS = {"restock": cmd_restock, "stock": cmd_stock, "orders": cmd_orders, "o
 # --- rendering ------------------------------------------------------------------------------------
 
 
-def fit_lines(title: str, lines: list[str], *, hidden: int = 0, limit: int = TEXT_LIMIT,
-              more: str = "admin.more") -> str:
+def fit_lines(title: Markup, lines: list[Markup], *, hidden: int = 0, limit: int = TEXT_LIMIT,
+              more: str = "admin.more") -> Markup:
     """Title and as many whole lines as fit in one message (never cutting an HTML tag in half),
     then a "… N more" line for the rest."""
-    return "\n".join([title, *_take(lines, limit - len(title) - 1, hidden, more)])
+    return Markup("\n").join([title, *_take(lines, limit - len(title) - 1, hidden, more)])
 
 
-def _take(lines: list[str], budget: int, hidden: int = 0, more: str = "admin.more") -> list[str]:
+def _take(lines: list[Markup], budget: int, hidden: int = 0, more: str = "admin.more") -> list[Markup]:
     """The leading lines that fit in `budget` characters (joined by newlines), with room kept for
     a closing "… N more" line when some (or `hidden` others never loaded) are left out."""
     room = budget - 120  # the "more" line
@@ -260,29 +260,34 @@ def _take(lines: list[str], budget: int, hidden: int = 0, more: str = "admin.mor
     return shown + ([t(more, None, n=hidden)] if hidden > 0 else [])
 
 
-async def order_detail(session: AsyncSession, order: Order) -> str:
-    """Everything about one order, for the admins: items, customer contact, address, payments, events."""
+async def order_detail(session: AsyncSession, order: Order) -> Markup:
+    """Everything about one order, for the admins: items, customer contact, address, payments, events.
+    Every line comes from `t` (values escaped); customers' free-text fields are cut to a bound first."""
     customer = order.customer
-    items = [f"• {i.quantity} × {html.escape(i.name)} (<code>{html.escape(i.sku)}</code>) — "
-             f"{format_money(i.unit_price * i.quantity, order.currency)}" for i in order.items]
-    payments = [f"• {p.provider} {p.state} {format_money(p.amount, p.currency)} {html.escape(p.receipt_number or '')}"
-                f" ({p.created_at:%d %b %H:%M})" for p in await admin_service.order_payments(session, order.id)]
-    events = [f"• {e.created_at:%d %b %H:%M} {e.from_state or '∅'} → {e.to_state or '∅'} ({html.escape(e.actor)})"
-              + (f": {html.escape(e.note[:200])}" if e.note else "") for e in await sm.events_of(session, order.id)]
-    values = dict(order=order.public_id, state=order.state, items="\n".join(_take(items, 1500)),
+    lines = Markup("\n").join
+    items = [t("admin.order.item", None, qty=i.quantity, name=i.name, sku=i.sku,
+               amount=format_money(i.unit_price * i.quantity, order.currency)) for i in order.items]
+    payments = [t("admin.order.payment", None, provider=p.provider, state=p.state,
+                  amount=format_money(p.amount, p.currency), receipt=p.receipt_number or "",
+                  when=f"{p.created_at:%d %b %H:%M}")
+                for p in await admin_service.order_payments(session, order.id)]
+    events = [t("admin.order.event", None, when=f"{e.created_at:%d %b %H:%M}", src=e.from_state or "∅",
+                dst=e.to_state or "∅", actor=e.actor, note=t("admin.order.event_note", None, note=cut(e.note, 200))
+                if e.note else "") for e in await sm.events_of(session, order.id)]
+    values = dict(order=order.public_id, state=order.state, items=lines(_take(items, 1500)),
                   subtotal=format_money(order.subtotal, order.currency),
                   shipping=format_money(order.shipping, order.currency), total=format_money(order.total, order.currency),
-                  customer_id=order.customer_id, name=html.escape(customer.first_name or "-"),
-                  username=html.escape(customer.username or "-"), phone="+" + order.phone,
-                  email=html.escape(order.email), address=html.escape(order.address), zone=order.zone,
-                  carrier=html.escape(order.carrier or "-"), tracking=html.escape(order.tracking_number or "-"),
-                  refund=order.refund_status or "-", payments="\n".join(_take(payments, 800)) or "—")
+                  customer_id=order.customer_id, name=cut(customer.first_name or "-", 64),
+                  username=cut(customer.username or "-", 64), phone="+" + order.phone,
+                  email=cut(order.email, 254), address=cut(order.address, 500), zone=order.zone,
+                  carrier=order.carrier or "-", tracking=order.tracking_number or "-",
+                  refund=order.refund_status or "-", payments=lines(_take(payments, 800)) or "—")
     dropped = 0
     while True:  # the oldest events give way first when the message would be too long
         shown = ([t("admin.order.earlier_events", None, n=dropped)] if dropped else []) + events[dropped:]
-        text = t("admin.order.detail", None, events="\n".join(shown) or "—", **values)
-        if len(text) <= TEXT_LIMIT or dropped >= len(events):
-            return text[:TEXT_LIMIT]
+        text = t("admin.order.detail", None, events=lines(shown) or "—", **values)
+        if visible_len(text) <= TEXT_LIMIT or dropped >= len(events):
+            return clip(text, TEXT_LIMIT)
         dropped += 1
 
 
@@ -326,9 +331,9 @@ async def ship_prompt(message: Message, session: AsyncSession, public_id: str, s
         return
     zone = get_zone(order.zone)
     hint = t("admin.ship.hint_dhl") if zone.tracked else t("admin.ship.hint_courier", None,
-                                                           carrier=html.escape(order.carrier or zone.carrier))
+                                                           carrier=order.carrier or zone.carrier)
     prompt = await message.answer(t("admin.ship.prompt", None, order=order.public_id, hint=hint),
-                                  reply_markup=ForceReply(input_field_placeholder=t("admin.ship.placeholder")))
+                                  reply_markup=ForceReply(input_field_placeholder=plain("admin.ship.placeholder")))
     await state.set_state(ShipFlow.tracking)
     await state.set_data({"order": order.public_id, "prompt": prompt.message_id})
 

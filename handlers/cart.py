@@ -6,8 +6,6 @@ Telegram's 4096 characters whatever the product names are.
 """
 from __future__ import annotations
 
-import html
-
 from aiogram import F
 from aiogram.filters import Command
 from aiogram.types import CallbackQuery, InlineKeyboardMarkup, Message
@@ -19,7 +17,8 @@ from handlers.routing import FeatureRouter
 from services import cart as cart_service
 from services import catalog
 from services.errors import DomainError, NotFound
-from services.i18n import t
+from services.i18n import plain, t
+from services.markup import Markup
 from services.money import format_money
 
 router = FeatureRouter("cart", buttons=("crt:", "menu:cart"))
@@ -29,7 +28,7 @@ PAGE_BUDGET = TEXT_LIMIT - 600  # room for the title, subtotal and page number a
 
 def _line_text(n: int, line: cart_service.CartLine, lang: str) -> str:
     p = line.product
-    text = t("cart.line", lang, n=n, name=html.escape(p.name), qty=line.quantity,
+    text = t("cart.line", lang, n=n, name=p.name, qty=line.quantity,
              kes=format_money(p.price_kes * line.quantity, "KES"), usd=format_money(p.price_usd * line.quantity, "USD"))
     if line.price_changed:
         changes = [f"{format_money(old, cur)} → {format_money(new, cur)}"
@@ -83,7 +82,7 @@ async def cart_screen(session: AsyncSession, customer_id: int, lang: str, page: 
                                  ("▶", f"crt:pg:{page + 1}") if page < len(pages) - 1 else None) if b])
     rows.append([(t("cart.clear", lang), "crt:clr"), (t("cart.checkout", lang), "chk:start")])
     rows.append([(t("cart.continue", lang), "menu:catalog"), (t("menu.back", lang), "menu:main")])
-    return "\n\n".join(parts), kb(*rows)
+    return Markup("\n\n").join(parts), kb(*rows)
 
 
 @router.callback_query(F.data == "menu:cart", flags=ONE_STATEMENT_EACH)
@@ -122,12 +121,12 @@ async def change_line(query: CallbackQuery, m, session: AsyncSession, customer_i
         else:
             now = await cart_service.set_quantity(session, customer_id, product, target)
     except (DomainError, NotFound) as exc:
-        await query.answer(t(exc.key, lang, **exc.values), show_alert=True)
+        await query.answer(plain(exc.key, lang, **exc.values), show_alert=True)
         return
     if action == "i" and now < target:
-        await query.answer(t("cart.capped", lang, qty=now, name=product.name[:60]), show_alert=True)
+        await query.answer(plain("cart.capped", lang, qty=now, name=product.name[:60]), show_alert=True)
     elif action == "r":
-        await query.answer(t("cart.removed", lang, name=product.name[:60]))
+        await query.answer(plain("cart.removed", lang, name=product.name[:60]))
     else:
         await query.answer()
     await show(query, *await cart_screen(session, customer_id, lang, page))

@@ -14,7 +14,6 @@ reach the database as an out-of-range integer):
 from __future__ import annotations
 
 import functools
-import html
 import logging
 import re
 from collections.abc import Awaitable, Callable
@@ -38,7 +37,8 @@ from services import cart as cart_service
 from services import catalog
 from services.cache import CatalogueMemo
 from services.errors import DomainError, NotFound
-from services.i18n import t
+from services.i18n import plain, t
+from services.markup import Markup, cut
 from services.money import format_money
 
 log = logging.getLogger(__name__)
@@ -89,7 +89,7 @@ async def category_screen(session: AsyncSession, category_id: int, lang: str, si
     rows.append(nav)
     rows.append([(t("catalog.back_to_categories", lang), "menu:catalog"), (t("menu.cart", lang), "menu:cart")])
     rows.append([(t("menu.back", lang), "menu:main")])
-    return t("catalog.category_title", lang, name=html.escape(name)), kb(*rows)
+    return t("catalog.category_title", lang, name=name), kb(*rows)
 
 
 def product_card(product: Product, qty: int, lang: str, *, in_cart: int = 0,
@@ -127,18 +127,19 @@ def clamp_quantity(product: Product, qty: int) -> int:
 
 
 def _card_text(product: Product, name: str, description: str, in_cart: int, lang: str) -> str:
-    parts = [t("catalog.product_card", lang, name=html.escape(name), description=html.escape(description),
+    parts = [t("catalog.product_card", lang, name=name, description=description,
                kes=format_money(product.price_kes, "KES"), usd=format_money(product.price_usd, "USD"),
-               sku=html.escape(product.sku))]
+               sku=product.sku)]
     parts.append(t("catalog.stock_left", lang, n=product.stock) if product.stock > 0 else t("catalog.out_of_stock", lang))
     if in_cart:
         parts.append(t("catalog.in_cart", lang, n=in_cart))
-    return "\n".join(parts)
+    return Markup("\n").join(parts)
 
 
 def _fit(render: Callable[[str, str], str], name: str, description: str, limit: int) -> str:
     """The card with as much of the description (then of the name) as fits `limit` characters.
-    Measured after HTML escaping, so a cut never lands inside an entity or a tag."""
+    The raw values are cut and then escaped (by `t`), so a cut never lands inside an entity or a tag;
+    the length is measured after escaping, which never undercounts what Telegram counts."""
     text = render(name, description)
     if len(text) <= limit:
         return text
@@ -265,7 +266,7 @@ async def change_card_quantity(query: CallbackQuery, m, session: AsyncSession, l
         return
     wanted = int(m.group(2))
     if product.stock <= 0:
-        await query.answer(t("catalog.sold_out_now", lang, name=_short(product.name, 60)), show_alert=True)
+        await query.answer(plain("catalog.sold_out_now", lang, name=_short(product.name, 60)), show_alert=True)
     elif wanted > clamp_quantity(product, wanted):
         await query.answer(_cap_reason(product, lang), show_alert=True)
     else:
@@ -310,7 +311,7 @@ async def _add_the_long_way(query: CallbackQuery, session: AsyncSession, custome
     try:
         added = await cart_service.add(session, customer_id, product, qty)
     except DomainError as exc:
-        await query.answer(t(exc.key, lang, **exc.values), show_alert=True)
+        await query.answer(plain(exc.key, lang, **exc.values), show_alert=True)
         in_cart = await cart_service.quantity_in_cart(session, customer_id, product.id)
         await edit_card(query, product, 1, lang, in_cart=in_cart)  # sold out since: the card offers Notify me
         return
@@ -320,9 +321,9 @@ async def _add_the_long_way(query: CallbackQuery, session: AsyncSession, custome
 async def _confirm_added(query: CallbackQuery, product: Product, qty: int, added: cart_service.Added,
                          lang: str) -> None:
     if added.now < added.before + qty:
-        await query.answer(t("cart.capped", lang, qty=added.now, name=_short(product.name, 60)), show_alert=True)
+        await query.answer(plain("cart.capped", lang, qty=added.now, name=_short(product.name, 60)), show_alert=True)
     else:
-        await query.answer(t("cart.added", lang, qty=qty, name=_short(product.name, 60), total=added.now))
+        await query.answer(plain("cart.added", lang, qty=qty, name=_short(product.name, 60), total=added.now))
     await edit_card(query, product, qty, lang, in_cart=added.now)
 
 
@@ -342,7 +343,7 @@ async def notify_me(query: CallbackQuery, m, session: AsyncSession, customer_id:
         await edit_card(query, product, 1, lang)
         return
     await catalog.watch_product(session, customer_id, product.id)
-    await query.answer(t("catalog.watching", lang, name=_short(product.name, 60)), show_alert=True)
+    await query.answer(plain("catalog.watching", lang, name=_short(product.name, 60)), show_alert=True)
 
 
 async def send_product_by_sku(message: Message, session: AsyncSession, sku: str, lang: str) -> bool:
@@ -376,13 +377,13 @@ async def ask_quantity(query: CallbackQuery, m, session: AsyncSession, state: FS
     if product is None:
         return
     if product.stock <= 0:
-        await query.answer(t("catalog.sold_out_now", lang, name=_short(product.name, 60)), show_alert=True)
+        await query.answer(plain("catalog.sold_out_now", lang, name=_short(product.name, 60)), show_alert=True)
         return
     await query.answer()
     await state.set_state(TypeQuantity.waiting)
     await state.update_data(product_id=product.id)
     if isinstance(query.message, Message):
-        await query.message.answer(t("catalog.ask_quantity", lang, name=html.escape(product.name),
+        await query.message.answer(t("catalog.ask_quantity", lang, name=cut(product.name, 200),
                                      max=min(product.stock, cart_service.MAX_LINE_QTY)))
 
 
@@ -415,10 +416,9 @@ async def typed_quantity(message: Message, session: AsyncSession, state: FSMCont
         product = await catalog.get_product(session, int(data.get("product_id") or 0))
         before, now = await cart_service.add(session, customer.id, product, qty)
     except DomainError as exc:
-        values = {k: html.escape(str(v)) for k, v in exc.values.items()}
-        await message.answer(t(exc.key, lang, **values), reply_markup=kb([(t("menu.catalog", lang), "menu:catalog")]))
+        await message.answer(t(exc.key, lang, **exc.values), reply_markup=kb([(t("menu.catalog", lang), "menu:catalog")]))
         return
-    name = html.escape(product.name)
+    name = product.name
     text = t("cart.added_typed", lang, qty=now, name=name)
     if now < before + qty:
         text = t("cart.capped", lang, qty=now, name=name) + "\n" + _cap_reason(product, lang)
@@ -434,6 +434,6 @@ def parse_quantity(text: str | None, lang: str) -> tuple[int, str | None]:
     if re.fullmatch(r"[+-]?[0-9]+", raw):
         value = int(raw)
         if value <= 0:
-            return 0, t("catalog.quantity_not_positive", lang, value=html.escape(raw))
+            return 0, t("catalog.quantity_not_positive", lang, value=cut(raw, 30))
         return value, None
-    return 0, t("catalog.quantity_not_number", lang, value=html.escape(raw[:30]))
+    return 0, t("catalog.quantity_not_number", lang, value=cut(raw, 30))

@@ -5,7 +5,6 @@ which reserves the stock, then offers payment.
 """
 from __future__ import annotations
 
-import html
 import logging
 from typing import Any
 
@@ -22,12 +21,13 @@ from bot.config import Settings
 from db.models import Customer
 from handlers.payments import offer_payment
 from handlers.orders import join_bounded
-from handlers.render import clip, kb, show
+from handlers.render import kb, show
 from handlers.routing import FeatureRouter
 from services import cart as cart_service
 from services import orders as order_service
 from services.errors import DomainError
-from services.i18n import t
+from services.i18n import plain, t
+from services.markup import Markup, cut
 from services.money import format_money
 from services.phones import InvalidPhone, normalize_phone
 from services.zones import ZONES, get_zone
@@ -54,10 +54,10 @@ def zone_keyboard(lang: str) -> Any:
 
 
 def phone_keyboard(customer: Customer, lang: str) -> ReplyKeyboardMarkup:
-    rows = [[KeyboardButton(text=t("checkout.share_phone", lang), request_contact=True)]]
+    rows = [[KeyboardButton(text=plain("checkout.share_phone", lang), request_contact=True)]]
     if customer.phone:
         rows.append([KeyboardButton(text="+" + customer.phone)])
-    rows.append([KeyboardButton(text=t("checkout.cancel", lang))])
+    rows.append([KeyboardButton(text=plain("checkout.cancel", lang))])
     return ReplyKeyboardMarkup(keyboard=rows, resize_keyboard=True, one_time_keyboard=True)
 
 
@@ -65,30 +65,31 @@ def email_keyboard(customer: Customer, lang: str) -> ReplyKeyboardMarkup | Reply
     if not customer.email:
         return ReplyKeyboardRemove()
     return ReplyKeyboardMarkup(keyboard=[[KeyboardButton(text=customer.email)],
-                                         [KeyboardButton(text=t("checkout.cancel", lang))]],
+                                         [KeyboardButton(text=plain("checkout.cancel", lang))]],
                                resize_keyboard=True, one_time_keyboard=True)
 
 
 # --- entering and leaving ------------------------------------------------------------------------
 
 
-async def _cannot_start(session: AsyncSession, customer: Customer, lang: str) -> str | None:
-    """Why checkout cannot begin (empty cart, a line over stock), as plain text; None when it can."""
+async def _cannot_start(session: AsyncSession, customer: Customer) -> tuple[str, dict[str, Any]] | None:
+    """Why checkout cannot begin (empty cart, a line over stock) as a text key and its values, for
+    an alert (`plain`) or a message (`t`); None when it can."""
     lines = await cart_service.lines(session, customer.id)
     if not lines:
-        return t("cart.empty", lang)
+        return "cart.empty", {}
     problem = next((line for line in lines if not line.available), None)
     if problem is not None:
-        return t("checkout.line_unavailable", lang, name=problem.product.name[:60], n=max(problem.product.stock, 0))
+        return "checkout.line_unavailable", {"name": problem.product.name[:60], "n": max(problem.product.stock, 0)}
     return None
 
 
 @router.callback_query(F.data == "chk:start")
 async def start_checkout(query: CallbackQuery, session: AsyncSession, customer: Customer, state: FSMContext,
                          lang: str) -> None:
-    reason = await _cannot_start(session, customer, lang)
+    reason = await _cannot_start(session, customer)
     if reason is not None:
-        await query.answer(clip(reason, ALERT_LIMIT), show_alert=True)
+        await query.answer(cut(plain(reason[0], lang, **reason[1]), ALERT_LIMIT), show_alert=True)
         return
     await query.answer()
     await state.set_state(Checkout.zone)
@@ -98,9 +99,9 @@ async def start_checkout(query: CallbackQuery, session: AsyncSession, customer: 
 @router.message(Command("checkout"))
 async def checkout_command(message: Message, session: AsyncSession, customer: Customer, state: FSMContext,
                            lang: str) -> None:
-    reason = await _cannot_start(session, customer, lang)
+    reason = await _cannot_start(session, customer)
     if reason is not None:
-        await message.answer(html.escape(reason))
+        await message.answer(t(reason[0], lang, **reason[1]))
         return
     await state.set_state(Checkout.zone)
     await message.answer(t("checkout.ask_zone", lang), reply_markup=zone_keyboard(lang))
@@ -123,7 +124,7 @@ async def cancel_typed(message: Message, state: FSMContext, lang: str) -> None:
 
 def _cancel_labels() -> set[str]:
     from services.i18n import available_languages
-    return {t("checkout.cancel", lang) for lang in available_languages()}
+    return {plain("checkout.cancel", lang) for lang in available_languages()}
 
 
 # --- the steps ------------------------------------------------------------------------------------
@@ -177,7 +178,7 @@ async def typed_email(message: Message, customer: Customer, state: FSMContext, l
     try:
         email = validate_email((message.text or "").strip(), check_deliverability=False).normalized
     except EmailNotValidError as exc:
-        await message.answer(t("checkout.email_invalid", lang, reason=html.escape(str(exc))))
+        await message.answer(t("checkout.email_invalid", lang, reason=cut(exc, 300)))
         return
     customer.email = email
     await state.update_data(email=email)
@@ -215,14 +216,14 @@ async def _summary(session: AsyncSession, customer_id: int, data: dict[str, Any]
     zone = get_zone(data["zone"])
     totals = order_service.compute_totals([(line.product, line.quantity) for line in lines], zone)
     items = join_bounded(
-        [t("checkout.summary_line", lang, qty=line.quantity, name=html.escape(line.product.name),
+        [t("checkout.summary_line", lang, qty=line.quantity, name=line.product.name,
            amount=format_money(order_service.unit_price(line.product, zone.currency) * line.quantity,
                                zone.currency))
          for line in lines], lang)
     text = t("checkout.summary", lang, items=items, zone=t(f"zone.{zone.code}.short", lang),
              subtotal=format_money(totals.subtotal, zone.currency),
              shipping=format_money(totals.shipping, zone.currency), total=format_money(totals.total, zone.currency),
-             phone="+" + data["phone"], email=html.escape(data["email"]), address=html.escape(data["address"]))
+             phone="+" + data["phone"], email=data["email"], address=cut(data["address"], ADDRESS_MAX))
     return text, totals
 
 
@@ -238,7 +239,7 @@ async def _show_summary(message: Message, session: AsyncSession, customer_id: in
     text, totals = quoted
     await state.update_data(currency=totals.currency, total=totals.total)
     await state.set_state(Checkout.confirm)
-    await message.answer(f"{note}\n\n{text}" if note else text,
+    await message.answer(Markup("\n\n").join([note, text]) if note else text,
                          reply_markup=kb([(t("checkout.confirm", lang), "chk:ok")],
                                          [(t("checkout.cancel", lang), "chk:x")]))
 
@@ -276,17 +277,16 @@ async def confirm(query: CallbackQuery, session: AsyncSession, customer_id: int,
         return
     except DomainError as exc:
         log.info("checkout.refused", extra={"reason": exc.key})
-        await query.answer(clip(t(exc.key, lang, **exc.values), ALERT_LIMIT), show_alert=True)
+        await query.answer(cut(plain(exc.key, lang, **exc.values), ALERT_LIMIT), show_alert=True)
         if query.message is not None:
-            safe = {k: html.escape(str(v)) for k, v in exc.values.items()}
             buttons = [(t("menu.cart", lang), "menu:cart")]
             if isinstance(exc, order_service.LimitReached):  # paying an unpaid order is the way on
                 buttons.append((t("menu.orders", lang), "menu:orders"))
-            await query.message.answer(t("checkout.not_placed", lang, reason=t(exc.key, lang, **safe)),
+            await query.message.answer(t("checkout.not_placed", lang, reason=t(exc.key, lang, **exc.values)),
                                        reply_markup=kb(buttons))
         return
     await session.commit()  # the order and its reservation exist before we say so
-    await query.answer(t("checkout.placed_toast", lang, order=order.public_id))
+    await query.answer(plain("checkout.placed_toast", lang, order=order.public_id))
     if query.message is not None:
         await query.message.edit_reply_markup(reply_markup=None)
         await offer_payment(query.message, session, order, providers, lang)

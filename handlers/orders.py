@@ -1,8 +1,6 @@
 """My orders, order detail and /track — only ever the customer's own orders."""
 from __future__ import annotations
 
-import html
-
 from aiogram import F
 from aiogram.filters import Command, CommandObject
 from aiogram.types import CallbackQuery, Message
@@ -13,14 +11,15 @@ from handlers.render import kb, send, show
 from handlers.routing import FeatureRouter
 from services import orders as order_service
 from services.errors import NotFound
-from services.i18n import t
+from services.i18n import plain, t
+from services.markup import Markup, cut
 from services.money import format_money
 
 router = FeatureRouter("orders", buttons=("ord:", "menu:orders"))
 ITEMS_BUDGET = 2500  # characters of item lines in one message; the rest (totals, address) must fit too
 
 
-def join_bounded(lines: list[str], lang: str, budget: int = ITEMS_BUDGET) -> str:
+def join_bounded(lines: list[Markup], lang: str, budget: int = ITEMS_BUDGET) -> Markup:
     """Item lines joined, cut short with "… and N more" so the message stays within 4096 characters."""
     shown: list[str] = []
     used = 0
@@ -30,12 +29,12 @@ def join_bounded(lines: list[str], lang: str, budget: int = ITEMS_BUDGET) -> str
             break
         shown.append(line)
         used += len(line) + 1
-    return "\n".join(shown)
+    return Markup("\n").join(shown)
 
 
 def not_found(exc: NotFound, lang: str) -> str:
-    """The "no such order" answer; the id is the customer's own typing, so escaped and shortened."""
-    return t(exc.key, lang, order=html.escape(str(exc.values.get("order", ""))[:24]))
+    """The "no such order" answer; the id is the customer's own typing, so shortened (t escapes it)."""
+    return t(exc.key, lang, order=cut(exc.values.get("order", ""), 24))
 
 
 def order_line(order: Order, lang: str) -> str:
@@ -47,31 +46,30 @@ async def orders_screen(session: AsyncSession, customer: Customer, lang: str) ->
     orders = await order_service.customer_orders(session, customer.id)
     if not orders:
         return t("orders.none", lang), kb([(t("menu.catalog", lang), "menu:catalog"), (t("menu.back", lang), "menu:main")])
-    text = "\n".join([t("orders.title", lang)] + [order_line(o, lang) for o in orders])
-    rows = [[(f"{o.public_id} · {t(f'state.{o.state}', lang)}", f"ord:v:{o.public_id}")] for o in orders]
+    text = Markup("\n").join([t("orders.title", lang)] + [order_line(o, lang) for o in orders])
+    rows = [[(f"{o.public_id} · {plain(f'state.{o.state}', lang)}", f"ord:v:{o.public_id}")] for o in orders]
     rows.append([(t("menu.back", lang), "menu:main")])
     return text, kb(*rows)
 
 
-def order_detail(order: Order, lang: str) -> str:
-    items = join_bounded([t("orders.item", lang, qty=i.quantity, name=html.escape(i.name),
+def order_detail(order: Order, lang: str) -> Markup:
+    items = join_bounded([t("orders.item", lang, qty=i.quantity, name=i.name,
                              amount=format_money(i.unit_price * i.quantity, order.currency))
                           for i in order.items], lang)
     text = t("orders.detail", lang, order=order.public_id, state=t(f"state.{order.state}", lang), items=items,
              total=format_money(order.total, order.currency), updated=order.updated_at.strftime("%d %b %Y %H:%M UTC"))
     text += "\n" + t("orders.delivery", lang, zone=t(f"zone.{order.zone}.short", lang))
     if order.tracking_number:
-        text += "\n" + t("orders.tracking", lang, carrier=html.escape(order.carrier or "-"),
-                         tracking=html.escape(order.tracking_number))
+        text += "\n" + t("orders.tracking", lang, carrier=order.carrier or "-", tracking=order.tracking_number)
         link = order_service.tracking_link(order)
         if link:
-            text += "\n" + link
+            text += "\n" + link  # a plain str: Markup's + escapes it (the & in its query)
     elif order.state in (order_service.PROCESSING,):
         text += "\n" + t("orders.preparing", lang)
     if order.tracking_description:
         when = order.tracking_time.strftime("%d %b %H:%M UTC") if order.tracking_time else "-"
-        text += "\n" + t("orders.latest_event", lang, event=html.escape(order.tracking_description),
-                         place=html.escape(order.tracking_place or "-"), when=when)
+        text += "\n" + t("orders.latest_event", lang, event=cut(order.tracking_description, 300),
+                         place=cut(order.tracking_place or "-", 200), when=when)
     if order.state == order_service.AWAITING_PAYMENT:
         text += "\n" + t("orders.reserved_until", lang, until=order.reserved_until.strftime("%H:%M UTC"))
     return text
@@ -102,7 +100,7 @@ async def view_order(query: CallbackQuery, session: AsyncSession, customer: Cust
     try:
         order = await order_service.get_order(session, public_id, customer_id=customer.id)
     except NotFound as exc:
-        await query.answer(t(exc.key, lang, order=str(exc.values.get("order", ""))[:24]), show_alert=True)
+        await query.answer(plain(exc.key, lang, order=cut(exc.values.get("order", ""), 24)), show_alert=True)
         return
     await query.answer()
     if query.message is not None:

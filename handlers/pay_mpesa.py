@@ -20,7 +20,7 @@ from handlers.render import kb
 from handlers.routing import FeatureRouter
 from services import orders as order_service
 from services.errors import DomainError
-from services.i18n import t
+from services.i18n import plain, t
 from services.money import format_money
 from services.payments import mpesa_flow
 from services.payments.mpesa import MpesaError
@@ -114,7 +114,7 @@ async def check_status(query: CallbackQuery, session: AsyncSession, customer: Cu
     try:
         order = await order_service.get_order(session, public_id, customer_id=customer.id)
     except DomainError as exc:
-        await query.answer(t(exc.key, lang, **exc.values), show_alert=True)
+        await query.answer(plain(exc.key, lang, **exc.values), show_alert=True)
         return
     payment = (await session.execute(select(Payment).where(Payment.order_id == order.id, Payment.provider == "mpesa")
                                      .order_by(Payment.id.desc()).limit(1))).unique().scalar_one_or_none()
@@ -128,5 +128,5 @@ async def check_status(query: CallbackQuery, session: AsyncSession, customer: Cu
         await session.commit()  # hand the connection back: the query has its own, around a slow HTTP call
         state = await mpesa_flow.query_and_settle(session_factory, providers["mpesa"], payment.id, settings)
         state = {"duplicate": "paid", "late_paid": "paid"}.get(state, state)
-    await query.answer(t(f"mpesa.status.{state if state in ('paid', 'failed', 'pending') else 'other'}", lang,
-                         order=order.public_id), show_alert=True)
+    await query.answer(plain(f"mpesa.status.{state if state in ('paid', 'failed', 'pending') else 'other'}", lang,
+                             order=order.public_id), show_alert=True)

@@ -13,7 +13,7 @@ from db.models import Customer, Order
 from handlers.routing import FeatureRouter
 from services import orders as order_service
 from services.errors import DomainError
-from services.i18n import t
+from services.i18n import plain, t
 from services.money import format_money
 
 log = logging.getLogger(__name__)
@@ -59,11 +59,11 @@ async def own_order(query: CallbackQuery, session: AsyncSession, customer: Custo
     try:
         order = await order_service.get_order(session, public_id, customer_id=customer.id)
     except DomainError as exc:
-        await query.answer(t(exc.key, lang, **exc.values), show_alert=True)
+        await query.answer(plain(exc.key, lang, **exc.values), show_alert=True)
         return None
     if order.state != order_service.AWAITING_PAYMENT:
-        await query.answer(t("pay.error.not_awaiting", lang, order=order.public_id,
-                             state=t(f"state.{order.state}", lang)), show_alert=True)
+        await query.answer(plain("pay.error.not_awaiting", lang, order=order.public_id,
+                                 state=plain(f"state.{order.state}", lang)), show_alert=True)
         return None
     return order
 
@@ -86,6 +86,6 @@ async def cancel_unpaid(query: CallbackQuery, session: AsyncSession, customer: C
         return
     await order_service.transition(session, order, order_service.CANCELLED, f"customer:{customer.id}",
                                    "cancelled by the customer before paying")
-    await query.answer(t("pay.cancelled", lang, order=order.public_id))
+    await query.answer(plain("pay.cancelled", lang, order=order.public_id))
     if query.message is not None:
         await query.message.edit_reply_markup(reply_markup=None)

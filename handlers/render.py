@@ -8,6 +8,7 @@ from aiogram.exceptions import TelegramBadRequest
 from aiogram.types import CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, Message
 
 from bot.speedups import results_unused
+from services import markup
 
 log = logging.getLogger(__name__)
 
@@ -16,16 +17,25 @@ CAPTION_LIMIT = 1024
 
 
 def kb(*rows: list[tuple[str, str]]) -> InlineKeyboardMarkup:
-    """Inline keyboard from rows of (label, callback_data or URL)."""
+    """Inline keyboard from rows of (label, callback_data or URL). Telegram shows labels as they are,
+    so a label from `t` (escaped for HTML) is turned back into the text it stands for."""
     return InlineKeyboardMarkup(inline_keyboard=[
-        [InlineKeyboardButton(text=label, url=data) if data.startswith(("http://", "https://"))
-         else InlineKeyboardButton(text=label, callback_data=data) for label, data in row]
+        [InlineKeyboardButton(text=label_text(label), url=data) if data.startswith(("http://", "https://"))
+         else InlineKeyboardButton(text=label_text(label), callback_data=data) for label, data in row]
         for row in rows if row
     ])
 
 
+def label_text(label: str) -> str:
+    if isinstance(label, markup.Markup) and ("&" in label or "<" in label):
+        return markup.to_plain(label)
+    return label
+
+
 def clip(text: str, limit: int = TEXT_LIMIT) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    """At most `limit` characters as Telegram counts them, cut between tags and entities (never
+    inside one) with the tags open at the cut closed."""
+    return markup.clip(text, limit)
 
 
 async def show(query: CallbackQuery, text: str, markup: InlineKeyboardMarkup | None = None, *,

@@ -3,8 +3,6 @@ is answered without passing every feature's handlers. /start leaves whatever flo
 in, so no feature needs to see it first."""
 from __future__ import annotations
 
-import html
-
 from aiogram import F
 from aiogram.filters import CommandObject, CommandStart
 from aiogram.fsm.context import FSMContext
@@ -41,7 +39,7 @@ async def start(message: Message, lang: str, state: FSMContext | None = None, cu
     if state is not None:
         await leave_flow(message, state, lang)
     name = message.from_user.first_name if message.from_user else ""
-    await send(message, t("start.welcome", lang, name=html.escape(name or "")), main_menu(lang))
+    await send(message, t("start.welcome", lang, name=name or ""), main_menu(lang))
 
 
 @router.callback_query(F.data == "menu:main")

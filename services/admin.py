@@ -8,7 +8,6 @@ No aiogram here: the handler renders what these functions return.
 """
 from __future__ import annotations
 
-import html
 import logging
 import re
 from typing import Any
@@ -23,6 +22,7 @@ from services import catalog
 from services import orders as sm
 from services.errors import DomainError, InvalidInput, NotFound
 from services.i18n import t
+from services.markup import cut
 from services.notifications import alert_admins, enqueue, inline_keyboard
 from services.zones import get_zone
 
@@ -230,4 +230,5 @@ async def _refund_card(session: AsyncSession, order: Order, payment: Payment, pr
 
 
 def _short(exc: Exception) -> str:
-    return html.escape(f"{type(exc).__name__}: {exc}"[:200])
+    """The error for the admins' alert, shortened (`t` escapes it)."""
+    return cut(f"{type(exc).__name__}: {exc}", 200)

@@ -16,7 +16,6 @@ Budget and rate limits (DHL's default key: ~250 calls a day, 1 call per 5 s):
 """
 from __future__ import annotations
 
-import html
 import logging
 import math
 import time
@@ -37,6 +36,7 @@ from db.session import insert_with_conflicts
 from services import orders as sm
 from services.errors import DomainError
 from services.i18n import t
+from services.markup import cut
 from services.notifications import alert_admins, enqueue, inline_keyboard
 
 log = logging.getLogger(__name__)
@@ -441,7 +441,7 @@ async def _apply(session: AsyncSession, settings: Settings, order: Order, ev: Tr
         await _tell_buyer(session, order, ev)
     elif ev.status_code == "failure":
         text = t("dhl.alert.failure", None, order=order.public_id, tracking=order.tracking_number,
-                 event=html.escape(ev.description or "-"), place=html.escape(ev.place or "-"))
+                 event=cut(ev.description or "-", 300), place=cut(ev.place or "-", 200))
         await _alert_once(session, settings, text, f"dhl-failure:{order.id}:{ev.key}")
     log.info("dhl.update", extra={"order": order.public_id, "status": ev.status_code, "state": order.state})
 

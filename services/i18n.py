@@ -3,21 +3,33 @@
 Message ids are short keys (`cart.empty`), the msgstr is the text with `{placeholders}`. Each feature
 keeps its own .po file so the catalogue grows without merge fights; all files of a language are merged.
 A missing translation falls back to English, a missing key raises (a typo must fail the tests).
+
+Messages go out in Telegram's HTML parse mode, so `t` escapes every value it fills in (customer names,
+addresses, imported product names, carrier texts, provider references…) and returns `Markup`: a
+text already safe, which another `t` or a `Markup(...).join` takes as it is instead of escaping it
+again. A value that is deliberately HTML must be `Markup` itself (built from safe parts). Texts Telegram
+shows as they are — button labels, callback alerts, input placeholders — come from `plain`.
 """
 from __future__ import annotations
 
 from functools import lru_cache
+from html import escape
 from pathlib import Path
 
 from babel.messages.pofile import read_po
+from markupsafe import Markup
+
+from services.markup import to_plain
 
 LOCALES_DIR = Path(__file__).resolve().parent.parent / "locales"
 DEFAULT_LANG = "en"
 
 
 @lru_cache(maxsize=None)
-def catalogue(lang: str) -> dict[str, str]:
-    texts: dict[str, str] = {}
+def catalogue(lang: str) -> dict[str, tuple[str, Markup]]:
+    """The language's templates, each as it is (to format) and marked safe (to return as it is):
+    they are ours, so their markup is meant."""
+    texts: dict[str, tuple[str, Markup]] = {}
     folder = LOCALES_DIR / lang
     if not folder.is_dir():
         return texts
@@ -25,16 +37,40 @@ def catalogue(lang: str) -> dict[str, str]:
         with po.open("rb") as fh:
             for message in read_po(fh, locale=None):
                 if message.id and message.string:
-                    texts[str(message.id)] = str(message.string)
+                    texts[str(message.id)] = (str(message.string), Markup(str(message.string)))
     return texts
 
 
-def t(key: str, lang: str | None = None, /, **values: object) -> str:
-    """The text for `key` in `lang` (falling back to English), formatted with `values`."""
+def _template(key: str, lang: str | None) -> tuple[str, Markup]:
     lang = (lang or DEFAULT_LANG).split("-")[0].lower()
     text = catalogue(lang).get(key) or catalogue(DEFAULT_LANG).get(key)
     if text is None:
         raise KeyError(f"no text for {key!r} in the locale catalogue")
+    return text
+
+
+def t(key: str, lang: str | None = None, /, **values: object) -> Markup:
+    """The text for `key` in `lang` (falling back to English), formatted with `values`, each escaped
+    for HTML unless it is `Markup` already (another `t`, a fragment built safe); integers go in as
+    they are. On every update's path, so kept cheap: `html.escape` per value (markupsafe's escape
+    builds a Markup per value, ~3x the cost), and the result marked safe without Markup's checks."""
+    template, safe = _template(key, lang)
+    if not values:
+        return safe
+    for name, value in values.items():  # our own kwargs dict: replacing values in place is safe
+        if type(value) is str:
+            values[name] = escape(value)
+        elif type(value) is not int and not isinstance(value, Markup):
+            values[name] = escape(str(value))
+    return str.__new__(Markup, template.format(**values))
+
+
+def plain(key: str, lang: str | None = None, /, **values: object) -> str:
+    """The text for `key` as Telegram shows it without parsing (a button label, a callback alert, an
+    input placeholder): values go in unescaped, and a template holding markup is read as plain text."""
+    text = _template(key, lang)[0]
+    if "<" in text or "&" in text:
+        text = to_plain(text)
     return text.format(**values) if values else text
 
 

@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.models import Outbox
+from services.markup import Markup, clip, to_plain
 
 
 def enqueue(
@@ -22,8 +23,9 @@ def enqueue(
     reply_markup: dict[str, Any] | None = None,
     dedup_key: str | None = None,
 ) -> Outbox:
-    """Add a message to the outbox. `dedup_key` makes a repeat enqueue fail at commit (unique index)."""
-    row = Outbox(chat_id=chat_id, text=text[:4096], kind=kind, reply_markup=reply_markup, dedup_key=dedup_key)
+    """Add a message to the outbox. `dedup_key` makes a repeat enqueue fail at commit (unique index).
+    `text` is HTML (from `t`); one over Telegram's limit is cut between tags and entities."""
+    row = Outbox(chat_id=chat_id, text=str(clip(text, 4096)), kind=kind, reply_markup=reply_markup, dedup_key=dedup_key)
     session.add(row)
     return row
 
@@ -44,14 +46,19 @@ def alert_admins(
 
 
 def inline_keyboard(rows: list[list[tuple[str, str]]]) -> dict[str, Any]:
-    """Telegram InlineKeyboardMarkup JSON from (text, callback_data-or-url) pairs; URLs start with http."""
+    """Telegram InlineKeyboardMarkup JSON from (text, callback_data-or-url) pairs; URLs start with http.
+    Labels are shown as they are, so one from `t` (escaped for HTML) becomes the text it stands for."""
     return {
         "inline_keyboard": [
             [
-                {"text": text, "url": data} if data.startswith(("http://", "https://")) else
-                {"text": text, "callback_data": data}
+                {"text": _label(text), "url": data} if data.startswith(("http://", "https://")) else
+                {"text": _label(text), "callback_data": data}
                 for text, data in row
             ]
             for row in rows
         ]
     }
+
+
+def _label(text: str) -> str:
+    return to_plain(text) if isinstance(text, Markup) else text

@@ -7,7 +7,6 @@ the caller's transaction.
 """
 from __future__ import annotations
 
-import html
 import logging
 import secrets
 from collections.abc import Callable, Sequence
@@ -24,6 +23,7 @@ from db.models import CartItem, Customer, Order, OrderEvent, OrderItem, Product,
 from services import inventory
 from services.errors import DomainError, IllegalTransition, InvalidInput, NotFound, OutOfStock
 from services.i18n import t
+from services.markup import cut
 from services.money import format_money
 from services.notifications import enqueue, inline_keyboard
 from services.zones import Zone, get_zone
@@ -138,9 +138,10 @@ def status_message(order: Order, lang: str = "en") -> str:
         "carrier": order.carrier or "-",
         "tracking": order.tracking_number or "-",
         "link": tracking_link(order) or "-",
-        # Carrier texts come from DHL's API: escape them for HTML parse mode.
-        "event": html.escape(order.tracking_description or "-"),
-        "place": html.escape(order.tracking_place or "-"),
+        # Carrier texts come from DHL's API: `t` escapes them; cut first so a long one cannot
+        # push the message past Telegram's limit.
+        "event": cut(order.tracking_description or "-", 300),
+        "place": cut(order.tracking_place or "-", 200),
         "refund": t(f"refund.{order.refund_status or 'none'}", lang),
     }
     return t(f"order.status.{order.state}", lang, **values)

@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from db.models import Customer, Outbox, StockWatch, utcnow
 from services.locks import run_as_leader
+from services.markup import is_unparsable, refusal_for_log, to_plain
 
 log = logging.getLogger(__name__)
 
@@ -63,30 +64,39 @@ class BotApiTransport:
         await self.http.aclose()
 
     async def send(self, chat_id: int, text: str, reply_markup: dict[str, Any] | None) -> None:
+        """One message in HTML parse mode. A text Telegram still cannot parse ("can't parse
+        entities") goes out once more as plain text, so the message is never lost to its markup."""
         body: dict[str, Any] = {"chat_id": chat_id, "text": text, "parse_mode": "HTML",
                                 "link_preview_options": {"is_disabled": True}}
         if reply_markup:
             body["reply_markup"] = reply_markup
-        try:
-            resp = await self.http.post("/sendMessage", json=body)
-        except httpx.HTTPError as exc:
-            raise TemporaryError(type(exc).__name__) from None
-        if resp.status_code == 200:
-            return
-        try:
-            data = resp.json()
-        except ValueError:
-            data = {}
-        description = str(data.get("description", resp.reason_phrase))
-        if resp.status_code == 429:
-            raise RetryAfter(float((data.get("parameters") or {}).get("retry_after", 1)))
-        if resp.status_code == 403:
-            raise Blocked(description)
-        if resp.status_code >= 500:
-            raise TemporaryError(f"{resp.status_code} {description}")
-        if "message is not modified" in description:
-            return
-        raise PermanentError(f"{resp.status_code} {description}")
+        while True:
+            try:
+                resp = await self.http.post("/sendMessage", json=body)
+            except httpx.HTTPError as exc:
+                raise TemporaryError(type(exc).__name__) from None
+            if resp.status_code == 200:
+                return
+            try:
+                data = resp.json()
+            except ValueError:
+                data = {}
+            description = str(data.get("description", resp.reason_phrase))
+            if resp.status_code == 429:
+                raise RetryAfter(float((data.get("parameters") or {}).get("retry_after", 1)))
+            if resp.status_code == 403:
+                raise Blocked(description)
+            if resp.status_code >= 500:
+                raise TemporaryError(f"{resp.status_code} {description}")
+            if "message is not modified" in description:
+                return
+            if resp.status_code == 400 and "parse_mode" in body and is_unparsable(description):
+                log.warning("outbox.unparsable_sent_as_plain_text",
+                            extra={"chat_id": chat_id, "error": refusal_for_log(description)})
+                body.pop("parse_mode")
+                body["text"] = to_plain(text)
+                continue
+            raise PermanentError(f"{resp.status_code} {description}")
 
 
 @dataclass

@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import asyncio
+import html
 import itertools
 import json
+import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -86,12 +88,62 @@ class Call:
 
 Responder = Callable[[str, dict[str, Any]], Awaitable[web.Response | None]]
 
+# Telegram's HTML parse mode: these tags only, balanced; `<` only opens a tag; `&` only starts an entity.
+TELEGRAM_TAGS = frozenset({"b", "strong", "i", "em", "u", "ins", "s", "strike", "del", "span", "tg-spoiler", "a",
+                           "code", "pre", "blockquote", "tg-emoji"})
+_TAG = re.compile(r"<(/?)([a-zA-Z][a-zA-Z0-9-]*)((?:\s+[a-zA-Z-]+(?:=(?:\"[^\"<>]*\"|'[^'<>]*'|[^\s<>\"']+))?)*)\s*>")
+_ENTITY = re.compile(r"&(?:lt|gt|amp|quot|#[0-9]{1,7}|#x[0-9a-fA-F]{1,6});")
+_DOUBLE_ESCAPED = re.compile(r"&amp;(?:amp|lt|gt|quot|#[0-9]+|#x[0-9a-fA-F]+);")
+
+
+def html_problem(text: str) -> str | None:
+    """Why Telegram would refuse `text` in HTML parse mode ("can't parse entities: …"), else None."""
+    stack: list[str] = []
+    at = 0
+    while at < len(text):
+        ch = text[at]
+        if ch == "&":
+            entity = _ENTITY.match(text, at)
+            if entity is None:
+                return f"Can't find end of the entity starting at byte offset {at}"
+            at = entity.end()
+            continue
+        if ch != "<":
+            at += 1
+            continue
+        tag = _TAG.match(text, at)
+        if tag is None:
+            return f"Unexpected end of name token at byte offset {at}"
+        closing, name = tag.group(1), tag.group(2).lower()
+        if name not in TELEGRAM_TAGS:
+            return f'Unsupported start tag "{name}" at byte offset {at}'
+        if closing:
+            if not stack or stack[-1] != name:
+                return f'Unexpected end tag at byte offset {at}'
+            stack.pop()
+        else:
+            stack.append(name)
+        at = tag.end()
+    if stack:
+        return f'Can\'t find end tag corresponding to start tag "{stack[-1]}"'
+    return None
+
+
+def visible_text(text: str) -> str:
+    """`text` as a reader sees it after Telegram parsed its HTML."""
+    return html.unescape(_TAG.sub("", text))
+
 
 class BotAPIStandIn(StandIn):
     """Implements the Bot API methods the shop calls and records every call.
 
     `responder` may return a response to inject failures (429, 403, 5xx); returning None falls back
     to the normal, successful answer.
+
+    Like Telegram, a text or caption sent with parse_mode HTML that does not parse is refused with
+    400 "can't parse entities" (recorded as `<method>:rejected`), and one longer than 4096 (caption
+    1024) characters after parsing with "message is too long". Texts that show an entity escaped
+    twice (`&amp;lt;`) are listed in `double_escaped` for tests to check.
     """
 
     BOT_USER = {"id": 900000001, "is_bot": True, "first_name": "HackLab Shop", "username": "hacklab_shop_bot"}
@@ -103,6 +155,7 @@ class BotAPIStandIn(StandIn):
         self.pending_updates: list[list[dict[str, Any]]] = []  # batches served to getUpdates
         self._ids = itertools.count(1000)
         self.lock = asyncio.Lock()
+        self.double_escaped: list[Call] = []
         super().__init__()
 
     def routes(self, app: web.Application) -> None:
@@ -138,10 +191,33 @@ class BotAPIStandIn(StandIn):
             if injected is not None:
                 self.calls.append(Call(method + ":rejected", params))
                 return injected
+        refused = self.refusal(method, params)
+        if refused is not None:
+            self.calls.append(Call(method + ":rejected", params))
+            return web.json_response({"ok": False, "error_code": 400, "description": f"Bad Request: {refused}"},
+                                     status=400)
         call = Call(method, params, content_type=request.content_type)
+        if _DOUBLE_ESCAPED.search(call.text):
+            self.double_escaped.append(call)
         call.result = self.result_for(method, params)
         self.calls.append(call)
         return web.json_response({"ok": True, "result": call.result})
+
+    @staticmethod
+    def refusal(method: str, params: dict[str, Any]) -> str | None:
+        field = "caption" if "caption" in params else "text"
+        if method not in ("sendMessage", "sendPhoto", "editMessageText", "editMessageCaption") \
+                or not isinstance(params.get(field), str):
+            return None
+        text = params[field]
+        if str(params.get("parse_mode", "")).lower() == "html":
+            problem = html_problem(text)
+            if problem is not None:
+                return f"can't parse entities: {problem}"
+            text = visible_text(text)
+        if len(text) > (1024 if field == "caption" else 4096):
+            return "message caption is too long" if field == "caption" else "message is too long"
+        return None
 
     def result_for(self, method: str, params: dict[str, Any]) -> Any:
         if method == "getMe":

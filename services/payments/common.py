@@ -21,6 +21,7 @@ from db.models import Customer, Order, Payment, Product, WebhookEvent, utcnow
 from services import orders as order_sm
 from services.errors import DomainError, OutOfStock
 from services.i18n import t
+from services.markup import Markup, cut
 from services.money import format_money
 from services.notifications import alert_admins, enqueue, inline_keyboard
 
@@ -151,12 +152,12 @@ async def _announce_paid_order(session: AsyncSession, order: Order, payment: Pay
                                admin_chat_id: int | None, low_stock_threshold: int) -> None:
     """The admin group hears of every paid order (with action buttons) and of stock running low."""
     customer = await session.get(Customer, order.customer_id)
-    items = "\n".join(f"• {i.quantity} × {i.name}" for i in order.items)
+    items = Markup("\n").join(t("admin.alert.new_order_item", None, qty=i.quantity, name=i.name) for i in order.items)
     alert_admins(
         session, admin_chat_id,
         t("admin.alert.new_order", None, order=order.public_id, total=format_money(order.total, order.currency),
           provider=payment.provider, items=items, zone=order.zone,
-          customer=(customer.first_name if customer else str(order.customer_id))),
+          customer=cut(customer.first_name, 64) if customer else str(order.customer_id)),
         kind="new_order", dedup_key=f"new_order:{order.id}",
         reply_markup=inline_keyboard([[("View", f"adm:v:{order.public_id}"), ("Ship…", f"adm:s:{order.public_id}"),
                                         ("Cancel…", f"adm:c:{order.public_id}")]]),
