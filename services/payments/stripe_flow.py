@@ -2,7 +2,8 @@
 
 One open session per order at a time: asking again reuses the open link, and a replaced session is
 expired at Stripe first (or settled, if it turns out it was paid), so a customer cannot pay twice
-through us. Webhook events are stored once by event id and applied once by session id.
+through us. No link outlives its order either: a cancel (`close_links`) and the reservation expiry
+(`close_lapsed_links`) expire the order's open sessions at Stripe first. Webhook events are stored once by event id and applied once by session id.
 """
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import logging
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.config import Settings
@@ -110,12 +111,15 @@ async def _store_session(session_factory: async_sessionmaker[AsyncSession], gate
     raise StripeFailure("the attempt was closed while its session was being created")
 
 
-async def _pending(session: AsyncSession, order_id: int) -> list[Payment]:
+async def _pending(session: AsyncSession, order_id: int, *, lock: bool = False) -> list[Payment]:
     """The order's pending card attempts, re-read (not the session's cached copies): another
-    transaction may have just stored a session id or closed one."""
+    transaction may have just stored a session id or closed one. With `lock`, their rows are held
+    too (PostgreSQL), so a webhook settling one waits for us rather than deadlocking with our claim."""
     stmt = (select(Payment).where(Payment.order_id == order_id, Payment.provider == PROVIDER,
                                   Payment.state == common.PENDING)
             .order_by(Payment.id).execution_options(populate_existing=True))
+    if lock:
+        stmt = stmt.with_for_update(of=Payment)
     return list((await session.execute(stmt)).unique().scalars().all())
 
 
@@ -194,6 +198,12 @@ async def _close_at_stripe(gateway: StripeGateway | None, session_id: str) -> Ch
         return await gateway.retrieve(session_id)
 
 
+def _lapsed(payment: Payment, now: datetime) -> bool:
+    """Past its session's own expiry (and a grace for clock skew): Stripe no longer takes payment on
+    it. How it ended is the reconciliation job's to find out."""
+    return payment.expires_at is not None and payment.expires_at <= now - RECONCILE_GRACE
+
+
 def _require_closed(checkout: CheckoutSession, payment: Payment) -> None:
     """An unpaid session is closed only once Stripe says it expired: `complete` but unpaid is a
     delayed method (bank debit) whose outcome is pending, anything else may still be paid."""
@@ -210,9 +220,12 @@ async def _record_closed(session: AsyncSession, payment: Payment, checkout: Chec
     closed quietly (the order's own message follows), with a compare-and-set."""
     if checkout.payment_status == "paid":
         return await _apply(session, payment, checkout, settings, raw={"closed": checkout.id, "why": why})
-    await session.execute(update(Payment).where(Payment.id == payment.id, Payment.state == common.PENDING)
-                          .values(state=common.EXPIRED, result_code="closed", result_desc=why, updated_at=utcnow())
-                          .execution_options(synchronize_session=False))
+    closed = await session.execute(
+        update(Payment).where(Payment.id == payment.id, Payment.state == common.PENDING)
+        .values(state=common.EXPIRED, result_code="closed", result_desc=why, updated_at=utcnow())
+        .execution_options(synchronize_session=False))
+    if closed.rowcount != 1:
+        return "duplicate"  # its expiry event (or the reconciliation) got there first
     payment.state = common.EXPIRED
     return "closed"
 
@@ -232,10 +245,12 @@ async def close_links(session: AsyncSession, gateway: StripeGateway | None, orde
     if not await _claim(session, order):
         raise common.PaymentNotAllowed("pay.error.not_awaiting", order=order.public_id,
                                        state=order.state.replace("_", " "))
-    pending = await _pending(session, order.id)
+    pending = await _pending(session, order.id, lock=True)
     for payment in [p for p in pending if p.stripe_session_id is None]:
         if not await _retire_orphan(session, payment, common.EXPIRED, "closed"):
-            pending = await _pending(session, order.id)  # its session was stored just now: close it too
+            pending = await _pending(session, order.id, lock=True)  # its session was stored just now
+    if gateway is None:  # Stripe no longer configured: only sessions past their own expiry count as closed
+        pending = [p for p in pending if not _lapsed(p, utcnow())]
     found = [(p, await _close_at_stripe(gateway, p.stripe_session_id)) for p in pending if p.stripe_session_id]
     for payment, checkout in found:
         if checkout.payment_status != "paid":
@@ -252,12 +267,14 @@ async def close_lapsed_links(session_factory: async_sessionmaker[AsyncSession], 
     at least 30 minutes, often past the reservation). Claim (read), call out, write (compare-and-set):
     no lock is held across a call. A session that cannot be closed now (Stripe unreachable, a
     delayed payment in progress, a session still being created) stays pending, and
-    orders.expire_due_orders leaves its order for a later cycle. Returns how many were closed."""
+    orders.expire_due_orders leaves its order for a later cycle. Sessions already past their own
+    expiry are not payable any more; `reconcile_due` learns how they ended. Returns how many were closed."""
     now = now or utcnow()
     async with session_factory() as session:
         rows = (await session.execute(
             select(Payment.id, Payment.stripe_session_id, Payment.created_at).join(Order, Order.id == Payment.order_id)
             .where(Payment.provider == PROVIDER, Payment.state == common.PENDING,
+                   or_(Payment.expires_at.is_(None), Payment.expires_at > now - RECONCILE_GRACE),
                    Order.state == order_service.AWAITING_PAYMENT, Order.reserved_until <= now)
             .order_by(Payment.id).limit(batch))).all()
     closed = 0
@@ -266,7 +283,8 @@ async def close_lapsed_links(session_factory: async_sessionmaker[AsyncSession], 
             if now - created_at >= IN_FLIGHT:  # a crash orphan: nobody ever got its link
                 async with session_factory() as session, session.begin():
                     payment = await session.get(Payment, payment_id)
-                    closed += payment is not None and await _retire_orphan(session, payment, common.EXPIRED, "closed")
+                    if payment is not None and await _retire_orphan(session, payment, common.EXPIRED, "closed"):
+                        closed += 1
             continue
         try:
             checkout = await _close_at_stripe(gateway, session_id)
