@@ -22,7 +22,15 @@ JobFactory = Callable[[Shop], tuple[str, float, Callable[[], Awaitable[object]]]
 
 
 def _expiry(shop: Shop) -> tuple[str, float, Callable[[], Awaitable[object]]]:
-    return "reservation-expiry", 30.0, lambda: expire_due_orders(shop.session_factory)
+    async def run() -> object:
+        gateway = shop.providers.get("stripe")
+        if gateway is not None:  # card links first: an order whose link may still be paid is not expired
+            from services.payments.stripe_flow import close_lapsed_links
+
+            await close_lapsed_links(shop.session_factory, gateway, shop.settings)
+        return await expire_due_orders(shop.session_factory)
+
+    return "reservation-expiry", 30.0, run
 
 
 def job_factories() -> list[JobFactory]:

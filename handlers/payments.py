@@ -9,12 +9,15 @@ from aiogram import F
 from aiogram.types import CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, Message
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bot.config import Settings
 from db.models import Customer, Order
 from handlers.routing import FeatureRouter
 from services import orders as order_service
 from services.errors import DomainError
 from services.i18n import plain, t
 from services.money import format_money
+from services.payments.stripe import StripeFailure
+from services.payments.stripe_flow import close_links
 
 log = logging.getLogger(__name__)
 router = FeatureRouter("payments", buttons=("pay:",))
@@ -80,9 +83,24 @@ async def reoffer(query: CallbackQuery, session: AsyncSession, customer: Custome
 
 
 @router.callback_query(F.data.startswith("pay:x:"))
-async def cancel_unpaid(query: CallbackQuery, session: AsyncSession, customer: Customer, lang: str) -> None:
+async def cancel_unpaid(query: CallbackQuery, session: AsyncSession, customer: Customer, lang: str,
+                        providers: dict[str, Any], settings: Settings) -> None:
     order = await own_order(query, session, customer, lang)
     if order is None:
+        return
+    public_id = order.public_id
+    try:  # no card link may outlive its order: closed at Stripe first, or the cancel waits
+        await close_links(session, providers.get("stripe"), order, settings, "order cancelled by the customer")
+    except (DomainError, StripeFailure) as exc:
+        await session.rollback()
+        key, values = (exc.key, exc.values) if isinstance(exc, DomainError) else ("stripe.cancel_failed", {})
+        await query.answer()
+        if query.message is not None:
+            await query.message.answer(t(key, lang, **{"order": public_id, **values}))
+        return
+    if order.state != order_service.AWAITING_PAYMENT:  # its card payment was found just now
+        await query.answer(t("pay.error.not_awaiting", lang, order=order.public_id,
+                             state=t(f"state.{order.state}", lang)), show_alert=True)
         return
     await order_service.transition(session, order, order_service.CANCELLED, f"customer:{customer.id}",
                                    "cancelled by the customer before paying")

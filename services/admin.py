@@ -189,6 +189,7 @@ async def cancel(session: AsyncSession, public_id: str, reason: str | None, acto
     "cancelled" message states it."""
     order = await find_order(session, public_id)
     await _claim(session, order, CANCELLABLE, "admin.cancel.not_allowed")
+    await _close_card_links(session, order, providers, settings)
     paid = await _paid_payment(session, order.id)
     outcome = "none"
     if paid is not None and paid.provider == "stripe":
@@ -200,6 +201,23 @@ async def cancel(session: AsyncSession, public_id: str, reason: str | None, acto
     note = (reason or "cancelled by admin")[:500]
     await sm.transition(session, order, sm.CANCELLED, actor, note if outcome == "none" else f"{note}; {outcome}")
     return order, outcome, paid
+
+
+async def _close_card_links(session: AsyncSession, order: Order, providers: dict[str, Any],
+                            settings: Settings) -> None:
+    """No card link may outlive the order: its open Checkout Sessions are expired at Stripe first
+    (one found paid is settled here, and refunded below like any card payment). When that cannot
+    be done the cancel is refused, so the admin tries again rather than leaving a payable link."""
+    from services.payments import stripe_flow
+    from services.payments.stripe import StripeFailure
+
+    try:
+        await stripe_flow.close_links(session, providers.get("stripe"), order, settings, "order cancelled")
+    except StripeFailure as exc:
+        log.warning("admin.cancel_link_open", extra={"order": order.public_id, "error": str(exc)[:100]})
+        raise DomainError("admin.cancel.link_open", order=order.public_id) from None
+    except stripe_flow.PaymentProcessing:
+        raise DomainError("admin.cancel.payment_processing", order=order.public_id) from None
 
 
 async def _paid_payment(session: AsyncSession, order_id: int) -> Payment | None:

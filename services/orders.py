@@ -381,21 +381,30 @@ async def events_of(session: AsyncSession, order_id: int) -> list[OrderEvent]:
 async def expire_due_orders(session_factory, now: datetime | None = None, batch: int = 100) -> int:  # type: ignore[no-untyped-def]
     """Expire unpaid orders whose reservation ran out, releasing their stock; one order per
     transaction so a failure on one does not hold back the rest. Safe with several workers:
-    rows are claimed with SKIP LOCKED on PostgreSQL and the state change is a compare-and-set."""
+    rows are claimed with SKIP LOCKED on PostgreSQL and the state change is a compare-and-set.
+
+    A reservation is not released while the order can still be paid: an order with a payable
+    attempt (`_payable_attempt`) waits for a later cycle. The worker's job first closes card links
+    at Stripe (payments.stripe_flow.close_lapsed_links); M-Pesa prompts end by themselves."""
     now = now or datetime.now(timezone.utc)
+    due = (Order.state == AWAITING_PAYMENT, Order.reserved_until <= now, ~_payable_attempt(now))
     expired = 0
     async with session_factory() as session:
         ids = (await session.execute(
-            select(Order.id).where(Order.state == AWAITING_PAYMENT, Order.reserved_until <= now)
-            .order_by(Order.reserved_until).limit(batch)
+            select(Order.id).where(*due).order_by(Order.reserved_until).limit(batch)
         )).scalars().all()
     for order_id in ids:
         async with session_factory() as session, session.begin():
             order = (await session.execute(
-                select(Order).where(Order.id == order_id, Order.state == AWAITING_PAYMENT)
-                .with_for_update(skip_locked=True, of=Order)
+                select(Order).where(Order.id == order_id, *due).with_for_update(skip_locked=True, of=Order)
             )).unique().scalar_one_or_none()
             if order is None:
+                continue
+            # The same conditions as a compare-and-set write: on SQLite the read above is no lock,
+            # and a prompt or link may have started since.
+            claimed = await session.execute(update(Order).where(Order.id == order_id, *due)
+                                            .values(updated_at=utcnow()).execution_options(synchronize_session=False))
+            if claimed.rowcount != 1:
                 continue
             try:
                 await transition(session, order, EXPIRED, "system:expiry", "reservation ran out")
@@ -405,3 +414,21 @@ async def expire_due_orders(session_factory, now: datetime | None = None, batch:
             await expire_pending_attempts(session, order)
             expired += 1
     return expired
+
+
+def _payable_attempt(now: datetime):  # type: ignore[no-untyped-def]
+    """An attempt of the order that may still turn into money: an M-Pesa prompt without a final
+    answer younger than its final timeout (reconciliation settles it by then), or a card session
+    not closed at Stripe whose expiry (plus a grace for clock skew) has not passed, or one still
+    being created."""
+    from sqlalchemy import and_, exists, or_
+
+    from db.models import Payment
+    from services.payments.mpesa_flow import FINAL_TIMEOUT  # here: the payments modules import this one
+    from services.payments.stripe_flow import IN_FLIGHT, RECONCILE_GRACE
+
+    return exists().where(Payment.order_id == Order.id, Payment.state == "pending", or_(
+        and_(Payment.provider == "mpesa", Payment.created_at > now - FINAL_TIMEOUT),
+        and_(Payment.provider == "stripe", or_(
+            Payment.expires_at > now - RECONCILE_GRACE,
+            and_(Payment.expires_at.is_(None), Payment.created_at > now - IN_FLIGHT)))))

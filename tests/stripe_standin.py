@@ -1,6 +1,7 @@
 """A Stripe API stand-in (Checkout Sessions, refunds) and webhook events signed like Stripe signs them."""
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import itertools
@@ -47,10 +48,23 @@ class StripeStandIn(StandIn):
         self.refunds: list[dict[str, Any]] = []
         self.creates = 0
         self.fail_creates = 0  # answer this many creates with a 500
+        self.expires = 0  # expire requests answered (either way)
+        self.down = False  # answer every API request with a 503 (Stripe unreachable; told not to retry)
+        self.create_delay = 0.0  # seconds a create takes (so concurrent presses overlap)
+        self.create_gate: asyncio.Event | None = None  # when set: creates wait for it (after `creating` is set)
+        self.creating = asyncio.Event()
         self._ids = itertools.count(1)
         super().__init__()
 
+    @web.middleware
+    async def _outage(self, request: web.Request, handler):  # type: ignore[no-untyped-def]
+        if self.down:
+            return web.json_response({"error": {"type": "api_error", "message": "Service unavailable"}},
+                                     status=503, headers={"Stripe-Should-Retry": "false"})
+        return await handler(request)
+
     def routes(self, app: web.Application) -> None:
+        app.middlewares.append(self._outage)
         app.router.add_post("/v1/checkout/sessions", self.create)
         app.router.add_get("/v1/checkout/sessions/{id}", self.retrieve)
         app.router.add_post("/v1/checkout/sessions/{id}/expire", self.expire)
@@ -70,6 +84,11 @@ class StripeStandIn(StandIn):
         key = request.headers.get("Idempotency-Key")
         if key and key in self.by_key:
             return web.json_response(self.by_key[key])
+        self.creating.set()
+        if self.create_gate is not None:
+            await self.create_gate.wait()
+        if self.create_delay:
+            await asyncio.sleep(self.create_delay)
         if self.fail_creates > 0:
             self.fail_creates -= 1
             return self.error(500, "An unknown error occurred")
@@ -101,6 +120,7 @@ class StripeStandIn(StandIn):
         return web.json_response(session) if session else self.error(404, "No such checkout.session")
 
     async def expire(self, request: web.Request) -> web.Response:
+        self.expires += 1
         session = self.sessions.get(request.match_info["id"])
         if session is None:
             return self.error(404, "No such checkout.session")

@@ -1,11 +1,15 @@
 """My orders and /track: the customer's own orders only, with state, carrier and tracking."""
 from __future__ import annotations
 
-from sqlalchemy import select
+from datetime import timedelta
 
-from db.models import Outbox, utcnow
+from sqlalchemy import select, update
+
+from bot import jobs
+from db.models import Order, Outbox, Payment, utcnow
 from services import orders as sm
-from tests.factories import make_order, make_product
+from services.payments.mpesa_flow import FINAL_TIMEOUT
+from tests.factories import make_order, make_product, stock_of
 from tests.harness import Harness
 from tests.test_checkout import assert_telegram_html
 
@@ -81,3 +85,31 @@ async def test_track_escapes_what_the_customer_typed(shop: Harness) -> None:
     assert "can't find an order" in reply.text and "&lt;SCRIPT&gt;&amp;" in reply.text
     assert_telegram_html(reply.text)
     assert len((await shop.send(USER, "/track " + "X" * 3000)).text) < 300
+
+
+async def test_reservation_is_kept_while_an_mpesa_prompt_can_still_be_answered(shop: Harness) -> None:
+    """The expiry job leaves an order whose STK prompt may still be answered (pending, younger than
+    mpesa_flow.FINAL_TIMEOUT) for a later cycle; reconciliation gives the prompt a final answer by then."""
+    pid = await make_product(shop.session_factory, "EXP-MPESA", stock=3)
+    order = await make_order(shop.session_factory, USER, [(pid, 1)])
+    async with shop.session_factory() as session, session.begin():
+        await session.execute(update(Order).values(reserved_until=utcnow() - timedelta(minutes=1)))
+        prompt = Payment(order_id=order.id, provider="mpesa", state="pending", amount=order.total, currency="KES",
+                         phone="254712345678", checkout_request_id="ws_CO_1")  # as start_stk leaves it
+        session.add(prompt)
+    assert shop.shop is not None
+    _, _, expiry_job = jobs._expiry(shop.shop)
+    assert await expiry_job() == 0
+    assert await stock_of(shop.session_factory, pid) == (2, 1, 0)
+    assert await sm.expire_due_orders(shop.session_factory, now=utcnow() + FINAL_TIMEOUT + timedelta(seconds=1)) == 1
+    assert await stock_of(shop.session_factory, pid) == (3, 0, 0)
+
+
+async def test_a_prompt_with_a_final_answer_does_not_hold_the_reservation(shop: Harness) -> None:
+    pid = await make_product(shop.session_factory, "EXP-MPESA-2", stock=3)
+    order = await make_order(shop.session_factory, USER, [(pid, 1)])
+    async with shop.session_factory() as session, session.begin():
+        await session.execute(update(Order).values(reserved_until=utcnow() - timedelta(minutes=1)))
+        session.add(Payment(order_id=order.id, provider="mpesa", state="failed", amount=order.total, currency="KES",
+                            phone="254712345678", checkout_request_id="ws_CO_2", result_code="1032"))
+    assert await sm.expire_due_orders(shop.session_factory) == 1

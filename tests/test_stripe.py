@@ -11,14 +11,16 @@ import httpx
 import pytest
 from sqlalchemy import func, select, update
 
+from bot import jobs
 from bot.runtime import build_providers
 from db.changes import catalogue_written
 from db.models import Order, OrderEvent, Outbox, Payment, Product, WebhookEvent, utcnow
 from services import orders as sm
 from services.payments import stripe_flow
+from services.payments.stripe import StripeFailure, StripeGateway, retry_budget
 from tests import stripe_standin as st
 from tests.factories import make_order, make_product
-from tests.harness import Harness
+from tests.harness import ADMIN_CHAT_ID, ADMIN_USER_ID, Harness
 from tests.webserver import serve_shop
 
 USER = 8201
@@ -437,3 +439,154 @@ async def test_late_payment_when_the_stock_is_gone_is_owed_back(world: StripeWor
     assert "refund owed" in alert.text and order.public_id in alert.text
     # The admin can refund it through the gateway (what /cancel uses).
     assert (await world.shop.providers["stripe"].refund(payment)).startswith("re_")
+
+
+# --- a payment link never outlives its order ------------------------------------------------------
+
+
+async def admin_cancel(world: StripeWorld, order: Order) -> str:
+    return (await world.shop.send(ADMIN_USER_ID, f"/cancel {order.public_id}", chat_id=ADMIN_CHAT_ID)).text
+
+
+async def test_admin_cancel_expires_the_open_link_at_stripe_first(world: StripeWorld) -> None:
+    order = await world.order()
+    await world.link(order)
+    assert "nothing was paid" in await admin_cancel(world, order)
+    session = next(iter(world.stripe.sessions.values()))
+    assert session["status"] == "expired" and world.stripe.expires == 1
+    assert await world.state_of(order) == "cancelled" and [p.state for p in await world.payments()] == ["expired"]
+    # The customer's "link expired, try again" note would be wrong here: only the cancel is told.
+    assert await world.count(Outbox, Outbox.kind == "payment_failed") == 0
+
+
+async def test_admin_cancel_is_refused_while_stripe_cannot_close_the_link(world: StripeWorld) -> None:
+    order = await world.order()
+    await world.link(order)
+    world.stripe.down = True
+    assert "NOT cancelled" in await admin_cancel(world, order)
+    assert await world.state_of(order) == "awaiting_payment" and [p.state for p in await world.payments()] == ["pending"]
+    assert next(iter(world.stripe.sessions.values()))["status"] == "open"
+    world.stripe.down = False  # the admin tries again
+    assert "nothing was paid" in await admin_cancel(world, order)
+    assert next(iter(world.stripe.sessions.values()))["status"] == "expired"
+    assert await world.state_of(order) == "cancelled"
+
+
+async def test_admin_cancel_of_a_link_paid_meanwhile_settles_and_refunds_it(world: StripeWorld) -> None:
+    order = await world.order()
+    await world.link(order)
+    sid = next(iter(world.stripe.sessions))
+    world.stripe.pay(sid)  # paid a moment ago; the webhook is not here yet
+    assert "refunded through Stripe" in await admin_cancel(world, order)
+    assert [r["payment_intent"] for r in world.stripe.refunds] == [f"pi_{sid[-4:]}"]
+    payment = (await world.payments())[0]
+    assert (payment.state, payment.stripe_payment_intent) == ("refunded", f"pi_{sid[-4:]}")
+    assert await world.state_of(order) == "cancelled"
+    # The webhook arriving afterwards changes nothing (no revival of the order, no second refund).
+    assert (await world.post(world.stripe.event("checkout.session.completed", world.stripe.sessions[sid]))
+            ).status_code == 200
+    assert await world.state_of(order) == "cancelled" and len(world.stripe.refunds) == 1
+
+
+async def test_customer_cancel_expires_the_link_or_waits_for_stripe(world: StripeWorld) -> None:
+    order = await world.order()
+    await world.link(order)
+    world.stripe.down = True
+    reply = await world.shop.press(USER, f"pay:x:{order.public_id}")
+    assert "not cancelled yet" in reply.text and await world.state_of(order) == "awaiting_payment"
+    world.stripe.down = False
+    await world.shop.press(USER, f"pay:x:{order.public_id}")
+    assert await world.state_of(order) == "cancelled"
+    assert next(iter(world.stripe.sessions.values()))["status"] == "expired"
+
+
+async def test_a_link_being_created_while_the_order_is_cancelled_is_never_shown(world: StripeWorld) -> None:
+    order = await world.order()
+    await world.shop.send(USER, "/start")
+    world.stripe.create_gate = asyncio.Event()
+    press = asyncio.create_task(world.shop.press(USER, f"pay:s:{order.public_id}"))
+    await world.stripe.creating.wait()  # Stripe is creating the session right now
+    assert "nothing was paid" in await admin_cancel(world, order)
+    world.stripe.create_gate.set()
+    reply = await press
+    assert "Pay by card" not in str(reply.buttons) and "can't be paid now: it is cancelled" in reply.text
+    session = next(iter(world.stripe.sessions.values()))
+    assert session["status"] == "expired" and await world.state_of(order) == "cancelled"
+    payment = (await world.payments())[0]
+    assert (payment.state, payment.stripe_session_id) == ("expired", session["id"])
+
+
+async def test_expiry_job_expires_the_link_at_stripe_before_the_order(world: StripeWorld) -> None:
+    order = await world.order()
+    await world.link(order)
+    await _reservation_ran_out(world, order)
+    world.stripe.down = True  # the link cannot be closed: the order keeps its stock this cycle
+    assert await _expiry_job(world) == 0
+    assert await world.state_of(order) == "awaiting_payment" and [p.state for p in await world.payments()] == ["pending"]
+    world.stripe.down = False
+    assert await _expiry_job(world) == 1
+    assert next(iter(world.stripe.sessions.values()))["status"] == "expired"
+    assert await world.state_of(order) == "expired" and [p.state for p in await world.payments()] == ["expired"]
+
+
+async def test_expiry_job_settles_a_link_that_was_paid_instead_of_expiring(world: StripeWorld) -> None:
+    order = await world.order()
+    await world.link(order)
+    await _reservation_ran_out(world, order)
+    world.stripe.pay(next(iter(world.stripe.sessions)))  # webhook lost
+    assert await _expiry_job(world) == 0
+    assert await world.state_of(order) == "processing" and [p.state for p in await world.payments()] == ["paid"]
+
+
+async def _reservation_ran_out(world: StripeWorld, order: Order) -> None:
+    async with world.shop.session_factory() as session, session.begin():
+        await session.execute(update(Order).where(Order.id == order.id)
+                              .values(reserved_until=utcnow() - timedelta(minutes=1)))
+
+
+async def _expiry_job(world: StripeWorld) -> object:
+    assert world.shop.shop is not None
+    name, _, run = jobs._expiry(world.shop.shop)
+    assert name == "reservation-expiry"
+    return await run()
+
+
+async def test_a_stripe_call_ends_before_its_attempt_could_be_replaced(world: StripeWorld) -> None:
+    """The shop's gateway gives up on a call (every retry and back-off included) before
+    stripe_flow.IN_FLIGHT, after which an attempt without a session counts as a crash orphan."""
+    gateway = world.shop.providers["stripe"]
+    assert gateway.call_timeout < stripe_flow.IN_FLIGHT.total_seconds()
+    assert retry_budget(gateway.request_timeout, gateway.retries) <= gateway.call_timeout
+    assert gateway.retries >= 1 and gateway.request_timeout * 2 < stripe_flow.IN_FLIGHT.total_seconds()
+
+
+async def test_a_hanging_stripe_call_is_cut_off(world: StripeWorld) -> None:
+    gateway = StripeGateway(st.SECRET_KEY, st.WEBHOOK_SECRET, world.stripe.url, request_timeout=5.0, retries=0,
+                            call_timeout=0.2)
+    world.stripe.create_gate = asyncio.Event()  # never answers
+    order = await world.order()
+    payment = Payment(id=1, order_id=order.id, provider="stripe", state="pending", amount=1, currency="USD")
+    with pytest.raises(StripeFailure):
+        await gateway.create_checkout(await _order(world, order.public_id), payment, utcnow())
+    world.stripe.create_gate.set()  # let the stand-in's request end before it stops
+
+
+@pytest.mark.parametrize("about_to_lapse", [False, True])
+async def test_concurrent_presses_leave_one_payable_session(world: StripeWorld, about_to_lapse: bool) -> None:
+    """Presses at once (also while an old link is being replaced) make one session, on SQLite (no
+    row locks) as on PostgreSQL. A few orders, so a race the old code lost is lost reliably."""
+    await world.shop.send(USER, "/start")
+    world.stripe.create_delay = 0.1
+    for stock in range(5, 8):
+        order = await world.order(stock=stock)
+        if about_to_lapse:
+            await world.link(order)
+            async with world.shop.session_factory() as session, session.begin():
+                await session.execute(update(Payment).where(Payment.order_id == order.id)
+                                      .values(expires_at=utcnow() + timedelta(minutes=1)))
+        await asyncio.gather(*(world.shop.press(USER, f"pay:s:{order.public_id}") for _ in range(3)))
+        sessions = [s for s in world.stripe.sessions.values() if s["client_reference_id"] == order.public_id]
+        assert len(sessions) == 1 + about_to_lapse and [s["status"] for s in sessions].count("open") == 1
+        async with world.shop.session_factory() as session:
+            states = (await session.execute(select(Payment.state).where(Payment.order_id == order.id))).scalars()
+            assert list(states).count("pending") == 1

@@ -2,11 +2,13 @@
 session lookups and expiry, refunds, and webhook signature checks (against the raw body)."""
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+import httpx
 import stripe
 
 from bot.config import Settings
@@ -15,6 +17,13 @@ from db.models import Order, Payment
 log = logging.getLogger(__name__)
 MIN_EXPIRY = timedelta(minutes=31)  # Stripe accepts 30 min – 24 h; a minute of slack for clock skew
 MAX_EXPIRY = timedelta(hours=23, minutes=59)
+# How long one call may take. The SDK's defaults (80 s a request, each retried) would let a create
+# outlive stripe_flow.IN_FLIGHT, after which its attempt counts as a crash orphan and is replaced:
+# two payable links. Each request waits at most REQUEST_TIMEOUT per phase; CALL_TIMEOUT caps the
+# whole call, retries and back-off included (tests/test_stripe.py checks both against IN_FLIGHT).
+REQUEST_TIMEOUT = 6.0
+NETWORK_RETRIES = 2
+CALL_TIMEOUT = 20.0
 
 
 class StripeFailure(Exception):
@@ -49,10 +58,21 @@ def session_expiry(order: Order, now: datetime) -> datetime:
     return min(max(order.reserved_until, now + MIN_EXPIRY), now + MAX_EXPIRY)
 
 
+def retry_budget(request_timeout: float, retries: int) -> float:
+    """The longest the SDK itself spends on one call that keeps timing out: every try waits its
+    timeout, and between tries it sleeps its exponential back-off (stripe.HTTPXClient's public
+    INITIAL_DELAY / MAX_DELAY; jitter only shortens a sleep)."""
+    sleeps = sum(min(stripe.HTTPXClient.INITIAL_DELAY * 2 ** n, stripe.HTTPXClient.MAX_DELAY) for n in range(retries))
+    return (retries + 1) * request_timeout + sleeps
+
+
 class StripeGateway:
     def __init__(self, secret_key: str, webhook_secret: str, api_base: str | None = None,
-                 return_url: str = "https://t.me") -> None:
-        options: dict[str, Any] = {"http_client": stripe.HTTPXClient(), "max_network_retries": 2}
+                 return_url: str = "https://t.me", *, request_timeout: float = REQUEST_TIMEOUT,
+                 retries: int = NETWORK_RETRIES, call_timeout: float = CALL_TIMEOUT) -> None:
+        self.request_timeout, self.retries, self.call_timeout = request_timeout, retries, call_timeout
+        options: dict[str, Any] = {"http_client": stripe.HTTPXClient(timeout=httpx.Timeout(request_timeout)),
+                                   "max_network_retries": retries}
         if api_base:
             options["base_addresses"] = {"api": api_base}
         self.client = stripe.StripeClient(secret_key, **options)
@@ -88,8 +108,12 @@ class StripeGateway:
             "cancel_url": f"{back}?start=cancel_{order.public_id}",
         }
         try:
-            obj = await self.client.v1.checkout.sessions.create_async(
-                params=params, options={"idempotency_key": f"checkout-{payment.id}"})  # type: ignore[arg-type]
+            async with asyncio.timeout(self.call_timeout):
+                obj = await self.client.v1.checkout.sessions.create_async(
+                    params=params, options={"idempotency_key": f"checkout-{payment.id}"})  # type: ignore[arg-type]
+        except TimeoutError:
+            log.warning("stripe.create_failed", extra={"order": order.public_id, "error": "timeout"})
+            raise StripeFailure("timeout") from None
         except stripe.StripeError as exc:
             log.warning("stripe.create_failed", extra={"order": order.public_id, "error": type(exc).__name__})
             raise StripeFailure(str(exc.user_message or type(exc).__name__)) from None
@@ -97,15 +121,18 @@ class StripeGateway:
 
     async def retrieve(self, session_id: str) -> CheckoutSession:
         try:
-            return CheckoutSession.from_api(await self.client.v1.checkout.sessions.retrieve_async(session_id))
-        except stripe.StripeError as exc:
+            async with asyncio.timeout(self.call_timeout):
+                return CheckoutSession.from_api(await self.client.v1.checkout.sessions.retrieve_async(session_id))
+        except (stripe.StripeError, TimeoutError) as exc:
             raise StripeFailure(type(exc).__name__) from None
 
     async def expire(self, session_id: str) -> CheckoutSession:
-        """Close an open session so it can no longer be paid (a newer attempt supersedes it)."""
+        """Close an open session so it can no longer be paid (replaced, or its order ended). Stripe
+        refuses (StripeFailure) a session that is not open: `retrieve` then says how it ended."""
         try:
-            return CheckoutSession.from_api(await self.client.v1.checkout.sessions.expire_async(session_id))
-        except stripe.StripeError as exc:
+            async with asyncio.timeout(self.call_timeout):
+                return CheckoutSession.from_api(await self.client.v1.checkout.sessions.expire_async(session_id))
+        except (stripe.StripeError, TimeoutError) as exc:
             raise StripeFailure(type(exc).__name__) from None
 
     async def refund(self, payment: Payment) -> str:
@@ -113,10 +140,11 @@ class StripeGateway:
         if not payment.stripe_payment_intent:
             raise StripeFailure("no payment intent recorded for this payment")
         try:
-            refund = await self.client.v1.refunds.create_async(
-                params={"payment_intent": payment.stripe_payment_intent},
-                options={"idempotency_key": f"refund-{payment.id}"})
-        except stripe.StripeError as exc:
+            async with asyncio.timeout(self.call_timeout):
+                refund = await self.client.v1.refunds.create_async(
+                    params={"payment_intent": payment.stripe_payment_intent},
+                    options={"idempotency_key": f"refund-{payment.id}"})
+        except (stripe.StripeError, TimeoutError) as exc:
             raise StripeFailure(type(exc).__name__) from None
         return str(refund.id)
 

@@ -2,7 +2,8 @@
 
 One open session per order at a time: asking again reuses the open link, and a replaced session is
 expired at Stripe first (or settled, if it turns out it was paid), so a customer cannot pay twice
-through us. Webhook events are stored once by event id and applied once by session id.
+through us. No link outlives its order either: a cancel (`close_links`) and the reservation expiry
+(`close_lapsed_links`) expire the order's open sessions at Stripe first. Webhook events are stored once by event id and applied once by session id.
 """
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import logging
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.config import Settings
@@ -50,17 +51,20 @@ async def start_card_payment(session_factory: async_sessionmaker[AsyncSession], 
                              return_url: str | None = None) -> Payment:
     """A payable link for the order: the open one if still good, otherwise a new session.
 
-    The attempt row is written (under the order's row lock) before Stripe is called, and only when no
-    other attempt is pending, so two quick presses never open two payable sessions."""
+    One payable link per order, on SQLite as on PostgreSQL: each pass first claims the order with a
+    compare-and-set write (held to commit), so two presses, a cancel or an expiry are serialised
+    before anyone reads the attempts; the attempt row is written before Stripe is called, only when
+    no other attempt is pending; and its session is stored only if the attempt is still pending
+    (a cancel or expiry may have closed it meanwhile: the new session is then expired at once)."""
     now = utcnow()
     for _ in range(3):
         async with session_factory() as session, session.begin():
             order = await _awaiting(session, order_id, customer_id)
-            pending = await common.pending_attempts(session, order.id, PROVIDER)
-            reusable = _pick_pending(pending, now)
+            pending = await _pending(session, order.id)
+            reusable = await _pick_pending(session, pending, now)
             if reusable is not None:
                 return reusable
-            stale = [p for p in pending if p.stripe_session_id]
+            stale = [p for p in pending if p.stripe_session_id and p.state == common.PENDING]
             if not stale:
                 payment = await common.create_attempt(session, order, PROVIDER)
                 break
@@ -75,56 +79,227 @@ async def start_card_payment(session_factory: async_sessionmaker[AsyncSession], 
             await session.execute(update(Payment).where(Payment.id == payment.id, Payment.state == common.PENDING)
                                   .values(state=common.FAILED, result_code="api_error"))
         raise
-    async with session_factory() as session, session.begin():
-        await session.execute(update(Payment).where(Payment.id == payment.id).values(
-            stripe_session_id=checkout.id, checkout_url=checkout.url, expires_at=checkout.expires_at,
-            next_check_at=(checkout.expires_at or now) + RECONCILE_GRACE))
+    await _store_session(session_factory, gateway, order.public_id, payment, checkout, now)
     payment.stripe_session_id, payment.checkout_url, payment.expires_at = checkout.id, checkout.url, checkout.expires_at
     log.info("stripe.session_created", extra={"order": order_id, "payment": payment.id})
     return payment
 
 
-def _pick_pending(pending: list[Payment], now: datetime) -> Payment | None:
+async def _store_session(session_factory: async_sessionmaker[AsyncSession], gateway: StripeGateway, order_id: str,
+                         payment: Payment, checkout: CheckoutSession, now: datetime) -> None:
+    """Keep the new session on its attempt if the attempt is still pending (compare-and-set). If it
+    was closed meanwhile (the order was cancelled or expired), nobody has seen the link: it is
+    expired at Stripe and the customer is told why; its id is kept so a late event still finds it."""
+    async with session_factory() as session, session.begin():
+        stored = await session.execute(
+            update(Payment).where(Payment.id == payment.id, Payment.state == common.PENDING)
+            .values(stripe_session_id=checkout.id, checkout_url=checkout.url, expires_at=checkout.expires_at,
+                    next_check_at=(checkout.expires_at or now) + RECONCILE_GRACE)
+            .execution_options(synchronize_session=False))
+        if stored.rowcount == 1:
+            return
+        await session.execute(update(Payment).where(Payment.id == payment.id, Payment.stripe_session_id.is_(None))
+                              .values(stripe_session_id=checkout.id).execution_options(synchronize_session=False))
+        state = (await session.execute(select(Order.state).where(Order.id == payment.order_id))).scalar_one()
+    log.warning("stripe.session_unwanted", extra={"payment": payment.id, "order_state": state})
+    try:
+        await gateway.expire(checkout.id)
+    except StripeFailure:
+        log.warning("stripe.unwanted_session_left_open", extra={"payment": payment.id})
+    if state != order_service.AWAITING_PAYMENT:
+        raise common.PaymentNotAllowed("pay.error.not_awaiting", order=order_id, state=state.replace("_", " "))
+    raise StripeFailure("the attempt was closed while its session was being created")
+
+
+async def _pending(session: AsyncSession, order_id: int, *, lock: bool = False) -> list[Payment]:
+    """The order's pending card attempts, re-read (not the session's cached copies): another
+    transaction may have just stored a session id or closed one. With `lock`, their rows are held
+    too (PostgreSQL), so a webhook settling one waits for us rather than deadlocking with our claim."""
+    stmt = (select(Payment).where(Payment.order_id == order_id, Payment.provider == PROVIDER,
+                                  Payment.state == common.PENDING)
+            .order_by(Payment.id).execution_options(populate_existing=True))
+    if lock:
+        stmt = stmt.with_for_update(of=Payment)
+    return list((await session.execute(stmt)).unique().scalars().all())
+
+
+async def _pick_pending(session: AsyncSession, pending: list[Payment], now: datetime) -> Payment | None:
     """Among pending attempts: the open link to reuse (returned), one still being created (raises
-    LinkInProgress), orphans of a crash between create and store (retired: nobody ever got their
-    link, and a late event for them is adopted via metadata); the rest are left to supersede."""
+    LinkInProgress), orphans of a crash between create and store (retired with a compare-and-set:
+    nobody ever got their link, and a late event for them is adopted via metadata); the rest are
+    left to supersede. The caller holds the order's claim."""
     for old in pending:
         if old.stripe_session_id is None:
             if now - old.created_at < IN_FLIGHT:
                 raise LinkInProgress(order=old.order.public_id)
-            old.state = common.SUPERSEDED
+            await _retire_orphan(session, old, common.SUPERSEDED, "orphan")
         elif old.checkout_url and old.expires_at and old.expires_at > now + REUSE_MARGIN:
             return old
     return None
 
 
+async def _retire_orphan(session: AsyncSession, payment: Payment, state: str, code: str) -> bool:
+    """pending → `state` for an attempt that never stored a session, only if it still has none."""
+    retired = await session.execute(
+        update(Payment).where(Payment.id == payment.id, Payment.state == common.PENDING,
+                              Payment.stripe_session_id.is_(None))
+        .values(state=state, result_code=code, updated_at=utcnow()).execution_options(synchronize_session=False))
+    if retired.rowcount == 1:
+        payment.state = state
+        return True
+    await session.refresh(payment)
+    return False
+
+
 async def _awaiting(session: AsyncSession, order_id: str, customer_id: int) -> Order:
-    """The customer's order, row-locked, if it is still awaiting payment."""
-    order = await order_service.get_order(session, order_id, customer_id=customer_id, for_update=True)
-    if order.state != order_service.AWAITING_PAYMENT:
-        raise common.PaymentNotAllowed("pay.error.not_awaiting", order=order.public_id,
-                                       state=order.state.replace("_", " "))
-    return order
+    """The customer's order, claimed by a compare-and-set write (the row lock on PostgreSQL, the
+    write lock on SQLite, until commit), if it is still awaiting payment."""
+    order = await order_service.get_order(session, order_id, customer_id=customer_id)
+    if order.state == order_service.AWAITING_PAYMENT and await _claim(session, order):
+        return order
+    raise common.PaymentNotAllowed("pay.error.not_awaiting", order=order.public_id,
+                                   state=order.state.replace("_", " "))
+
+
+async def _claim(session: AsyncSession, order: Order) -> bool:
+    """Hold the order in the state we read it in (a no-op compare-and-set write); False (and the
+    order refreshed) when it moved meanwhile."""
+    claimed = await session.execute(
+        update(Order).where(Order.id == order.id, Order.state == order.state)
+        .values(updated_at=utcnow()).execution_options(synchronize_session=False))
+    if claimed.rowcount == 1:
+        return True
+    await session.refresh(order)
+    return False
 
 
 async def _supersede(session_factory: async_sessionmaker[AsyncSession], gateway: StripeGateway, old: Payment,
                      settings: Settings) -> None:
     """Close the old session at Stripe; if it was paid meanwhile, settle it instead. Raises when the
     old session cannot be shown closed (it stays pending; the customer may try again)."""
-    try:
-        closed = await gateway.expire(old.stripe_session_id or "")
-    except StripeFailure:
-        closed = await gateway.retrieve(old.stripe_session_id or "")
+    closed = await _close_at_stripe(gateway, old.stripe_session_id or "")
     if closed.payment_status == "paid":
         await apply_session(session_factory, old.id, closed, settings, raw={"superseded": closed.id})
         return
-    if closed.status == "complete":
-        raise PaymentProcessing(order=old.order.public_id)
-    if closed.status != "expired":
-        raise StripeFailure(f"session {closed.id} is still {closed.status}")
+    _require_closed(closed, old)
     async with session_factory() as session, session.begin():
         await session.execute(update(Payment).where(Payment.id == old.id, Payment.state == common.PENDING)
                               .values(state=common.SUPERSEDED))
+
+
+async def _close_at_stripe(gateway: StripeGateway | None, session_id: str) -> CheckoutSession:
+    """Expire the session at Stripe; Stripe refuses one that is no longer open, and then how it
+    ended is looked up. Raises StripeFailure when Stripe cannot tell us either way."""
+    if gateway is None:
+        raise StripeFailure("Stripe is not configured")
+    try:
+        return await gateway.expire(session_id)
+    except StripeFailure:
+        return await gateway.retrieve(session_id)
+
+
+def _lapsed(payment: Payment, now: datetime) -> bool:
+    """Past its session's own expiry (and a grace for clock skew): Stripe no longer takes payment on
+    it. How it ended is the reconciliation job's to find out."""
+    return payment.expires_at is not None and payment.expires_at <= now - RECONCILE_GRACE
+
+
+def _require_closed(checkout: CheckoutSession, payment: Payment) -> None:
+    """An unpaid session is closed only once Stripe says it expired: `complete` but unpaid is a
+    delayed method (bank debit) whose outcome is pending, anything else may still be paid."""
+    if checkout.status == "complete":
+        raise PaymentProcessing(order=payment.order.public_id)
+    if checkout.status != "expired":
+        raise StripeFailure(f"session {checkout.id} is still {checkout.status}")
+
+
+async def _record_closed(session: AsyncSession, payment: Payment, checkout: CheckoutSession, settings: Settings,
+                         why: str) -> str:
+    """Write what closing found, in the caller's transaction: paid → settled like any payment (an
+    order still awaiting payment moves on; the caller decides what then); expired → the attempt is
+    closed quietly (the order's own message follows), with a compare-and-set."""
+    if checkout.payment_status == "paid":
+        return await _apply(session, payment, checkout, settings, raw={"closed": checkout.id, "why": why})
+    closed = await session.execute(
+        update(Payment).where(Payment.id == payment.id, Payment.state == common.PENDING)
+        .values(state=common.EXPIRED, result_code="closed", result_desc=why, updated_at=utcnow())
+        .execution_options(synchronize_session=False))
+    if closed.rowcount != 1:
+        return "duplicate"  # its expiry event (or the reconciliation) got there first
+    payment.state = common.EXPIRED
+    return "closed"
+
+
+async def close_links(session: AsyncSession, gateway: StripeGateway | None, order: Order, settings: Settings,
+                      why: str) -> None:
+    """Before an order ends (cancelled): no card link of it may stay payable. In the caller's
+    transaction: the order is claimed (held until commit, so no new link can start), every open
+    session is expired at Stripe — all calls before any write, so a refusal leaves nothing half
+    done — then the outcomes are written: a session found paid is settled (the order moves on as
+    paid, and the caller's refund path sees it), the rest closed. An attempt still creating its
+    session is closed too; its creator then expires the new session (`_store_session`).
+
+    Raises StripeFailure when Stripe cannot be reached (or is not configured) and a session may
+    still be open, PaymentProcessing for a delayed payment in progress, PaymentNotAllowed when the
+    order moved meanwhile. The caller then refuses the cancel and rolls back."""
+    if not await _claim(session, order):
+        raise common.PaymentNotAllowed("pay.error.not_awaiting", order=order.public_id,
+                                       state=order.state.replace("_", " "))
+    pending = await _pending(session, order.id, lock=True)
+    for payment in [p for p in pending if p.stripe_session_id is None]:
+        if not await _retire_orphan(session, payment, common.EXPIRED, "closed"):
+            pending = await _pending(session, order.id, lock=True)  # its session was stored just now
+    if gateway is None:  # Stripe no longer configured: only sessions past their own expiry count as closed
+        pending = [p for p in pending if not _lapsed(p, utcnow())]
+    found = [(p, await _close_at_stripe(gateway, p.stripe_session_id)) for p in pending if p.stripe_session_id]
+    for payment, checkout in found:
+        if checkout.payment_status != "paid":
+            _require_closed(checkout, payment)
+    for payment, checkout in found:
+        outcome = await _record_closed(session, payment, checkout, settings, why)
+        log.info("stripe.link_closed", extra={"order": order.public_id, "payment": payment.id, "outcome": outcome})
+
+
+async def close_lapsed_links(session_factory: async_sessionmaker[AsyncSession], gateway: StripeGateway,
+                             settings: Settings, now: datetime | None = None, batch: int = 50) -> int:
+    """Before the reservation-expiry job releases stock: expire at Stripe the open sessions of
+    orders whose reservation ran out, so none can be paid after its order expired (a session lives
+    at least 30 minutes, often past the reservation). Claim (read), call out, write (compare-and-set):
+    no lock is held across a call. A session that cannot be closed now (Stripe unreachable, a
+    delayed payment in progress, a session still being created) stays pending, and
+    orders.expire_due_orders leaves its order for a later cycle. Sessions already past their own
+    expiry are not payable any more; `reconcile_due` learns how they ended. Returns how many were closed."""
+    now = now or utcnow()
+    async with session_factory() as session:
+        rows = (await session.execute(
+            select(Payment.id, Payment.stripe_session_id, Payment.created_at).join(Order, Order.id == Payment.order_id)
+            .where(Payment.provider == PROVIDER, Payment.state == common.PENDING,
+                   or_(Payment.expires_at.is_(None), Payment.expires_at > now - RECONCILE_GRACE),
+                   Order.state == order_service.AWAITING_PAYMENT, Order.reserved_until <= now)
+            .order_by(Payment.id).limit(batch))).all()
+    closed = 0
+    for payment_id, session_id, created_at in rows:
+        if session_id is None:
+            if now - created_at >= IN_FLIGHT:  # a crash orphan: nobody ever got its link
+                async with session_factory() as session, session.begin():
+                    payment = await session.get(Payment, payment_id)
+                    if payment is not None and await _retire_orphan(session, payment, common.EXPIRED, "closed"):
+                        closed += 1
+            continue
+        try:
+            checkout = await _close_at_stripe(gateway, session_id)
+        except StripeFailure:
+            log.warning("stripe.close_failed", extra={"payment": payment_id})
+            continue
+        if checkout.payment_status != "paid" and checkout.status != "expired":
+            continue
+        async with session_factory() as session, session.begin():
+            payment = await session.get(Payment, payment_id)
+            assert payment is not None
+            outcome = await _record_closed(session, payment, checkout, settings, "reservation ran out")
+        closed += 1
+        log.info("stripe.link_closed", extra={"payment": payment_id, "outcome": outcome})
+    return closed
 
 
 async def apply_session(session_factory: async_sessionmaker[AsyncSession], payment_id: int,
