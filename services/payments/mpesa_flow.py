@@ -405,7 +405,11 @@ async def _adopt_confirmed(session: AsyncSession, cb: dict[str, Any], status: St
             claimed = None
         if claimed is None or claimed.rowcount != 1:
             await _resolved(session, cb, None)
-            return "duplicate"
+            if (await session.execute(select(Payment.id).where(Payment.checkout_request_id == cb["checkout_id"]))
+                    ).first() is not None:
+                return "duplicate"  # adopted by a concurrent delivery of this callback
+            await _unknown(session, cb, payload, settings, "; paid per the STK query, its orphan changed meanwhile")
+            return "unknown"
         await session.refresh(payment)
         log.warning("mpesa.orphan_adopted", extra={"payment": payment.id, "candidates": len(orphans)})
     await _resolved(session, cb, payment.id)
