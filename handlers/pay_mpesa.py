@@ -61,7 +61,7 @@ async def pay_with_mpesa(query: CallbackQuery, session: AsyncSession, customer: 
         return
     await query.answer()
     await session.commit()  # hand the connection back: the payment flow has its own, around a slow HTTP call
-    await _push(query.message, order.public_id, customer, msisdn, lang, providers, settings, session_factory)
+    await _push(query.message, order.public_id, customer, msisdn, lang, providers, settings, session_factory, state)
 
 
 @router.message(StateFilter(MpesaPhone.waiting), F.text, ~F.text.startswith("/"))
@@ -79,18 +79,23 @@ async def typed_mpesa_phone(message: Message, session: AsyncSession, customer: C
     order_id = (await state.get_data()).get("order", "")
     await state.clear()
     await session.commit()  # hand the connection back (the customer row was loaded with it)
-    await _push(message, order_id, customer, msisdn, lang, providers, settings, session_factory)
+    await _push(message, order_id, customer, msisdn, lang, providers, settings, session_factory, state)
 
 
 async def _push(message: Message, order_id: str, customer: Customer, msisdn: str, lang: str,
                 providers: dict[str, Any], settings: Settings,
-                session_factory: async_sessionmaker[AsyncSession]) -> None:
+                session_factory: async_sessionmaker[AsyncSession], state: FSMContext) -> None:
     try:
         payment = await mpesa_flow.start_stk(session_factory, providers["mpesa"], order_id, customer.id, msisdn,
                                              settings)
     except mpesa_flow.PromptStillLive as exc:  # no second prompt (no double charge): wait or check
         await message.answer(t(exc.key, lang, **exc.values),
                              reply_markup=kb([(t("mpesa.check_status", lang), f"pay:mq:{order_id}")]))
+        return
+    except mpesa_flow.PhonePromptLimit as exc:  # that number had its prompts this hour: another may be typed
+        await state.set_state(MpesaPhone.waiting)
+        await state.update_data(order=order_id)
+        await message.answer(t(exc.key, lang, **exc.values))
         return
     except DomainError as exc:
         await message.answer(t(exc.key, lang, **exc.values))

@@ -39,6 +39,7 @@ class Push:
     body: dict[str, Any]
     checkout_id: str
     plan: Plan
+    pushed_at: float = 0.0  # loop time of the push: the customer "finishes" plan.delay seconds later
     queries: int = 0
     callbacks_sent: list[int] = field(default_factory=list)
 
@@ -50,6 +51,8 @@ class DarajaStandIn(StandIn):
         self.pushes: list[Push] = []
         self.plan = Plan()
         self.push_error: tuple[int, dict[str, Any]] | None = None
+        self.query_error: tuple[int, dict[str, Any]] | None = None  # every query answers this (an outage)
+        self.query_delay = 0.0  # seconds before a query is answered (a slow Daraja)
         self.errors: list[str] = []
         self._ids = itertools.count(1)
         self._tasks: set[asyncio.Task[None]] = set()
@@ -120,7 +123,7 @@ class DarajaStandIn(StandIn):
             return web.json_response({"requestId": "r", "errorCode": "400.002.02",
                                       "errorMessage": f"Bad Request - Invalid {bad}"}, status=400)
         n = next(self._ids)
-        push = Push(body, f"ws_CO_2511202612{n:06d}", self.plan)
+        push = Push(body, f"ws_CO_2511202612{n:06d}", self.plan, asyncio.get_running_loop().time())
         self.pushes.append(push)
         if not push.plan.no_show:
             for _ in range(push.plan.copies):
@@ -161,11 +164,18 @@ class DarajaStandIn(StandIn):
         if not self._authorised(request):
             return web.json_response({"errorCode": "404.001.03", "errorMessage": "Invalid Access Token"}, status=401)
         body = await request.json()
+        await asyncio.sleep(self.query_delay)
+        if self.query_error:
+            status, error = self.query_error
+            return web.json_response(error, status=status)
         push = next((p for p in self.pushes if p.checkout_id == body.get("CheckoutRequestID")), None)
         if push is None:
             return web.json_response({"errorCode": "400.002.02", "errorMessage": "Invalid CheckoutRequestID"}, status=400)
         push.queries += 1
-        if push.queries <= push.plan.query_processing_times:
+        # As Daraja: "being processed" until the customer has finished (when the plan calls back), then
+        # the plan's result for this push, whatever any callback (ours or forged) said.
+        finishing = asyncio.get_running_loop().time() < push.pushed_at + push.plan.delay
+        if finishing or push.queries <= push.plan.query_processing_times:
             return web.json_response({"requestId": "q", "errorCode": "500.001.1001",
                                       "errorMessage": "The transaction is being processed"}, status=500)
         return web.json_response({"ResponseCode": "0", "ResponseDescription": "accepted",

@@ -217,14 +217,19 @@ async def test_unknown_checkout_id_is_kept_and_alerted(world: MpesaWorld) -> Non
 
 
 async def test_amount_mismatch_is_an_anomaly_not_a_payment(world: MpesaWorld) -> None:
+    """A success callback whose Amount is not the attempt's never settles it, whatever the query says;
+    the attempt stays pending and reconciliation settles it from the query (which confirms the push we
+    made, for the amount we asked)."""
     world.daraja.plan = dj.Plan(amount_override=1)
     order = await world.order()
     await world.pay(order)
     assert await world.state_of(order) == "awaiting_payment"
-    assert (await world.payment()).state == "mismatch"
+    assert (await world.payment()).state == "pending" and world.daraja.pushes[0].queries == 0
     async with world.shop.session_factory() as session:
         alert = (await session.execute(select(Outbox).where(Outbox.kind == "payment_anomaly"))).scalar_one()
-    assert "amount mismatch" in alert.text and order.public_id in alert.text
+    assert "amount mismatch" in alert.text and order.public_id in alert.text and "KES 1," in alert.text
+    await mpesa_flow.reconcile_due(world.shop.session_factory, world.shop.providers["mpesa"], world.shop.settings)
+    assert await world.state_of(order) == "processing" and (await world.payment()).amount == order.total
 
 
 async def test_late_payment_after_expiry_re_reserves_or_is_marked_for_refund(world: MpesaWorld) -> None:
@@ -350,7 +355,7 @@ async def test_callback_adopts_the_oldest_orphan_when_a_retry_left_a_second(worl
 @pytest.mark.pg_only
 @pytest.mark.parametrize("code", [0, 1032])
 async def test_every_callback_replayed_ten_times_concurrently(world: MpesaWorld, code: int) -> None:
-    world.daraja.plan = dj.Plan(no_show=True)
+    world.daraja.plan = dj.Plan(no_show=True, result_code=code)  # the query agrees with the callback
     order = await world.order()
     await world.pay(order)
     body = world.daraja.callback_body(world.daraja.pushes[0], result_code=code)
@@ -576,3 +581,197 @@ async def test_orphan_adopted_even_with_an_overlong_merchant_request_id(world: M
     payment = await world.payment()
     assert payment.state == "paid" and payment.merchant_request_id == "m" * 64
     assert await world.state_of(order) == "processing"
+
+
+# --- a callback is a hint, never proof: the STK query decides ---------------------------------------
+
+
+async def post_callback(world: MpesaWorld, code: int, push: int = 0, **kwargs: Any) -> httpx.Response:
+    body = world.daraja.callback_body(world.daraja.pushes[push], result_code=code)
+    async with httpx.AsyncClient(timeout=30) as http:
+        return await http.post(world.callback_url, json=body, **kwargs)
+
+
+async def anomalies(world: MpesaWorld) -> list[str]:
+    async with world.shop.session_factory() as session:
+        return [o.text for o in (await session.execute(select(Outbox).where(Outbox.kind == "payment_anomaly")
+                                                       .order_by(Outbox.id))).scalars()]
+
+
+async def test_forged_success_while_the_customer_has_not_paid_moves_nothing(world: MpesaWorld) -> None:
+    """The URL leaked: a success callback arrives while the prompt is still on the customer's phone."""
+    world.daraja.plan = dj.Plan(no_show=True, query_processing_times=1000)
+    order = await world.order()
+    await world.pay(order)
+    assert (await post_callback(world, 0)).status_code == 200
+    payment = await world.payment()
+    assert (payment.state, await world.state_of(order)) == ("pending", "awaiting_payment")
+    assert world.daraja.pushes[0].queries == 1  # asked at once, and told "being processed"
+    assert timedelta(seconds=10) < payment.next_check_at - utcnow() <= timedelta(seconds=mpesa_flow.BACKOFF_BASE)
+    assert await world.count(Outbox, Outbox.chat_id == USER) == 0
+    assert await world.count(WebhookEvent, WebhookEvent.event_type == "stk_callback") == 1  # kept, though
+
+
+async def test_forged_success_for_a_prompt_the_customer_cancelled_is_not_paid(world: MpesaWorld) -> None:
+    world.daraja.plan = dj.Plan(no_show=True, result_code=1032)
+    order = await world.order()
+    await world.pay(order)
+    assert (await post_callback(world, 0)).status_code == 200
+    payment = await world.payment()
+    assert (payment.state, payment.result_code) == ("failed", "1032")  # as the query says
+    assert await world.state_of(order) == "awaiting_payment"
+    assert any("callback said ResultCode 0, the STK query says 1032" in a for a in await anomalies(world))
+
+
+@pytest.mark.parametrize("outage", ["http_500", "timeout"])
+async def test_query_unavailable_leaves_it_pending_until_reconciliation(world: MpesaWorld, outage: str) -> None:
+    world.daraja.plan = dj.Plan(no_show=True)  # paid on the phone; Daraja's callback is ours to post
+    order = await world.order()
+    await world.pay(order)
+    if outage == "http_500":
+        world.daraja.query_error = (503, {"errorCode": "503.001.01", "errorMessage": "Service Unavailable"})
+    else:
+        world.daraja.query_delay = mpesa_flow.CALLBACK_QUERY_SECONDS + 2
+    started = asyncio.get_running_loop().time()
+    assert (await post_callback(world, 0)).status_code == 200
+    assert asyncio.get_running_loop().time() - started < mpesa_flow.CALLBACK_QUERY_SECONDS + 1.5  # answered in time
+    payment = await world.payment()
+    assert (payment.state, await world.state_of(order)) == ("pending", "awaiting_payment")
+    assert payment.next_check_at <= utcnow()  # due for reconciliation now
+    world.daraja.query_error, world.daraja.query_delay = None, 0.0
+    assert await mpesa_flow.reconcile_due(world.shop.session_factory, world.shop.providers["mpesa"],
+                                          world.shop.settings) == 1
+    assert await world.state_of(order) == "processing" and (await world.payment()).state == "paid"
+
+
+@pytest.mark.parametrize("finished", ["failed", "superseded", "expired"])
+async def test_success_callback_never_revives_a_finished_attempt(world: MpesaWorld, finished: str) -> None:
+    world.daraja.plan = dj.Plan(no_show=True)  # even were the query to say "paid"
+    order = await world.order()
+    await world.pay(order)
+    async with world.shop.session_factory() as session, session.begin():
+        await session.execute(update(Payment).values(state=finished))
+    assert (await post_callback(world, 0)).status_code == 200
+    assert (await world.payment()).state == finished and await world.state_of(order) == "awaiting_payment"
+    assert await world.count(OrderEvent, OrderEvent.to_state == "processing") == 0
+    (alert,) = await anomalies(world)
+    assert f"already {finished}; not revived" in alert and order.public_id in alert
+    assert world.daraja.pushes[0].queries == 0
+
+
+async def test_real_failure_then_forged_success_is_an_anomaly(world: MpesaWorld) -> None:
+    world.daraja.plan = dj.Plan(result_code=2001)  # Daraja calls back: wrong PIN
+    order = await world.order()
+    await world.pay(order)
+    assert (await world.payment()).state == "failed"
+    assert (await post_callback(world, 0)).status_code == 200
+    assert (await world.payment()).state == "failed" and await world.state_of(order) == "awaiting_payment"
+    assert any("not revived" in a for a in await anomalies(world))
+
+
+@pytest.mark.parametrize("query_says", ["paid", "processing"])
+async def test_forged_failure_does_not_fail_the_attempt(world: MpesaWorld, query_says: str) -> None:
+    world.daraja.plan = dj.Plan(no_show=True, query_processing_times=1000 if query_says == "processing" else 0)
+    order = await world.order()
+    await world.pay(order)
+    assert (await post_callback(world, 1032)).status_code == 200
+    assert await world.count(Outbox, Outbox.kind == "payment_failed") == 0  # the customer is not told "failed"
+    assert (await world.payment()).state == ("paid" if query_says == "paid" else "pending")
+    assert await world.state_of(order) == ("processing" if query_says == "paid" else "awaiting_payment")
+
+
+async def test_a_flood_of_callbacks_queries_daraja_a_few_times_only(world: MpesaWorld) -> None:
+    world.daraja.plan = dj.Plan(no_show=True, query_processing_times=1000)
+    order = await world.order()
+    await world.pay(order)
+    for code in range(1, 9):
+        assert (await post_callback(world, code)).status_code == 200
+    assert world.daraja.pushes[0].queries == mpesa_flow.CALLBACK_QUERIES_PER_ATTEMPT
+    assert (await world.payment()).state == "pending" and await world.state_of(order) == "awaiting_payment"
+
+
+async def test_forged_callback_cannot_hijack_an_orphaned_attempt(world: MpesaWorld) -> None:
+    """Phone and amount of a callback are the sender's word: an invented CheckoutRequestID with the
+    orphan's phone and amount is not adopted (the query does not confirm it); the real one still is."""
+    order, orphan = await paid_push_whose_ids_were_lost(world)
+    forged = world.daraja.callback_body(world.daraja.pushes[0], result_code=0)
+    forged["Body"]["stkCallback"]["CheckoutRequestID"] = "ws_CO_forged_000001"
+    async with httpx.AsyncClient() as http:
+        assert (await http.post(world.callback_url, json=forged)).status_code == 200
+    payment = await world.payment()
+    assert (payment.state, payment.checkout_request_id) == ("pending", None)
+    assert await world.state_of(order) == "awaiting_payment"
+    assert any("ws_CO_forged_000001" in a and "not adopted" in a for a in await anomalies(world))
+    await success_callback(world)  # Daraja's own callback: confirmed by the query, adopted, paid
+    payment = await world.payment()
+    assert (payment.state, payment.checkout_request_id) == ("paid", world.daraja.pushes[0].checkout_id)
+    assert await world.state_of(order) == "processing"
+
+
+async def test_orphan_hint_left_unresolved_by_a_crash_is_taken_up_by_the_retry(world: MpesaWorld) -> None:
+    """We died after storing an orphan's callback, before its query: Daraja's retry is a duplicate
+    of a stored event, yet the adoption must still happen (else the money is lost)."""
+    order, _ = await paid_push_whose_ids_were_lost(world)
+    async with world.shop.session_factory() as session, session.begin():
+        session.add(WebhookEvent(provider="mpesa", event_id=f"{world.daraja.pushes[0].checkout_id}:0",
+                                 event_type="stk_callback", status=mpesa_flow.UNRESOLVED, payload={}))
+    await success_callback(world)
+    assert await world.state_of(order) == "processing" and (await world.payment()).state == "paid"
+    await success_callback(world)  # now a plain duplicate
+    assert world.daraja.pushes[0].queries == 1
+
+
+# --- who may call: MPESA_ALLOWED_NETWORKS, TRUSTED_PROXIES, CLIENT_IP_HEADER ---------------------------
+
+
+@pytest.mark.parametrize("networks,proxies,forwarded,status", [
+    ("10.0.0.0/8", "", None, 403),  # the peer (127.0.0.1) is outside
+    ("198.51.100.0/24", "", "198.51.100.7", 403),  # a header from a peer that is no proxy of ours: ignored
+    ("127.0.0.0/8, 198.51.100.0/24", "", None, 200),
+    ("198.51.100.0/24", "127.0.0.1/32", "198.51.100.7", 200),  # through our proxy
+    ("198.51.100.0/24", "127.0.0.1/32,10.0.0.0/8", "203.0.113.5, 198.51.100.7, 10.1.2.3", 200),
+    ("198.51.100.0/24", "127.0.0.1/32", "198.51.100.7, 203.0.113.5", 403),  # the client prepended a lie
+    ("198.51.100.0/24", "127.0.0.1/32", "not-an-address", 403),
+])
+async def test_allowed_networks_and_trusted_proxies(engine, botapi, networks: str, proxies: str,  # type: ignore[no-untyped-def]
+                                                    forwarded: str | None, status: int) -> None:
+    async with open_world(engine, botapi, mpesa_allowed_networks=networks, trusted_proxies=proxies) as w:
+        w.daraja.plan = dj.Plan(no_show=True)
+        order = await w.order()
+        await w.pay(order)
+        headers = {"X-Forwarded-For": forwarded} if forwarded else {}
+        r = await post_callback(w, 0, headers=headers)
+        assert r.status_code == status
+        assert await w.count(WebhookEvent) == (0 if status == 403 else 1)
+        assert await w.state_of(order) == ("awaiting_payment" if status == 403 else "processing")
+
+
+async def test_client_address_header_name_is_configurable(engine, botapi) -> None:  # type: ignore[no-untyped-def]
+    async with open_world(engine, botapi, mpesa_allowed_networks="198.51.100.0/24", trusted_proxies="127.0.0.1",
+                          client_ip_header="X-Real-IP") as w:
+        w.daraja.plan = dj.Plan(no_show=True)
+        order = await w.order()
+        await w.pay(order)
+        assert (await post_callback(w, 0, headers={"X-Forwarded-For": "198.51.100.7"})).status_code == 403
+        assert (await post_callback(w, 0, headers={"X-Real-IP": "198.51.100.7"})).status_code == 200
+
+
+# --- no flooding a stranger's phone with prompts ------------------------------------------------------
+
+
+async def test_prompts_to_one_phone_are_limited_across_customers(engine, botapi) -> None:  # type: ignore[no-untyped-def]
+    async with open_world(engine, botapi, mpesa_prompts_per_phone_per_hour=2) as w:
+        w.daraja.plan = dj.Plan(result_code=1032)  # each prompt is declined on the phone
+        mine = await w.order(phone="254711000222")
+        await w.pay(mine)
+        await w.shop.press(USER, f"pay:m:{mine.public_id}")  # try again: the second prompt
+        await w.daraja.settle()
+        other = USER + 40  # another customer types the same number
+        theirs = await w.order(customer=other, phone="254711000222")
+        await w.shop.send(other, "/start")
+        reply = await w.shop.press(other, f"pay:m:{theirs.public_id}")
+        assert "too many M-Pesa prompts" in reply.text and "254711000222" not in reply.text
+        assert len(w.daraja.pushes) == 2 and await w.count(Payment) == 2
+        reply = await w.shop.send(other, "0722 000 333")  # another number works
+        await w.daraja.settle()
+        assert "Check your phone (2547*****333)" in reply.text and len(w.daraja.pushes) == 3

@@ -29,7 +29,11 @@ log = logging.getLogger(__name__)
 
 PENDING, PAID, FAILED, SUPERSEDED, EXPIRED = "pending", "paid", "failed", "superseded", "expired"
 REFUND_DUE, REFUNDED, MISMATCH = "refund_due", "refunded", "mismatch"
-UNSETTLED = (PENDING, FAILED, SUPERSEDED, EXPIRED)  # a success may still arrive for these
+# A *proven* success may still settle these (settle_paid): a signed Stripe event, or Daraja's STK
+# query answering ResultCode 0 (the attempt may have timed out here meanwhile). An M-Pesa callback
+# proves nothing: mpesa_flow only queries on behalf of a callback for a PENDING attempt and reports a
+# success callback for a finished one as an anomaly (never revived by the callback alone).
+UNSETTLED = (PENDING, FAILED, SUPERSEDED, EXPIRED)
 
 
 class PaymentNotAllowed(DomainError):

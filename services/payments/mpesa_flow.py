@@ -2,9 +2,13 @@
 
 Money rules kept here: the payment row exists before the customer is told to check their phone; a
 second prompt is not sent while one is still live, and an older one is confirmed by STK query (paid →
-settled, failed → superseded) before a new one goes out (no double charge); a callback is stored once by
-(CheckoutRequestID, ResultCode) and settles through `common.settle_*` only; a success whose amount is
-unusable or whose payer is not the prompted phone is held for the STK query, with an admin alert.
+settled, failed → superseded) before a new one goes out (no double charge); one phone number gets at
+most `mpesa_prompts_per_phone_per_hour` prompts, whoever asks (the shop is no tool to flood a stranger's
+phone). A callback is stored once by (CheckoutRequestID, ResultCode) and is only a hint: Daraja does not
+sign it, so an attempt moves only as the STK query for that CheckoutRequestID says (asked at once,
+briefly; otherwise by reconciliation), never on the callback's word; a success whose amount is not the
+attempt's or whose payer is not the prompted phone is held for reconciliation, with an admin alert; a
+success for an attempt that already failed or was superseded is an admin alert, never a revival.
 """
 from __future__ import annotations
 
@@ -13,12 +17,14 @@ import logging
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, text, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.config import Settings
-from db.models import Order, Payment, utcnow
+from db.models import Order, Payment, WebhookEvent, utcnow
 from services.errors import DomainError
+from services.locks import lock_key
 from services.money import whole_units_up
 from services.payments import common
 from services.payments.mpesa import MpesaClient, MpesaError, StillProcessing, StkStatus
@@ -31,6 +37,10 @@ PUSH_IN_FLIGHT = timedelta(seconds=15)  # an attempt without ids younger than th
 FINAL_TIMEOUT = timedelta(minutes=3)  # no final answer by then: the attempt failed (timed out)
 BACKOFF_BASE = 15  # seconds before re-asking after "still processing", doubling each time
 MAX_BACKOFF = 120  # seconds between STK queries at most (the query is rate limited)
+CALLBACK_QUERY_SECONDS = 3.0  # the STK query a callback triggers, at most (Daraja wants a quick answer)
+CALLBACK_QUERIES_PER_ATTEMPT = 3  # callbacks beyond these for one attempt leave the query to reconciliation
+UNRESOLVED = "received"  # webhook event status of an orphan hint whose query has not been answered yet
+HOUR = timedelta(hours=1)
 
 REASONS = {
     "1032": "mpesa.reason.cancelled", "2001": "mpesa.reason.wrong_pin", "1": "mpesa.reason.insufficient",
@@ -51,6 +61,11 @@ def reason_key(code: str) -> str:
 
 class PromptStillLive(DomainError):
     key = "mpesa.prompt_live"
+
+
+class PhonePromptLimit(DomainError):
+    """This phone number had its share of prompts this hour (from any customer): wait, or use another."""
+    key = "mpesa.phone_limit"
 
 
 class NotKenyanPhone(DomainError):
@@ -79,6 +94,7 @@ async def start_stk(session_factory: async_sessionmaker[AsyncSession], client: M
         live = [p for p in await common.pending_attempts(session, order.id, PROVIDER) if _live(p)]
         if live:
             raise PromptStillLive(order=order.public_id)
+        await _within_phone_limit(session, msisdn, settings)
         payment = await common.create_attempt(
             session, order, PROVIDER, phone=msisdn,
             next_check_at=utcnow() + timedelta(seconds=settings.mpesa_query_after_seconds))
@@ -99,6 +115,20 @@ async def start_stk(session_factory: async_sessionmaker[AsyncSession], client: M
     payment.checkout_request_id = accepted.checkout_request_id
     log.info("mpesa.push_sent", extra={"order": reference, "payment": payment.id, "phone": mask_phone(msisdn)})
     return payment
+
+
+async def _within_phone_limit(session: AsyncSession, msisdn: str, settings: Settings) -> None:
+    """Refuse a prompt to a number that had `mpesa_prompts_per_phone_per_hour` in the last hour, across
+    all customers and orders: anyone can type any number, and each prompt buzzes that phone. Every
+    attempt counts, pending or finished. On PostgreSQL a transaction-scoped advisory lock per number
+    makes concurrent presses count one after the other; SQLite runs a single process."""
+    if session.bind.dialect.name == "postgresql":
+        await session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": lock_key(f"mpesa-phone:{msisdn}")})
+    recent = (await session.execute(select(func.count(Payment.id)).where(
+        Payment.provider == PROVIDER, Payment.phone == msisdn, Payment.created_at > utcnow() - HOUR))).scalar_one()
+    if recent >= settings.mpesa_prompts_per_phone_per_hour:
+        log.warning("mpesa.phone_limit", extra={"phone": mask_phone(msisdn), "recent": recent})
+        raise PhonePromptLimit()
 
 
 async def _retire(session_factory: async_sessionmaker[AsyncSession], client: MpesaClient, payment_id: int,
@@ -184,30 +214,128 @@ def _msisdn(value: Any) -> str | None:
     return text if text.isdigit() and len(text) == 12 else None
 
 
-async def handle_callback(session_factory: async_sessionmaker[AsyncSession], payload: Any, settings: Settings) -> str:
-    """Store and apply one Daraja callback. Returns the outcome; raises BadCallback for junk."""
+async def handle_callback(session_factory: async_sessionmaker[AsyncSession], payload: Any, settings: Settings,
+                          client: MpesaClient | None = None) -> str:
+    """Store one Daraja callback, then treat it as a hint: Daraja does not sign callbacks and the URL's
+    token leaks easily, so nothing moves until the STK query for that CheckoutRequestID (asked here,
+    within CALLBACK_QUERY_SECONDS) agrees. When the query cannot answer now the attempt stays pending,
+    due for reconciliation, which settles it from the query alone. Returns the outcome; raises
+    BadCallback for junk."""
     cb = parse_callback(payload)
     await _await_ids(session_factory, cb["checkout_id"])
     async with session_factory() as session, session.begin():
-        stored = await common.record_event(session, PROVIDER, f"{cb['checkout_id']}:{cb['code']}", "stk_callback",
-                                           payload)
-        if stored is None:
-            return "duplicate"
-        payment = (await session.execute(
-            select(Payment).where(Payment.checkout_request_id == cb["checkout_id"]))).unique().scalar_one_or_none()
-        if payment is None:
-            payment = await _adopt_orphan(session, cb)
-        if payment is None:
+        verdict, payment_id = await _take_callback(session, cb, payload, settings)
+    if verdict not in ("query", "orphan"):
+        return verdict
+    status = await _query_briefly(client, cb["checkout_id"])
+    async with session_factory() as session, session.begin():
+        if verdict == "orphan":
+            return await _adopt_confirmed(session, cb, status, payload, settings)
+        payment = await session.get(Payment, payment_id)
+        assert payment is not None
+        return await _apply_hint(session, payment, cb, status, payload, settings)
+
+
+async def _take_callback(session: AsyncSession, cb: dict[str, Any], payload: Any,
+                         settings: Settings) -> tuple[str, int | None]:
+    """Store the callback (once) and decide what it may lead to: "query" (a pending attempt: due for
+    its check now, so a crash before the query leaves it to reconciliation), "orphan", or a final
+    outcome (duplicate, unknown, anomaly, pending)."""
+    stored = await common.record_event(session, PROVIDER, f"{cb['checkout_id']}:{cb['code']}", "stk_callback",
+                                       payload)
+    if stored is None:  # a repeat; only an orphan hint a crash left unresolved is worth another look
+        earlier = (await session.execute(select(WebhookEvent.status).where(
+            WebhookEvent.provider == PROVIDER,
+            WebhookEvent.event_id == f"{cb['checkout_id']}:{cb['code']}"))).scalar_one_or_none()
+        return ("orphan", None) if earlier == UNRESOLVED else ("duplicate", None)
+    payment = (await session.execute(
+        select(Payment).where(Payment.checkout_request_id == cb["checkout_id"]))).unique().scalar_one_or_none()
+    if payment is None:
+        if cb["code"] == "0" and await _orphans(session, cb):
+            stored.status = UNRESOLVED  # processed once the query has confirmed (or not) the adoption
+            return "orphan", None
+        await _unknown(session, cb, payload, settings, "")
+        return "unknown", None
+    stored.payment_id = payment.id
+    if payment.state != common.PENDING:
+        if cb["code"] == "0" and payment.state not in (common.PAID, common.REFUND_DUE, common.REFUNDED):
+            await common.record_anomaly(
+                session, settings.admin_chat_id, provider=PROVIDER, event_id=f"not_revived:{payment.id}",
+                event_type="success_after_final", payload=payload, payment=payment,
+                detail=f"success callback for an attempt already {payment.state}; not revived, the order does "
+                       f"not move — check the M-Pesa statement for {cb['checkout_id']}")
+            return "anomaly", None
+        return "duplicate", None  # a late failure, or news about a settled attempt: nothing to do
+    await session.execute(update(Payment).where(Payment.id == payment.id, Payment.state == common.PENDING)
+                          .values(next_check_at=utcnow()))
+    if cb["code"] == "0":
+        problem = _suspect(payment, cb["items"])
+        if problem is not None:
             await common.record_anomaly(session, settings.admin_chat_id, provider=PROVIDER,
-                                        event_id=f"unknown:{cb['checkout_id']}", event_type="unknown_attempt",
-                                        detail=f"callback for unknown CheckoutRequestID {cb['checkout_id']} "
-                                               f"(ResultCode {cb['code']})", payload=payload)
-            return "unknown"
-        stored.payment_id = payment.id
-        if cb["code"] != "0":
-            return await common.settle_failed(session, payment, code=cb["code"], desc=cb["desc"],
-                                              reason_key=reason_key(cb["code"]), raw=payload)
-        return await _settle_success(session, payment, cb["items"], payload, settings)
+                                        event_id=f"suspect:{payment.id}", event_type="suspect_success",
+                                        detail=f"{problem}; left pending for the STK query", payload=payload,
+                                        payment=payment)
+            return "anomaly", None
+    hints = (await session.execute(select(func.count(WebhookEvent.id)).where(
+        WebhookEvent.payment_id == payment.id, WebhookEvent.event_type == "stk_callback"))).scalar_one()
+    if hints > CALLBACK_QUERIES_PER_ATTEMPT:  # the query is rate limited: a flood is left to reconciliation
+        return "pending", None
+    return "query", payment.id
+
+
+def _suspect(payment: Payment, items: dict[str, Any]) -> str | None:
+    """Why a success callback cannot settle this attempt even if the query agrees, or None."""
+    whole, payer = _whole_shillings(items.get("Amount")), _msisdn(items.get("PhoneNumber"))
+    if whole is None:
+        return "success callback without a usable Amount"
+    if whole != whole_units_up(payment.amount):  # we charged whole shillings, rounded up
+        return (f"amount mismatch: the callback says KES {whole}, the attempt asked for "
+                f"KES {whole_units_up(payment.amount)}")
+    if payer and payment.phone and payer != payment.phone:
+        return f"paid from {mask_phone(payer)}, the prompt went to {mask_phone(payment.phone)}"
+    return None
+
+
+async def _query_briefly(client: MpesaClient | None, checkout_id: str) -> StkStatus | str:
+    """The STK query for a callback, bounded so Daraja gets its answer in time (it retries on a slow or
+    non-2xx one): the final status, or "processing" / "unavailable"."""
+    if client is None:
+        return "unavailable"
+    try:
+        return await asyncio.wait_for(client.stk_query(checkout_id), CALLBACK_QUERY_SECONDS)
+    except StillProcessing:
+        return "processing"
+    except (MpesaError, asyncio.TimeoutError) as exc:
+        log.info("mpesa.callback_query_unavailable", extra={"checkout": checkout_id,
+                                                            "code": getattr(exc, "code", "timeout")})
+        return "unavailable"
+
+
+async def _apply_hint(session: AsyncSession, payment: Payment, cb: dict[str, Any], status: StkStatus | str,
+                      payload: Any, settings: Settings) -> str:
+    """Settle a pending attempt as the query says; the callback only adds its receipt number. Without a
+    final answer the attempt stays pending (re-checked soon when Daraja is still processing it)."""
+    if isinstance(status, str):
+        if status == "processing":
+            await session.execute(update(Payment).where(Payment.id == payment.id, Payment.state == common.PENDING)
+                                  .values(next_check_at=utcnow() + timedelta(seconds=BACKOFF_BASE)))
+        return "pending"
+    if (cb["code"] == "0") != (status.result_code == "0"):
+        await common.record_anomaly(
+            session, settings.admin_chat_id, provider=PROVIDER, event_type="callback_contradicted",
+            event_id=f"contradicted:{cb['checkout_id']}:{cb['code']}", payload=payload, payment=payment,
+            detail=f"callback said ResultCode {cb['code']}, the STK query says {status.result_code}; "
+                   "the query's answer was applied")
+    if status.result_code == "0":
+        receipt = (str(cb["items"].get("MpesaReceiptNumber") or "")[:64] or None) if cb["code"] == "0" else None
+        return await common.settle_paid(session, payment, amount=payment.amount, currency=payment.currency,
+                                        reference=receipt or payment.receipt_number,
+                                        raw=payload if receipt else {"query": status.raw, "callback": payload},
+                                        actor="system:mpesa", admin_chat_id=settings.admin_chat_id,
+                                        low_stock_threshold=settings.low_stock_threshold)
+    return await common.settle_failed(session, payment, code=status.result_code, desc=status.result_desc,
+                                      reason_key=reason_key(status.result_code),
+                                      raw={"query": status.raw, "callback": payload})
 
 
 async def _await_ids(session_factory: async_sessionmaker[AsyncSession], checkout_id: str,
@@ -227,51 +355,79 @@ async def _await_ids(session_factory: async_sessionmaker[AsyncSession], checkout
         await asyncio.sleep(0.05)
 
 
-async def _adopt_orphan(session: AsyncSession, cb: dict[str, Any]) -> Payment | None:
+async def _orphans(session: AsyncSession, cb: dict[str, Any]) -> list[Payment]:
     """A crash between Daraja accepting the push and us storing its CheckoutRequestID leaves a pending
-    attempt without ids. A success callback names the payer's phone and amount: the orphans that match
-    are that attempt. After a crash the customer's retry can leave a second orphan of the same order
-    for a moment (its own push in flight); the money is for that order either way, so the oldest is
-    adopted. Orphans of different orders with the same phone and amount are left to the admins."""
+    attempt without ids. A success callback names the payer's phone and amount: the pending orphans
+    that match are that attempt (oldest first). After a crash the customer's retry can leave a second
+    orphan of the same order for a moment (its own push in flight); the money is for that order either
+    way. Orphans of different orders with the same phone and amount are left to the admins ([])."""
     items = cb["items"]
     phone, whole = _msisdn(items.get("PhoneNumber")), _whole_shillings(items.get("Amount"))
     if phone is None or whole is None:
-        return None
+        return []
     orphans = [p for p in (await session.execute(
         select(Payment).where(Payment.provider == PROVIDER, Payment.checkout_request_id.is_(None),
-                              Payment.phone == phone, Payment.state.in_(common.UNSETTLED))
+                              Payment.phone == phone, Payment.state == common.PENDING)
         .order_by(Payment.created_at, Payment.id))).unique().scalars()
                if whole_units_up(p.amount) == whole]
-    if not orphans or len({p.order_id for p in orphans}) != 1:
-        return None
-    orphan = orphans[0]
-    orphan.checkout_request_id, orphan.merchant_request_id = cb["checkout_id"], cb["merchant_id"]
-    await session.flush()
-    log.warning("mpesa.orphan_adopted", extra={"payment": orphan.id, "candidates": len(orphans)})
-    return orphan
+    return orphans if len({p.order_id for p in orphans}) == 1 else []
 
 
-async def _settle_success(session: AsyncSession, payment: Payment, items: dict[str, Any], raw: Any,
-                          settings: Settings) -> str:
-    whole = _whole_shillings(items.get("Amount"))
-    payer = _msisdn(items.get("PhoneNumber"))
-    problem = ("success callback without a usable Amount" if whole is None else
-               f"paid from {mask_phone(payer)}, the prompt went to {mask_phone(payment.phone)}"
-               if payer and payment.phone and payer != payment.phone else None)
-    if problem is not None:
-        # Uncertain: keep it pending and let the STK query (due now) decide.
-        await session.execute(update(Payment).where(Payment.id == payment.id, Payment.state == common.PENDING)
-                              .values(next_check_at=utcnow()))
-        await common.record_anomaly(session, settings.admin_chat_id, provider=PROVIDER,
-                                    event_id=f"suspect:{payment.id}", event_type="suspect_success",
-                                    detail=f"{problem}; left pending for the STK query", payload=raw, payment=payment)
-        return "anomaly"
-    # We charged whole shillings (rounded up): the expected amount is the attempt's, in those units.
-    paid_minor = payment.amount if whole == whole_units_up(payment.amount) else whole * 100
-    receipt = str(items.get("MpesaReceiptNumber") or "")[:64] or None
-    return await common.settle_paid(session, payment, amount=paid_minor, currency="KES", reference=receipt, raw=raw,
-                                    actor="system:mpesa", admin_chat_id=settings.admin_chat_id,
-                                    low_stock_threshold=settings.low_stock_threshold)
+async def _adopt_confirmed(session: AsyncSession, cb: dict[str, Any], status: StkStatus | str, payload: Any,
+                           settings: Settings) -> str:
+    """Adopt an orphan only once the STK query confirms the callback's CheckoutRequestID was paid. Phone
+    and amount in a callback are the sender's word: without the query, anyone holding the URL could
+    pin an invented id on a customer's orphaned attempt (and its real callback would then find no
+    attempt). Every STK push on our shortcode is one we made, so a paid id we do not know is an
+    orphan's; without a final "paid" answer now it is left to the admins (the orphan stays pending)."""
+    if isinstance(status, str) or status.result_code != "0":
+        said = status if isinstance(status, str) else f"ResultCode {status.result_code}"
+        await _unknown(session, cb, payload, settings, f"; not adopted, the STK query says {said}")
+        await _resolved(session, cb, None)
+        return "unknown"
+    known = (await session.execute(
+        select(Payment).where(Payment.checkout_request_id == cb["checkout_id"]))).unique().scalar_one_or_none()
+    orphans = await _orphans(session, cb) if known is None else []
+    if known is None and not orphans:
+        await _unknown(session, cb, payload, settings, "; paid per the STK query, no pending attempt matches")
+        await _resolved(session, cb, None)
+        return "unknown"
+    payment = known or orphans[0]
+    if known is None:
+        try:
+            async with session.begin_nested():
+                claimed = await session.execute(
+                    update(Payment).where(Payment.id == payment.id, Payment.checkout_request_id.is_(None),
+                                          Payment.state == common.PENDING)
+                    .values(checkout_request_id=cb["checkout_id"], merchant_request_id=cb["merchant_id"])
+                    .execution_options(synchronize_session=False))
+        except IntegrityError:  # another process adopted an orphan for this id at the same moment
+            claimed = None
+        if claimed is None or claimed.rowcount != 1:
+            await _resolved(session, cb, None)
+            if (await session.execute(select(Payment.id).where(Payment.checkout_request_id == cb["checkout_id"]))
+                    ).first() is not None:
+                return "duplicate"  # adopted by a concurrent delivery of this callback
+            await _unknown(session, cb, payload, settings, "; paid per the STK query, its orphan changed meanwhile")
+            return "unknown"
+        await session.refresh(payment)
+        log.warning("mpesa.orphan_adopted", extra={"payment": payment.id, "candidates": len(orphans)})
+    await _resolved(session, cb, payment.id)
+    return await _apply_hint(session, payment, cb, status, payload, settings)
+
+
+async def _resolved(session: AsyncSession, cb: dict[str, Any], payment_id: int | None) -> None:
+    """The orphan hint has had its query: a repeat of this callback is now a plain duplicate."""
+    await session.execute(update(WebhookEvent).where(
+        WebhookEvent.provider == PROVIDER, WebhookEvent.event_id == f"{cb['checkout_id']}:{cb['code']}")
+        .values(status="processed", payment_id=payment_id).execution_options(synchronize_session=False))
+
+
+async def _unknown(session: AsyncSession, cb: dict[str, Any], payload: Any, settings: Settings, note: str) -> None:
+    await common.record_anomaly(session, settings.admin_chat_id, provider=PROVIDER,
+                                event_id=f"unknown:{cb['checkout_id']}", event_type="unknown_attempt",
+                                detail=f"callback for unknown CheckoutRequestID {cb['checkout_id']} "
+                                       f"(ResultCode {cb['code']}){note}", payload=payload)
 
 
 async def query_and_settle(session_factory: async_sessionmaker[AsyncSession], client: MpesaClient, payment_id: int,
@@ -315,7 +471,7 @@ async def _fail_or_back_off(session_factory: async_sessionmaker[AsyncSession], p
         assert payment is not None
         if payment.checkout_request_id is None and now - created >= PROMPT_LIFETIME:
             # The push was never confirmed (we died around it): any prompt has lapsed by now. A late
-            # success callback still settles it (adopted by phone and amount).
+            # success callback for it is an anomaly for the admins (a failed attempt is not revived).
             return await common.settle_failed(session, payment, code="push_unconfirmed", raw=None,
                                               desc="no CheckoutRequestID stored", reason_key=reason_key("timeout"))
         if now - created >= FINAL_TIMEOUT:
