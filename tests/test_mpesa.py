@@ -775,3 +775,36 @@ async def test_prompts_to_one_phone_are_limited_across_customers(engine, botapi)
         reply = await w.shop.send(other, "0722 000 333")  # another number works
         await w.daraja.settle()
         assert "Check your phone (2547*****333)" in reply.text and len(w.daraja.pushes) == 3
+
+
+async def test_query_outage_past_the_final_timeout_keeps_a_paid_attempt_pending(world: MpesaWorld) -> None:
+    """Daraja's query unreachable for longer than FINAL_TIMEOUT proves nothing about the payment: the
+    attempt stays pending (a paid customer's order is not turned into an admin anomaly) and settles
+    when the query answers; only after QUERY_GIVE_UP is it closed, with the admins asked to check."""
+    world.daraja.plan = dj.Plan(no_show=True)  # the customer paid; no callback reaches us
+    order = await world.order()
+    await world.pay(order)
+    client, settings, factory = world.shop.providers["mpesa"], world.shop.settings, world.shop.session_factory
+    created = (await world.payment()).created_at
+    world.daraja.query_error = (503, {"errorCode": "503.001.01", "errorMessage": "Service Unavailable"})
+    for minutes in (1, 4, 10):
+        assert await mpesa_flow.reconcile_due(factory, client, settings, created + timedelta(minutes=minutes)) == 0
+        assert (await world.payment()).state == "pending"
+    world.daraja.query_error = None
+    assert await mpesa_flow.reconcile_due(factory, client, settings, created + timedelta(minutes=20)) == 1
+    assert (await world.payment()).state == "paid" and await world.state_of(order) == "processing"
+
+
+async def test_query_outage_for_a_day_closes_the_attempt_and_tells_the_admins(world: MpesaWorld) -> None:
+    world.daraja.plan = dj.Plan(no_show=True)
+    order = await world.order()
+    await world.pay(order)
+    client, settings, factory = world.shop.providers["mpesa"], world.shop.settings, world.shop.session_factory
+    created = (await world.payment()).created_at
+    world.daraja.query_error = (503, {"errorCode": "503.001.01", "errorMessage": "Service Unavailable"})
+    await mpesa_flow.reconcile_due(factory, client, settings, created + mpesa_flow.QUERY_GIVE_UP - timedelta(minutes=1))
+    assert (await world.payment()).state == "pending"
+    await mpesa_flow.reconcile_due(factory, client, settings, created + mpesa_flow.QUERY_GIVE_UP + timedelta(minutes=1))
+    payment = await world.payment()
+    assert (payment.state, payment.result_code) == ("failed", "unconfirmed")
+    assert any("could not be reached" in a and order.public_id in a for a in await anomalies(world))

@@ -35,6 +35,9 @@ PROVIDER = "mpesa"
 PROMPT_LIFETIME = timedelta(seconds=90)  # an STK prompt younger than this may still be answered
 PUSH_IN_FLIGHT = timedelta(seconds=15)  # an attempt without ids younger than this is still being pushed
 FINAL_TIMEOUT = timedelta(minutes=3)  # no final answer by then: the attempt failed (timed out)
+# Daraja's query itself unreachable: the customer may well have paid, so the attempt waits this long
+# for an answer before the admins are asked to check the statement (a failed attempt is never revived).
+QUERY_GIVE_UP = timedelta(hours=24)
 BACKOFF_BASE = 15  # seconds before re-asking after "still processing", doubling each time
 MAX_BACKOFF = 120  # seconds between STK queries at most (the query is rate limited)
 CALLBACK_QUERY_SECONDS = 3.0  # the STK query a callback triggers, at most (Daraja wants a quick answer)
@@ -443,9 +446,13 @@ async def query_and_settle(session_factory: async_sessionmaker[AsyncSession], cl
         return await _fail_or_back_off(session_factory, payment_id, now, created, attempts, settings)
     try:
         status = await client.stk_query(checkout_id)
-    except (StillProcessing, MpesaError) as exc:
+    except StillProcessing as exc:
         log.info("mpesa.query_pending", extra={"payment": payment_id, "code": exc.code})
         return await _fail_or_back_off(session_factory, payment_id, now, created, attempts, settings)
+    except MpesaError as exc:
+        log.info("mpesa.query_unavailable", extra={"payment": payment_id, "code": exc.code})
+        return await _fail_or_back_off(session_factory, payment_id, now, created, attempts, settings,
+                                       answered=False)
     return await _apply_status(session_factory, payment_id, status, settings)
 
 
@@ -465,7 +472,12 @@ async def _apply_status(session_factory: async_sessionmaker[AsyncSession], payme
 
 
 async def _fail_or_back_off(session_factory: async_sessionmaker[AsyncSession], payment_id: int, now: datetime,
-                            created: datetime, attempts: int, settings: Settings) -> str:
+                            created: datetime, attempts: int, settings: Settings, *, answered: bool = True) -> str:
+    """No final answer yet: ask again later, or give up at the deadline. Daraja answering "still
+    processing" for FINAL_TIMEOUT means the prompt lapsed; a query that could not be made at all
+    (`answered=False`) proves nothing, so that attempt stays pending until QUERY_GIVE_UP and then
+    goes to the admins, because the customer may have paid meanwhile."""
+    deadline = created + (FINAL_TIMEOUT if answered else QUERY_GIVE_UP)
     async with session_factory() as session, session.begin():
         payment = await session.get(Payment, payment_id)
         assert payment is not None
@@ -474,14 +486,20 @@ async def _fail_or_back_off(session_factory: async_sessionmaker[AsyncSession], p
             # success callback for it is an anomaly for the admins (a failed attempt is not revived).
             return await common.settle_failed(session, payment, code="push_unconfirmed", raw=None,
                                               desc="no CheckoutRequestID stored", reason_key=reason_key("timeout"))
-        if now - created >= FINAL_TIMEOUT:
-            return await common.settle_failed(session, payment, code="timeout", desc="no final answer from M-Pesa",
-                                              reason_key=reason_key("timeout"), raw=None)
+        if now >= deadline:
+            if not answered:
+                await common.record_anomaly(
+                    session, settings.admin_chat_id, provider=PROVIDER, event_id=f"unconfirmed:{payment.id}",
+                    event_type="query_unavailable", payload=None, payment=payment,
+                    detail=f"Daraja's STK query could not be reached for {QUERY_GIVE_UP}; the attempt is closed "
+                           f"as unconfirmed — check the M-Pesa statement for {payment.checkout_request_id}")
+            return await common.settle_failed(session, payment, code="timeout" if answered else "unconfirmed",
+                                              desc="no final answer from M-Pesa", reason_key=reason_key("timeout"),
+                                              raw=None)
         delay = min(BACKOFF_BASE * 2 ** min(attempts, 16), MAX_BACKOFF)
-        # Exponential, capped, and never past the final timeout (so it fires on time).
+        # Exponential, capped, and never past the deadline (so it fires on time).
         payment.query_attempts = attempts + 1
-        payment.next_check_at = max(min(now + timedelta(seconds=delay), created + FINAL_TIMEOUT),
-                                    now + timedelta(seconds=1))
+        payment.next_check_at = max(min(now + timedelta(seconds=delay), deadline), now + timedelta(seconds=1))
         return "pending"
 
 
