@@ -60,7 +60,9 @@ async def test_webhook_mode_without_a_configured_secret_still_demands_one(engine
             forged = await http.post("/telegram", json=forged_admin_update(1, f"/restock {SKU} 500"))
             guessed = await http.post("/telegram", json=forged_admin_update(2, f"/restock {SKU} 500"),
                                       headers={"X-Telegram-Bot-Api-Secret-Token": "guess"})
-            assert (forged.status_code, guessed.status_code) == (401, 401)
+            odd = await http.post("/telegram", json=forged_admin_update(4, f"/restock {SKU} 500"),
+                                  headers={"X-Telegram-Bot-Api-Secret-Token": "sécret-é".encode()})
+            assert (forged.status_code, guessed.status_code, odd.status_code) == (401, 401, 401)
             assert await stock_of(harness, SKU) == before
             real = await http.post("/telegram", json=forged_admin_update(3, f"/restock {SKU} 5"),
                                    headers={"X-Telegram-Bot-Api-Secret-Token": serve.webhook_secret(harness.settings)})
