@@ -190,3 +190,40 @@ async def test_import_in_file_order_and_checkout_in_id_order_do_not_deadlock(ses
         await inventory.reserve(checkout, await checkout.get(Product, b), 1)
     assert await asyncio.wait_for(importing, 10) == (0, 2)
     assert await stock_of(session_factory, a) == (4, 1, 0) and await stock_of(session_factory, b) == (7, 1, 0)
+
+
+# --- settlement against cancel: one lock order, order row before payment row -------------------------
+
+
+@pytest.mark.pg_only
+async def test_a_settlement_waits_for_a_cancel_holding_the_order_instead_of_deadlocking(session_factory) -> None:  # type: ignore[no-untyped-def]
+    """A cancel (or expiry, or link replacement) locks the order, then its payments; a webhook settling
+    one of those payments meanwhile must queue behind the order lock, not hold the payment row and
+    wait for the order (PostgreSQL would abort one of the two as a deadlock)."""
+    from sqlalchemy import text
+
+    from db.models import Payment
+    from services.payments import common
+
+    product = await make_product(session_factory, "DL-1", stock=5)
+    public_id = (await make_order(session_factory, 1, [(product, 1)])).public_id
+    async with session_factory() as session, session.begin():
+        order = await order_service.get_order(session, public_id)
+        payment_id = (await common.create_attempt(session, order, "stripe")).id
+
+    async def settle() -> str:
+        async with session_factory() as session, session.begin():
+            payment = await session.get(Payment, payment_id)
+            assert payment is not None
+            return await common.settle_paid(session, payment, amount=payment.amount, currency=payment.currency,
+                                            reference="pi_1", raw=None, actor="system:stripe", admin_chat_id=None)
+
+    async with session_factory() as canceller, canceller.begin():
+        await canceller.execute(text("SET LOCAL lock_timeout = '3s'"))
+        await order_service.get_order(canceller, public_id, for_update=True)  # the cancel's claim
+        webhook = asyncio.create_task(settle())
+        await asyncio.sleep(0.3)  # the webhook is now waiting for something
+        locked = (await canceller.execute(select(Payment.id).where(Payment.id == payment_id)
+                                          .with_for_update())).scalar_one()  # then the cancel's payments
+        assert locked == payment_id and not webhook.done()
+    assert await asyncio.wait_for(webhook, 10) == "paid"

@@ -93,7 +93,11 @@ async def settle_paid(session: AsyncSession, payment: Payment, *, amount: int, c
                       reference: str | None, raw: dict[str, Any] | None, actor: str,
                       admin_chat_id: int | None, low_stock_threshold: int = 3) -> str:
     """Apply a confirmed payment. Returns what happened: paid | late_paid | duplicate | mismatch |
-    refund_due. The caller commits."""
+    refund_due. The caller commits.
+
+    The order's row is locked before the payment's is written: every path that touches both (cancel,
+    expiry, link replacement) takes them in that order, so none can deadlock with a settlement."""
+    order = await order_sm.get_order(session, payment.order.public_id, for_update=True)
     if amount != payment.amount or currency.upper() != payment.currency:
         detail = (f"amount mismatch: expected {format_money(payment.amount, payment.currency)}, "
                   f"got {amount} {currency.upper()} (minor units)")
@@ -111,7 +115,6 @@ async def settle_paid(session: AsyncSession, payment: Payment, *, amount: int, c
     if claimed.rowcount != 1:
         return "duplicate"
     payment.state = PAID
-    order = await order_sm.get_order(session, payment.order.public_id, for_update=True)
     if order.state == order_sm.AWAITING_PAYMENT:
         await order_sm.transition(session, order, order_sm.PROCESSING, actor, f"paid via {payment.provider} {reference or ''}".strip())
         await _announce_paid_order(session, order, payment, admin_chat_id, low_stock_threshold)
