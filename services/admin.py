@@ -188,8 +188,10 @@ async def cancel(session: AsyncSession, public_id: str, reason: str | None, acto
     manual_reversal_owed. The refund status is set before the transition because the customer's
     "cancelled" message states it."""
     order = await find_order(session, public_id)
+    if order.state not in CANCELLABLE:
+        raise DomainError("admin.cancel.not_allowed", order=order.public_id, state=order.state)
+    await _close_card_links(session, order, providers, settings)  # Stripe first, before any write
     await _claim(session, order, CANCELLABLE, "admin.cancel.not_allowed")
-    await _close_card_links(session, order, providers, settings)
     paid = await _paid_payment(session, order.id)
     outcome = "none"
     if paid is not None and paid.provider == "stripe":

@@ -53,6 +53,8 @@ class StripeStandIn(StandIn):
         self.create_delay = 0.0  # seconds a create takes (so concurrent presses overlap)
         self.create_gate: asyncio.Event | None = None  # when set: creates wait for it (after `creating` is set)
         self.creating = asyncio.Event()
+        self.expire_gate: asyncio.Event | None = None  # when set: expires wait for it (after `expiring` is set)
+        self.expiring = asyncio.Event()
         self._ids = itertools.count(1)
         super().__init__()
 
@@ -121,6 +123,9 @@ class StripeStandIn(StandIn):
 
     async def expire(self, request: web.Request) -> web.Response:
         self.expires += 1
+        if self.expire_gate is not None:
+            self.expiring.set()
+            await self.expire_gate.wait()
         session = self.sessions.get(request.match_info["id"])
         if session is None:
             return self.error(404, "No such checkout.session")

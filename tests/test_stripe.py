@@ -590,3 +590,24 @@ async def test_concurrent_presses_leave_one_payable_session(world: StripeWorld, 
         async with world.shop.session_factory() as session:
             states = (await session.execute(select(Payment.state).where(Payment.order_id == order.id))).scalars()
             assert list(states).count("pending") == 1
+
+
+async def test_a_cancel_waiting_on_stripe_holds_no_lock(world: StripeWorld) -> None:
+    """The link is expired at Stripe before the cancel writes anything: while Stripe takes its time,
+    the order's row (and on SQLite the whole database) stays free for the shop's other writes."""
+    order = await world.order()
+    await world.link(order)
+    world.stripe.expire_gate = asyncio.Event()
+    press = asyncio.create_task(world.shop.press(USER, f"pay:x:{order.public_id}"))
+    await asyncio.wait_for(world.stripe.expiring.wait(), 10)  # Stripe is expiring the link right now
+
+    async def other_write() -> None:
+        async with world.shop.session_factory() as session, session.begin():
+            await session.execute(update(Order).where(Order.public_id == order.public_id)
+                                  .values(updated_at=utcnow()))
+
+    await asyncio.wait_for(other_write(), 10)
+    world.stripe.expire_gate.set()
+    await press
+    assert await world.state_of(order) == "cancelled"
+    assert next(iter(world.stripe.sessions.values()))["status"] == "expired"

@@ -232,29 +232,36 @@ async def _record_closed(session: AsyncSession, payment: Payment, checkout: Chec
 
 async def close_links(session: AsyncSession, gateway: StripeGateway | None, order: Order, settings: Settings,
                       why: str) -> None:
-    """Before an order ends (cancelled): no card link of it may stay payable. In the caller's
-    transaction: the order is claimed (held until commit, so no new link can start), every open
-    session is expired at Stripe — all calls before any write, so a refusal leaves nothing half
-    done — then the outcomes are written: a session found paid is settled (the order moves on as
-    paid, and the caller's refund path sees it), the rest closed. An attempt still creating its
-    session is closed too; its creator then expires the new session (`_store_session`).
+    """Before an order ends (cancelled): no card link of it may stay payable. Every open session is
+    expired at Stripe first, from a plain read and before the caller's transaction writes anything, so
+    no lock (on SQLite: the whole database's write lock) is held while Stripe answers; expiring a
+    link of an order that then stays unpaid is harmless (the customer asks for a new one). Then, in
+    the caller's transaction, the order is claimed (held until commit, so no new link can start), its
+    pending attempts are re-read under lock, and the outcomes are written: a session found paid is
+    settled (the order moves on as paid, and the caller's refund path sees it), the rest closed. An
+    attempt still creating its session is closed too; its creator then expires the new session
+    (`_store_session`). A session stored between the calls and the claim refuses the cancel (try again).
 
     Raises StripeFailure when Stripe cannot be reached (or is not configured) and a session may
     still be open, PaymentProcessing for a delayed payment in progress, PaymentNotAllowed when the
     order moved meanwhile. The caller then refuses the cancel and rolls back."""
-    if not await _claim(session, order):
-        raise common.PaymentNotAllowed("pay.error.not_awaiting", order=order.public_id,
-                                       state=order.state.replace("_", " "))
-    pending = await _pending(session, order.id, lock=True)
-    for payment in [p for p in pending if p.stripe_session_id is None]:
-        if not await _retire_orphan(session, payment, common.EXPIRED, "closed"):
-            pending = await _pending(session, order.id, lock=True)  # its session was stored just now
+    pending = await _pending(session, order.id)
     if gateway is None:  # Stripe no longer configured: only sessions past their own expiry count as closed
         pending = [p for p in pending if not _lapsed(p, utcnow())]
     found = [(p, await _close_at_stripe(gateway, p.stripe_session_id)) for p in pending if p.stripe_session_id]
     for payment, checkout in found:
         if checkout.payment_status != "paid":
             _require_closed(checkout, payment)
+    if not await _claim(session, order):
+        raise common.PaymentNotAllowed("pay.error.not_awaiting", order=order.public_id,
+                                       state=order.state.replace("_", " "))
+    locked = await _pending(session, order.id, lock=True)
+    for payment in [p for p in locked if p.stripe_session_id is None]:
+        if not await _retire_orphan(session, payment, common.EXPIRED, "closed"):
+            locked = await _pending(session, order.id, lock=True)  # its session was stored just now
+    seen = {p.id for p, _ in found}
+    if gateway is not None and any(p.stripe_session_id and p.id not in seen for p in locked):
+        raise StripeFailure(f"a card link of order {order.public_id} was created meanwhile")
     for payment, checkout in found:
         outcome = await _record_closed(session, payment, checkout, settings, why)
         log.info("stripe.link_closed", extra={"order": order.public_id, "payment": payment.id, "outcome": outcome})
