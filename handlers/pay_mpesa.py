@@ -88,7 +88,7 @@ async def _push(message: Message, order_id: str, customer: Customer, msisdn: str
     try:
         payment = await mpesa_flow.start_stk(session_factory, providers["mpesa"], order_id, customer.id, msisdn,
                                              settings)
-    except mpesa_flow.PromptStillLive as exc:  # no second prompt (no double charge): wait or check
+    except (mpesa_flow.PromptStillLive, mpesa_flow.PushUncertain) as exc:  # a prompt may be on the phone: wait or check
         await message.answer(t(exc.key, lang, **exc.values),
                              reply_markup=kb([(t("mpesa.check_status", lang), f"pay:mq:{order_id}")]))
         return

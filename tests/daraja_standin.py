@@ -59,6 +59,7 @@ class DarajaStandIn(StandIn):
         self.redeliver = False  # keep re-sending a callback (every 0.5 s, up to a minute) until it gets a 200
         self.till: str | None = None  # set for a buy-goods merchant: PartyB must be this till
         self.oauth_calls = 0
+        self.push_hang = 0.0  # seconds a push is held before its answer (accepted, but the answer is late)
         super().__init__()
 
     def routes(self, app: web.Application) -> None:
@@ -130,6 +131,8 @@ class DarajaStandIn(StandIn):
                 task = asyncio.create_task(self._callback(push))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
+        if self.push_hang:
+            await asyncio.sleep(self.push_hang)
         return web.json_response({"MerchantRequestID": f"29115-{n}", "CheckoutRequestID": push.checkout_id,
                                   "ResponseCode": "0", "ResponseDescription": "Success. Request accepted for processing",
                                   "CustomerMessage": "Success. Request accepted for processing"})

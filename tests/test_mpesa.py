@@ -808,3 +808,60 @@ async def test_query_outage_for_a_day_closes_the_attempt_and_tells_the_admins(wo
     payment = await world.payment()
     assert (payment.state, payment.result_code) == ("failed", "unconfirmed")
     assert any("could not be reached" in a and order.public_id in a for a in await anomalies(world))
+
+
+async def test_a_push_whose_answer_is_lost_stays_pending_and_its_payment_is_not_lost(world: MpesaWorld) -> None:
+    """Daraja accepted the push (the prompt is on the phone) but its answer never reached us: the
+    attempt is not failed, the customer is told to check the phone, a second prompt is not sent at
+    once, and the callback of the payment is adopted (the query confirming it) — the order is paid."""
+    world.daraja.plan = dj.Plan(delay=4.0)  # the customer pays; Daraja calls back a few seconds later
+    world.daraja.push_hang = 2.0
+    world.shop.providers["mpesa"].http.timeout = httpx.Timeout(0.5)  # our client gives up first
+    order = await world.order()
+    await world.shop.send(USER, "/orders")
+    reply = await world.shop.press(USER, f"pay:m:{order.public_id}")  # not world.pay: it awaits the callback
+    assert "didn't confirm the payment prompt" in reply.text and "Try again" not in str(reply.buttons)
+    payment = await world.payment()
+    assert (payment.state, payment.checkout_request_id) == ("pending", None)
+    again = await world.shop.press(USER, f"pay:m:{order.public_id}")
+    assert "already on your phone" in again.text and len(world.daraja.pushes) == 1
+    await world.daraja.settle()
+    assert await world.state_of(order) == "processing"
+    assert (await world.payment()).checkout_request_id == world.daraja.pushes[0].checkout_id
+
+
+async def test_a_result_code_of_non_ascii_digits_is_a_400_not_a_500(world: MpesaWorld) -> None:
+    body = {"Body": {"stkCallback": {"MerchantRequestID": "m", "CheckoutRequestID": "ws_CO_x", "ResultCode": "²"}}}
+    async with httpx.AsyncClient(timeout=30) as http:
+        assert (await http.post(world.callback_url, json=body)).status_code == 400
+
+
+async def test_a_flood_of_invented_ids_alerts_the_admins_a_few_times_only(world: MpesaWorld) -> None:
+    """Anyone holding the URL can invent CheckoutRequestIDs: each is kept, but the admin group hears of
+    the first few in a window, so its messages about real orders are not queued behind a flood."""
+    async with httpx.AsyncClient(timeout=30) as http:
+        for n in range(12):
+            body = {"Body": {"stkCallback": {"MerchantRequestID": "m", "CheckoutRequestID": f"ws_CO_forged{n}",
+                                             "ResultCode": 1032, "ResultDesc": "Request cancelled by user"}}}
+            assert (await http.post(world.callback_url, json=body)).status_code == 200
+    assert len(await anomalies(world)) == mpesa_flow.UNKNOWN_ALERTS_PER_WINDOW
+    assert await world.count(WebhookEvent, WebhookEvent.event_type == "unknown_attempt") == 12
+
+
+async def test_a_success_called_back_while_the_query_still_says_processing_is_not_failed(world: MpesaWorld) -> None:
+    """Daraja called back "paid" (amount right) but its query keeps answering "being processed": at
+    FINAL_TIMEOUT the attempt is not failed (the payer is not told it failed); it waits like an outage
+    and is settled once the query answers."""
+    world.daraja.plan = dj.Plan(no_show=True, query_processing_times=1000)
+    order = await world.order()
+    await world.pay(order)
+    assert (await post_callback(world, 0)).status_code == 200
+    client, settings, factory = world.shop.providers["mpesa"], world.shop.settings, world.shop.session_factory
+    created = (await world.payment()).created_at
+    for minutes in (2, 4, 8):
+        await mpesa_flow.reconcile_due(factory, client, settings, created + timedelta(minutes=minutes))
+        assert (await world.payment()).state == "pending"
+    assert await world.count(Outbox, Outbox.kind == "payment_failed") == 0
+    world.daraja.pushes[0].plan = dj.Plan(no_show=True)
+    assert await mpesa_flow.reconcile_due(factory, client, settings, created + timedelta(minutes=20)) == 1
+    assert await world.state_of(order) == "processing"

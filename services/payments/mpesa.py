@@ -127,7 +127,9 @@ class MpesaClient:
             message = str(data.get("errorMessage") or resp.reason_phrase) if isinstance(data, dict) else resp.reason_phrase
             if code == "404.001.03" and attempt == 1:  # invalid access token
                 continue
-            if code == STILL_PROCESSING and "process" in message.lower() and path.endswith("/query"):
+            # The same code also means other faults ("a transaction is already in process for the
+            # subscriber"): only "… is being processed" is the customer not having finished yet.
+            if code == STILL_PROCESSING and "being processed" in message.lower() and path.endswith("/query"):
                 raise StillProcessing(code, message, retryable=True)
             raise MpesaError(code, message, retryable=resp.status_code >= 500)
         raise MpesaError("401", "access token refused twice")

@@ -33,7 +33,6 @@ from services.phones import is_kenyan_mobile, mask_phone
 log = logging.getLogger(__name__)
 PROVIDER = "mpesa"
 PROMPT_LIFETIME = timedelta(seconds=90)  # an STK prompt younger than this may still be answered
-PUSH_IN_FLIGHT = timedelta(seconds=15)  # an attempt without ids younger than this is still being pushed
 FINAL_TIMEOUT = timedelta(minutes=3)  # no final answer by then: the attempt failed (timed out)
 # Daraja's query itself unreachable: the customer may well have paid, so the attempt waits this long
 # for an answer before the admins are asked to check the statement (a failed attempt is never revived).
@@ -44,6 +43,9 @@ CALLBACK_QUERY_SECONDS = 3.0  # the STK query a callback triggers, at most (Dara
 CALLBACK_QUERIES_PER_ATTEMPT = 3  # callbacks beyond these for one attempt leave the query to reconciliation
 UNRESOLVED = "received"  # webhook event status of an orphan hint whose query has not been answered yet
 HOUR = timedelta(hours=1)
+UNCERTAIN_PUSH = ("timeout", "network")  # MpesaError codes of a push that got no answer at all
+UNKNOWN_ALERT_WINDOW = timedelta(minutes=10)  # unknown-id callbacks alerted at most this many per window:
+UNKNOWN_ALERTS_PER_WINDOW = 5  # the rest are stored (webhook_events, status anomaly) without an alert
 
 REASONS = {
     "1032": "mpesa.reason.cancelled", "2001": "mpesa.reason.wrong_pin", "1": "mpesa.reason.insufficient",
@@ -53,9 +55,10 @@ REASONS = {
 
 
 def _live(payment: Payment) -> bool:
-    """A prompt that may still be on the customer's phone (or a push still being sent)."""
-    age = utcnow() - payment.created_at
-    return age < (PROMPT_LIFETIME if payment.checkout_request_id else PUSH_IN_FLIGHT)
+    """A prompt that may still be on the customer's phone. An attempt without Daraja's ids counts too
+    (a push still being sent, or one whose answer was lost, may have prompted the phone): a second
+    prompt meanwhile could be paid as well."""
+    return utcnow() - payment.created_at < PROMPT_LIFETIME
 
 
 def reason_key(code: str) -> str:
@@ -69,6 +72,13 @@ class PromptStillLive(DomainError):
 class PhonePromptLimit(DomainError):
     """This phone number had its share of prompts this hour (from any customer): wait, or use another."""
     key = "mpesa.phone_limit"
+
+
+class PushUncertain(DomainError):
+    """The push got no answer (timeout, dropped connection): the prompt may be on the phone. The attempt
+    stays pending without ids, so its callback is adopted (once the query confirms it) and a payment is
+    not lost; only after FINAL_TIMEOUT without one is it closed."""
+    key = "mpesa.push_uncertain"
 
 
 class NotKenyanPhone(DomainError):
@@ -106,6 +116,10 @@ async def start_stk(session_factory: async_sessionmaker[AsyncSession], client: M
         accepted = await client.stk_push(amount=amount, msisdn=msisdn, account_reference=reference,
                                          description=f"Order {reference[-6:]}")
     except MpesaError as exc:
+        if exc.code in UNCERTAIN_PUSH:  # no answer: Daraja may well have prompted the phone
+            log.warning("mpesa.push_unanswered", extra={"order": reference, "code": exc.code,
+                                                         "phone": mask_phone(msisdn)})
+            raise PushUncertain(order=reference) from None
         async with session_factory() as session, session.begin():
             await session.execute(update(Payment).where(Payment.id == payment.id, Payment.state == common.PENDING)
                                   .values(state=common.FAILED, result_code=exc.code[:32], result_desc=exc.message[:500]))
@@ -186,7 +200,7 @@ def parse_callback(payload: Any) -> dict[str, Any]:
     checkout_id, code_text = raw_id.strip(), str(raw_code).strip()
     if not checkout_id or len(checkout_id) > 64 or not checkout_id.isprintable():
         raise BadCallback("bad CheckoutRequestID")
-    if not code_text.lstrip("-").isdigit() or len(code_text) > 10:
+    if not code_text.isascii() or not code_text.lstrip("-").isdigit() or len(code_text) > 10:
         raise BadCallback("bad ResultCode")
     items: dict[str, Any] = {}
     meta = cb.get("CallbackMetadata")
@@ -269,6 +283,10 @@ async def _take_callback(session: AsyncSession, cb: dict[str, Any], payload: Any
                        f"not move — check the M-Pesa statement for {cb['checkout_id']}")
             return "anomaly", None
         return "duplicate", None  # a late failure, or news about a settled attempt: nothing to do
+    hints = (await session.execute(select(func.count(WebhookEvent.id)).where(
+        WebhookEvent.payment_id == payment.id, WebhookEvent.event_type == "stk_callback"))).scalar_one()
+    if hints > CALLBACK_QUERIES_PER_ATTEMPT:  # the query is rate limited: a flood is left to reconciliation,
+        return "pending", None  # on its own schedule (a forged flood cannot keep making the attempt due)
     await session.execute(update(Payment).where(Payment.id == payment.id, Payment.state == common.PENDING)
                           .values(next_check_at=utcnow()))
     if cb["code"] == "0":
@@ -279,10 +297,6 @@ async def _take_callback(session: AsyncSession, cb: dict[str, Any], payload: Any
                                         detail=f"{problem}; left pending for the STK query", payload=payload,
                                         payment=payment)
             return "anomaly", None
-    hints = (await session.execute(select(func.count(WebhookEvent.id)).where(
-        WebhookEvent.payment_id == payment.id, WebhookEvent.event_type == "stk_callback"))).scalar_one()
-    if hints > CALLBACK_QUERIES_PER_ATTEMPT:  # the query is rate limited: a flood is left to reconciliation
-        return "pending", None
     return "query", payment.id
 
 
@@ -427,10 +441,21 @@ async def _resolved(session: AsyncSession, cb: dict[str, Any], payment_id: int |
 
 
 async def _unknown(session: AsyncSession, cb: dict[str, Any], payload: Any, settings: Settings, note: str) -> None:
-    await common.record_anomaly(session, settings.admin_chat_id, provider=PROVIDER,
-                                event_id=f"unknown:{cb['checkout_id']}", event_type="unknown_attempt",
-                                detail=f"callback for unknown CheckoutRequestID {cb['checkout_id']} "
-                                       f"(ResultCode {cb['code']}){note}", payload=payload)
+    """Keep a callback no attempt of ours matches. The admins hear of the first few in a window; past
+    that (a forged flood: anyone holding the URL can invent ids) they are stored without an alert, so
+    the admin group's messages about real orders are not queued behind them."""
+    detail = f"callback for unknown CheckoutRequestID {cb['checkout_id']} (ResultCode {cb['code']}){note}"
+    event_id = f"unknown:{cb['checkout_id']}"
+    recent = (await session.execute(select(func.count(WebhookEvent.id)).where(
+        WebhookEvent.provider == PROVIDER, WebhookEvent.event_type == "unknown_attempt",
+        WebhookEvent.received_at > utcnow() - UNKNOWN_ALERT_WINDOW))).scalar_one()
+    if recent >= UNKNOWN_ALERTS_PER_WINDOW:
+        await common.record_event(session, PROVIDER, f"anomaly:{event_id}", "unknown_attempt", payload,
+                                  status="anomaly", detail=detail)
+        log.warning("mpesa.unknown_callback_not_alerted", extra={"recent": recent})
+        return
+    await common.record_anomaly(session, settings.admin_chat_id, provider=PROVIDER, event_id=event_id,
+                                event_type="unknown_attempt", detail=detail, payload=payload)
 
 
 async def query_and_settle(session_factory: async_sessionmaker[AsyncSession], client: MpesaClient, payment_id: int,
@@ -448,12 +473,22 @@ async def query_and_settle(session_factory: async_sessionmaker[AsyncSession], cl
         status = await client.stk_query(checkout_id)
     except StillProcessing as exc:
         log.info("mpesa.query_pending", extra={"payment": payment_id, "code": exc.code})
-        return await _fail_or_back_off(session_factory, payment_id, now, created, attempts, settings)
+        # Daraja called back "paid" but its query still says "processing": not a lapsed prompt, so the
+        # attempt waits for the query like an outage would, rather than telling a payer it failed.
+        answered = not await _success_called_back(session_factory, checkout_id)
+        return await _fail_or_back_off(session_factory, payment_id, now, created, attempts, settings,
+                                       answered=answered)
     except MpesaError as exc:
         log.info("mpesa.query_unavailable", extra={"payment": payment_id, "code": exc.code})
         return await _fail_or_back_off(session_factory, payment_id, now, created, attempts, settings,
                                        answered=False)
     return await _apply_status(session_factory, payment_id, status, settings)
+
+
+async def _success_called_back(session_factory: async_sessionmaker[AsyncSession], checkout_id: str) -> bool:
+    async with session_factory() as session:
+        return (await session.execute(select(WebhookEvent.id).where(
+            WebhookEvent.provider == PROVIDER, WebhookEvent.event_id == f"{checkout_id}:0"))).first() is not None
 
 
 async def _apply_status(session_factory: async_sessionmaker[AsyncSession], payment_id: int, status: StkStatus,
@@ -481,9 +516,10 @@ async def _fail_or_back_off(session_factory: async_sessionmaker[AsyncSession], p
     async with session_factory() as session, session.begin():
         payment = await session.get(Payment, payment_id)
         assert payment is not None
-        if payment.checkout_request_id is None and now - created >= PROMPT_LIFETIME:
-            # The push was never confirmed (we died around it): any prompt has lapsed by now. A late
-            # success callback for it is an anomaly for the admins (a failed attempt is not revived).
+        if payment.checkout_request_id is None and now - created >= FINAL_TIMEOUT:
+            # The push was never confirmed (we died around it, or it got no answer): any prompt has
+            # lapsed and its callback had time to come. A later success callback for it is an anomaly
+            # for the admins (a failed attempt is not revived).
             return await common.settle_failed(session, payment, code="push_unconfirmed", raw=None,
                                               desc="no CheckoutRequestID stored", reason_key=reason_key("timeout"))
         if now >= deadline:
