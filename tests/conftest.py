@@ -122,6 +122,14 @@ async def engine(migrated_engine: AsyncEngine, request: pytest.FixtureRequest) -
     assert not held_two or request.node.get_closest_marker("two_sessions"), "a task held two pooled connections at once:\n" + held_two[0]
 
 
+@pytest.fixture(autouse=True)
+def _fresh_admin_member_cache() -> None:
+    """Each test starts without the admin group roles an earlier test's Bot API stand-in answered."""
+    from handlers import admin
+
+    admin._member_cache.clear()
+
+
 @pytest.fixture
 def session_factory(engine: AsyncEngine):  # type: ignore[no-untyped-def]
     return make_sessionmaker(engine)

@@ -23,10 +23,6 @@ BUYER = 7171
 ACTOR = f"admin:{ADMIN_USER_ID}"
 
 
-@pytest.fixture(autouse=True)
-def _fresh_member_cache() -> None:
-    admin_handlers._member_cache.clear()
-
 
 async def admin(shop: Harness, text: str, user: int = ADMIN_USER_ID, chat: int = ADMIN_CHAT_ID) -> str:
     return (await shop.send(user, text, chat_id=chat)).text

@@ -7,7 +7,6 @@ from aiohttp import web
 from sqlalchemy import func, select
 
 from db.models import Customer
-from handlers import admin as admin_handlers
 from handlers import group
 from tests.harness import ADMIN_CHAT_ID, ADMIN_USER_ID, Harness
 from tests.standins import BotAPIStandIn
@@ -17,10 +16,6 @@ BUYER = 7171
 PRIVATE = "Let's talk in private"
 LINK = 'href="https://t.me/hacklab_shop_bot"'
 
-
-@pytest.fixture(autouse=True)
-def _fresh_member_cache() -> None:
-    admin_handlers._member_cache.clear()
 
 
 def said(shop: Harness, chat_id: int, since: int) -> list[str]:

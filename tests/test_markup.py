@@ -13,7 +13,6 @@ from hypothesis import given, settings, strategies as st
 from sqlalchemy import select, update
 
 from db.models import Customer, Order, Outbox, Product
-from handlers import admin as admin_handlers
 from services import catalog
 from services.i18n import plain, t
 from services.markup import Markup, clip, to_plain, visible_len
@@ -29,10 +28,6 @@ WATCHER = 9302
 PWN = "<b>Pwn</b> & co"
 PWN_HTML = "&lt;b&gt;Pwn&lt;/b&gt; &amp; co"
 
-
-@pytest.fixture(autouse=True)
-def _fresh_member_cache() -> None:
-    admin_handlers._member_cache.clear()
 
 
 async def drain(session_factory, botapi: BotAPIStandIn) -> list[Outbox]:  # type: ignore[no-untyped-def]
