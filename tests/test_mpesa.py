@@ -308,6 +308,18 @@ async def test_cancel_waits_while_the_prompt_can_still_be_answered(world: MpesaW
     assert await stock_of(world.shop.session_factory, product_id) == (5, 0, 0)
 
 
+async def test_no_prompt_once_the_reservation_ran_out(world: MpesaWorld) -> None:
+    """Before the expiry job gets to the order: a prompt sent now would hold its stock past the reservation."""
+    order = await world.order()
+    async with world.shop.session_factory() as session, session.begin():
+        await session.execute(update(Order).where(Order.id == order.id)
+                              .values(reserved_until=utcnow() - timedelta(minutes=1)))
+    reply = await world.pay(order)
+    assert "can't be paid now: its reservation ran out" in reply.text and "Check your phone" not in reply.text
+    assert world.daraja.pushes == [] and await world.count(Payment) == 0
+    assert await world.state_of(order) == "awaiting_payment"
+
+
 async def test_daraja_refusal_is_a_friendly_retry(world: MpesaWorld) -> None:
     world.daraja.push_error = (500, {"requestId": "x", "errorCode": "500.001.1001",
                                      "errorMessage": "A transaction is already in process for the subscriber"})

@@ -536,6 +536,17 @@ async def test_a_link_being_created_while_the_order_expires_is_never_shown(world
     assert (payment.checkout_url, payment.stripe_session_id) == (None, session["id"])
 
 
+async def test_no_card_link_once_the_reservation_ran_out(world: StripeWorld) -> None:
+    """Before the expiry job gets to the order: a link made now would be expired by it within seconds."""
+    order = await world.order()
+    await world.shop.send(USER, "/start")
+    await _reservation_ran_out(world, order)
+    reply = await world.shop.press(USER, f"pay:s:{order.public_id}")
+    assert "can't be paid now: its reservation ran out" in reply.text and "Pay by card" not in str(reply.buttons)
+    assert world.stripe.sessions == {} and await world.payments() == []
+    assert await world.state_of(order) == "awaiting_payment"
+
+
 async def test_expiry_job_expires_the_link_at_stripe_before_the_order(world: StripeWorld) -> None:
     order = await world.order()
     await world.link(order)

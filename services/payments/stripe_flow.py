@@ -159,10 +159,13 @@ async def _retire_orphan(session: AsyncSession, payment: Payment, state: str, co
 
 async def _awaiting(session: AsyncSession, order_id: str, customer_id: int) -> Order:
     """The customer's order, claimed by a compare-and-set write (the row lock on PostgreSQL, the
-    write lock on SQLite, until commit), if it is still awaiting payment."""
+    write lock on SQLite, until commit), if it is still awaiting payment and its reservation has not
+    run out: the expiry job would otherwise expire it (closing the link) while the customer pays."""
     order = await order_service.get_order(session, order_id, customer_id=customer_id)
     if order.state == order_service.AWAITING_PAYMENT and await _claim(session, order):
-        return order
+        if order.reserved_until > utcnow():
+            return order
+        raise common.PaymentNotAllowed("pay.error.reservation_ran_out", order=order.public_id)
     raise common.PaymentNotAllowed("pay.error.not_awaiting", order=order.public_id,
                                    state=order.state.replace("_", " "))
 
