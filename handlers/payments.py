@@ -89,6 +89,8 @@ async def cancel_unpaid(query: CallbackQuery, session: AsyncSession, customer: C
     if order is None:
         return
     public_id = order.public_id
+    if await prompt_open(query, session, order, lang):  # asked first, so Stripe's links stay open
+        return
     try:  # no card link may outlive its order: closed at Stripe first, or the cancel waits
         await close_links(session, providers.get("stripe"), order, settings, "order cancelled by the customer")
     except (DomainError, StripeFailure) as exc:
@@ -102,8 +104,20 @@ async def cancel_unpaid(query: CallbackQuery, session: AsyncSession, customer: C
         await query.answer(t("pay.error.not_awaiting", lang, order=order.public_id,
                              state=t(f"state.{order.state}", lang)), show_alert=True)
         return
+    if await prompt_open(query, session, order, lang):  # asked again with the order claimed: a prompt
+        return  # sent since is seen; what closing the card links found stays written
     await order_service.transition(session, order, order_service.CANCELLED, f"customer:{customer.id}",
                                    "cancelled by the customer before paying")
     await query.answer(plain("pay.cancelled", lang, order=order.public_id))
     if query.message is not None:
         await query.message.edit_reply_markup(reply_markup=None)
+
+
+async def prompt_open(query: CallbackQuery, session: AsyncSession, order: Order, lang: str) -> bool:
+    """A reservation is not released while a prompt for it can still be paid: while an M-Pesa prompt
+    for the order may be answered, the cancel is refused (answered here) and True is returned."""
+    if not await order_service.mpesa_prompt_open(session, order):
+        return False
+    log.info("payments.cancel_refused_prompt_open", extra={"order": order.public_id})
+    await query.answer(plain("mpesa.cancel_prompt_open", lang, order=order.public_id), show_alert=True)
+    return True

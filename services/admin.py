@@ -190,8 +190,10 @@ async def cancel(session: AsyncSession, public_id: str, reason: str | None, acto
     order = await find_order(session, public_id)
     if order.state not in CANCELLABLE:
         raise DomainError("admin.cancel.not_allowed", order=order.public_id, state=order.state)
+    await _refuse_open_prompt(session, order)  # before Stripe: a refused cancel leaves the card links be
     await _close_card_links(session, order, providers, settings)  # Stripe first, before any write
     await _claim(session, order, CANCELLABLE, "admin.cancel.not_allowed")
+    await _refuse_open_prompt(session, order)  # again with the order held: no prompt starts after this
     paid = await _paid_payment(session, order.id)
     outcome = "none"
     if paid is not None and paid.provider == "stripe":
@@ -205,12 +207,20 @@ async def cancel(session: AsyncSession, public_id: str, reason: str | None, acto
     return order, outcome, paid
 
 
+async def _refuse_open_prompt(session: AsyncSession, order: Order) -> None:
+    """A reservation is not released while a prompt for it can still be paid: an unpaid order whose
+    M-Pesa prompt may still be answered is not cancelled (the admin tries again in a few minutes)."""
+    if order.state == sm.AWAITING_PAYMENT and await sm.mpesa_prompt_open(session, order):
+        raise DomainError("admin.cancel.prompt_open", order=order.public_id)
+
+
 async def _close_card_links(session: AsyncSession, order: Order, providers: dict[str, Any],
                             settings: Settings) -> None:
     """No card link may outlive the order: its open Checkout Sessions are expired at Stripe first
     (one found paid is settled here, and refunded below like any card payment). When that cannot
     be done the cancel is refused, so the admin tries again rather than leaving a payable link."""
     from services.payments import stripe_flow
+    from services.payments.common import PaymentNotAllowed
     from services.payments.stripe import StripeFailure
 
     try:
@@ -220,6 +230,8 @@ async def _close_card_links(session: AsyncSession, order: Order, providers: dict
         raise DomainError("admin.cancel.link_open", order=order.public_id) from None
     except stripe_flow.PaymentProcessing:
         raise DomainError("admin.cancel.payment_processing", order=order.public_id) from None
+    except PaymentNotAllowed:  # the order moved meanwhile (another admin cancelled it, say)
+        raise DomainError("admin.cancel.not_allowed", order=order.public_id, state=order.state) from None
 
 
 async def _paid_payment(session: AsyncSession, order_id: int) -> Payment | None:

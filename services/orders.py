@@ -428,7 +428,29 @@ def _payable_attempt(now: datetime):  # type: ignore[no-untyped-def]
     from services.payments.stripe_flow import IN_FLIGHT, RECONCILE_GRACE
 
     return exists().where(Payment.order_id == Order.id, Payment.state == "pending", or_(
-        and_(Payment.provider == "mpesa", Payment.created_at > now - FINAL_TIMEOUT),
+        _answerable_prompt(now),
         and_(Payment.provider == "stripe", or_(
             Payment.expires_at > now - RECONCILE_GRACE,
             and_(Payment.expires_at.is_(None), Payment.created_at > now - IN_FLIGHT)))))
+
+
+def _answerable_prompt(now: datetime):  # type: ignore[no-untyped-def]
+    """The M-Pesa half of `_payable_attempt`: a pending prompt younger than its final timeout."""
+    from sqlalchemy import and_
+
+    from db.models import Payment
+    from services.payments.mpesa_flow import FINAL_TIMEOUT
+
+    return and_(Payment.provider == "mpesa", Payment.created_at > now - FINAL_TIMEOUT)
+
+
+async def mpesa_prompt_open(session: AsyncSession, order: Order) -> bool:
+    """Whether an M-Pesa prompt for the order may still be answered (the condition under which
+    `expire_due_orders` keeps its reservation): a cancel must not release stock the customer may be
+    paying for this minute. Callers ask with the order claimed, so no prompt starts after the answer."""
+    from sqlalchemy import exists
+
+    from db.models import Payment
+
+    return bool((await session.execute(select(exists().where(
+        Payment.order_id == order.id, Payment.state == "pending", _answerable_prompt(utcnow()))))).scalar())

@@ -259,10 +259,13 @@ async def drain_once(session_factory: async_sessionmaker[AsyncSession], transpor
     """Send one batch of due messages, chats concurrently; returns how many were sent.
 
     No send starts later than half the lease after the claim (nor later than `limits.max_hold`); rows
-    that cannot go by then are given back. So with a transport timeout under half the lease, a live
+    that cannot go by then are given back. Each send, whole (its plain-text resend included), must end
+    a quarter of the lease before the lease does, or it is abandoned and retried later. So a live
     worker never holds a row past its lease and another worker never sends it a second time.
     """
-    deadline = time.monotonic() + min(limits.max_hold, lease_seconds / 2)
+    started = time.monotonic()  # before the claim: the lease, counted from here, ends no later
+    deadline = started + min(limits.max_hold, lease_seconds / 2)
+    send_by = started + lease_seconds * 3 / 4
     rows = await claim(session_factory, batch=batch, lease_seconds=lease_seconds, now=utcnow())
     by_chat: dict[int, list[Outbox]] = defaultdict(list)
     for r in rows:
@@ -271,13 +274,13 @@ async def drain_once(session_factory: async_sessionmaker[AsyncSession], transpor
 
     async def run_chat(chat_rows: list[Outbox]) -> int:
         async with gate:
-            return await _send_chat(session_factory, transport, limits, chat_rows, deadline)
+            return await _send_chat(session_factory, transport, limits, chat_rows, deadline, send_by)
 
     return sum(await asyncio.gather(*(run_chat(v) for v in by_chat.values())))
 
 
 async def _send_chat(session_factory: async_sessionmaker[AsyncSession], transport: Transport, limits: Limits,
-                     rows: list[Outbox], deadline: float) -> int:
+                     rows: list[Outbox], deadline: float, send_by: float) -> int:
     """Send one chat's claimed rows in id order; stop that chat at the first row that must wait."""
     sent, chat_id = 0, rows[0].chat_id
     try:
@@ -287,7 +290,7 @@ async def _send_chat(session_factory: async_sessionmaker[AsyncSession], transpor
                 return sent
             try:
                 try:
-                    await transport.send(chat_id, row.text, row.reply_markup)
+                    await _send_within(transport, row, send_by)
                 finally:
                     limits.answered()
             except RetryAfter as exc:
@@ -321,6 +324,18 @@ async def _send_chat(session_factory: async_sessionmaker[AsyncSession], transpor
     except Exception:  # a database blip: the chat's leased rows come back when the lease runs out
         log.exception("outbox.chat_failed", extra={"chat_id": chat_id})
     return sent
+
+
+async def _send_within(transport: Transport, row: Outbox, send_by: float) -> None:
+    """One send, bounded as a whole: the transport's timeouts are per request phase, and a send may be
+    two requests (the plain-text resend), so only this keeps it inside the claim's lease. A send cut
+    off is a temporary failure: the row is retried once released (Telegram may have it already:
+    at-least-once), never sent meanwhile by another worker that took over the lease."""
+    try:
+        async with asyncio.timeout(max(send_by - time.monotonic(), 0.0)):
+            await transport.send(row.chat_id, row.text, row.reply_markup)
+    except TimeoutError:
+        raise TemporaryError("no answer from Telegram within the claim's lease") from None
 
 
 async def _mark(session_factory: async_sessionmaker[AsyncSession], row: Outbox, *, state: str,

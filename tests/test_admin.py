@@ -13,6 +13,7 @@ from db.models import Customer, Outbox, Payment, StockWatch
 from handlers import admin as admin_handlers
 from services import catalog
 from services import orders as sm
+from services.payments import mpesa_flow
 from tests.factories import make_order, make_product, stock_of
 from tests.harness import ADMIN_CHAT_ID, ADMIN_USER_ID, Harness
 from tests.standins import BotAPIStandIn, visible_text
@@ -367,6 +368,31 @@ async def test_cancel_unpaid_and_paid_mpesa(shop: Harness) -> None:
     assert len(msg) == 1 and "reversed to your phone" in msg[0].text
     assert "can't be cancelled" in await admin(shop, f"/cancel {order.public_id}")
     assert "Usage: /cancel" in await admin(shop, "/cancel")
+
+
+async def test_unpaid_order_is_not_cancelled_while_its_mpesa_prompt_can_be_answered(shop: Harness) -> None:
+    """The reservation is not released while the customer may be entering their PIN (/cancel and the
+    confirmed Cancel… button alike); once the prompt's final timeout has passed, the cancel goes through."""
+    pid = await make_product(shop.session_factory, "PROMPT-1", stock=5)
+    order = await make_order(shop.session_factory, BUYER, [(pid, 2)])
+    async with shop.session_factory() as session, session.begin():
+        o = await sm.get_order(session, order.public_id)
+        session.add(Payment(order_id=o.id, provider="mpesa", state="pending", amount=o.total, currency=o.currency,
+                            phone="254712345678", checkout_request_id="ws_CO_live"))
+    text = await admin(shop, f"/cancel {order.public_id} customer asked")
+    assert "NOT cancelled" in text and "M-Pesa prompt" in text
+    confirm = await shop.send(ADMIN_USER_ID, "/orders", chat_id=ADMIN_CHAT_ID)
+    confirm = await shop.press(ADMIN_USER_ID, f"adm:c:{order.public_id}", chat_id=ADMIN_CHAT_ID, message=confirm)
+    done = await shop.press(ADMIN_USER_ID, confirm.button("Yes, cancel it"), chat_id=ADMIN_CHAT_ID, message=confirm)
+    assert "NOT cancelled" in done.text and "M-Pesa prompt" in done.text
+    assert (await load(shop, order.public_id))[0].state == "awaiting_payment"
+    assert await stock_of(shop.session_factory, pid) == (3, 2, 0)  # still reserved
+
+    async with shop.session_factory() as session, session.begin():  # the prompt's final timeout passes
+        payment = (await session.execute(select(Payment))).unique().scalar_one()
+        payment.created_at -= mpesa_flow.FINAL_TIMEOUT
+    assert "nothing was paid" in await admin(shop, f"/cancel {order.public_id}")
+    assert await stock_of(shop.session_factory, pid) == (5, 0, 0)
 
 
 async def test_shipped_order_cannot_be_cancelled(shop: Harness) -> None:

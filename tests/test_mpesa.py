@@ -290,6 +290,36 @@ async def test_no_second_prompt_while_one_is_live(world: MpesaWorld) -> None:
     assert "already on your phone" in again.text and len(world.daraja.pushes) == 1
 
 
+async def test_cancel_waits_while_the_prompt_can_still_be_answered(world: MpesaWorld) -> None:
+    """Cancel order while the prompt is on the phone would release stock the customer may be paying for."""
+    world.daraja.plan = dj.Plan(no_show=True)
+    order = await world.order(qty=2, stock=5)
+    await world.pay(order)
+    await world.shop.press(USER, f"pay:x:{order.public_id}")
+    assert "M-Pesa prompt is still open on your phone" in world.shop.last_answer.params["text"]
+    assert await world.state_of(order) == "awaiting_payment"
+    async with world.shop.session_factory() as session:
+        product_id = (await sm.get_order(session, order.public_id)).items[0].product_id
+    assert await stock_of(world.shop.session_factory, product_id) == (3, 2, 0)  # still reserved
+
+    await _age(world, int(mpesa_flow.FINAL_TIMEOUT.total_seconds()))  # unanswered past its final timeout
+    await world.shop.press(USER, f"pay:x:{order.public_id}")
+    assert "cancelled" in world.shop.last_answer.params["text"] and await world.state_of(order) == "cancelled"
+    assert await stock_of(world.shop.session_factory, product_id) == (5, 0, 0)
+
+
+async def test_no_prompt_once_the_reservation_ran_out(world: MpesaWorld) -> None:
+    """Before the expiry job gets to the order: a prompt sent now would hold its stock past the reservation."""
+    order = await world.order()
+    async with world.shop.session_factory() as session, session.begin():
+        await session.execute(update(Order).where(Order.id == order.id)
+                              .values(reserved_until=utcnow() - timedelta(minutes=1)))
+    reply = await world.pay(order)
+    assert "can't be paid now: its reservation ran out" in reply.text and "Check your phone" not in reply.text
+    assert world.daraja.pushes == [] and await world.count(Payment) == 0
+    assert await world.state_of(order) == "awaiting_payment"
+
+
 async def test_daraja_refusal_is_a_friendly_retry(world: MpesaWorld) -> None:
     world.daraja.push_error = (500, {"requestId": "x", "errorCode": "500.001.1001",
                                      "errorMessage": "A transaction is already in process for the subscriber"})

@@ -13,6 +13,7 @@ from services.notifications import enqueue
 from services.outbox_sender import BotApiTransport, Limits, drain_once
 from tests.harness import TEST_TOKEN
 from tests.limited_botapi import TelegramLimits
+from tests.standins import StandIn
 
 
 async def queue(session_factory, messages: list[tuple[int, str]]) -> None:  # type: ignore[no-untyped-def]
@@ -345,3 +346,54 @@ async def test_a_worker_past_its_lease_does_not_give_back_a_row_another_holds(se
     assert await takeover == 1 and transport.delivered == 1
     row = await row_of(session_factory, "once")
     assert row.state == "sent" and row.attempts == 2
+
+
+class SlowBotApi(StandIn):
+    """Telegram answering slowly: the first HTML send of a text it cannot parse is refused after `slow`
+    seconds ("can't parse entities"), and the plain-text resend takes `slow` seconds more — each wait
+    well within httpx's per-phase timeout, together past the claim's lease. Later requests are answered
+    at once. A message is delivered when it is answered to a client still waiting for it."""
+
+    def __init__(self, slow: float) -> None:
+        super().__init__()
+        self.slow, self.slow_left, self.delivered = slow, 2, []  # type: ignore[var-annotated]
+
+    def routes(self, app: web.Application) -> None:
+        app.router.add_post("/bot{token}/sendMessage", self.send_message)
+
+    async def send_message(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        if self.slow_left:
+            self.slow_left -= 1
+            await asyncio.sleep(self.slow)
+        if "parse_mode" in body:
+            return web.json_response({"ok": False, "error_code": 400, "description":
+                                      "Bad Request: can't parse entities: unsupported start tag"}, status=400)
+        if request.transport is None or request.transport.is_closing():
+            return web.json_response({"ok": False, "error_code": 504, "description": "Gateway Timeout"}, status=504)
+        self.delivered.append(body["text"])
+        return web.json_response({"ok": True, "result": {"message_id": len(self.delivered)}})
+
+
+async def test_a_send_slower_than_the_lease_is_retried_not_sent_twice(session_factory) -> None:  # type: ignore[no-untyped-def]
+    """A's send (HTML refused, then the plain-text resend) outlasts its lease although no httpx phase
+    times out: it is cut off inside the lease and retried, so B, draining meanwhile, is the only one to
+    deliver the message — not A and B both."""
+    telegram = await SlowBotApi(slow=0.5).start()
+    transport = BotApiTransport(telegram.url, TEST_TOKEN)  # 10 s per phase, the worker's timeout
+    try:
+        await queue(session_factory, [(1500, "<b>bold</i>")])
+        a = asyncio.create_task(drain_once(session_factory, transport, Limits(backoff_first=0.05), lease_seconds=0.8))
+        b_sent = 0
+        for _ in range(60):  # B drains meanwhile, as another lane or worker does
+            await asyncio.sleep(0.05)
+            b_sent += await drain_once(session_factory, transport, Limits(), lease_seconds=0.8)
+            if b_sent:
+                break
+        a_sent = await a
+    finally:
+        await transport.aclose()
+        await telegram.stop()
+    assert (a_sent, b_sent) == (0, 1) and telegram.delivered == ["bold"]
+    row = await row_of(session_factory, "<b>bold</i>")
+    assert (row.state, row.attempts) == ("sent", 2)  # A's cut-off try counted, then B's

@@ -516,6 +516,37 @@ async def test_a_link_being_created_while_the_order_is_cancelled_is_never_shown(
     assert (payment.state, payment.stripe_session_id) == ("expired", session["id"])
 
 
+async def test_a_link_being_created_while_the_order_expires_is_never_shown(world: StripeWorld) -> None:
+    """The expiry job leaves an expired order's attempts pending (a late payment is still settled), so
+    the attempt being pending does not mean its order can still be paid."""
+    order = await world.order()
+    await world.shop.send(USER, "/start")
+    world.stripe.create_gate = asyncio.Event()
+    press = asyncio.create_task(world.shop.press(USER, f"pay:s:{order.public_id}"))
+    await world.stripe.creating.wait()  # Stripe is creating the session right now, slowly
+    await _reservation_ran_out(world, order)
+    later = utcnow() + stripe_flow.IN_FLIGHT + timedelta(seconds=1)  # the attempt no longer counts as in flight
+    assert await sm.expire_due_orders(world.shop.session_factory, now=later) == 1
+    world.stripe.create_gate.set()
+    reply = await press
+    assert "Pay by card" not in str(reply.buttons) and "can't be paid now: it is expired" in reply.text
+    session = next(iter(world.stripe.sessions.values()))
+    assert session["status"] == "expired" and await world.state_of(order) == "expired"
+    payment = (await world.payments())[0]
+    assert (payment.checkout_url, payment.stripe_session_id) == (None, session["id"])
+
+
+async def test_no_card_link_once_the_reservation_ran_out(world: StripeWorld) -> None:
+    """Before the expiry job gets to the order: a link made now would be expired by it within seconds."""
+    order = await world.order()
+    await world.shop.send(USER, "/start")
+    await _reservation_ran_out(world, order)
+    reply = await world.shop.press(USER, f"pay:s:{order.public_id}")
+    assert "can't be paid now: its reservation ran out" in reply.text and "Pay by card" not in str(reply.buttons)
+    assert world.stripe.sessions == {} and await world.payments() == []
+    assert await world.state_of(order) == "awaiting_payment"
+
+
 async def test_expiry_job_expires_the_link_at_stripe_before_the_order(world: StripeWorld) -> None:
     order = await world.order()
     await world.link(order)

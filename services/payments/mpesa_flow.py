@@ -182,6 +182,8 @@ async def _awaiting_order(session: AsyncSession, order_id: str, customer_id: int
     if order.state != order_service.AWAITING_PAYMENT:
         raise common.PaymentNotAllowed("pay.error.not_awaiting", order=order.public_id,
                                        state=order.state.replace("_", " "))
+    if order.reserved_until <= utcnow():  # the expiry job takes it next: no prompt it would outlive
+        raise common.PaymentNotAllowed("pay.error.reservation_ran_out", order=order.public_id)
     if order.currency != "KES":
         raise DomainError("mpesa.kes_only")
     return order

@@ -87,16 +87,22 @@ async def start_card_payment(session_factory: async_sessionmaker[AsyncSession], 
 
 async def _store_session(session_factory: async_sessionmaker[AsyncSession], gateway: StripeGateway, order_id: str,
                          payment: Payment, checkout: CheckoutSession, now: datetime) -> None:
-    """Keep the new session on its attempt if the attempt is still pending (compare-and-set). If it
-    was closed meanwhile (the order was cancelled or expired), nobody has seen the link: it is
-    expired at Stripe and the customer is told why; its id is kept so a late event still finds it."""
+    """Keep the new session on its attempt if the order is still awaiting payment and the attempt
+    still pending (compare-and-sets: the order's first, which holds its row until commit, so an
+    expiry or cancel committing meanwhile is seen — a plain EXISTS would read PostgreSQL's snapshot).
+    If either ended meanwhile (an expired order keeps its attempts pending), nobody has seen the
+    link: it is expired at Stripe and the customer is told why; its id is kept so a late event
+    still finds it."""
     async with session_factory() as session, session.begin():
-        stored = await session.execute(
+        held = await session.execute(
+            update(Order).where(Order.id == payment.order_id, Order.state == order_service.AWAITING_PAYMENT)
+            .values(updated_at=utcnow()).execution_options(synchronize_session=False))
+        stored = held.rowcount == 1 and (await session.execute(
             update(Payment).where(Payment.id == payment.id, Payment.state == common.PENDING)
             .values(stripe_session_id=checkout.id, checkout_url=checkout.url, expires_at=checkout.expires_at,
                     next_check_at=(checkout.expires_at or now) + RECONCILE_GRACE)
-            .execution_options(synchronize_session=False))
-        if stored.rowcount == 1:
+            .execution_options(synchronize_session=False))).rowcount == 1
+        if stored:
             return
         await session.execute(update(Payment).where(Payment.id == payment.id, Payment.stripe_session_id.is_(None))
                               .values(stripe_session_id=checkout.id).execution_options(synchronize_session=False))
@@ -153,10 +159,13 @@ async def _retire_orphan(session: AsyncSession, payment: Payment, state: str, co
 
 async def _awaiting(session: AsyncSession, order_id: str, customer_id: int) -> Order:
     """The customer's order, claimed by a compare-and-set write (the row lock on PostgreSQL, the
-    write lock on SQLite, until commit), if it is still awaiting payment."""
+    write lock on SQLite, until commit), if it is still awaiting payment and its reservation has not
+    run out: the expiry job would otherwise expire it (closing the link) while the customer pays."""
     order = await order_service.get_order(session, order_id, customer_id=customer_id)
     if order.state == order_service.AWAITING_PAYMENT and await _claim(session, order):
-        return order
+        if order.reserved_until > utcnow():
+            return order
+        raise common.PaymentNotAllowed("pay.error.reservation_ran_out", order=order.public_id)
     raise common.PaymentNotAllowed("pay.error.not_awaiting", order=order.public_id,
                                    state=order.state.replace("_", " "))
 
