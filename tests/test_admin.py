@@ -93,6 +93,7 @@ def member_lookups(shop: Harness, user_id: int) -> int:
     return len([c for c in shop.botapi.calls if c.method == "getChatMember" and c.params["user_id"] == user_id])
 
 
+@pytest.mark.faults
 async def test_cancel_rechecks_admin_rights_past_the_cache(shop: Harness) -> None:
     order, pid = await paid_order(shop)
     shop.botapi.chat_member_status[(ADMIN_CHAT_ID, GROUP_ADMIN)] = "administrator"
@@ -108,6 +109,7 @@ async def test_cancel_rechecks_admin_rights_past_the_cache(shop: Harness) -> Non
     assert member_lookups(shop, ADMIN_USER_ID) == 0
 
 
+@pytest.mark.faults
 async def test_cancel_button_rechecks_admin_rights_past_the_cache(shop: Harness) -> None:
     order, pid = await paid_order(shop)
     shop.botapi.chat_member_status[(ADMIN_CHAT_ID, GROUP_ADMIN)] = "administrator"

@@ -445,6 +445,7 @@ async def unpaid_orders(shop: Harness, *quantities: int, customer: int = USER) -
     return [await make_order(shop.session_factory, customer, [(pid, qty)]) for qty in quantities]
 
 
+@pytest.mark.faults
 async def test_fourth_unpaid_order_is_refused_until_one_is_paid(shop: Harness) -> None:
     await fill_cart(shop)  # demo catalogue and the customer
     held = await unpaid_orders(shop, 1, 1, 1)  # MAX_OPEN_ORDERS_PER_CUSTOMER defaults to 3
@@ -492,6 +493,7 @@ async def test_one_order_over_the_units_limit_is_refused_by_the_shops_setting(en
         await shop.stop()
 
 
+@pytest.mark.faults
 async def test_a_public_id_collision_retries_with_a_new_id(shop: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
     await fill_cart(shop)
     [taken] = await unpaid_orders(shop, 1, customer=USER + 1)

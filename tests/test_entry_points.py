@@ -18,6 +18,8 @@ from tests.webserver import free_port, serve_shop
 
 SKU = "LAP-TP-T480"
 
+pytestmark = pytest.mark.faults  # forged input and abuse through the real entry points
+
 
 def forged_admin_update(update_id: int, command: str) -> dict:  # type: ignore[type-arg]
     """What an attacker posts: a command 'from' an admin, in the admin group."""

@@ -16,6 +16,7 @@ BUYER = 7171
 PRIVATE = "Let's talk in private"
 LINK = 'href="https://t.me/hacklab_shop_bot"'
 
+pytestmark = pytest.mark.faults  # forged input and abuse through the real entry points
 
 
 def said(shop: Harness, chat_id: int, since: int) -> list[str]:

@@ -136,6 +136,7 @@ def refuse_html_once(botapi: BotAPIStandIn, methods: tuple[str, ...]) -> list[st
 
 
 @pytest.mark.parametrize("photo", [False, True])
+@pytest.mark.faults
 async def test_a_message_telegram_cannot_parse_is_sent_again_as_plain_text(
         shop: Harness, caplog: pytest.LogCaptureFixture, photo: bool) -> None:
     pid = await make_product(shop.session_factory, "PLAIN-1", stock=3)
@@ -155,6 +156,7 @@ async def test_a_message_telegram_cannot_parse_is_sent_again_as_plain_text(
     assert "Jerry" not in str(warning.__dict__)
 
 
+@pytest.mark.faults
 async def test_an_outbox_message_telegram_cannot_parse_is_sent_as_plain_text(session_factory, botapi,  # type: ignore[no-untyped-def]
                                                                              caplog: pytest.LogCaptureFixture) -> None:
     async with session_factory() as session, session.begin():

@@ -628,6 +628,7 @@ async def anomalies(world: MpesaWorld) -> list[str]:
                                                        .order_by(Outbox.id))).scalars()]
 
 
+@pytest.mark.faults
 async def test_forged_success_while_the_customer_has_not_paid_moves_nothing(world: MpesaWorld) -> None:
     """The URL leaked: a success callback arrives while the prompt is still on the customer's phone."""
     world.daraja.plan = dj.Plan(no_show=True, query_processing_times=1000)
@@ -642,6 +643,7 @@ async def test_forged_success_while_the_customer_has_not_paid_moves_nothing(worl
     assert await world.count(WebhookEvent, WebhookEvent.event_type == "stk_callback") == 1  # kept, though
 
 
+@pytest.mark.faults
 async def test_forged_success_for_a_prompt_the_customer_cancelled_is_not_paid(world: MpesaWorld) -> None:
     world.daraja.plan = dj.Plan(no_show=True, result_code=1032)
     order = await world.order()
@@ -654,6 +656,7 @@ async def test_forged_success_for_a_prompt_the_customer_cancelled_is_not_paid(wo
 
 
 @pytest.mark.parametrize("outage", ["http_500", "timeout"])
+@pytest.mark.faults
 async def test_query_unavailable_leaves_it_pending_until_reconciliation(world: MpesaWorld, outage: str) -> None:
     world.daraja.plan = dj.Plan(no_show=True)  # paid on the phone; Daraja's callback is ours to post
     order = await world.order()
@@ -675,6 +678,7 @@ async def test_query_unavailable_leaves_it_pending_until_reconciliation(world: M
 
 
 @pytest.mark.parametrize("finished", ["failed", "superseded", "expired"])
+@pytest.mark.faults
 async def test_success_callback_never_revives_a_finished_attempt(world: MpesaWorld, finished: str) -> None:
     world.daraja.plan = dj.Plan(no_show=True)  # even were the query to say "paid"
     order = await world.order()
@@ -689,6 +693,7 @@ async def test_success_callback_never_revives_a_finished_attempt(world: MpesaWor
     assert world.daraja.pushes[0].queries == 0
 
 
+@pytest.mark.faults
 async def test_real_failure_then_forged_success_is_an_anomaly(world: MpesaWorld) -> None:
     world.daraja.plan = dj.Plan(result_code=2001)  # Daraja calls back: wrong PIN
     order = await world.order()
@@ -700,6 +705,7 @@ async def test_real_failure_then_forged_success_is_an_anomaly(world: MpesaWorld)
 
 
 @pytest.mark.parametrize("query_says", ["paid", "processing"])
+@pytest.mark.faults
 async def test_forged_failure_does_not_fail_the_attempt(world: MpesaWorld, query_says: str) -> None:
     world.daraja.plan = dj.Plan(no_show=True, query_processing_times=1000 if query_says == "processing" else 0)
     order = await world.order()
@@ -710,6 +716,7 @@ async def test_forged_failure_does_not_fail_the_attempt(world: MpesaWorld, query
     assert await world.state_of(order) == ("processing" if query_says == "paid" else "awaiting_payment")
 
 
+@pytest.mark.faults
 async def test_a_flood_of_callbacks_queries_daraja_a_few_times_only(world: MpesaWorld) -> None:
     world.daraja.plan = dj.Plan(no_show=True, query_processing_times=1000)
     order = await world.order()
@@ -720,6 +727,7 @@ async def test_a_flood_of_callbacks_queries_daraja_a_few_times_only(world: Mpesa
     assert (await world.payment()).state == "pending" and await world.state_of(order) == "awaiting_payment"
 
 
+@pytest.mark.faults
 async def test_forged_callback_cannot_hijack_an_orphaned_attempt(world: MpesaWorld) -> None:
     """Phone and amount of a callback are the sender's word: an invented CheckoutRequestID with the
     orphan's phone and amount is not adopted (the query does not confirm it); the real one still is."""
@@ -763,6 +771,7 @@ async def test_orphan_hint_left_unresolved_by_a_crash_is_taken_up_by_the_retry(w
     ("198.51.100.0/24", "127.0.0.1/32", "198.51.100.7, 203.0.113.5", 403),  # the client prepended a lie
     ("198.51.100.0/24", "127.0.0.1/32", "not-an-address", 403),
 ])
+@pytest.mark.faults
 async def test_allowed_networks_and_trusted_proxies(engine, botapi, networks: str, proxies: str,  # type: ignore[no-untyped-def]
                                                     forwarded: str | None, status: int) -> None:
     async with open_world(engine, botapi, mpesa_allowed_networks=networks, trusted_proxies=proxies) as w:
@@ -789,6 +798,7 @@ async def test_client_address_header_name_is_configurable(engine, botapi) -> Non
 # --- no flooding a stranger's phone with prompts ------------------------------------------------------
 
 
+@pytest.mark.faults
 async def test_prompts_to_one_phone_are_limited_across_customers(engine, botapi) -> None:  # type: ignore[no-untyped-def]
     async with open_world(engine, botapi, mpesa_prompts_per_phone_per_hour=2) as w:
         w.daraja.plan = dj.Plan(result_code=1032)  # each prompt is declined on the phone
@@ -807,6 +817,7 @@ async def test_prompts_to_one_phone_are_limited_across_customers(engine, botapi)
         assert "Check your phone (2547*****333)" in reply.text and len(w.daraja.pushes) == 3
 
 
+@pytest.mark.faults
 async def test_query_outage_past_the_final_timeout_keeps_a_paid_attempt_pending(world: MpesaWorld) -> None:
     """Daraja's query unreachable for longer than FINAL_TIMEOUT proves nothing about the payment: the
     attempt stays pending (a paid customer's order is not turned into an admin anomaly) and settles
@@ -840,6 +851,7 @@ async def test_query_outage_for_a_day_closes_the_attempt_and_tells_the_admins(wo
     assert any("could not be reached" in a and order.public_id in a for a in await anomalies(world))
 
 
+@pytest.mark.faults
 async def test_a_push_whose_answer_is_lost_stays_pending_and_its_payment_is_not_lost(world: MpesaWorld) -> None:
     """Daraja accepted the push (the prompt is on the phone) but its answer never reached us: the
     attempt is not failed, the customer is told to check the phone, a second prompt is not sent at
@@ -860,12 +872,14 @@ async def test_a_push_whose_answer_is_lost_stays_pending_and_its_payment_is_not_
     assert (await world.payment()).checkout_request_id == world.daraja.pushes[0].checkout_id
 
 
+@pytest.mark.faults
 async def test_a_result_code_of_non_ascii_digits_is_a_400_not_a_500(world: MpesaWorld) -> None:
     body = {"Body": {"stkCallback": {"MerchantRequestID": "m", "CheckoutRequestID": "ws_CO_x", "ResultCode": "²"}}}
     async with httpx.AsyncClient(timeout=30) as http:
         assert (await http.post(world.callback_url, json=body)).status_code == 400
 
 
+@pytest.mark.faults
 async def test_a_flood_of_invented_ids_alerts_the_admins_a_few_times_only(world: MpesaWorld) -> None:
     """Anyone holding the URL can invent CheckoutRequestIDs: each is kept, but the admin group hears of
     the first few in a window, so its messages about real orders are not queued behind a flood."""

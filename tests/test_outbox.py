@@ -296,6 +296,7 @@ class RecordingTransport:
         self.sends.append((chat_id, text))
 
 
+@pytest.mark.faults
 async def test_concurrent_lanes_send_each_row_exactly_once(session_factory) -> None:  # type: ignore[no-untyped-def]
     """The worker's lanes claim concurrently (on SQLite too, where there are no row locks): every row is
     sent once, in order within its chat, and its attempts say one send."""
@@ -375,6 +376,7 @@ class SlowBotApi(StandIn):
         return web.json_response({"ok": True, "result": {"message_id": len(self.delivered)}})
 
 
+@pytest.mark.faults
 async def test_a_send_slower_than_the_lease_is_retried_not_sent_twice(session_factory) -> None:  # type: ignore[no-untyped-def]
     """A's send (HTML refused, then the plain-text resend) outlasts its lease although no httpx phase
     times out: it is cut off inside the lease and retried, so B, draining meanwhile, is the only one to

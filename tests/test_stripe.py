@@ -448,6 +448,7 @@ async def admin_cancel(world: StripeWorld, order: Order) -> str:
     return (await world.shop.send(ADMIN_USER_ID, f"/cancel {order.public_id}", chat_id=ADMIN_CHAT_ID)).text
 
 
+@pytest.mark.faults
 async def test_admin_cancel_expires_the_open_link_at_stripe_first(world: StripeWorld) -> None:
     order = await world.order()
     await world.link(order)
@@ -500,6 +501,7 @@ async def test_customer_cancel_expires_the_link_or_waits_for_stripe(world: Strip
     assert next(iter(world.stripe.sessions.values()))["status"] == "expired"
 
 
+@pytest.mark.faults
 async def test_a_link_being_created_while_the_order_is_cancelled_is_never_shown(world: StripeWorld) -> None:
     order = await world.order()
     await world.shop.send(USER, "/start")
@@ -603,6 +605,7 @@ async def test_a_hanging_stripe_call_is_cut_off(world: StripeWorld) -> None:
 
 
 @pytest.mark.parametrize("about_to_lapse", [False, True])
+@pytest.mark.faults
 async def test_concurrent_presses_leave_one_payable_session(world: StripeWorld, about_to_lapse: bool) -> None:
     """Presses at once (also while an old link is being replaced) make one session, on SQLite (no
     row locks) as on PostgreSQL. A few orders, so a race the old code lost is lost reliably."""
@@ -623,6 +626,7 @@ async def test_concurrent_presses_leave_one_payable_session(world: StripeWorld, 
             assert list(states).count("pending") == 1
 
 
+@pytest.mark.faults
 async def test_a_cancel_waiting_on_stripe_holds_no_lock(world: StripeWorld) -> None:
     """The link is expired at Stripe before the cancel writes anything: while Stripe takes its time,
     the order's row (and on SQLite the whole database) stays free for the shop's other writes."""

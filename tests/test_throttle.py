@@ -18,6 +18,8 @@ from tests.test_redis_state import REDIS_URL, redis_up
 USER, OTHER = 7301, 7302
 SLOW = "Slow down a little"
 
+pytestmark = pytest.mark.faults  # forged input and abuse through the real entry points
+
 
 def answers(botapi: BotAPIStandIn, since: int) -> tuple[int, int]:
     """(presses answered by their handler, presses answered "slow down") among calls[since:]."""
