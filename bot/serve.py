@@ -62,10 +62,6 @@ async def load_demo_if_empty(settings: Settings, path: Path) -> None:
         await engine.dispose()
 
 
-def webhook_secret(settings: Settings) -> str:
-    return settings.webhook_secret
-
-
 async def announce_start(shop: Shop) -> None:
     """Warn the admin group when no payment provider is configured: customers cannot pay."""
     payment_providers = [p for p in ("mpesa", "stripe") if p in shop.providers]

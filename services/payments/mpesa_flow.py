@@ -189,6 +189,11 @@ async def _awaiting_order(session: AsyncSession, order_id: str, customer_id: int
     return order
 
 
+def _callback_key(checkout_id: str, code: str) -> str:
+    """The id a callback is stored (and de-duplicated) under in webhook_events."""
+    return f"{checkout_id}:{code}"
+
+
 def parse_callback(payload: Any) -> dict[str, Any]:
     """The fields we use from `Body.stkCallback`, validated; items read by Name, never position."""
     try:
@@ -260,12 +265,12 @@ async def _take_callback(session: AsyncSession, cb: dict[str, Any], payload: Any
     """Store the callback (once) and decide what it may lead to: "query" (a pending attempt: due for
     its check now, so a crash before the query leaves it to reconciliation), "orphan", or a final
     outcome (duplicate, unknown, anomaly, pending)."""
-    stored = await common.record_event(session, PROVIDER, f"{cb['checkout_id']}:{cb['code']}", "stk_callback",
-                                       payload)
+    key = _callback_key(cb["checkout_id"], cb["code"])
+    stored = await common.record_event(session, PROVIDER, key, "stk_callback", payload)
     if stored is None:  # a repeat; only an orphan hint a crash left unresolved is worth another look
         earlier = (await session.execute(select(WebhookEvent.status).where(
             WebhookEvent.provider == PROVIDER,
-            WebhookEvent.event_id == f"{cb['checkout_id']}:{cb['code']}"))).scalar_one_or_none()
+            WebhookEvent.event_id == key))).scalar_one_or_none()
         return ("orphan", None) if earlier == UNRESOLVED else ("duplicate", None)
     payment = (await session.execute(
         select(Payment).where(Payment.checkout_request_id == cb["checkout_id"]))).unique().scalar_one_or_none()
@@ -438,7 +443,7 @@ async def _adopt_confirmed(session: AsyncSession, cb: dict[str, Any], status: St
 async def _resolved(session: AsyncSession, cb: dict[str, Any], payment_id: int | None) -> None:
     """The orphan hint has had its query: a repeat of this callback is now a plain duplicate."""
     await session.execute(update(WebhookEvent).where(
-        WebhookEvent.provider == PROVIDER, WebhookEvent.event_id == f"{cb['checkout_id']}:{cb['code']}")
+        WebhookEvent.provider == PROVIDER, WebhookEvent.event_id == _callback_key(cb["checkout_id"], cb["code"]))
         .values(status="processed", payment_id=payment_id).execution_options(synchronize_session=False))
 
 
@@ -489,8 +494,9 @@ async def query_and_settle(session_factory: async_sessionmaker[AsyncSession], cl
 
 async def _success_called_back(session_factory: async_sessionmaker[AsyncSession], checkout_id: str) -> bool:
     async with session_factory() as session:
-        return (await session.execute(select(WebhookEvent.id).where(
-            WebhookEvent.provider == PROVIDER, WebhookEvent.event_id == f"{checkout_id}:0"))).first() is not None
+        stored = await session.execute(select(WebhookEvent.id).where(
+            WebhookEvent.provider == PROVIDER, WebhookEvent.event_id == _callback_key(checkout_id, "0")))
+        return stored.first() is not None
 
 
 async def _apply_status(session_factory: async_sessionmaker[AsyncSession], payment_id: int, status: StkStatus,
