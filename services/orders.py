@@ -424,8 +424,7 @@ def _payable_attempt(now: datetime):  # type: ignore[no-untyped-def]
     from sqlalchemy import and_, exists, or_
 
     from db.models import Payment
-    from services.payments.mpesa_flow import FINAL_TIMEOUT  # here: the payments modules import this one
-    from services.payments.stripe_flow import IN_FLIGHT, RECONCILE_GRACE
+    from services.payments.stripe_flow import IN_FLIGHT, RECONCILE_GRACE  # here: stripe_flow imports this module
 
     return exists().where(Payment.order_id == Order.id, Payment.state == "pending", or_(
         _answerable_prompt(now),
