@@ -16,7 +16,6 @@ import asyncpg
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from db import direct
 from db.migrate import upgrade
 from db.session import make_engine
 
@@ -64,8 +63,8 @@ async def migrated_engine(prefix: str = "sf_bench", **engine_kw: Any) -> AsyncIt
 
 
 class QueryCounter:
-    """Counts SQL statements sent on an engine (SQLAlchemy `before_cursor_execute`), and those
-    db.direct sends past SQLAlchemy (in this process, whatever the engine: benches have one)."""
+    """Counts SQL statements sent on an engine (SQLAlchemy `before_cursor_execute`: every statement
+    the shop sends goes through SQLAlchemy)."""
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.sync_engine = engine.sync_engine
@@ -73,10 +72,6 @@ class QueryCounter:
         self.statements: list[str] = []
         self.keep = False
         event.listen(self.sync_engine, "before_cursor_execute", self._tick)
-        direct.watchers.append(self._sent_directly)
-
-    def _sent_directly(self, statement: str) -> None:
-        self._tick(None, None, statement)
 
     def _tick(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
         self.count += 1
@@ -89,7 +84,6 @@ class QueryCounter:
 
     def close(self) -> None:
         event.remove(self.sync_engine, "before_cursor_execute", self._tick)
-        direct.watchers.remove(self._sent_directly)
 
 
 def percentile(values: list[float], pct: float) -> float:

@@ -5,15 +5,14 @@ writing at once; PostgreSQL gets a pool sized for a couple of web and worker pro
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import Executable, Row, event
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
-
-from db.direct import AUTOCOMMIT
 
 
 def is_sqlite(url_or_engine: str | AsyncEngine) -> bool:
@@ -69,6 +68,26 @@ def autocommit_sessionmaker(factory: async_sessionmaker[AsyncSession]) -> async_
     that is one statement (a screen's read, a single-statement upsert): PostgreSQL then needs no
     BEGIN and no COMMIT, two of a screen's three round trips."""
     bind = factory.kw["bind"]
-    info = {**(factory.kw.get("info") or {}), AUTOCOMMIT: True}  # lets db.direct skip the session
-    return async_sessionmaker(**{**factory.kw, "info": info,
-                                 "bind": bind.execution_options(isolation_level="AUTOCOMMIT")})
+    return async_sessionmaker(**{**factory.kw, "bind": bind.execution_options(isolation_level="AUTOCOMMIT")})
+
+
+async def read_ahead(session: AsyncSession, statement: Executable,
+                     params: Mapping[str, Any]) -> Sequence[Row[Any]]:
+    """The rows of a read that may run ahead of the session's transaction (a lock-free check before
+    one is opened). When the session holds no connection yet, the read runs on a pooled connection
+    of its own in autocommit, given back before this returns: no BEGIN and no ROLLBACK, and the task
+    still holds one pooled connection at a time. Inside a transaction it runs in it, as usual."""
+    if session.in_transaction():
+        return (await session.execute(statement, params)).all()
+    async with session.bind.connect() as conn:
+        await conn.execution_options(isolation_level="AUTOCOMMIT")
+        return (await conn.execute(statement, params)).all()
+
+
+def database_unreachable(exc: BaseException) -> bool:
+    """The database could not be reached, or the connection broke under a statement (a restart, a
+    network cut, a killed backend): a failure of ours that the same request retried later can get
+    past. SQLAlchemy has already discarded the broken connection by the time this is raised."""
+    if isinstance(exc, sa_exc.DBAPIError):
+        return exc.connection_invalidated or isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError))
+    return isinstance(exc, (OSError, ConnectionError))

@@ -11,6 +11,7 @@ from aiogram.fsm.context import FSMContext
 from aiogram.types import (CallbackQuery, ErrorEvent, InlineKeyboardButton, InlineKeyboardMarkup, Message,
                            ReplyKeyboardRemove)
 
+from db.session import database_unreachable
 from handlers.routing import FeatureRouter
 from services.i18n import t
 
@@ -65,8 +66,11 @@ async def stale_button(query: CallbackQuery, lang: str) -> None:
 
 @router.errors()
 async def on_error(event: ErrorEvent) -> bool:
-    """Our own failure: log it with the update id, apologise, keep serving."""
+    """Our own failure: log it with the update id, apologise, keep serving. The database out of
+    reach is left to the webhook, which answers 503 so that Telegram delivers the update again."""
     update = event.update
+    if database_unreachable(event.exception):
+        raise event.exception
     log.error("handler.error", exc_info=event.exception, extra={"update_id": update.update_id})
     try:
         if update.message is not None:

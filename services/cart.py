@@ -5,11 +5,10 @@ import functools
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from sqlalchemy import Insert, bindparam, case, delete, func, select
+from sqlalchemy import Insert, Select, bindparam, case, delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import lazyload
 
-from db.direct import Direct
 from db.models import CartItem, Customer, Product, TZDateTime, utcnow
 from db.session import insert_with_conflicts
 from services.errors import InvalidInput, OutOfStock
@@ -60,18 +59,18 @@ async def ensure_customer(session: AsyncSession, user_id: int, chat_id: int, fir
     return customer
 
 
-# The cart's own statements are built once: building a statement costs more CPU than running it
-# (the cart screen, the card and Add to cart run them on every press).
-# They run through db.direct: on PostgreSQL, from a one-statement screen, straight on asyncpg.
-_LINES = Direct(
-    select(Product.id, Product.name, Product.price_kes, Product.price_usd, Product.stock, Product.active,
-           CartItem.quantity, CartItem.seen_price_kes, CartItem.seen_price_usd)
-    .join(Product, Product.id == CartItem.product_id)
-    .where(CartItem.customer_id == bindparam("customer_id"))
-    .order_by(CartItem.added_at, CartItem.product_id))
-_QUANTITY = select(CartItem.__table__.c.quantity).where(CartItem.__table__.c.customer_id == bindparam("customer_id"),
-                                                        CartItem.__table__.c.product_id == bindparam("product_id"))
-_QUANTITY_DIRECT = Direct(_QUANTITY)
+# The cart's own statements are built once, in Core over the tables (no ORM entities to load):
+# building a statement costs more CPU than running it (the cart screen, the card and Add to cart
+# run them on every press).
+_ITEMS, _PRODUCTS = CartItem.__table__, Product.__table__
+_LINES = (
+    select(_PRODUCTS.c.id, _PRODUCTS.c.name, _PRODUCTS.c.price_kes, _PRODUCTS.c.price_usd, _PRODUCTS.c.stock,
+           _PRODUCTS.c.active, _ITEMS.c.quantity, _ITEMS.c.seen_price_kes, _ITEMS.c.seen_price_usd)
+    .select_from(_ITEMS.join(_PRODUCTS, _PRODUCTS.c.id == _ITEMS.c.product_id))
+    .where(_ITEMS.c.customer_id == bindparam("customer_id"))
+    .order_by(_ITEMS.c.added_at, _ITEMS.c.product_id))
+_QUANTITY = select(_ITEMS.c.quantity).where(_ITEMS.c.customer_id == bindparam("customer_id"),
+                                            _ITEMS.c.product_id == bindparam("product_id"))
 
 
 async def register_customer(session: AsyncSession, user_id: int, chat_id: int, first_name: str = "",
@@ -99,7 +98,7 @@ def _register(dialect: str) -> Insert:
 
 
 async def lines(session: AsyncSession, customer_id: int) -> list[CartLine]:
-    rows = await _LINES.rows(session, {"customer_id": customer_id})
+    rows = (await session.execute(_LINES, {"customer_id": customer_id})).all()
     return [CartLine(CartProduct(*row[:6]), *row[6:]) for row in rows]
 
 
@@ -129,7 +128,7 @@ async def try_add(session: AsyncSession, customer_id: int, product_id: int, quan
     it just ahead of the write, so two presses at the same instant may both say "added" there."""
     values = {"customer_id": customer_id, "product_id": product_id, "quantity": quantity, "now": utcnow()}
     if session.bind.dialect.name == "postgresql":
-        [(before, now)] = await _add_reading_before().rows(session, values)
+        before, now = (await session.execute(_add_reading_before(), values)).one()
     else:
         before = await quantity_in_cart(session, customer_id, product_id)
         now = (await session.execute(_upsert(session.bind.dialect.name), values)).scalar_one_or_none()
@@ -137,17 +136,16 @@ async def try_add(session: AsyncSession, customer_id: int, product_id: int, quan
 
 
 @functools.cache
-def _add_reading_before() -> Direct:
+def _add_reading_before() -> Select[tuple[int | None, int | None]]:
     added = _upsert("postgresql").cte("added")
-    return Direct(select(_QUANTITY.scalar_subquery().label("before"),
-                         select(added.c.quantity).scalar_subquery().label("now")))
+    return select(_QUANTITY.scalar_subquery().label("before"), select(added.c.quantity).scalar_subquery().label("now"))
 
 
 @functools.cache
 def _upsert(dialect: str) -> Insert:
     pg = dialect == "postgresql"
     least = func.least if pg else func.min  # SQLite's many-argument min() is LEAST
-    items, products = CartItem.__table__, Product.__table__
+    items, products = _ITEMS, _PRODUCTS
     product_id, quantity = bindparam("product_id"), bindparam("quantity")
     live_stock = select(products.c.stock).where(products.c.id == product_id).scalar_subquery()
     source = select(
@@ -197,8 +195,8 @@ async def clear(session: AsyncSession, customer_id: int) -> None:
 
 
 async def quantity_in_cart(session: AsyncSession, customer_id: int, product_id: int) -> int:
-    rows = await _QUANTITY_DIRECT.rows(session, {"customer_id": customer_id, "product_id": product_id})
-    return rows[0][0] if rows else 0
+    quantity = (await session.execute(_QUANTITY, {"customer_id": customer_id, "product_id": product_id})).scalar()
+    return quantity or 0
 
 
 async def remove(session: AsyncSession, customer_id: int, product_id: int) -> None:

@@ -18,8 +18,8 @@ from sqlalchemy import bindparam, delete, distinct, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from db.direct import Direct
 from db.models import CartItem, Customer, Order, OrderEvent, OrderItem, Product, utcnow
+from db.session import read_ahead
 from services import inventory
 from services.errors import DomainError, IllegalTransition, InvalidInput, NotFound, OutOfStock
 from services.i18n import t
@@ -196,7 +196,6 @@ _CART = (
     .join(Product, Product.id == CartItem.product_id)
     .where(CartItem.customer_id == bindparam("customer_id")).order_by(CartItem.product_id)
 )
-_CART_AS_IS = Direct(_CART)
 _CART_TO_CLAIM = _CART.with_for_update(of=CartItem)
 _CLAIM_CART = delete(CartItem.__table__).where(CartItem.__table__.c.customer_id == bindparam("customer_id"))
 _PLACED_EVENT = insert(OrderEvent.__table__).values(from_state=None, to_state=AWAITING_PAYMENT, note="order placed")
@@ -314,13 +313,13 @@ async def _insert_with_free_id(session: AsyncSession, build: Callable[[str], Ord
 
 async def refuse_early(session: AsyncSession, customer_id: int) -> None:
     """Raise what `place_order` would for a cart that is empty, gone or short as it stands now, read
-    before the session's transaction begins (no lock, no BEGIN/ROLLBACK; on PostgreSQL one direct
-    statement, db/direct.py). In a flash sale all but a few checkouts end here, and this read costs
-    about a third of what refusing them inside a transaction does. A cart that passes is checked
+    before the session's transaction begins (no lock, no BEGIN/ROLLBACK: one statement on an
+    autocommit connection, db.session.read_ahead). In a flash sale all but a few checkouts end
+    here, and this read costs about a third of what refusing them inside a transaction does. A cart that passes is checked
     again by `place_order` under its locks, so this can only answer sooner, never wrongly: stock
     that runs out after the read is caught there, and so are the per-customer limits (which
     `place_order` judges after the cart, so a cart refused here is refused for the same reason there)."""
-    rows = await _CART_AS_IS.rows(session, {"customer_id": customer_id}, before_transaction=True)
+    rows = await read_ahead(session, _CART, {"customer_id": customer_id})
     _refuse_unplaceable(rows)  # type: ignore[arg-type]
 
 

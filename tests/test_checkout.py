@@ -17,7 +17,7 @@ from services.errors import DomainError, InvalidInput
 from tests.factories import make_order, make_product, stock_of
 from tests.harness import Harness
 from tests.standins import Call
-from tests.test_direct import sent_directly
+from tests.test_db_reads import statements_sent
 
 USER = 7201
 
@@ -132,11 +132,11 @@ async def test_sold_out_between_cart_and_confirm(shop: Harness) -> None:
     async with shop.session_factory() as session, session.begin():
         product = await catalog.get_product(session, sku="WS-DL-T5820")
         product.stock = 1
-    with sent_directly() as seen:
+    with statements_sent(shop.engine) as seen:
         reply = await shop.press(USER, summary.button("Confirm"))
     assert "not placed" in reply.text and "only 1 × Dell Precision T5820" in reply.text
-    if shop.engine.dialect.name == "postgresql":  # refused by the lock-free read, before any transaction
-        assert len(seen) == 1 and "FOR UPDATE" not in seen[0]
+    # refused by the lock-free read, before any transaction
+    assert len(seen) == 1 and seen[0].autocommit and "FOR UPDATE" not in seen[0].sql
     async with shop.session_factory() as session:
         assert (await session.execute(select(Order))).first() is None
         product = await catalog.get_product(session, sku="WS-DL-T5820")
@@ -372,7 +372,7 @@ async def test_concurrent_confirms_of_one_cart_place_one_order(session_factory) 
 
 
 async def test_refuse_early_answers_a_sold_out_cart_before_any_transaction(engine, session_factory) -> None:  # type: ignore[no-untyped-def]
-    """What place_order would refuse, refused from a lock-free read (direct on PostgreSQL) with the
+    """What place_order would refuse, refused from a lock-free read (no transaction) with the
     same reason, leaving the session without a transaction and nothing changed."""
     short, gone = await make_product(session_factory, "EARLY-1", stock=1), await make_product(session_factory, "EARLY-2")
     async with session_factory() as session, session.begin():
@@ -390,10 +390,10 @@ async def test_refuse_early_answers_a_sold_out_cart_before_any_transaction(engin
         return order_service.place_order(session, USER, zone_code="nairobi", phone="254712345678",
                                          email="a@example.com", address="Plot 1, Ngong Rd", reservation_minutes=30)
 
-    with sent_directly() as seen:
+    with statements_sent(engine) as seen:
         early = await refusal(lambda s: order_service.refuse_early(s, USER))
     assert early == await refusal(placing) == ("error.out_of_stock", {"name": "Product EARLY-1"})
-    assert len(seen) == (1 if engine.dialect.name == "postgresql" else 0)
+    assert len(seen) == 1 and seen[0].autocommit
     assert await stock_of(session_factory, short) == (0, 0, 0) and await orders_and_cart_rows(session_factory) == (0, 1)
 
     async with session_factory() as session, session.begin():
@@ -407,8 +407,8 @@ async def test_refuse_early_answers_a_sold_out_cart_before_any_transaction(engin
         async with session.begin():
             await cart_service.set_quantity(session, USER, await session.get(Product, gone), 2)
         await order_service.refuse_early(session, USER)
-        assert not session.in_transaction() or engine.dialect.name == "sqlite"
-        async with session.begin_nested() if session.in_transaction() else session.begin():
+        assert not session.in_transaction()
+        async with session.begin():
             order = await placing(session)
         await session.commit()
     assert order.total > 0 and await stock_of(session_factory, gone) == (8, 2, 0)
@@ -428,9 +428,9 @@ async def test_confirm_from_a_customer_this_process_has_not_seen_places_the_orde
     summary = await go_to_summary(shop)
     customers = next(m for m in shop.shop.dp.callback_query.middleware if type(m).__name__ == "CustomerMiddleware")
     customers._checked.clear()  # noqa: SLF001 (as a fresh process starts)
-    with sent_directly() as seen:
+    with statements_sent(shop.engine) as seen:
         offer = await shop.press(USER, summary.button("Confirm"))
-    assert "is placed" in offer.text and seen == []
+    assert "is placed" in offer.text and seen and not any(s.autocommit for s in seen)
     assert await orders_and_cart(shop) == (1, 0)
     async with shop.session_factory() as session:
         assert (await catalog.get_product(session, sku="LAP-TP-T480")).reserved == 1

@@ -26,6 +26,9 @@ import orjson
 from aiohttp import web
 from pydantic import ValidationError
 
+from db.session import database_unreachable
+from webhooks.common import ours_failed
+
 log = logging.getLogger(__name__)
 
 
@@ -43,6 +46,10 @@ class SeenUpdates:
         if len(self._ids) > self.size:
             self._ids.popitem(last=False)
         return True
+
+    def forget(self, update_id: int) -> None:
+        """Handle it again when it comes back (it failed for a reason of ours)."""
+        self._ids.pop(update_id, None)
 
 
 HOLD_SECONDS = 0.5
@@ -147,6 +154,11 @@ class TelegramWebhook(SimpleRequestHandler):
         token = _reply.set(reply)
         try:
             await self.dispatcher.feed_update(bot, update, **self.data)
+        except Exception as exc:  # noqa: BLE001 - the database out of reach becomes 503; anything else re-raises
+            if not database_unreachable(exc):
+                raise
+            self.seen.forget(update.update_id)
+            return ours_failed("telegram", exc)
         finally:
             method = reply.take()
             _reply.reset(token)
