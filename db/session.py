@@ -76,10 +76,12 @@ async def read_ahead(session: AsyncSession, statement: Executable,
     """The rows of a read that may run ahead of the session's transaction (a lock-free check before
     one is opened). When the session holds no connection yet, the read runs on a pooled connection
     of its own in autocommit, given back before this returns: no BEGIN and no ROLLBACK, and the task
-    still holds one pooled connection at a time. Inside a transaction it runs in it, as usual."""
-    if session.in_transaction():
+    still holds one pooled connection at a time. Inside a transaction (or a session bound to a
+    connection) it runs in the session, as usual."""
+    engine = session.bind
+    if session.in_transaction() or not isinstance(engine, AsyncEngine):
         return (await session.execute(statement, params)).all()
-    async with session.bind.connect() as conn:
+    async with engine.connect() as conn:
         await conn.execution_options(isolation_level="AUTOCOMMIT")
         return (await conn.execute(statement, params)).all()
 

@@ -136,7 +136,7 @@ async def try_add(session: AsyncSession, customer_id: int, product_id: int, quan
 
 
 @functools.cache
-def _add_reading_before() -> Select[tuple[int | None, int | None]]:
+def _add_reading_before() -> Select[int | None, int | None]:
     added = _upsert("postgresql").cte("added")
     return select(_QUANTITY.scalar_subquery().label("before"), select(added.c.quantity).scalar_subquery().label("now"))
 

@@ -15,7 +15,12 @@ from sqlalchemy import event, func, literal, select
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from db.session import autocommit_sessionmaker, database_unreachable, make_sessionmaker, read_ahead
+from db.session import (
+    autocommit_sessionmaker,
+    database_unreachable,
+    make_sessionmaker,
+    read_ahead,
+)
 from services import cart
 from tests.factories import make_product
 
@@ -140,7 +145,7 @@ def admin_dsn(engine: AsyncEngine) -> str:
     return engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
 
 
-class killing_the_reader:  # noqa: N801 - used as a context manager, like contextlib's
+class killing_the_reader:  # a context manager, named like contextlib's
     """Holds `table` locked from an admin connection; the first statement of the shop that waits on
     the lock has its backend terminated (pg_terminate_backend), then the lock is released. The
     value is the list of terminated backends."""

@@ -154,7 +154,7 @@ class TelegramWebhook(SimpleRequestHandler):
         token = _reply.set(reply)
         try:
             await self.dispatcher.feed_update(bot, update, **self.data)
-        except Exception as exc:  # noqa: BLE001 - the database out of reach becomes 503; anything else re-raises
+        except Exception as exc:  # the database out of reach becomes 503; anything else re-raises
             if not database_unreachable(exc):
                 raise
             self.seen.forget(update.update_id)
