@@ -337,7 +337,7 @@ def _take(lines: list[Markup], budget: int, hidden: int = 0, more: str = "admin.
     """The leading lines that fit in `budget` characters (joined by newlines), with room kept for
     a closing "… N more" line when some (or `hidden` others never loaded) are left out."""
     room = budget - 120  # the "more" line
-    shown: list[str] = []
+    shown: list[Markup] = []
     for line in lines:
         if len(line) + 1 > room:
             break
@@ -347,7 +347,7 @@ def _take(lines: list[Markup], budget: int, hidden: int = 0, more: str = "admin.
     return shown + ([t(more, None, n=hidden)] if hidden > 0 else [])
 
 
-async def order_detail(session: AsyncSession, order: Order) -> Markup:
+async def order_detail(session: AsyncSession, order: Order) -> str:
     """Everything about one order, for the admins: items, customer contact, address, payments, events.
     Every line comes from `t` (values escaped); customers' free-text fields are cut to a bound first."""
     customer = order.customer
@@ -389,7 +389,7 @@ async def view_button(query: CallbackQuery, callback_data: AdminButton, session:
             session, callback_data.order)))
 
 
-async def order_detail_of(session: AsyncSession, public_id: str) -> Markup:
+async def order_detail_of(session: AsyncSession, public_id: str) -> str:
     return await order_detail(session, await admin_service.find_order(session, public_id))
 
 
