@@ -55,7 +55,7 @@ def unit_of_work(action: Callable[Concatenate[AsyncSession, P], Awaitable[R]]
     async def run(session: AsyncSession, /, *args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return await action(session, *args, **kwargs)
-        except BaseException:
+        except Exception:
             await session.rollback()
             raise
     return run
