@@ -1,29 +1,42 @@
 """Admin commands in the private admin group: /restock /stock /orders /order /ship /delivered /cancel,
 and the buttons on the new-paid-order alert (View, Ship…, Cancel…). Only admins, only in the group.
 
-Authorisation (AdminCommand / AdminButton filters): the chat must be ADMIN_CHAT_ID and the user in
-ADMIN_USER_IDS or an administrator of that group (getChatMember, cached for 5 minutes in-process;
-asked again, past the cache, right before /cancel or the confirmed Cancel… button, which refund).
-The filters match the admin updates and say whether they are authorised, rather than letting a
-refused one fall through to the customer routers: a refusal gets an answer and a log line.
+Each command is one handler, parsed by aiogram's `Command` filter (`/restock@our_bot` included,
+another bot's `/restock@their_bot` is not ours) with its arguments in `CommandObject.args`. The
+buttons carry an `AdminButton` callback data, "adm:<action>:<ORDER_ID>".
+
+Authorisation (`AdminOnly`): the chat must be ADMIN_CHAT_ID and the user in ADMIN_USER_IDS or an
+administrator of that group (getChatMember, cached for 5 minutes in-process; asked again, past the
+cache, right before /cancel or the confirmed Cancel… button, which refund). An admin command or
+button that `AdminOnly` turns away is not left to fall through to the customer routers: the refusal
+handlers after the admin ones answer it and log it.
 """
 from __future__ import annotations
 
 import logging
+import re
 import time
+from collections.abc import Awaitable, Callable
+from enum import Enum
 from typing import Any
 
-from aiogram import Bot, F
-from aiogram.filters import Filter
+from aiogram import Bot, Router
+from aiogram.filters import Command, CommandObject, Filter
+from aiogram.filters.callback_data import CallbackData
 from aiogram.fsm.context import FSMContext
 from aiogram.fsm.state import State, StatesGroup
-from aiogram.types import CallbackQuery, ForceReply, Message, TelegramObject
+from aiogram.types import (
+    CallbackQuery,
+    ForceReply,
+    InlineKeyboardButton,
+    InlineKeyboardMarkup,
+    Message,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.config import Settings
 from db.models import Order
-from handlers.render import TEXT_LIMIT, clip, kb
-from handlers.routing import FeatureRouter
+from handlers.render import TEXT_LIMIT, clip
 from services import admin as admin_service
 from services import orders as sm
 from services.errors import DomainError
@@ -33,18 +46,26 @@ from services.money import format_money
 from services.zones import get_zone
 
 log = logging.getLogger(__name__)
-router = FeatureRouter("admin", buttons=("adm:",))
-# Cheap first checks, so a customer's press or text passes this router at once: admin buttons carry
-# "adm:", admin commands start with "/", and the tracking number is a reply to our prompt.
-router.message.filter(F.text.startswith("/") | F.reply_to_message)
 
 ADMIN_ONLY = ("restock", "stock", "order", "ship", "delivered")  # never customer commands: refused anywhere
 IN_GROUP = ADMIN_ONLY + ("orders", "cancel")  # /orders and /cancel mean admin things only in the group
-BUTTON_ACTIONS = ("v", "s", "c", "cc")
 CACHE_SECONDS = 300
-RECHECKED_COMMANDS = ("cancel",)  # cancel and refund: an admin demoted a minute ago must not
-RECHECKED_BUTTONS = ("cc",)  # still be able to, so their rights are asked of Telegram again
 _member_cache: dict[tuple[int, int], tuple[float, bool]] = {}
+
+
+class AdminAction(str, Enum):
+    VIEW = "v"
+    SHIP = "s"
+    CANCEL = "c"  # asks for confirmation
+    CONFIRM_CANCEL = "cc"  # cancels (and refunds)
+
+
+class AdminButton(CallbackData, prefix="adm"):
+    """The admin buttons, "adm:v:HL-ABC123". Alerts already in the admin group carry these strings
+    (services/payments/common.py writes them for the new-order alert): the packing must not change."""
+
+    action: AdminAction
+    order: str
 
 
 class ShipFlow(StatesGroup):
@@ -80,45 +101,61 @@ def _in_group(settings: Settings, chat_id: int) -> bool:
     return settings.admin_chat_id is not None and chat_id == settings.admin_chat_id
 
 
-class AdminCommand(Filter):
-    """Matches admin commands (in the admin group all of them, elsewhere only the admin-only ones so
-    they can be refused) and adds `command`, `args` and `authorised` to the handler data."""
-
-    async def __call__(self, message: TelegramObject, bot: Bot, settings: Settings) -> bool | dict[str, Any]:
-        if not isinstance(message, Message) or message.from_user is None:
-            return False
-        text = message.text or ""
-        if not text.startswith("/"):
-            return False
-        head, *args = text.split()
-        name = head[1:].split("@")[0].lower()
-        if name not in (IN_GROUP if _in_group(settings, message.chat.id) else ADMIN_ONLY):
-            return False
-        authorised = await is_admin(bot, settings, message.chat.id, message.from_user.id,
-                                    fresh=name in RECHECKED_COMMANDS)
-        return {"command": name, "args": args, "authorised": authorised}
+def _chat_id(event: Message | CallbackQuery) -> int:
+    if isinstance(event, Message):
+        return event.chat.id
+    return event.message.chat.id if event.message else 0
 
 
-class AdminButton(Filter):
-    """Matches the admin buttons `adm:<action>:<ORDER_ID>`; adds `action`, `public_id`, `authorised`."""
+class AdminOnly(Filter):
+    """The user is an admin and the update comes from the admin group. `fresh`: past the cache."""
 
-    async def __call__(self, query: TelegramObject, bot: Bot, settings: Settings) -> bool | dict[str, Any]:
-        if not isinstance(query, CallbackQuery) or not (query.data or "").startswith("adm:"):
+    def __init__(self, *, fresh: bool = False) -> None:
+        self.fresh = fresh
+
+    async def __call__(self, event: Message | CallbackQuery, bot: Bot, settings: Settings) -> bool:
+        if event.from_user is None:
             return False
-        parts = (query.data or "").split(":")
-        if len(parts) != 3 or parts[1] not in BUTTON_ACTIONS:
+        return await is_admin(bot, settings, _chat_id(event), event.from_user.id, fresh=self.fresh)
+
+
+class InAdminGroup(Filter):
+    async def __call__(self, message: Message, settings: Settings) -> bool:
+        return _in_group(settings, message.chat.id)
+
+
+_ADMIN_ONLY_COMMANDS = Command(*ADMIN_ONLY, ignore_case=True)
+
+
+class AdminTraffic(Filter):
+    """The messages this router may take, cheap checks first so a customer's message passes it at
+    once: text messages only; in the admin group a command or a reply (the tracking number is a
+    reply to our prompt); elsewhere only the admin-only commands, so they can be refused."""
+
+    async def __call__(self, message: Message, bot: Bot, settings: Settings) -> bool:
+        text = message.text
+        if not text:
             return False
-        chat_id = query.message.chat.id if query.message else 0
-        return {"action": parts[1], "public_id": parts[2],
-                "authorised": await is_admin(bot, settings, chat_id, query.from_user.id,
-                                             fresh=parts[1] in RECHECKED_BUTTONS)}
+        if _in_group(settings, message.chat.id):
+            return text.startswith("/") or message.reply_to_message is not None
+        return text.startswith("/") and bool(await _ADMIN_ONLY_COMMANDS(message, bot))
+
+
+class Pressed(Filter):
+    """The admin button pressed is one of `actions` (its `callback_data` comes from the router's filter)."""
+
+    def __init__(self, *actions: AdminAction) -> None:
+        self.actions = frozenset(actions)
+
+    async def __call__(self, query: CallbackQuery, callback_data: AdminButton) -> bool:
+        return callback_data.action in self.actions
 
 
 class ShipReply(Filter):
     """A reply, in the admin group, to the bot's "tracking number?" prompt of the Ship… button."""
 
-    async def __call__(self, message: TelegramObject, settings: Settings, state: FSMContext) -> bool | dict[str, Any]:
-        if not isinstance(message, Message) or not _in_group(settings, message.chat.id):
+    async def __call__(self, message: Message, settings: Settings, state: FSMContext) -> bool | dict[str, Any]:
+        if not _in_group(settings, message.chat.id):
             return False
         if message.reply_to_message is None or (message.text or "/").startswith("/"):
             return False
@@ -130,30 +167,30 @@ class ShipReply(Filter):
         return {"ship_order": data.get("order", "")}
 
 
+router = Router(name="admin")
+router.message.filter(AdminTraffic())
+router.callback_query.filter(AdminButton.filter())  # only admin buttons enter; adds `callback_data`
+
+
 # --- commands -------------------------------------------------------------------------------------
 
 
-@router.message(AdminCommand())
-async def admin_command(message: Message, command: str, args: list[str], authorised: bool, session: AsyncSession,
-                        settings: Settings, providers: dict[str, Any]) -> None:
-    user_id = message.from_user.id if message.from_user else 0
-    if not authorised:
-        log.warning("admin.refused", extra={"command": command, "user_id": user_id, "chat_id": message.chat.id})
-        await message.reply(t("admin.refused"))
-        return
-    await message.reply(await run_command(command, args, f"admin:{user_id}", session, settings, providers))
+def _actor(event: Message | CallbackQuery) -> str:
+    return f"admin:{event.from_user.id if event.from_user else 0}"
 
 
-async def run_command(name: str, args: list[str], actor: str, session: AsyncSession, settings: Settings,
-                      providers: dict[str, Any]) -> str:
-    """The reply to one admin command. A refusal rolls the session back: nothing half-done is kept."""
+def _args(command: CommandObject) -> list[str]:
+    return (command.args or "").split()
+
+
+async def outcome(name: str, actor: str, action: Callable[[], Awaitable[str]]) -> str:
+    """The reply to one admin action: its text, its usage when the arguments were wrong, or the
+    refusal. A refused action has written nothing: each service action is one unit of work."""
     try:
-        return await COMMANDS[name](session, args, actor, settings, providers)
+        return await action()
     except (ValueError, IndexError):
-        await session.rollback()
         return t(f"admin.usage.{name}")
     except DomainError as exc:
-        await session.rollback()
         log.info("admin.refused_action", extra={"command": name, "actor": actor, "reason": exc.key})
         return refusal(exc)
 
@@ -164,48 +201,66 @@ def refusal(exc: DomainError) -> str:
     return t(exc.key, None, **{k: cut(v, 100) if isinstance(v, str) else v for k, v in exc.values.items()})
 
 
-async def cmd_restock(session: AsyncSession, args: list[str], actor: str, *_: Any) -> str:
-    if len(args) != 2:
-        raise ValueError
-    product, told = await admin_service.restock(session, args[0], int(args[1]), actor)
-    return t("admin.restock.done", None, sku=product.sku, stock=product.stock,
-             reserved=product.reserved, sold=product.sold, told=told)
+@router.message(Command("restock", ignore_case=True), AdminOnly())
+async def restock_command(message: Message, command: CommandObject, session: AsyncSession) -> None:
+    async def run() -> str:
+        sku, qty = _args(command)
+        product, told = await admin_service.restock(session, sku, int(qty), actor)
+        return t("admin.restock.done", None, sku=product.sku, stock=product.stock,
+                 reserved=product.reserved, sold=product.sold, told=told)
+
+    actor = _actor(message)
+    await message.reply(await outcome("restock", actor, run))
 
 
-async def cmd_stock(session: AsyncSession, args: list[str], actor: str, settings: Settings, *_: Any) -> str:
-    products = await admin_service.stock_report(session, " ".join(args) or None)
-    if not products:
-        return t("admin.stock.none")
-    lines = [t("admin.stock.line", None, sku=p.sku, free=p.stock, reserved=p.reserved, sold=p.sold,
-               flag=" ⚠️" if p.active and p.stock < settings.low_stock_threshold else "",
-               inactive="" if p.active else t("admin.stock.inactive"))
-             for p in products]
-    return fit_lines(t("admin.stock.title", None, threshold=settings.low_stock_threshold), lines,
-                     more="admin.stock.more")
+@router.message(Command("stock", ignore_case=True), AdminOnly())
+async def stock_command(message: Message, command: CommandObject, session: AsyncSession, settings: Settings) -> None:
+    async def run() -> str:
+        products = await admin_service.stock_report(session, " ".join(_args(command)) or None)
+        if not products:
+            return t("admin.stock.none")
+        lines = [t("admin.stock.line", None, sku=p.sku, free=p.stock, reserved=p.reserved, sold=p.sold,
+                   flag=" ⚠️" if p.active and p.stock < settings.low_stock_threshold else "",
+                   inactive="" if p.active else t("admin.stock.inactive"))
+                 for p in products]
+        return fit_lines(t("admin.stock.title", None, threshold=settings.low_stock_threshold), lines,
+                         more="admin.stock.more")
+
+    await message.reply(await outcome("stock", _actor(message), run))
 
 
-async def cmd_orders(session: AsyncSession, args: list[str], *_: Any) -> str:
-    if len(args) > 1:
-        raise ValueError
-    state = args[0].lower() if args else sm.PROCESSING
-    if state not in sm.STATES:
-        raise ValueError
-    orders = await sm.orders_in_state(session, state, limit=50)
-    if not orders:
-        return t("admin.orders.none", None, state=state)
-    lines = [t("admin.orders.line", None, order=o.public_id, total=format_money(o.total, o.currency), zone=o.zone,
-               items=sum(i.quantity for i in o.items), age=o.created_at.strftime("%d %b %H:%M")) for o in orders]
-    total = await admin_service.count_in_state(session, state)
-    return fit_lines(t("admin.orders.title", None, state=state, n=total), lines, hidden=total - len(orders))
+@router.message(Command("orders", ignore_case=True), AdminOnly())
+async def orders_command(message: Message, command: CommandObject, session: AsyncSession) -> None:
+    async def run() -> str:
+        args = _args(command)
+        if len(args) > 1:
+            raise ValueError
+        state = args[0].lower() if args else sm.PROCESSING
+        if state not in sm.STATES:
+            raise ValueError
+        orders = await sm.orders_in_state(session, state, limit=50)
+        if not orders:
+            return t("admin.orders.none", None, state=state)
+        lines = [t("admin.orders.line", None, order=o.public_id, total=format_money(o.total, o.currency),
+                   zone=o.zone, items=sum(i.quantity for i in o.items), age=o.created_at.strftime("%d %b %H:%M"))
+                 for o in orders]
+        total = await admin_service.count_in_state(session, state)
+        return fit_lines(t("admin.orders.title", None, state=state, n=total), lines, hidden=total - len(orders))
+
+    await message.reply(await outcome("orders", _actor(message), run))
 
 
-async def cmd_order(session: AsyncSession, args: list[str], *_: Any) -> str:
-    if len(args) != 1:
-        raise ValueError
-    return await order_detail(session, await admin_service.find_order(session, args[0]))
+@router.message(Command("order", ignore_case=True), AdminOnly())
+async def order_command(message: Message, command: CommandObject, session: AsyncSession) -> None:
+    async def run() -> str:
+        (public_id,) = _args(command)
+        return await order_detail(session, await admin_service.find_order(session, public_id))
+
+    await message.reply(await outcome("order", _actor(message), run))
 
 
-async def cmd_ship(session: AsyncSession, args: list[str], actor: str, *_: Any) -> str:
+async def ship_text(session: AsyncSession, args: list[str], actor: str) -> str:
+    """/ship <ORDER_ID> <TRACKING_NUMBER> [carrier], typed or answered to the Ship… prompt."""
     if len(args) < 2:
         raise ValueError
     order = await admin_service.ship(session, args[0], args[1], " ".join(args[2:]) or None, actor)
@@ -213,27 +268,59 @@ async def cmd_ship(session: AsyncSession, args: list[str], actor: str, *_: Any) 
     return t(key, None, order=order.public_id, carrier=order.carrier or "-", tracking=order.tracking_number or "-")
 
 
-async def cmd_delivered(session: AsyncSession, args: list[str], actor: str, *_: Any) -> str:
-    if len(args) != 1:
-        raise ValueError
-    order = await admin_service.mark_delivered(session, args[0], actor)
-    key = "admin.delivered.done_dhl" if (order.carrier or "").upper() == "DHL" else "admin.delivered.done"
-    return t(key, None, order=order.public_id)
+@router.message(Command("ship", ignore_case=True), AdminOnly())
+async def ship_command(message: Message, command: CommandObject, session: AsyncSession) -> None:
+    actor = _actor(message)
+    await message.reply(await outcome("ship", actor, lambda: ship_text(session, _args(command), actor)))
 
 
-async def cmd_cancel(session: AsyncSession, args: list[str], actor: str, settings: Settings,
-                     providers: dict[str, Any]) -> str:
-    if not args:
-        raise ValueError
-    order, outcome, payment = await admin_service.cancel(session, args[0], " ".join(args[1:]) or None, actor,
-                                                         providers, settings)
-    return t(f"admin.cancel.{outcome}", None, order=order.public_id,
+@router.message(Command("delivered", ignore_case=True), AdminOnly())
+async def delivered_command(message: Message, command: CommandObject, session: AsyncSession) -> None:
+    async def run() -> str:
+        (public_id,) = _args(command)
+        order = await admin_service.mark_delivered(session, public_id, actor)
+        key = "admin.delivered.done_dhl" if (order.carrier or "").upper() == "DHL" else "admin.delivered.done"
+        return t(key, None, order=order.public_id)
+
+    actor = _actor(message)
+    await message.reply(await outcome("delivered", actor, run))
+
+
+async def cancel_text(session: AsyncSession, public_id: str, reason: str | None, actor: str, settings: Settings,
+                      providers: dict[str, Any]) -> str:
+    order, refund, payment = await admin_service.cancel(session, public_id, reason, actor, providers, settings)
+    return t(f"admin.cancel.{refund}", None, order=order.public_id,
              receipt=(payment.receipt_number if payment else None) or "-",
              amount=format_money(payment.amount, payment.currency) if payment else "-")
 
 
-COMMANDS = {"restock": cmd_restock, "stock": cmd_stock, "orders": cmd_orders, "order": cmd_order, "ship": cmd_ship,
-            "delivered": cmd_delivered, "cancel": cmd_cancel}
+@router.message(Command("cancel", ignore_case=True), AdminOnly(fresh=True))  # it refunds: rights asked afresh
+async def cancel_command(message: Message, command: CommandObject, session: AsyncSession, settings: Settings,
+                         providers: dict[str, Any]) -> None:
+    async def run() -> str:
+        public_id, *reason = _args(command)
+        return await cancel_text(session, public_id, " ".join(reason) or None, actor, settings, providers)
+
+    actor = _actor(message)
+    await message.reply(await outcome("cancel", actor, run))
+
+
+@router.message(Command(*ADMIN_ONLY, ignore_case=True))  # anywhere: these are never customer commands
+@router.message(Command("orders", "cancel", ignore_case=True), InAdminGroup())
+async def refuse_command(message: Message, command: CommandObject) -> None:
+    """An admin command from someone `AdminOnly` turned away (or from outside the admin group)."""
+    log.warning("admin.refused", extra={"command": command.command.lower(), "chat_id": message.chat.id,
+                                        "user_id": message.from_user.id if message.from_user else 0})
+    await message.reply(t("admin.refused"))
+
+
+@router.message(InAdminGroup(), Command(re.compile(r".+")), AdminOnly())
+async def unknown_command(message: Message, command: CommandObject) -> None:
+    """An admin's command we don't know, in the admin group: the list of the admin commands.
+    (Customer commands there were answered before this router; a non-admin's unknown command, like
+    any chatter in a group, gets no answer.)"""
+    log.info("admin.unknown_command", extra={"chat_id": message.chat.id})
+    await message.reply(t("admin.help"))
 
 
 # --- rendering ------------------------------------------------------------------------------------
@@ -250,7 +337,7 @@ def _take(lines: list[Markup], budget: int, hidden: int = 0, more: str = "admin.
     """The leading lines that fit in `budget` characters (joined by newlines), with room kept for
     a closing "… N more" line when some (or `hidden` others never loaded) are left out."""
     room = budget - 120  # the "more" line
-    shown: list[str] = []
+    shown: list[Markup] = []
     for line in lines:
         if len(line) + 1 > room:
             break
@@ -260,7 +347,7 @@ def _take(lines: list[Markup], budget: int, hidden: int = 0, more: str = "admin.
     return shown + ([t(more, None, n=hidden)] if hidden > 0 else [])
 
 
-async def order_detail(session: AsyncSession, order: Order) -> Markup:
+async def order_detail(session: AsyncSession, order: Order) -> str:
     """Everything about one order, for the admins: items, customer contact, address, payments, events.
     Every line comes from `t` (values escaped); customers' free-text fields are cut to a bound first."""
     customer = order.customer
@@ -274,14 +361,14 @@ async def order_detail(session: AsyncSession, order: Order) -> Markup:
     events = [t("admin.order.event", None, when=f"{e.created_at:%d %b %H:%M}", src=e.from_state or "∅",
                 dst=e.to_state or "∅", actor=e.actor, note=t("admin.order.event_note", None, note=cut(e.note, 200))
                 if e.note else "") for e in await sm.events_of(session, order.id)]
-    values = dict(order=order.public_id, state=order.state, items=lines(_take(items, 1500)),
-                  subtotal=format_money(order.subtotal, order.currency),
-                  shipping=format_money(order.shipping, order.currency), total=format_money(order.total, order.currency),
-                  customer_id=order.customer_id, name=cut(customer.first_name or "-", 64),
-                  username=cut(customer.username or "-", 64), phone="+" + order.phone,
-                  email=cut(order.email, 254), address=cut(order.address, 500), zone=order.zone,
-                  carrier=order.carrier or "-", tracking=order.tracking_number or "-",
-                  refund=order.refund_status or "-", payments=lines(_take(payments, 800)) or "—")
+    values = {"order": order.public_id, "state": order.state, "items": lines(_take(items, 1500)),
+              "subtotal": format_money(order.subtotal, order.currency),
+              "shipping": format_money(order.shipping, order.currency), "total": format_money(order.total, order.currency),
+              "customer_id": order.customer_id, "name": cut(customer.first_name or "-", 64),
+              "username": cut(customer.username or "-", 64), "phone": "+" + order.phone,
+              "email": cut(order.email, 254), "address": cut(order.address, 500), "zone": order.zone,
+              "carrier": order.carrier or "-", "tracking": order.tracking_number or "-",
+              "refund": order.refund_status or "-", "payments": lines(_take(payments, 800)) or "—"}
     dropped = 0
     while True:  # the oldest events give way first when the message would be too long
         shown = ([t("admin.order.earlier_events", None, n=dropped)] if dropped else []) + events[dropped:]
@@ -294,35 +381,28 @@ async def order_detail(session: AsyncSession, order: Order) -> Markup:
 # --- buttons on the new-paid-order alert ------------------------------------------------------------
 
 
-@router.callback_query(AdminButton())
-async def alert_button(query: CallbackQuery, action: str, public_id: str, authorised: bool, session: AsyncSession,
-                       settings: Settings, providers: dict[str, Any], state: FSMContext) -> None:
-    chat_id = query.message.chat.id if query.message else 0
-    if not authorised:
-        log.warning("admin.refused_button", extra={"user_id": query.from_user.id, "chat_id": chat_id,
-                                                   "action": action})
-        await query.answer(t("admin.refused"), show_alert=True)
-        return
+@router.callback_query(Pressed(AdminAction.VIEW), AdminOnly())
+async def view_button(query: CallbackQuery, callback_data: AdminButton, session: AsyncSession) -> None:
+    await query.answer()
+    if isinstance(query.message, Message):
+        await query.message.answer(await outcome("order", _actor(query), lambda: order_detail_of(
+            session, callback_data.order)))
+
+
+async def order_detail_of(session: AsyncSession, public_id: str) -> str:
+    return await order_detail(session, await admin_service.find_order(session, public_id))
+
+
+@router.callback_query(Pressed(AdminAction.SHIP), AdminOnly())
+async def ship_button(query: CallbackQuery, callback_data: AdminButton, session: AsyncSession,
+                      state: FSMContext) -> None:
+    """Ask for the tracking number as a reply (ForceReply), and show the exact /ship command too."""
     await query.answer()
     message = query.message
     if not isinstance(message, Message):
         return
-    actor = f"admin:{query.from_user.id}"
-    if action == "v":
-        await message.answer(await run_command("order", [public_id], actor, session, settings, providers))
-    elif action == "s":
-        await ship_prompt(message, session, public_id, state)
-    elif action == "c":
-        await cancel_confirm(message, session, public_id)
-    else:  # "cc": confirmed; the result replaces the confirmation, so it cannot be pressed twice
-        text = await run_command("cancel", [public_id, "cancelled from the alert"], actor, session, settings, providers)
-        await message.edit_text(text, reply_markup=None)
-
-
-async def ship_prompt(message: Message, session: AsyncSession, public_id: str, state: FSMContext) -> None:
-    """Ask for the tracking number as a reply (ForceReply), and show the exact /ship command too."""
     try:
-        order = await admin_service.find_order(session, public_id)
+        order = await admin_service.find_order(session, callback_data.order)
     except DomainError as exc:
         await message.answer(refusal(exc))
         return
@@ -338,9 +418,56 @@ async def ship_prompt(message: Message, session: AsyncSession, public_id: str, s
     await state.set_data({"order": order.public_id, "prompt": prompt.message_id})
 
 
+@router.callback_query(Pressed(AdminAction.CANCEL), AdminOnly())
+async def cancel_button(query: CallbackQuery, callback_data: AdminButton, session: AsyncSession) -> None:
+    """Cancel… asks first: the order, its state and total, and a "Yes, cancel it" button."""
+    await query.answer()
+    message = query.message
+    if not isinstance(message, Message):
+        return
+    try:
+        order = await admin_service.find_order(session, callback_data.order)
+    except DomainError as exc:
+        await message.answer(refusal(exc))
+        return
+    if order.state not in admin_service.CANCELLABLE:
+        await message.answer(t("admin.cancel.not_allowed", None, order=order.public_id, state=order.state))
+        return
+    confirm = AdminButton(action=AdminAction.CONFIRM_CANCEL, order=order.public_id)
+    await message.answer(t("admin.cancel.confirm", None, order=order.public_id, state=order.state,
+                           total=format_money(order.total, order.currency)),
+                         reply_markup=InlineKeyboardMarkup(inline_keyboard=[[InlineKeyboardButton(
+                             text=t("admin.cancel.confirm_button"), callback_data=confirm.pack())]]))
+
+
+@router.callback_query(Pressed(AdminAction.CONFIRM_CANCEL), AdminOnly(fresh=True))  # it refunds: asked afresh
+async def confirm_cancel_button(query: CallbackQuery, callback_data: AdminButton, session: AsyncSession,
+                                settings: Settings, providers: dict[str, Any]) -> None:
+    """The result replaces the confirmation, so it cannot be pressed twice."""
+    await query.answer()
+    message = query.message
+    if not isinstance(message, Message):
+        return
+    actor = _actor(query)
+    text = await outcome("cancel", actor, lambda: cancel_text(session, callback_data.order, "cancelled from the alert",
+                                                             actor, settings, providers))
+    await message.edit_text(text, reply_markup=None)
+
+
+@router.callback_query()  # the router's filter let only admin buttons in
+async def refuse_button(query: CallbackQuery, callback_data: AdminButton) -> None:
+    """An admin button pressed by someone `AdminOnly` turned away, or outside the admin group."""
+    log.warning("admin.refused_button", extra={"user_id": query.from_user.id, "chat_id": _chat_id(query),
+                                               "action": callback_data.action.value})
+    await query.answer(t("admin.refused"), show_alert=True)
+
+
+# --- the tracking number, answered to the Ship… prompt ----------------------------------------------
+
+
 @router.message(ShipReply())
 async def ship_reply(message: Message, ship_order: str, bot: Bot, session: AsyncSession, settings: Settings,
-                     providers: dict[str, Any], state: FSMContext) -> None:
+                     state: FSMContext) -> None:
     """The reply with "<TRACKING_NUMBER> [carrier]": the same as /ship <ORDER_ID> <TRACKING_NUMBER> [carrier]."""
     user_id = message.from_user.id if message.from_user else 0
     if not await is_admin(bot, settings, message.chat.id, user_id):
@@ -348,19 +475,6 @@ async def ship_reply(message: Message, ship_order: str, bot: Bot, session: Async
         await message.reply(t("admin.refused"))
         return
     await state.clear()
+    actor = f"admin:{user_id}"
     args = [ship_order, *(message.text or "").split()]
-    await message.reply(await run_command("ship", args, f"admin:{user_id}", session, settings, providers))
-
-
-async def cancel_confirm(message: Message, session: AsyncSession, public_id: str) -> None:
-    try:
-        order = await admin_service.find_order(session, public_id)
-    except DomainError as exc:
-        await message.answer(refusal(exc))
-        return
-    if order.state not in admin_service.CANCELLABLE:
-        await message.answer(t("admin.cancel.not_allowed", None, order=order.public_id, state=order.state))
-        return
-    await message.answer(t("admin.cancel.confirm", None, order=order.public_id, state=order.state,
-                           total=format_money(order.total, order.currency)),
-                         reply_markup=kb([(t("admin.cancel.confirm_button"), f"adm:cc:{order.public_id}")]))
+    await message.reply(await outcome("ship", actor, lambda: ship_text(session, args, actor)))

@@ -3,28 +3,40 @@
 The shop is a one-to-one conversation (cart, phone, address, orders); in a group those screens would
 show one customer's data to everyone, and the customer middleware registers nobody there, so the
 handlers that need a customer would fail. This router comes first and only ever sees group updates
-(the root router does not even enter it for a private chat, handlers/routing.py). It takes:
+(its own first filter, `GroupChat`, turns every private chat's message and press away). It takes:
 - our customer commands (not other bots' `/start@their_bot`), except the admin group's own admin
   commands, which the admin router after it answers or refuses as before;
-- presses of any button but the admin ones (`adm:`), answered with an alert.
+- presses of any button but the admin ones (`AdminButton`), answered with an alert.
 Plain chatter in a group gets no answer: a bot must not talk in a group unless it is asked to."""
 from __future__ import annotations
 
 import logging
 
-from aiogram import Bot, F
+from aiogram import Bot, Router
 from aiogram.filters import Command, CommandObject, Filter
 from aiogram.types import CallbackQuery, Message
 
 from bot.config import Settings
-from handlers.admin import IN_GROUP
-from handlers.routing import FeatureRouter
+from handlers.admin import IN_GROUP, AdminButton
 from services.i18n import t
 
 log = logging.getLogger(__name__)
-router = FeatureRouter("group", groups_only=True)
 
 CUSTOMER_COMMANDS = ("start", "catalog", "cart", "checkout", "orders", "track", "help", "cancel")
+
+
+class GroupChat(Filter):
+    """A message or press in a group (a press on an inline-mode message, with no chat, is not)."""
+
+    async def __call__(self, event: Message | CallbackQuery) -> bool:
+        if isinstance(event, Message):
+            return event.chat.type != "private"
+        return event.message is not None and event.message.chat.type != "private"
+
+
+router = Router(name="group")
+router.message.filter(GroupChat())
+router.callback_query.filter(GroupChat())
 
 
 class NotAnAdminGroupCommand(Filter):
@@ -53,7 +65,7 @@ async def customer_command_in_group(message: Message, bot: Bot, lang: str) -> No
         await message.reply(t("group.talk_in_private_plain", lang))
 
 
-@router.callback_query(~F.data.startswith("adm:"))
+@router.callback_query(~AdminButton.filter())  # the admin router after this one answers those
 async def customer_button_in_group(query: CallbackQuery, bot: Bot, lang: str) -> None:
     username = await _username(bot)
     text = t("group.talk_in_private_alert", lang, username=username) if username \

@@ -4,13 +4,21 @@ Every order change goes through the state machine with actor "admin:<id>", so ea
 an OrderEvent. Each order action first *claims* the order (a compare-and-set write on its row), so a
 concurrent payment, expiry or second admin cannot move it between our checks and our transition —
 which matters most for /cancel, where a card refund is issued before the state changes.
+
+Each action (restock, ship, mark_delivered, cancel) is one unit of work, the whole of its caller's
+transaction: the caller commits when it returns, and when it raises (refused half-way, after its
+first writes, or a bad argument) the action has rolled that transaction back, so nothing it wrote
+can be committed. (Not a savepoint: on SQLite a SAVEPOINT begins the transaction at the action's
+first read, and two concurrent actions then fail "database is locked" instead of waiting.)
 No aiogram here: the handler renders what these functions return.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import re
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -35,10 +43,28 @@ MAX_RESTOCK = 100_000
 CANCELLABLE = (sm.AWAITING_PAYMENT, sm.PROCESSING)
 DELIVERABLE = (sm.SHIPPED, sm.IN_TRANSIT)
 
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def unit_of_work(action: Callable[Concatenate[AsyncSession, P], Awaitable[R]]
+                 ) -> Callable[Concatenate[AsyncSession, P], Awaitable[R]]:
+    """The action's writes are committed by its caller only if it returns: any exception rolls the
+    session's transaction back before it goes on to the caller."""
+    @functools.wraps(action)
+    async def run(session: AsyncSession, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return await action(session, *args, **kwargs)
+        except Exception:
+            await session.rollback()
+            raise
+    return run
+
 
 # --- stock ----------------------------------------------------------------------------------------
 
 
+@unit_of_work
 async def restock(session: AsyncSession, sku: str, qty: int, actor: str) -> tuple[Product, int]:
     """Add (or, negative, correct) free stock; never below zero — reserved units are not touched.
     Returns the product and how many "Notify me" customers were queued a back-in-stock message.
@@ -142,6 +168,7 @@ async def _claim(session: AsyncSession, order: Order, allowed: tuple[str, ...], 
 # --- orders: actions ------------------------------------------------------------------------------
 
 
+@unit_of_work
 async def ship(session: AsyncSession, public_id: str, tracking: str, carrier: str | None, actor: str) -> Order:
     """processing → shipped. International (tracked) zones ship with DHL and are then polled;
     Kenyan zones take the courier the admin names, by default the zone's."""
@@ -168,6 +195,7 @@ async def ship(session: AsyncSession, public_id: str, tracking: str, carrier: st
     return order
 
 
+@unit_of_work
 async def mark_delivered(session: AsyncSession, public_id: str, actor: str) -> Order:
     """shipped/in_transit → delivered. Meant for untracked couriers; allowed for DHL too (the buyer
     may confirm before DHL's scan arrives), noted in the event — the poller only polls shipped and
@@ -180,6 +208,7 @@ async def mark_delivered(session: AsyncSession, public_id: str, actor: str) -> O
     return order
 
 
+@unit_of_work
 async def cancel(session: AsyncSession, public_id: str, reason: str | None, actor: str, providers: dict[str, Any],
                  settings: Settings) -> tuple[Order, str, Payment | None]:
     """Cancel an unpaid or paid-but-unshipped order; the transition releases its stock.

@@ -566,3 +566,109 @@ async def test_echoed_input_is_escaped(shop: Harness) -> None:
     assert "not a DHL Express waybill" in (text := await admin(shop, f"/ship {order.public_id} <i>1</i>"))
     assert "<i>" not in text
     assert "not “&lt;x&gt;”" in await admin(shop, f"/ship {order.public_id} 1234567890 <x>")
+
+
+# --- parsing: aiogram's Command and the AdminButton callback data ------------------------------------
+
+
+def said_in(shop: Harness, chat_id: int, since: int) -> list[str]:
+    return [c.text for c in shop.botapi.calls[since:] if c.method == "sendMessage" and c.chat_id == chat_id]
+
+
+async def test_commands_addressed_to_us_work_and_another_bots_are_not_ours(shop: Harness) -> None:
+    await shop.load_demo()
+    assert "LAP-TP-T480: 13 free" in await admin(shop, "/restock@hacklab_shop_bot LAP-TP-T480 5")
+    assert "14 free" in await admin(shop, "/RESTOCK@Hacklab_Shop_Bot   LAP-TP-T480  1")  # any case, any spacing
+    assert "Usage: /restock" in await admin(shop, "/restock@hacklab_shop_bot LAP-TP-T480")
+    assert "Usage: /restock" in await admin(shop, "/restock LAP-TP-T480 many")
+    assert "⛔" in await admin(shop, "/restock@hacklab_shop_bot LAP-TP-T480 5", user=STRANGER)
+    before = len(shop.botapi.calls)
+    for text in ("/restock@some_other_bot LAP-TP-T480 5", "/cancel@some_other_bot HL-ABC123", "/weather@some_other_bot"):
+        await shop.send(ADMIN_USER_ID, text, chat_id=ADMIN_CHAT_ID)
+        await shop.send(STRANGER, text, chat_id=ADMIN_CHAT_ID)
+    assert said_in(shop, ADMIN_CHAT_ID, before) == []  # another bot's commands: not ours to answer or refuse
+    async with shop.session_factory() as session:
+        assert (await catalog.get_product(session, sku="LAP-TP-T480")).stock == 14
+
+
+async def test_an_unknown_command_in_the_admin_group_lists_the_admin_commands(shop: Harness) -> None:
+    for text in ("/restok LAP-TP-T480 5", "/help_admin", "/foo@hacklab_shop_bot"):
+        reply = visible_text(await admin(shop, text))
+        assert reply.startswith("Admin commands:")
+        assert "/restock <SKU> <QTY>" in reply and "/cancel <ORDER_ID> [reason]" in reply
+    before = len(shop.botapi.calls)
+    await shop.send(STRANGER, "/restok LAP-TP-T480 5", chat_id=ADMIN_CHAT_ID)  # not an admin: no answer, as
+    assert said_in(shop, ADMIN_CHAT_ID, before) == []  # to any group member's unknown command
+    assert "I didn't get that" in await admin(shop, "/restok", chat=ADMIN_USER_ID)  # private: the customer help
+    assert (await admin(shop, "/help")).startswith("Let's talk in private")  # a customer command there, as before
+
+
+async def test_a_non_admins_admin_commands_are_refused_as_before(shop: Harness, caplog: pytest.LogCaptureFixture) -> None:
+    order, _ = await paid_order(shop)
+    caplog.set_level(logging.WARNING, logger="handlers.admin")
+    commands = ["/restock ADM-nairobi-mpesa 5", "/stock", "/orders", f"/order {order.public_id}",
+                f"/ship {order.public_id} G4S-1", f"/delivered {order.public_id}", f"/cancel {order.public_id}"]
+    for text in commands:
+        assert await admin(shop, text, user=STRANGER) == "⛔ Admin commands work only for shop admins in the admin group."
+    for text in commands[:-2] + commands[-1:]:  # in private, only /orders and /cancel are the customer's
+        reply = await admin(shop, text, user=BUYER, chat=BUYER)
+        assert ("⛔" in reply) is (text.split()[0] not in ("/orders", "/cancel")), text
+    refused = [(r.command, r.user_id) for r in caplog.records if r.getMessage() == "admin.refused"]  # type: ignore[attr-defined]
+    assert refused == [(c.split()[0][1:], STRANGER) for c in commands] + [
+        (c.split()[0][1:], BUYER) for c in commands[:-2] if c.split()[0] != "/orders"]
+    o, payments, _ = await load(shop, order.public_id)
+    assert (o.state, o.tracking_number, payments[0].state) == ("processing", None, "paid")
+
+
+async def test_admin_buttons_keep_their_callback_data(shop: Harness) -> None:
+    """Alerts already in the admin group carry "adm:<action>:<ORDER_ID>": the factory packs the same
+    strings, and presses of those strings, on an old message, still work."""
+    from handlers.admin import AdminAction, AdminButton
+
+    for action, code in ((AdminAction.VIEW, "v"), (AdminAction.SHIP, "s"), (AdminAction.CANCEL, "c"),
+                         (AdminAction.CONFIRM_CANCEL, "cc")):
+        button = AdminButton(action=action, order="HL-ABC123")
+        assert button.pack() == f"adm:{code}:HL-ABC123" and AdminButton.unpack(button.pack()) == button
+
+    order, pid = await paid_order(shop)
+    old = await shop.send(ADMIN_USER_ID, "/orders", chat_id=ADMIN_CHAT_ID)  # stands for an alert sent long ago
+    assert order.public_id in (await shop.press(ADMIN_USER_ID, f"adm:v:{order.public_id}", chat_id=ADMIN_CHAT_ID,
+                                                message=old)).text
+    prompt = await shop.press(ADMIN_USER_ID, f"adm:s:{order.public_id}", chat_id=ADMIN_CHAT_ID, message=old)
+    assert prompt.params["reply_markup"]["force_reply"] is True
+    confirm = await shop.press(ADMIN_USER_ID, f"adm:c:{order.public_id}", chat_id=ADMIN_CHAT_ID, message=old)
+    assert confirm.button("Yes, cancel it") == f"adm:cc:{order.public_id}"
+    done = await shop.press(ADMIN_USER_ID, f"adm:cc:{order.public_id}", chat_id=ADMIN_CHAT_ID, message=confirm)
+    assert done.method == "editMessageText" and "must be reversed manually" in done.text
+    assert await stock_of(shop.session_factory, pid) == (5, 0, 0)
+
+    for forged in ("adm:x:HL-ABC123", "adm:v", "adm:v:HL-ABC123:1", "adm:V:HL-ABC123"):  # not admin buttons
+        await shop.press(ADMIN_USER_ID, forged, chat_id=ADMIN_CHAT_ID, message=old)
+        assert shop.last_answer.params["text"].startswith("Let's talk in private"), forged  # a group's answer
+
+
+@pytest.mark.faults
+async def test_an_action_refused_after_its_first_writes_leaves_nothing_written(
+        shop: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    """/cancel writes the refund status and the payment's state, /ship the carrier and tracking
+    number, before the transition; when the transition is refused (the order moved meanwhile), the
+    admin reads the refusal and none of those writes is committed with the update."""
+    from services.errors import IllegalTransition
+
+    order, pid = await paid_order(shop)
+    before, _, _ = await load(shop, order.public_id)
+
+    async def moved_meanwhile(session, o, to_state, actor, note=None, **_):  # type: ignore[no-untyped-def]
+        raise IllegalTransition("error.illegal_transition", order=o.public_id, src="expired", dst=to_state)
+
+    monkeypatch.setattr(sm, "transition", moved_meanwhile)
+    assert "can't go from expired to cancelled" in await admin(shop, f"/cancel {order.public_id}")
+    assert "can't go from expired to shipped" in await admin(shop, f"/ship {order.public_id} G4S-1")
+    alert = await shop.send(ADMIN_USER_ID, "/orders", chat_id=ADMIN_CHAT_ID)
+    done = await shop.press(ADMIN_USER_ID, f"adm:cc:{order.public_id}", chat_id=ADMIN_CHAT_ID, message=alert)
+    assert "can't go from expired to cancelled" in done.text
+    o, payments, _ = await load(shop, order.public_id)
+    assert (o.state, o.refund_status, o.carrier, o.tracking_number, o.shipped_at) == (
+        "processing", None, before.carrier, None, None)
+    assert [p.state for p in payments] == ["paid"] and o.updated_at == before.updated_at  # not even the claim
+    assert await stock_of(shop.session_factory, pid) == (3, 0, 2)

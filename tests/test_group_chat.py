@@ -3,6 +3,7 @@ error, not a customer screen); plain chatter in a group gets nothing; admin comm
 from __future__ import annotations
 
 import pytest
+from aiogram.types import CallbackQuery, Message
 from aiohttp import web
 from sqlalchemy import func, select
 
@@ -90,5 +91,16 @@ async def test_admin_group_keeps_admin_commands_and_points_customers_to_private(
 async def test_private_chats_are_unchanged_and_never_enter_the_group_router(shop: Harness) -> None:
     assert "cart is empty" in (await shop.send(BUYER, "/cart")).text.lower()
     assert "Karibu" in (await shop.send(BUYER, "/start")).text
-    assert not group.router.may_take_message(True) and group.router.may_take_message(False)
-    assert not group.router.may_take("menu:cart", private=True) and group.router.may_take("menu:cart")
+    msg = await shop.send(BUYER, "/start")
+    await shop.press(BUYER, "old:button", message=msg)  # private: the stale-button answer, not the pointer
+    assert shop.last_answer.params["text"] == "This button has expired. Please open the menu again with /start."
+
+    # The group router's own first filter turns a private chat's message and press away, whatever they are.
+    bot = shop.shop.bot
+    for chat_id, taken in ((BUYER, False), (GROUP, True), (ADMIN_CHAT_ID, True)):
+        message = Message.model_validate(shop._message(BUYER, chat_id, text="/cart"), context={"bot": bot})
+        press = CallbackQuery.model_validate({"id": "1", "from": shop.user(BUYER), "chat_instance": "ci",
+                                              "data": "menu:cart", "message": message.model_dump()},
+                                             context={"bot": bot})
+        assert (await group.router.message.check_root_filters(message))[0] is taken
+        assert (await group.router.callback_query.check_root_filters(press))[0] is taken

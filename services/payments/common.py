@@ -166,6 +166,7 @@ async def _announce_paid_order(session: AsyncSession, order: Order, payment: Pay
           provider=payment.provider, items=items, zone=order.zone,
           customer=cut(customer.first_name, 64) if customer else str(order.customer_id)),
         kind="new_order", dedup_key=f"new_order:{order.id}",
+        # The callback data handlers.admin.AdminButton packs and parses ("adm:<action>:<ORDER_ID>").
         reply_markup=inline_keyboard([[("View", f"adm:v:{order.public_id}"), ("Ship…", f"adm:s:{order.public_id}"),
                                         ("Cancel…", f"adm:c:{order.public_id}")]]),
     )
