@@ -54,7 +54,7 @@ def _ours(value: Any) -> bool:
     return str(module).split(".")[0] in {"bot", "handlers", "services", "db", "webhooks"}
 
 
-def test_building_the_shop_assigns_nothing_to_library_classes(engine, botapi: BotAPIStandIn) -> None:  # type: ignore[no-untyped-def]
+async def test_building_the_shop_assigns_nothing_to_library_classes(engine, botapi: BotAPIStandIn) -> None:  # type: ignore[no-untyped-def]
     """Every attribute of aiogram's, pydantic's and SQLAlchemy's classes is theirs after the bot and
     dispatcher are built, and every filter runs as aiogram set it up."""
     import sys
@@ -66,8 +66,10 @@ def test_building_the_shop_assigns_nothing_to_library_classes(engine, botapi: Bo
     from tests.harness import make_settings
 
     settings = make_settings(engine, botapi)
-    build_bot(settings)
+    bot = build_bot(settings)
     dp = build_dispatcher(settings, make_sessionmaker(engine))
+    await bot.session.close()
+    await dp.storage.close()
     patched = [f"{cls.__module__}.{cls.__qualname__}.{name}"
                for module_name, module in list(sys.modules.items())
                if module_name.split(".")[0] in {"aiogram", "pydantic", "sqlalchemy"}
