@@ -3,14 +3,13 @@ Bot API session subclass that sends calls as JSON (and skips parsing replies nob
 `settle_heap` for start-up. Nothing here assigns to another library's classes."""
 from __future__ import annotations
 
-import asyncio
 import contextvars
 import datetime
 import gc
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, cast
+from typing import Any, ClassVar, cast
 
 from aiogram import Bot
 from aiogram.client.default import Default
@@ -20,7 +19,7 @@ from aiogram.methods import TelegramMethod
 from aiogram.methods.base import TelegramType
 from aiogram.types import InputFile, TelegramObject
 import orjson
-from aiohttp import ClientError
+from aiohttp import ClientError, ClientTimeout
 
 _PINNED_RESPONSE_TYPES: list[type] = []
 
@@ -31,7 +30,7 @@ def pin_response_types() -> None:
     Holding them once stops that."""
     if _PINNED_RESPONSE_TYPES:
         return
-    import aiogram.methods as methods
+    from aiogram import methods
     from aiogram.methods import Response, TelegramMethod
 
     for name in dir(methods):
@@ -76,7 +75,7 @@ class JsonBodySession(AiohttpSession):
     aiogram sends form fields, each keyboard serialised to JSON and then percent-encoded character by
     character, where one JSON encoding of the whole call costs a fraction of that. Calls that upload a file keep aiogram's multipart form."""
 
-    _JSON = {"Content-Type": "application/json"}
+    _JSON: ClassVar[dict[str, str]] = {"Content-Type": "application/json"}
 
     async def make_request(self, bot: Bot, method: TelegramMethod[TelegramType],
                            timeout: int | None = None) -> TelegramType:
@@ -87,9 +86,9 @@ class JsonBodySession(AiohttpSession):
         url = self.api.api_url(token=bot.token, method=method.__api_method__)
         try:
             async with session.post(url, data=body, headers=self._JSON,
-                                    timeout=self.timeout if timeout is None else timeout) as resp:
+                                    timeout=ClientTimeout(total=self.timeout if timeout is None else timeout)) as resp:
                 raw_result = await resp.text()
-        except asyncio.TimeoutError as e:
+        except TimeoutError as e:
             raise TelegramNetworkError(method=method, message="Request timeout error") from e
         except ClientError as e:
             raise TelegramNetworkError(method=method, message=f"{type(e).__name__}: {e}") from e
@@ -158,7 +157,7 @@ def _succeeded(raw: str) -> bool:
 def _scalar(value: Any) -> Any:
     """Dates as Unix seconds: a number in JSON, where aiogram's form preparation writes a string."""
     if isinstance(value, datetime.timedelta):
-        value = datetime.datetime.now() + value  # noqa: DTZ005 (aiogram does the same)
+        value = datetime.datetime.now() + value  # naive local time, as aiogram's own preparation
     if isinstance(value, datetime.datetime):
         return round(value.timestamp())
     return value
