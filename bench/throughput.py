@@ -1,7 +1,7 @@
 """Webhook throughput: the shop against a bare aiogram echo bot in the same harness.
 
-Both bots sit behind the same aiohttp server code (`TelegramWebhook`, aiogram's SimpleRequestHandler
-answering after the update is handled) with the same secret header, talk to the same Bot API
+Both bots sit behind the same aiohttp server code (`webhooks.telegram.TelegramWebhook`, answering
+after the update is handled) with the same secret header, talk to the same Bot API
 stand-in and are driven by the same clients: USERS customers at once, each sending its updates one
 after the other over real HTTP POSTs. The shop gets the realistic mix a browsing customer produces,
 built by pressing the buttons the bot actually sent (/start, Catalogue, a category, a product, Add to

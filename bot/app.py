@@ -16,8 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bot.config import Settings
 from bot.middlewares import CustomerMiddleware, DbSessionMiddleware, LanguageMiddleware
 from bot.plain_fallback import ResendAsPlainText
-from bot.speedups import (JsonBodySession, bind_bot_cheaply, pin_response_types, run_magic_filters_inline,
-                          wrap_middlewares_cheaply)
+from bot.speedups import JsonBodySession, pin_response_types
 from bot.throttle import ThrottleMiddleware, shared_redis
 from services.cache import CatalogueMemo
 
@@ -26,7 +25,6 @@ log = logging.getLogger(__name__)
 
 def build_bot(settings: Settings) -> Bot:
     pin_response_types()
-    bind_bot_cheaply()
     session = JsonBodySession(api=TelegramAPIServer.from_base(settings.telegram_api_url))
     session.middleware(ResendAsPlainText())  # a text Telegram cannot parse goes again as plain text
     return Bot(
@@ -64,6 +62,4 @@ def build_dispatcher(settings: Settings, session_factory: async_sessionmaker[Asy
         observer.middleware(sessions)  # inner, in this order: the customer is looked up in the session
         observer.middleware(customers)
     dp.include_router(setup_routers())
-    run_magic_filters_inline(dp)
-    wrap_middlewares_cheaply()
     return dp

@@ -13,8 +13,10 @@ from collections.abc import Awaitable, Callable
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from bot.runtime import Shop
+from services import dhl_jobs
 from services.locks import run_exclusive
 from services.orders import expire_due_orders
+from services.payments import mpesa_reconcile, stripe_reconcile
 
 log = logging.getLogger(__name__)
 
@@ -34,18 +36,9 @@ def _expiry(shop: Shop) -> tuple[str, float, Callable[[], Awaitable[object]]]:
 
 
 def job_factories() -> list[JobFactory]:
-    """Every scheduled job of the shop; feature modules add theirs via `extra_job_factories`."""
-    factories: list[JobFactory] = [_expiry]
-    for module_name in ("services.payments.mpesa_reconcile", "services.payments.stripe_reconcile",
-                        "services.dhl_jobs"):
-        try:
-            module = __import__(module_name, fromlist=["job_factories"])
-        except ModuleNotFoundError as exc:
-            if exc.name != module_name:
-                raise
-            continue
-        factories.extend(module.job_factories())
-    return factories
+    """Every scheduled job of the shop: the expiry here, the payment reconcilers' and the carrier's."""
+    return [_expiry, *mpesa_reconcile.job_factories(), *stripe_reconcile.job_factories(),
+            *dhl_jobs.job_factories()]
 
 
 def build_scheduler(shop: Shop) -> AsyncIOScheduler:

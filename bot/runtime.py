@@ -15,6 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from bot.app import build_bot, build_dispatcher
 from bot.config import Settings
 from db.session import make_engine, make_sessionmaker
+from services.payments.mpesa import MpesaClient
+from services.payments.stripe import StripeGateway
 
 log = logging.getLogger(__name__)
 
@@ -41,17 +43,9 @@ class Shop:
 def build_providers(settings: Settings) -> dict[str, Any]:
     """Payment and carrier clients for whatever has credentials configured."""
     providers: dict[str, Any] = {}
-    try:
-        from services.payments.mpesa import MpesaClient
-    except ImportError:
-        MpesaClient = None  # type: ignore[assignment]
-    try:
-        from services.payments.stripe import StripeGateway
-    except ImportError:
-        StripeGateway = None  # type: ignore[assignment]
-    if MpesaClient is not None and settings.mpesa_configured:
+    if settings.mpesa_configured:
         providers["mpesa"] = MpesaClient.from_settings(settings)
-    if StripeGateway is not None and settings.stripe_configured:
+    if settings.stripe_configured:
         providers["stripe"] = StripeGateway.from_settings(settings)
     return providers
 

@@ -17,6 +17,7 @@ from db.session import make_engine, make_sessionmaker
 from services import catalog
 from services.i18n import t
 from services.notifications import alert_admins
+from services.outbox_sender import run_sender
 
 log = logging.getLogger(__name__)
 
@@ -134,18 +135,11 @@ async def _worker_loop(shop: Shop) -> None:
 
     scheduler = build_scheduler(shop)
     scheduler.start()
-    sender = None
+    sender = asyncio.create_task(run_sender(shop))  # the notification sender
     try:
-        from services.outbox_sender import run_sender  # the notification sender
-    except ModuleNotFoundError:
-        run_sender = None  # type: ignore[assignment]
-    try:
-        if run_sender is not None:
-            sender = asyncio.create_task(run_sender(shop))
         await asyncio.Event().wait()
     finally:
         scheduler.shutdown(wait=False)
-        if sender is not None:
-            sender.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sender
+        sender.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sender

@@ -1,5 +1,7 @@
-"""Drives the real aiogram dispatcher with Update objects, as Telegram would, against the Bot API
-stand-in, so tests read like the conversation a customer has."""
+"""Drives the shop as Telegram does, against the Bot API stand-in, so tests read like the conversation
+a customer has: every update is POSTed to the production webhook handler (`webhooks.server`'s
+/telegram route, with its secret header and update ids), and a Bot API call the webhook answers with
+(a button press's answerCallbackQuery) is made to the stand-in, as Telegram would make it."""
 from __future__ import annotations
 
 import itertools
@@ -7,13 +9,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-from aiogram.types import Update
+import aiohttp
+import orjson
+from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.config import Settings
 from bot.runtime import Shop, build_shop
 from services import catalog
 from tests.standins import BotAPIStandIn, Call
+from webhooks.server import MAX_BODY, add_telegram_route
+from webhooks.telegram import TelegramWebhook
 
 DEMO = Path(__file__).resolve().parent.parent / "catalog" / "demo.yaml"
 TEST_TOKEN = "123456789:TEST_token_for_the_local_bot_api_stand_in"
@@ -42,14 +48,33 @@ class Harness:
         self.settings = make_settings(engine, botapi, **settings)
         self.providers = providers if providers is not None else {}
         self.shop: Shop | None = None
+        self.webhook: TelegramWebhook | None = None
+        self._runner: web.AppRunner | None = None
+        self._http: aiohttp.ClientSession | None = None
         self._update_ids = itertools.count(1)
         self._message_ids = itertools.count(1)
 
     async def start(self) -> "Harness":
         self.shop = build_shop(self.settings, engine=self.engine, providers=self.providers)
+        # The /telegram route as `storefront web` serves it in webhook mode (same handler, secret and
+        # body limit), whatever mode the settings say: tests feed updates through it either way.
+        app = web.Application(client_max_size=MAX_BODY)
+        self.webhook = add_telegram_route(app, self.shop)
+        self._runner = web.AppRunner(app, access_log=None)  # as bot.serve runs it
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
+        host, port = self._runner.addresses[0][:2]
+        self._http = aiohttp.ClientSession(json_serialize=lambda v: orjson.dumps(v).decode())
+        self._webhook_url = f"http://{host}:{port}/telegram"
+        self._headers = {TelegramWebhook.SECRET_HEADER: self.settings.webhook_secret}
+        self._botapi_base = f"{self.botapi.url}/bot{self.settings.bot_token.get_secret_value()}/"
         return self
 
     async def stop(self) -> None:
+        if self._http is not None:
+            await self._http.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
         if self.shop is not None:
             await self.shop.bot.session.close()
             await self.shop.dp.storage.close()
@@ -74,9 +99,19 @@ class Harness:
                                                                    "title": "Shop admins"}
 
     async def feed(self, update: dict[str, Any]) -> None:
-        assert self.shop is not None
+        """Deliver `update` to the webhook as Telegram does, and make the Bot API call its reply
+        carries, if any. A reply other than 200 fails the test."""
+        assert self._http is not None, "Harness.start() first"
         update.setdefault("update_id", next(self._update_ids))
-        await self.shop.dp.feed_update(self.shop.bot, Update.model_validate(update, context={"bot": self.shop.bot}))
+        async with self._http.post(self._webhook_url, json=update, headers=self._headers) as resp:
+            body = await resp.read()
+        if resp.status != 200:
+            raise AssertionError(f"the webhook answered {resp.status}: {body[:500]!r}")
+        call = orjson.loads(body)
+        method = call.pop("method", None)
+        if method:  # Telegram executes it; what comes of it is not the webhook's business
+            async with self._http.post(self._botapi_base + method, json=call) as done:
+                await done.read()
 
     def _message(self, user_id: int, chat_id: int | None, **content: Any) -> dict[str, Any]:
         chat_id = chat_id if chat_id is not None else user_id

@@ -1,17 +1,15 @@
-"""bot/speedups.py keeps aiogram's behaviour: objects still know their Bot, and Bot API calls carry
-the same fields (as JSON now, multipart still for uploads)."""
+"""bot/speedups.py keeps aiogram's behaviour: objects still know their Bot, Bot API calls carry the
+same fields (as JSON, multipart still for uploads), and building the shop changes no library class."""
 from __future__ import annotations
 
 from datetime import datetime, timezone
 from typing import Any
 
 from aiogram import Bot
-from aiogram.types import BufferedInputFile, Message, TelegramObject, Update
-from pydantic import PrivateAttr
+from aiogram.types import BufferedInputFile, Message, Update
 
 from bot.app import build_bot
 from bot.config import Settings
-from bot.speedups import _bind_bot, bind_bot_cheaply
 from handlers.render import kb
 from tests.standins import BotAPIStandIn
 
@@ -35,7 +33,6 @@ def _bot() -> Bot:
 async def test_parsed_objects_carry_their_bot_at_every_depth() -> None:
     bot = _bot()
     try:
-        assert Message.model_post_init is _bind_bot  # the fast hook is in place, so this tests it
         update = Update.model_validate(PRESS, context={"bot": bot})
         query = update.callback_query
         assert query is not None and isinstance(query.message, Message)
@@ -51,28 +48,39 @@ async def test_parsed_objects_carry_their_bot_at_every_depth() -> None:
         await bot.session.close()
 
 
-def test_classes_with_their_own_state_keep_their_hook() -> None:
-    class Plain(TelegramObject):
-        x: int = 0
+def _ours(value: Any) -> bool:
+    """A function (or a wrapper of one) defined in this project."""
+    module = getattr(value, "__module__", None) or getattr(getattr(value, "__func__", None), "__module__", "")
+    return str(module).split(".")[0] in {"bot", "handlers", "services", "db", "webhooks"}
 
-    class Extra(TelegramObject):
-        _note: str = PrivateAttr(default="kept")
 
-    class OwnHook(TelegramObject):
-        seen: list[str] = []
+async def test_building_the_shop_assigns_nothing_to_library_classes(engine, botapi: BotAPIStandIn) -> None:  # type: ignore[no-untyped-def]
+    """Every attribute of aiogram's, pydantic's and SQLAlchemy's classes is theirs after the bot and
+    dispatcher are built, and every filter runs as aiogram set it up."""
+    import sys
 
-        def model_post_init(self, context: Any, /) -> None:
-            super().model_post_init(context)
-            self.seen.append("own")
+    from aiogram.dispatcher.event.handler import FilterObject
 
-    bind_bot_cheaply()
-    assert Plain.model_post_init is _bind_bot
-    assert Extra.model_post_init is not _bind_bot and OwnHook.model_post_init is not _bind_bot
-    extra = Extra.model_validate({}, context={"bot": "B"})
-    assert extra.bot == "B" and extra._note == "kept"
-    own = OwnHook.model_validate({}, context={"bot": "B"})
-    assert own.bot == "B" and own.seen == ["own"]
-    assert Plain.model_validate({"x": 2}, context={"bot": "B"}).bot == "B"
+    from bot.app import build_dispatcher
+    from db.session import make_sessionmaker
+    from tests.harness import make_settings
+
+    settings = make_settings(engine, botapi)
+    bot = build_bot(settings)
+    dp = build_dispatcher(settings, make_sessionmaker(engine))
+    await bot.session.close()
+    await dp.storage.close()
+    patched = [f"{cls.__module__}.{cls.__qualname__}.{name}"
+               for module_name, module in list(sys.modules.items())
+               if module_name.split(".")[0] in {"aiogram", "pydantic", "sqlalchemy"}
+               for cls in list(vars(module).values()) if isinstance(cls, type)
+               for name, value in list(vars(cls).items()) if _ours(value) or _ours(getattr(value, "__func__", None))]
+    assert patched == []
+    filters = [flt for router in dp.chain_tail for observer in router.observers.values()
+               for handler in observer.handlers for flt in handler.filters or [] if isinstance(flt, FilterObject)]
+    assert filters
+    # A magic filter (F.text == …) is resolved as aiogram sets it up: its own, synchronous `resolve`.
+    assert [flt for flt in filters if flt.magic is not None and (flt.awaitable or _ours(flt.callback))] == []
 
 
 async def test_calls_go_as_json_and_uploads_as_multipart(botapi: BotAPIStandIn) -> None:
@@ -115,6 +123,20 @@ async def test_nested_values_aiogram_must_prepare_still_arrive(botapi: BotAPISta
     assert call.content_type == "application/json"
     assert call.params["media"] == {"type": "photo", "media": "https://example.com/a.jpg", "caption": "<b>A</b>",
                                     "parse_mode": "HTML"}
+
+
+async def test_a_file_nested_in_a_call_goes_as_multipart(botapi: BotAPIStandIn) -> None:
+    from aiogram.types import InputMediaPhoto
+
+    bot = _bot_on(botapi)
+    try:
+        await bot.edit_message_media(media=InputMediaPhoto(media=BufferedInputFile(b"\x89PNG...", filename="a.png"),
+                                                           caption="<b>A</b>"), chat_id=42, message_id=3)
+    finally:
+        await bot.session.close()
+    call = botapi.calls[-1]
+    assert call.content_type == "multipart/form-data"
+    assert call.params["media"]["media"].startswith("attach://") and call.params["media"]["parse_mode"] == "HTML"
 
 
 async def test_unread_replies_are_checked_not_parsed(botapi: BotAPIStandIn) -> None:

@@ -7,10 +7,15 @@ import time
 
 import httpx
 import pytest
+from aiogram import Dispatcher
+from aiogram.types import Message, Update
+from aiohttp import web
+from sqlalchemy.exc import OperationalError
 
 from bot import serve
 from tests.harness import Harness, make_settings
 from tests.webserver import serve_shop
+from webhooks.telegram import TelegramWebhook
 
 SECRET = "s3cret_Token-for-tests"
 USER = 6001
@@ -94,8 +99,11 @@ async def test_a_button_press_is_answered_in_the_webhook_reply(webhook_shop: Har
     assert webhook_shop.botapi.sent(method="answerCallbackQuery") == []
     assert webhook_shop.botapi.sent(USER, "editMessageText"), "the catalogue screen is still shown by a call"
 
-    await webhook_shop.press(USER, "menu:catalog")  # the dispatcher fed directly, as in polling mode
-    assert [c.params["callback_query_id"] for c in webhook_shop.botapi.sent(method="answerCallbackQuery")]
+    polled = Update.model_validate({**press, "update_id": 92, "callback_query": {**press["callback_query"],
+                                                                                 "id": "cq-92"}},
+                                   context={"bot": webhook_shop.shop.bot})
+    await webhook_shop.shop.dp.feed_update(webhook_shop.shop.bot, polled)  # as polling does: no reply to ride in
+    assert [c.params["callback_query_id"] for c in webhook_shop.botapi.sent(method="answerCallbackQuery")] == ["cq-92"]
 
 
 async def test_a_slow_update_answers_its_button_press_without_waiting(webhook_shop: Harness) -> None:
@@ -124,3 +132,56 @@ async def test_a_slow_update_answers_its_button_press_without_waiting(webhook_sh
     assert reply.status_code == 200 and reply.json() == {}
     assert answered_before_the_edit_returned == [True]
     assert [c.params["callback_query_id"] for c in webhook_shop.botapi.sent(method="answerCallbackQuery")] == ["cq-96"]
+
+
+async def test_our_storage_failing_is_503_and_the_redelivery_is_handled(botapi) -> None:  # type: ignore[no-untyped-def]
+    """The database failing under an update answers 503 (Telegram delivers it again) and does not
+    count the update as seen: the redelivery is handled. A bug of ours stays a 500."""
+    from bot.app import build_bot
+    from bot.config import Settings
+
+    dp, seen = Dispatcher(), []
+
+    @dp.message()
+    async def flaky(message: Message) -> None:
+        seen.append(message.text)
+        if message.text == "db down" and seen.count("db down") == 1:
+            raise OperationalError("SELECT 1", {}, ConnectionRefusedError("connection refused"))
+        if message.text == "bug":
+            raise KeyError("bug")
+        await message.answer("ok")
+
+    bot = build_bot(Settings(_env_file=None, bot_token="123456789:TEST_token_for_webhook",  # type: ignore[call-arg]
+                             telegram_api_url=botapi.url))
+    app = web.Application()
+    TelegramWebhook(dp, bot, SECRET).register(app, "/telegram")
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    base = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
+    headers = {"X-Telegram-Bot-Api-Secret-Token": SECRET}
+    try:
+        async with httpx.AsyncClient(base_url=base) as http:
+            down = await http.post("/telegram", json=start_update(301, "db down"), headers=headers)
+            again = await http.post("/telegram", json=start_update(301, "db down"), headers=headers)
+            once_more = await http.post("/telegram", json=start_update(301, "db down"), headers=headers)
+            bug = await http.post("/telegram", json=start_update(302, "bug"), headers=headers)
+    finally:
+        await runner.cleanup()
+        await bot.session.close()
+    assert (down.status_code, again.status_code, once_more.status_code, bug.status_code) == (503, 200, 200, 500)
+    assert "postgres" not in down.text.lower() and "select" not in down.text.lower()
+    assert seen == ["db down", "db down", "bug"]  # the redelivery handled, the repeat of a handled one not
+    assert [c.text for c in botapi.sent(USER, "sendMessage")] == ["ok"]
+
+
+async def test_the_harness_delivers_through_the_webhook(shop: Harness) -> None:
+    """Chat tests take the production path: an update id delivered twice is handled once, and a
+    button press's answer arrives at the Bot API as the webhook reply's call."""
+    update = start_update(5)
+    await shop.feed(dict(update))
+    await shop.feed(dict(update))
+    assert len(shop.botapi.sent(USER, "sendMessage")) == 1
+    await shop.press(USER, "menu:catalog")
+    assert shop.last_answer is not None and shop.last_answer.params["callback_query_id"]

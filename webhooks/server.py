@@ -4,13 +4,13 @@ Body sizes are capped (`client_max_size`) so a provider endpoint can never be ma
 """
 from __future__ import annotations
 
-import importlib
 import logging
 
 from aiohttp import web
 from sqlalchemy import text
 
 from bot.runtime import Shop
+from webhooks import mpesa, stripe
 from webhooks.telegram import TelegramWebhook
 
 log = logging.getLogger(__name__)
@@ -37,6 +37,13 @@ async def ready(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
+def add_telegram_route(app: web.Application, shop: Shop) -> TelegramWebhook:
+    """POST /telegram, with the secret setWebhook registers (`Settings.webhook_secret`)."""
+    webhook = TelegramWebhook(shop.dp, shop.bot, shop.settings.webhook_secret)
+    webhook.register(app, path="/telegram")
+    return webhook
+
+
 def build_web_app(shop: Shop) -> web.Application:
     app = web.Application(client_max_size=MAX_BODY)
     app[SHOP_KEY] = shop
@@ -45,14 +52,7 @@ def build_web_app(shop: Shop) -> web.Application:
     # The Telegram route exists only in webhook mode, and always with a secret: in polling mode updates
     # come from getUpdates, and a route here would let anyone who reaches the port post one as an admin.
     if shop.settings.webhook_mode:
-        TelegramWebhook(shop.dp, shop.bot, shop.settings.webhook_secret).register(app, path="/telegram")
-    # Feature route modules register themselves when present (payments, metrics).
-    for name in ("webhooks.mpesa", "webhooks.stripe", "webhooks.metrics"):
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise
-            continue
-        module.setup(app)
+        add_telegram_route(app, shop)
+    mpesa.setup(app)
+    stripe.setup(app)
     return app

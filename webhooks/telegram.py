@@ -1,13 +1,13 @@
-"""The Telegram webhook: only requests carrying our secret, junk answered 400 (never 500), and an
-update Telegram delivers twice is handled once.
+"""The Telegram webhook: only requests carrying our secret, junk answered 4xx (never 500), an
+update Telegram delivers twice handled once, and a failure of our storage answered 503 so that
+Telegram delivers the update again. Built on aiohttp and the dispatcher's `feed_update` only.
 
 A button press is answered (answerCallbackQuery) in the webhook's own HTTP reply, which Telegram
 executes as a Bot API call: one request fewer per press. Handlers keep calling `query.answer()`; a
 Bot session middleware holds that call back while the update is being handled through the webhook
 and the webhook returns it. An update still being handled after `HOLD_SECONDS` (a payment
 provider's HTTP call) has its answer sent as a call then, so the button's spinner does not wait for
-the provider. Anywhere else (polling, tests feeding updates, tasks that outlive the update) the call
-goes out as usual."""
+the provider. Anywhere else (polling, tasks that outlive the update) the call goes out as usual."""
 from __future__ import annotations
 
 import asyncio
@@ -21,7 +21,6 @@ from aiogram import Bot, Dispatcher
 from aiogram.client.session.middlewares.base import BaseRequestMiddleware, NextRequestMiddlewareType
 from aiogram.methods import AnswerCallbackQuery, TelegramMethod
 from aiogram.types import Update
-from aiogram.webhook.aiohttp_server import SimpleRequestHandler
 import orjson
 from aiohttp import web
 from pydantic import ValidationError
@@ -48,7 +47,7 @@ class SeenUpdates:
         return True
 
     def forget(self, update_id: int) -> None:
-        """Handle it again when it comes back (it failed for a reason of ours)."""
+        """The update was not handled after all: its redelivery is a first time again."""
         self._ids.pop(update_id, None)
 
 
@@ -111,8 +110,7 @@ def install_reply_middleware(bot: Bot) -> None:
 def _without_pressed_keyboard(raw: Any) -> Any:
     """A button press carries the whole message the button was on, keyboard included: the bot's own
     buttons, which no handler reads back (they carry what they need in their callback data).
-    Leaving the keyboard out before parsing spares building a dozen objects per press (~5 % of a
-    browsing update's CPU on the throughput bench)."""
+    Leaving the keyboard out before parsing spares building a dozen objects per press."""
     if isinstance(raw, dict):
         query = raw.get("callback_query")
         message = query.get("message") if isinstance(query, dict) else None
@@ -121,52 +119,68 @@ def _without_pressed_keyboard(raw: Any) -> Any:
     return raw
 
 
-class TelegramWebhook(SimpleRequestHandler):
-    """aiogram's handler, refusing (401) every request whose X-Telegram-Bot-Api-Secret-Token is not
-    `secret_token`; it cannot be built without one."""
+class TelegramWebhook:
+    """The aiohttp handler of POST /telegram, for one bot. It cannot be built without a secret.
 
-    def __init__(self, dispatcher: Dispatcher, bot: Bot, secret_token: str) -> None:
+    In order: a request without our X-Telegram-Bot-Api-Secret-Token is refused (401), a body that
+    is not JSON (415) or not an update (400) changes nothing, an update id seen before is answered
+    once more without being handled, and the rest is fed to the dispatcher while the answer to a
+    button press is held for the reply. A failure of our storage (the database, its connection)
+    answers 503 and forgets the id, so Telegram's redelivery is handled afresh."""
+
+    SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
+
+    def __init__(self, dispatcher: Dispatcher, bot: Bot, secret_token: str, **data: Any) -> None:
         if not secret_token:
             raise ValueError("the Telegram webhook needs a secret token")
-        super().__init__(dispatcher=dispatcher, bot=bot, secret_token=secret_token, handle_in_background=False)
+        self.dispatcher = dispatcher
+        self.bot = bot
+        self.data = data  # extra keyword arguments for every update's handlers
+        self._secret = secret_token.encode()
         self.seen = SeenUpdates()
         install_reply_middleware(bot)
 
-    def verify_secret(self, telegram_secret_token: str, bot: Bot) -> bool:
-        """Constant-time, on bytes: a header of any characters is a wrong secret (401), never a 500
-        (`secrets.compare_digest` refuses non-ASCII str)."""
-        given = telegram_secret_token.encode("utf-8", "surrogateescape")
-        return hmac.compare_digest(given, self.secret_token.encode())  # type: ignore[union-attr]
+    def register(self, app: web.Application, path: str) -> None:
+        app.router.add_post(path, self.handle)
 
-    async def _handle_request(self, bot: Bot, request: web.Request) -> web.Response:
+    def verify_secret(self, given: str) -> bool:
+        """Constant-time, on bytes: a header of any characters is a wrong secret (401), never a 500
+        (`hmac.compare_digest` refuses non-ASCII str). aiohttp decodes header bytes that are not
+        UTF-8 as surrogates, which this encodes back to the bytes that came."""
+        return hmac.compare_digest(given.encode("utf-8", "surrogateescape"), self._secret)
+
+    async def handle(self, request: web.Request) -> web.Response:
+        if not self.verify_secret(request.headers.get(self.SECRET_HEADER, "")):
+            return web.Response(status=401, text="Unauthorized")
         if request.content_type != "application/json":
             return web.Response(status=415, text="expected application/json")
+        raw = await request.read()  # aiohttp enforces client_max_size (413)
         try:
-            update = Update.model_validate(_without_pressed_keyboard(orjson.loads(await request.read())),
-                                           context={"bot": bot})
-        except (ValueError, ValidationError):
+            update = Update.model_validate(_without_pressed_keyboard(orjson.loads(raw)), context={"bot": self.bot})
+        except (ValueError, ValidationError):  # orjson.JSONDecodeError is a ValueError
             log.info("telegram.webhook.bad_update")
             return web.Response(status=400, text="malformed update")
         if not self.seen.first_time(update.update_id):
             log.info("telegram.webhook.duplicate", extra={"update_id": update.update_id})
-            return web.json_response({})
+            return _empty_reply()
         reply = _Reply()
         token = _reply.set(reply)
         try:
-            await self.dispatcher.feed_update(bot, update, **self.data)
-        except Exception as exc:  # the database out of reach becomes 503; anything else re-raises
-            if not database_unreachable(exc):
-                raise
-            self.seen.forget(update.update_id)
-            return ours_failed("telegram", exc)
+            await self.dispatcher.feed_update(self.bot, update, **self.data)
+        except Exception as exc:
+            self.seen.forget(update.update_id)  # not handled: Telegram's redelivery must be
+            if database_unreachable(exc):  # ours and passing: 503, Telegram delivers it again
+                return ours_failed("telegram", exc)
+            raise
         finally:
             method = reply.take()
             _reply.reset(token)
         if method is None:
-            return web.json_response({})
+            return _empty_reply()
         body = method.model_dump(exclude_none=True, warnings=False)
         body["method"] = method.__api_method__
         return web.Response(body=orjson.dumps(body), content_type="application/json")
 
-    async def _handle_close(self, app: web.Application) -> None:
-        return None  # the Shop owns the bot session and closes it
+
+def _empty_reply() -> web.Response:
+    return web.Response(body=b"{}", content_type="application/json")
