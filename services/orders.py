@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.direct import Direct
 from db.models import CartItem, Customer, Order, OrderEvent, OrderItem, Product, utcnow
-from services import inventory
+from services import buttons, inventory
 from services.errors import DomainError, IllegalTransition, InvalidInput, NotFound, OutOfStock
 from services.i18n import t
 from services.markup import cut
@@ -106,7 +106,7 @@ async def transition(
                 session, customer.chat_id, status_message(order, customer.language),
                 kind="order_status", dedup_key=f"order:{order.id}:{to_state}:{_event_seq(order)}",
                 reply_markup=inline_keyboard([[(t("orders.button.view", customer.language),
-                                               f"ord:v:{order.public_id}")]]),
+                                               buttons.view_order(order.public_id))]]),
             )
     log.info("order.transition", extra={"order": order.public_id, "from": from_state, "to": to_state,
                                         "actor": actor})
