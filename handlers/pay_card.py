@@ -10,9 +10,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.config import Settings
 from db.models import Customer
+from handlers.buttons import Pay, PayAction
+from handlers.filters import Buttons
 from handlers.payments import own_order
 from handlers.render import kb
-from handlers.routing import FeatureRouter
+from handlers.routing import Routes
 from services.errors import DomainError
 from services.i18n import t
 from services.money import format_money
@@ -20,7 +22,8 @@ from services.payments.stripe import StripeFailure
 from services.payments.stripe_flow import start_card_payment
 
 log = logging.getLogger(__name__)
-router = FeatureRouter("pay_card", buttons=("pay:",))
+router = Routes("pay_card")
+router.callback_query.filter(Buttons(Pay))
 
 
 async def _return_url(query: CallbackQuery, settings: Settings) -> str:
@@ -34,11 +37,11 @@ async def _return_url(query: CallbackQuery, settings: Settings) -> str:
     return base
 
 
-@router.callback_query(F.data.startswith("pay:s:"))
-async def pay_by_card(query: CallbackQuery, session: AsyncSession, customer: Customer, lang: str,
+@router.callback_query(Pay.filter(F.action == PayAction.CARD))
+async def pay_by_card(query: CallbackQuery, callback_data: Pay, session: AsyncSession, customer: Customer, lang: str,
                       providers: dict[str, Any], settings: Settings,
                       session_factory: async_sessionmaker[AsyncSession]) -> None:
-    order = await own_order(query, session, customer, lang)
+    order = await own_order(query, session, customer, lang, callback_data.public_id)
     if order is None or query.message is None:
         return
     if "stripe" not in providers:
@@ -54,11 +57,13 @@ async def pay_by_card(query: CallbackQuery, session: AsyncSession, customer: Cus
         return
     except StripeFailure:
         await query.message.answer(t("stripe.failed", lang),
-                                   reply_markup=kb([(t("pay.button.try_again", lang), f"pay:o:{order.public_id}")]))
+                                   reply_markup=kb([(t("pay.button.try_again", lang),
+                                                    Pay(action=PayAction.OFFER, public_id=order.public_id).pack())]))
         return
     until = payment.expires_at.strftime("%H:%M UTC") if payment.expires_at else "-"
     await query.message.answer(
         t("stripe.pay_link", lang, order=order.public_id, total=format_money(payment.amount, payment.currency),
           until=until),
         reply_markup=kb([(t("stripe.pay_button", lang), payment.checkout_url or "")],
-                        [(t("pay.button.cancel_order", lang), f"pay:x:{order.public_id}")]))
+                        [(t("pay.button.cancel_order", lang),
+                          Pay(action=PayAction.CANCEL, public_id=order.public_id).pack())]))

@@ -15,9 +15,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.config import Settings
 from db.models import Customer, Order, Payment, utcnow
+from handlers.buttons import Pay, PayAction
+from handlers.filters import Buttons, Text
 from handlers.payments import own_order
 from handlers.render import kb
-from handlers.routing import FeatureRouter
+from handlers.routing import Routes
 from services import orders as order_service
 from services.errors import DomainError
 from services.i18n import plain, t
@@ -27,7 +29,8 @@ from services.payments.mpesa import MpesaError
 from services.phones import InvalidPhone, is_kenyan_mobile, mask_phone, normalize_phone
 
 log = logging.getLogger(__name__)
-router = FeatureRouter("pay_mpesa", buttons=("pay:",))
+router = Routes("pay_mpesa")
+router.callback_query.filter(Buttons(Pay))
 QUERY_MIN_INTERVAL = timedelta(seconds=5)
 
 
@@ -42,11 +45,11 @@ def _kenyan_number(order: Order, customer: Customer) -> str | None:
     return None
 
 
-@router.callback_query(F.data.startswith("pay:m:"))
-async def pay_with_mpesa(query: CallbackQuery, session: AsyncSession, customer: Customer, state: FSMContext,
+@router.callback_query(Pay.filter(F.action == PayAction.MPESA))
+async def pay_with_mpesa(query: CallbackQuery, callback_data: Pay, session: AsyncSession, customer: Customer, state: FSMContext,
                          lang: str, providers: dict[str, Any], settings: Settings,
                          session_factory: async_sessionmaker[AsyncSession]) -> None:
-    order = await own_order(query, session, customer, lang)
+    order = await own_order(query, session, customer, lang, callback_data.public_id)
     if order is None or query.message is None:
         return
     if "mpesa" not in providers or order.currency != "KES":
@@ -64,7 +67,7 @@ async def pay_with_mpesa(query: CallbackQuery, session: AsyncSession, customer: 
     await _push(query.message, order.public_id, customer, msisdn, lang, providers, settings, session_factory, state)
 
 
-@router.message(StateFilter(MpesaPhone.waiting), F.text, ~F.text.startswith("/"))
+@router.message(StateFilter(MpesaPhone.waiting), Text())
 async def typed_mpesa_phone(message: Message, session: AsyncSession, customer: Customer, state: FSMContext, lang: str,
                             providers: dict[str, Any], settings: Settings,
                             session_factory: async_sessionmaker[AsyncSession]) -> None:
@@ -90,7 +93,7 @@ async def _push(message: Message, order_id: str, customer: Customer, msisdn: str
                                              settings)
     except (mpesa_flow.PromptStillLive, mpesa_flow.PushUncertain) as exc:  # a prompt may be on the phone: wait or check
         await message.answer(t(exc.key, lang, **exc.values),
-                             reply_markup=kb([(t("mpesa.check_status", lang), f"pay:mq:{order_id}")]))
+                             reply_markup=kb([(t("mpesa.check_status", lang), _button(PayAction.MPESA_STATUS, order_id))]))
         return
     except mpesa_flow.PhonePromptLimit as exc:  # that number had its prompts this hour: another may be typed
         await state.set_state(MpesaPhone.waiting)
@@ -102,20 +105,24 @@ async def _push(message: Message, order_id: str, customer: Customer, msisdn: str
         return
     except MpesaError as exc:
         await message.answer(t("mpesa.push_failed", lang),
-                             reply_markup=kb([(t("pay.button.try_again", lang), f"pay:o:{order_id}")]))
+                             reply_markup=kb([(t("pay.button.try_again", lang), _button(PayAction.OFFER, order_id))]))
         log.info("mpesa.push_failed_told_customer", extra={"order": order_id, "code": exc.code})
         return
     await message.answer(
         t("mpesa.check_phone", lang, phone=mask_phone(msisdn), total=format_money(payment.amount, "KES"), order=order_id),
-        reply_markup=kb([(t("mpesa.check_status", lang), f"pay:mq:{order_id}")],
-                        [(t("pay.button.cancel_order", lang), f"pay:x:{order_id}")]))
+        reply_markup=kb([(t("mpesa.check_status", lang), _button(PayAction.MPESA_STATUS, order_id))],
+                        [(t("pay.button.cancel_order", lang), _button(PayAction.CANCEL, order_id))]))
 
 
-@router.callback_query(F.data.startswith("pay:mq:"))
-async def check_status(query: CallbackQuery, session: AsyncSession, customer: Customer, lang: str,
+def _button(action: PayAction, public_id: str) -> str:
+    return Pay(action=action, public_id=public_id).pack()
+
+
+@router.callback_query(Pay.filter(F.action == PayAction.MPESA_STATUS))
+async def check_status(query: CallbackQuery, callback_data: Pay, session: AsyncSession, customer: Customer, lang: str,
                        providers: dict[str, Any], settings: Settings,
                        session_factory: async_sessionmaker[AsyncSession]) -> None:
-    public_id = (query.data or "").split(":", 2)[-1]
+    public_id = callback_data.public_id
     try:
         order = await order_service.get_order(session, public_id, customer_id=customer.id)
     except DomainError as exc:

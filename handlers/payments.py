@@ -11,7 +11,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.config import Settings
 from db.models import Customer, Order
-from handlers.routing import FeatureRouter
+from handlers.buttons import Pay, PayAction
+from handlers.filters import Buttons
+from handlers.routing import Routes
 from services import orders as order_service
 from services.errors import DomainError
 from services.i18n import plain, t
@@ -20,7 +22,8 @@ from services.payments.stripe import StripeFailure
 from services.payments.stripe_flow import close_links
 
 log = logging.getLogger(__name__)
-router = FeatureRouter("payments", buttons=("pay:",))
+router = Routes("payments")
+router.callback_query.filter(Buttons(Pay))
 
 
 def payment_methods(order: Order, providers: dict[str, Any]) -> list[str]:
@@ -34,10 +37,12 @@ def payment_methods(order: Order, providers: dict[str, Any]) -> list[str]:
 
 
 def payment_keyboard(order: Order, methods: list[str], lang: str) -> InlineKeyboardMarkup:
-    labels = {"mpesa": ("pay.button.mpesa", "pay:m:"), "stripe": ("pay.button.card", "pay:s:")}
-    rows = [[InlineKeyboardButton(text=t(labels[m][0], lang), callback_data=labels[m][1] + order.public_id)]
+    labels = {"mpesa": ("pay.button.mpesa", PayAction.MPESA), "stripe": ("pay.button.card", PayAction.CARD)}
+    rows = [[InlineKeyboardButton(text=t(labels[m][0], lang),
+                                  callback_data=Pay(action=labels[m][1], public_id=order.public_id).pack())]
             for m in methods]
-    rows.append([InlineKeyboardButton(text=t("pay.button.cancel_order", lang), callback_data=f"pay:x:{order.public_id}")])
+    rows.append([InlineKeyboardButton(text=t("pay.button.cancel_order", lang),
+                                      callback_data=Pay(action=PayAction.CANCEL, public_id=order.public_id).pack())])
     return InlineKeyboardMarkup(inline_keyboard=rows)
 
 
@@ -55,10 +60,10 @@ async def offer_payment(message: Message, session: AsyncSession, order: Order, p
     await message.answer(offer_text(order, methods, lang), reply_markup=payment_keyboard(order, methods, lang))
 
 
-async def own_order(query: CallbackQuery, session: AsyncSession, customer: Customer, lang: str) -> Order | None:
+async def own_order(query: CallbackQuery, session: AsyncSession, customer: Customer, lang: str,
+                    public_id: str) -> Order | None:
     """The order named in the button, if it is this customer's and still awaiting payment; otherwise
     answer the button press with the reason and return None."""
-    public_id = (query.data or "").split(":", 2)[-1]
     try:
         order = await order_service.get_order(session, public_id, customer_id=customer.id)
     except DomainError as exc:
@@ -71,10 +76,10 @@ async def own_order(query: CallbackQuery, session: AsyncSession, customer: Custo
     return order
 
 
-@router.callback_query(F.data.startswith("pay:o:"))
-async def reoffer(query: CallbackQuery, session: AsyncSession, customer: Customer, lang: str,
+@router.callback_query(Pay.filter(F.action == PayAction.OFFER))
+async def reoffer(query: CallbackQuery, callback_data: Pay, session: AsyncSession, customer: Customer, lang: str,
                   providers: dict[str, Any]) -> None:
-    order = await own_order(query, session, customer, lang)
+    order = await own_order(query, session, customer, lang, callback_data.public_id)
     if order is None or query.message is None:
         return
     await query.answer()
@@ -82,10 +87,10 @@ async def reoffer(query: CallbackQuery, session: AsyncSession, customer: Custome
     await query.message.answer(offer_text(order, methods, lang), reply_markup=payment_keyboard(order, methods, lang))
 
 
-@router.callback_query(F.data.startswith("pay:x:"))
-async def cancel_unpaid(query: CallbackQuery, session: AsyncSession, customer: Customer, lang: str,
-                        providers: dict[str, Any], settings: Settings) -> None:
-    order = await own_order(query, session, customer, lang)
+@router.callback_query(Pay.filter(F.action == PayAction.CANCEL))
+async def cancel_unpaid(query: CallbackQuery, callback_data: Pay, session: AsyncSession, customer: Customer,
+                        lang: str, providers: dict[str, Any], settings: Settings) -> None:
+    order = await own_order(query, session, customer, lang, callback_data.public_id)
     if order is None:
         return
     public_id = order.public_id
