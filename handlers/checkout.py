@@ -248,10 +248,6 @@ async def _show_summary(message: Message, session: AsyncSession, customer_id: in
                                          [(t("checkout.cancel", lang), CANCEL)]))
 
 
-class _QuoteChanged(Exception):
-    """The cart or its prices changed after the summary: the customer confirmed another amount."""
-
-
 @router.callback_query(CheckoutStep.filter(F.action == CheckoutAction.CONFIRM))
 async def confirm(query: CallbackQuery, session: AsyncSession, customer_id: int, state: FSMContext, lang: str,
                   settings: Settings, providers: dict[str, Any]) -> None:
@@ -260,18 +256,13 @@ async def confirm(query: CallbackQuery, session: AsyncSession, customer_id: int,
         return
     data = await state.get_data()
     await state.clear()  # a second press of Confirm is now a stale button
-    try:
-        # A sold-out cart is told before any transaction (most presses of a flash sale end here).
-        await order_service.refuse_early(session, customer_id)
-        async with session.begin_nested():
-            order = await order_service.place_order(
-                session, customer_id, zone_code=data["zone"], phone=data["phone"], email=data["email"],
-                address=data["address"], reservation_minutes=settings.reservation_minutes,
-                limits=order_service.Limits(settings.max_open_orders_per_customer,
-                                            settings.max_reserved_units_per_customer))
-            if (order.currency, order.total) != (data.get("currency"), data.get("total")):
-                raise _QuoteChanged  # rolls the savepoint back: nothing reserved, cart restored
-    except _QuoteChanged:
+    try:  # placed and committed before we say so
+        order = await order_service.checkout(
+            session, customer_id, quoted=(data.get("currency"), data.get("total")), zone_code=data["zone"],
+            phone=data["phone"], email=data["email"], address=data["address"],
+            reservation_minutes=settings.reservation_minutes,
+            limits=order_service.Limits(settings.max_open_orders_per_customer, settings.max_reserved_units_per_customer))
+    except order_service.QuoteChanged:
         log.info("checkout.quote_changed")
         await query.answer()
         await state.set_data(data)
@@ -289,7 +280,6 @@ async def confirm(query: CallbackQuery, session: AsyncSession, customer_id: int,
             await query.message.answer(t("checkout.not_placed", lang, reason=t(exc.key, lang, **exc.values)),
                                        reply_markup=kb(buttons))
         return
-    await session.commit()  # the order and its reservation exist before we say so
     await query.answer(plain("checkout.placed_toast", lang, order=order.public_id))
     if query.message is not None:
         await query.message.edit_reply_markup(reply_markup=None)

@@ -5,14 +5,13 @@ import logging
 from typing import Any
 
 from aiogram import F
-from aiogram.types import CallbackQuery
+from aiogram.types import CallbackQuery, User
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.config import Settings
-from db.models import Customer
 from handlers.buttons import Pay, PayAction
 from handlers.filters import Buttons
-from handlers.payments import own_order
+from handlers.payments import own_order_apart
 from handlers.render import kb
 from handlers.routing import Routes
 from services.errors import DomainError
@@ -38,19 +37,20 @@ async def _return_url(query: CallbackQuery, settings: Settings) -> str:
 
 
 @router.callback_query(Pay.filter(F.action == PayAction.CARD))
-async def pay_by_card(query: CallbackQuery, callback_data: Pay, session: AsyncSession, customer: Customer, lang: str,
+async def pay_by_card(query: CallbackQuery, callback_data: Pay, event_from_user: User, lang: str,
                       providers: dict[str, Any], settings: Settings,
                       session_factory: async_sessionmaker[AsyncSession]) -> None:
-    order = await own_order(query, session, customer, lang, callback_data.public_id)
-    if order is None or query.message is None:
+    """Takes no session: creating the link is a slow HTTP call, and the flow opens its own short ones."""
+    found = await own_order_apart(query, session_factory, event_from_user.id, lang, callback_data.public_id)
+    if found is None or query.message is None:
         return
+    order, _ = found
     if "stripe" not in providers:
         await query.answer(t("stripe.unavailable", lang), show_alert=True)
         return
     await query.answer()
-    await session.commit()  # hand the connection back: the payment flow has its own, around a slow HTTP call
     try:
-        payment = await start_card_payment(session_factory, providers["stripe"], order.public_id, customer.id,
+        payment = await start_card_payment(session_factory, providers["stripe"], order.public_id, event_from_user.id,
                                            settings, return_url=await _return_url(query, settings))
     except DomainError as exc:
         await query.message.answer(t(exc.key, lang, **exc.values))

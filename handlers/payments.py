@@ -7,7 +7,7 @@ from typing import Any
 
 from aiogram import F
 from aiogram.types import CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, Message
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.config import Settings
 from db.models import Customer, Order
@@ -19,7 +19,7 @@ from services.errors import DomainError
 from services.i18n import plain, t
 from services.money import format_money
 from services.payments.stripe import StripeFailure
-from services.payments.stripe_flow import close_links
+from services.payments import stripe_flow
 
 log = logging.getLogger(__name__)
 router = Routes("payments")
@@ -69,11 +69,27 @@ async def own_order(query: CallbackQuery, session: AsyncSession, customer: Custo
     except DomainError as exc:
         await query.answer(plain(exc.key, lang, **exc.values), show_alert=True)
         return None
-    if order.state != order_service.AWAITING_PAYMENT:
-        await query.answer(plain("pay.error.not_awaiting", lang, order=order.public_id,
-                                 state=plain(f"state.{order.state}", lang)), show_alert=True)
+    reason = not_awaiting(order, lang)
+    if reason is not None:
+        await query.answer(reason, show_alert=True)
         return None
     return order
+
+
+async def own_order_apart(query: CallbackQuery, session_factory: async_sessionmaker[AsyncSession], customer_id: int,
+                          lang: str, public_id: str) -> tuple[Order, Customer | None] | None:
+    """`own_order` read in a short session of its own, with the customer: for a handler that then
+    waits on a payment provider (it holds no pooled connection meanwhile)."""
+    try:
+        order, customer = await order_service.order_apart(session_factory, public_id, customer_id)
+    except DomainError as exc:
+        await query.answer(plain(exc.key, lang, **exc.values), show_alert=True)
+        return None
+    reason = not_awaiting(order, lang)
+    if reason is not None:
+        await query.answer(reason, show_alert=True)
+        return None
+    return order, customer
 
 
 @router.callback_query(Pay.filter(F.action == PayAction.OFFER))
@@ -94,35 +110,29 @@ async def cancel_unpaid(query: CallbackQuery, callback_data: Pay, session: Async
     if order is None:
         return
     public_id = order.public_id
-    if await prompt_open(query, session, order, lang):  # asked first, so Stripe's links stay open
-        return
-    try:  # no card link may outlive its order: closed at Stripe first, or the cancel waits
-        await close_links(session, providers.get("stripe"), order, settings, "order cancelled by the customer")
-    except (DomainError, StripeFailure) as exc:
-        await session.rollback()
+    try:
+        outcome = await stripe_flow.cancel_unpaid(session, providers.get("stripe"), order, settings,
+                                                  f"customer:{customer.id}")
+    except (DomainError, StripeFailure) as exc:  # a card link could not be closed: nothing changed
         key, values = (exc.key, exc.values) if isinstance(exc, DomainError) else ("stripe.cancel_failed", {})
         await query.answer()
         if query.message is not None:
             await query.message.answer(t(key, lang, **{"order": public_id, **values}))
         return
-    if order.state != order_service.AWAITING_PAYMENT:  # its card payment was found just now
-        await query.answer(t("pay.error.not_awaiting", lang, order=order.public_id,
+    if outcome == "prompt_open":  # a reservation is not released while a prompt for it can be paid
+        log.info("payments.cancel_refused_prompt_open", extra={"order": public_id})
+        await query.answer(plain("mpesa.cancel_prompt_open", lang, order=public_id), show_alert=True)
+    elif outcome == "moved":  # its card payment was found just now
+        await query.answer(t("pay.error.not_awaiting", lang, order=public_id,
                              state=t(f"state.{order.state}", lang)), show_alert=True)
-        return
-    if await prompt_open(query, session, order, lang):  # asked again with the order claimed: a prompt
-        return  # sent since is seen; what closing the card links found stays written
-    await order_service.transition(session, order, order_service.CANCELLED, f"customer:{customer.id}",
-                                   "cancelled by the customer before paying")
-    await query.answer(plain("pay.cancelled", lang, order=order.public_id))
-    if query.message is not None:
-        await query.message.edit_reply_markup(reply_markup=None)
+    else:
+        await query.answer(plain("pay.cancelled", lang, order=public_id))
+        if query.message is not None:
+            await query.message.edit_reply_markup(reply_markup=None)
 
 
-async def prompt_open(query: CallbackQuery, session: AsyncSession, order: Order, lang: str) -> bool:
-    """A reservation is not released while a prompt for it can still be paid: while an M-Pesa prompt
-    for the order may be answered, the cancel is refused (answered here) and True is returned."""
-    if not await order_service.mpesa_prompt_open(session, order):
-        return False
-    log.info("payments.cancel_refused_prompt_open", extra={"order": order.public_id})
-    await query.answer(plain("mpesa.cancel_prompt_open", lang, order=order.public_id), show_alert=True)
-    return True
+def not_awaiting(order: Order, lang: str) -> str | None:
+    """Why the order cannot be paid any more (an alert's text), or None while it awaits payment."""
+    if order.state == order_service.AWAITING_PAYMENT:
+        return None
+    return plain("pay.error.not_awaiting", lang, order=order.public_id, state=plain(f"state.{order.state}", lang))
