@@ -289,8 +289,9 @@ class QuoteChanged(Exception):
     """The cart or its prices changed after the customer was quoted: they confirmed another amount."""
 
 
-async def checkout(session: AsyncSession, customer_id: int, *, quoted: tuple[str, int], zone_code: str, phone: str,
-                   email: str, address: str, reservation_minutes: int, limits: Limits | None = None) -> Order:
+async def checkout(session: AsyncSession, customer_id: int, *, quoted: tuple[str | None, int | None], zone_code: str,
+                   phone: str, email: str, address: str, reservation_minutes: int,
+                   limits: Limits | None = None) -> Order:
     """The chat checkout's Confirm, one unit of work: the order placed from the cart, its stock
     reserved and all of it committed before this returns (the customer is told it exists only then).
 
