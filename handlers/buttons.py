@@ -4,7 +4,7 @@ The packed strings are the ones the shop has always sent ("menu:cart", "cat:v:12
 messages already in customers' chats carry them. Each factory is a prefix and an `action` field first,
 then typed fields. Numbers are bounded, so a forged press never reaches the database as an
 out-of-range integer: anything that does not unpack (wrong shape, a number out of range, an unknown
-action) matches no handler and gets the stale-button answer (handlers/common.py).
+action, an empty field) matches no handler and gets the stale-button answer (handlers/common.py).
 
   menu:<screen>                          main menu buttons: catalog, cart, orders, help, main
   cat:c:<category>                       open a category (first page)
@@ -51,7 +51,7 @@ class Menu(CallbackData, prefix="menu"):
 
 
 class Category(CallbackData, prefix="cat"):
-    action: Literal["c"] = "c"
+    action: Literal["c"]
     category_id: Id
 
 
@@ -61,7 +61,7 @@ class Direction(str, Enum):
 
 
 class CategoryPage(CallbackData, prefix="cat"):
-    action: Literal["p"] = "p"
+    action: Literal["p"]
     category_id: Id
     direction: Direction
     cursor: Cursor
@@ -90,7 +90,7 @@ class ProductButton(CallbackData, prefix="cat"):
 
 
 class CardMainMenu(CallbackData, prefix="cat"):
-    action: Literal["m"] = "m"
+    action: Literal["m"]
 
 
 # --- cart ------------------------------------------------------------------------------------------
@@ -109,12 +109,12 @@ class CartLine(CallbackData, prefix="crt"):
 
 
 class CartPage(CallbackData, prefix="crt"):
-    action: Literal["pg"] = "pg"
+    action: Literal["pg"]
     page: CartPageNo
 
 
 class CartClear(CallbackData, prefix="crt"):
-    action: Literal["clr"] = "clr"
+    action: Literal["clr"]
 
 
 # --- checkout, payment, orders ---------------------------------------------------------------------
@@ -131,7 +131,7 @@ class CheckoutStep(CallbackData, prefix="chk"):
 
 
 class ZoneChoice(CallbackData, prefix="chk"):
-    action: Literal["z"] = "z"
+    action: Literal["z"]
     zone: ZoneCode
 
 

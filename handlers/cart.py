@@ -1,8 +1,8 @@
 """Cart: lines with − / + / remove, subtotals in both currencies, clear and Checkout.
 
 Buttons (handlers/buttons.py): CartLine (fewer / more / remove), CartPage, CartClear and "menu:cart";
-Checkout is `CheckoutStep(START)` (handlers/checkout.py). A long cart is split into pages by text size, so no screen goes over
-Telegram's 4096 characters whatever the product names are.
+Checkout is `CheckoutStep(START)` (handlers/checkout.py). A long cart is split into pages by text size,
+so no screen goes over Telegram's 4096 characters whatever the product names are.
 """
 from __future__ import annotations
 
@@ -85,9 +85,10 @@ async def cart_screen(session: AsyncSession, customer_id: int, lang: str, page: 
     parts.append(t("cart.subtotal", lang, kes=format_money(kes, "KES"), usd=format_money(usd, "USD")))
     if len(pages) > 1:
         parts.append(t("cart.page", lang, page=page + 1, pages=len(pages)))
-        rows.append([b for b in (("◀", CartPage(page=page - 1).pack()) if page > 0 else None,
-                                 ("▶", CartPage(page=page + 1).pack()) if page < len(pages) - 1 else None) if b])
-    rows.append([(t("cart.clear", lang), CartClear().pack()),
+        turn = [("◀", page - 1)] if page > 0 else []
+        turn += [("▶", page + 1)] if page < len(pages) - 1 else []
+        rows.append([(arrow, CartPage(action="pg", page=to).pack()) for arrow, to in turn])
+    rows.append([(t("cart.clear", lang), CartClear(action="clr").pack()),
                  (t("cart.checkout", lang), CheckoutStep(action=CheckoutAction.START).pack())])
     rows.append([(t("cart.continue", lang), MENU_CATALOG), (t("menu.back", lang), MENU_MAIN)])
     return Markup("\n\n").join(parts), kb(*rows)

@@ -57,7 +57,7 @@ async def categories_screen(session: AsyncSession, lang: str) -> Screen:
     cats = await catalog.list_categories(session)
     if not cats:
         return t("catalog.empty", lang), kb([(t("menu.back", lang), MENU_MAIN)])
-    rows = [[(t("catalog.category_button", lang, name=c.name, count=n), Category(category_id=c.id).pack())]
+    rows = [[(t("catalog.category_button", lang, name=c.name, count=n), Category(action="c", category_id=c.id).pack())]
             for c, n in cats]
     rows.append([(t("menu.cart", lang), MENU_CART), (t("menu.back", lang), MENU_MAIN)])
     return t("catalog.categories", lang), kb(*rows)
@@ -79,10 +79,10 @@ async def category_screen(session: AsyncSession, category_id: int, lang: str, si
                         stock=stock), Card(action=CardAction.VIEW, product_id=p.id, qty=1).pack())])
     nav = []
     if page.prev_cursor:
-        nav.append(("◀", CategoryPage(category_id=category_id, direction=Direction.BEFORE,
+        nav.append(("◀", CategoryPage(action="p", category_id=category_id, direction=Direction.BEFORE,
                                       cursor=page.prev_cursor).pack()))
     if page.next_cursor:
-        nav.append(("▶", CategoryPage(category_id=category_id, direction=Direction.AFTER,
+        nav.append(("▶", CategoryPage(action="p", category_id=category_id, direction=Direction.AFTER,
                                       cursor=page.next_cursor).pack()))
     rows.append(nav)
     rows.append([(t("catalog.back_to_categories", lang), MENU_CATALOG), (t("menu.cart", lang), MENU_CART)])
@@ -107,9 +107,10 @@ def product_card(product: Product, qty: int, lang: str, *, in_cart: int = 0,
 def _card_keyboard(product_id: int, category_id: int, qty: int, lang: str) -> InlineKeyboardMarkup:
     """The card's buttons (qty 0: sold out, Notify me). They depend on these four values only, and
     a keyboard is never changed once built, so each is built once (pydantic builds every button)."""
-    nav = [[(t("catalog.back_to_category", lang), Category(category_id=category_id).pack()),
+    nav = [[(t("catalog.back_to_category", lang), Category(action="c", category_id=category_id).pack()),
             (t("menu.cart", lang), MENU_CART)],
-           [(t("catalog.back_to_categories", lang), MENU_CATALOG), (t("menu.back", lang), CardMainMenu().pack())]]
+           [(t("catalog.back_to_categories", lang), MENU_CATALOG),
+            (t("menu.back", lang), CardMainMenu(action="m").pack())]]
     if qty <= 0:
         return kb([(t("catalog.notify_me", lang),
                     ProductButton(action=ProductAction.NOTIFY_ME, product_id=product_id).pack())], *nav)
@@ -433,7 +434,7 @@ async def typed_quantity(message: Message, session: AsyncSession, state: FSMCont
         text = t("cart.capped", lang, qty=now, name=name) + "\n" + _cap_reason(product, lang)
     await message.answer(text, reply_markup=kb(
         [(t("menu.cart", lang), MENU_CART),
-         (t("catalog.continue", lang), Category(category_id=product.category_id).pack())]))
+         (t("catalog.continue", lang), Category(action="c", category_id=product.category_id).pack())]))
 
 
 def parse_quantity(text: str | None, lang: str) -> tuple[int, str | None]:

@@ -39,6 +39,7 @@ router.callback_query.filter(Buttons(CheckoutStep))
 ADDRESS_MAX = 500
 ALERT_LIMIT = 200  # Telegram's limit for a callback answer's text
 CANCEL = CheckoutStep(action=CheckoutAction.CANCEL).pack()
+CONFIRM = CheckoutStep(action=CheckoutAction.CONFIRM).pack()
 
 
 class Checkout(StatesGroup):
@@ -50,7 +51,8 @@ class Checkout(StatesGroup):
 
 
 def zone_keyboard(lang: str) -> Any:
-    rows = [[(t(f"zone.{z.code}", lang, price=format_money(z.shipping, z.currency)), ZoneChoice(zone=z.code).pack())]
+    rows = [[(t(f"zone.{z.code}", lang, price=format_money(z.shipping, z.currency)),
+              ZoneChoice(action="z", zone=z.code).pack())]
             for z in ZONES.values()]
     rows.append([(t("checkout.cancel", lang), CANCEL)])
     return kb(*rows)
@@ -244,7 +246,7 @@ async def _show_summary(message: Message, session: AsyncSession, customer_id: in
     await state.update_data(currency=totals.currency, total=totals.total)
     await state.set_state(Checkout.confirm)
     await message.answer(Markup("\n\n").join([note, text]) if note else text,
-                         reply_markup=kb([(t("checkout.confirm", lang), CheckoutStep(action=CheckoutAction.CONFIRM).pack())],
+                         reply_markup=kb([(t("checkout.confirm", lang), CONFIRM)],
                                          [(t("checkout.cancel", lang), CANCEL)]))
 
 
@@ -261,7 +263,8 @@ async def confirm(query: CallbackQuery, session: AsyncSession, customer_id: int,
             session, customer_id, quoted=(data.get("currency"), data.get("total")), zone_code=data["zone"],
             phone=data["phone"], email=data["email"], address=data["address"],
             reservation_minutes=settings.reservation_minutes,
-            limits=order_service.Limits(settings.max_open_orders_per_customer, settings.max_reserved_units_per_customer))
+            limits=order_service.Limits(settings.max_open_orders_per_customer,
+                                        settings.max_reserved_units_per_customer))
     except order_service.QuoteChanged:
         log.info("checkout.quote_changed")
         await query.answer()

@@ -92,7 +92,8 @@ async def _push(message: Message, order_id: str, customer_id: int, msisdn: str, 
                                              settings)
     except (mpesa_flow.PromptStillLive, mpesa_flow.PushUncertain) as exc:  # a prompt may be on the phone: wait or check
         await message.answer(t(exc.key, lang, **exc.values),
-                             reply_markup=kb([(t("mpesa.check_status", lang), _button(PayAction.MPESA_STATUS, order_id))]))
+                             reply_markup=kb([(t("mpesa.check_status", lang),
+                                               _button(PayAction.MPESA_STATUS, order_id))]))
         return
     except mpesa_flow.PhonePromptLimit as exc:  # that number had its prompts this hour: another may be typed
         await state.set_state(MpesaPhone.waiting)

@@ -10,7 +10,7 @@ from aiogram.types import CallbackQuery, Message
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.middlewares import ONE_STATEMENT_EACH
-from handlers.buttons import Menu, MenuScreen
+from handlers.buttons import MENU_MAIN, Menu, MenuScreen
 from handlers.common import leave_flow, main_menu
 from handlers.filters import Buttons
 from handlers.render import send, show
@@ -18,7 +18,7 @@ from handlers.routing import Routes
 from services.i18n import t
 
 router = Routes("start")
-router.callback_query.filter(Buttons(exact=(Menu(screen=MenuScreen.MAIN).pack(),)))
+router.callback_query.filter(Buttons(exact=(MENU_MAIN,)))
 
 
 @router.message(CommandStart(deep_link=True))

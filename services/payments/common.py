@@ -201,7 +201,8 @@ async def settle_failed(session: AsyncSession, payment: Payment, *, code: str, d
         enqueue(session, customer.chat_id,
                 t("pay.failed", lang, order=order.public_id, reason=t(reason_key, lang)),
                 kind="payment_failed", dedup_key=f"payment_failed:{payment.id}",
-                reply_markup=inline_keyboard([[(t("pay.button.try_again", lang), buttons.offer_payment(order.public_id))]]))
+                reply_markup=inline_keyboard([[(t("pay.button.try_again", lang),
+                                                buttons.offer_payment(order.public_id))]]))
     return state
 
 
