@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable
 from enum import Enum
 from typing import Any
 
-from aiogram import Bot, Router
+from aiogram import Bot
 from aiogram.filters import Command, CommandObject, Filter
 from aiogram.filters.callback_data import CallbackData
 from aiogram.fsm.context import FSMContext
@@ -37,6 +37,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot.config import Settings
 from db.models import Order
 from handlers.render import TEXT_LIMIT, clip
+from handlers.routing import Routes
 from services import admin as admin_service
 from services import orders as sm
 from services.errors import DomainError
@@ -167,7 +168,7 @@ class ShipReply(Filter):
         return {"ship_order": data.get("order", "")}
 
 
-router = Router(name="admin")
+router = Routes("admin")
 router.message.filter(AdminTraffic())
 router.callback_query.filter(AdminButton.filter())  # only admin buttons enter; adds `callback_data`
 

@@ -1,15 +1,8 @@
 """Catalogue: categories → products (keyset pages) → product card with quantity and Add to cart.
 
-Callback data (all `cat:`, well under Telegram's 64 bytes; ids are bounded so a forged number can't
-reach the database as an out-of-range integer):
-  cat:c:<category>              open a category (first page)
-  cat:p:<category>:a|b:<cursor> page after / before a keyset cursor
-  cat:v:<product>:<qty>         open a product card (a new screen: may become a photo)
-  cat:q:<product>:<qty>         change the quantity on the card shown (edited in place, caption or text)
-  cat:a:<product>:<qty>         add to cart
-  cat:t:<product>               type a quantity (FSM)
-  cat:n:<product>               notify me when back in stock
-  cat:m                         main menu (works from a photo card, unlike a text edit)
+Its buttons (`cat:…` and "menu:catalog") are the factories of handlers/buttons.py: Category,
+CategoryPage, Card (view / change quantity / add), ProductButton (type a quantity / notify me) and
+CardMainMenu (the main menu from a card, which may be a photo and so cannot be edited into text).
 """
 from __future__ import annotations
 
@@ -31,8 +24,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot.config import Settings
 from bot.middlewares import ONE_STATEMENT_EACH
 from db.models import Customer, Product
+from handlers.buttons import (MENU_CART, MENU_CATALOG, MENU_MAIN, Card, CardAction, CardMainMenu, Category,
+                              CategoryPage, Direction, Menu, MenuScreen, ProductAction, ProductButton)
+from handlers.filters import AnyCommand, Buttons, NotCommand
 from handlers.render import CAPTION_LIMIT, TEXT_LIMIT, kb, send, show
-from handlers.routing import FeatureRouter
+from handlers.routing import Routes
 from services import cart as cart_service
 from services import catalog
 from services.cache import CatalogueMemo
@@ -42,10 +38,9 @@ from services.markup import Markup, cut
 from services.money import format_money
 
 log = logging.getLogger(__name__)
-router = FeatureRouter("catalog", buttons=("cat:", "menu:catalog"))
+router = Routes("catalog")
+router.callback_query.filter(Buttons(Category, exact=(MENU_CATALOG,)))
 
-ID = r"(\d{1,9})"
-QTY = r"(\d{1,3})"
 Screen = tuple[str, InlineKeyboardMarkup]
 
 
@@ -61,9 +56,10 @@ class TypeQuantity(StatesGroup):
 async def categories_screen(session: AsyncSession, lang: str) -> Screen:
     cats = await catalog.list_categories(session)
     if not cats:
-        return t("catalog.empty", lang), kb([(t("menu.back", lang), "menu:main")])
-    rows = [[(t("catalog.category_button", lang, name=c.name, count=n), f"cat:c:{c.id}")] for c, n in cats]
-    rows.append([(t("menu.cart", lang), "menu:cart"), (t("menu.back", lang), "menu:main")])
+        return t("catalog.empty", lang), kb([(t("menu.back", lang), MENU_MAIN)])
+    rows = [[(t("catalog.category_button", lang, name=c.name, count=n), Category(action="c", category_id=c.id).pack())]
+            for c, n in cats]
+    rows.append([(t("menu.cart", lang), MENU_CART), (t("menu.back", lang), MENU_MAIN)])
     return t("catalog.categories", lang), kb(*rows)
 
 
@@ -80,15 +76,17 @@ async def category_screen(session: AsyncSession, category_id: int, lang: str, si
     for p in page.products:
         stock = t("catalog.in_stock_short", lang, n=p.stock) if p.stock > 0 else t("catalog.out_of_stock_short", lang)
         rows.append([(t("catalog.product_button", lang, name=_short(p.name), price=format_money(p.price_kes, "KES"),
-                        stock=stock), f"cat:v:{p.id}:1")])
+                        stock=stock), Card(action=CardAction.VIEW, product_id=p.id, qty=1).pack())])
     nav = []
     if page.prev_cursor:
-        nav.append(("◀", f"cat:p:{category_id}:b:{page.prev_cursor}"))
+        nav.append(("◀", CategoryPage(action="p", category_id=category_id, direction=Direction.BEFORE,
+                                      cursor=page.prev_cursor).pack()))
     if page.next_cursor:
-        nav.append(("▶", f"cat:p:{category_id}:a:{page.next_cursor}"))
+        nav.append(("▶", CategoryPage(action="p", category_id=category_id, direction=Direction.AFTER,
+                                      cursor=page.next_cursor).pack()))
     rows.append(nav)
-    rows.append([(t("catalog.back_to_categories", lang), "menu:catalog"), (t("menu.cart", lang), "menu:cart")])
-    rows.append([(t("menu.back", lang), "menu:main")])
+    rows.append([(t("catalog.back_to_categories", lang), MENU_CATALOG), (t("menu.cart", lang), MENU_CART)])
+    rows.append([(t("menu.back", lang), MENU_MAIN)])
     return t("catalog.category_title", lang, name=name), kb(*rows)
 
 
@@ -109,15 +107,23 @@ def product_card(product: Product, qty: int, lang: str, *, in_cart: int = 0,
 def _card_keyboard(product_id: int, category_id: int, qty: int, lang: str) -> InlineKeyboardMarkup:
     """The card's buttons (qty 0: sold out, Notify me). They depend on these four values only, and
     a keyboard is never changed once built, so each is built once (pydantic builds every button)."""
-    nav = [[(t("catalog.back_to_category", lang), f"cat:c:{category_id}"), (t("menu.cart", lang), "menu:cart")],
-           [(t("catalog.back_to_categories", lang), "menu:catalog"), (t("menu.back", lang), "cat:m")]]
+    nav = [[(t("catalog.back_to_category", lang), Category(action="c", category_id=category_id).pack()),
+            (t("menu.cart", lang), MENU_CART)],
+           [(t("catalog.back_to_categories", lang), MENU_CATALOG),
+            (t("menu.back", lang), CardMainMenu(action="m").pack())]]
     if qty <= 0:
-        return kb([(t("catalog.notify_me", lang), f"cat:n:{product_id}")], *nav)
+        return kb([(t("catalog.notify_me", lang),
+                    ProductButton(action=ProductAction.NOTIFY_ME, product_id=product_id).pack())], *nav)
+
+    def change(to: int) -> str:
+        return Card(action=CardAction.QUANTITY, product_id=product_id, qty=to).pack()
+
     return kb(
-        [("−", f"cat:q:{product_id}:{max(1, qty - 1)}"), (str(qty), f"cat:q:{product_id}:{qty}"),
-         ("+", f"cat:q:{product_id}:{min(qty + 1, cart_service.MAX_LINE_QTY + 1)}")],
-        [(t("catalog.add_to_cart", lang, qty=qty), f"cat:a:{product_id}:{qty}")],
-        [(t("catalog.type_quantity", lang), f"cat:t:{product_id}")],
+        [("−", change(max(1, qty - 1))), (str(qty), change(qty)),
+         ("+", change(min(qty + 1, cart_service.MAX_LINE_QTY + 1)))],
+        [(t("catalog.add_to_cart", lang, qty=qty), Card(action=CardAction.ADD, product_id=product_id, qty=qty).pack())],
+        [(t("catalog.type_quantity", lang),
+          ProductButton(action=ProductAction.TYPE_QUANTITY, product_id=product_id).pack())],
         *nav,
     )
 
@@ -177,7 +183,7 @@ def cached_categories_screen(screens: CatalogueMemo[Any], session: AsyncSession,
     return screens.get(("categories", lang), lambda: categories_screen(session, lang))
 
 
-@router.callback_query(F.data == "menu:catalog")
+@router.callback_query(Menu.filter(F.screen == MenuScreen.CATALOG))
 async def open_catalog(query: CallbackQuery, session: AsyncSession, lang: str, screens: CatalogueMemo[Any]) -> None:
     text, markup = await cached_categories_screen(screens, session, lang)
     await query.answer()
@@ -190,7 +196,7 @@ async def catalog_command(message: Message, session: AsyncSession, lang: str, sc
     await send(message, text, markup)
 
 
-@router.callback_query(F.data == "cat:m")
+@router.callback_query(CardMainMenu.filter())
 async def open_main_menu(query: CallbackQuery, lang: str) -> None:
     """The main menu from a card: `menu:main` edits text, which a photo card does not have."""
     from handlers.common import main_menu as menu_markup
@@ -199,18 +205,19 @@ async def open_main_menu(query: CallbackQuery, lang: str) -> None:
     await show(query, t("menu.title", lang), menu_markup(lang))
 
 
-@router.callback_query(F.data.regexp(rf"^cat:c:{ID}$").as_("m"))
-async def open_category(query: CallbackQuery, m, session: AsyncSession, lang: str, settings: Settings,  # type: ignore[no-untyped-def]
-                        screens: CatalogueMemo[Any]) -> None:
-    await _show_category(query, session, lang, settings, screens, int(m.group(1)))
+@router.callback_query(Category.filter())
+async def open_category(query: CallbackQuery, callback_data: Category, session: AsyncSession, lang: str,
+                        settings: Settings, screens: CatalogueMemo[Any]) -> None:
+    await _show_category(query, session, lang, settings, screens, callback_data.category_id)
 
 
-@router.callback_query(F.data.regexp(rf"^cat:p:{ID}:([ab]):(\d{{1,20}}\.\d{{1,9}})$").as_("m"))
-async def turn_page(query: CallbackQuery, m, session: AsyncSession, lang: str, settings: Settings,  # type: ignore[no-untyped-def]
-                    screens: CatalogueMemo[Any]) -> None:
-    direction, cursor = m.group(2), m.group(3)
-    await _show_category(query, session, lang, settings, screens, int(m.group(1)),
-                         after=cursor if direction == "a" else None, before=cursor if direction == "b" else None)
+@router.callback_query(CategoryPage.filter())
+async def turn_page(query: CallbackQuery, callback_data: CategoryPage, session: AsyncSession, lang: str,
+                    settings: Settings, screens: CatalogueMemo[Any]) -> None:
+    after = callback_data.direction is Direction.AFTER
+    cursor = callback_data.cursor
+    await _show_category(query, session, lang, settings, screens, callback_data.category_id,
+                         after=cursor if after else None, before=None if after else cursor)
 
 
 async def _show_category(query: CallbackQuery, session: AsyncSession, lang: str, settings: Settings,
@@ -234,11 +241,11 @@ async def _show_category(query: CallbackQuery, session: AsyncSession, lang: str,
 # --- the product card -------------------------------------------------------------------------------
 
 
-@router.callback_query(F.data.regexp(rf"^cat:v:{ID}:{QTY}$").as_("m"), flags=ONE_STATEMENT_EACH)
-async def view_product(query: CallbackQuery, m, session: AsyncSession, lang: str,  # type: ignore[no-untyped-def]
+@router.callback_query(Card.filter(F.action == CardAction.VIEW), flags=ONE_STATEMENT_EACH)
+async def view_product(query: CallbackQuery, callback_data: Card, session: AsyncSession, lang: str,
                        screens: CatalogueMemo[Any], customer_id: int | None = None) -> None:
     """Open a card as a new screen (from a list, the cart or a notification): a photo when it has one."""
-    product_id, qty = int(m.group(1)), int(m.group(2))
+    product_id, qty = callback_data.product_id, callback_data.qty
     product = await screens.get(("product", product_id), lambda: _active_product(session, product_id))
     if product is None:
         await query.answer(t("catalog.product_gone", lang), show_alert=True)
@@ -257,14 +264,14 @@ async def _active_product(session: AsyncSession, product_id: int) -> Product | N
         return None
 
 
-@router.callback_query(F.data.regexp(rf"^cat:q:{ID}:{QTY}$").as_("m"), flags=ONE_STATEMENT_EACH)
-async def change_card_quantity(query: CallbackQuery, m, session: AsyncSession, lang: str,  # type: ignore[no-untyped-def]
+@router.callback_query(Card.filter(F.action == CardAction.QUANTITY), flags=ONE_STATEMENT_EACH)
+async def change_card_quantity(query: CallbackQuery, callback_data: Card, session: AsyncSession, lang: str,
                                customer_id: int | None = None) -> None:
     """− / + on the card: the same card edited in place, saying so when stock caps the quantity."""
-    product = await _product_or_answer(query, session, int(m.group(1)), lang)
+    product = await _product_or_answer(query, session, callback_data.product_id, lang)
     if product is None:
         return
-    wanted = int(m.group(2))
+    wanted = callback_data.qty
     if product.stock <= 0:
         await query.answer(plain("catalog.sold_out_now", lang, name=_short(product.name, 60)), show_alert=True)
     elif wanted > clamp_quantity(product, wanted):
@@ -290,10 +297,10 @@ async def edit_card(query: CallbackQuery, product: Product, qty: int, lang: str,
     await show(query, text, markup)
 
 
-@router.callback_query(F.data.regexp(rf"^cat:a:{ID}:{QTY}$").as_("m"), flags=ONE_STATEMENT_EACH)
-async def add_to_cart(query: CallbackQuery, m, session: AsyncSession, customer_id: int, lang: str,  # type: ignore[no-untyped-def]
+@router.callback_query(Card.filter(F.action == CardAction.ADD), flags=ONE_STATEMENT_EACH)
+async def add_to_cart(query: CallbackQuery, callback_data: Card, session: AsyncSession, customer_id: int, lang: str,
                       screens: CatalogueMemo[Any]) -> None:
-    product_id, qty = int(m.group(1)), max(1, int(m.group(2)))
+    product_id, qty = callback_data.product_id, max(1, callback_data.qty)
     added = await cart_service.try_add(session, customer_id, product_id, qty)
     product = await screens.get(("product", product_id), lambda: _active_product(session, product_id)) if added else None
     if added is None or product is None:
@@ -333,9 +340,10 @@ def _cap_reason(product: Product, lang: str) -> str:
     return t("catalog.max_stock", lang, n=product.stock)
 
 
-@router.callback_query(F.data.regexp(rf"^cat:n:{ID}$").as_("m"))
-async def notify_me(query: CallbackQuery, m, session: AsyncSession, customer_id: int, lang: str) -> None:  # type: ignore[no-untyped-def]
-    product = await _product_or_answer(query, session, int(m.group(1)), lang)
+@router.callback_query(ProductButton.filter(F.action == ProductAction.NOTIFY_ME))
+async def notify_me(query: CallbackQuery, callback_data: ProductButton, session: AsyncSession, customer_id: int,
+                    lang: str) -> None:
+    product = await _product_or_answer(query, session, callback_data.product_id, lang)
     if product is None:
         return
     if product.stock > 0:
@@ -371,9 +379,10 @@ async def _product_or_answer(query: CallbackQuery, session: AsyncSession, produc
 # --- typed quantity (FSM) ---------------------------------------------------------------------------
 
 
-@router.callback_query(F.data.regexp(rf"^cat:t:{ID}$").as_("m"))
-async def ask_quantity(query: CallbackQuery, m, session: AsyncSession, state: FSMContext, lang: str) -> None:  # type: ignore[no-untyped-def]
-    product = await _product_or_answer(query, session, int(m.group(1)), lang)
+@router.callback_query(ProductButton.filter(F.action == ProductAction.TYPE_QUANTITY))
+async def ask_quantity(query: CallbackQuery, callback_data: ProductButton, session: AsyncSession, state: FSMContext,
+                       lang: str) -> None:
+    product = await _product_or_answer(query, session, callback_data.product_id, lang)
     if product is None:
         return
     if product.stock <= 0:
@@ -392,18 +401,19 @@ async def cancel_quantity(message: Message, state: FSMContext, lang: str) -> Non
     data = await state.get_data()
     await state.clear()
     await message.answer(t("catalog.quantity_cancelled", lang), reply_markup=kb(
-        [(t("catalog.back_to_product", lang), f"cat:v:{int(data.get('product_id') or 0)}:1"),
-         (t("menu.cart", lang), "menu:cart")]))
+        [(t("catalog.back_to_product", lang),
+          Card(action=CardAction.VIEW, product_id=int(data.get("product_id") or 0), qty=1).pack()),
+         (t("menu.cart", lang), MENU_CART)]))
 
 
-@router.message(StateFilter(TypeQuantity.waiting), F.text.startswith("/"))
+@router.message(StateFilter(TypeQuantity.waiting), AnyCommand())
 async def other_command_leaves(message: Message, state: FSMContext) -> None:
     """Another command means the customer moved on: leave the question and let that command run."""
     await state.clear()
     raise SkipHandler
 
 
-@router.message(StateFilter(TypeQuantity.waiting), F.func(lambda m: not (m.text or "").startswith("/")))
+@router.message(StateFilter(TypeQuantity.waiting), NotCommand())
 async def typed_quantity(message: Message, session: AsyncSession, state: FSMContext, customer: Customer,
                          lang: str) -> None:
     qty, problem = parse_quantity(message.text, lang)
@@ -416,14 +426,15 @@ async def typed_quantity(message: Message, session: AsyncSession, state: FSMCont
         product = await catalog.get_product(session, int(data.get("product_id") or 0))
         before, now = await cart_service.add(session, customer.id, product, qty)
     except DomainError as exc:
-        await message.answer(t(exc.key, lang, **exc.values), reply_markup=kb([(t("menu.catalog", lang), "menu:catalog")]))
+        await message.answer(t(exc.key, lang, **exc.values), reply_markup=kb([(t("menu.catalog", lang), MENU_CATALOG)]))
         return
     name = product.name
     text = t("cart.added_typed", lang, qty=now, name=name)
     if now < before + qty:
         text = t("cart.capped", lang, qty=now, name=name) + "\n" + _cap_reason(product, lang)
     await message.answer(text, reply_markup=kb(
-        [(t("menu.cart", lang), "menu:cart"), (t("catalog.continue", lang), f"cat:c:{product.category_id}")]))
+        [(t("menu.cart", lang), MENU_CART),
+         (t("catalog.continue", lang), Category(action="c", category_id=product.category_id).pack())]))
 
 
 def parse_quantity(text: str | None, lang: str) -> tuple[int, str | None]:

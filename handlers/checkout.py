@@ -12,17 +12,18 @@ from aiogram import F
 from aiogram.filters import Command, StateFilter
 from aiogram.fsm.context import FSMContext
 from aiogram.fsm.state import State, StatesGroup
-from aiogram.types import (CallbackQuery, KeyboardButton, Message, ReplyKeyboardMarkup,
-                           ReplyKeyboardRemove)
+from aiogram.types import CallbackQuery, KeyboardButton, Message, ReplyKeyboardMarkup, ReplyKeyboardRemove
 from email_validator import EmailNotValidError, validate_email
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.config import Settings
 from db.models import Customer
-from handlers.payments import offer_payment
+from handlers.buttons import MENU_CART, MENU_MAIN, MENU_ORDERS, CheckoutAction, CheckoutStep, ZoneChoice
+from handlers.filters import Buttons, NotCommand, SharedContact, Text, TextIn
 from handlers.orders import join_bounded
+from handlers.payments import offer_payment
 from handlers.render import kb, show
-from handlers.routing import FeatureRouter
+from handlers.routing import Routes
 from services import cart as cart_service
 from services import orders as order_service
 from services.errors import DomainError
@@ -33,9 +34,12 @@ from services.phones import InvalidPhone, normalize_phone
 from services.zones import ZONES, get_zone
 
 log = logging.getLogger(__name__)
-router = FeatureRouter("checkout", buttons=("chk:",))
+router = Routes("checkout")
+router.callback_query.filter(Buttons(CheckoutStep))
 ADDRESS_MAX = 500
 ALERT_LIMIT = 200  # Telegram's limit for a callback answer's text
+CANCEL = CheckoutStep(action=CheckoutAction.CANCEL).pack()
+CONFIRM = CheckoutStep(action=CheckoutAction.CONFIRM).pack()
 
 
 class Checkout(StatesGroup):
@@ -47,9 +51,10 @@ class Checkout(StatesGroup):
 
 
 def zone_keyboard(lang: str) -> Any:
-    rows = [[(t(f"zone.{z.code}", lang, price=format_money(z.shipping, z.currency)), f"chk:z:{z.code}")]
+    rows = [[(t(f"zone.{z.code}", lang, price=format_money(z.shipping, z.currency)),
+              ZoneChoice(action="z", zone=z.code).pack())]
             for z in ZONES.values()]
-    rows.append([(t("checkout.cancel", lang), "chk:x")])
+    rows.append([(t("checkout.cancel", lang), CANCEL)])
     return kb(*rows)
 
 
@@ -84,7 +89,7 @@ async def _cannot_start(session: AsyncSession, customer: Customer) -> tuple[str,
     return None
 
 
-@router.callback_query(F.data == "chk:start")
+@router.callback_query(CheckoutStep.filter(F.action == CheckoutAction.START))
 async def start_checkout(query: CallbackQuery, session: AsyncSession, customer: Customer, state: FSMContext,
                          lang: str) -> None:
     reason = await _cannot_start(session, customer)
@@ -107,16 +112,16 @@ async def checkout_command(message: Message, session: AsyncSession, customer: Cu
     await message.answer(t("checkout.ask_zone", lang), reply_markup=zone_keyboard(lang))
 
 
-@router.callback_query(F.data == "chk:x")
+@router.callback_query(CheckoutStep.filter(F.action == CheckoutAction.CANCEL))
 async def cancel_button(query: CallbackQuery, state: FSMContext, lang: str) -> None:
     await state.clear()
     await query.answer()
-    await show(query, t("checkout.cancelled", lang), kb([(t("menu.cart", lang), "menu:cart"),
-                                                         (t("menu.back", lang), "menu:main")]))
+    await show(query, t("checkout.cancelled", lang), kb([(t("menu.cart", lang), MENU_CART),
+                                                         (t("menu.back", lang), MENU_MAIN)]))
 
 
 @router.message(StateFilter(Checkout), Command("cancel"))
-@router.message(StateFilter(Checkout), F.text.func(lambda text: text in _cancel_labels()))
+@router.message(StateFilter(Checkout), TextIn(lambda: _cancel_labels()))
 async def cancel_typed(message: Message, state: FSMContext, lang: str) -> None:
     await state.clear()
     await message.answer(t("checkout.cancelled", lang), reply_markup=ReplyKeyboardRemove())
@@ -130,9 +135,10 @@ def _cancel_labels() -> set[str]:
 # --- the steps ------------------------------------------------------------------------------------
 
 
-@router.callback_query(StateFilter(Checkout.zone), F.data.startswith("chk:z:"))
-async def chose_zone(query: CallbackQuery, customer: Customer, state: FSMContext, lang: str) -> None:
-    code = (query.data or "").rsplit(":", 1)[-1]
+@router.callback_query(StateFilter(Checkout.zone), ZoneChoice.filter())
+async def chose_zone(query: CallbackQuery, callback_data: ZoneChoice, customer: Customer, state: FSMContext,
+                     lang: str) -> None:
+    code = callback_data.zone
     if code not in ZONES:
         await query.answer(t("error.stale_button", lang), show_alert=True)
         return
@@ -145,7 +151,7 @@ async def chose_zone(query: CallbackQuery, customer: Customer, state: FSMContext
                                    reply_markup=phone_keyboard(customer, lang))
 
 
-@router.message(StateFilter(Checkout.phone), F.contact)
+@router.message(StateFilter(Checkout.phone), SharedContact())
 async def shared_contact(message: Message, session: AsyncSession, customer: Customer, state: FSMContext,
                          lang: str) -> None:
     contact = message.contact
@@ -155,7 +161,7 @@ async def shared_contact(message: Message, session: AsyncSession, customer: Cust
     await _accept_phone(message, customer, state, contact.phone_number, lang)
 
 
-@router.message(StateFilter(Checkout.phone), F.text, ~F.text.startswith("/"))
+@router.message(StateFilter(Checkout.phone), Text())
 async def typed_phone(message: Message, customer: Customer, state: FSMContext, lang: str) -> None:
     await _accept_phone(message, customer, state, message.text or "", lang)
 
@@ -173,7 +179,7 @@ async def _accept_phone(message: Message, customer: Customer, state: FSMContext,
     await message.answer(t("checkout.ask_email", lang), reply_markup=email_keyboard(customer, lang))
 
 
-@router.message(StateFilter(Checkout.email), F.text, ~F.text.startswith("/"))
+@router.message(StateFilter(Checkout.email), Text())
 async def typed_email(message: Message, customer: Customer, state: FSMContext, lang: str) -> None:
     try:
         email = validate_email((message.text or "").strip(), check_deliverability=False).normalized
@@ -186,7 +192,7 @@ async def typed_email(message: Message, customer: Customer, state: FSMContext, l
     await message.answer(t("checkout.ask_address", lang), reply_markup=ReplyKeyboardRemove())
 
 
-@router.message(StateFilter(Checkout.address), F.text, ~F.text.startswith("/"))
+@router.message(StateFilter(Checkout.address), Text())
 async def typed_address(message: Message, session: AsyncSession, customer: Customer, state: FSMContext,
                         lang: str) -> None:
     address = " ".join((message.text or "").split())
@@ -200,7 +206,7 @@ async def typed_address(message: Message, session: AsyncSession, customer: Custo
     await _show_summary(message, session, customer.id, state, lang)
 
 
-@router.message(StateFilter(Checkout), ~F.text.startswith("/"))
+@router.message(StateFilter(Checkout), NotCommand())
 async def unexpected_input(message: Message, state: FSMContext, lang: str) -> None:
     """Anything else mid-checkout (a sticker, a photo, text while buttons are expected)."""
     step = (await state.get_state() or "").rsplit(":", 1)[-1]
@@ -240,15 +246,11 @@ async def _show_summary(message: Message, session: AsyncSession, customer_id: in
     await state.update_data(currency=totals.currency, total=totals.total)
     await state.set_state(Checkout.confirm)
     await message.answer(Markup("\n\n").join([note, text]) if note else text,
-                         reply_markup=kb([(t("checkout.confirm", lang), "chk:ok")],
-                                         [(t("checkout.cancel", lang), "chk:x")]))
+                         reply_markup=kb([(t("checkout.confirm", lang), CONFIRM)],
+                                         [(t("checkout.cancel", lang), CANCEL)]))
 
 
-class _QuoteChanged(Exception):
-    """The cart or its prices changed after the summary: the customer confirmed another amount."""
-
-
-@router.callback_query(F.data == "chk:ok")
+@router.callback_query(CheckoutStep.filter(F.action == CheckoutAction.CONFIRM))
 async def confirm(query: CallbackQuery, session: AsyncSession, customer_id: int, state: FSMContext, lang: str,
                   settings: Settings, providers: dict[str, Any]) -> None:
     if await state.get_state() != Checkout.confirm.state:
@@ -256,18 +258,14 @@ async def confirm(query: CallbackQuery, session: AsyncSession, customer_id: int,
         return
     data = await state.get_data()
     await state.clear()  # a second press of Confirm is now a stale button
-    try:
-        # A sold-out cart is told before any transaction (most presses of a flash sale end here).
-        await order_service.refuse_early(session, customer_id)
-        async with session.begin_nested():
-            order = await order_service.place_order(
-                session, customer_id, zone_code=data["zone"], phone=data["phone"], email=data["email"],
-                address=data["address"], reservation_minutes=settings.reservation_minutes,
-                limits=order_service.Limits(settings.max_open_orders_per_customer,
-                                            settings.max_reserved_units_per_customer))
-            if (order.currency, order.total) != (data.get("currency"), data.get("total")):
-                raise _QuoteChanged  # rolls the savepoint back: nothing reserved, cart restored
-    except _QuoteChanged:
+    try:  # placed and committed before we say so
+        order = await order_service.checkout(
+            session, customer_id, quoted=(data.get("currency"), data.get("total")), zone_code=data["zone"],
+            phone=data["phone"], email=data["email"], address=data["address"],
+            reservation_minutes=settings.reservation_minutes,
+            limits=order_service.Limits(settings.max_open_orders_per_customer,
+                                        settings.max_reserved_units_per_customer))
+    except order_service.QuoteChanged:
         log.info("checkout.quote_changed")
         await query.answer()
         await state.set_data(data)
@@ -279,13 +277,12 @@ async def confirm(query: CallbackQuery, session: AsyncSession, customer_id: int,
         log.info("checkout.refused", extra={"reason": exc.key})
         await query.answer(cut(plain(exc.key, lang, **exc.values), ALERT_LIMIT), show_alert=True)
         if query.message is not None:
-            buttons = [(t("menu.cart", lang), "menu:cart")]
+            buttons = [(t("menu.cart", lang), MENU_CART)]
             if isinstance(exc, order_service.LimitReached):  # paying an unpaid order is the way on
-                buttons.append((t("menu.orders", lang), "menu:orders"))
+                buttons.append((t("menu.orders", lang), MENU_ORDERS))
             await query.message.answer(t("checkout.not_placed", lang, reason=t(exc.key, lang, **exc.values)),
                                        reply_markup=kb(buttons))
         return
-    await session.commit()  # the order and its reservation exist before we say so
     await query.answer(plain("checkout.placed_toast", lang, order=order.public_id))
     if query.message is not None:
         await query.message.edit_reply_markup(reply_markup=None)

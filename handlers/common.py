@@ -12,21 +12,23 @@ from aiogram.types import (CallbackQuery, ErrorEvent, InlineKeyboardButton, Inli
                            ReplyKeyboardRemove)
 
 from db.session import database_unreachable
-from handlers.routing import FeatureRouter
+from handlers.buttons import MENU_CART, MENU_CATALOG, MENU_HELP, MENU_ORDERS, Menu, MenuScreen
+from handlers.filters import PrivateChat
+from handlers.routing import Routes
 from services.i18n import t
 
 log = logging.getLogger(__name__)
-router = FeatureRouter("common")  # any button: the stale-button answer
+router = Routes("common")  # any button: the stale-button answer
 
 
 @lru_cache(maxsize=32)
 def main_menu(lang: str) -> InlineKeyboardMarkup:
     """Built once per language: the same four buttons on every welcome."""
     return InlineKeyboardMarkup(inline_keyboard=[
-        [InlineKeyboardButton(text=t("menu.catalog", lang), callback_data="menu:catalog"),
-         InlineKeyboardButton(text=t("menu.cart", lang), callback_data="menu:cart")],
-        [InlineKeyboardButton(text=t("menu.orders", lang), callback_data="menu:orders"),
-         InlineKeyboardButton(text=t("menu.help", lang), callback_data="menu:help")],
+        [InlineKeyboardButton(text=t("menu.catalog", lang), callback_data=MENU_CATALOG),
+         InlineKeyboardButton(text=t("menu.cart", lang), callback_data=MENU_CART)],
+        [InlineKeyboardButton(text=t("menu.orders", lang), callback_data=MENU_ORDERS),
+         InlineKeyboardButton(text=t("menu.help", lang), callback_data=MENU_HELP)],
     ])
 
 
@@ -44,14 +46,14 @@ async def help_command(message: Message, lang: str) -> None:
     await message.answer(t("help.text", lang), reply_markup=main_menu(lang))
 
 
-@router.callback_query(F.data == "menu:help")
+@router.callback_query(Menu.filter(F.screen == MenuScreen.HELP))
 async def help_button(query: CallbackQuery, lang: str) -> None:
     await query.answer()
     if query.message is not None:
         await query.message.answer(t("help.text", lang), reply_markup=main_menu(lang))
 
 
-@router.message(F.chat.type == "private")
+@router.message(PrivateChat())
 async def fallback(message: Message, lang: str) -> None:
     """Unknown commands and free text outside a flow: a short help, never silence."""
     log.info("fallback", extra={"update_text_kind": "command" if (message.text or "").startswith("/") else "text"})

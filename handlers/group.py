@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import logging
 
-from aiogram import Bot, Router
+from aiogram import Bot
 from aiogram.filters import Command, CommandObject, Filter
 from aiogram.types import CallbackQuery, Message
 
 from bot.config import Settings
 from handlers.admin import IN_GROUP, AdminButton
+from handlers.filters import NotPrivateChat
+from handlers.routing import Routes
 from services.i18n import t
 
 log = logging.getLogger(__name__)
@@ -25,18 +27,9 @@ log = logging.getLogger(__name__)
 CUSTOMER_COMMANDS = ("start", "catalog", "cart", "checkout", "orders", "track", "help", "cancel")
 
 
-class GroupChat(Filter):
-    """A message or press in a group (a press on an inline-mode message, with no chat, is not)."""
-
-    async def __call__(self, event: Message | CallbackQuery) -> bool:
-        if isinstance(event, Message):
-            return event.chat.type != "private"
-        return event.message is not None and event.message.chat.type != "private"
-
-
-router = Router(name="group")
-router.message.filter(GroupChat())
-router.callback_query.filter(GroupChat())
+router = Routes("group")
+router.message.filter(NotPrivateChat())
+router.callback_query.filter(NotPrivateChat())
 
 
 class NotAnAdminGroupCommand(Filter):

@@ -7,15 +7,19 @@ from aiogram.types import CallbackQuery, Message
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.models import Customer, Order
+from handlers.buttons import (MENU_CATALOG, MENU_MAIN, MENU_ORDERS, Menu, MenuScreen, OrderAction, OrderButton, Pay,
+                              PayAction)
+from handlers.filters import Buttons
 from handlers.render import kb, send, show
-from handlers.routing import FeatureRouter
+from handlers.routing import Routes
 from services import orders as order_service
 from services.errors import NotFound
 from services.i18n import plain, t
 from services.markup import Markup, cut
 from services.money import format_money
 
-router = FeatureRouter("orders", buttons=("ord:", "menu:orders"))
+router = Routes("orders")
+router.callback_query.filter(Buttons(OrderButton, exact=(MENU_ORDERS,)))
 ITEMS_BUDGET = 2500  # characters of item lines in one message; the rest (totals, address) must fit too
 
 
@@ -45,10 +49,11 @@ def order_line(order: Order, lang: str) -> str:
 async def orders_screen(session: AsyncSession, customer: Customer, lang: str) -> tuple[str, object]:
     orders = await order_service.customer_orders(session, customer.id)
     if not orders:
-        return t("orders.none", lang), kb([(t("menu.catalog", lang), "menu:catalog"), (t("menu.back", lang), "menu:main")])
+        return t("orders.none", lang), kb([(t("menu.catalog", lang), MENU_CATALOG), (t("menu.back", lang), MENU_MAIN)])
     text = Markup("\n").join([t("orders.title", lang)] + [order_line(o, lang) for o in orders])
-    rows = [[(f"{o.public_id} · {plain(f'state.{o.state}', lang)}", f"ord:v:{o.public_id}")] for o in orders]
-    rows.append([(t("menu.back", lang), "menu:main")])
+    rows = [[(f"{o.public_id} · {plain(f'state.{o.state}', lang)}",
+              OrderButton(action=OrderAction.VIEW, public_id=o.public_id).pack())] for o in orders]
+    rows.append([(t("menu.back", lang), MENU_MAIN)])
     return text, kb(*rows)
 
 
@@ -78,12 +83,12 @@ def order_detail(order: Order, lang: str) -> Markup:
 def detail_keyboard(order: Order, lang: str) -> object:
     rows = []
     if order.state == order_service.AWAITING_PAYMENT:
-        rows.append([(t("orders.pay_now", lang), f"pay:o:{order.public_id}")])
-    rows.append([(t("menu.orders", lang), "menu:orders"), (t("menu.back", lang), "menu:main")])
+        rows.append([(t("orders.pay_now", lang), Pay(action=PayAction.OFFER, public_id=order.public_id).pack())])
+    rows.append([(t("menu.orders", lang), MENU_ORDERS), (t("menu.back", lang), MENU_MAIN)])
     return kb(*rows)
 
 
-@router.callback_query(F.data == "menu:orders")
+@router.callback_query(Menu.filter(F.screen == MenuScreen.ORDERS))
 async def my_orders(query: CallbackQuery, session: AsyncSession, customer: Customer, lang: str) -> None:
     await query.answer()
     await show(query, *await orders_screen(session, customer, lang))  # type: ignore[arg-type]
@@ -94,9 +99,10 @@ async def orders_command(message: Message, session: AsyncSession, customer: Cust
     await send(message, *await orders_screen(session, customer, lang))  # type: ignore[arg-type]
 
 
-@router.callback_query(F.data.startswith("ord:v:"))
-async def view_order(query: CallbackQuery, session: AsyncSession, customer: Customer, lang: str) -> None:
-    public_id = (query.data or "").split(":", 2)[-1]
+@router.callback_query(OrderButton.filter(F.action == OrderAction.VIEW))
+async def view_order(query: CallbackQuery, callback_data: OrderButton, session: AsyncSession, customer: Customer,
+                     lang: str) -> None:
+    public_id = callback_data.public_id
     try:
         order = await order_service.get_order(session, public_id, customer_id=customer.id)
     except NotFound as exc:

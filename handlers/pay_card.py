@@ -5,14 +5,15 @@ import logging
 from typing import Any
 
 from aiogram import F
-from aiogram.types import CallbackQuery
+from aiogram.types import CallbackQuery, User
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.config import Settings
-from db.models import Customer
-from handlers.payments import own_order
+from handlers.buttons import Pay, PayAction
+from handlers.filters import Buttons
+from handlers.payments import own_order_apart
 from handlers.render import kb
-from handlers.routing import FeatureRouter
+from handlers.routing import Routes
 from services.errors import DomainError
 from services.i18n import t
 from services.money import format_money
@@ -20,7 +21,8 @@ from services.payments.stripe import StripeFailure
 from services.payments.stripe_flow import start_card_payment
 
 log = logging.getLogger(__name__)
-router = FeatureRouter("pay_card", buttons=("pay:",))
+router = Routes("pay_card")
+router.callback_query.filter(Buttons(Pay))
 
 
 async def _return_url(query: CallbackQuery, settings: Settings) -> str:
@@ -34,31 +36,34 @@ async def _return_url(query: CallbackQuery, settings: Settings) -> str:
     return base
 
 
-@router.callback_query(F.data.startswith("pay:s:"))
-async def pay_by_card(query: CallbackQuery, session: AsyncSession, customer: Customer, lang: str,
+@router.callback_query(Pay.filter(F.action == PayAction.CARD))
+async def pay_by_card(query: CallbackQuery, callback_data: Pay, event_from_user: User, lang: str,
                       providers: dict[str, Any], settings: Settings,
                       session_factory: async_sessionmaker[AsyncSession]) -> None:
-    order = await own_order(query, session, customer, lang)
-    if order is None or query.message is None:
+    """Takes no session: creating the link is a slow HTTP call, and the flow opens its own short ones."""
+    found = await own_order_apart(query, session_factory, event_from_user.id, lang, callback_data.public_id)
+    if found is None or query.message is None:
         return
+    order, _ = found
     if "stripe" not in providers:
         await query.answer(t("stripe.unavailable", lang), show_alert=True)
         return
     await query.answer()
-    await session.commit()  # hand the connection back: the payment flow has its own, around a slow HTTP call
     try:
-        payment = await start_card_payment(session_factory, providers["stripe"], order.public_id, customer.id,
+        payment = await start_card_payment(session_factory, providers["stripe"], order.public_id, event_from_user.id,
                                            settings, return_url=await _return_url(query, settings))
     except DomainError as exc:
         await query.message.answer(t(exc.key, lang, **exc.values))
         return
     except StripeFailure:
         await query.message.answer(t("stripe.failed", lang),
-                                   reply_markup=kb([(t("pay.button.try_again", lang), f"pay:o:{order.public_id}")]))
+                                   reply_markup=kb([(t("pay.button.try_again", lang),
+                                                    Pay(action=PayAction.OFFER, public_id=order.public_id).pack())]))
         return
     until = payment.expires_at.strftime("%H:%M UTC") if payment.expires_at else "-"
     await query.message.answer(
         t("stripe.pay_link", lang, order=order.public_id, total=format_money(payment.amount, payment.currency),
           until=until),
         reply_markup=kb([(t("stripe.pay_button", lang), payment.checkout_url or "")],
-                        [(t("pay.button.cancel_order", lang), f"pay:x:{order.public_id}")]))
+                        [(t("pay.button.cancel_order", lang),
+                          Pay(action=PayAction.CANCEL, public_id=order.public_id).pack())]))

@@ -9,16 +9,16 @@ from aiogram import F
 from aiogram.filters import StateFilter
 from aiogram.fsm.context import FSMContext
 from aiogram.fsm.state import State, StatesGroup
-from aiogram.types import CallbackQuery, Message
-from sqlalchemy import select
+from aiogram.types import CallbackQuery, Message, User
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.config import Settings
-from db.models import Customer, Order, Payment, utcnow
-from handlers.payments import own_order
+from db.models import Customer, Order, utcnow
+from handlers.buttons import Pay, PayAction
+from handlers.filters import Buttons, Text
+from handlers.payments import own_order_apart
 from handlers.render import kb
-from handlers.routing import FeatureRouter
-from services import orders as order_service
+from handlers.routing import Routes
 from services.errors import DomainError
 from services.i18n import plain, t
 from services.money import format_money
@@ -27,7 +27,8 @@ from services.payments.mpesa import MpesaError
 from services.phones import InvalidPhone, is_kenyan_mobile, mask_phone, normalize_phone
 
 log = logging.getLogger(__name__)
-router = FeatureRouter("pay_mpesa", buttons=("pay:",))
+router = Routes("pay_mpesa")
+router.callback_query.filter(Buttons(Pay))
 QUERY_MIN_INTERVAL = timedelta(seconds=5)
 
 
@@ -35,20 +36,22 @@ class MpesaPhone(StatesGroup):
     waiting = State()
 
 
-def _kenyan_number(order: Order, customer: Customer) -> str | None:
-    for candidate in (order.phone, customer.phone):
+def _kenyan_number(order: Order, customer: Customer | None) -> str | None:
+    for candidate in (order.phone, customer.phone if customer is not None else None):
         if is_kenyan_mobile(candidate):
             return candidate
     return None
 
 
-@router.callback_query(F.data.startswith("pay:m:"))
-async def pay_with_mpesa(query: CallbackQuery, session: AsyncSession, customer: Customer, state: FSMContext,
+@router.callback_query(Pay.filter(F.action == PayAction.MPESA))
+async def pay_with_mpesa(query: CallbackQuery, callback_data: Pay, event_from_user: User, state: FSMContext,
                          lang: str, providers: dict[str, Any], settings: Settings,
                          session_factory: async_sessionmaker[AsyncSession]) -> None:
-    order = await own_order(query, session, customer, lang)
-    if order is None or query.message is None:
+    """Takes no session: the prompt is a slow HTTP call, and the flow opens its own short ones."""
+    found = await own_order_apart(query, session_factory, event_from_user.id, lang, callback_data.public_id)
+    if found is None or query.message is None:
         return
+    order, customer = found
     if "mpesa" not in providers or order.currency != "KES":
         await query.answer(t("mpesa.unavailable", lang), show_alert=True)
         return
@@ -60,12 +63,12 @@ async def pay_with_mpesa(query: CallbackQuery, session: AsyncSession, customer: 
         await query.message.answer(t("mpesa.ask_phone", lang))
         return
     await query.answer()
-    await session.commit()  # hand the connection back: the payment flow has its own, around a slow HTTP call
-    await _push(query.message, order.public_id, customer, msisdn, lang, providers, settings, session_factory, state)
+    await _push(query.message, order.public_id, event_from_user.id, msisdn, lang, providers, settings, session_factory,
+                state)
 
 
-@router.message(StateFilter(MpesaPhone.waiting), F.text, ~F.text.startswith("/"))
-async def typed_mpesa_phone(message: Message, session: AsyncSession, customer: Customer, state: FSMContext, lang: str,
+@router.message(StateFilter(MpesaPhone.waiting), Text())
+async def typed_mpesa_phone(message: Message, event_from_user: User, state: FSMContext, lang: str,
                             providers: dict[str, Any], settings: Settings,
                             session_factory: async_sessionmaker[AsyncSession]) -> None:
     try:
@@ -78,19 +81,19 @@ async def typed_mpesa_phone(message: Message, session: AsyncSession, customer: C
         return
     order_id = (await state.get_data()).get("order", "")
     await state.clear()
-    await session.commit()  # hand the connection back (the customer row was loaded with it)
-    await _push(message, order_id, customer, msisdn, lang, providers, settings, session_factory, state)
+    await _push(message, order_id, event_from_user.id, msisdn, lang, providers, settings, session_factory, state)
 
 
-async def _push(message: Message, order_id: str, customer: Customer, msisdn: str, lang: str,
+async def _push(message: Message, order_id: str, customer_id: int, msisdn: str, lang: str,
                 providers: dict[str, Any], settings: Settings,
                 session_factory: async_sessionmaker[AsyncSession], state: FSMContext) -> None:
     try:
-        payment = await mpesa_flow.start_stk(session_factory, providers["mpesa"], order_id, customer.id, msisdn,
+        payment = await mpesa_flow.start_stk(session_factory, providers["mpesa"], order_id, customer_id, msisdn,
                                              settings)
     except (mpesa_flow.PromptStillLive, mpesa_flow.PushUncertain) as exc:  # a prompt may be on the phone: wait or check
         await message.answer(t(exc.key, lang, **exc.values),
-                             reply_markup=kb([(t("mpesa.check_status", lang), f"pay:mq:{order_id}")]))
+                             reply_markup=kb([(t("mpesa.check_status", lang),
+                                               _button(PayAction.MPESA_STATUS, order_id))]))
         return
     except mpesa_flow.PhonePromptLimit as exc:  # that number had its prompts this hour: another may be typed
         await state.set_state(MpesaPhone.waiting)
@@ -102,27 +105,29 @@ async def _push(message: Message, order_id: str, customer: Customer, msisdn: str
         return
     except MpesaError as exc:
         await message.answer(t("mpesa.push_failed", lang),
-                             reply_markup=kb([(t("pay.button.try_again", lang), f"pay:o:{order_id}")]))
+                             reply_markup=kb([(t("pay.button.try_again", lang), _button(PayAction.OFFER, order_id))]))
         log.info("mpesa.push_failed_told_customer", extra={"order": order_id, "code": exc.code})
         return
     await message.answer(
         t("mpesa.check_phone", lang, phone=mask_phone(msisdn), total=format_money(payment.amount, "KES"), order=order_id),
-        reply_markup=kb([(t("mpesa.check_status", lang), f"pay:mq:{order_id}")],
-                        [(t("pay.button.cancel_order", lang), f"pay:x:{order_id}")]))
+        reply_markup=kb([(t("mpesa.check_status", lang), _button(PayAction.MPESA_STATUS, order_id))],
+                        [(t("pay.button.cancel_order", lang), _button(PayAction.CANCEL, order_id))]))
 
 
-@router.callback_query(F.data.startswith("pay:mq:"))
-async def check_status(query: CallbackQuery, session: AsyncSession, customer: Customer, lang: str,
+def _button(action: PayAction, public_id: str) -> str:
+    return Pay(action=action, public_id=public_id).pack()
+
+
+@router.callback_query(Pay.filter(F.action == PayAction.MPESA_STATUS))
+async def check_status(query: CallbackQuery, callback_data: Pay, event_from_user: User, lang: str,
                        providers: dict[str, Any], settings: Settings,
                        session_factory: async_sessionmaker[AsyncSession]) -> None:
-    public_id = (query.data or "").split(":", 2)[-1]
+    """Takes no session: the query to Daraja is a slow HTTP call, and the flow opens its own."""
     try:
-        order = await order_service.get_order(session, public_id, customer_id=customer.id)
+        order, payment = await mpesa_flow.last_attempt(session_factory, callback_data.public_id, event_from_user.id)
     except DomainError as exc:
         await query.answer(plain(exc.key, lang, **exc.values), show_alert=True)
         return
-    payment = (await session.execute(select(Payment).where(Payment.order_id == order.id, Payment.provider == "mpesa")
-                                     .order_by(Payment.id.desc()).limit(1))).unique().scalar_one_or_none()
     if payment is None:
         await query.answer(t("mpesa.no_attempt", lang), show_alert=True)
         return
@@ -130,7 +135,6 @@ async def check_status(query: CallbackQuery, session: AsyncSession, customer: Cu
     # Daraja rate-limits the query: a button pressed again within seconds reuses the last answer.
     asked_lately = payment.query_attempts > 0 and utcnow() - payment.updated_at < QUERY_MIN_INTERVAL
     if state == "pending" and "mpesa" in providers and not asked_lately:
-        await session.commit()  # hand the connection back: the query has its own, around a slow HTTP call
         state = await mpesa_flow.query_and_settle(session_factory, providers["mpesa"], payment.id, settings)
         state = {"duplicate": "paid", "late_paid": "paid"}.get(state, state)
     await query.answer(plain(f"mpesa.status.{state if state in ('paid', 'failed', 'pending') else 'other'}", lang,

@@ -7,20 +7,23 @@ from typing import Any
 
 from aiogram import F
 from aiogram.types import CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, Message
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.config import Settings
 from db.models import Customer, Order
-from handlers.routing import FeatureRouter
+from handlers.buttons import Pay, PayAction
+from handlers.filters import Buttons
+from handlers.routing import Routes
 from services import orders as order_service
 from services.errors import DomainError
 from services.i18n import plain, t
 from services.money import format_money
 from services.payments.stripe import StripeFailure
-from services.payments.stripe_flow import close_links
+from services.payments import stripe_flow
 
 log = logging.getLogger(__name__)
-router = FeatureRouter("payments", buttons=("pay:",))
+router = Routes("payments")
+router.callback_query.filter(Buttons(Pay))
 
 
 def payment_methods(order: Order, providers: dict[str, Any]) -> list[str]:
@@ -34,10 +37,12 @@ def payment_methods(order: Order, providers: dict[str, Any]) -> list[str]:
 
 
 def payment_keyboard(order: Order, methods: list[str], lang: str) -> InlineKeyboardMarkup:
-    labels = {"mpesa": ("pay.button.mpesa", "pay:m:"), "stripe": ("pay.button.card", "pay:s:")}
-    rows = [[InlineKeyboardButton(text=t(labels[m][0], lang), callback_data=labels[m][1] + order.public_id)]
+    labels = {"mpesa": ("pay.button.mpesa", PayAction.MPESA), "stripe": ("pay.button.card", PayAction.CARD)}
+    rows = [[InlineKeyboardButton(text=t(labels[m][0], lang),
+                                  callback_data=Pay(action=labels[m][1], public_id=order.public_id).pack())]
             for m in methods]
-    rows.append([InlineKeyboardButton(text=t("pay.button.cancel_order", lang), callback_data=f"pay:x:{order.public_id}")])
+    rows.append([InlineKeyboardButton(text=t("pay.button.cancel_order", lang),
+                                      callback_data=Pay(action=PayAction.CANCEL, public_id=order.public_id).pack())])
     return InlineKeyboardMarkup(inline_keyboard=rows)
 
 
@@ -55,26 +60,42 @@ async def offer_payment(message: Message, session: AsyncSession, order: Order, p
     await message.answer(offer_text(order, methods, lang), reply_markup=payment_keyboard(order, methods, lang))
 
 
-async def own_order(query: CallbackQuery, session: AsyncSession, customer: Customer, lang: str) -> Order | None:
+async def own_order(query: CallbackQuery, session: AsyncSession, customer: Customer, lang: str,
+                    public_id: str) -> Order | None:
     """The order named in the button, if it is this customer's and still awaiting payment; otherwise
     answer the button press with the reason and return None."""
-    public_id = (query.data or "").split(":", 2)[-1]
     try:
         order = await order_service.get_order(session, public_id, customer_id=customer.id)
     except DomainError as exc:
         await query.answer(plain(exc.key, lang, **exc.values), show_alert=True)
         return None
-    if order.state != order_service.AWAITING_PAYMENT:
-        await query.answer(plain("pay.error.not_awaiting", lang, order=order.public_id,
-                                 state=plain(f"state.{order.state}", lang)), show_alert=True)
+    reason = not_awaiting(order, lang)
+    if reason is not None:
+        await query.answer(reason, show_alert=True)
         return None
     return order
 
 
-@router.callback_query(F.data.startswith("pay:o:"))
-async def reoffer(query: CallbackQuery, session: AsyncSession, customer: Customer, lang: str,
+async def own_order_apart(query: CallbackQuery, session_factory: async_sessionmaker[AsyncSession], customer_id: int,
+                          lang: str, public_id: str) -> tuple[Order, Customer | None] | None:
+    """`own_order` read in a short session of its own, with the customer: for a handler that then
+    waits on a payment provider (it holds no pooled connection meanwhile)."""
+    try:
+        order, customer = await order_service.order_apart(session_factory, public_id, customer_id)
+    except DomainError as exc:
+        await query.answer(plain(exc.key, lang, **exc.values), show_alert=True)
+        return None
+    reason = not_awaiting(order, lang)
+    if reason is not None:
+        await query.answer(reason, show_alert=True)
+        return None
+    return order, customer
+
+
+@router.callback_query(Pay.filter(F.action == PayAction.OFFER))
+async def reoffer(query: CallbackQuery, callback_data: Pay, session: AsyncSession, customer: Customer, lang: str,
                   providers: dict[str, Any]) -> None:
-    order = await own_order(query, session, customer, lang)
+    order = await own_order(query, session, customer, lang, callback_data.public_id)
     if order is None or query.message is None:
         return
     await query.answer()
@@ -82,42 +103,36 @@ async def reoffer(query: CallbackQuery, session: AsyncSession, customer: Custome
     await query.message.answer(offer_text(order, methods, lang), reply_markup=payment_keyboard(order, methods, lang))
 
 
-@router.callback_query(F.data.startswith("pay:x:"))
-async def cancel_unpaid(query: CallbackQuery, session: AsyncSession, customer: Customer, lang: str,
-                        providers: dict[str, Any], settings: Settings) -> None:
-    order = await own_order(query, session, customer, lang)
+@router.callback_query(Pay.filter(F.action == PayAction.CANCEL))
+async def cancel_unpaid(query: CallbackQuery, callback_data: Pay, session: AsyncSession, customer: Customer,
+                        lang: str, providers: dict[str, Any], settings: Settings) -> None:
+    order = await own_order(query, session, customer, lang, callback_data.public_id)
     if order is None:
         return
     public_id = order.public_id
-    if await prompt_open(query, session, order, lang):  # asked first, so Stripe's links stay open
-        return
-    try:  # no card link may outlive its order: closed at Stripe first, or the cancel waits
-        await close_links(session, providers.get("stripe"), order, settings, "order cancelled by the customer")
-    except (DomainError, StripeFailure) as exc:
-        await session.rollback()
+    try:
+        outcome = await stripe_flow.cancel_unpaid(session, providers.get("stripe"), order, settings,
+                                                  f"customer:{customer.id}")
+    except (DomainError, StripeFailure) as exc:  # a card link could not be closed: nothing changed
         key, values = (exc.key, exc.values) if isinstance(exc, DomainError) else ("stripe.cancel_failed", {})
         await query.answer()
         if query.message is not None:
             await query.message.answer(t(key, lang, **{"order": public_id, **values}))
         return
-    if order.state != order_service.AWAITING_PAYMENT:  # its card payment was found just now
-        await query.answer(t("pay.error.not_awaiting", lang, order=order.public_id,
+    if outcome == "prompt_open":  # a reservation is not released while a prompt for it can be paid
+        log.info("payments.cancel_refused_prompt_open", extra={"order": public_id})
+        await query.answer(plain("mpesa.cancel_prompt_open", lang, order=public_id), show_alert=True)
+    elif outcome == "moved":  # its card payment was found just now
+        await query.answer(t("pay.error.not_awaiting", lang, order=public_id,
                              state=t(f"state.{order.state}", lang)), show_alert=True)
-        return
-    if await prompt_open(query, session, order, lang):  # asked again with the order claimed: a prompt
-        return  # sent since is seen; what closing the card links found stays written
-    await order_service.transition(session, order, order_service.CANCELLED, f"customer:{customer.id}",
-                                   "cancelled by the customer before paying")
-    await query.answer(plain("pay.cancelled", lang, order=order.public_id))
-    if query.message is not None:
-        await query.message.edit_reply_markup(reply_markup=None)
+    else:
+        await query.answer(plain("pay.cancelled", lang, order=public_id))
+        if query.message is not None:
+            await query.message.edit_reply_markup(reply_markup=None)
 
 
-async def prompt_open(query: CallbackQuery, session: AsyncSession, order: Order, lang: str) -> bool:
-    """A reservation is not released while a prompt for it can still be paid: while an M-Pesa prompt
-    for the order may be answered, the cancel is refused (answered here) and True is returned."""
-    if not await order_service.mpesa_prompt_open(session, order):
-        return False
-    log.info("payments.cancel_refused_prompt_open", extra={"order": order.public_id})
-    await query.answer(plain("mpesa.cancel_prompt_open", lang, order=order.public_id), show_alert=True)
-    return True
+def not_awaiting(order: Order, lang: str) -> str | None:
+    """Why the order cannot be paid any more (an alert's text), or None while it awaits payment."""
+    if order.state == order_service.AWAITING_PAYMENT:
+        return None
+    return plain("pay.error.not_awaiting", lang, order=order.public_id, state=plain(f"state.{order.state}", lang))

@@ -10,12 +10,15 @@ from aiogram.types import CallbackQuery, Message
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.middlewares import ONE_STATEMENT_EACH
+from handlers.buttons import MENU_MAIN, Menu, MenuScreen
 from handlers.common import leave_flow, main_menu
+from handlers.filters import Buttons
 from handlers.render import send, show
-from handlers.routing import FeatureRouter
+from handlers.routing import Routes
 from services.i18n import t
 
-router = FeatureRouter("start", buttons=("menu:main",))
+router = Routes("start")
+router.callback_query.filter(Buttons(exact=(MENU_MAIN,)))
 
 
 @router.message(CommandStart(deep_link=True))
@@ -42,7 +45,7 @@ async def start(message: Message, lang: str, state: FSMContext | None = None, cu
     await send(message, t("start.welcome", lang, name=name or ""), main_menu(lang))
 
 
-@router.callback_query(F.data == "menu:main")
+@router.callback_query(Menu.filter(F.screen == MenuScreen.MAIN))
 async def menu_main(query: CallbackQuery, lang: str) -> None:
     await query.answer()
     await show(query, t("menu.title", lang), main_menu(lang))

@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot.config import Settings
 from db.changes import catalogue_written
 from db.models import Category, Order, Payment, Product, utcnow
-from services import catalog
+from services import buttons, catalog
 from services import orders as sm
 from services.errors import DomainError, InvalidInput, NotFound
 from services.i18n import t
@@ -107,7 +107,7 @@ async def _tell_watchers(session: AsyncSession, product: Product) -> int:
         queued.append((watch, enqueue(
             session, customer.chat_id, t("catalog.back_in_stock", lang, name=product.name, sku=product.sku),
             kind="back_in_stock",
-            reply_markup=inline_keyboard([[(t("catalog.open_product", lang), f"cat:v:{product.id}:1")]]))))
+            reply_markup=inline_keyboard([[(t("catalog.open_product", lang), buttons.view_product(product.id))]]))))
     await session.flush()  # the messages' ids
     for watch, message in queued:
         watch.outbox_id = message.id

@@ -33,6 +33,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt,
 from bot.config import Settings
 from db.models import ApiBudget, Order, Outbox, utcnow
 from db.session import insert_with_conflicts
+from services import buttons
 from services import orders as sm
 from services.errors import DomainError
 from services.i18n import t
@@ -454,7 +455,7 @@ async def _tell_buyer(session: AsyncSession, order: Order, ev: TrackEvent) -> No
         return
     enqueue(session, customer.chat_id, sm.status_message(order, customer.language), kind="order_status",
             dedup_key=key, reply_markup=inline_keyboard([[(t("orders.button.view", customer.language),
-                                                            f"ord:v:{order.public_id}")]]))
+                                                            buttons.view_order(order.public_id))]]))
 
 
 async def _exists(session: AsyncSession, dedup_key: str) -> bool:

@@ -16,11 +16,11 @@ from typing import Protocol
 
 from sqlalchemy import bindparam, delete, distinct, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from db.models import CartItem, Customer, Order, OrderEvent, OrderItem, Product, utcnow
 from db.session import read_ahead
-from services import inventory
+from services import buttons, inventory
 from services.errors import DomainError, IllegalTransition, InvalidInput, NotFound, OutOfStock
 from services.i18n import t
 from services.markup import cut
@@ -106,7 +106,7 @@ async def transition(
                 session, customer.chat_id, status_message(order, customer.language),
                 kind="order_status", dedup_key=f"order:{order.id}:{to_state}:{_event_seq(order)}",
                 reply_markup=inline_keyboard([[(t("orders.button.view", customer.language),
-                                               f"ord:v:{order.public_id}")]]),
+                                               buttons.view_order(order.public_id))]]),
             )
     log.info("order.transition", extra={"order": order.public_id, "from": from_state, "to": to_state,
                                         "actor": actor})
@@ -282,6 +282,41 @@ async def place_order(
         await inventory.reserve(session, product, qty)
     log.info("order.placed", extra={"order": order.public_id, "total": order.total, "currency": order.currency})
     return order
+
+
+class QuoteChanged(Exception):
+    """The cart or its prices changed after the customer was quoted: they confirmed another amount."""
+
+
+async def checkout(session: AsyncSession, customer_id: int, *, quoted: tuple[str | None, int | None], zone_code: str,
+                   phone: str, email: str, address: str, reservation_minutes: int,
+                   limits: Limits | None = None) -> Order:
+    """The chat checkout's Confirm, one unit of work: the order placed from the cart, its stock
+    reserved and all of it committed before this returns (the customer is told it exists only then).
+
+    A cart that cannot be placed is refused before any transaction (`refuse_early`). When the order
+    would cost other than `quoted` (currency, total), raises QuoteChanged; that and every refusal
+    (DomainError) write nothing of the order: it is placed in a savepoint, so the session's earlier
+    work in this update (registering the customer) is kept and committed with the update."""
+    await refuse_early(session, customer_id)
+    async with session.begin_nested():
+        order = await place_order(session, customer_id, zone_code=zone_code, phone=phone, email=email,
+                                  address=address, reservation_minutes=reservation_minutes, limits=limits)
+        if (order.currency, order.total) != quoted:
+            raise QuoteChanged  # rolls the savepoint back: nothing reserved, the cart as it was
+    await session.commit()
+    return order
+
+
+async def order_apart(session_factory: async_sessionmaker[AsyncSession], public_id: str,
+                      customer_id: int) -> tuple[Order, Customer | None]:
+    """The customer's order (NotFound if it is not theirs) and the customer, read in a short session
+    of their own: for a caller about to wait on a payment provider, which must hold no pooled
+    connection meanwhile (the payment flows open their own)."""
+    async with session_factory() as session:
+        order = await get_order(session, public_id, customer_id=customer_id)
+        customer = await session.get(Customer, customer_id)
+    return order, customer
 
 
 def _refuse_over_limits(limits: Limits, unpaid: int, held: int, units: int, reservation_minutes: int) -> None:

@@ -96,11 +96,11 @@ async def test_private_chats_are_unchanged_and_never_enter_the_group_router(shop
     assert shop.last_answer.params["text"] == "This button has expired. Please open the menu again with /start."
 
     # The group router's own first filter turns a private chat's message and press away, whatever they are.
-    bot = shop.shop.bot
+    bot, built = shop.shop.bot, group.router.build()
     for chat_id, taken in ((BUYER, False), (GROUP, True), (ADMIN_CHAT_ID, True)):
         message = Message.model_validate(shop._message(BUYER, chat_id, text="/cart"), context={"bot": bot})
         press = CallbackQuery.model_validate({"id": "1", "from": shop.user(BUYER), "chat_instance": "ci",
                                               "data": "menu:cart", "message": message.model_dump()},
                                              context={"bot": bot})
-        assert (await group.router.message.check_root_filters(message))[0] is taken
-        assert (await group.router.callback_query.check_root_filters(press))[0] is taken
+        assert (await built.message.check_root_filters(message))[0] is taken
+        assert (await built.callback_query.check_root_filters(press))[0] is taken

@@ -18,6 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.models import Customer, Order, Payment, Product, WebhookEvent, utcnow
+from services import buttons
 from services import orders as order_sm
 from services.errors import DomainError, OutOfStock
 from services.i18n import t
@@ -201,7 +202,8 @@ async def settle_failed(session: AsyncSession, payment: Payment, *, code: str, d
         enqueue(session, customer.chat_id,
                 t("pay.failed", lang, order=order.public_id, reason=t(reason_key, lang)),
                 kind="payment_failed", dedup_key=f"payment_failed:{payment.id}",
-                reply_markup=inline_keyboard([[(t("pay.button.try_again", lang), f"pay:o:{order.public_id}")]]))
+                reply_markup=inline_keyboard([[(t("pay.button.try_again", lang),
+                                                buttons.offer_payment(order.public_id))]]))
     return state
 
 

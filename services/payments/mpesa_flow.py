@@ -465,6 +465,20 @@ async def _unknown(session: AsyncSession, cb: dict[str, Any], payload: Any, sett
                                 event_type="unknown_attempt", detail=detail, payload=payload)
 
 
+async def last_attempt(session_factory: async_sessionmaker[AsyncSession], public_id: str,
+                       customer_id: int) -> tuple[Order, Payment | None]:
+    """The customer's order (NotFound if it is not theirs) and its latest M-Pesa attempt, read in a
+    short session of their own (the caller may then wait on Daraja, holding no pooled connection)."""
+    from services import orders as order_service
+
+    async with session_factory() as session:
+        order = await order_service.get_order(session, public_id, customer_id=customer_id)
+        payment = (await session.execute(
+            select(Payment).where(Payment.order_id == order.id, Payment.provider == PROVIDER)
+            .order_by(Payment.id.desc()).limit(1))).unique().scalar_one_or_none()
+    return order, payment
+
+
 async def query_and_settle(session_factory: async_sessionmaker[AsyncSession], client: MpesaClient, payment_id: int,
                            settings: Settings, now: datetime | None = None) -> str:
     """Ask Daraja how a pending attempt ended and settle it the same way a callback would."""

@@ -276,6 +276,36 @@ async def close_links(session: AsyncSession, gateway: StripeGateway | None, orde
         log.info("stripe.link_closed", extra={"order": order.public_id, "payment": payment.id, "outcome": outcome})
 
 
+async def cancel_unpaid(session: AsyncSession, gateway: StripeGateway | None, order: Order, settings: Settings,
+                        actor: str) -> str:
+    """The customer's cancel of their unpaid order, one unit of work. Returns:
+    - "prompt_open": refused, an M-Pesa prompt for the order may still be paid (a reservation is not
+      released while it can be); asked before the card links are closed, so those stay open, and
+      again with the order claimed, so a prompt sent meanwhile is seen (what closing the card links
+      found is committed then);
+    - "moved": a card payment was found paid while its links were closed (committed; the order moved on);
+    - "cancelled": committed.
+    When the card links cannot all be closed (`close_links`: StripeFailure, a DomainError), nothing
+    is written, the transaction is rolled back and the exception raised."""
+    if await order_service.mpesa_prompt_open(session, order):
+        return "prompt_open"
+    try:  # no card link may outlive its order: closed at Stripe first, or the cancel waits
+        await close_links(session, gateway, order, settings, "order cancelled by the customer")
+    except (DomainError, StripeFailure):
+        await session.rollback()
+        raise
+    if order.state != order_service.AWAITING_PAYMENT:
+        outcome = "moved"
+    elif await order_service.mpesa_prompt_open(session, order):
+        outcome = "prompt_open"
+    else:
+        await order_service.transition(session, order, order_service.CANCELLED, actor,
+                                       "cancelled by the customer before paying")
+        outcome = "cancelled"
+    await session.commit()
+    return outcome
+
+
 async def close_lapsed_links(session_factory: async_sessionmaker[AsyncSession], gateway: StripeGateway,
                              settings: Settings, now: datetime | None = None, batch: int = 50) -> int:
     """Before the reservation-expiry job releases stock: expire at Stripe the open sessions of
