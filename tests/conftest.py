@@ -24,24 +24,8 @@ from tests.harness import Harness
 from tests.pool_guard import OneConnectionPerTask
 from tests.standins import BotAPIStandIn
 
-SUITE_LOG = Path(os.environ.get("STOREFRONT_SUITE_LOG", "/tmp/storefront-suite-%d.log" % os.getpid()))
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    """Everything the suite logs goes through the production formatter into one file, which
-    tests/test_zz_log_hygiene.py greps for secrets and phone numbers at the end of the run."""
-    import logging
-
-    from bot.logging_setup import StructuredFormatter
-
-    SUITE_LOG.unlink(missing_ok=True)
-    handler = logging.FileHandler(SUITE_LOG, encoding="utf-8")
-    handler.setFormatter(StructuredFormatter())
-    handler.setLevel(logging.DEBUG)
-    root = logging.getLogger()
-    root.addHandler(handler)
-    root.setLevel(logging.INFO)
-    os.environ["STOREFRONT_SUITE_LOG"] = str(SUITE_LOG)
+# Every test's logs, through the production formatter, are checked for secrets and phone numbers.
+pytest_plugins = ["tests.log_hygiene"]
 
 
 def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, object] | None:
