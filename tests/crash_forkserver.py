@@ -10,23 +10,22 @@ Children are reaped by the kernel (SIGCHLD ignored here), so a killed one is gon
 """
 from __future__ import annotations
 
+import importlib
 import os
 import signal
 import sys
 import traceback
 from datetime import timedelta
 
-# What `storefront run` imports, at the top of its modules and lazily (bot/serve.py, bot/runtime.py, bot/app.py).
-import aiogram.fsm.storage.redis  # noqa: F401
 import bot.cli
-import bot.jobs  # noqa: F401
-import bot.serve  # noqa: F401
-import handlers  # noqa: F401
-import services.outbox_sender  # noqa: F401
-import services.payments.mpesa  # noqa: F401
-import services.payments.stripe  # noqa: F401
-import webhooks.server  # noqa: F401
 from services.payments import mpesa_flow
+
+# What `storefront run` imports besides bot.cli, at the top of its modules and lazily (bot/serve.py,
+# bot/runtime.py, bot/app.py).
+PRELOAD = ("bot.serve", "bot.jobs", "handlers", "webhooks.server", "services.outbox_sender",
+           "services.payments.mpesa", "services.payments.stripe", "aiogram.fsm.storage.redis")
+for _name in PRELOAD:
+    importlib.import_module(_name)
 
 
 def child(log_path: str) -> None:
@@ -44,7 +43,7 @@ def child(log_path: str) -> None:
         code = bot.cli.main(["run"])
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 1
-    except BaseException:  # noqa: BLE001 - printed to the log, like an uncaught exception in a new process
+    except BaseException:  # noqa: BLE001 - printed to the log, as an uncaught exception in a new process is
         traceback.print_exc()
     finally:
         sys.stdout.flush()

@@ -51,7 +51,7 @@ class Shop:
                                            env={**env, "PYTHONPATH": str(ROOT),
                                                 "CRASH_MPESA_FINAL_TIMEOUT_SECONDS": str(FINAL_TIMEOUT_SECONDS)},
                                            stdin=subprocess.PIPE,
-                                           stdout=subprocess.PIPE, text=True, cwd=ROOT)
+                                           stdout=subprocess.PIPE, text=True, cwd=log_path.parent)
 
     def start(self) -> None:
         with self.log_path.open("ab") as log:
@@ -59,7 +59,9 @@ class Shop:
         assert self.forkserver.stdin and self.forkserver.stdout
         self.forkserver.stdin.write("start\n")
         self.forkserver.stdin.flush()
-        self.pid = int(self.forkserver.stdout.readline())
+        line = self.forkserver.stdout.readline()
+        assert line, f"the fork server ended (exit code {self.forkserver.poll()}); its error is in the test's stderr"
+        self.pid = int(line)
 
     def alive(self) -> bool:
         if self.pid is None:
