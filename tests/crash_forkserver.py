@@ -15,10 +15,8 @@ import os
 import signal
 import sys
 import traceback
-from datetime import timedelta
 
 import bot.cli
-from services.payments import mpesa_flow
 
 # What `storefront run` imports besides bot.cli, at the top of its modules and lazily (bot/serve.py,
 # bot/runtime.py, bot/app.py).
@@ -53,12 +51,6 @@ def child(log_path: str) -> None:
 
 def main() -> None:
     log_path = sys.argv[1]
-    # How long an M-Pesa attempt whose push was never confirmed stays open (mpesa_flow.FINAL_TIMEOUT,
-    # 3 minutes, not a setting). The crash test shortens it to the Daraja stand-in's redelivery window:
-    # by then every callback that will ever come has come, as Daraja's have within the real timeout.
-    final_timeout = os.environ.pop("CRASH_MPESA_FINAL_TIMEOUT_SECONDS", None)
-    if final_timeout:
-        mpesa_flow.FINAL_TIMEOUT = timedelta(seconds=float(final_timeout))
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)
     while line := sys.stdin.readline():
         if line.strip() != "start":

@@ -22,6 +22,7 @@ from sqlalchemy import func, select
 
 from db.models import Order, Outbox, Payment, Product
 from services import cart as cart_service
+from services.payments import mpesa_flow
 from tests import daraja_standin as dj
 from tests.factories import make_product
 from tests.harness import TEST_TOKEN
@@ -31,10 +32,6 @@ pytestmark = [pytest.mark.pg_only, pytest.mark.faults]
 KILLS = int(os.environ.get("CRASH_KILLS", "50"))
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "crash_test_secret"
-# An M-Pesa attempt whose push was never confirmed is closed this long after it began (in production
-# mpesa_flow.FINAL_TIMEOUT, 3 minutes; tests/crash_forkserver.py sets it): the Daraja stand-in's
-# redelivery window (120 tries 0.5 s apart), after which no callback for it can still come.
-FINAL_TIMEOUT_SECONDS = 60
 
 
 class Shop:
@@ -48,9 +45,7 @@ class Shop:
         self.kills = 0
         self.log_path = log_path
         self.forkserver = subprocess.Popen([sys.executable, "-m", "tests.crash_forkserver", str(log_path)],
-                                           env={**env, "PYTHONPATH": str(ROOT),
-                                                "CRASH_MPESA_FINAL_TIMEOUT_SECONDS": str(FINAL_TIMEOUT_SECONDS)},
-                                           stdin=subprocess.PIPE,
+                                           env={**env, "PYTHONPATH": str(ROOT)}, stdin=subprocess.PIPE,
                                            stdout=subprocess.PIPE, text=True, cwd=log_path.parent)
 
     def start(self) -> None:
@@ -205,8 +200,8 @@ async def test_sigkill_fifty_times(engine, session_factory, botapi, tmp_path) ->
                                                     .where(Outbox.state == "pending"))).scalar_one()
                 return pending == 0 and unsent == 0
 
-            # Lost callbacks: queries; pushes never confirmed: closed after FINAL_TIMEOUT_SECONDS.
-            deadline = time.monotonic() + FINAL_TIMEOUT_SECONDS + 120
+            # Lost callbacks: queries; pushes never confirmed: closed after mpesa_flow.FINAL_TIMEOUT (3 min).
+            deadline = time.monotonic() + mpesa_flow.FINAL_TIMEOUT.total_seconds() + 60
             while not await quiet():
                 assert time.monotonic() < deadline, "payments or messages still pending after the storm"
                 await asyncio.sleep(0.5)
