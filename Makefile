@@ -4,6 +4,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
+# The suite runs on several xdist workers, each with its own databases (tests/conftest.py). Most tests
+# wait on sockets, subprocesses and PostgreSQL, so more workers than cores pays; `make test TEST_WORKERS=0`
+# runs it in one process. worksteal: an idle worker takes tests from a busy one's queue.
+TEST_WORKERS ?= 4
+PYTEST := $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist worksteal
+
 .PHONY: run test test-fast test-sqlite faults bench install clean lock
 
 # Installs exactly what was tested: every package pinned with its hashes in requirements.lock
@@ -27,16 +33,16 @@ run: $(STAMP)
 	$(BIN)/storefront run
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(PYTEST)
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not faults"
+	$(PYTEST) -m "not faults"
 
 faults: $(STAMP)
-	$(BIN)/python -m pytest -q -m faults
+	$(PYTEST) -m faults
 
 test-sqlite: $(STAMP)
-	STOREFRONT_TEST_BACKENDS=sqlite $(BIN)/python -m pytest -q
+	STOREFRONT_TEST_BACKENDS=sqlite $(PYTEST)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run_all

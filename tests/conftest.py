@@ -24,24 +24,8 @@ from tests.harness import Harness
 from tests.pool_guard import OneConnectionPerTask
 from tests.standins import BotAPIStandIn
 
-SUITE_LOG = Path(os.environ.get("STOREFRONT_SUITE_LOG", "/tmp/storefront-suite-%d.log" % os.getpid()))
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    """Everything the suite logs goes through the production formatter into one file, which
-    tests/test_zz_log_hygiene.py greps for secrets and phone numbers at the end of the run."""
-    import logging
-
-    from bot.logging_setup import StructuredFormatter
-
-    SUITE_LOG.unlink(missing_ok=True)
-    handler = logging.FileHandler(SUITE_LOG, encoding="utf-8")
-    handler.setFormatter(StructuredFormatter())
-    handler.setLevel(logging.DEBUG)
-    root = logging.getLogger()
-    root.addHandler(handler)
-    root.setLevel(logging.INFO)
-    os.environ["STOREFRONT_SUITE_LOG"] = str(SUITE_LOG)
+# Every test's logs, through the production formatter, are checked for secrets and phone numbers.
+pytest_plugins = ["tests.log_hygiene"]
 
 
 def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, object] | None:
@@ -56,16 +40,57 @@ PG_ADMIN_DSN = os.environ.get("TEST_PG_DSN", "postgresql://postgres@127.0.0.1:54
 BACKENDS = [b.strip() for b in os.environ.get("STOREFRONT_TEST_BACKENDS", "sqlite,postgresql").split(",") if b.strip()]
 
 
+# The longest tests (whole files), longest first. They start at once: under xdist's `--dist worksteal`
+# (`make test`) each worker first gets a contiguous share of the ordered tests, and the others take work
+# from the end of a busy worker's share, so each long test is put at the head of a share — the longest
+# alone on the first, the rest spread over the others — and none of them starts last to hold up the end.
+SLOWEST_FIRST = ("tests/test_fault_crash.py", "tests/test_fault_fuzz.py", "tests/test_multiprocess.py",
+                 "tests/test_import.py")
+
+
+@pytest.hookimpl(trylast=True)  # after pytest has grouped the tests by database backend
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
-        callspec = getattr(item, "callspec", None)
-        backend = callspec.params.get("db_backend") if callspec else None
-        if item.get_closest_marker("pg_only") and backend == "sqlite":
+        if item.get_closest_marker("pg_only") and backend_of(item) == "sqlite":
             item.add_marker(pytest.mark.skip(reason="needs PostgreSQL row locks / real concurrency"))
+    workers = int(getattr(config, "workerinput", {}).get("workercount", 1))
+    items[:] = spread_slowest(items, workers)
+
+
+def backend_of(item: pytest.Item) -> str | None:
+    callspec = getattr(item, "callspec", None)
+    return callspec.params.get("db_backend") if callspec else None
+
+
+def spread_slowest(items: list[pytest.Item], workers: int) -> list[pytest.Item]:
+    """The order for `workers` xdist workers (the same in every worker, as xdist requires): the slowest
+    files' tests at the heads of the shares worksteal deals out, the rest in pytest's order."""
+    def file_of(item: pytest.Item) -> str:
+        return item.nodeid.split("::", 1)[0]
+
+    slow = sorted((i for i in items if file_of(i) in SLOWEST_FIRST),  # stable; per file PostgreSQL's first
+                  key=lambda i: (SLOWEST_FIRST.index(file_of(i)), {"postgresql": 0, "sqlite": 1}.get(backend_of(i), 2)))
+    rest = [i for i in items if file_of(i) not in SLOWEST_FIRST]
+    if workers <= 1:
+        return slow + rest
+    heads: list[list[pytest.Item]] = [[] for _ in range(workers)]
+    for item in slow:
+        rank = SLOWEST_FIRST.index(file_of(item))
+        heads[0 if rank == 0 else 1 + (rank - 1) % (workers - 1)].append(item)
+    ordered: list[pytest.Item] = []
+    left = len(items)
+    for k, head in enumerate(heads):
+        share = left // (workers - k)  # what worksteal sends worker k first: an even split of what is left
+        take = max(0, share - len(head))
+        ordered += head + rest[:take]
+        rest = rest[take:]
+        left -= len(head) + take
+    return ordered + rest
 
 
 @pytest_asyncio.fixture(scope="session", params=BACKENDS)
-async def db_backend(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[tuple[str, str]]:
+async def db_backend(request: pytest.FixtureRequest,
+                     tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[tuple[str, str]]:
     """(backend name, database URL) of a freshly migrated database for this test run."""
     if request.param == "sqlite":
         path: Path = tmp_path_factory.mktemp("db") / "shop.db"
@@ -119,7 +144,8 @@ async def engine(migrated_engine: AsyncEngine, request: pytest.FixtureRequest) -
     guard.take()
     yield migrated_engine
     held_two = guard.take()
-    assert not held_two or request.node.get_closest_marker("two_sessions"), "a task held two pooled connections at once:\n" + held_two[0]
+    assert not held_two or request.node.get_closest_marker("two_sessions"), \
+        "a task held two pooled connections at once:\n" + held_two[0]
 
 
 @pytest.fixture(autouse=True)

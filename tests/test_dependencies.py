@@ -57,3 +57,20 @@ def test_make_installs_from_the_lock_with_hashes() -> None:
     assert "--require-hashes -r requirements.lock" in makefile
     assert "--no-deps -e ." in makefile
     assert "make test" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_aiogram_is_pinned_to_its_minor_series() -> None:
+    """The bot is written against one aiogram minor release: an upgrade is a deliberate change of the pin."""
+    aiogram = next(r for r in declared() if r.name.lower() == "aiogram")
+    pinned = locked()["aiogram"][0]
+    series = f"{pinned.major}.{pinned.minor}"
+    assert aiogram.specifier.contains(f"{series}.0") and aiogram.specifier.contains(f"{series}.99")
+    assert not aiogram.specifier.contains(f"{pinned.major}.{pinned.minor + 1}.0")
+    assert not aiogram.specifier.contains(f"{pinned.major}.{pinned.minor - 1}.99")
+
+
+def test_the_dev_tools_the_suite_and_checks_run_with_are_locked() -> None:
+    dev = {Requirement(r).name.lower() for r in
+           tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["dev"]}
+    assert {"pytest-xdist", "ruff", "mypy"} <= dev
+    assert {"pytest-xdist", "ruff", "mypy"} <= set(locked())

@@ -22,6 +22,7 @@ from sqlalchemy import func, select
 
 from db.models import Order, Outbox, Payment, Product
 from services import cart as cart_service
+from services.payments import mpesa_flow
 from tests import daraja_standin as dj
 from tests.factories import make_product
 from tests.harness import TEST_TOKEN
@@ -29,23 +30,47 @@ from tests.webserver import free_port
 
 pytestmark = [pytest.mark.pg_only, pytest.mark.faults]
 KILLS = int(os.environ.get("CRASH_KILLS", "50"))
+ROOT = Path(__file__).resolve().parent.parent
 SECRET = "crash_test_secret"
 
 
 class Shop:
-    """The shop as a separate process we can kill at any moment. What every run printed goes to one
-    log file, so a failure can be read from what the killed processes said."""
+    """The shop as a separate process we can kill at any moment: `storefront run`, forked by
+    tests/crash_forkserver.py (which imported its modules once) in a process group of its own. What
+    every run printed goes to one log file, so a failure can be read from what the killed processes said."""
 
     def __init__(self, env: dict[str, str], port: int, log_path: Path) -> None:
-        self.env, self.port, self.proc = env, port, None  # type: ignore[assignment]
+        self.env, self.port = env, port
+        self.pid: int | None = None
         self.kills = 0
         self.log_path = log_path
+        self.forkserver = subprocess.Popen([sys.executable, "-m", "tests.crash_forkserver", str(log_path)],
+                                           env={**env, "PYTHONPATH": str(ROOT)}, stdin=subprocess.PIPE,
+                                           stdout=subprocess.PIPE, text=True, cwd=log_path.parent)
 
     def start(self) -> None:
         with self.log_path.open("ab") as log:
             log.write(f"--- start after {self.kills} kills ---\n".encode())
-            self.proc = subprocess.Popen([sys.executable, "-m", "bot.cli", "run"], env=self.env,
-                                         stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        assert self.forkserver.stdin and self.forkserver.stdout
+        self.forkserver.stdin.write("start\n")
+        self.forkserver.stdin.flush()
+        line = self.forkserver.stdout.readline()
+        assert line, f"the fork server ended (exit code {self.forkserver.poll()}); its error is in the test's stderr"
+        self.pid = int(line)
+
+    def alive(self) -> bool:
+        if self.pid is None:
+            return False
+        try:
+            os.kill(self.pid, 0)  # the fork server's children are reaped at once: a dead one is gone
+        except ProcessLookupError:
+            return False
+        return True
+
+    def close(self) -> None:
+        self.kill()
+        self.forkserver.kill()
+        self.forkserver.wait()
 
     @contextmanager
     def log_on_failure(self, lines: int = 200) -> Iterator[None]:
@@ -57,9 +82,11 @@ class Shop:
             raise
 
     def kill(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
+        if self.alive():
+            assert self.pid is not None
+            os.killpg(self.pid, signal.SIGKILL)
+            while self.alive():
+                time.sleep(0.001)
             self.kills += 1
 
     async def up(self, timeout: float = 60) -> None:
@@ -87,7 +114,7 @@ class Customer:
         update["update_id"] = self.next_id
         async with httpx.AsyncClient(timeout=10) as http:
             for _ in range(600):
-                if shop.proc is None or shop.proc.poll() is not None:
+                if not shop.alive():
                     shop.start()
                     await shop.up()
                 try:
@@ -134,17 +161,20 @@ async def test_sigkill_fifty_times(engine, session_factory, botapi, tmp_path) ->
     env = {"PATH": os.environ.get("PATH", ""), "DATABASE_URL": engine.url.render_as_string(hide_password=False),
            "BOT_TOKEN": TEST_TOKEN, "TELEGRAM_API_URL": botapi.url, "LOAD_DEMO_CATALOG": "false", "PORT": str(port),
            "PUBLIC_BASE_URL": f"http://127.0.0.1:{port}", "TELEGRAM_WEBHOOK_SECRET": SECRET,
-           "REDIS_URL": f"redis://127.0.0.1:6379/4", "MPESA_BASE_URL": daraja.url,
+           "REDIS_URL": "redis://127.0.0.1:6379/4", "MPESA_BASE_URL": daraja.url,
            "MPESA_CONSUMER_KEY": dj.CONSUMER_KEY, "MPESA_CONSUMER_SECRET": dj.CONSUMER_SECRET,
            "MPESA_SHORTCODE": dj.SHORTCODE, "MPESA_PASSKEY": dj.PASSKEY, "MPESA_CALLBACK_TOKEN": dj.CALLBACK_TOKEN,
            "MPESA_QUERY_AFTER_SECONDS": "1", "JOB_INTERVAL_OVERRIDE_SECONDS": "1"}
     pid = await make_product(session_factory, "CRASH-1", stock=1000, price_kes=1500_00)
-    customers = [Customer(20_000 + n, port) for n in range(KILLS)]
+    # Runs (other workers', other checkouts') share the Redis server and its FSM keys: customers of our own.
+    first = random.SystemRandom().randrange(10**9, 2 * 10**9)
+    customers = [Customer(first + n, port) for n in range(KILLS)]
     for c in customers:
         async with session_factory() as session, session.begin():
             await cart_service.ensure_customer(session, c.user_id, c.user_id, "Crash")
             await cart_service.add(session, c.user_id, await session.get(Product, pid), 1 + c.user_id % 2)
     shop = Shop(env, port, tmp_path / "shop.log")
+    phases = {"began": time.monotonic()}
     with shop.log_on_failure():
         shop.start()
         await shop.up()
@@ -156,9 +186,10 @@ async def test_sigkill_fifty_times(engine, session_factory, botapi, tmp_path) ->
                 await journey(c, shop, session_factory)
                 await asyncio.sleep(max(0.0, at - (time.monotonic() - started)) + 0.01)  # payment, messages in flight
                 killer.cancel()
-                if shop.proc.poll() is not None:
+                if not shop.alive():
                     shop.start()
                     await shop.up()
+            phases["storm"] = time.monotonic()
             await daraja.settle()
 
             async def quiet() -> bool:
@@ -169,12 +200,14 @@ async def test_sigkill_fifty_times(engine, session_factory, botapi, tmp_path) ->
                                                     .where(Outbox.state == "pending"))).scalar_one()
                 return pending == 0 and unsent == 0
 
-            deadline = time.monotonic() + 240  # lost callbacks: queries; unconfirmed pushes lapse after 90 s
+            # Lost callbacks: queries; pushes never confirmed: closed after mpesa_flow.FINAL_TIMEOUT (3 min).
+            deadline = time.monotonic() + mpesa_flow.FINAL_TIMEOUT.total_seconds() + 60
             while not await quiet():
                 assert time.monotonic() < deadline, "payments or messages still pending after the storm"
                 await asyncio.sleep(0.5)
+            phases["quiet"] = time.monotonic()
         finally:
-            shop.kill()
+            shop.close()
             await daraja.stop()
         assert shop.kills >= KILLS * 0.8  # the kills really happened (a few land between journeys)
 
@@ -198,5 +231,6 @@ async def test_sigkill_fifty_times(engine, session_factory, botapi, tmp_path) ->
         assert all(delivered[(m.chat_id, m.text)] >= 1 for m in sent)
         duplicates = sum(n - 1 for n in delivered.values() if n > 1)
         print(f"\ncrash test: {shop.kills} kills, {len(orders)} orders, {len(charged)} payments, "
-              f"{len(sent)} status messages, {duplicates} duplicate deliveries")
+              f"{len(sent)} status messages, {duplicates} duplicate deliveries; storm "
+              f"{phases['storm'] - phases['began']:.0f} s, then quiet after {phases['quiet'] - phases['storm']:.0f} s")
         assert duplicates <= shop.kills // 10
