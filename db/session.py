@@ -8,11 +8,13 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Executable, Row, event
+from sqlalchemy import Executable, Row, Select, event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+from db import driver_read
 
 
 def is_sqlite(url_or_engine: str | AsyncEngine) -> bool:
@@ -81,6 +83,8 @@ async def read_ahead(session: AsyncSession, statement: Executable,
     engine = session.bind
     if session.in_transaction() or not isinstance(engine, AsyncEngine):
         return (await session.execute(statement, params)).all()
+    if isinstance(statement, Select) and driver_read.usable(engine, statement):
+        return await driver_read.fetch(engine, statement, params)
     async with engine.connect() as conn:
         await conn.execution_options(isolation_level="AUTOCOMMIT")
         return (await conn.execute(statement, params)).all()

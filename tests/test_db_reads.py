@@ -11,7 +11,7 @@ from typing import Any, NamedTuple
 
 import asyncpg
 import pytest
-from sqlalchemy import event, func, literal, select
+from sqlalchemy import event, func, literal, literal_column, select
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -22,6 +22,7 @@ from db.session import (
     read_ahead,
 )
 from services import cart
+from services.errors import InvalidInput
 from tests.factories import make_product
 
 
@@ -183,3 +184,84 @@ class killing_the_reader:  # a context manager, named like contextlib's
         await asyncio.gather(self.watcher, return_exceptions=True)
         await self.lock.rollback()
         await self.locker.close()
+
+
+# --- the checkout's early read on the driver (db/driver_read.py) -----------------------------------
+
+
+@pytest.mark.pg_only
+async def test_the_early_cart_read_on_the_driver_reads_what_sqlalchemy_reads(engine: AsyncEngine) -> None:
+    """The checkout's early read (services.orders.refuse_early) goes on the asyncpg connection: the
+    same rows, read by name and position, as the same statement through a session."""
+    from db import driver_read
+    from services import orders
+
+    factory = make_sessionmaker(engine)
+    product = await make_product(factory, "EARLY", stock=3)
+    async with factory() as session, session.begin():
+        await cart.ensure_customer(session, 5151, 5151)
+        await cart.try_add(session, 5151, product, 2)
+    assert driver_read.usable(engine, orders._CART)
+    with statements_sent(engine) as seen:
+        async with factory() as session:
+            early = await read_ahead(session, orders._CART, {"customer_id": 5151})
+    assert seen == []  # not through SQLAlchemy's cursor: on the driver
+    async with factory() as session:
+        through = (await session.execute(orders._CART, {"customer_id": 5151})).all()
+    assert [tuple(r) for r in early] == [tuple(r) for r in through] and early[0].quantity == 2
+    assert engine.sync_engine.pool.checkedout() == 0
+
+
+@pytest.mark.pg_only
+async def test_the_early_read_killed_mid_statement_is_sqlalchemys_error_and_not_reused(engine: AsyncEngine) -> None:
+    """The backend of the checkout's early read is terminated while it waits: SQLAlchemy's
+    OperationalError, marked invalidated (the webhook answers 503 for it), and every pooled
+    connection after it works."""
+    from services import orders
+
+    factory = make_sessionmaker(engine)
+    async with factory() as session, session.begin():
+        await cart.ensure_customer(session, 5252, 5252)
+    async with factory() as session:
+        with pytest.raises(InvalidInput):  # an empty cart is refused; the connection has served a read
+            await orders.refuse_early(session, 5252)
+    async with killing_the_reader(engine, "cart_items") as killed:
+        with pytest.raises(DBAPIError) as caught:
+            async with factory() as session:
+                await orders.refuse_early(session, 5252)
+    assert killed and database_unreachable(caught.value) and caught.value.connection_invalidated
+    assert not isinstance(caught.value.orig, type(None)) and "5252" not in str(caught.value)
+    for _ in range(engine.sync_engine.pool.size() + 1):
+        async with factory() as session:
+            assert await read_ahead(session, orders._CART, {"customer_id": 5252}) == []
+    assert engine.sync_engine.pool.checkedout() == 0
+
+
+@pytest.mark.pg_only
+async def test_a_failing_driver_read_is_sqlalchemys_error_and_the_connection_is_kept(engine: AsyncEngine) -> None:
+    from db import driver_read
+
+    statement = select(literal_column("1 / 0").label("n"))  # division by zero: the statement fails, not the connection
+    assert driver_read.usable(engine, statement)
+    with pytest.raises(DBAPIError) as caught:
+        await driver_read.fetch(engine, statement, {})
+    assert not caught.value.connection_invalidated and not database_unreachable(caught.value)
+    assert engine.sync_engine.pool.checkedout() == 0
+    async with make_sessionmaker(engine)() as session:
+        assert (await session.execute(select(literal(1)))).scalar_one() == 1
+
+
+@pytest.mark.pg_only
+async def test_a_cancelled_driver_read_gives_its_connection_back(engine: AsyncEngine) -> None:
+    from db import driver_read
+
+    statement = select(literal_column("pg_sleep(5)").label("slept"))
+    assert driver_read.usable(engine, statement)
+    task = asyncio.create_task(driver_read.fetch(engine, statement, {}))
+    await asyncio.sleep(0.3)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert engine.sync_engine.pool.checkedout() == 0
+    async with make_sessionmaker(engine)() as session:
+        assert (await session.execute(select(literal(1)))).scalar_one() == 1
