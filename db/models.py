@@ -7,10 +7,11 @@ conserved quantity that tests can check after any storm of concurrent checkouts.
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from typing import Any
 
 from sqlalchemy import (
     JSON, BigInteger, Boolean, CheckConstraint, DateTime, ForeignKey, Index, Integer, String, Text,
-    TypeDecorator, UniqueConstraint,
+    Table, TypeDecorator, UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -23,7 +24,15 @@ class Base(DeclarativeBase):
     pass
 
 
-class TZDateTime(TypeDecorator):
+def table_of(model: type[Base]) -> Table:
+    """The model's Table, for Core statements over it (declarative types `__table__` as any FromClause)."""
+    table = model.__table__
+    if not isinstance(table, Table):
+        raise TypeError(f"{model.__name__} is not mapped to a Table")
+    return table
+
+
+class TZDateTime(TypeDecorator[datetime]):
     """Timezone-aware UTC timestamps on PostgreSQL and SQLite alike (SQLite drops the tzinfo)."""
 
     impl = DateTime(timezone=True)
@@ -228,7 +237,7 @@ class Payment(Base):
     result_code: Mapped[str | None] = mapped_column(String(32))
     result_desc: Mapped[str | None] = mapped_column(Text)
     receipt_number: Mapped[str | None] = mapped_column(String(64))
-    raw_callback: Mapped[dict | None] = mapped_column(JSON)
+    raw_callback: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     query_attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_check_at: Mapped[datetime | None] = mapped_column(TZDateTime())
     expires_at: Mapped[datetime | None] = mapped_column(TZDateTime())
@@ -253,7 +262,7 @@ class WebhookEvent(Base):
     event_type: Mapped[str] = mapped_column(String(64), default="")
     status: Mapped[str] = mapped_column(String(16), default="processed")
     detail: Mapped[str | None] = mapped_column(Text)
-    payload: Mapped[dict | None] = mapped_column(JSON)
+    payload: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     payment_id: Mapped[int | None] = mapped_column(ForeignKey("payments.id"))
     received_at: Mapped[datetime] = mapped_column(TZDateTime(), default=utcnow)
 
@@ -271,7 +280,7 @@ class Outbox(Base):
     chat_id: Mapped[int] = mapped_column(BigInteger, index=True)
     kind: Mapped[str] = mapped_column(String(32))  # order_status / admin_alert / back_in_stock / ...
     text: Mapped[str] = mapped_column(Text)
-    reply_markup: Mapped[dict | None] = mapped_column(JSON)
+    reply_markup: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     dedup_key: Mapped[str | None] = mapped_column(String(128))
     state: Mapped[str] = mapped_column(String(16), default="pending")  # pending / sent / dead
     attempts: Mapped[int] = mapped_column(Integer, default=0)

@@ -6,11 +6,13 @@ writing at once; PostgreSQL gets a pool sized for a couple of web and worker pro
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Executable, Row, event
+from sqlalchemy import CursorResult, Executable, Row, UpdateBase, event
 from sqlalchemy import exc as sa_exc
+from sqlalchemy.dialects.postgresql import Insert as PgInsert
 from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import Insert as SqliteInsert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
@@ -53,10 +55,26 @@ def make_engine(url: str, **kwargs: object) -> AsyncEngine:
     return create_async_engine(url, **kwargs)
 
 
-def insert_with_conflicts(dialect_name: str) -> Callable[..., Any]:
+def insert_with_conflicts(dialect_name: str) -> Callable[[Any], PgInsert | SqliteInsert]:
     """The dialect's `insert()`, the one with `on_conflict_do_update` / `on_conflict_do_nothing`
     (PostgreSQL's and SQLite's spell them alike)."""
     return pg_insert if dialect_name == "postgresql" else sqlite_insert
+
+
+def dialect_name(session: AsyncSession) -> str:
+    """The name of the dialect the session runs on ("postgresql", "sqlite"). Every session of the
+    shop's factories is bound to an engine; an unbound one is a programming error."""
+    bind = session.bind
+    if bind is None:
+        raise RuntimeError("the session is not bound to an engine or a connection")
+    return bind.dialect.name
+
+
+async def execute_dml(session: AsyncSession, statement: UpdateBase,
+                      params: Mapping[str, Any] | None = None) -> CursorResult[Any]:
+    """Run an INSERT, UPDATE or DELETE in the session. Its result is a CursorResult (with the
+    `rowcount` the compare-and-set writes check), which `AsyncSession.execute` types only as a Result."""
+    return cast(CursorResult[Any], await session.execute(statement, params))
 
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

@@ -32,7 +32,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt,
 
 from bot.config import Settings
 from db.models import ApiBudget, Order, Outbox, utcnow
-from db.session import insert_with_conflicts
+from db.session import dialect_name, insert_with_conflicts
 from services import buttons
 from services import orders as sm
 from services.errors import DomainError
@@ -283,7 +283,7 @@ def _due(now: datetime) -> tuple[Any, ...]:
 
 async def _ensure_budget_row(session_factory: async_sessionmaker[AsyncSession]) -> None:
     async with session_factory() as session, session.begin():
-        insert = insert_with_conflicts(session.bind.dialect.name)
+        insert = insert_with_conflicts(dialect_name(session))
         await session.execute(insert(ApiBudget).values(name=BUDGET_NAME, day="", calls=0)
                               .on_conflict_do_nothing(index_elements=["name"]))
 
@@ -311,7 +311,7 @@ async def _claim(session_factory: async_sessionmaker[AsyncSession], settings: Se
             return []
         pick = (select(Order.id).where(*_due(cycle.now))
                 .order_by(Order.tracking_checked_at.asc().nulls_first(), Order.id).limit(limit))
-        if session.bind.dialect.name == "postgresql":
+        if dialect_name(session) == "postgresql":
             pick = pick.with_for_update(skip_locked=True)
         # A CTE, not `IN (subquery)`: PostgreSQL may rescan a subquery and, skipping the rows this very
         # statement just moved, claim more than the limit. A locking CTE is evaluated once.
@@ -324,8 +324,11 @@ async def _claim(session_factory: async_sessionmaker[AsyncSession], settings: Se
             .execution_options(synchronize_session=False))).all()
         budget.calls += len(rows)
         cycle.reserved += len(rows)
-    rows.sort(key=lambda r: (r[3] is not None, r[3] or cycle.now, r[0]))  # most stale first
-    return [Claim(r[0], r[1], r[2]) for r in rows]
+    claims = []
+    for order_id, tracking_number, misses, _ in sorted(rows, key=lambda r: (r[3] is not None, r[3] or cycle.now, r[0])):
+        assert tracking_number is not None  # `_due` picks only orders with one
+        claims.append(Claim(order_id, tracking_number, misses))
+    return claims  # most stale first
 
 
 async def _poll_batch(session_factory: async_sessionmaker[AsyncSession], client: DhlClient, settings: Settings,

@@ -18,8 +18,8 @@ from sqlalchemy import bindparam, delete, distinct, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from db.models import CartItem, Customer, Order, OrderEvent, OrderItem, Product, utcnow
-from db.session import read_ahead
+from db.models import CartItem, Customer, Order, OrderEvent, OrderItem, Product, table_of, utcnow
+from db.session import execute_dml, read_ahead
 from services import buttons, inventory
 from services.errors import DomainError, IllegalTransition, InvalidInput, NotFound, OutOfStock
 from services.i18n import t
@@ -85,7 +85,7 @@ async def transition(
     if not can_transition(from_state, to_state):
         raise IllegalTransition("error.illegal_transition", order=order.public_id, src=from_state, dst=to_state)
     now = utcnow()
-    result = await session.execute(
+    result = await execute_dml(session,
         update(Order)
         .where(Order.id == order.id, Order.state == from_state)
         .values(state=to_state, updated_at=now)
@@ -197,8 +197,8 @@ _CART = (
     .where(CartItem.customer_id == bindparam("customer_id")).order_by(CartItem.product_id)
 )
 _CART_TO_CLAIM = _CART.with_for_update(of=CartItem)
-_CLAIM_CART = delete(CartItem.__table__).where(CartItem.__table__.c.customer_id == bindparam("customer_id"))
-_PLACED_EVENT = insert(OrderEvent.__table__).values(from_state=None, to_state=AWAITING_PAYMENT, note="order placed")
+_CLAIM_CART = delete(table_of(CartItem)).where(table_of(CartItem).c.customer_id == bindparam("customer_id"))
+_PLACED_EVENT = insert(table_of(OrderEvent)).values(from_state=None, to_state=AWAITING_PAYMENT, note="order placed")
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,10 +214,10 @@ class LimitReached(DomainError):
     key = "checkout.limit.open_orders"
 
 
-_O, _OI = Order.__table__.c, OrderItem.__table__.c
+_O, _OI = table_of(Order).c, table_of(OrderItem).c
 _UNPAID = (
     select(func.count(distinct(_O.id)), func.coalesce(func.sum(_OI.quantity), 0))
-    .select_from(Order.__table__.outerjoin(OrderItem.__table__, _OI.order_id == _O.id))
+    .select_from(table_of(Order).outerjoin(table_of(OrderItem), _OI.order_id == _O.id))
     .where(_O.customer_id == bindparam("customer_id"), _O.state == AWAITING_PAYMENT)
 )
 
@@ -251,7 +251,7 @@ async def place_order(
     zone = get_zone(zone_code)
     connection = await session.connection()
     cart = (await connection.execute(_CART_TO_CLAIM, {"customer_id": customer_id})).all()
-    _refuse_unplaceable(cart)  # type: ignore[arg-type]  # already short as read: answer without writing anything
+    _refuse_unplaceable(cart)  # already short as read: answer without writing anything
     lines: list[tuple[Priced, int]] = [(line, line.quantity) for line in cart]
     claimed = await connection.execute(_CLAIM_CART, {"customer_id": customer_id})
     if claimed.rowcount != len(lines):  # another checkout took it first (SQLite has no row locks)
@@ -355,7 +355,7 @@ async def refuse_early(session: AsyncSession, customer_id: int) -> None:
     that runs out after the read is caught there, and so are the per-customer limits (which
     `place_order` judges after the cart, so a cart refused here is refused for the same reason there)."""
     rows = await read_ahead(session, _CART, {"customer_id": customer_id})
-    _refuse_unplaceable(rows)  # type: ignore[arg-type]
+    _refuse_unplaceable(rows)
 
 
 class _CartRow(Protocol):
@@ -436,7 +436,7 @@ async def expire_due_orders(session_factory, now: datetime | None = None, batch:
                 continue
             # The same conditions as a compare-and-set write: on SQLite the read above is no lock,
             # and a prompt or link may have started since.
-            claimed = await session.execute(update(Order).where(Order.id == order_id, *due)
+            claimed = await execute_dml(session, update(Order).where(Order.id == order_id, *due)
                                             .values(updated_at=utcnow()).execution_options(synchronize_session=False))
             if claimed.rowcount != 1:
                 continue

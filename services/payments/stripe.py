@@ -62,7 +62,7 @@ def retry_budget(request_timeout: float, retries: int) -> float:
     """The longest the SDK itself spends on one call that keeps timing out: every try waits its
     timeout, and between tries it sleeps its exponential back-off (stripe.HTTPXClient's public
     INITIAL_DELAY / MAX_DELAY; jitter only shortens a sleep)."""
-    sleeps = sum(min(stripe.HTTPXClient.INITIAL_DELAY * 2 ** n, stripe.HTTPXClient.MAX_DELAY) for n in range(retries))
+    sleeps = sum(min(stripe.HTTPXClient.INITIAL_DELAY * 2.0 ** n, stripe.HTTPXClient.MAX_DELAY) for n in range(retries))
     return (retries + 1) * request_timeout + sleeps
 
 
@@ -152,7 +152,7 @@ class StripeGateway:
         """The event, if the signature over the raw body is ours and fresh (default tolerance).
         Raises stripe.SignatureVerificationError, or ValueError for a body that is not a JSON object."""
         try:
-            event = stripe.Webhook.construct_event(payload, signature or "", self._webhook_secret)
+            event: stripe.Event = stripe.Webhook.construct_event(payload, signature or "", self._webhook_secret)
         except (AttributeError, TypeError) as exc:  # signed, but JSON that is not an object
             raise ValueError("not a JSON object") from exc
         return event.to_dict()
