@@ -6,7 +6,9 @@ import logging
 from typing import Any
 
 from aiogram import F
-from aiogram.types import CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, Message
+from aiogram.types import (
+    CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, MaybeInaccessibleMessageUnion, Message,
+)
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.config import Settings
@@ -52,7 +54,7 @@ def offer_text(order: Order, methods: list[str], lang: str) -> str:
     return t(key, lang, order=order.public_id, total=format_money(order.total, order.currency, lang), until=until)
 
 
-async def offer_payment(message: Message, session: AsyncSession, order: Order, providers: dict[str, Any],
+async def offer_payment(message: MaybeInaccessibleMessageUnion, session: AsyncSession, order: Order, providers: dict[str, Any],
                         lang: str) -> None:
     methods = payment_methods(order, providers)
     if not methods:
@@ -127,7 +129,7 @@ async def cancel_unpaid(query: CallbackQuery, callback_data: Pay, session: Async
                              state=t(f"state.{order.state}", lang)), show_alert=True)
     else:
         await query.answer(plain("pay.cancelled", lang, order=public_id))
-        if query.message is not None:
+        if isinstance(query.message, Message):  # an inaccessible one cannot be edited
             await query.message.edit_reply_markup(reply_markup=None)
 
 

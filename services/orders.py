@@ -167,20 +167,26 @@ class Totals:
     total: int
 
 
-class Priced(Protocol):
+class HasPrices(Protocol):
+    """What pricing needs of a product: a Product, a row of `_CART_TO_CLAIM`, a cart line's CartProduct."""
+    @property
+    def price_kes(self) -> int: ...
+    @property
+    def price_usd(self) -> int: ...
+
+
+class Priced(HasPrices, Protocol):
     """What pricing and stock moves need of a product: a Product, or a row of `_CART_TO_CLAIM`."""
     id: int
     sku: str
     name: str
-    price_kes: int
-    price_usd: int
 
 
-def unit_price(product: Priced, currency: str) -> int:
+def unit_price(product: HasPrices, currency: str) -> int:
     return product.price_kes if currency == "KES" else product.price_usd
 
 
-def compute_totals(lines: Sequence[tuple[Priced, int]], zone: Zone) -> Totals:
+def compute_totals(lines: Sequence[tuple[HasPrices, int]], zone: Zone) -> Totals:
     """The one place totals are computed: lines in the zone's currency plus the zone's shipping."""
     subtotal = sum(unit_price(p, zone.currency) * qty for p, qty in lines)
     return Totals(zone.currency, subtotal, zone.shipping, subtotal + zone.shipping)
