@@ -14,8 +14,21 @@ from aiogram.types import CallbackQuery, InlineKeyboardMarkup, Message
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.middlewares import ONE_STATEMENT_EACH
-from handlers.buttons import (MENU_CART, MENU_CATALOG, MENU_MAIN, Card, CardAction, CartClear, CartLine, CartPage,
-                              CheckoutAction, CheckoutStep, LineAction, Menu, MenuScreen)
+from handlers.buttons import (
+    MENU_CART,
+    MENU_CATALOG,
+    MENU_MAIN,
+    Card,
+    CardAction,
+    CartClear,
+    CartLine,
+    CartPage,
+    CheckoutAction,
+    CheckoutStep,
+    LineAction,
+    Menu,
+    MenuScreen,
+)
 from handlers.filters import Buttons
 from handlers.render import TEXT_LIMIT, kb, send, show
 from handlers.routing import Routes

@@ -7,8 +7,17 @@ from aiogram.types import CallbackQuery, Message
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.models import Customer, Order
-from handlers.buttons import (MENU_CATALOG, MENU_MAIN, MENU_ORDERS, Menu, MenuScreen, OrderAction, OrderButton, Pay,
-                              PayAction)
+from handlers.buttons import (
+    MENU_CATALOG,
+    MENU_MAIN,
+    MENU_ORDERS,
+    Menu,
+    MenuScreen,
+    OrderAction,
+    OrderButton,
+    Pay,
+    PayAction,
+)
 from handlers.filters import Buttons
 from handlers.render import kb, send, show
 from handlers.routing import Routes

@@ -7,7 +7,11 @@ from typing import Any
 
 from aiogram import F
 from aiogram.types import (
-    CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, MaybeInaccessibleMessageUnion, Message,
+    CallbackQuery,
+    InlineKeyboardButton,
+    InlineKeyboardMarkup,
+    MaybeInaccessibleMessageUnion,
+    Message,
 )
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -20,8 +24,8 @@ from services import orders as order_service
 from services.errors import DomainError
 from services.i18n import plain, t
 from services.money import format_money
-from services.payments.stripe import StripeFailure
 from services.payments import stripe_flow
+from services.payments.stripe import StripeFailure
 
 log = logging.getLogger(__name__)
 router = Routes("payments")

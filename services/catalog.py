@@ -5,14 +5,14 @@ from __future__ import annotations
 import csv
 import io
 from dataclasses import dataclass
-from typing import Any
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator
 from pydantic_core import ErrorDetails
-from sqlalchemy import and_, func, or_, select, tuple_
+from sqlalchemy import and_, func, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.changes import catalogue_written
@@ -42,9 +42,8 @@ def _cursor(p: Product) -> str:
 
 
 def _parse_cursor(cursor: str) -> tuple[datetime, int]:
-    from datetime import timezone
     micros, pid = cursor.split(".")
-    return datetime.fromtimestamp(int(micros) / 1_000_000, tz=timezone.utc), int(pid)
+    return datetime.fromtimestamp(int(micros) / 1_000_000, tz=UTC), int(pid)
 
 
 async def category_page(session: AsyncSession, category_id: int, *, after: str | None = None,
@@ -261,9 +260,9 @@ async def import_rows(session: AsyncSession, rows: list[ProductRow]) -> tuple[in
             await session.flush()
             categories[row.category] = cat
         product = existing.get(row.sku)
-        values = dict(category_id=cat.id, name=row.name, description=row.description.strip(),
-                      price_kes=row.price_kes * 100, price_usd=row.usd_cents, stock=row.stock,
-                      photo_url=row.photo_url, active=row.active)
+        values = {"category_id": cat.id, "name": row.name, "description": row.description.strip(),
+                  "price_kes": row.price_kes * 100, "price_usd": row.usd_cents, "stock": row.stock,
+                  "photo_url": row.photo_url, "active": row.active}
         if product is None:
             existing[row.sku] = product = Product(sku=row.sku, **values)
             session.add(product)

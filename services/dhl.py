@@ -21,7 +21,7 @@ import math
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -43,7 +43,7 @@ from services.notifications import alert_admins, enqueue, inline_keyboard
 log = logging.getLogger(__name__)
 
 BUDGET_NAME = "dhl"
-NEVER = datetime(9999, 1, 1, tzinfo=timezone.utc)  # "stop polling this shipment"
+NEVER = datetime(9999, 1, 1, tzinfo=UTC)  # "stop polling this shipment"
 MAX_MISS_BACKOFF = timedelta(hours=12)
 MAX_TEMPORARY_ERRORS = 3  # in a row: DHL looks down, stop the cycle instead of burning the budget
 KNOWN_CODES = ("pre-transit", "transit", "delivered", "failure")
@@ -98,7 +98,7 @@ def _timestamp(value: Any) -> datetime | None:
         stamp = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
     except ValueError:
         return None
-    return stamp.replace(tzinfo=timezone.utc) if stamp.tzinfo is None else stamp.astimezone(timezone.utc)
+    return stamp.replace(tzinfo=UTC) if stamp.tzinfo is None else stamp.astimezone(UTC)
 
 
 def parse_shipment(body: Any) -> TrackEvent:
@@ -144,7 +144,7 @@ class DhlClient:
         self.calls = 0  # HTTP requests made (retries included): the budget counts these
 
     @classmethod
-    def from_settings(cls, s: Settings) -> "DhlClient":
+    def from_settings(cls, s: Settings) -> DhlClient:
         if not s.dhl_api_key:
             raise ValueError("DHL_API_KEY is not set")
         # Spread the daily budget over the day, never closer than DHL's own minimum spacing.

@@ -11,7 +11,7 @@ import logging
 import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from sqlalchemy import bindparam, delete, distinct, func, insert, select, update
@@ -426,7 +426,7 @@ async def expire_due_orders(session_factory, now: datetime | None = None, batch:
     A reservation is not released while the order can still be paid: an order with a payable
     attempt (`_payable_attempt`) waits for a later cycle. The worker's job first closes card links
     at Stripe (payments.stripe_flow.close_lapsed_links); M-Pesa prompts end by themselves."""
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     due = (Order.state == AWAITING_PAYMENT, Order.reserved_until <= now, ~_payable_attempt(now))
     expired = 0
     async with session_factory() as session:

@@ -330,7 +330,7 @@ async def _query_briefly(client: MpesaClient | None, checkout_id: str) -> StkSta
         return await asyncio.wait_for(client.stk_query(checkout_id), CALLBACK_QUERY_SECONDS)
     except StillProcessing:
         return "processing"
-    except (MpesaError, asyncio.TimeoutError) as exc:
+    except (TimeoutError, MpesaError) as exc:
         log.info("mpesa.callback_query_unavailable", extra={"checkout": checkout_id,
                                                             "code": getattr(exc, "code", "timeout")})
         return "unavailable"

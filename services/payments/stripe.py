@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -42,7 +42,7 @@ class CheckoutSession:
     expires_at: datetime | None
 
     @classmethod
-    def from_api(cls, obj: Any) -> "CheckoutSession":
+    def from_api(cls, obj: Any) -> CheckoutSession:
         get = obj.get if hasattr(obj, "get") else (lambda k, d=None: getattr(obj, k, d))
         expires = get("expires_at")
         intent = get("payment_intent")
@@ -50,7 +50,7 @@ class CheckoutSession:
             intent = getattr(intent, "id", None) or (intent.get("id") if hasattr(intent, "get") else None)
         return cls(str(get("id")), get("url"), str(get("status") or ""), str(get("payment_status") or ""),
                    get("amount_total"), (get("currency") or "").upper() or None, intent,
-                   datetime.fromtimestamp(int(expires), tz=timezone.utc) if expires else None)
+                   datetime.fromtimestamp(int(expires), tz=UTC) if expires else None)
 
 
 def session_expiry(order: Order, now: datetime) -> datetime:
@@ -80,7 +80,7 @@ class StripeGateway:
         self.return_url = return_url
 
     @classmethod
-    def from_settings(cls, s: Settings) -> "StripeGateway":
+    def from_settings(cls, s: Settings) -> StripeGateway:
         assert s.stripe_secret_key and s.stripe_webhook_secret
         return cls(s.stripe_secret_key.get_secret_value(), s.stripe_webhook_secret.get_secret_value(),
                    s.stripe_api_base, s.shop_return_url)
