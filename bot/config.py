@@ -182,7 +182,7 @@ def describe_error(exc: ValidationError) -> str:
 
 def load_settings(**overrides: object) -> Settings:
     try:
-        return Settings(**overrides)  # type: ignore[arg-type]
+        return Settings(**overrides)  # type: ignore[arg-type]  # fields by name, validated (and refused) by pydantic
     except ValidationError as exc:
         raise ConfigError(describe_error(exc)) from None
 

@@ -36,7 +36,7 @@ def pin_response_types() -> None:
     for name in dir(methods):
         obj = getattr(methods, name)
         if isinstance(obj, type) and issubclass(obj, TelegramMethod) and obj is not TelegramMethod:
-            _PINNED_RESPONSE_TYPES.append(Response[obj.__returning__])  # type: ignore[name-defined]
+            _PINNED_RESPONSE_TYPES.append(Response[obj.__returning__])  # type: ignore[name-defined]  # a type found at run time
 
 
 def settle_heap() -> None:

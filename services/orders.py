@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
-from sqlalchemy import bindparam, delete, distinct, func, insert, select, update
+from sqlalchemy import ColumnElement, Exists, bindparam, delete, distinct, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -418,7 +418,8 @@ async def events_of(session: AsyncSession, order_id: int) -> list[OrderEvent]:
 # --- reservation expiry (scheduled) ---------------------------------------------------------------
 
 
-async def expire_due_orders(session_factory, now: datetime | None = None, batch: int = 100) -> int:  # type: ignore[no-untyped-def]
+async def expire_due_orders(session_factory: async_sessionmaker[AsyncSession], now: datetime | None = None,
+                            batch: int = 100) -> int:
     """Expire unpaid orders whose reservation ran out, releasing their stock; one order per
     transaction so a failure on one does not hold back the rest. Safe with several workers:
     rows are claimed with SKIP LOCKED on PostgreSQL and the state change is a compare-and-set.
@@ -456,7 +457,7 @@ async def expire_due_orders(session_factory, now: datetime | None = None, batch:
     return expired
 
 
-def _payable_attempt(now: datetime):  # type: ignore[no-untyped-def]
+def _payable_attempt(now: datetime) -> Exists:
     """An attempt of the order that may still turn into money: an M-Pesa prompt without a final
     answer younger than its final timeout (reconciliation settles it by then), or a card session
     not closed at Stripe whose expiry (plus a grace for clock skew) has not passed, or one still
@@ -473,7 +474,7 @@ def _payable_attempt(now: datetime):  # type: ignore[no-untyped-def]
             and_(Payment.expires_at.is_(None), Payment.created_at > now - IN_FLIGHT)))))
 
 
-def _answerable_prompt(now: datetime):  # type: ignore[no-untyped-def]
+def _answerable_prompt(now: datetime) -> ColumnElement[bool]:
     """The M-Pesa half of `_payable_attempt`: a pending prompt younger than its final timeout."""
     from sqlalchemy import and_
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from db.models import Customer, Order, Payment, Product, WebhookEvent, utcnow
 from db.session import execute_dml
@@ -208,7 +208,8 @@ async def settle_failed(session: AsyncSession, payment: Payment, *, code: str, d
     return state
 
 
-async def claim_due_attempts(session_factory, provider: str, now: datetime, hold: timedelta,  # type: ignore[no-untyped-def]
+async def claim_due_attempts(session_factory: async_sessionmaker[AsyncSession], provider: str, now: datetime,
+                             hold: timedelta,
                              *conditions: Any, batch: int = 50) -> list[int]:
     """Pending attempts of `provider` whose next check is due, each claimed by moving its next check
     forward with a compare-and-set, so two workers never check the same attempt in one cycle."""

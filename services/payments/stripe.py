@@ -110,7 +110,7 @@ class StripeGateway:
         try:
             async with asyncio.timeout(self.call_timeout):
                 obj = await self.client.v1.checkout.sessions.create_async(
-                    params=params, options={"idempotency_key": f"checkout-{payment.id}"})  # type: ignore[arg-type]
+                    params=params, options={"idempotency_key": f"checkout-{payment.id}"})  # type: ignore[arg-type]  # a plain dict for the SDK's TypedDict of params
         except TimeoutError:
             log.warning("stripe.create_failed", extra={"order": order.public_id, "error": "timeout"})
             raise StripeFailure("timeout") from None

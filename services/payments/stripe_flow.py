@@ -446,7 +446,7 @@ async def reconcile_due(session_factory: async_sessionmaker[AsyncSession], gatew
     for payment_id in await common.claim_due_attempts(session_factory, PROVIDER, now, timedelta(minutes=5),
                                                       Payment.stripe_session_id.is_not(None), batch=batch):
         async with session_factory() as session:
-            session_id = (await session.get(Payment, payment_id)).stripe_session_id  # type: ignore[union-attr]
+            session_id = (await session.get(Payment, payment_id)).stripe_session_id  # type: ignore[union-attr]  # the attempt claimed just now by its id
         try:
             checkout = await gateway.retrieve(session_id or "")
             if checkout.status == "open":
