@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 TEST_WORKERS ?= 4
 PYTEST := $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist worksteal
 
-.PHONY: run test test-fast test-sqlite faults bench install clean lock
+.PHONY: run test test-fast test-sqlite faults lint bench install clean lock
 
 # Installs exactly what was tested: every package pinned with its hashes in requirements.lock
 # (regenerate with `make lock` after changing dependencies in pyproject.toml), then the shop itself.
@@ -43,6 +43,15 @@ faults: $(STAMP)
 
 test-sqlite: $(STAMP)
 	STOREFRONT_TEST_BACKENDS=sqlite $(PYTEST)
+
+# The checks configured in pyproject.toml ([tool.ruff], [tool.mypy]). All three run, and the target
+# fails if any of them found something, so one run shows everything there is to fix.
+lint: $(STAMP)
+	@status=0; \
+	$(BIN)/ruff check . || status=1; \
+	$(BIN)/ruff format --check . || status=1; \
+	$(BIN)/mypy || status=1; \
+	exit $$status
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run_all

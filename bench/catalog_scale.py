@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import insert, select
 
@@ -23,7 +23,7 @@ SAMPLES = 300
 ROUNDS = 6
 PAGE = 6
 TARGET_RATIO = 1.5
-EPOCH = datetime(2026, 1, 1, tzinfo=timezone.utc)
+EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def rows(start: int, stop: int, category_id: int) -> list[dict]:

@@ -114,7 +114,7 @@ class Result:
         out.extend(f"   note: {n}" for n in self.notes)
         return out
 
-    def print(self) -> "Result":
+    def print(self) -> Result:
         print("\n".join(self.lines()), flush=True)
         return self
 

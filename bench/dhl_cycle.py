@@ -15,7 +15,7 @@ cycle's cost, not DHL's quota.
 """
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, insert, select, update
 
@@ -37,7 +37,7 @@ PRE = ds.PRE_TRANSIT[0]
 
 async def seed(session_factory) -> None:  # type: ignore[no-untyped-def]
     """SHIPMENTS shipped DHL orders whose last known event is the pre-transit one."""
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     async with session_factory() as session, session.begin():
         await session.execute(insert(Customer).values(id=777, chat_id=777, first_name="Buyer", language="en"))
         for start in range(0, SHIPMENTS, 5_000):

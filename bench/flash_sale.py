@@ -94,7 +94,7 @@ async def checkout(session_factory, gate: asyncio.Semaphore, customer_id: int,  
 
 async def run() -> Result:
     async with migrated_engine("sf_bench_flash") as engine:
-        assert engine.pool.size() == POOL and engine.pool._max_overflow == 0, "bench out of step with make_engine"  # noqa: SLF001
+        assert engine.pool.size() == POOL and engine.pool._max_overflow == 0, "bench out of step with make_engine"
         session_factory = make_sessionmaker(engine)
         await seed(session_factory, "WARM-1", POOL, 90_000, WARM_UP)
         product_id = await seed(session_factory, "FLASH-1", UNITS, 10_000, BUYERS)

@@ -28,7 +28,7 @@ async def run_one(name: str) -> Result:
     began = time.perf_counter()
     try:
         result: Result = await module.run()
-    except Exception as exc:  # one broken benchmark must not hide the others' figures
+    except Exception as exc:  # noqa: BLE001 - one broken benchmark must not hide the others' figures
         result = Result(name, "ran to the end", False, {"error": f"{type(exc).__name__}: {exc}"})
     result.figures["benchmark run time s"] = time.perf_counter() - began
     return result

@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         return run_loop(_dispatch(args, settings))
     except KeyboardInterrupt:
         return 0
-    except Exception as exc:  # noqa: BLE001 - an outside service refused us: one line, not a traceback
+    except Exception as exc:  # an outside service refused us: one line, not a traceback
         line, code = unavailable(exc, settings)
         if line is None:
             raise

@@ -13,7 +13,6 @@ from typing import Annotated
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-
 MIN_CALLBACK_TOKEN = 32
 
 
@@ -183,7 +182,7 @@ def describe_error(exc: ValidationError) -> str:
 
 def load_settings(**overrides: object) -> Settings:
     try:
-        return Settings(**overrides)  # type: ignore[arg-type]
+        return Settings(**overrides)  # type: ignore[arg-type]  # fields by name, validated (and refused) by pydantic
     except ValidationError as exc:
         raise ConfigError(describe_error(exc)) from None
 

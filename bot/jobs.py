@@ -7,8 +7,8 @@ double anything.
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timezone
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
@@ -56,5 +56,5 @@ def build_scheduler(shop: Shop) -> AsyncIOScheduler:
                 log.exception("job.failed", extra={"job": name})
 
         scheduler.add_job(_run, "interval", seconds=seconds, id=name, max_instances=1, coalesce=True,
-                          misfire_grace_time=max(int(seconds), 1), next_run_time=datetime.now(timezone.utc))
+                          misfire_grace_time=max(int(seconds), 1), next_run_time=datetime.now(UTC))
     return scheduler

@@ -5,10 +5,11 @@ from __future__ import annotations
 import logging
 import re
 import sys
+from collections.abc import Callable
 
 _STD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "taskName"}
 
-_PATTERNS = [
+_PATTERNS: list[tuple[re.Pattern[str], str | Callable[[re.Match[str]], str]]] = [
     (re.compile(r"(/webhooks/mpesa/)[^/\s\"'?]+"), r"\1<token>"),  # the callback URL's secret segment
     (re.compile(r"(?<!\d)\d{6,12}:[A-Za-z0-9_-]{30,}"), "<bot-token>"),  # also inside /bot<token>/ URLs  # Telegram bot token
     (re.compile(r"(?i)(bearer|basic)\s+[A-Za-z0-9._~+/=-]{8,}"), r"\1 <redacted>"),

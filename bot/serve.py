@@ -31,7 +31,7 @@ async def upgrade_db(settings: Settings) -> None:
 
 
 async def import_catalog(settings: Settings, path: Path) -> int:
-    if not path.is_file():
+    if not await asyncio.to_thread(path.is_file):
         print(f"catalog import: no such file: {path}", file=sys.stderr)
         return 2
     try:
@@ -51,7 +51,7 @@ async def import_catalog(settings: Settings, path: Path) -> int:
 
 
 async def load_demo_if_empty(settings: Settings, path: Path) -> None:
-    if not settings.load_demo_catalog or not path.is_file():
+    if not settings.load_demo_catalog or not await asyncio.to_thread(path.is_file):
         return
     engine = make_engine(settings.database_url)
     try:

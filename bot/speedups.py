@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, ClassVar, cast
 
+import orjson
 from aiogram import Bot
 from aiogram.client.default import Default
 from aiogram.client.session.aiohttp import AiohttpSession
@@ -18,7 +19,6 @@ from aiogram.exceptions import TelegramNetworkError
 from aiogram.methods import TelegramMethod
 from aiogram.methods.base import TelegramType
 from aiogram.types import InputFile, TelegramObject
-import orjson
 from aiohttp import ClientError, ClientTimeout
 
 _PINNED_RESPONSE_TYPES: list[type] = []
@@ -36,7 +36,7 @@ def pin_response_types() -> None:
     for name in dir(methods):
         obj = getattr(methods, name)
         if isinstance(obj, type) and issubclass(obj, TelegramMethod) and obj is not TelegramMethod:
-            _PINNED_RESPONSE_TYPES.append(Response[obj.__returning__])  # type: ignore[name-defined]
+            _PINNED_RESPONSE_TYPES.append(Response[obj.__returning__])  # type: ignore[name-defined]  # a type found at run time
 
 
 def settle_heap() -> None:
@@ -78,7 +78,7 @@ class JsonBodySession(AiohttpSession):
     _JSON: ClassVar[dict[str, str]] = {"Content-Type": "application/json"}
 
     async def make_request(self, bot: Bot, method: TelegramMethod[TelegramType],
-                           timeout: int | None = None) -> TelegramType:
+                           timeout: int | None = None) -> TelegramType:  # noqa: ASYNC109 - BaseSession's signature
         body = self._json_body(bot, method)
         if body is None:
             return await super().make_request(bot, method, timeout)
@@ -157,7 +157,7 @@ def _succeeded(raw: str) -> bool:
 def _scalar(value: Any) -> Any:
     """Dates as Unix seconds: a number in JSON, where aiogram's form preparation writes a string."""
     if isinstance(value, datetime.timedelta):
-        value = datetime.datetime.now() + value  # naive local time, as aiogram's own preparation
+        value = datetime.datetime.now(datetime.UTC) + value
     if isinstance(value, datetime.datetime):
         return round(value.timestamp())
     return value

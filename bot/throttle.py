@@ -108,9 +108,7 @@ class ThrottleMiddleware(BaseMiddleware):
         if first:
             log.info("throttle.refused", extra={"user": user_id})
         try:
-            if isinstance(event, CallbackQuery):
-                await event.answer(t("throttle.slow_down", lang))
-            elif isinstance(event, Message) and first:
+            if isinstance(event, CallbackQuery) or (isinstance(event, Message) and first):
                 await event.answer(t("throttle.slow_down", lang))
         except TelegramAPIError as exc:  # e.g. a press too old to answer: nothing more to tell them
             log.info("throttle.notice_failed", extra={"error": type(exc).__name__})

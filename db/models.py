@@ -6,39 +6,60 @@ conserved quantity that tests can check after any storm of concurrent checkouts.
 """
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import (
-    JSON, BigInteger, Boolean, CheckConstraint, DateTime, ForeignKey, Index, Integer, String, Text,
-    TypeDecorator, UniqueConstraint,
+    JSON,
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
 )
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class Base(DeclarativeBase):
     pass
 
 
-class TZDateTime(TypeDecorator):
+def table_of(model: type[Base]) -> Table:
+    """The model's Table, for Core statements over it (declarative types `__table__` as any FromClause)."""
+    table = model.__table__
+    if not isinstance(table, Table):
+        raise TypeError(f"{model.__name__} is not mapped to a Table")
+    return table
+
+
+class TZDateTime(TypeDecorator[datetime]):
     """Timezone-aware UTC timestamps on PostgreSQL and SQLite alike (SQLite drops the tzinfo)."""
 
     impl = DateTime(timezone=True)
     cache_ok = True
 
-    def process_bind_param(self, value, dialect):  # type: ignore[no-untyped-def]
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is not None and value.tzinfo is not None:
-            value = value.astimezone(timezone.utc)
+            value = value.astimezone(UTC)
             if dialect.name == "sqlite":
                 value = value.replace(tzinfo=None)
         return value
 
-    def process_result_value(self, value, dialect):  # type: ignore[no-untyped-def]
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is not None and value.tzinfo is None:
-            value = value.replace(tzinfo=timezone.utc)
+            value = value.replace(tzinfo=UTC)
         return value
 
 
@@ -228,7 +249,7 @@ class Payment(Base):
     result_code: Mapped[str | None] = mapped_column(String(32))
     result_desc: Mapped[str | None] = mapped_column(Text)
     receipt_number: Mapped[str | None] = mapped_column(String(64))
-    raw_callback: Mapped[dict | None] = mapped_column(JSON)
+    raw_callback: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     query_attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_check_at: Mapped[datetime | None] = mapped_column(TZDateTime())
     expires_at: Mapped[datetime | None] = mapped_column(TZDateTime())
@@ -253,7 +274,7 @@ class WebhookEvent(Base):
     event_type: Mapped[str] = mapped_column(String(64), default="")
     status: Mapped[str] = mapped_column(String(16), default="processed")
     detail: Mapped[str | None] = mapped_column(Text)
-    payload: Mapped[dict | None] = mapped_column(JSON)
+    payload: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     payment_id: Mapped[int | None] = mapped_column(ForeignKey("payments.id"))
     received_at: Mapped[datetime] = mapped_column(TZDateTime(), default=utcnow)
 
@@ -271,7 +292,7 @@ class Outbox(Base):
     chat_id: Mapped[int] = mapped_column(BigInteger, index=True)
     kind: Mapped[str] = mapped_column(String(32))  # order_status / admin_alert / back_in_stock / ...
     text: Mapped[str] = mapped_column(Text)
-    reply_markup: Mapped[dict | None] = mapped_column(JSON)
+    reply_markup: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     dedup_key: Mapped[str | None] = mapped_column(String(128))
     state: Mapped[str] = mapped_column(String(16), default="pending")  # pending / sent / dead
     attempts: Mapped[int] = mapped_column(Integer, default=0)

@@ -6,11 +6,13 @@ writing at once; PostgreSQL gets a pool sized for a couple of web and worker pro
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Executable, Row, Select, event
+from sqlalchemy import CursorResult, Executable, Row, Select, UpdateBase, event
 from sqlalchemy import exc as sa_exc
+from sqlalchemy.dialects.postgresql import Insert as PgInsert
 from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import Insert as SqliteInsert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
@@ -30,7 +32,7 @@ def make_engine(url: str, **kwargs: object) -> AsyncEngine:
         engine = create_async_engine(url, connect_args={"timeout": 30}, **kwargs)
 
         @event.listens_for(engine.sync_engine, "connect")
-        def _pragmas(dbapi_conn, _record):  # type: ignore[no-untyped-def]
+        def _pragmas(dbapi_conn: Any, _record: Any) -> None:  # the DBAPI's own connection: untyped
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA foreign_keys=ON")
@@ -55,10 +57,26 @@ def make_engine(url: str, **kwargs: object) -> AsyncEngine:
     return create_async_engine(url, **kwargs)
 
 
-def insert_with_conflicts(dialect_name: str) -> Callable[..., Any]:
+def insert_with_conflicts(dialect_name: str) -> Callable[[Any], PgInsert | SqliteInsert]:
     """The dialect's `insert()`, the one with `on_conflict_do_update` / `on_conflict_do_nothing`
     (PostgreSQL's and SQLite's spell them alike)."""
     return pg_insert if dialect_name == "postgresql" else sqlite_insert
+
+
+def dialect_name(session: AsyncSession) -> str:
+    """The name of the dialect the session runs on ("postgresql", "sqlite"). Every session of the
+    shop's factories is bound to an engine; an unbound one is a programming error."""
+    bind = session.bind
+    if bind is None:
+        raise RuntimeError("the session is not bound to an engine or a connection")
+    return bind.dialect.name
+
+
+async def execute_dml(session: AsyncSession, statement: UpdateBase,
+                      params: Mapping[str, Any] | None = None) -> CursorResult[Any]:
+    """Run an INSERT, UPDATE or DELETE in the session. Its result is a CursorResult (with the
+    `rowcount` the compare-and-set writes check), which `AsyncSession.execute` types only as a Result."""
+    return cast(CursorResult[Any], await session.execute(statement, params))
 
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

@@ -17,7 +17,7 @@ import logging
 import re
 import time
 from collections.abc import Awaitable, Callable
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 from aiogram import Bot
@@ -49,12 +49,12 @@ from services.zones import get_zone
 log = logging.getLogger(__name__)
 
 ADMIN_ONLY = ("restock", "stock", "order", "ship", "delivered")  # never customer commands: refused anywhere
-IN_GROUP = ADMIN_ONLY + ("orders", "cancel")  # /orders and /cancel mean admin things only in the group
+IN_GROUP = (*ADMIN_ONLY, "orders", "cancel")  # /orders and /cancel mean admin things only in the group
 CACHE_SECONDS = 300
 _member_cache: dict[tuple[int, int], tuple[float, bool]] = {}
 
 
-class AdminAction(str, Enum):
+class AdminAction(StrEnum):
     VIEW = "v"
     SHIP = "s"
     CANCEL = "c"  # asks for confirmation

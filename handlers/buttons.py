@@ -20,7 +20,7 @@ action, an empty field) matches no handler and gets the stale-button answer (han
 """
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 from typing import Annotated, Literal
 
 from aiogram.filters.callback_data import CallbackData
@@ -35,7 +35,7 @@ PublicId = Annotated[str, StringConstraints(min_length=1, max_length=32)]
 ZoneCode = Annotated[str, StringConstraints(min_length=1, max_length=32)]
 
 
-class MenuScreen(str, Enum):
+class MenuScreen(StrEnum):
     CATALOG = "catalog"
     CART = "cart"
     ORDERS = "orders"
@@ -55,7 +55,7 @@ class Category(CallbackData, prefix="cat"):
     category_id: Id
 
 
-class Direction(str, Enum):
+class Direction(StrEnum):
     AFTER = "a"
     BEFORE = "b"
 
@@ -67,7 +67,7 @@ class CategoryPage(CallbackData, prefix="cat"):
     cursor: Cursor
 
 
-class CardAction(str, Enum):
+class CardAction(StrEnum):
     VIEW = "v"  # a new screen (may become a photo)
     QUANTITY = "q"  # the card shown, edited in place
     ADD = "a"
@@ -79,7 +79,7 @@ class Card(CallbackData, prefix="cat"):
     qty: Qty
 
 
-class ProductAction(str, Enum):
+class ProductAction(StrEnum):
     TYPE_QUANTITY = "t"
     NOTIFY_ME = "n"
 
@@ -96,7 +96,7 @@ class CardMainMenu(CallbackData, prefix="cat"):
 # --- cart ------------------------------------------------------------------------------------------
 
 
-class LineAction(str, Enum):
+class LineAction(StrEnum):
     FEWER = "d"
     MORE = "i"
     REMOVE = "r"
@@ -120,7 +120,7 @@ class CartClear(CallbackData, prefix="crt"):
 # --- checkout, payment, orders ---------------------------------------------------------------------
 
 
-class CheckoutAction(str, Enum):
+class CheckoutAction(StrEnum):
     START = "start"
     CANCEL = "x"
     CONFIRM = "ok"
@@ -135,7 +135,7 @@ class ZoneChoice(CallbackData, prefix="chk"):
     zone: ZoneCode
 
 
-class PayAction(str, Enum):
+class PayAction(StrEnum):
     OFFER = "o"  # offer the payment methods (again)
     CANCEL = "x"  # cancel the unpaid order
     MPESA = "m"
@@ -148,7 +148,7 @@ class Pay(CallbackData, prefix="pay"):
     public_id: PublicId
 
 
-class OrderAction(str, Enum):
+class OrderAction(StrEnum):
     VIEW = "v"
 
 

@@ -6,14 +6,29 @@ so no screen goes over Telegram's 4096 characters whatever the product names are
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from aiogram import F
 from aiogram.filters import Command
 from aiogram.types import CallbackQuery, InlineKeyboardMarkup, Message
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.middlewares import ONE_STATEMENT_EACH
-from handlers.buttons import (MENU_CART, MENU_CATALOG, MENU_MAIN, Card, CardAction, CartClear, CartLine, CartPage,
-                              CheckoutAction, CheckoutStep, LineAction, Menu, MenuScreen)
+from handlers.buttons import (
+    MENU_CART,
+    MENU_CATALOG,
+    MENU_MAIN,
+    Card,
+    CardAction,
+    CartClear,
+    CartLine,
+    CartPage,
+    CheckoutAction,
+    CheckoutStep,
+    LineAction,
+    Menu,
+    MenuScreen,
+)
 from handlers.filters import Buttons
 from handlers.render import TEXT_LIMIT, kb, send, show
 from handlers.routing import Routes
@@ -30,7 +45,7 @@ MAX_LINES_PER_PAGE = 8  # each line brings a row of four buttons
 PAGE_BUDGET = TEXT_LIMIT - 600  # room for the title, subtotal and page number around the lines
 
 
-def _line_text(n: int, line: cart_service.CartLine, lang: str) -> str:
+def _line_text(n: int, line: cart_service.CartLine, lang: str) -> Markup:
     p = line.product
     text = t("cart.line", lang, n=n, name=p.name, qty=line.quantity,
              kes=format_money(p.price_kes * line.quantity, "KES"), usd=format_money(p.price_usd * line.quantity, "USD"))
@@ -48,7 +63,7 @@ def _line_text(n: int, line: cart_service.CartLine, lang: str) -> str:
     return text
 
 
-def paginate(texts: list[str], budget: int = PAGE_BUDGET, per_page: int = MAX_LINES_PER_PAGE) -> list[list[int]]:
+def paginate(texts: Sequence[str], budget: int = PAGE_BUDGET, per_page: int = MAX_LINES_PER_PAGE) -> list[list[int]]:
     """Indexes of the lines on each page: as many as fit `budget` characters, at most `per_page`."""
     pages: list[list[int]] = [[]]
     used = 0

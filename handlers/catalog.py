@@ -24,8 +24,21 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot.config import Settings
 from bot.middlewares import ONE_STATEMENT_EACH
 from db.models import Customer, Product
-from handlers.buttons import (MENU_CART, MENU_CATALOG, MENU_MAIN, Card, CardAction, CardMainMenu, Category,
-                              CategoryPage, Direction, Menu, MenuScreen, ProductAction, ProductButton)
+from handlers.buttons import (
+    MENU_CART,
+    MENU_CATALOG,
+    MENU_MAIN,
+    Card,
+    CardAction,
+    CardMainMenu,
+    Category,
+    CategoryPage,
+    Direction,
+    Menu,
+    MenuScreen,
+    ProductAction,
+    ProductButton,
+)
 from handlers.filters import AnyCommand, Buttons, NotCommand
 from handlers.render import CAPTION_LIMIT, TEXT_LIMIT, kb, send, show
 from handlers.routing import Routes

@@ -146,7 +146,8 @@ async def chose_zone(query: CallbackQuery, callback_data: ZoneChoice, customer: 
     await state.update_data(zone=code)
     await state.set_state(Checkout.phone)
     if query.message is not None:
-        await query.message.edit_reply_markup(reply_markup=None)
+        if isinstance(query.message, Message):  # an inaccessible one cannot be edited
+            await query.message.edit_reply_markup(reply_markup=None)
         await query.message.answer(t("checkout.ask_phone", lang, zone=t(f"zone.{code}.short", lang)),
                                    reply_markup=phone_keyboard(customer, lang))
 
@@ -285,5 +286,6 @@ async def confirm(query: CallbackQuery, session: AsyncSession, customer_id: int,
         return
     await query.answer(plain("checkout.placed_toast", lang, order=order.public_id))
     if query.message is not None:
-        await query.message.edit_reply_markup(reply_markup=None)
+        if isinstance(query.message, Message):  # an inaccessible one cannot be edited
+            await query.message.edit_reply_markup(reply_markup=None)
         await offer_payment(query.message, session, order, providers, lang)

@@ -8,8 +8,14 @@ from functools import lru_cache
 from aiogram import F
 from aiogram.filters import Command
 from aiogram.fsm.context import FSMContext
-from aiogram.types import (CallbackQuery, ErrorEvent, InlineKeyboardButton, InlineKeyboardMarkup, Message,
-                           ReplyKeyboardRemove)
+from aiogram.types import (
+    CallbackQuery,
+    ErrorEvent,
+    InlineKeyboardButton,
+    InlineKeyboardMarkup,
+    Message,
+    ReplyKeyboardRemove,
+)
 
 from db.session import database_unreachable
 from handlers.buttons import MENU_CART, MENU_CATALOG, MENU_HELP, MENU_ORDERS, Menu, MenuScreen
@@ -79,6 +85,6 @@ async def on_error(event: ErrorEvent) -> bool:
             await update.message.answer(t("error.internal"))
         elif update.callback_query is not None:
             await update.callback_query.answer(t("error.internal"), show_alert=True)
-    except Exception:  # the apology itself failed (Telegram down): the log line above is what we have
+    except Exception:  # noqa: BLE001 - the apology itself failed (Telegram down): the log line above is what we have
         log.warning("handler.error.apology_failed", extra={"update_id": update.update_id})
     return True

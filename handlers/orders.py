@@ -3,12 +3,21 @@ from __future__ import annotations
 
 from aiogram import F
 from aiogram.filters import Command, CommandObject
-from aiogram.types import CallbackQuery, Message
+from aiogram.types import CallbackQuery, InlineKeyboardMarkup, Message
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.models import Customer, Order
-from handlers.buttons import (MENU_CATALOG, MENU_MAIN, MENU_ORDERS, Menu, MenuScreen, OrderAction, OrderButton, Pay,
-                              PayAction)
+from handlers.buttons import (
+    MENU_CATALOG,
+    MENU_MAIN,
+    MENU_ORDERS,
+    Menu,
+    MenuScreen,
+    OrderAction,
+    OrderButton,
+    Pay,
+    PayAction,
+)
 from handlers.filters import Buttons
 from handlers.render import kb, send, show
 from handlers.routing import Routes
@@ -46,7 +55,7 @@ def order_line(order: Order, lang: str) -> str:
              total=format_money(order.total, order.currency), date=order.created_at.strftime("%d %b %Y"))
 
 
-async def orders_screen(session: AsyncSession, customer: Customer, lang: str) -> tuple[str, object]:
+async def orders_screen(session: AsyncSession, customer: Customer, lang: str) -> tuple[str, InlineKeyboardMarkup]:
     orders = await order_service.customer_orders(session, customer.id)
     if not orders:
         return t("orders.none", lang), kb([(t("menu.catalog", lang), MENU_CATALOG), (t("menu.back", lang), MENU_MAIN)])
@@ -80,7 +89,7 @@ def order_detail(order: Order, lang: str) -> Markup:
     return text
 
 
-def detail_keyboard(order: Order, lang: str) -> object:
+def detail_keyboard(order: Order, lang: str) -> InlineKeyboardMarkup:
     rows = []
     if order.state == order_service.AWAITING_PAYMENT:
         rows.append([(t("orders.pay_now", lang), Pay(action=PayAction.OFFER, public_id=order.public_id).pack())])
@@ -91,12 +100,12 @@ def detail_keyboard(order: Order, lang: str) -> object:
 @router.callback_query(Menu.filter(F.screen == MenuScreen.ORDERS))
 async def my_orders(query: CallbackQuery, session: AsyncSession, customer: Customer, lang: str) -> None:
     await query.answer()
-    await show(query, *await orders_screen(session, customer, lang))  # type: ignore[arg-type]
+    await show(query, *await orders_screen(session, customer, lang))
 
 
 @router.message(Command("orders"))
 async def orders_command(message: Message, session: AsyncSession, customer: Customer, lang: str) -> None:
-    await send(message, *await orders_screen(session, customer, lang))  # type: ignore[arg-type]
+    await send(message, *await orders_screen(session, customer, lang))
 
 
 @router.callback_query(OrderButton.filter(F.action == OrderAction.VIEW))
@@ -110,7 +119,7 @@ async def view_order(query: CallbackQuery, callback_data: OrderButton, session: 
         return
     await query.answer()
     if query.message is not None:
-        await query.message.answer(order_detail(order, lang), reply_markup=detail_keyboard(order, lang))  # type: ignore[arg-type]
+        await query.message.answer(order_detail(order, lang), reply_markup=detail_keyboard(order, lang))
 
 
 @router.message(Command("track"))
@@ -125,4 +134,4 @@ async def track(message: Message, command: CommandObject, session: AsyncSession,
     except NotFound as exc:
         await message.answer(not_found(exc, lang))
         return
-    await message.answer(order_detail(order, lang), reply_markup=detail_keyboard(order, lang))  # type: ignore[arg-type]
+    await message.answer(order_detail(order, lang), reply_markup=detail_keyboard(order, lang))

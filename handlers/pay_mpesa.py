@@ -9,7 +9,7 @@ from aiogram import F
 from aiogram.filters import StateFilter
 from aiogram.fsm.context import FSMContext
 from aiogram.fsm.state import State, StatesGroup
-from aiogram.types import CallbackQuery, Message, User
+from aiogram.types import CallbackQuery, MaybeInaccessibleMessageUnion, Message, User
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.config import Settings
@@ -84,7 +84,7 @@ async def typed_mpesa_phone(message: Message, event_from_user: User, state: FSMC
     await _push(message, order_id, event_from_user.id, msisdn, lang, providers, settings, session_factory, state)
 
 
-async def _push(message: Message, order_id: str, customer_id: int, msisdn: str, lang: str,
+async def _push(message: MaybeInaccessibleMessageUnion, order_id: str, customer_id: int, msisdn: str, lang: str,
                 providers: dict[str, Any], settings: Settings,
                 session_factory: async_sessionmaker[AsyncSession], state: FSMContext) -> None:
     try:

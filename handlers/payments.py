@@ -6,7 +6,13 @@ import logging
 from typing import Any
 
 from aiogram import F
-from aiogram.types import CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, Message
+from aiogram.types import (
+    CallbackQuery,
+    InlineKeyboardButton,
+    InlineKeyboardMarkup,
+    MaybeInaccessibleMessageUnion,
+    Message,
+)
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.config import Settings
@@ -18,8 +24,8 @@ from services import orders as order_service
 from services.errors import DomainError
 from services.i18n import plain, t
 from services.money import format_money
-from services.payments.stripe import StripeFailure
 from services.payments import stripe_flow
+from services.payments.stripe import StripeFailure
 
 log = logging.getLogger(__name__)
 router = Routes("payments")
@@ -52,7 +58,7 @@ def offer_text(order: Order, methods: list[str], lang: str) -> str:
     return t(key, lang, order=order.public_id, total=format_money(order.total, order.currency, lang), until=until)
 
 
-async def offer_payment(message: Message, session: AsyncSession, order: Order, providers: dict[str, Any],
+async def offer_payment(message: MaybeInaccessibleMessageUnion, session: AsyncSession, order: Order, providers: dict[str, Any],
                         lang: str) -> None:
     methods = payment_methods(order, providers)
     if not methods:
@@ -127,7 +133,7 @@ async def cancel_unpaid(query: CallbackQuery, callback_data: Pay, session: Async
                              state=t(f"state.{order.state}", lang)), show_alert=True)
     else:
         await query.answer(plain("pay.cancelled", lang, order=public_id))
-        if query.message is not None:
+        if isinstance(query.message, Message):  # an inaccessible one cannot be edited
             await query.message.edit_reply_markup(reply_markup=None)
 
 

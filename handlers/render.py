@@ -3,6 +3,7 @@ What Telegram sends back for these calls is never read, so it is not parsed (bot
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 from aiogram.exceptions import TelegramBadRequest
 from aiogram.types import CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, Message
@@ -16,7 +17,7 @@ TEXT_LIMIT = 4096
 CAPTION_LIMIT = 1024
 
 
-def kb(*rows: list[tuple[str, str]]) -> InlineKeyboardMarkup:
+def kb(*rows: Sequence[tuple[str, str]]) -> InlineKeyboardMarkup:
     """Inline keyboard from rows of (label, callback_data or URL). Telegram shows labels as they are,
     so a label from `t` (escaped for HTML) is turned back into the text it stands for."""
     return InlineKeyboardMarkup(inline_keyboard=[

@@ -14,7 +14,6 @@ from aiogram import Router
 from aiogram.dispatcher.event.handler import CallbackType
 
 
-
 class _Event:
     """One event's router-level filters and handlers, in registration order."""
 

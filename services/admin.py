@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot.config import Settings
 from db.changes import catalogue_written
 from db.models import Category, Order, Payment, Product, utcnow
+from db.session import execute_dml
 from services import buttons, catalog
 from services import orders as sm
 from services.errors import DomainError, InvalidInput, NotFound
@@ -156,7 +157,7 @@ async def _claim(session: AsyncSession, order: Order, allowed: tuple[str, ...], 
     """Refuse unless the order is in one of `allowed` states, then hold it: a no-op compare-and-set
     write that takes the row lock (PostgreSQL) / the write lock (SQLite) until our commit."""
     if order.state in allowed:
-        result = await session.execute(
+        result = await execute_dml(session,
             update(Order).where(Order.id == order.id, Order.state == order.state)
             .values(updated_at=utcnow()).execution_options(synchronize_session=False))
         if result.rowcount == 1:

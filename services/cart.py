@@ -3,14 +3,14 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
-from sqlalchemy import Insert, Select, bindparam, case, delete, func, select
+from sqlalchemy import BindParameter, Insert, Select, bindparam, case, delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import lazyload
 
-from db.models import CartItem, Customer, Product, TZDateTime, utcnow
-from db.session import insert_with_conflicts
+from db.models import CartItem, Customer, Product, TZDateTime, table_of, utcnow
+from db.session import dialect_name, insert_with_conflicts
 from services.errors import InvalidInput, OutOfStock
 
 MAX_LINE_QTY = 99
@@ -62,7 +62,7 @@ async def ensure_customer(session: AsyncSession, user_id: int, chat_id: int, fir
 # The cart's own statements are built once, in Core over the tables (no ORM entities to load):
 # building a statement costs more CPU than running it (the cart screen, the card and Add to cart
 # run them on every press).
-_ITEMS, _PRODUCTS = CartItem.__table__, Product.__table__
+_ITEMS, _PRODUCTS = table_of(CartItem), table_of(Product)
 _LINES = (
     select(_PRODUCTS.c.id, _PRODUCTS.c.name, _PRODUCTS.c.price_kes, _PRODUCTS.c.price_usd, _PRODUCTS.c.stock,
            _PRODUCTS.c.active, _ITEMS.c.quantity, _ITEMS.c.seen_price_kes, _ITEMS.c.seen_price_usd)
@@ -78,14 +78,14 @@ async def register_customer(session: AsyncSession, user_id: int, chat_id: int, f
     """`ensure_customer` for callers that need only to know the customer exists: one statement
     (an upsert that writes nothing for a returning customer whose chat is unchanged), so a handler
     flagged to run without a transaction pays one round trip for it."""
-    await session.execute(_register(session.bind.dialect.name), {
+    await session.execute(_register(dialect_name(session)), {
         "id": user_id, "chat_id": chat_id, "first_name": first_name[:128], "username": username,
         "language": (language or "en")[:8], "unreachable": False, "created_at": utcnow()})
 
 
 @functools.cache
 def _register(dialect: str) -> Insert:
-    customers = Customer.__table__
+    customers = table_of(Customer)
     insert = insert_with_conflicts(dialect)(customers)
     moved = customers.c.chat_id != insert.excluded.chat_id
     # A chat id <= 0 is not a private chat: keep the one we have, as ensure_customer does.
@@ -127,11 +127,12 @@ async def try_add(session: AsyncSession, customer_id: int, product_id: int, quan
     sees the table as it was): one round trip, against five for `add` in a transaction. SQLite reads
     it just ahead of the write, so two presses at the same instant may both say "added" there."""
     values = {"customer_id": customer_id, "product_id": product_id, "quantity": quantity, "now": utcnow()}
-    if session.bind.dialect.name == "postgresql":
+    dialect = dialect_name(session)
+    if dialect == "postgresql":
         before, now = (await session.execute(_add_reading_before(), values)).one()
     else:
         before = await quantity_in_cart(session, customer_id, product_id)
-        now = (await session.execute(_upsert(session.bind.dialect.name), values)).scalar_one_or_none()
+        now = (await session.execute(_upsert(dialect), values)).scalar_one_or_none()
     return None if now is None else Added(before or 0, now)
 
 
@@ -146,7 +147,8 @@ def _upsert(dialect: str) -> Insert:
     pg = dialect == "postgresql"
     least = func.least if pg else func.min  # SQLite's many-argument min() is LEAST
     items, products = _ITEMS, _PRODUCTS
-    product_id, quantity = bindparam("product_id"), bindparam("quantity")
+    product_id: BindParameter[Any] = bindparam("product_id")
+    quantity: BindParameter[Any] = bindparam("quantity")
     live_stock = select(products.c.stock).where(products.c.id == product_id).scalar_subquery()
     source = select(
         bindparam("customer_id"), products.c.id, least(quantity, products.c.stock, MAX_LINE_QTY),

@@ -5,16 +5,18 @@ from __future__ import annotations
 import csv
 import io
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator
-from sqlalchemy import and_, func, or_, select, tuple_
+from pydantic_core import ErrorDetails
+from sqlalchemy import and_, func, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.changes import catalogue_written
-from db.models import Category, Product
+from db.models import Category, Customer, Outbox, Product, StockWatch
 from services.errors import NotFound
 
 
@@ -40,9 +42,8 @@ def _cursor(p: Product) -> str:
 
 
 def _parse_cursor(cursor: str) -> tuple[datetime, int]:
-    from datetime import timezone
     micros, pid = cursor.split(".")
-    return datetime.fromtimestamp(int(micros) / 1_000_000, tz=timezone.utc), int(pid)
+    return datetime.fromtimestamp(int(micros) / 1_000_000, tz=UTC), int(pid)
 
 
 async def category_page(session: AsyncSession, category_id: int, *, after: str | None = None,
@@ -170,7 +171,7 @@ def parse_catalog(path: Path) -> list[ProductRow]:
     return rows
 
 
-def _describe(err: dict) -> str:
+def _describe(err: ErrorDetails) -> str:
     """Pydantic's message plus the offending value, so the operator can find it in the file."""
     value = err.get("input")
     if err.get("type") == "missing" or isinstance(value, (dict, list)):
@@ -183,7 +184,7 @@ def text_line(data: bytes, offset: int) -> int:
     return data[:offset].count(b"\n") + 1
 
 
-Record = tuple[int, dict, dict[str, int]]  # (line of the record, fields, line of each field)
+Record = tuple[int, dict[str, Any], dict[str, int]]  # (line of the record, fields, line of each field)
 
 
 def _csv_records(text: str) -> list[Record]:
@@ -259,9 +260,9 @@ async def import_rows(session: AsyncSession, rows: list[ProductRow]) -> tuple[in
             await session.flush()
             categories[row.category] = cat
         product = existing.get(row.sku)
-        values = dict(category_id=cat.id, name=row.name, description=row.description.strip(),
-                      price_kes=row.price_kes * 100, price_usd=row.usd_cents, stock=row.stock,
-                      photo_url=row.photo_url, active=row.active)
+        values = {"category_id": cat.id, "name": row.name, "description": row.description.strip(),
+                  "price_kes": row.price_kes * 100, "price_usd": row.usd_cents, "stock": row.stock,
+                  "photo_url": row.photo_url, "active": row.active}
         if product is None:
             existing[row.sku] = product = Product(sku=row.sku, **values)
             session.add(product)
@@ -308,21 +309,17 @@ async def catalog_is_empty(session: AsyncSession) -> bool:
 
 async def watch_product(session: AsyncSession, customer_id: int, product_id: int) -> None:
     """"Notify me": remember that this customer wants to hear when the product is back (once)."""
-    from db.models import StockWatch
-
     if await session.get(StockWatch, (customer_id, product_id)) is None:
         session.add(StockWatch(customer_id=customer_id, product_id=product_id))
         await session.flush()
 
 
-async def take_watchers(session: AsyncSession, product_id: int) -> list:  # list[tuple[Customer, StockWatch]]
+async def take_watchers(session: AsyncSession, product_id: int) -> list[tuple[Customer, StockWatch]]:
     """The watchers of this product to tell it is back, with their watches: those with no message on
     its way (none queued yet, or the last one failed for good). The caller queues a message for each
     and links it (`watch.outbox_id`); the watch stays until the sender has sent that message, so an
     undelivered message does not silently end it, and a pending one is not queued again."""
-    from db.models import Customer, Outbox, StockWatch
-
-    return [tuple(pair) for pair in (await session.execute(
+    return [(customer, watch) for customer, watch in (await session.execute(
         select(Customer, StockWatch).join(StockWatch, StockWatch.customer_id == Customer.id)
         .outerjoin(Outbox, Outbox.id == StockWatch.outbox_id)
         .where(StockWatch.product_id == product_id, (Outbox.id.is_(None)) | (Outbox.state != "pending"))

@@ -21,7 +21,7 @@ import math
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -32,7 +32,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt,
 
 from bot.config import Settings
 from db.models import ApiBudget, Order, Outbox, utcnow
-from db.session import insert_with_conflicts
+from db.session import dialect_name, insert_with_conflicts
 from services import buttons
 from services import orders as sm
 from services.errors import DomainError
@@ -43,7 +43,7 @@ from services.notifications import alert_admins, enqueue, inline_keyboard
 log = logging.getLogger(__name__)
 
 BUDGET_NAME = "dhl"
-NEVER = datetime(9999, 1, 1, tzinfo=timezone.utc)  # "stop polling this shipment"
+NEVER = datetime(9999, 1, 1, tzinfo=UTC)  # "stop polling this shipment"
 MAX_MISS_BACKOFF = timedelta(hours=12)
 MAX_TEMPORARY_ERRORS = 3  # in a row: DHL looks down, stop the cycle instead of burning the budget
 KNOWN_CODES = ("pre-transit", "transit", "delivered", "failure")
@@ -98,7 +98,7 @@ def _timestamp(value: Any) -> datetime | None:
         stamp = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
     except ValueError:
         return None
-    return stamp.replace(tzinfo=timezone.utc) if stamp.tzinfo is None else stamp.astimezone(timezone.utc)
+    return stamp.replace(tzinfo=UTC) if stamp.tzinfo is None else stamp.astimezone(UTC)
 
 
 def parse_shipment(body: Any) -> TrackEvent:
@@ -144,7 +144,7 @@ class DhlClient:
         self.calls = 0  # HTTP requests made (retries included): the budget counts these
 
     @classmethod
-    def from_settings(cls, s: Settings) -> "DhlClient":
+    def from_settings(cls, s: Settings) -> DhlClient:
         if not s.dhl_api_key:
             raise ValueError("DHL_API_KEY is not set")
         # Spread the daily budget over the day, never closer than DHL's own minimum spacing.
@@ -283,7 +283,7 @@ def _due(now: datetime) -> tuple[Any, ...]:
 
 async def _ensure_budget_row(session_factory: async_sessionmaker[AsyncSession]) -> None:
     async with session_factory() as session, session.begin():
-        insert = insert_with_conflicts(session.bind.dialect.name)
+        insert = insert_with_conflicts(dialect_name(session))
         await session.execute(insert(ApiBudget).values(name=BUDGET_NAME, day="", calls=0)
                               .on_conflict_do_nothing(index_elements=["name"]))
 
@@ -311,7 +311,7 @@ async def _claim(session_factory: async_sessionmaker[AsyncSession], settings: Se
             return []
         pick = (select(Order.id).where(*_due(cycle.now))
                 .order_by(Order.tracking_checked_at.asc().nulls_first(), Order.id).limit(limit))
-        if session.bind.dialect.name == "postgresql":
+        if dialect_name(session) == "postgresql":
             pick = pick.with_for_update(skip_locked=True)
         # A CTE, not `IN (subquery)`: PostgreSQL may rescan a subquery and, skipping the rows this very
         # statement just moved, claim more than the limit. A locking CTE is evaluated once.
@@ -324,8 +324,11 @@ async def _claim(session_factory: async_sessionmaker[AsyncSession], settings: Se
             .execution_options(synchronize_session=False))).all()
         budget.calls += len(rows)
         cycle.reserved += len(rows)
-    rows.sort(key=lambda r: (r[3] is not None, r[3] or cycle.now, r[0]))  # most stale first
-    return [Claim(r[0], r[1], r[2]) for r in rows]
+    claims = []
+    for order_id, tracking_number, misses, _ in sorted(rows, key=lambda r: (r[3] is not None, r[3] or cycle.now, r[0])):
+        assert tracking_number is not None  # `_due` picks only orders with one
+        claims.append(Claim(order_id, tracking_number, misses))
+    return claims  # most stale first
 
 
 async def _poll_batch(session_factory: async_sessionmaker[AsyncSession], client: DhlClient, settings: Settings,

@@ -12,7 +12,7 @@ shows as they are — button labels, callback alerts, input placeholders — com
 """
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache, lru_cache
 from html import escape
 from pathlib import Path
 
@@ -25,7 +25,7 @@ LOCALES_DIR = Path(__file__).resolve().parent.parent / "locales"
 DEFAULT_LANG = "en"
 
 
-@lru_cache(maxsize=None)
+@cache
 def catalogue(lang: str) -> dict[str, tuple[str, Markup]]:
     """The language's templates, each as it is (to format) and marked safe (to return as it is):
     they are ours, so their markup is meant."""

@@ -12,7 +12,7 @@ from sqlalchemy import Integer, Update, bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.changes import catalogue_written
-from db.models import Product
+from db.models import Product, table_of
 from services.errors import OutOfStock
 
 
@@ -22,14 +22,15 @@ class StockItem(Protocol):
     name: str
 
 
-_P = Product.__table__.c
+_PRODUCTS = table_of(Product)
+_P = _PRODUCTS.c
 _ID, _QTY = bindparam("product_id", type_=Integer), bindparam("qty", type_=Integer)
 
 
 def _move(source: str, target: str, *, only_if_free: bool = False) -> Update:
     """`UPDATE products SET <source> = <source> - :qty, <target> = <target> + :qty WHERE id = :product_id`,
     with `AND stock >= :qty` when the units come out of free stock and must be there."""
-    stmt = update(Product.__table__).where(_P.id == _ID)
+    stmt = update(_PRODUCTS).where(_P.id == _ID)
     if only_if_free:
         stmt = stmt.where(_P.stock >= _QTY)
     return stmt.values({source: _P[source] - _QTY, target: _P[target] + _QTY})

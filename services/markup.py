@@ -14,7 +14,7 @@ import re
 
 from markupsafe import Markup, escape
 
-__all__ = ["Markup", "escape", "to_plain", "visible_len", "clip", "cut", "is_unparsable", "refusal_for_log"]
+__all__ = ["Markup", "clip", "cut", "escape", "is_unparsable", "refusal_for_log", "to_plain", "visible_len"]
 
 _TAG = re.compile(r"</?([a-zA-Z][a-zA-Z0-9-]*)(?:\s[^<>]*)?/?>")
 _TOKEN = re.compile(r"<[^<>]*>|&(?:#[0-9]+|#[xX][0-9a-fA-F]+|[a-zA-Z][a-zA-Z0-9]*);|[^<&]+|[<&]")

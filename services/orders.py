@@ -11,15 +11,15 @@ import logging
 import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
-from sqlalchemy import bindparam, delete, distinct, func, insert, select, update
+from sqlalchemy import ColumnElement, Exists, bindparam, delete, distinct, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from db.models import CartItem, Customer, Order, OrderEvent, OrderItem, Product, utcnow
-from db.session import read_ahead
+from db.models import CartItem, Customer, Order, OrderEvent, OrderItem, Product, table_of, utcnow
+from db.session import execute_dml, read_ahead
 from services import buttons, inventory
 from services.errors import DomainError, IllegalTransition, InvalidInput, NotFound, OutOfStock
 from services.i18n import t
@@ -85,7 +85,7 @@ async def transition(
     if not can_transition(from_state, to_state):
         raise IllegalTransition("error.illegal_transition", order=order.public_id, src=from_state, dst=to_state)
     now = utcnow()
-    result = await session.execute(
+    result = await execute_dml(session,
         update(Order)
         .where(Order.id == order.id, Order.state == from_state)
         .values(state=to_state, updated_at=now)
@@ -167,20 +167,26 @@ class Totals:
     total: int
 
 
-class Priced(Protocol):
+class HasPrices(Protocol):
+    """What pricing needs of a product: a Product, a row of `_CART_TO_CLAIM`, a cart line's CartProduct."""
+    @property
+    def price_kes(self) -> int: ...
+    @property
+    def price_usd(self) -> int: ...
+
+
+class Priced(HasPrices, Protocol):
     """What pricing and stock moves need of a product: a Product, or a row of `_CART_TO_CLAIM`."""
     id: int
     sku: str
     name: str
-    price_kes: int
-    price_usd: int
 
 
-def unit_price(product: Priced, currency: str) -> int:
+def unit_price(product: HasPrices, currency: str) -> int:
     return product.price_kes if currency == "KES" else product.price_usd
 
 
-def compute_totals(lines: Sequence[tuple[Priced, int]], zone: Zone) -> Totals:
+def compute_totals(lines: Sequence[tuple[HasPrices, int]], zone: Zone) -> Totals:
     """The one place totals are computed: lines in the zone's currency plus the zone's shipping."""
     subtotal = sum(unit_price(p, zone.currency) * qty for p, qty in lines)
     return Totals(zone.currency, subtotal, zone.shipping, subtotal + zone.shipping)
@@ -197,8 +203,8 @@ _CART = (
     .where(CartItem.customer_id == bindparam("customer_id")).order_by(CartItem.product_id)
 )
 _CART_TO_CLAIM = _CART.with_for_update(of=CartItem)
-_CLAIM_CART = delete(CartItem.__table__).where(CartItem.__table__.c.customer_id == bindparam("customer_id"))
-_PLACED_EVENT = insert(OrderEvent.__table__).values(from_state=None, to_state=AWAITING_PAYMENT, note="order placed")
+_CLAIM_CART = delete(table_of(CartItem)).where(table_of(CartItem).c.customer_id == bindparam("customer_id"))
+_PLACED_EVENT = insert(table_of(OrderEvent)).values(from_state=None, to_state=AWAITING_PAYMENT, note="order placed")
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,10 +220,10 @@ class LimitReached(DomainError):
     key = "checkout.limit.open_orders"
 
 
-_O, _OI = Order.__table__.c, OrderItem.__table__.c
+_O, _OI = table_of(Order).c, table_of(OrderItem).c
 _UNPAID = (
     select(func.count(distinct(_O.id)), func.coalesce(func.sum(_OI.quantity), 0))
-    .select_from(Order.__table__.outerjoin(OrderItem.__table__, _OI.order_id == _O.id))
+    .select_from(table_of(Order).outerjoin(table_of(OrderItem), _OI.order_id == _O.id))
     .where(_O.customer_id == bindparam("customer_id"), _O.state == AWAITING_PAYMENT)
 )
 
@@ -251,7 +257,7 @@ async def place_order(
     zone = get_zone(zone_code)
     connection = await session.connection()
     cart = (await connection.execute(_CART_TO_CLAIM, {"customer_id": customer_id})).all()
-    _refuse_unplaceable(cart)  # type: ignore[arg-type]  # already short as read: answer without writing anything
+    _refuse_unplaceable(cart)  # already short as read: answer without writing anything
     lines: list[tuple[Priced, int]] = [(line, line.quantity) for line in cart]
     claimed = await connection.execute(_CLAIM_CART, {"customer_id": customer_id})
     if claimed.rowcount != len(lines):  # another checkout took it first (SQLite has no row locks)
@@ -355,7 +361,7 @@ async def refuse_early(session: AsyncSession, customer_id: int) -> None:
     that runs out after the read is caught there, and so are the per-customer limits (which
     `place_order` judges after the cart, so a cart refused here is refused for the same reason there)."""
     rows = await read_ahead(session, _CART, {"customer_id": customer_id})
-    _refuse_unplaceable(rows)  # type: ignore[arg-type]
+    _refuse_unplaceable(rows)
 
 
 class _CartRow(Protocol):
@@ -412,7 +418,8 @@ async def events_of(session: AsyncSession, order_id: int) -> list[OrderEvent]:
 # --- reservation expiry (scheduled) ---------------------------------------------------------------
 
 
-async def expire_due_orders(session_factory, now: datetime | None = None, batch: int = 100) -> int:  # type: ignore[no-untyped-def]
+async def expire_due_orders(session_factory: async_sessionmaker[AsyncSession], now: datetime | None = None,
+                            batch: int = 100) -> int:
     """Expire unpaid orders whose reservation ran out, releasing their stock; one order per
     transaction so a failure on one does not hold back the rest. Safe with several workers:
     rows are claimed with SKIP LOCKED on PostgreSQL and the state change is a compare-and-set.
@@ -420,7 +427,7 @@ async def expire_due_orders(session_factory, now: datetime | None = None, batch:
     A reservation is not released while the order can still be paid: an order with a payable
     attempt (`_payable_attempt`) waits for a later cycle. The worker's job first closes card links
     at Stripe (payments.stripe_flow.close_lapsed_links); M-Pesa prompts end by themselves."""
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     due = (Order.state == AWAITING_PAYMENT, Order.reserved_until <= now, ~_payable_attempt(now))
     expired = 0
     async with session_factory() as session:
@@ -436,7 +443,7 @@ async def expire_due_orders(session_factory, now: datetime | None = None, batch:
                 continue
             # The same conditions as a compare-and-set write: on SQLite the read above is no lock,
             # and a prompt or link may have started since.
-            claimed = await session.execute(update(Order).where(Order.id == order_id, *due)
+            claimed = await execute_dml(session, update(Order).where(Order.id == order_id, *due)
                                             .values(updated_at=utcnow()).execution_options(synchronize_session=False))
             if claimed.rowcount != 1:
                 continue
@@ -450,7 +457,7 @@ async def expire_due_orders(session_factory, now: datetime | None = None, batch:
     return expired
 
 
-def _payable_attempt(now: datetime):  # type: ignore[no-untyped-def]
+def _payable_attempt(now: datetime) -> Exists:
     """An attempt of the order that may still turn into money: an M-Pesa prompt without a final
     answer younger than its final timeout (reconciliation settles it by then), or a card session
     not closed at Stripe whose expiry (plus a grace for clock skew) has not passed, or one still
@@ -467,7 +474,7 @@ def _payable_attempt(now: datetime):  # type: ignore[no-untyped-def]
             and_(Payment.expires_at.is_(None), Payment.created_at > now - IN_FLIGHT)))))
 
 
-def _answerable_prompt(now: datetime):  # type: ignore[no-untyped-def]
+def _answerable_prompt(now: datetime) -> ColumnElement[bool]:
     """The M-Pesa half of `_payable_attempt`: a pending prompt younger than its final timeout."""
     from sqlalchemy import and_
 

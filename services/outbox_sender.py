@@ -26,6 +26,7 @@ from sqlalchemy import case, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from db.models import Customer, Outbox, StockWatch, utcnow
+from db.session import dialect_name
 from services.locks import run_as_leader
 from services.markup import is_unparsable, refusal_for_log, to_plain
 
@@ -207,7 +208,7 @@ class Limits:
 
     def backoff(self, attempts: int) -> float:
         """Delay before the next try after `attempts` failed sends: exponential, ±20% so workers spread."""
-        return min(self.backoff_first * 2 ** max(attempts - 1, 0), self.backoff_max) * random.uniform(0.8, 1.2)
+        return min(self.backoff_first * 2.0 ** max(attempts - 1, 0), self.backoff_max) * random.uniform(0.8, 1.2)
 
 
 async def claim(session_factory: async_sessionmaker[AsyncSession], *, batch: int, lease_seconds: float,
@@ -224,7 +225,7 @@ async def claim(session_factory: async_sessionmaker[AsyncSession], *, batch: int
     async with session_factory() as session, session.begin():
         stmt = (select(Outbox.id, Outbox.chat_id).where(Outbox.state == "pending", Outbox.next_attempt_at <= now)
                 .order_by(Outbox.id).limit(batch))
-        if session.bind.dialect.name == "postgresql":
+        if dialect_name(session) == "postgresql":
             stmt = stmt.with_for_update(skip_locked=True)
         due = (await session.execute(stmt)).all()
         if not due:

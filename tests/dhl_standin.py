@@ -24,10 +24,11 @@ def event(code: str, description: str, place: str, ts: str) -> dict[str, Any]:
 
 PRE_TRANSIT = [event("pre-transit", "Shipment information received", "NAIROBI - KENYA", "2026-11-25T08:00:00Z")]
 IN_TRANSIT = [event("transit", "Arrived at DHL Sort Facility", "LEIPZIG - GERMANY", "2026-11-26T03:10:00Z"),
-              event("transit", "Departed Facility in NAIROBI - KENYA", "NAIROBI - KENYA", "2026-11-25T22:40:00Z")] + PRE_TRANSIT
+              event("transit", "Departed Facility in NAIROBI - KENYA", "NAIROBI - KENYA", "2026-11-25T22:40:00Z"),
+              *PRE_TRANSIT]
 DELIVERED = [event("delivered", "Delivered - Signed for by: J SMITH", "LONDON - UNITED KINGDOM",
-                   "2026-11-28T11:05:00Z")] + IN_TRANSIT
-FAILURE = [event("failure", "Shipment on hold - customs", "LEIPZIG - GERMANY", "2026-11-26T09:00:00Z")] + IN_TRANSIT
+                   "2026-11-28T11:05:00Z"), *IN_TRANSIT]
+FAILURE = [event("failure", "Shipment on hold - customs", "LEIPZIG - GERMANY", "2026-11-26T09:00:00Z"), *IN_TRANSIT]
 UNKNOWN = [event("unknown", "Status not available", "", "2026-11-26T09:00:00Z")]
 
 

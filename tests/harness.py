@@ -28,14 +28,14 @@ ADMIN_USER_ID = 4242
 
 
 def make_settings(engine: AsyncEngine, botapi: BotAPIStandIn, **overrides: Any) -> Settings:
-    values: dict[str, Any] = dict(
-        bot_token=TEST_TOKEN, telegram_api_url=botapi.url,
-        database_url=engine.url.render_as_string(hide_password=False),
-        admin_chat_id=ADMIN_CHAT_ID, admin_user_ids=[ADMIN_USER_ID],
-        public_base_url=None, load_demo_catalog=False,
+    values: dict[str, Any] = {
+        "bot_token": TEST_TOKEN, "telegram_api_url": botapi.url,
+        "database_url": engine.url.render_as_string(hide_password=False),
+        "admin_chat_id": ADMIN_CHAT_ID, "admin_user_ids": [ADMIN_USER_ID],
+        "public_base_url": None, "load_demo_catalog": False,
         # A test types faster than any person (a dozen updates in a few ms): the throttle tests set the real limits.
-        throttle_updates_per_second=1000.0, throttle_burst=1000,
-    )
+        "throttle_updates_per_second": 1000.0, "throttle_burst": 1000,
+    }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
 
@@ -54,7 +54,7 @@ class Harness:
         self._update_ids = itertools.count(1)
         self._message_ids = itertools.count(1)
 
-    async def start(self) -> "Harness":
+    async def start(self) -> Harness:
         self.shop = build_shop(self.settings, engine=self.engine, providers=self.providers)
         # The /telegram route as `storefront web` serves it in webhook mode (same handler, secret and
         # body limit), whatever mode the settings say: tests feed updates through it either way.

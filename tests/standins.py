@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import html
 import itertools
 import json
@@ -9,7 +10,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from aiohttp import web
 
@@ -30,7 +31,7 @@ class StandIn:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    async def start(self) -> "StandIn":
+    async def start(self) -> StandIn:
         self._runner = web.AppRunner(self.app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -146,7 +147,7 @@ class BotAPIStandIn(StandIn):
     twice (`&amp;lt;`) are listed in `double_escaped` for tests to check.
     """
 
-    BOT_USER = {"id": 900000001, "is_bot": True, "first_name": "HackLab Shop", "username": "hacklab_shop_bot"}
+    BOT_USER: ClassVar[dict[str, Any]] = {"id": 900000001, "is_bot": True, "first_name": "HackLab Shop", "username": "hacklab_shop_bot"}
 
     def __init__(self) -> None:
         self.calls: list[Call] = []
@@ -172,10 +173,8 @@ class BotAPIStandIn(StandIn):
         params: dict[str, Any] = {}
         for key, value in raw.items():
             if isinstance(value, str) and value[:1] in "{[":
-                try:
+                with contextlib.suppress(ValueError):
                     value = json.loads(value)
-                except ValueError:
-                    pass
             elif not isinstance(value, str) and hasattr(value, "filename"):
                 value = f"<file {value.filename}>"
             if key in ("chat_id", "message_id", "user_id") and isinstance(value, str) and value.lstrip("-").isdigit():
@@ -248,11 +247,7 @@ class BotAPIStandIn(StandIn):
             member: dict[str, Any] = {"status": status,
                                       "user": {"id": int(params["user_id"]), "is_bot": False, "first_name": "U"}}
             if status == "administrator":
-                member.update({flag: False for flag in (
-                    "can_be_edited", "is_anonymous", "can_manage_chat", "can_delete_messages",
-                    "can_manage_video_chats", "can_restrict_members", "can_promote_members", "can_change_info",
-                    "can_invite_users", "can_post_stories", "can_edit_stories", "can_delete_stories",
-                    "can_send_welcome_messages")})
+                member.update(dict.fromkeys(("can_be_edited", "is_anonymous", "can_manage_chat", "can_delete_messages", "can_manage_video_chats", "can_restrict_members", "can_promote_members", "can_change_info", "can_invite_users", "can_post_stories", "can_edit_stories", "can_delete_stories", "can_send_welcome_messages"), False))
             elif status == "creator":
                 member["is_anonymous"] = False
             return member

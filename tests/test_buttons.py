@@ -4,9 +4,29 @@ from __future__ import annotations
 
 import pytest
 
-from handlers.buttons import (Card, CardAction, CardMainMenu, CartClear, CartLine, CartPage, Category, CategoryPage,
-                              CheckoutAction, CheckoutStep, Direction, LineAction, Menu, MenuScreen, OrderAction,
-                              OrderButton, Pay, PayAction, ProductAction, ProductButton, ZoneChoice)
+from handlers.buttons import (
+    Card,
+    CardAction,
+    CardMainMenu,
+    CartClear,
+    CartLine,
+    CartPage,
+    Category,
+    CategoryPage,
+    CheckoutAction,
+    CheckoutStep,
+    Direction,
+    LineAction,
+    Menu,
+    MenuScreen,
+    OrderAction,
+    OrderButton,
+    Pay,
+    PayAction,
+    ProductAction,
+    ProductButton,
+    ZoneChoice,
+)
 from services import buttons
 
 

@@ -10,8 +10,7 @@ from typing import Any
 from sqlalchemy import event, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 
-from db.changes import catalogue_version
-from db.changes import catalogue_written
+from db.changes import catalogue_version, catalogue_written
 from db.models import CartItem, Customer, Product
 from services import admin, catalog, inventory
 from services.cache import CatalogueMemo
@@ -187,7 +186,7 @@ async def test_customers_asking_at_once_share_one_rendering() -> None:
         raise ValueError("forged cursor")
 
     results = await asyncio.gather(*(memo.get("bad", broken) for _ in range(3)), return_exceptions=True)
-    assert all(isinstance(r, ValueError) for r in results) and "bad" not in memo._entries  # noqa: SLF001
+    assert all(isinstance(r, ValueError) for r in results) and "bad" not in memo._entries
 
 
 async def test_a_cancelled_rendering_leaves_the_waiters_to_make_it() -> None:

@@ -67,7 +67,7 @@ async def test_full_checkout_places_order_and_reserves_stock(shop: Harness) -> N
         assert [(e.from_state, e.to_state, e.actor) for e in events] == [(None, "awaiting_payment", f"customer:{USER}")]
         customer = await session.get(Customer, USER)
         assert (customer.phone, customer.email) == ("254712345678", "wanjiru@example.com")
-    again = await shop.press(USER, "chk:ok", message=summary)
+    await shop.press(USER, "chk:ok", message=summary)
     assert "already finished" in shop.last_answer.params["text"]
     async with shop.session_factory() as session:
         assert len((await session.execute(select(Order))).unique().scalars().all()) == 1
@@ -434,7 +434,7 @@ async def test_confirm_from_a_customer_this_process_has_not_seen_places_the_orde
     await fill_cart(shop, ("LAP-TP-T480", 1))
     summary = await go_to_summary(shop)
     customers = next(m for m in shop.shop.dp.callback_query.middleware if type(m).__name__ == "CustomerMiddleware")
-    customers._checked.clear()  # noqa: SLF001 (as a fresh process starts)
+    customers._checked.clear()  # as a fresh process starts
     with statements_sent(shop.engine) as seen:
         offer = await shop.press(USER, summary.button("Confirm"))
     assert "is placed" in offer.text and seen and not any(s.autocommit for s in seen)

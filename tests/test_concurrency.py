@@ -2,11 +2,10 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 
 import pytest
 from sqlalchemy import func, select
-
-from datetime import timedelta
 
 from db.models import CartItem, Order, OrderEvent, Outbox, Product, utcnow
 from services import cart as cart_service

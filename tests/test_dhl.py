@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 
 import pytest
@@ -104,7 +104,7 @@ async def test_shipment_lifecycle_notifies_once_per_change(session_factory, dhl)
         await poll_cycle(session_factory, client, settings, later)
     order = await order_of(session_factory, pid)
     assert order.state == "delivered" and order.tracking_place == "LONDON - UNITED KINGDOM"
-    assert order.tracking_time == datetime(2026, 11, 28, 11, 5, tzinfo=timezone.utc)
+    assert order.tracking_time == datetime(2026, 11, 28, 11, 5, tzinfo=UTC)
     texts = await customer_updates(session_factory, pid)
     assert len(texts) == 5  # processing, shipped, in transit, a new transit event (the repeat was silent), delivered
     assert "Departed Facility in NAIROBI - KENYA (NAIROBI - KENYA)" in texts[2]
@@ -147,7 +147,7 @@ async def test_carrier_texts_are_escaped_for_html(session_factory, dhl) -> None:
     await poll_cycle(session_factory, client, settings)
     text = (await customer_updates(session_factory, pid))[-1]
     assert "Customs &amp; clearance &lt;LHR&gt; (LONDON &amp; HEATHROW)" in text
-    assert (await order_of(session_factory, pid)).tracking_time == datetime(2026, 11, 26, 2, 10, tzinfo=timezone.utc)
+    assert (await order_of(session_factory, pid)).tracking_time == datetime(2026, 11, 26, 2, 10, tzinfo=UTC)
     await client.aclose()
 
 
@@ -201,7 +201,7 @@ async def test_failure_alerts_admins_once(session_factory, dhl) -> None:  # type
     client = client_for(settings)
     pid = await shipped(session_factory, "8888888888")
     dhl.shipments["8888888888"] = [ds.event("failure", "On hold - customs <docs> & duty", "LEIPZIG - GERMANY",
-                                            "2026-11-26T09:00:00Z")] + ds.IN_TRANSIT
+                                            "2026-11-26T09:00:00Z"), *ds.IN_TRANSIT]
     now = utcnow()
     await poll_cycle(session_factory, client, settings, now)
     await poll_cycle(session_factory, client, settings, now + timedelta(seconds=901))
@@ -344,7 +344,7 @@ def test_parse_shipment_is_defensive() -> None:
                                          {"service": "express", "status": {"statusCode": "TRANSIT", "status": "On its way",
                                                                            "timestamp": "2026-11-26T03:10:00"}}]})
     assert both.status_code == "transit" and both.description == "On its way"
-    assert both.timestamp == datetime(2026, 11, 26, 3, 10, tzinfo=timezone.utc)  # no offset: read as UTC
+    assert both.timestamp == datetime(2026, 11, 26, 3, 10, tzinfo=UTC)  # no offset: read as UTC
     assert parse_shipment({"shipments": [{"status": {"statusCode": "transit", "timestamp": "soon"}}]}).timestamp is None
 
 

@@ -115,10 +115,14 @@ async def test_a_failing_write_leaves_nothing(session) -> None:  # type: ignore[
     """All or nothing at the database too: rows are written in the caller's one transaction."""
     rows = [catalog.ProductRow(sku="OK-1", category="Laptops", name="A", price_kes=1, price_usd="1", stock=1),
             catalog.ProductRow(sku="OK-2", category="Laptops", name="B", price_kes=1, price_usd="1", stock=1)]
-    with pytest.raises(RuntimeError):
+
+    async def import_then_fail() -> None:
         async with session.begin():
             await catalog.import_rows(session, rows)
             raise RuntimeError("a later failure in the same import")
+
+    with pytest.raises(RuntimeError, match="a later failure"):
+        await import_then_fail()
     assert (await session.execute(select(Product))).unique().scalars().all() == []
 
 

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 from aiohttp import web
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlalchemy import select, update
 
 from db.models import Customer, Order, Outbox, Product

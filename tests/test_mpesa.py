@@ -63,11 +63,11 @@ async def open_world(engine, botapi, **overrides: Any) -> AsyncIterator[MpesaWor
     """The bot (built from settings as in production), our webhook server and a Daraja stand-in."""
     daraja = await dj.DarajaStandIn().start()
     port = free_port()
-    settings: dict[str, Any] = dict(
-        public_base_url=f"http://127.0.0.1:{port}", mpesa_base_url=daraja.url,
-        mpesa_consumer_key=dj.CONSUMER_KEY, mpesa_consumer_secret=dj.CONSUMER_SECRET,
-        mpesa_shortcode=dj.SHORTCODE, mpesa_passkey=dj.PASSKEY, mpesa_callback_token=dj.CALLBACK_TOKEN,
-        mpesa_query_after_seconds=60)
+    settings: dict[str, Any] = {
+        "public_base_url": f"http://127.0.0.1:{port}", "mpesa_base_url": daraja.url,
+        "mpesa_consumer_key": dj.CONSUMER_KEY, "mpesa_consumer_secret": dj.CONSUMER_SECRET,
+        "mpesa_shortcode": dj.SHORTCODE, "mpesa_passkey": dj.PASSKEY, "mpesa_callback_token": dj.CALLBACK_TOKEN,
+        "mpesa_query_after_seconds": 60}
     shop = Harness(engine, botapi, **(settings | overrides))
     shop.providers = build_providers(shop.settings)
     assert "mpesa" in shop.providers
@@ -731,7 +731,7 @@ async def test_a_flood_of_callbacks_queries_daraja_a_few_times_only(world: Mpesa
 async def test_forged_callback_cannot_hijack_an_orphaned_attempt(world: MpesaWorld) -> None:
     """Phone and amount of a callback are the sender's word: an invented CheckoutRequestID with the
     orphan's phone and amount is not adopted (the query does not confirm it); the real one still is."""
-    order, orphan = await paid_push_whose_ids_were_lost(world)
+    order, _orphan = await paid_push_whose_ids_were_lost(world)
     forged = world.daraja.callback_body(world.daraja.pushes[0], result_code=0)
     forged["Body"]["stkCallback"]["CheckoutRequestID"] = "ws_CO_forged_000001"
     async with httpx.AsyncClient() as http:

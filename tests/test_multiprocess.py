@@ -52,7 +52,8 @@ async def test_two_web_and_two_worker_processes(engine, session_factory, botapi)
            "JOB_INTERVAL_OVERRIDE_SECONDS": "1", "ADMIN_CHAT_ID": "-100777"}
     # Work for the workers: 8 unpaid orders whose reservation ran out, 40 queued messages.
     pid = await make_product(session_factory, "MP-1", stock=100)
-    expired = [await make_order(session_factory, 100 + n, [(pid, 1)], reservation_minutes=1) for n in range(8)]
+    for n in range(8):
+        await make_order(session_factory, 100 + n, [(pid, 1)], reservation_minutes=1)
     async with session_factory() as session, session.begin():
         from db.models import utcnow
         await session.execute(update(Order).values(reserved_until=utcnow() - timedelta(minutes=1)))

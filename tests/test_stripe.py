@@ -238,9 +238,9 @@ async def test_api_failure_offers_try_again_and_refund_works(world: StripeWorld)
     assert "couldn't open the card payment page" in reply.text
     reply = await world.shop.press(USER, reply.button("Try again"))
     reply = await world.shop.press(USER, f"pay:s:{order.public_id}")
-    sid = [s for s in world.stripe.sessions]
+    sid = list(world.stripe.sessions)
     await world.post(world.stripe.event("checkout.session.completed", world.stripe.pay(sid[-1])))
-    payment = [p for p in await world.payments() if p.state == "paid"][0]
+    payment = next(p for p in await world.payments() if p.state == "paid")
     refund_id = await world.shop.providers["stripe"].refund(payment)
     assert refund_id.startswith("re_") and world.stripe.refunds[0]["payment_intent"] == payment.stripe_payment_intent
 
@@ -378,7 +378,7 @@ async def test_orphaned_attempt_is_adopted_by_metadata_and_retired(world: Stripe
     # Had the orphan's session been paid after all, its event settles it through the metadata.
     r = await world.post(world.stripe.event("checkout.session.completed", world.stripe.pay(created.id)))
     assert r.status_code == 200 and await world.state_of(order) == "processing"
-    paid = [p for p in await world.payments() if p.id == orphan_id][0]
+    paid = next(p for p in await world.payments() if p.id == orphan_id)
     assert paid.state == "paid" and paid.stripe_session_id == created.id
     assert await world.count(WebhookEvent, WebhookEvent.status == "anomaly") == 0
 

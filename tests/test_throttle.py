@@ -6,6 +6,7 @@ import asyncio
 import logging
 import random
 import time
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
@@ -66,7 +67,7 @@ async def test_processes_sharing_redis_share_each_users_bucket(engine, botapi) -
     if not await redis_up():
         pytest.skip("Redis is not running on 127.0.0.1:6379")
     user = random.randint(10**9, 2 * 10**9)  # runs share the Redis server: a user of our own
-    limits = dict(redis_url=REDIS_URL, throttle_updates_per_second=0.1, throttle_burst=4)
+    limits: dict[str, Any] = {"redis_url": REDIS_URL, "throttle_updates_per_second": 0.1, "throttle_burst": 4}
     first = await Harness(engine, botapi, **limits).start()
     second = await Harness(engine, botapi, **limits).start()
     try:
@@ -96,6 +97,6 @@ def test_in_process_buckets_stay_bounded() -> None:
     buckets = TokenBuckets(rate=1.0, burst=2, max_users=3)
     for user in range(10):
         assert buckets.allow(user, now=100.0)
-    assert len(buckets._tat) <= 3  # noqa: SLF001
+    assert len(buckets._tat) <= 3
     assert buckets.allow(9, now=100.0) and not buckets.allow(9, now=100.0)  # a full bucket is still kept
     assert buckets.allow(9, now=101.0)  # one a second comes back

@@ -34,7 +34,7 @@ def test_handlers_that_wait_on_a_provider_take_no_session() -> None:
         assert not {"session", "customer", "customer_id"} & set(inspect.signature(handler).parameters), handler
 
 
-async def test_no_pooled_connection_is_held_while_daraja_is_asked(world: MpesaWorld) -> None:  # noqa: F811
+async def test_no_pooled_connection_is_held_while_daraja_is_asked(world: MpesaWorld) -> None:  # noqa: F811 - the imported fixture
     pool = world.shop.engine.sync_engine.pool
     client = world.shop.providers["mpesa"]
     held: list[int] = []

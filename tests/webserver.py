@@ -1,8 +1,8 @@
 """Run the shop's aiohttp application on a free local port for a test."""
 from __future__ import annotations
 
-from contextlib import asynccontextmanager
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 from aiohttp import web
 

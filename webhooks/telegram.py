@@ -17,11 +17,11 @@ import logging
 from collections import OrderedDict
 from typing import Any
 
+import orjson
 from aiogram import Bot, Dispatcher
 from aiogram.client.session.middlewares.base import BaseRequestMiddleware, NextRequestMiddlewareType
 from aiogram.methods import AnswerCallbackQuery, TelegramMethod
 from aiogram.types import Update
-import orjson
 from aiohttp import web
 from pydantic import ValidationError
 

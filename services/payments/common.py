@@ -15,9 +15,10 @@ from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from db.models import Customer, Order, Payment, Product, WebhookEvent, utcnow
+from db.session import execute_dml
 from services import buttons
 from services import orders as order_sm
 from services.errors import DomainError, OutOfStock
@@ -108,7 +109,7 @@ async def settle_paid(session: AsyncSession, payment: Payment, *, amount: int, c
         await record_anomaly(session, admin_chat_id, provider=payment.provider, event_id=f"mismatch:{payment.id}",
                              event_type="amount_mismatch", detail=detail, payload=raw, payment=payment)
         return MISMATCH
-    claimed = await session.execute(
+    claimed = await execute_dml(session,
         update(Payment).where(Payment.id == payment.id, Payment.state.in_(UNSETTLED))
         .values(state=PAID, receipt_number=reference, raw_callback=raw, result_code="0", updated_at=utcnow())
         .execution_options(synchronize_session=False)
@@ -185,7 +186,7 @@ async def settle_failed(session: AsyncSession, payment: Payment, *, code: str, d
     """A failed attempt (cancelled on the phone, wrong PIN, …; `state` EXPIRED for a lapsed link).
     Returns `state` | duplicate. The customer is told why, with a Try again button, while the order
     can still be paid."""
-    claimed = await session.execute(
+    claimed = await execute_dml(session,
         update(Payment).where(Payment.id == payment.id, Payment.state == PENDING)
         .values(state=state, result_code=str(code), result_desc=(desc or "")[:500], raw_callback=raw,
                 updated_at=utcnow())
@@ -207,7 +208,8 @@ async def settle_failed(session: AsyncSession, payment: Payment, *, code: str, d
     return state
 
 
-async def claim_due_attempts(session_factory, provider: str, now: datetime, hold: timedelta,  # type: ignore[no-untyped-def]
+async def claim_due_attempts(session_factory: async_sessionmaker[AsyncSession], provider: str, now: datetime,
+                             hold: timedelta,
                              *conditions: Any, batch: int = 50) -> list[int]:
     """Pending attempts of `provider` whose next check is due, each claimed by moving its next check
     forward with a compare-and-set, so two workers never check the same attempt in one cycle."""
@@ -219,7 +221,7 @@ async def claim_due_attempts(session_factory, provider: str, now: datetime, hold
     claimed: list[int] = []
     for payment_id, next_check in due:
         async with session_factory() as session, session.begin():
-            result = await session.execute(
+            result = await execute_dml(session,
                 update(Payment).where(Payment.id == payment_id, Payment.next_check_at == next_check)
                 .values(next_check_at=now + hold).execution_options(synchronize_session=False))
         if result.rowcount == 1:

@@ -64,7 +64,7 @@ class MpesaClient:
         self._token_lock = asyncio.Lock()
 
     @classmethod
-    def from_settings(cls, s: Settings) -> "MpesaClient":
+    def from_settings(cls, s: Settings) -> MpesaClient:
         assert s.mpesa_consumer_key and s.mpesa_consumer_secret and s.mpesa_passkey and s.mpesa_shortcode
         return cls(s.mpesa_base_url, s.mpesa_consumer_key.get_secret_value(), s.mpesa_consumer_secret.get_secret_value(),
                    s.mpesa_shortcode, s.mpesa_passkey.get_secret_value(), s.mpesa_callback_url,

@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.config import Settings
 from db.models import Order, Payment, WebhookEvent, utcnow
+from db.session import dialect_name, execute_dml
 from services.errors import DomainError
 from services.locks import lock_key
 from services.money import whole_units_up
@@ -139,7 +140,7 @@ async def _within_phone_limit(session: AsyncSession, msisdn: str, settings: Sett
     all customers and orders: anyone can type any number, and each prompt buzzes that phone. Every
     attempt counts, pending or finished. On PostgreSQL a transaction-scoped advisory lock per number
     makes concurrent presses count one after the other; SQLite runs a single process."""
-    if session.bind.dialect.name == "postgresql":
+    if dialect_name(session) == "postgresql":
         await session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": lock_key(f"mpesa-phone:{msisdn}")})
     recent = (await session.execute(select(func.count(Payment.id)).where(
         Payment.provider == PROVIDER, Payment.phone == msisdn, Payment.created_at > utcnow() - HOUR))).scalar_one()
@@ -329,7 +330,7 @@ async def _query_briefly(client: MpesaClient | None, checkout_id: str) -> StkSta
         return await asyncio.wait_for(client.stk_query(checkout_id), CALLBACK_QUERY_SECONDS)
     except StillProcessing:
         return "processing"
-    except (MpesaError, asyncio.TimeoutError) as exc:
+    except (TimeoutError, MpesaError) as exc:
         log.info("mpesa.callback_query_unavailable", extra={"checkout": checkout_id,
                                                             "code": getattr(exc, "code", "timeout")})
         return "unavailable"
@@ -420,7 +421,7 @@ async def _adopt_confirmed(session: AsyncSession, cb: dict[str, Any], status: St
     if known is None:
         try:
             async with session.begin_nested():
-                claimed = await session.execute(
+                claimed = await execute_dml(session,
                     update(Payment).where(Payment.id == payment.id, Payment.checkout_request_id.is_(None),
                                           Payment.state == common.PENDING)
                     .values(checkout_request_id=cb["checkout_id"], merchant_request_id=cb["merchant_id"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -42,7 +42,7 @@ class CheckoutSession:
     expires_at: datetime | None
 
     @classmethod
-    def from_api(cls, obj: Any) -> "CheckoutSession":
+    def from_api(cls, obj: Any) -> CheckoutSession:
         get = obj.get if hasattr(obj, "get") else (lambda k, d=None: getattr(obj, k, d))
         expires = get("expires_at")
         intent = get("payment_intent")
@@ -50,7 +50,7 @@ class CheckoutSession:
             intent = getattr(intent, "id", None) or (intent.get("id") if hasattr(intent, "get") else None)
         return cls(str(get("id")), get("url"), str(get("status") or ""), str(get("payment_status") or ""),
                    get("amount_total"), (get("currency") or "").upper() or None, intent,
-                   datetime.fromtimestamp(int(expires), tz=timezone.utc) if expires else None)
+                   datetime.fromtimestamp(int(expires), tz=UTC) if expires else None)
 
 
 def session_expiry(order: Order, now: datetime) -> datetime:
@@ -62,7 +62,7 @@ def retry_budget(request_timeout: float, retries: int) -> float:
     """The longest the SDK itself spends on one call that keeps timing out: every try waits its
     timeout, and between tries it sleeps its exponential back-off (stripe.HTTPXClient's public
     INITIAL_DELAY / MAX_DELAY; jitter only shortens a sleep)."""
-    sleeps = sum(min(stripe.HTTPXClient.INITIAL_DELAY * 2 ** n, stripe.HTTPXClient.MAX_DELAY) for n in range(retries))
+    sleeps = sum(min(stripe.HTTPXClient.INITIAL_DELAY * 2.0 ** n, stripe.HTTPXClient.MAX_DELAY) for n in range(retries))
     return (retries + 1) * request_timeout + sleeps
 
 
@@ -80,7 +80,7 @@ class StripeGateway:
         self.return_url = return_url
 
     @classmethod
-    def from_settings(cls, s: Settings) -> "StripeGateway":
+    def from_settings(cls, s: Settings) -> StripeGateway:
         assert s.stripe_secret_key and s.stripe_webhook_secret
         return cls(s.stripe_secret_key.get_secret_value(), s.stripe_webhook_secret.get_secret_value(),
                    s.stripe_api_base, s.shop_return_url)
@@ -110,7 +110,7 @@ class StripeGateway:
         try:
             async with asyncio.timeout(self.call_timeout):
                 obj = await self.client.v1.checkout.sessions.create_async(
-                    params=params, options={"idempotency_key": f"checkout-{payment.id}"})  # type: ignore[arg-type]
+                    params=params, options={"idempotency_key": f"checkout-{payment.id}"})  # type: ignore[arg-type]  # a plain dict for the SDK's TypedDict of params
         except TimeoutError:
             log.warning("stripe.create_failed", extra={"order": order.public_id, "error": "timeout"})
             raise StripeFailure("timeout") from None
@@ -152,7 +152,7 @@ class StripeGateway:
         """The event, if the signature over the raw body is ours and fresh (default tolerance).
         Raises stripe.SignatureVerificationError, or ValueError for a body that is not a JSON object."""
         try:
-            event = stripe.Webhook.construct_event(payload, signature or "", self._webhook_secret)
+            event: stripe.Event = stripe.Webhook.construct_event(payload, signature or "", self._webhook_secret)
         except (AttributeError, TypeError) as exc:  # signed, but JSON that is not an object
             raise ValueError("not a JSON object") from exc
         return event.to_dict()

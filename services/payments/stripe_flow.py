@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.config import Settings
 from db.models import Order, Payment, utcnow
+from db.session import execute_dml
 from services import orders as order_service
 from services.errors import DomainError
 from services.payments import common
@@ -94,10 +95,10 @@ async def _store_session(session_factory: async_sessionmaker[AsyncSession], gate
     link: it is expired at Stripe and the customer is told why; its id is kept so a late event
     still finds it."""
     async with session_factory() as session, session.begin():
-        held = await session.execute(
+        held = await execute_dml(session,
             update(Order).where(Order.id == payment.order_id, Order.state == order_service.AWAITING_PAYMENT)
             .values(updated_at=utcnow()).execution_options(synchronize_session=False))
-        stored = held.rowcount == 1 and (await session.execute(
+        stored = held.rowcount == 1 and (await execute_dml(session,
             update(Payment).where(Payment.id == payment.id, Payment.state == common.PENDING)
             .values(stripe_session_id=checkout.id, checkout_url=checkout.url, expires_at=checkout.expires_at,
                     next_check_at=(checkout.expires_at or now) + RECONCILE_GRACE)
@@ -146,7 +147,7 @@ async def _pick_pending(session: AsyncSession, pending: list[Payment], now: date
 
 async def _retire_orphan(session: AsyncSession, payment: Payment, state: str, code: str) -> bool:
     """pending → `state` for an attempt that never stored a session, only if it still has none."""
-    retired = await session.execute(
+    retired = await execute_dml(session,
         update(Payment).where(Payment.id == payment.id, Payment.state == common.PENDING,
                               Payment.stripe_session_id.is_(None))
         .values(state=state, result_code=code, updated_at=utcnow()).execution_options(synchronize_session=False))
@@ -173,7 +174,7 @@ async def _awaiting(session: AsyncSession, order_id: str, customer_id: int) -> O
 async def _claim(session: AsyncSession, order: Order) -> bool:
     """Hold the order in the state we read it in (a no-op compare-and-set write); False (and the
     order refreshed) when it moved meanwhile."""
-    claimed = await session.execute(
+    claimed = await execute_dml(session,
         update(Order).where(Order.id == order.id, Order.state == order.state)
         .values(updated_at=utcnow()).execution_options(synchronize_session=False))
     if claimed.rowcount == 1:
@@ -229,7 +230,7 @@ async def _record_closed(session: AsyncSession, payment: Payment, checkout: Chec
     closed quietly (the order's own message follows), with a compare-and-set."""
     if checkout.payment_status == "paid":
         return await _apply(session, payment, checkout, settings, raw={"closed": checkout.id, "why": why})
-    closed = await session.execute(
+    closed = await execute_dml(session,
         update(Payment).where(Payment.id == payment.id, Payment.state == common.PENDING)
         .values(state=common.EXPIRED, result_code="closed", result_desc=why, updated_at=utcnow())
         .execution_options(synchronize_session=False))
@@ -427,7 +428,7 @@ async def _adopt(session: AsyncSession, session_id: str, obj: dict[str, Any]) ->
     if (payment is None or payment.provider != PROVIDER or payment.stripe_session_id is not None
             or payment.order.public_id != metadata.get("order_id")):
         return None
-    claimed = await session.execute(update(Payment).where(Payment.id == payment.id,
+    claimed = await execute_dml(session, update(Payment).where(Payment.id == payment.id,
                                                           Payment.stripe_session_id.is_(None))
                                     .values(stripe_session_id=session_id).execution_options(synchronize_session=False))
     if claimed.rowcount != 1:
@@ -445,7 +446,7 @@ async def reconcile_due(session_factory: async_sessionmaker[AsyncSession], gatew
     for payment_id in await common.claim_due_attempts(session_factory, PROVIDER, now, timedelta(minutes=5),
                                                       Payment.stripe_session_id.is_not(None), batch=batch):
         async with session_factory() as session:
-            session_id = (await session.get(Payment, payment_id)).stripe_session_id  # type: ignore[union-attr]
+            session_id = (await session.get(Payment, payment_id)).stripe_session_id  # type: ignore[union-attr]  # the attempt claimed just now by its id
         try:
             checkout = await gateway.retrieve(session_id or "")
             if checkout.status == "open":
