@@ -48,9 +48,10 @@ async def fetch(engine: AsyncEngine, statement: Select[Any], params: Mapping[str
     assert prepared is not None, "call usable() first"
     args = [params[name] for name in prepared.names]
     async with engine.connect() as conn:
-        raw = await conn.get_raw_connection()
+        driver = (await conn.get_raw_connection()).driver_connection  # the asyncpg Connection
+        assert driver is not None, "a checked-out connection has its driver connection"
         try:
-            records = await raw.driver_connection.fetch(prepared.sql, *args)
+            records = await driver.fetch(prepared.sql, *args)
         except asyncpg.PostgresError as exc:
             lost = (exc.sqlstate or "")[:2] in _CONNECTION_LOST
             if lost:
@@ -83,7 +84,7 @@ def _compile(dialect: Dialect, statement: Select[Any]) -> _Prepared | None:
         return None  # a converted or a literal parameter: leave it to SQLAlchemy
     names = tuple(compiled.positiontup or ())
     columns = [col.key or f"_{n}" for n, col in enumerate(statement.selected_columns)]
-    return _Prepared(compiled.string, names, namedtuple("Row", columns, rename=True))  # type: ignore[misc]  # columns known only at run time
+    return _Prepared(compiled.string, names, namedtuple("Row", columns, rename=True))
 
 
 def _as_sqlalchemy(exc: Exception, sql: str, lost: bool) -> sa_exc.DBAPIError:
