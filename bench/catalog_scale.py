@@ -5,6 +5,7 @@ Target: latency(100,000) / latency(100) <= 1.5 for both pages (median of SAMPLES
 session as a handler would do). EXPLAIN ANALYZE of the deep page's queries is printed to show the
 (category_id, active, created_at, id) index carries the keyset pagination.
 """
+
 from __future__ import annotations
 
 import statistics
@@ -27,9 +28,23 @@ EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def rows(start: int, stop: int, category_id: int) -> list[dict]:
-    return [{"sku": f"SKU-{n:06d}", "category_id": category_id, "name": f"USB-C cable {n}", "description": "",
-             "price_kes": 500_00 + n, "price_usd": 4_00, "stock": n % 7, "reserved": 0, "sold": 0, "active": n % 50 != 0,
-             "created_at": EPOCH + timedelta(seconds=n), "updated_at": EPOCH} for n in range(start, stop)]
+    return [
+        {
+            "sku": f"SKU-{n:06d}",
+            "category_id": category_id,
+            "name": f"USB-C cable {n}",
+            "description": "",
+            "price_kes": 500_00 + n,
+            "price_usd": 4_00,
+            "stock": n % 7,
+            "reserved": 0,
+            "sold": 0,
+            "active": n % 50 != 0,
+            "created_at": EPOCH + timedelta(seconds=n),
+            "updated_at": EPOCH,
+        }
+        for n in range(start, stop)
+    ]
 
 
 async def fill(engine, category_id: int, start: int, stop: int) -> None:  # type: ignore[no-untyped-def]
@@ -55,9 +70,17 @@ async def new_category(engine) -> int:  # type: ignore[no-untyped-def]
 async def deep_cursor(session_factory, category_id: int) -> str:  # type: ignore[no-untyped-def]
     """The cursor of a product in the middle of the category (a customer who paged a long way)."""
     async with session_factory() as session:
-        ids = (await session.execute(select(Product).where(Product.category_id == category_id,
-                                                           Product.active.is_(True))
-                                     .order_by(Product.created_at.desc(), Product.id.desc()))).unique().scalars()
+        ids = (
+            (
+                await session.execute(
+                    select(Product)
+                    .where(Product.category_id == category_id, Product.active.is_(True))
+                    .order_by(Product.created_at.desc(), Product.id.desc())
+                )
+            )
+            .unique()
+            .scalars()
+        )
         products = list(ids)
     return catalog._cursor(products[len(products) // 2])
 
@@ -81,6 +104,7 @@ async def explain(engine, session_factory, category_id: int, after: str | None) 
         captured.append((statement, parameters))
 
     from sqlalchemy import event
+
     event.listen(engine.sync_engine, "before_cursor_execute", keep)
     try:
         async with session_factory() as session:
@@ -90,8 +114,11 @@ async def explain(engine, session_factory, category_id: int, after: str | None) 
     out: list[str] = []
     async with engine.connect() as conn:
         for statement, parameters in captured:
-            plan = (await conn.exec_driver_sql("EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF) " + statement,
-                                               tuple(parameters))).scalars().all()
+            plan = (
+                (await conn.exec_driver_sql("EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF) " + statement, tuple(parameters)))
+                .scalars()
+                .all()
+            )
             out.append(" ".join(statement.split())[:160] + " ...")
             out.extend("      " + line for line in plan)
     return out
@@ -117,24 +144,37 @@ async def run() -> Result:
             for label, (factory, category_id, cursor) in setups.items():
                 for page, after in (("first", None), ("deep", cursor)):
                     samples.setdefault((label, page), []).extend(
-                        await sample_ms(factory, category_id, after, SAMPLES // ROUNDS))
+                        await sample_ms(factory, category_id, after, SAMPLES // ROUNDS)
+                    )
         plan = await explain(large, setups["large"][0], setups["large"][1], setups["large"][2])
         plan += await explain(large, setups["large"][0], setups["large"][1], None)
     med = {key: statistics.median(values) for key, values in samples.items()}
     first_ratio = med[("large", "first")] / med[("small", "first")]
     deep_ratio = med[("large", "deep")] / med[("small", "deep")]
-    uses_index = any("ix_products_category_active_created" in line for line in plan) and \
-        not any("Seq Scan on products" in line for line in plan) and \
-        not any("Rows Removed by Filter" in line for line in plan)
-    figures.update({
-        f"first page ms, median ({SMALL} / {LARGE:,})": f"{med[('small', 'first')]:.2f} / {med[('large', 'first')]:.2f}",
-        f"deep page ms, median ({SMALL} / {LARGE:,}; middle of the category)":
-            f"{med[('small', 'deep')]:.2f} / {med[('large', 'deep')]:.2f}",
-        "ratio first page": first_ratio, "ratio deep page": deep_ratio,
-        "index carries the keyset (no seq scan, no filtered rows)": uses_index,
-    })
-    result = Result("catalogue scale", f"latency ratio {LARGE:,}/{SMALL} <= {TARGET_RATIO} (median of {SAMPLES})",
-                    first_ratio <= TARGET_RATIO and deep_ratio <= TARGET_RATIO and uses_index, figures)
+    uses_index = (
+        any("ix_products_category_active_created" in line for line in plan)
+        and not any("Seq Scan on products" in line for line in plan)
+        and not any("Rows Removed by Filter" in line for line in plan)
+    )
+    figures.update(
+        {
+            f"first page ms, median ({SMALL} / {LARGE:,})": (
+                f"{med[('small', 'first')]:.2f} / {med[('large', 'first')]:.2f}"
+            ),
+            f"deep page ms, median ({SMALL} / {LARGE:,}; middle of the category)": (
+                f"{med[('small', 'deep')]:.2f} / {med[('large', 'deep')]:.2f}"
+            ),
+            "ratio first page": first_ratio,
+            "ratio deep page": deep_ratio,
+            "index carries the keyset (no seq scan, no filtered rows)": uses_index,
+        }
+    )
+    result = Result(
+        "catalogue scale",
+        f"latency ratio {LARGE:,}/{SMALL} <= {TARGET_RATIO} (median of {SAMPLES})",
+        first_ratio <= TARGET_RATIO and deep_ratio <= TARGET_RATIO and uses_index,
+        figures,
+    )
     result.notes.append(f"EXPLAIN ANALYZE at {LARGE:,} products, deep page then first page:\n" + "\n".join(plan))
     return result
 

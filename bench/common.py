@@ -1,6 +1,7 @@
 """What every benchmark shares: a fresh PostgreSQL database per run (created like tests/conftest.py
 does, migrated with the production migrations, dropped afterwards), quiet logging, percentiles, a
 query counter and the result line each benchmark prints."""
+
 from __future__ import annotations
 
 import logging
@@ -19,7 +20,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from db.migrate import upgrade
 from db.session import make_engine
 
-PG_ADMIN_DSN = os.environ.get("BENCH_PG_DSN", os.environ.get("TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test"))
+PG_ADMIN_DSN = os.environ.get(
+    "BENCH_PG_DSN", os.environ.get("TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
+)
 
 
 def quiet_logs(level: int = logging.WARNING) -> None:
@@ -98,6 +101,7 @@ def percentile(values: list[float], pct: float) -> float:
 @dataclass
 class Result:
     """One benchmark's figures and verdict; `lines()` is what gets printed and kept in RESULTS.md."""
+
     name: str
     target: str
     passed: bool

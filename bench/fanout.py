@@ -5,6 +5,7 @@ Target: at least 28.5 messages/s sustained, 0 answered 429, 0 lost, 0 duplicated
 nature (1,000 messages at under 30/s). The drain loop is the worker's (`run_sender`'s) loop:
 drain_once until the table has nothing pending, sleeping briefly when a drain sent nothing.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -41,14 +42,16 @@ async def run() -> Result:
         limits = Limits()
         began = time.perf_counter()
         try:
-            await asyncio.wait_for(drain_lanes(session_factory, transport, limits, until_empty=True,
-                                               idle_seconds=0.05), 300)
+            await asyncio.wait_for(
+                drain_lanes(session_factory, transport, limits, until_empty=True, idle_seconds=0.05), 300
+            )
         finally:
             await transport.aclose()
         wall = time.perf_counter() - began
         async with session_factory() as session:
-            states = Counter(dict((await session.execute(select(Outbox.state, func.count(Outbox.id))
-                                                         .group_by(Outbox.state))).all()))
+            states = Counter(
+                dict((await session.execute(select(Outbox.state, func.count(Outbox.id)).group_by(Outbox.state))).all())
+            )
     await botapi.stop()
     delivered = Counter((c.chat_id, c.text) for c in botapi.sent(method="sendMessage"))
     times = sorted(c.at for c in botapi.sent(method="sendMessage"))
@@ -59,12 +62,22 @@ async def run() -> Result:
     worst_second = max(Counter(int(t - times[0]) for t in times).values()) if times else 0
     passed = rate >= TARGET_RATE and limits_standin.answered_429 == 0 and lost == 0 and duplicated == 0
     return Result(
-        "fan-out", f">= {TARGET_RATE} msg/s sustained, 0 answered 429, 0 lost, 0 duplicated", passed,
-        {"messages / chats": f"{MESSAGES} / {CHATS}", "delivered": sum(delivered.values()),
-         "messages/s (delivered / wall time)": rate, "messages/s (first to last delivery)": steady,
-         "most deliveries in one second": worst_second, "429 answered by the stand-in": limits_standin.answered_429,
-         "lost": lost, "duplicated": duplicated, "outbox states": dict(states),
-         "wall time s": wall})
+        "fan-out",
+        f">= {TARGET_RATE} msg/s sustained, 0 answered 429, 0 lost, 0 duplicated",
+        passed,
+        {
+            "messages / chats": f"{MESSAGES} / {CHATS}",
+            "delivered": sum(delivered.values()),
+            "messages/s (delivered / wall time)": rate,
+            "messages/s (first to last delivery)": steady,
+            "most deliveries in one second": worst_second,
+            "429 answered by the stand-in": limits_standin.answered_429,
+            "lost": lost,
+            "duplicated": duplicated,
+            "outbox states": dict(states),
+            "wall time s": wall,
+        },
+    )
 
 
 if __name__ == "__main__":

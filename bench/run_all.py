@@ -1,6 +1,7 @@
 """`python -m bench.run_all [name ...]` (or `make bench`): run the benchmarks one after the other, each on
 its own fresh PostgreSQL database, print every figure and a PASS/FAIL summary. Exit status 1 when any
 target is missed. Names: throughput, flash_sale, fanout, dhl_cycle, catalog_scale."""
+
 from __future__ import annotations
 
 import importlib

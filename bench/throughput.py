@@ -12,6 +12,7 @@ Echo and shop runs alternate (ECHO, SHOP, ECHO, SHOP, ECHO, SHOP) after a warm-u
 neighbour hurts both about equally; the ratio uses the best run of each (with two runs each, one
 slow moment of a noisy machine moved the ratio by 0.1; three hold it steadier).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -54,22 +55,27 @@ class Client:
 
     async def post(self, update: dict[str, Any]) -> None:
         update["update_id"] = next(self._update_ids)
-        async with self.http.post(self.url, json=update,
-                                  headers={"X-Telegram-Bot-Api-Secret-Token": SECRET}) as resp:
+        async with self.http.post(self.url, json=update, headers={"X-Telegram-Bot-Api-Secret-Token": SECRET}) as resp:
             if resp.status != 200:
                 raise RuntimeError(f"webhook answered {resp.status}: {await resp.text()}")
 
     async def text(self, text: str) -> None:
-        msg: dict[str, Any] = {"message_id": next(self._message_ids), "date": int(time.time()), "chat": self.chat,
-                               "from": self.user, "text": text}
+        msg: dict[str, Any] = {
+            "message_id": next(self._message_ids),
+            "date": int(time.time()),
+            "chat": self.chat,
+            "from": self.user,
+            "text": text,
+        }
         if text.startswith("/"):
             msg["entities"] = [{"type": "bot_command", "offset": 0, "length": len(text.split()[0])}]
         await self.post({"message": msg})
 
     async def press(self, prefix: str) -> None:
         """Press the first button whose callback data starts with `prefix` on the bot's last message."""
-        screen = self.botapi.last(self.user_id, methods=("sendMessage", "sendPhoto", "editMessageText",
-                                                         "editMessageCaption"))
+        screen = self.botapi.last(
+            self.user_id, methods=("sendMessage", "sendPhoto", "editMessageText", "editMessageCaption")
+        )
         data = next((d for _, d in screen.buttons if d.startswith(prefix)), None)
         if data is None:
             raise RuntimeError(f"no button {prefix!r} in {screen.buttons}")
@@ -77,8 +83,17 @@ class Client:
         message.setdefault("message_id", screen.params.get("message_id"))
         message.setdefault("date", int(time.time()))
         message.setdefault("chat", self.chat)
-        await self.post({"callback_query": {"id": f"{self.user_id}-{next(self._update_ids)}", "from": self.user,
-                                            "chat_instance": "ci", "data": data, "message": message}})
+        await self.post(
+            {
+                "callback_query": {
+                    "id": f"{self.user_id}-{next(self._update_ids)}",
+                    "from": self.user,
+                    "chat_instance": "ci",
+                    "data": data,
+                    "message": message,
+                }
+            }
+        )
 
     async def browse(self, rounds: int) -> int:
         """The realistic mix: 6 updates per round."""
@@ -138,8 +153,14 @@ async def run() -> Result:
     async with migrated_engine("sf_bench_tp") as engine:
         # Each client sends as fast as it can (~60 updates/s), which no person does: a throttle it never
         # reaches, so every update is handled, while the check itself still runs on each one.
-        harness = await Harness(engine, botapi, telegram_webhook_secret=SECRET, public_base_url="https://shop.example",
-                                throttle_updates_per_second=1000.0, throttle_burst=1000).start()
+        harness = await Harness(
+            engine,
+            botapi,
+            telegram_webhook_secret=SECRET,
+            public_base_url="https://shop.example",
+            throttle_updates_per_second=1000.0,
+            throttle_burst=1000,
+        ).start()
         await harness.load_demo()
         async with harness.session_factory() as session, session.begin():  # nobody runs out mid-run
             await session.execute(update(Product).values(stock=1_000_000))
@@ -167,13 +188,18 @@ async def run() -> Result:
     echo, shop = max(runs["echo"]), max(runs["shop"])
     ratio = shop / echo
     return Result(
-        "throughput", f"shop >= {TARGET_RATIO}x echo bot", ratio >= TARGET_RATIO and not errors,
-        {"clients": f"{USERS} users x {ROUNDS * 6} updates per run",
-         "echo updates/s (runs)": " / ".join(f"{r:.0f}" for r in runs["echo"]),
-         "shop updates/s (runs)": " / ".join(f"{r:.0f}" for r in runs["shop"]),
-         "Bot API calls in last shop run": calls,
-         "ratio shop/echo": ratio},
-        ["shop mix per round: /start, Catalogue, category, product, Add to cart, Cart (callbacks answered)"])
+        "throughput",
+        f"shop >= {TARGET_RATIO}x echo bot",
+        ratio >= TARGET_RATIO and not errors,
+        {
+            "clients": f"{USERS} users x {ROUNDS * 6} updates per run",
+            "echo updates/s (runs)": " / ".join(f"{r:.0f}" for r in runs["echo"]),
+            "shop updates/s (runs)": " / ".join(f"{r:.0f}" for r in runs["shop"]),
+            "Bot API calls in last shop run": calls,
+            "ratio shop/echo": ratio,
+        },
+        ["shop mix per round: /start, Catalogue, category, product, Add to cart, Cart (callbacks answered)"],
+    )
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """Builds the Bot and the Dispatcher. Everything the handlers need arrives through the dispatcher's
 workflow data (settings, session factory, payment clients), so tests build the same app."""
+
 from __future__ import annotations
 
 import logging
@@ -44,18 +45,26 @@ def build_storage(settings: Settings) -> BaseStorage:
     return MemoryStorage()
 
 
-def build_dispatcher(settings: Settings, session_factory: async_sessionmaker[AsyncSession],
-                     **extra: Any) -> Dispatcher:
+def build_dispatcher(settings: Settings, session_factory: async_sessionmaker[AsyncSession], **extra: Any) -> Dispatcher:
     from handlers import setup_routers
 
     storage = build_storage(settings)
-    dp = Dispatcher(storage=storage, settings=settings, session_factory=session_factory,
-                    screens=CatalogueMemo(settings.catalog_cache_seconds), **extra)
+    dp = Dispatcher(
+        storage=storage,
+        settings=settings,
+        session_factory=session_factory,
+        screens=CatalogueMemo(settings.catalog_cache_seconds),
+        **extra,
+    )
     customers = CustomerMiddleware()
     sessions = DbSessionMiddleware(session_factory, customers)
     bot_id = settings.bot_token.get_secret_value().split(":", 1)[0]  # the token's public half: its own buckets
-    throttle = ThrottleMiddleware(settings.throttle_updates_per_second, settings.throttle_burst,
-                                  shared_redis(storage), key_prefix=f"throttle:{bot_id}:")
+    throttle = ThrottleMiddleware(
+        settings.throttle_updates_per_second,
+        settings.throttle_burst,
+        shared_redis(storage),
+        key_prefix=f"throttle:{bot_id}:",
+    )
     for observer in (dp.message, dp.callback_query):
         observer.outer_middleware(LanguageMiddleware())
         observer.outer_middleware(throttle)  # keyed by user; after the language, to refuse in it

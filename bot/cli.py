@@ -1,4 +1,5 @@
 """`storefront` command line: run | web | worker | db upgrade | catalog import FILE."""
+
 from __future__ import annotations
 
 import argparse

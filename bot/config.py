@@ -3,6 +3,7 @@
 Every knob the shop has is here, so `.env.example` can document them all in one place and a bad value
 stops start-up with one clear line instead of failing later in the middle of a payment.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -97,8 +98,9 @@ class Settings(BaseSettings):
     @classmethod
     def _split_networks(cls, value: object) -> object:
         if isinstance(value, str):
-            return [ip_network(part.strip(), strict=False) for part in value.replace(";", ",").split(",")
-                    if part.strip()]
+            return [
+                ip_network(part.strip(), strict=False) for part in value.replace(";", ",").split(",") if part.strip()
+            ]
         return value
 
     @field_validator("mpesa_callback_token")
@@ -107,8 +109,10 @@ class Settings(BaseSettings):
         if value is None or not value.get_secret_value():
             return None
         if len(value.get_secret_value()) < MIN_CALLBACK_TOKEN:
-            raise ValueError(f"must be at least {MIN_CALLBACK_TOKEN} characters (it is the callback URL's only "
-                             "protection; e.g. python3 -c 'import secrets; print(secrets.token_urlsafe(32))')")
+            raise ValueError(
+                f"must be at least {MIN_CALLBACK_TOKEN} characters (it is the callback URL's only "
+                "protection; e.g. python3 -c 'import secrets; print(secrets.token_urlsafe(32))')"
+            )
         return value
 
     @field_validator("telegram_api_url", "mpesa_base_url", "dhl_api_url", "public_base_url")
@@ -139,8 +143,16 @@ class Settings(BaseSettings):
 
     @property
     def mpesa_configured(self) -> bool:
-        return all((self.mpesa_consumer_key, self.mpesa_consumer_secret, self.mpesa_shortcode,
-                    self.mpesa_passkey, self.mpesa_callback_token, self.public_base_url))
+        return all(
+            (
+                self.mpesa_consumer_key,
+                self.mpesa_consumer_secret,
+                self.mpesa_shortcode,
+                self.mpesa_passkey,
+                self.mpesa_callback_token,
+                self.public_base_url,
+            )
+        )
 
     @property
     def stripe_configured(self) -> bool:

@@ -4,6 +4,7 @@ Each job runs under an advisory lock so that, however many workers run, a cycle'
 inside a job, rows are also claimed with compare-and-set updates so a lock lost mid-way cannot
 double anything.
 """
+
 from __future__ import annotations
 
 import logging
@@ -37,8 +38,7 @@ def _expiry(shop: Shop) -> tuple[str, float, Callable[[], Awaitable[object]]]:
 
 def job_factories() -> list[JobFactory]:
     """Every scheduled job of the shop: the expiry here, the payment reconcilers' and the carrier's."""
-    return [_expiry, *mpesa_reconcile.job_factories(), *stripe_reconcile.job_factories(),
-            *dhl_jobs.job_factories()]
+    return [_expiry, *mpesa_reconcile.job_factories(), *stripe_reconcile.job_factories(), *dhl_jobs.job_factories()]
 
 
 def build_scheduler(shop: Shop) -> AsyncIOScheduler:
@@ -55,6 +55,14 @@ def build_scheduler(shop: Shop) -> AsyncIOScheduler:
             except Exception:
                 log.exception("job.failed", extra={"job": name})
 
-        scheduler.add_job(_run, "interval", seconds=seconds, id=name, max_instances=1, coalesce=True,
-                          misfire_grace_time=max(int(seconds), 1), next_run_time=datetime.now(UTC))
+        scheduler.add_job(
+            _run,
+            "interval",
+            seconds=seconds,
+            id=name,
+            max_instances=1,
+            coalesce=True,
+            misfire_grace_time=max(int(seconds), 1),
+            next_run_time=datetime.now(UTC),
+        )
     return scheduler

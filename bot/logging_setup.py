@@ -1,5 +1,6 @@
 """Structured log lines (`event key=value …`) with a last-line-of-defence redactor: bot tokens,
 bearer tokens, secrets and full phone numbers never reach the log, whoever logged them."""
+
 from __future__ import annotations
 
 import logging
@@ -11,10 +12,16 @@ _STD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", 
 
 _PATTERNS: list[tuple[re.Pattern[str], str | Callable[[re.Match[str]], str]]] = [
     (re.compile(r"(/webhooks/mpesa/)[^/\s\"'?]+"), r"\1<token>"),  # the callback URL's secret segment
-    (re.compile(r"(?<!\d)\d{6,12}:[A-Za-z0-9_-]{30,}"), "<bot-token>"),  # also inside /bot<token>/ URLs  # Telegram bot token
+    (
+        re.compile(r"(?<!\d)\d{6,12}:[A-Za-z0-9_-]{30,}"),
+        "<bot-token>",
+    ),  # also inside /bot<token>/ URLs  # Telegram bot token
     (re.compile(r"(?i)(bearer|basic)\s+[A-Za-z0-9._~+/=-]{8,}"), r"\1 <redacted>"),
     (re.compile(r"\b(sk|rk|whsec|pk)_(test|live)?_?[A-Za-z0-9]{8,}\b"), "<stripe-secret>"),
-    (re.compile(r"(?<!\d)(?:\+?254|0)(7|1)\d{8}(?!\d)"), lambda m: m.group(0)[:-9] + m.group(1) + "*****" + m.group(0)[-3:]),
+    (
+        re.compile(r"(?<!\d)(?:\+?254|0)(7|1)\d{8}(?!\d)"),
+        lambda m: m.group(0)[:-9] + m.group(1) + "*****" + m.group(0)[-3:],
+    ),
     (re.compile(r"(?i)(passkey|password|secret|api[_-]?key|token)([\"'=: ]+)[^\s\"',&]+"), r"\1\2<redacted>"),
 ]
 

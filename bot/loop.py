@@ -2,6 +2,7 @@
 elsewhere. uvloop does the socket and scheduling work in C, and the shop is mostly that (webhook
 HTTP, asyncpg, Bot API calls): on the flash-sale bench it raised checkouts/s by about a quarter
 (bench/RESULTS.md). The test suite runs on the same loop (tests/conftest.py)."""
+
 from __future__ import annotations
 
 import asyncio

@@ -4,6 +4,7 @@ language, and the customer row itself so handlers can stay thin.
 Both run once the handler is chosen: a session is opened only for handlers that take one (or the
 customer), and the customer row is loaded only for handlers that take a `customer` argument, so
 screens that need neither (the main menu, help, cached catalogue screens) cost no database work."""
+
 from __future__ import annotations
 
 import time
@@ -44,16 +45,20 @@ class DbSessionMiddleware(BaseMiddleware):
 
     USES_DATABASE = frozenset({"session", "customer", "customer_id"})
 
-    def __init__(self, session_factory: async_sessionmaker[AsyncSession],
-                 customers: CustomerMiddleware | None = None) -> None:
+    def __init__(
+        self, session_factory: async_sessionmaker[AsyncSession], customers: CustomerMiddleware | None = None
+    ) -> None:
         self.session_factory = session_factory
         self.autocommit_factory = autocommit_sessionmaker(session_factory)
         self.customers = customers
 
     async def __call__(self, handler: Handler, event: TelegramObject, data: dict[str, Any]) -> Any:
         chosen: HandlerObject | None = data.get("handler")
-        if chosen is not None and not chosen.varkw and (
-                self.USES_DATABASE.isdisjoint(chosen.params) or self._only_a_known_id(chosen, data)):
+        if (
+            chosen is not None
+            and not chosen.varkw
+            and (self.USES_DATABASE.isdisjoint(chosen.params) or self._only_a_known_id(chosen, data))
+        ):
             return await handler(event, data)
         autocommit = statements_commit(data)
         async with (self.autocommit_factory if autocommit else self.session_factory)() as session:
@@ -67,8 +72,12 @@ class DbSessionMiddleware(BaseMiddleware):
 
     def _only_a_known_id(self, chosen: HandlerObject, data: dict[str, Any]) -> bool:
         """The handler takes just `customer_id`, of a customer checked moments ago (/start)."""
-        return (self.customers is not None and "session" not in chosen.params and "customer" not in chosen.params
-                and self.customers.known(data))
+        return (
+            self.customers is not None
+            and "session" not in chosen.params
+            and "customer" not in chosen.params
+            and self.customers.known(data)
+        )
 
 
 class LanguageMiddleware(BaseMiddleware):
@@ -114,7 +123,9 @@ class CustomerMiddleware(BaseMiddleware):
                 if statements_commit(data) and not wants_row:
                     self._remember(key, now)  # the registration committed as it ran
                 else:  # once it is committed: a first contact rolled back with its update left no row
-                    sa_event.listen(session.sync_session, "after_commit", lambda _s: self._remember(key, now), once=True)
+                    sa_event.listen(
+                        session.sync_session, "after_commit", lambda _s: self._remember(key, now), once=True
+                    )
             data["customer_id"] = user.id
         return await handler(event, data)
 

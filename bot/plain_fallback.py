@@ -5,6 +5,7 @@ session request middleware (aiogram's public extension point) that catches 400 "
 entities" on a call carrying a text or caption with a parse mode, and repeats that call once with
 no parse mode and the text as the reader would have seen it (`services.markup.to_plain`).
 """
+
 from __future__ import annotations
 
 import logging
@@ -21,8 +22,9 @@ log = logging.getLogger(__name__)
 
 
 class ResendAsPlainText(BaseRequestMiddleware):
-    async def __call__(self, make_request: NextRequestMiddlewareType[Any], bot: Bot,
-                       method: TelegramMethod[Any]) -> Any:
+    async def __call__(
+        self, make_request: NextRequestMiddlewareType[Any], bot: Bot, method: TelegramMethod[Any]
+    ) -> Any:
         try:
             return await make_request(bot, method)
         except TelegramBadRequest as exc:
@@ -31,8 +33,10 @@ class ResendAsPlainText(BaseRequestMiddleware):
             again = as_plain_text(method)
             if again is None:
                 raise
-            log.warning("telegram.unparsable_sent_as_plain_text",
-                        extra={"method": method.__api_method__, "error": refusal_for_log(exc.message)})
+            log.warning(
+                "telegram.unparsable_sent_as_plain_text",
+                extra={"method": method.__api_method__, "error": refusal_for_log(exc.message)},
+            )
             return await make_request(bot, again)
 
 

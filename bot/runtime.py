@@ -3,6 +3,7 @@
 `storefront web`, `storefront worker` and `storefront run` build one of these; tests build it too
 (pointed at stand-in servers), so production and tests share the wiring.
 """
+
 from __future__ import annotations
 
 import logging
@@ -50,8 +51,9 @@ def build_providers(settings: Settings) -> dict[str, Any]:
     return providers
 
 
-def build_shop(settings: Settings, *, engine: AsyncEngine | None = None,
-               providers: dict[str, Any] | None = None) -> Shop:
+def build_shop(
+    settings: Settings, *, engine: AsyncEngine | None = None, providers: dict[str, Any] | None = None
+) -> Shop:
     engine = engine or make_engine(settings.database_url)
     session_factory = make_sessionmaker(engine)
     providers = build_providers(settings) if providers is None else providers

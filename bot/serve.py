@@ -1,4 +1,5 @@
 """Entry points behind the CLI: migrate, import, and serve (web, worker or both)."""
+
 from __future__ import annotations
 
 import asyncio
@@ -70,8 +71,7 @@ async def announce_start(shop: Shop) -> None:
         return
     log.warning("payments.none_configured")
     async with shop.session_factory() as session, session.begin():
-        alert_admins(session, shop.settings.admin_chat_id, t("admin.alert.no_payments"),
-                     kind="admin_alert")
+        alert_admins(session, shop.settings.admin_chat_id, t("admin.alert.no_payments"), kind="admin_alert")
 
 
 async def _serve_http(shop: Shop) -> web.AppRunner:
@@ -80,8 +80,10 @@ async def _serve_http(shop: Shop) -> web.AppRunner:
     runner = web.AppRunner(build_web_app(shop), access_log=None)
     await runner.setup()
     await web.TCPSite(runner, shop.settings.host, shop.settings.port).start()
-    log.info("web.listening", extra={"host": shop.settings.host, "port": shop.settings.port,
-                                     "telegram_route": shop.settings.webhook_mode})
+    log.info(
+        "web.listening",
+        extra={"host": shop.settings.host, "port": shop.settings.port, "telegram_route": shop.settings.webhook_mode},
+    )
     return runner
 
 
@@ -99,8 +101,10 @@ async def run_web(settings: Settings, *, with_worker: bool = False) -> None:
         await announce_start(shop)
         if settings.webhook_mode:
             await shop.bot.set_webhook(
-                f"{settings.public_base_url}/telegram", secret_token=settings.webhook_secret,
-                allowed_updates=shop.dp.resolve_used_update_types(), drop_pending_updates=False,
+                f"{settings.public_base_url}/telegram",
+                secret_token=settings.webhook_secret,
+                allowed_updates=shop.dp.resolve_used_update_types(),
+                drop_pending_updates=False,
             )
             log.info("telegram.webhook_set")
             await asyncio.Event().wait()

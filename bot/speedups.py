@@ -1,6 +1,7 @@
 """What a webhook update costs beyond its own work, cut through public extension points only: a
 Bot API session subclass that sends calls as JSON (and skips parsing replies nobody reads), and
 `settle_heap` for start-up. Nothing here assigns to another library's classes."""
+
 from __future__ import annotations
 
 import contextvars
@@ -54,7 +55,8 @@ _result_unused: contextvars.ContextVar[bool] = contextvars.ContextVar("bot_resul
 @contextmanager
 def results_unused() -> Iterator[None]:
     """Bot API calls made inside are not read back (a screen edited in place): their reply is only
-    checked for success, not parsed into a Message with its whole keyboard. They return True; failures raise exactly as usual."""
+    checked for success, not parsed into a Message with its whole keyboard. They return True;
+    failures raise exactly as usual."""
     token = _result_unused.set(True)
     try:
         yield
@@ -73,20 +75,30 @@ class _Upload(Exception):
 class JsonBodySession(AiohttpSession):
     """Bot API calls as JSON bodies, which Telegram takes for every method that uploads no file.
     aiogram sends form fields, each keyboard serialised to JSON and then percent-encoded character by
-    character, where one JSON encoding of the whole call costs a fraction of that. Calls that upload a file keep aiogram's multipart form."""
+    character, where one JSON encoding of the whole call costs a fraction of that. Calls that upload
+    a file keep aiogram's multipart form."""
 
     _JSON: ClassVar[dict[str, str]] = {"Content-Type": "application/json"}
 
-    async def make_request(self, bot: Bot, method: TelegramMethod[TelegramType],
-                           timeout: int | None = None) -> TelegramType:  # noqa: ASYNC109 - BaseSession's signature
+    # the timeout parameter is BaseSession's signature
+    async def make_request(
+        self,
+        bot: Bot,
+        method: TelegramMethod[TelegramType],
+        timeout: int | None = None,  # noqa: ASYNC109
+    ) -> TelegramType:
         body = self._json_body(bot, method)
         if body is None:
             return await super().make_request(bot, method, timeout)
         session = await self.create_session()
         url = self.api.api_url(token=bot.token, method=method.__api_method__)
         try:
-            async with session.post(url, data=body, headers=self._JSON,
-                                    timeout=ClientTimeout(total=self.timeout if timeout is None else timeout)) as resp:
+            async with session.post(
+                url,
+                data=body,
+                headers=self._JSON,
+                timeout=ClientTimeout(total=self.timeout if timeout is None else timeout),
+            ) as resp:
                 raw_result = await resp.text()
         except TimeoutError as e:
             raise TelegramNetworkError(method=method, message="Request timeout error") from e

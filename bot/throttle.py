@@ -6,6 +6,7 @@ The limit is a GCRA token bucket: one number per user, the time their bucket is 
 ("theoretical arrival time"). In-process it lives in a bounded dict; with REDIS_URL it lives in
 Redis (one script call per update, so every web process shares it) and falls back to the
 in-process buckets while Redis cannot be reached: a Redis outage must not refuse every customer."""
+
 from __future__ import annotations
 
 import logging
@@ -72,8 +73,16 @@ class ThrottleMiddleware(BaseMiddleware):
 
     REDIS_RETRY_SECONDS = 5.0
 
-    def __init__(self, rate: float, burst: int, redis: Redis | None = None, *, key_prefix: str = "throttle:",
-                 notice_every: float = 5.0, max_users: int = 100_000) -> None:
+    def __init__(
+        self,
+        rate: float,
+        burst: int,
+        redis: Redis | None = None,
+        *,
+        key_prefix: str = "throttle:",
+        notice_every: float = 5.0,
+        max_users: int = 100_000,
+    ) -> None:
         self.local = TokenBuckets(rate, burst, max_users)
         self.script = redis.register_script(GCRA_LUA) if redis is not None else None
         interval_us = max(1, round(1_000_000 / rate))
@@ -99,8 +108,10 @@ class ThrottleMiddleware(BaseMiddleware):
                 return bool(await self.script(keys=[f"{self.key_prefix}{user_id}"], args=self.script_args))
             except (RedisError, OSError) as exc:
                 self._redis_down_until = now + self.REDIS_RETRY_SECONDS
-                log.warning("throttle.redis_unreachable", extra={"error": type(exc).__name__,
-                                                                 "retry_in_s": self.REDIS_RETRY_SECONDS})
+                log.warning(
+                    "throttle.redis_unreachable",
+                    extra={"error": type(exc).__name__, "retry_in_s": self.REDIS_RETRY_SECONDS},
+                )
         return self.local.allow(user_id, now)
 
     async def _refuse(self, event: TelegramObject, user_id: int, lang: str) -> None:

@@ -7,6 +7,7 @@ The count moves then and again when that transaction commits, so a screen render
 the old committed rows is not reused. Marking at the few writers costs nothing per statement (an
 engine-wide statement hook cost ~30 µs on every query, 5 % of the flash sale). Writes made by other
 processes are not seen here: cached screens also expire on a timer (`CATALOG_CACHE_SECONDS`)."""
+
 from __future__ import annotations
 
 from sqlalchemy import event

@@ -9,6 +9,7 @@ SQLAlchemy's public API: the statement is compiled with `ClauseElement.compile`,
 comes from `AsyncConnection.get_raw_connection()`, and a failure is raised as SQLAlchemy's own
 exception, the connection invalidated when it may be broken, as SQLAlchemy does for its statements.
 """
+
 from __future__ import annotations
 
 from collections import namedtuple
@@ -74,13 +75,16 @@ def _prepare(dialect: Dialect, statement: Select[Any]) -> _Prepared | None:
 
 
 def _compile(dialect: Dialect, statement: Select[Any]) -> _Prepared | None:
-    if any(col.type.dialect_impl(dialect).result_processor(dialect, None) is not None
-           for col in statement.selected_columns):
+    if any(
+        col.type.dialect_impl(dialect).result_processor(dialect, None) is not None for col in statement.selected_columns
+    ):
         return None
     compiled = statement.compile(dialect=dialect)
     binds = {bind.key: bind for bind in compiled.binds.values()}
-    if any(bind.type.dialect_impl(dialect).bind_processor(dialect) is not None or not bind.required
-           for bind in binds.values()):
+    if any(
+        bind.type.dialect_impl(dialect).bind_processor(dialect) is not None or not bind.required
+        for bind in binds.values()
+    ):
         return None  # a converted or a literal parameter: leave it to SQLAlchemy
     names = tuple(compiled.positiontup or ())
     columns = [col.key or f"_{n}" for n, col in enumerate(statement.selected_columns)]

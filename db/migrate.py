@@ -1,4 +1,5 @@
 """Apply Alembic migrations programmatically (used by `storefront db upgrade`, `run` and the tests)."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -4,6 +4,7 @@ Money columns are integers in minor units; the currency sits beside them. Stock 
 columns (`stock` free to sell, `reserved` held by unpaid orders, `sold`) so that their sum is a
 conserved quantity that tests can check after any storm of concurrent checkouts.
 """
+
 from __future__ import annotations
 
 from datetime import UTC, datetime
@@ -177,9 +178,7 @@ class Order(Base):
     tracking_misses: Mapped[int] = mapped_column(Integer, default=0)  # consecutive 404s
     shipped_at: Mapped[datetime | None] = mapped_column(TZDateTime())
 
-    items: Mapped[list[OrderItem]] = relationship(
-        back_populates="order", lazy="selectin", order_by="OrderItem.id"
-    )
+    items: Mapped[list[OrderItem]] = relationship(back_populates="order", lazy="selectin", order_by="OrderItem.id")
     customer: Mapped[Customer] = relationship(lazy="joined")
 
 

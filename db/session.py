@@ -3,6 +3,7 @@
 SQLite gets WAL and a busy timeout so the embedded default copes with the scheduler and the bot
 writing at once; PostgreSQL gets a pool sized for a couple of web and worker processes.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
@@ -72,8 +73,9 @@ def dialect_name(session: AsyncSession) -> str:
     return bind.dialect.name
 
 
-async def execute_dml(session: AsyncSession, statement: UpdateBase,
-                      params: Mapping[str, Any] | None = None) -> CursorResult[Any]:
+async def execute_dml(
+    session: AsyncSession, statement: UpdateBase, params: Mapping[str, Any] | None = None
+) -> CursorResult[Any]:
     """Run an INSERT, UPDATE or DELETE in the session. Its result is a CursorResult (with the
     `rowcount` the compare-and-set writes check), which `AsyncSession.execute` types only as a Result."""
     return cast(CursorResult[Any], await session.execute(statement, params))
@@ -91,8 +93,7 @@ def autocommit_sessionmaker(factory: async_sessionmaker[AsyncSession]) -> async_
     return async_sessionmaker(**{**factory.kw, "bind": bind.execution_options(isolation_level="AUTOCOMMIT")})
 
 
-async def read_ahead(session: AsyncSession, statement: Executable,
-                     params: Mapping[str, Any]) -> Sequence[Row[Any]]:
+async def read_ahead(session: AsyncSession, statement: Executable, params: Mapping[str, Any]) -> Sequence[Row[Any]]:
     """The rows of a read that may run ahead of the session's transaction (a lock-free check before
     one is opened). When the session holds no connection yet, the read runs on a pooled connection
     of its own in autocommit, given back before this returns: no BEGIN and no ROLLBACK, and the task

@@ -1,4 +1,5 @@
 """aiogram routers, one module per feature. Thin: parse the update, call a service, render a reply."""
+
 from __future__ import annotations
 
 from aiogram import Router

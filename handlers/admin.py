@@ -11,6 +11,7 @@ cache, right before /cancel or the confirmed Cancel… button, which refund). An
 button that `AdminOnly` turns away is not left to fall through to the customer routers: the refusal
 handlers after the admin ones answer it and log it.
 """
+
 from __future__ import annotations
 
 import logging
@@ -207,8 +208,15 @@ async def restock_command(message: Message, command: CommandObject, session: Asy
     async def run() -> str:
         sku, qty = _args(command)
         product, told = await admin_service.restock(session, sku, int(qty), actor)
-        return t("admin.restock.done", None, sku=product.sku, stock=product.stock,
-                 reserved=product.reserved, sold=product.sold, told=told)
+        return t(
+            "admin.restock.done",
+            None,
+            sku=product.sku,
+            stock=product.stock,
+            reserved=product.reserved,
+            sold=product.sold,
+            told=told,
+        )
 
     actor = _actor(message)
     await message.reply(await outcome("restock", actor, run))
@@ -220,12 +228,22 @@ async def stock_command(message: Message, command: CommandObject, session: Async
         products = await admin_service.stock_report(session, " ".join(_args(command)) or None)
         if not products:
             return t("admin.stock.none")
-        lines = [t("admin.stock.line", None, sku=p.sku, free=p.stock, reserved=p.reserved, sold=p.sold,
-                   flag=" ⚠️" if p.active and p.stock < settings.low_stock_threshold else "",
-                   inactive="" if p.active else t("admin.stock.inactive"))
-                 for p in products]
-        return fit_lines(t("admin.stock.title", None, threshold=settings.low_stock_threshold), lines,
-                         more="admin.stock.more")
+        lines = [
+            t(
+                "admin.stock.line",
+                None,
+                sku=p.sku,
+                free=p.stock,
+                reserved=p.reserved,
+                sold=p.sold,
+                flag=" ⚠️" if p.active and p.stock < settings.low_stock_threshold else "",
+                inactive="" if p.active else t("admin.stock.inactive"),
+            )
+            for p in products
+        ]
+        return fit_lines(
+            t("admin.stock.title", None, threshold=settings.low_stock_threshold), lines, more="admin.stock.more"
+        )
 
     await message.reply(await outcome("stock", _actor(message), run))
 
@@ -242,9 +260,18 @@ async def orders_command(message: Message, command: CommandObject, session: Asyn
         orders = await sm.orders_in_state(session, state, limit=50)
         if not orders:
             return t("admin.orders.none", None, state=state)
-        lines = [t("admin.orders.line", None, order=o.public_id, total=format_money(o.total, o.currency),
-                   zone=o.zone, items=sum(i.quantity for i in o.items), age=o.created_at.strftime("%d %b %H:%M"))
-                 for o in orders]
+        lines = [
+            t(
+                "admin.orders.line",
+                None,
+                order=o.public_id,
+                total=format_money(o.total, o.currency),
+                zone=o.zone,
+                items=sum(i.quantity for i in o.items),
+                age=o.created_at.strftime("%d %b %H:%M"),
+            )
+            for o in orders
+        ]
         total = await admin_service.count_in_state(session, state)
         return fit_lines(t("admin.orders.title", None, state=state, n=total), lines, hidden=total - len(orders))
 
@@ -287,17 +314,23 @@ async def delivered_command(message: Message, command: CommandObject, session: A
     await message.reply(await outcome("delivered", actor, run))
 
 
-async def cancel_text(session: AsyncSession, public_id: str, reason: str | None, actor: str, settings: Settings,
-                      providers: dict[str, Any]) -> str:
+async def cancel_text(
+    session: AsyncSession, public_id: str, reason: str | None, actor: str, settings: Settings, providers: dict[str, Any]
+) -> str:
     order, refund, payment = await admin_service.cancel(session, public_id, reason, actor, providers, settings)
-    return t(f"admin.cancel.{refund}", None, order=order.public_id,
-             receipt=(payment.receipt_number if payment else None) or "-",
-             amount=format_money(payment.amount, payment.currency) if payment else "-")
+    return t(
+        f"admin.cancel.{refund}",
+        None,
+        order=order.public_id,
+        receipt=(payment.receipt_number if payment else None) or "-",
+        amount=format_money(payment.amount, payment.currency) if payment else "-",
+    )
 
 
 @router.message(Command("cancel", ignore_case=True), AdminOnly(fresh=True))  # it refunds: rights asked afresh
-async def cancel_command(message: Message, command: CommandObject, session: AsyncSession, settings: Settings,
-                         providers: dict[str, Any]) -> None:
+async def cancel_command(
+    message: Message, command: CommandObject, session: AsyncSession, settings: Settings, providers: dict[str, Any]
+) -> None:
     async def run() -> str:
         public_id, *reason = _args(command)
         return await cancel_text(session, public_id, " ".join(reason) or None, actor, settings, providers)
@@ -310,8 +343,14 @@ async def cancel_command(message: Message, command: CommandObject, session: Asyn
 @router.message(Command("orders", "cancel", ignore_case=True), InAdminGroup())
 async def refuse_command(message: Message, command: CommandObject) -> None:
     """An admin command from someone `AdminOnly` turned away (or from outside the admin group)."""
-    log.warning("admin.refused", extra={"command": command.command.lower(), "chat_id": message.chat.id,
-                                        "user_id": message.from_user.id if message.from_user else 0})
+    log.warning(
+        "admin.refused",
+        extra={
+            "command": command.command.lower(),
+            "chat_id": message.chat.id,
+            "user_id": message.from_user.id if message.from_user else 0,
+        },
+    )
     await message.reply(t("admin.refused"))
 
 
@@ -327,8 +366,9 @@ async def unknown_command(message: Message, command: CommandObject) -> None:
 # --- rendering ------------------------------------------------------------------------------------
 
 
-def fit_lines(title: Markup, lines: list[Markup], *, hidden: int = 0, limit: int = TEXT_LIMIT,
-              more: str = "admin.more") -> Markup:
+def fit_lines(
+    title: Markup, lines: list[Markup], *, hidden: int = 0, limit: int = TEXT_LIMIT, more: str = "admin.more"
+) -> Markup:
     """Title and as many whole lines as fit in one message (never cutting an HTML tag in half),
     then a "… N more" line for the rest."""
     return Markup("\n").join([title, *_take(lines, limit - len(title) - 1, hidden, more)])
@@ -353,23 +393,60 @@ async def order_detail(session: AsyncSession, order: Order) -> str:
     Every line comes from `t` (values escaped); customers' free-text fields are cut to a bound first."""
     customer = order.customer
     lines = Markup("\n").join
-    items = [t("admin.order.item", None, qty=i.quantity, name=i.name, sku=i.sku,
-               amount=format_money(i.unit_price * i.quantity, order.currency)) for i in order.items]
-    payments = [t("admin.order.payment", None, provider=p.provider, state=p.state,
-                  amount=format_money(p.amount, p.currency), receipt=p.receipt_number or "",
-                  when=f"{p.created_at:%d %b %H:%M}")
-                for p in await admin_service.order_payments(session, order.id)]
-    events = [t("admin.order.event", None, when=f"{e.created_at:%d %b %H:%M}", src=e.from_state or "∅",
-                dst=e.to_state or "∅", actor=e.actor, note=t("admin.order.event_note", None, note=cut(e.note, 200))
-                if e.note else "") for e in await sm.events_of(session, order.id)]
-    values = {"order": order.public_id, "state": order.state, "items": lines(_take(items, 1500)),
-              "subtotal": format_money(order.subtotal, order.currency),
-              "shipping": format_money(order.shipping, order.currency), "total": format_money(order.total, order.currency),
-              "customer_id": order.customer_id, "name": cut(customer.first_name or "-", 64),
-              "username": cut(customer.username or "-", 64), "phone": "+" + order.phone,
-              "email": cut(order.email, 254), "address": cut(order.address, 500), "zone": order.zone,
-              "carrier": order.carrier or "-", "tracking": order.tracking_number or "-",
-              "refund": order.refund_status or "-", "payments": lines(_take(payments, 800)) or "—"}
+    items = [
+        t(
+            "admin.order.item",
+            None,
+            qty=i.quantity,
+            name=i.name,
+            sku=i.sku,
+            amount=format_money(i.unit_price * i.quantity, order.currency),
+        )
+        for i in order.items
+    ]
+    payments = [
+        t(
+            "admin.order.payment",
+            None,
+            provider=p.provider,
+            state=p.state,
+            amount=format_money(p.amount, p.currency),
+            receipt=p.receipt_number or "",
+            when=f"{p.created_at:%d %b %H:%M}",
+        )
+        for p in await admin_service.order_payments(session, order.id)
+    ]
+    events = [
+        t(
+            "admin.order.event",
+            None,
+            when=f"{e.created_at:%d %b %H:%M}",
+            src=e.from_state or "∅",
+            dst=e.to_state or "∅",
+            actor=e.actor,
+            note=t("admin.order.event_note", None, note=cut(e.note, 200)) if e.note else "",
+        )
+        for e in await sm.events_of(session, order.id)
+    ]
+    values = {
+        "order": order.public_id,
+        "state": order.state,
+        "items": lines(_take(items, 1500)),
+        "subtotal": format_money(order.subtotal, order.currency),
+        "shipping": format_money(order.shipping, order.currency),
+        "total": format_money(order.total, order.currency),
+        "customer_id": order.customer_id,
+        "name": cut(customer.first_name or "-", 64),
+        "username": cut(customer.username or "-", 64),
+        "phone": "+" + order.phone,
+        "email": cut(order.email, 254),
+        "address": cut(order.address, 500),
+        "zone": order.zone,
+        "carrier": order.carrier or "-",
+        "tracking": order.tracking_number or "-",
+        "refund": order.refund_status or "-",
+        "payments": lines(_take(payments, 800)) or "—",
+    }
     dropped = 0
     while True:  # the oldest events give way first when the message would be too long
         shown = ([t("admin.order.earlier_events", None, n=dropped)] if dropped else []) + events[dropped:]
@@ -386,8 +463,9 @@ async def order_detail(session: AsyncSession, order: Order) -> str:
 async def view_button(query: CallbackQuery, callback_data: AdminButton, session: AsyncSession) -> None:
     await query.answer()
     if isinstance(query.message, Message):
-        await query.message.answer(await outcome("order", _actor(query), lambda: order_detail_of(
-            session, callback_data.order)))
+        await query.message.answer(
+            await outcome("order", _actor(query), lambda: order_detail_of(session, callback_data.order))
+        )
 
 
 async def order_detail_of(session: AsyncSession, public_id: str) -> str:
@@ -395,8 +473,9 @@ async def order_detail_of(session: AsyncSession, public_id: str) -> str:
 
 
 @router.callback_query(Pressed(AdminAction.SHIP), AdminOnly())
-async def ship_button(query: CallbackQuery, callback_data: AdminButton, session: AsyncSession,
-                      state: FSMContext) -> None:
+async def ship_button(
+    query: CallbackQuery, callback_data: AdminButton, session: AsyncSession, state: FSMContext
+) -> None:
     """Ask for the tracking number as a reply (ForceReply), and show the exact /ship command too."""
     await query.answer()
     message = query.message
@@ -411,10 +490,15 @@ async def ship_button(query: CallbackQuery, callback_data: AdminButton, session:
         await message.answer(t("admin.ship.not_processing", None, order=order.public_id, state=order.state))
         return
     zone = get_zone(order.zone)
-    hint = t("admin.ship.hint_dhl") if zone.tracked else t("admin.ship.hint_courier", None,
-                                                           carrier=order.carrier or zone.carrier)
-    prompt = await message.answer(t("admin.ship.prompt", None, order=order.public_id, hint=hint),
-                                  reply_markup=ForceReply(input_field_placeholder=plain("admin.ship.placeholder")))
+    hint = (
+        t("admin.ship.hint_dhl")
+        if zone.tracked
+        else t("admin.ship.hint_courier", None, carrier=order.carrier or zone.carrier)
+    )
+    prompt = await message.answer(
+        t("admin.ship.prompt", None, order=order.public_id, hint=hint),
+        reply_markup=ForceReply(input_field_placeholder=plain("admin.ship.placeholder")),
+    )
     await state.set_state(ShipFlow.tracking)
     await state.set_data({"order": order.public_id, "prompt": prompt.message_id})
 
@@ -435,31 +519,51 @@ async def cancel_button(query: CallbackQuery, callback_data: AdminButton, sessio
         await message.answer(t("admin.cancel.not_allowed", None, order=order.public_id, state=order.state))
         return
     confirm = AdminButton(action=AdminAction.CONFIRM_CANCEL, order=order.public_id)
-    await message.answer(t("admin.cancel.confirm", None, order=order.public_id, state=order.state,
-                           total=format_money(order.total, order.currency)),
-                         reply_markup=InlineKeyboardMarkup(inline_keyboard=[[InlineKeyboardButton(
-                             text=t("admin.cancel.confirm_button"), callback_data=confirm.pack())]]))
+    await message.answer(
+        t(
+            "admin.cancel.confirm",
+            None,
+            order=order.public_id,
+            state=order.state,
+            total=format_money(order.total, order.currency),
+        ),
+        reply_markup=InlineKeyboardMarkup(
+            inline_keyboard=[
+                [InlineKeyboardButton(text=t("admin.cancel.confirm_button"), callback_data=confirm.pack())]
+            ]
+        ),
+    )
 
 
 @router.callback_query(Pressed(AdminAction.CONFIRM_CANCEL), AdminOnly(fresh=True))  # it refunds: asked afresh
-async def confirm_cancel_button(query: CallbackQuery, callback_data: AdminButton, session: AsyncSession,
-                                settings: Settings, providers: dict[str, Any]) -> None:
+async def confirm_cancel_button(
+    query: CallbackQuery,
+    callback_data: AdminButton,
+    session: AsyncSession,
+    settings: Settings,
+    providers: dict[str, Any],
+) -> None:
     """The result replaces the confirmation, so it cannot be pressed twice."""
     await query.answer()
     message = query.message
     if not isinstance(message, Message):
         return
     actor = _actor(query)
-    text = await outcome("cancel", actor, lambda: cancel_text(session, callback_data.order, "cancelled from the alert",
-                                                             actor, settings, providers))
+    text = await outcome(
+        "cancel",
+        actor,
+        lambda: cancel_text(session, callback_data.order, "cancelled from the alert", actor, settings, providers),
+    )
     await message.edit_text(text, reply_markup=None)
 
 
 @router.callback_query()  # the router's filter let only admin buttons in
 async def refuse_button(query: CallbackQuery, callback_data: AdminButton) -> None:
     """An admin button pressed by someone `AdminOnly` turned away, or outside the admin group."""
-    log.warning("admin.refused_button", extra={"user_id": query.from_user.id, "chat_id": _chat_id(query),
-                                               "action": callback_data.action.value})
+    log.warning(
+        "admin.refused_button",
+        extra={"user_id": query.from_user.id, "chat_id": _chat_id(query), "action": callback_data.action.value},
+    )
     await query.answer(t("admin.refused"), show_alert=True)
 
 
@@ -467,8 +571,9 @@ async def refuse_button(query: CallbackQuery, callback_data: AdminButton) -> Non
 
 
 @router.message(ShipReply())
-async def ship_reply(message: Message, ship_order: str, bot: Bot, session: AsyncSession, settings: Settings,
-                     state: FSMContext) -> None:
+async def ship_reply(
+    message: Message, ship_order: str, bot: Bot, session: AsyncSession, settings: Settings, state: FSMContext
+) -> None:
     """The reply with "<TRACKING_NUMBER> [carrier]": the same as /ship <ORDER_ID> <TRACKING_NUMBER> [carrier]."""
     user_id = message.from_user.id if message.from_user else 0
     if not await is_admin(bot, settings, message.chat.id, user_id):

@@ -18,6 +18,7 @@ action, an empty field) matches no handler and gets the stale-button answer (han
   pay:o|x|m|s|mq:<order>                 offer payment again, cancel unpaid, M-Pesa, card, M-Pesa status
   ord:v:<order>                          an order's detail
 """
+
 from __future__ import annotations
 
 from enum import StrEnum

@@ -4,6 +4,7 @@ Buttons (handlers/buttons.py): CartLine (fewer / more / remove), CartPage, CartC
 Checkout is `CheckoutStep(START)` (handlers/checkout.py). A long cart is split into pages by text size,
 so no screen goes over Telegram's 4096 characters whatever the product names are.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -47,12 +48,21 @@ PAGE_BUDGET = TEXT_LIMIT - 600  # room for the title, subtotal and page number a
 
 def _line_text(n: int, line: cart_service.CartLine, lang: str) -> Markup:
     p = line.product
-    text = t("cart.line", lang, n=n, name=p.name, qty=line.quantity,
-             kes=format_money(p.price_kes * line.quantity, "KES"), usd=format_money(p.price_usd * line.quantity, "USD"))
+    text = t(
+        "cart.line",
+        lang,
+        n=n,
+        name=p.name,
+        qty=line.quantity,
+        kes=format_money(p.price_kes * line.quantity, "KES"),
+        usd=format_money(p.price_usd * line.quantity, "USD"),
+    )
     if line.price_changed:
-        changes = [f"{format_money(old, cur)} → {format_money(new, cur)}"
-                   for old, new, cur in ((line.seen_price_kes, p.price_kes, "KES"), (line.seen_price_usd, p.price_usd, "USD"))
-                   if old != new]
+        changes = [
+            f"{format_money(old, cur)} → {format_money(new, cur)}"
+            for old, new, cur in ((line.seen_price_kes, p.price_kes, "KES"), (line.seen_price_usd, p.price_usd, "USD"))
+            if old != new
+        ]
         text += "\n" + t("cart.price_changed", lang, changes=" · ".join(changes))
     if not p.active:
         text += "\n" + t("cart.line_gone", lang)
@@ -77,7 +87,9 @@ def paginate(texts: Sequence[str], budget: int = PAGE_BUDGET, per_page: int = MA
     return pages
 
 
-async def cart_screen(session: AsyncSession, customer_id: int, lang: str, page: int = 0) -> tuple[str, InlineKeyboardMarkup]:
+async def cart_screen(
+    session: AsyncSession, customer_id: int, lang: str, page: int = 0
+) -> tuple[str, InlineKeyboardMarkup]:
     lines = await cart_service.lines(session, customer_id)
     if not lines:
         return t("cart.empty", lang), kb([(t("menu.catalog", lang), MENU_CATALOG), (t("menu.back", lang), MENU_MAIN)])
@@ -89,11 +101,17 @@ async def cart_screen(session: AsyncSession, customer_id: int, lang: str, page: 
     for i in pages[page]:
         line, pid = lines[i], lines[i].product.id
         parts.append(texts[i])
-        rows.append([("−", CartLine(action=LineAction.FEWER, product_id=pid, page=page).pack()),
-                     (f"{i + 1}. ×{line.quantity}",
-                      Card(action=CardAction.VIEW, product_id=pid, qty=min(max(1, line.quantity), 999)).pack()),
-                     ("+", CartLine(action=LineAction.MORE, product_id=pid, page=page).pack()),
-                     ("✖", CartLine(action=LineAction.REMOVE, product_id=pid, page=page).pack())])
+        rows.append(
+            [
+                ("−", CartLine(action=LineAction.FEWER, product_id=pid, page=page).pack()),
+                (
+                    f"{i + 1}. ×{line.quantity}",
+                    Card(action=CardAction.VIEW, product_id=pid, qty=min(max(1, line.quantity), 999)).pack(),
+                ),
+                ("+", CartLine(action=LineAction.MORE, product_id=pid, page=page).pack()),
+                ("✖", CartLine(action=LineAction.REMOVE, product_id=pid, page=page).pack()),
+            ]
+        )
     live = [line for line in lines if line.product.active]
     kes = sum(line.product.price_kes * line.quantity for line in live)
     usd = sum(line.product.price_usd * line.quantity for line in live)
@@ -103,8 +121,12 @@ async def cart_screen(session: AsyncSession, customer_id: int, lang: str, page: 
         turn = [("◀", page - 1)] if page > 0 else []
         turn += [("▶", page + 1)] if page < len(pages) - 1 else []
         rows.append([(arrow, CartPage(action="pg", page=to).pack()) for arrow, to in turn])
-    rows.append([(t("cart.clear", lang), CartClear(action="clr").pack()),
-                 (t("cart.checkout", lang), CheckoutStep(action=CheckoutAction.START).pack())])
+    rows.append(
+        [
+            (t("cart.clear", lang), CartClear(action="clr").pack()),
+            (t("cart.checkout", lang), CheckoutStep(action=CheckoutAction.START).pack()),
+        ]
+    )
     rows.append([(t("cart.continue", lang), MENU_CATALOG), (t("menu.back", lang), MENU_MAIN)])
     return Markup("\n\n").join(parts), kb(*rows)
 
@@ -122,15 +144,17 @@ async def cart_command(message: Message, session: AsyncSession, customer_id: int
 
 
 @router.callback_query(CartPage.filter(), flags=ONE_STATEMENT_EACH)
-async def cart_page(query: CallbackQuery, callback_data: CartPage, session: AsyncSession, customer_id: int,
-                    lang: str) -> None:
+async def cart_page(
+    query: CallbackQuery, callback_data: CartPage, session: AsyncSession, customer_id: int, lang: str
+) -> None:
     await query.answer()
     await show(query, *await cart_screen(session, customer_id, lang, callback_data.page))
 
 
 @router.callback_query(CartLine.filter(F.page >= 0))
-async def change_line(query: CallbackQuery, callback_data: CartLine, session: AsyncSession, customer_id: int,
-                      lang: str) -> None:
+async def change_line(
+    query: CallbackQuery, callback_data: CartLine, session: AsyncSession, customer_id: int, lang: str
+) -> None:
     """− / + / ✖ on a line. A button for a line that is gone refreshes the cart with a short answer."""
     action, product_id, page = callback_data.action, callback_data.product_id, callback_data.page
     current = await cart_service.quantity_in_cart(session, customer_id, product_id)

@@ -4,6 +4,7 @@ Its buttons (`cat:…` and "menu:catalog") are the factories of handlers/buttons
 CategoryPage, Card (view / change quantity / add), ProductButton (type a quantity / notify me) and
 CardMainMenu (the main menu from a card, which may be a photo and so cannot be edited into text).
 """
+
 from __future__ import annotations
 
 import functools
@@ -70,14 +71,17 @@ async def categories_screen(session: AsyncSession, lang: str) -> Screen:
     cats = await catalog.list_categories(session)
     if not cats:
         return t("catalog.empty", lang), kb([(t("menu.back", lang), MENU_MAIN)])
-    rows = [[(t("catalog.category_button", lang, name=c.name, count=n), Category(action="c", category_id=c.id).pack())]
-            for c, n in cats]
+    rows = [
+        [(t("catalog.category_button", lang, name=c.name, count=n), Category(action="c", category_id=c.id).pack())]
+        for c, n in cats
+    ]
     rows.append([(t("menu.cart", lang), MENU_CART), (t("menu.back", lang), MENU_MAIN)])
     return t("catalog.categories", lang), kb(*rows)
 
 
-async def category_screen(session: AsyncSession, category_id: int, lang: str, size: int,
-                          after: str | None = None, before: str | None = None) -> Screen | None:
+async def category_screen(
+    session: AsyncSession, category_id: int, lang: str, size: int, after: str | None = None, before: str | None = None
+) -> Screen | None:
     """One keyset page of a category, or None when the category has no active product at all."""
     page = await catalog.category_page(session, category_id, after=after, before=before, size=size)
     if not page.products and (after or before):  # the cursor's page emptied since: start over
@@ -88,29 +92,56 @@ async def category_screen(session: AsyncSession, category_id: int, lang: str, si
     rows: list[list[tuple[str, str]]] = []
     for p in page.products:
         stock = t("catalog.in_stock_short", lang, n=p.stock) if p.stock > 0 else t("catalog.out_of_stock_short", lang)
-        rows.append([(t("catalog.product_button", lang, name=_short(p.name), price=format_money(p.price_kes, "KES"),
-                        stock=stock), Card(action=CardAction.VIEW, product_id=p.id, qty=1).pack())])
+        rows.append(
+            [
+                (
+                    t(
+                        "catalog.product_button",
+                        lang,
+                        name=_short(p.name),
+                        price=format_money(p.price_kes, "KES"),
+                        stock=stock,
+                    ),
+                    Card(action=CardAction.VIEW, product_id=p.id, qty=1).pack(),
+                )
+            ]
+        )
     nav = []
     if page.prev_cursor:
-        nav.append(("◀", CategoryPage(action="p", category_id=category_id, direction=Direction.BEFORE,
-                                      cursor=page.prev_cursor).pack()))
+        nav.append(
+            (
+                "◀",
+                CategoryPage(
+                    action="p", category_id=category_id, direction=Direction.BEFORE, cursor=page.prev_cursor
+                ).pack(),
+            )
+        )
     if page.next_cursor:
-        nav.append(("▶", CategoryPage(action="p", category_id=category_id, direction=Direction.AFTER,
-                                      cursor=page.next_cursor).pack()))
+        nav.append(
+            (
+                "▶",
+                CategoryPage(
+                    action="p", category_id=category_id, direction=Direction.AFTER, cursor=page.next_cursor
+                ).pack(),
+            )
+        )
     rows.append(nav)
     rows.append([(t("catalog.back_to_categories", lang), MENU_CATALOG), (t("menu.cart", lang), MENU_CART)])
     rows.append([(t("menu.back", lang), MENU_MAIN)])
     return t("catalog.category_title", lang, name=name), kb(*rows)
 
 
-def product_card(product: Product, qty: int, lang: str, *, in_cart: int = 0,
-                 limit: int | None = None) -> Screen:
+def product_card(product: Product, qty: int, lang: str, *, in_cart: int = 0, limit: int | None = None) -> Screen:
     """The card: name, description, both prices, stock, quantity − / + and Add to cart (or Notify me).
     `limit` is the text budget (1024 for a photo caption); a long description is shortened to fit
     rather than cutting the HTML."""
     limit = limit or (CAPTION_LIMIT if product.photo_url else TEXT_LIMIT)
-    text = _fit(lambda name, description: _card_text(product, name, description, in_cart, lang),
-                product.name, product.description, limit)
+    text = _fit(
+        lambda name, description: _card_text(product, name, description, in_cart, lang),
+        product.name,
+        product.description,
+        limit,
+    )
     if product.stock <= 0:
         return text, _card_keyboard(product.id, product.category_id, 0, lang)
     return text, _card_keyboard(product.id, product.category_id, clamp_quantity(product, qty), lang)
@@ -120,23 +151,43 @@ def product_card(product: Product, qty: int, lang: str, *, in_cart: int = 0,
 def _card_keyboard(product_id: int, category_id: int, qty: int, lang: str) -> InlineKeyboardMarkup:
     """The card's buttons (qty 0: sold out, Notify me). They depend on these four values only, and
     a keyboard is never changed once built, so each is built once (pydantic builds every button)."""
-    nav = [[(t("catalog.back_to_category", lang), Category(action="c", category_id=category_id).pack()),
-            (t("menu.cart", lang), MENU_CART)],
-           [(t("catalog.back_to_categories", lang), MENU_CATALOG),
-            (t("menu.back", lang), CardMainMenu(action="m").pack())]]
+    nav = [
+        [
+            (t("catalog.back_to_category", lang), Category(action="c", category_id=category_id).pack()),
+            (t("menu.cart", lang), MENU_CART),
+        ],
+        [
+            (t("catalog.back_to_categories", lang), MENU_CATALOG),
+            (t("menu.back", lang), CardMainMenu(action="m").pack()),
+        ],
+    ]
     if qty <= 0:
-        return kb([(t("catalog.notify_me", lang),
-                    ProductButton(action=ProductAction.NOTIFY_ME, product_id=product_id).pack())], *nav)
+        return kb(
+            [
+                (
+                    t("catalog.notify_me", lang),
+                    ProductButton(action=ProductAction.NOTIFY_ME, product_id=product_id).pack(),
+                )
+            ],
+            *nav,
+        )
 
     def change(to: int) -> str:
         return Card(action=CardAction.QUANTITY, product_id=product_id, qty=to).pack()
 
     return kb(
-        [("−", change(max(1, qty - 1))), (str(qty), change(qty)),
-         ("+", change(min(qty + 1, cart_service.MAX_LINE_QTY + 1)))],
+        [
+            ("−", change(max(1, qty - 1))),
+            (str(qty), change(qty)),
+            ("+", change(min(qty + 1, cart_service.MAX_LINE_QTY + 1))),
+        ],
         [(t("catalog.add_to_cart", lang, qty=qty), Card(action=CardAction.ADD, product_id=product_id, qty=qty).pack())],
-        [(t("catalog.type_quantity", lang),
-          ProductButton(action=ProductAction.TYPE_QUANTITY, product_id=product_id).pack())],
+        [
+            (
+                t("catalog.type_quantity", lang),
+                ProductButton(action=ProductAction.TYPE_QUANTITY, product_id=product_id).pack(),
+            )
+        ],
         *nav,
     )
 
@@ -146,10 +197,20 @@ def clamp_quantity(product: Product, qty: int) -> int:
 
 
 def _card_text(product: Product, name: str, description: str, in_cart: int, lang: str) -> str:
-    parts = [t("catalog.product_card", lang, name=name, description=description,
-               kes=format_money(product.price_kes, "KES"), usd=format_money(product.price_usd, "USD"),
-               sku=product.sku)]
-    parts.append(t("catalog.stock_left", lang, n=product.stock) if product.stock > 0 else t("catalog.out_of_stock", lang))
+    parts = [
+        t(
+            "catalog.product_card",
+            lang,
+            name=name,
+            description=description,
+            kes=format_money(product.price_kes, "KES"),
+            usd=format_money(product.price_usd, "USD"),
+            sku=product.sku,
+        )
+    ]
+    parts.append(
+        t("catalog.stock_left", lang, n=product.stock) if product.stock > 0 else t("catalog.out_of_stock", lang)
+    )
     if in_cart:
         parts.append(t("catalog.in_cart", lang, n=in_cart))
     return Markup("\n").join(parts)
@@ -219,30 +280,60 @@ async def open_main_menu(query: CallbackQuery, lang: str) -> None:
 
 
 @router.callback_query(Category.filter())
-async def open_category(query: CallbackQuery, callback_data: Category, session: AsyncSession, lang: str,
-                        settings: Settings, screens: CatalogueMemo[Any]) -> None:
+async def open_category(
+    query: CallbackQuery,
+    callback_data: Category,
+    session: AsyncSession,
+    lang: str,
+    settings: Settings,
+    screens: CatalogueMemo[Any],
+) -> None:
     await _show_category(query, session, lang, settings, screens, callback_data.category_id)
 
 
 @router.callback_query(CategoryPage.filter())
-async def turn_page(query: CallbackQuery, callback_data: CategoryPage, session: AsyncSession, lang: str,
-                    settings: Settings, screens: CatalogueMemo[Any]) -> None:
+async def turn_page(
+    query: CallbackQuery,
+    callback_data: CategoryPage,
+    session: AsyncSession,
+    lang: str,
+    settings: Settings,
+    screens: CatalogueMemo[Any],
+) -> None:
     after = callback_data.direction is Direction.AFTER
     cursor = callback_data.cursor
-    await _show_category(query, session, lang, settings, screens, callback_data.category_id,
-                         after=cursor if after else None, before=None if after else cursor)
+    await _show_category(
+        query,
+        session,
+        lang,
+        settings,
+        screens,
+        callback_data.category_id,
+        after=cursor if after else None,
+        before=None if after else cursor,
+    )
 
 
-async def _show_category(query: CallbackQuery, session: AsyncSession, lang: str, settings: Settings,
-                         screens: CatalogueMemo[Any], category_id: int, after: str | None = None,
-                         before: str | None = None) -> None:
+async def _show_category(
+    query: CallbackQuery,
+    session: AsyncSession,
+    lang: str,
+    settings: Settings,
+    screens: CatalogueMemo[Any],
+    category_id: int,
+    after: str | None = None,
+    before: str | None = None,
+) -> None:
     size = settings.page_size
     try:
-        screen = await screens.get(("category", category_id, after, before, size, lang),
-                                   lambda: category_screen(session, category_id, lang, size, after=after, before=before))
+        screen = await screens.get(
+            ("category", category_id, after, before, size, lang),
+            lambda: category_screen(session, category_id, lang, size, after=after, before=before),
+        )
     except (ValueError, OverflowError, OSError):  # a forged cursor (a timestamp out of range)
-        screen = await screens.get(("category", category_id, None, None, size, lang),
-                                   lambda: category_screen(session, category_id, lang, size))
+        screen = await screens.get(
+            ("category", category_id, None, None, size, lang), lambda: category_screen(session, category_id, lang, size)
+        )
     if screen is None:
         await query.answer(t("catalog.category_empty", lang), show_alert=True)
         await show(query, *await categories_screen(session, lang))  # the list they came from is stale
@@ -255,8 +346,14 @@ async def _show_category(query: CallbackQuery, session: AsyncSession, lang: str,
 
 
 @router.callback_query(Card.filter(F.action == CardAction.VIEW), flags=ONE_STATEMENT_EACH)
-async def view_product(query: CallbackQuery, callback_data: Card, session: AsyncSession, lang: str,
-                       screens: CatalogueMemo[Any], customer_id: int | None = None) -> None:
+async def view_product(
+    query: CallbackQuery,
+    callback_data: Card,
+    session: AsyncSession,
+    lang: str,
+    screens: CatalogueMemo[Any],
+    customer_id: int | None = None,
+) -> None:
     """Open a card as a new screen (from a list, the cart or a notification): a photo when it has one."""
     product_id, qty = callback_data.product_id, callback_data.qty
     product = await screens.get(("product", product_id), lambda: _active_product(session, product_id))
@@ -278,8 +375,9 @@ async def _active_product(session: AsyncSession, product_id: int) -> Product | N
 
 
 @router.callback_query(Card.filter(F.action == CardAction.QUANTITY), flags=ONE_STATEMENT_EACH)
-async def change_card_quantity(query: CallbackQuery, callback_data: Card, session: AsyncSession, lang: str,
-                               customer_id: int | None = None) -> None:
+async def change_card_quantity(
+    query: CallbackQuery, callback_data: Card, session: AsyncSession, lang: str, customer_id: int | None = None
+) -> None:
     """− / + on the card: the same card edited in place, saying so when stock caps the quantity."""
     product = await _product_or_answer(query, session, callback_data.product_id, lang)
     if product is None:
@@ -311,19 +409,28 @@ async def edit_card(query: CallbackQuery, product: Product, qty: int, lang: str,
 
 
 @router.callback_query(Card.filter(F.action == CardAction.ADD), flags=ONE_STATEMENT_EACH)
-async def add_to_cart(query: CallbackQuery, callback_data: Card, session: AsyncSession, customer_id: int, lang: str,
-                      screens: CatalogueMemo[Any]) -> None:
+async def add_to_cart(
+    query: CallbackQuery,
+    callback_data: Card,
+    session: AsyncSession,
+    customer_id: int,
+    lang: str,
+    screens: CatalogueMemo[Any],
+) -> None:
     product_id, qty = callback_data.product_id, max(1, callback_data.qty)
     added = await cart_service.try_add(session, customer_id, product_id, qty)
-    product = await screens.get(("product", product_id), lambda: _active_product(session, product_id)) if added else None
+    product = (
+        await screens.get(("product", product_id), lambda: _active_product(session, product_id)) if added else None
+    )
     if added is None or product is None:
         await _add_the_long_way(query, session, customer_id, product_id, qty, lang)
         return
     await _confirm_added(query, product, qty, added, lang)
 
 
-async def _add_the_long_way(query: CallbackQuery, session: AsyncSession, customer_id: int, product_id: int,
-                            qty: int, lang: str) -> None:
+async def _add_the_long_way(
+    query: CallbackQuery, session: AsyncSession, customer_id: int, product_id: int, qty: int, lang: str
+) -> None:
     """Nothing could be added in one statement: read the product to say why (gone, sold out)."""
     product = await _product_or_answer(query, session, product_id, lang)
     if product is None:
@@ -338,8 +445,9 @@ async def _add_the_long_way(query: CallbackQuery, session: AsyncSession, custome
     await _confirm_added(query, product, qty, added, lang)
 
 
-async def _confirm_added(query: CallbackQuery, product: Product, qty: int, added: cart_service.Added,
-                         lang: str) -> None:
+async def _confirm_added(
+    query: CallbackQuery, product: Product, qty: int, added: cart_service.Added, lang: str
+) -> None:
     if added.now < added.before + qty:
         await query.answer(plain("cart.capped", lang, qty=added.now, name=_short(product.name, 60)), show_alert=True)
     else:
@@ -354,8 +462,9 @@ def _cap_reason(product: Product, lang: str) -> str:
 
 
 @router.callback_query(ProductButton.filter(F.action == ProductAction.NOTIFY_ME))
-async def notify_me(query: CallbackQuery, callback_data: ProductButton, session: AsyncSession, customer_id: int,
-                    lang: str) -> None:
+async def notify_me(
+    query: CallbackQuery, callback_data: ProductButton, session: AsyncSession, customer_id: int, lang: str
+) -> None:
     product = await _product_or_answer(query, session, callback_data.product_id, lang)
     if product is None:
         return
@@ -393,8 +502,9 @@ async def _product_or_answer(query: CallbackQuery, session: AsyncSession, produc
 
 
 @router.callback_query(ProductButton.filter(F.action == ProductAction.TYPE_QUANTITY))
-async def ask_quantity(query: CallbackQuery, callback_data: ProductButton, session: AsyncSession, state: FSMContext,
-                       lang: str) -> None:
+async def ask_quantity(
+    query: CallbackQuery, callback_data: ProductButton, session: AsyncSession, state: FSMContext, lang: str
+) -> None:
     product = await _product_or_answer(query, session, callback_data.product_id, lang)
     if product is None:
         return
@@ -405,18 +515,32 @@ async def ask_quantity(query: CallbackQuery, callback_data: ProductButton, sessi
     await state.set_state(TypeQuantity.waiting)
     await state.update_data(product_id=product.id)
     if isinstance(query.message, Message):
-        await query.message.answer(t("catalog.ask_quantity", lang, name=cut(product.name, 200),
-                                     max=min(product.stock, cart_service.MAX_LINE_QTY)))
+        await query.message.answer(
+            t(
+                "catalog.ask_quantity",
+                lang,
+                name=cut(product.name, 200),
+                max=min(product.stock, cart_service.MAX_LINE_QTY),
+            )
+        )
 
 
 @router.message(StateFilter(TypeQuantity.waiting), Command("cancel"))
 async def cancel_quantity(message: Message, state: FSMContext, lang: str) -> None:
     data = await state.get_data()
     await state.clear()
-    await message.answer(t("catalog.quantity_cancelled", lang), reply_markup=kb(
-        [(t("catalog.back_to_product", lang),
-          Card(action=CardAction.VIEW, product_id=int(data.get("product_id") or 0), qty=1).pack()),
-         (t("menu.cart", lang), MENU_CART)]))
+    await message.answer(
+        t("catalog.quantity_cancelled", lang),
+        reply_markup=kb(
+            [
+                (
+                    t("catalog.back_to_product", lang),
+                    Card(action=CardAction.VIEW, product_id=int(data.get("product_id") or 0), qty=1).pack(),
+                ),
+                (t("menu.cart", lang), MENU_CART),
+            ]
+        ),
+    )
 
 
 @router.message(StateFilter(TypeQuantity.waiting), AnyCommand())
@@ -427,8 +551,9 @@ async def other_command_leaves(message: Message, state: FSMContext) -> None:
 
 
 @router.message(StateFilter(TypeQuantity.waiting), NotCommand())
-async def typed_quantity(message: Message, session: AsyncSession, state: FSMContext, customer: Customer,
-                         lang: str) -> None:
+async def typed_quantity(
+    message: Message, session: AsyncSession, state: FSMContext, customer: Customer, lang: str
+) -> None:
     qty, problem = parse_quantity(message.text, lang)
     if problem:
         await message.answer(problem)
@@ -445,9 +570,15 @@ async def typed_quantity(message: Message, session: AsyncSession, state: FSMCont
     text = t("cart.added_typed", lang, qty=now, name=name)
     if now < before + qty:
         text = t("cart.capped", lang, qty=now, name=name) + "\n" + _cap_reason(product, lang)
-    await message.answer(text, reply_markup=kb(
-        [(t("menu.cart", lang), MENU_CART),
-         (t("catalog.continue", lang), Category(action="c", category_id=product.category_id).pack())]))
+    await message.answer(
+        text,
+        reply_markup=kb(
+            [
+                (t("menu.cart", lang), MENU_CART),
+                (t("catalog.continue", lang), Category(action="c", category_id=product.category_id).pack()),
+            ]
+        ),
+    )
 
 
 def parse_quantity(text: str | None, lang: str) -> tuple[int, str | None]:

@@ -3,6 +3,7 @@
 "Cancel" (button or /cancel) leaves at any step with the cart intact. Confirm places the order,
 which reserves the stock, then offers payment.
 """
+
 from __future__ import annotations
 
 import logging
@@ -51,9 +52,15 @@ class Checkout(StatesGroup):
 
 
 def zone_keyboard(lang: str) -> Any:
-    rows = [[(t(f"zone.{z.code}", lang, price=format_money(z.shipping, z.currency)),
-              ZoneChoice(action="z", zone=z.code).pack())]
-            for z in ZONES.values()]
+    rows = [
+        [
+            (
+                t(f"zone.{z.code}", lang, price=format_money(z.shipping, z.currency)),
+                ZoneChoice(action="z", zone=z.code).pack(),
+            )
+        ]
+        for z in ZONES.values()
+    ]
     rows.append([(t("checkout.cancel", lang), CANCEL)])
     return kb(*rows)
 
@@ -69,9 +76,11 @@ def phone_keyboard(customer: Customer, lang: str) -> ReplyKeyboardMarkup:
 def email_keyboard(customer: Customer, lang: str) -> ReplyKeyboardMarkup | ReplyKeyboardRemove:
     if not customer.email:
         return ReplyKeyboardRemove()
-    return ReplyKeyboardMarkup(keyboard=[[KeyboardButton(text=customer.email)],
-                                         [KeyboardButton(text=plain("checkout.cancel", lang))]],
-                               resize_keyboard=True, one_time_keyboard=True)
+    return ReplyKeyboardMarkup(
+        keyboard=[[KeyboardButton(text=customer.email)], [KeyboardButton(text=plain("checkout.cancel", lang))]],
+        resize_keyboard=True,
+        one_time_keyboard=True,
+    )
 
 
 # --- entering and leaving ------------------------------------------------------------------------
@@ -90,8 +99,9 @@ async def _cannot_start(session: AsyncSession, customer: Customer) -> tuple[str,
 
 
 @router.callback_query(CheckoutStep.filter(F.action == CheckoutAction.START))
-async def start_checkout(query: CallbackQuery, session: AsyncSession, customer: Customer, state: FSMContext,
-                         lang: str) -> None:
+async def start_checkout(
+    query: CallbackQuery, session: AsyncSession, customer: Customer, state: FSMContext, lang: str
+) -> None:
     reason = await _cannot_start(session, customer)
     if reason is not None:
         await query.answer(cut(plain(reason[0], lang, **reason[1]), ALERT_LIMIT), show_alert=True)
@@ -102,8 +112,9 @@ async def start_checkout(query: CallbackQuery, session: AsyncSession, customer: 
 
 
 @router.message(Command("checkout"))
-async def checkout_command(message: Message, session: AsyncSession, customer: Customer, state: FSMContext,
-                           lang: str) -> None:
+async def checkout_command(
+    message: Message, session: AsyncSession, customer: Customer, state: FSMContext, lang: str
+) -> None:
     reason = await _cannot_start(session, customer)
     if reason is not None:
         await message.answer(t(reason[0], lang, **reason[1]))
@@ -116,8 +127,9 @@ async def checkout_command(message: Message, session: AsyncSession, customer: Cu
 async def cancel_button(query: CallbackQuery, state: FSMContext, lang: str) -> None:
     await state.clear()
     await query.answer()
-    await show(query, t("checkout.cancelled", lang), kb([(t("menu.cart", lang), MENU_CART),
-                                                         (t("menu.back", lang), MENU_MAIN)]))
+    await show(
+        query, t("checkout.cancelled", lang), kb([(t("menu.cart", lang), MENU_CART), (t("menu.back", lang), MENU_MAIN)])
+    )
 
 
 @router.message(StateFilter(Checkout), Command("cancel"))
@@ -129,6 +141,7 @@ async def cancel_typed(message: Message, state: FSMContext, lang: str) -> None:
 
 def _cancel_labels() -> set[str]:
     from services.i18n import available_languages
+
     return {plain("checkout.cancel", lang) for lang in available_languages()}
 
 
@@ -136,8 +149,9 @@ def _cancel_labels() -> set[str]:
 
 
 @router.callback_query(StateFilter(Checkout.zone), ZoneChoice.filter())
-async def chose_zone(query: CallbackQuery, callback_data: ZoneChoice, customer: Customer, state: FSMContext,
-                     lang: str) -> None:
+async def chose_zone(
+    query: CallbackQuery, callback_data: ZoneChoice, customer: Customer, state: FSMContext, lang: str
+) -> None:
     code = callback_data.zone
     if code not in ZONES:
         await query.answer(t("error.stale_button", lang), show_alert=True)
@@ -148,13 +162,16 @@ async def chose_zone(query: CallbackQuery, callback_data: ZoneChoice, customer: 
     if query.message is not None:
         if isinstance(query.message, Message):  # an inaccessible one cannot be edited
             await query.message.edit_reply_markup(reply_markup=None)
-        await query.message.answer(t("checkout.ask_phone", lang, zone=t(f"zone.{code}.short", lang)),
-                                   reply_markup=phone_keyboard(customer, lang))
+        await query.message.answer(
+            t("checkout.ask_phone", lang, zone=t(f"zone.{code}.short", lang)),
+            reply_markup=phone_keyboard(customer, lang),
+        )
 
 
 @router.message(StateFilter(Checkout.phone), SharedContact())
-async def shared_contact(message: Message, session: AsyncSession, customer: Customer, state: FSMContext,
-                         lang: str) -> None:
+async def shared_contact(
+    message: Message, session: AsyncSession, customer: Customer, state: FSMContext, lang: str
+) -> None:
     contact = message.contact
     if contact is None or message.from_user is None or contact.user_id != message.from_user.id:
         await message.answer(t("checkout.contact_not_yours", lang), reply_markup=phone_keyboard(customer, lang))
@@ -171,8 +188,9 @@ async def _accept_phone(message: Message, customer: Customer, state: FSMContext,
     try:
         phone = normalize_phone(raw)
     except InvalidPhone as exc:
-        await message.answer(t("checkout.phone_invalid", lang, reason=t(exc.reason, lang)),
-                             reply_markup=phone_keyboard(customer, lang))
+        await message.answer(
+            t("checkout.phone_invalid", lang, reason=t(exc.reason, lang)), reply_markup=phone_keyboard(customer, lang)
+        )
         return
     customer.phone = phone
     await state.update_data(phone=phone)
@@ -194,8 +212,9 @@ async def typed_email(message: Message, customer: Customer, state: FSMContext, l
 
 
 @router.message(StateFilter(Checkout.address), Text())
-async def typed_address(message: Message, session: AsyncSession, customer: Customer, state: FSMContext,
-                        lang: str) -> None:
+async def typed_address(
+    message: Message, session: AsyncSession, customer: Customer, state: FSMContext, lang: str
+) -> None:
     address = " ".join((message.text or "").split())
     if len(address) < 8:
         await message.answer(t("checkout.address_short", lang))
@@ -214,8 +233,9 @@ async def unexpected_input(message: Message, state: FSMContext, lang: str) -> No
     await message.answer(t(f"checkout.reask.{step}", lang))
 
 
-async def _summary(session: AsyncSession, customer_id: int, data: dict[str, Any],
-                   lang: str) -> tuple[str, order_service.Totals] | None:
+async def _summary(
+    session: AsyncSession, customer_id: int, data: dict[str, Any], lang: str
+) -> tuple[str, order_service.Totals] | None:
     """The confirmation text and the totals it quotes (None when the cart emptied meanwhile)."""
     lines = await cart_service.lines(session, customer_id)
     if not lines:
@@ -223,19 +243,38 @@ async def _summary(session: AsyncSession, customer_id: int, data: dict[str, Any]
     zone = get_zone(data["zone"])
     totals = order_service.compute_totals([(line.product, line.quantity) for line in lines], zone)
     items = join_bounded(
-        [t("checkout.summary_line", lang, qty=line.quantity, name=line.product.name,
-           amount=format_money(order_service.unit_price(line.product, zone.currency) * line.quantity,
-                               zone.currency))
-         for line in lines], lang)
-    text = t("checkout.summary", lang, items=items, zone=t(f"zone.{zone.code}.short", lang),
-             subtotal=format_money(totals.subtotal, zone.currency),
-             shipping=format_money(totals.shipping, zone.currency), total=format_money(totals.total, zone.currency),
-             phone="+" + data["phone"], email=data["email"], address=cut(data["address"], ADDRESS_MAX))
+        [
+            t(
+                "checkout.summary_line",
+                lang,
+                qty=line.quantity,
+                name=line.product.name,
+                amount=format_money(
+                    order_service.unit_price(line.product, zone.currency) * line.quantity, zone.currency
+                ),
+            )
+            for line in lines
+        ],
+        lang,
+    )
+    text = t(
+        "checkout.summary",
+        lang,
+        items=items,
+        zone=t(f"zone.{zone.code}.short", lang),
+        subtotal=format_money(totals.subtotal, zone.currency),
+        shipping=format_money(totals.shipping, zone.currency),
+        total=format_money(totals.total, zone.currency),
+        phone="+" + data["phone"],
+        email=data["email"],
+        address=cut(data["address"], ADDRESS_MAX),
+    )
     return text, totals
 
 
-async def _show_summary(message: Message, session: AsyncSession, customer_id: int, state: FSMContext,
-                        lang: str, note: str | None = None) -> None:
+async def _show_summary(
+    message: Message, session: AsyncSession, customer_id: int, state: FSMContext, lang: str, note: str | None = None
+) -> None:
     """Quote the order and wait for Confirm; the quoted total is kept so Confirm places exactly it."""
     data = await state.get_data()
     quoted = await _summary(session, customer_id, data, lang)
@@ -246,14 +285,22 @@ async def _show_summary(message: Message, session: AsyncSession, customer_id: in
     text, totals = quoted
     await state.update_data(currency=totals.currency, total=totals.total)
     await state.set_state(Checkout.confirm)
-    await message.answer(Markup("\n\n").join([note, text]) if note else text,
-                         reply_markup=kb([(t("checkout.confirm", lang), CONFIRM)],
-                                         [(t("checkout.cancel", lang), CANCEL)]))
+    await message.answer(
+        Markup("\n\n").join([note, text]) if note else text,
+        reply_markup=kb([(t("checkout.confirm", lang), CONFIRM)], [(t("checkout.cancel", lang), CANCEL)]),
+    )
 
 
 @router.callback_query(CheckoutStep.filter(F.action == CheckoutAction.CONFIRM))
-async def confirm(query: CallbackQuery, session: AsyncSession, customer_id: int, state: FSMContext, lang: str,
-                  settings: Settings, providers: dict[str, Any]) -> None:
+async def confirm(
+    query: CallbackQuery,
+    session: AsyncSession,
+    customer_id: int,
+    state: FSMContext,
+    lang: str,
+    settings: Settings,
+    providers: dict[str, Any],
+) -> None:
     if await state.get_state() != Checkout.confirm.state:
         await query.answer(t("checkout.already_done", lang), show_alert=True)
         return
@@ -261,18 +308,27 @@ async def confirm(query: CallbackQuery, session: AsyncSession, customer_id: int,
     await state.clear()  # a second press of Confirm is now a stale button
     try:  # placed and committed before we say so
         order = await order_service.checkout(
-            session, customer_id, quoted=(data.get("currency"), data.get("total")), zone_code=data["zone"],
-            phone=data["phone"], email=data["email"], address=data["address"],
+            session,
+            customer_id,
+            quoted=(data.get("currency"), data.get("total")),
+            zone_code=data["zone"],
+            phone=data["phone"],
+            email=data["email"],
+            address=data["address"],
             reservation_minutes=settings.reservation_minutes,
-            limits=order_service.Limits(settings.max_open_orders_per_customer,
-                                        settings.max_reserved_units_per_customer))
+            limits=order_service.Limits(
+                settings.max_open_orders_per_customer, settings.max_reserved_units_per_customer
+            ),
+        )
     except order_service.QuoteChanged:
         log.info("checkout.quote_changed")
         await query.answer()
         await state.set_data(data)
         if isinstance(query.message, Message):
             await query.message.edit_reply_markup(reply_markup=None)
-            await _show_summary(query.message, session, customer_id, state, lang, note=t("checkout.quote_changed", lang))
+            await _show_summary(
+                query.message, session, customer_id, state, lang, note=t("checkout.quote_changed", lang)
+            )
         return
     except DomainError as exc:
         log.info("checkout.refused", extra={"reason": exc.key})
@@ -281,8 +337,9 @@ async def confirm(query: CallbackQuery, session: AsyncSession, customer_id: int,
             buttons = [(t("menu.cart", lang), MENU_CART)]
             if isinstance(exc, order_service.LimitReached):  # paying an unpaid order is the way on
                 buttons.append((t("menu.orders", lang), MENU_ORDERS))
-            await query.message.answer(t("checkout.not_placed", lang, reason=t(exc.key, lang, **exc.values)),
-                                       reply_markup=kb(buttons))
+            await query.message.answer(
+                t("checkout.not_placed", lang, reason=t(exc.key, lang, **exc.values)), reply_markup=kb(buttons)
+            )
         return
     await query.answer(plain("checkout.placed_toast", lang, order=order.public_id))
     if query.message is not None:

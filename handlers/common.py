@@ -1,5 +1,6 @@
 """The main menu's keyboard, help, the catch-all fallback and the apology for our own errors (last
 of the routers: it answers whatever no feature took). /start lives in handlers/start.py, first."""
+
 from __future__ import annotations
 
 import logging
@@ -30,12 +31,18 @@ router = Routes("common")  # any button: the stale-button answer
 @lru_cache(maxsize=32)
 def main_menu(lang: str) -> InlineKeyboardMarkup:
     """Built once per language: the same four buttons on every welcome."""
-    return InlineKeyboardMarkup(inline_keyboard=[
-        [InlineKeyboardButton(text=t("menu.catalog", lang), callback_data=MENU_CATALOG),
-         InlineKeyboardButton(text=t("menu.cart", lang), callback_data=MENU_CART)],
-        [InlineKeyboardButton(text=t("menu.orders", lang), callback_data=MENU_ORDERS),
-         InlineKeyboardButton(text=t("menu.help", lang), callback_data=MENU_HELP)],
-    ])
+    return InlineKeyboardMarkup(
+        inline_keyboard=[
+            [
+                InlineKeyboardButton(text=t("menu.catalog", lang), callback_data=MENU_CATALOG),
+                InlineKeyboardButton(text=t("menu.cart", lang), callback_data=MENU_CART),
+            ],
+            [
+                InlineKeyboardButton(text=t("menu.orders", lang), callback_data=MENU_ORDERS),
+                InlineKeyboardButton(text=t("menu.help", lang), callback_data=MENU_HELP),
+            ],
+        ]
+    )
 
 
 async def leave_flow(message: Message, state: FSMContext, lang: str) -> None:

@@ -1,5 +1,6 @@
 """Small message and router filters. They are `Filter` subclasses (coroutines): aiogram runs a plain
 function or a magic filter (`F.text`) in a worker thread, one hand-off per check."""
+
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
@@ -72,8 +73,7 @@ class Buttons(Filter):
     the `exact` packed buttons ("menu:cart"), or starts with one of `prefixes`. A router filtered so
     is not searched for a press that is not its own; the handlers' `Factory.filter()` unpack the data."""
 
-    def __init__(self, *factories: type[CallbackData], exact: Iterable[str] = (),
-                 prefixes: Iterable[str] = ()) -> None:
+    def __init__(self, *factories: type[CallbackData], exact: Iterable[str] = (), prefixes: Iterable[str] = ()) -> None:
         self.prefixes = tuple(dict.fromkeys([*(f"{f.__prefix__}{f.__separator__}" for f in factories), *prefixes]))
         self.exact = frozenset(exact)
 

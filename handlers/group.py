@@ -8,6 +8,7 @@ handlers that need a customer would fail. This router comes first and only ever 
   commands, which the admin router after it answers or refuses as before;
 - presses of any button but the admin ones (`AdminButton`), answered with an alert.
 Plain chatter in a group gets no answer: a bot must not talk in a group unless it is asked to."""
+
 from __future__ import annotations
 
 import logging
@@ -61,6 +62,9 @@ async def customer_command_in_group(message: Message, bot: Bot, lang: str) -> No
 @router.callback_query(~AdminButton.filter())  # the admin router after this one answers those
 async def customer_button_in_group(query: CallbackQuery, bot: Bot, lang: str) -> None:
     username = await _username(bot)
-    text = t("group.talk_in_private_alert", lang, username=username) if username \
+    text = (
+        t("group.talk_in_private_alert", lang, username=username)
+        if username
         else t("group.talk_in_private_plain", lang)
+    )
     await query.answer(text, show_alert=True)

@@ -1,4 +1,5 @@
 """My orders, order detail and /track — only ever the customer's own orders."""
+
 from __future__ import annotations
 
 from aiogram import F
@@ -51,8 +52,14 @@ def not_found(exc: NotFound, lang: str) -> str:
 
 
 def order_line(order: Order, lang: str) -> str:
-    return t("orders.line", lang, order=order.public_id, state=t(f"state.{order.state}", lang),
-             total=format_money(order.total, order.currency), date=order.created_at.strftime("%d %b %Y"))
+    return t(
+        "orders.line",
+        lang,
+        order=order.public_id,
+        state=t(f"state.{order.state}", lang),
+        total=format_money(order.total, order.currency),
+        date=order.created_at.strftime("%d %b %Y"),
+    )
 
 
 async def orders_screen(session: AsyncSession, customer: Customer, lang: str) -> tuple[str, InlineKeyboardMarkup]:
@@ -60,18 +67,42 @@ async def orders_screen(session: AsyncSession, customer: Customer, lang: str) ->
     if not orders:
         return t("orders.none", lang), kb([(t("menu.catalog", lang), MENU_CATALOG), (t("menu.back", lang), MENU_MAIN)])
     text = Markup("\n").join([t("orders.title", lang)] + [order_line(o, lang) for o in orders])
-    rows = [[(f"{o.public_id} · {plain(f'state.{o.state}', lang)}",
-              OrderButton(action=OrderAction.VIEW, public_id=o.public_id).pack())] for o in orders]
+    rows = [
+        [
+            (
+                f"{o.public_id} · {plain(f'state.{o.state}', lang)}",
+                OrderButton(action=OrderAction.VIEW, public_id=o.public_id).pack(),
+            )
+        ]
+        for o in orders
+    ]
     rows.append([(t("menu.back", lang), MENU_MAIN)])
     return text, kb(*rows)
 
 
 def order_detail(order: Order, lang: str) -> Markup:
-    items = join_bounded([t("orders.item", lang, qty=i.quantity, name=i.name,
-                             amount=format_money(i.unit_price * i.quantity, order.currency))
-                          for i in order.items], lang)
-    text = t("orders.detail", lang, order=order.public_id, state=t(f"state.{order.state}", lang), items=items,
-             total=format_money(order.total, order.currency), updated=order.updated_at.strftime("%d %b %Y %H:%M UTC"))
+    items = join_bounded(
+        [
+            t(
+                "orders.item",
+                lang,
+                qty=i.quantity,
+                name=i.name,
+                amount=format_money(i.unit_price * i.quantity, order.currency),
+            )
+            for i in order.items
+        ],
+        lang,
+    )
+    text = t(
+        "orders.detail",
+        lang,
+        order=order.public_id,
+        state=t(f"state.{order.state}", lang),
+        items=items,
+        total=format_money(order.total, order.currency),
+        updated=order.updated_at.strftime("%d %b %Y %H:%M UTC"),
+    )
     text += "\n" + t("orders.delivery", lang, zone=t(f"zone.{order.zone}.short", lang))
     if order.tracking_number:
         text += "\n" + t("orders.tracking", lang, carrier=order.carrier or "-", tracking=order.tracking_number)
@@ -82,8 +113,13 @@ def order_detail(order: Order, lang: str) -> Markup:
         text += "\n" + t("orders.preparing", lang)
     if order.tracking_description:
         when = order.tracking_time.strftime("%d %b %H:%M UTC") if order.tracking_time else "-"
-        text += "\n" + t("orders.latest_event", lang, event=cut(order.tracking_description, 300),
-                         place=cut(order.tracking_place or "-", 200), when=when)
+        text += "\n" + t(
+            "orders.latest_event",
+            lang,
+            event=cut(order.tracking_description, 300),
+            place=cut(order.tracking_place or "-", 200),
+            when=when,
+        )
     if order.state == order_service.AWAITING_PAYMENT:
         text += "\n" + t("orders.reserved_until", lang, until=order.reserved_until.strftime("%H:%M UTC"))
     return text
@@ -109,8 +145,9 @@ async def orders_command(message: Message, session: AsyncSession, customer: Cust
 
 
 @router.callback_query(OrderButton.filter(F.action == OrderAction.VIEW))
-async def view_order(query: CallbackQuery, callback_data: OrderButton, session: AsyncSession, customer: Customer,
-                     lang: str) -> None:
+async def view_order(
+    query: CallbackQuery, callback_data: OrderButton, session: AsyncSession, customer: Customer, lang: str
+) -> None:
     public_id = callback_data.public_id
     try:
         order = await order_service.get_order(session, public_id, customer_id=customer.id)
@@ -123,8 +160,7 @@ async def view_order(query: CallbackQuery, callback_data: OrderButton, session: 
 
 
 @router.message(Command("track"))
-async def track(message: Message, command: CommandObject, session: AsyncSession, customer: Customer,
-                lang: str) -> None:
+async def track(message: Message, command: CommandObject, session: AsyncSession, customer: Customer, lang: str) -> None:
     public_id = (command.args or "").strip()
     if not public_id:
         await message.answer(t("orders.track_usage", lang))

@@ -1,4 +1,5 @@
 """Paying by card: a Stripe Checkout link as an inline URL button."""
+
 from __future__ import annotations
 
 import logging
@@ -37,9 +38,15 @@ async def _return_url(query: CallbackQuery, settings: Settings) -> str:
 
 
 @router.callback_query(Pay.filter(F.action == PayAction.CARD))
-async def pay_by_card(query: CallbackQuery, callback_data: Pay, event_from_user: User, lang: str,
-                      providers: dict[str, Any], settings: Settings,
-                      session_factory: async_sessionmaker[AsyncSession]) -> None:
+async def pay_by_card(
+    query: CallbackQuery,
+    callback_data: Pay,
+    event_from_user: User,
+    lang: str,
+    providers: dict[str, Any],
+    settings: Settings,
+    session_factory: async_sessionmaker[AsyncSession],
+) -> None:
     """Takes no session: creating the link is a slow HTTP call, and the flow opens its own short ones."""
     found = await own_order_apart(query, session_factory, event_from_user.id, lang, callback_data.public_id)
     if found is None or query.message is None:
@@ -50,20 +57,36 @@ async def pay_by_card(query: CallbackQuery, callback_data: Pay, event_from_user:
         return
     await query.answer()
     try:
-        payment = await start_card_payment(session_factory, providers["stripe"], order.public_id, event_from_user.id,
-                                           settings, return_url=await _return_url(query, settings))
+        payment = await start_card_payment(
+            session_factory,
+            providers["stripe"],
+            order.public_id,
+            event_from_user.id,
+            settings,
+            return_url=await _return_url(query, settings),
+        )
     except DomainError as exc:
         await query.message.answer(t(exc.key, lang, **exc.values))
         return
     except StripeFailure:
-        await query.message.answer(t("stripe.failed", lang),
-                                   reply_markup=kb([(t("pay.button.try_again", lang),
-                                                    Pay(action=PayAction.OFFER, public_id=order.public_id).pack())]))
+        await query.message.answer(
+            t("stripe.failed", lang),
+            reply_markup=kb(
+                [(t("pay.button.try_again", lang), Pay(action=PayAction.OFFER, public_id=order.public_id).pack())]
+            ),
+        )
         return
     until = payment.expires_at.strftime("%H:%M UTC") if payment.expires_at else "-"
     await query.message.answer(
-        t("stripe.pay_link", lang, order=order.public_id, total=format_money(payment.amount, payment.currency),
-          until=until),
-        reply_markup=kb([(t("stripe.pay_button", lang), payment.checkout_url or "")],
-                        [(t("pay.button.cancel_order", lang),
-                          Pay(action=PayAction.CANCEL, public_id=order.public_id).pack())]))
+        t(
+            "stripe.pay_link",
+            lang,
+            order=order.public_id,
+            total=format_money(payment.amount, payment.currency),
+            until=until,
+        ),
+        reply_markup=kb(
+            [(t("stripe.pay_button", lang), payment.checkout_url or "")],
+            [(t("pay.button.cancel_order", lang), Pay(action=PayAction.CANCEL, public_id=order.public_id).pack())],
+        ),
+    )

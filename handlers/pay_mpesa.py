@@ -1,4 +1,5 @@
 """Paying by M-Pesa: the STK prompt, a Kenyan number when we don't have one, and "Check payment status"."""
+
 from __future__ import annotations
 
 import logging
@@ -44,9 +45,16 @@ def _kenyan_number(order: Order, customer: Customer | None) -> str | None:
 
 
 @router.callback_query(Pay.filter(F.action == PayAction.MPESA))
-async def pay_with_mpesa(query: CallbackQuery, callback_data: Pay, event_from_user: User, state: FSMContext,
-                         lang: str, providers: dict[str, Any], settings: Settings,
-                         session_factory: async_sessionmaker[AsyncSession]) -> None:
+async def pay_with_mpesa(
+    query: CallbackQuery,
+    callback_data: Pay,
+    event_from_user: User,
+    state: FSMContext,
+    lang: str,
+    providers: dict[str, Any],
+    settings: Settings,
+    session_factory: async_sessionmaker[AsyncSession],
+) -> None:
     """Takes no session: the prompt is a slow HTTP call, and the flow opens its own short ones."""
     found = await own_order_apart(query, session_factory, event_from_user.id, lang, callback_data.public_id)
     if found is None or query.message is None:
@@ -63,14 +71,21 @@ async def pay_with_mpesa(query: CallbackQuery, callback_data: Pay, event_from_us
         await query.message.answer(t("mpesa.ask_phone", lang))
         return
     await query.answer()
-    await _push(query.message, order.public_id, event_from_user.id, msisdn, lang, providers, settings, session_factory,
-                state)
+    await _push(
+        query.message, order.public_id, event_from_user.id, msisdn, lang, providers, settings, session_factory, state
+    )
 
 
 @router.message(StateFilter(MpesaPhone.waiting), Text())
-async def typed_mpesa_phone(message: Message, event_from_user: User, state: FSMContext, lang: str,
-                            providers: dict[str, Any], settings: Settings,
-                            session_factory: async_sessionmaker[AsyncSession]) -> None:
+async def typed_mpesa_phone(
+    message: Message,
+    event_from_user: User,
+    state: FSMContext,
+    lang: str,
+    providers: dict[str, Any],
+    settings: Settings,
+    session_factory: async_sessionmaker[AsyncSession],
+) -> None:
     try:
         msisdn = normalize_phone(message.text or "")
     except InvalidPhone as exc:
@@ -84,16 +99,26 @@ async def typed_mpesa_phone(message: Message, event_from_user: User, state: FSMC
     await _push(message, order_id, event_from_user.id, msisdn, lang, providers, settings, session_factory, state)
 
 
-async def _push(message: MaybeInaccessibleMessageUnion, order_id: str, customer_id: int, msisdn: str, lang: str,
-                providers: dict[str, Any], settings: Settings,
-                session_factory: async_sessionmaker[AsyncSession], state: FSMContext) -> None:
+async def _push(
+    message: MaybeInaccessibleMessageUnion,
+    order_id: str,
+    customer_id: int,
+    msisdn: str,
+    lang: str,
+    providers: dict[str, Any],
+    settings: Settings,
+    session_factory: async_sessionmaker[AsyncSession],
+    state: FSMContext,
+) -> None:
     try:
-        payment = await mpesa_flow.start_stk(session_factory, providers["mpesa"], order_id, customer_id, msisdn,
-                                             settings)
+        payment = await mpesa_flow.start_stk(
+            session_factory, providers["mpesa"], order_id, customer_id, msisdn, settings
+        )
     except (mpesa_flow.PromptStillLive, mpesa_flow.PushUncertain) as exc:  # a prompt may be on the phone: wait or check
-        await message.answer(t(exc.key, lang, **exc.values),
-                             reply_markup=kb([(t("mpesa.check_status", lang),
-                                               _button(PayAction.MPESA_STATUS, order_id))]))
+        await message.answer(
+            t(exc.key, lang, **exc.values),
+            reply_markup=kb([(t("mpesa.check_status", lang), _button(PayAction.MPESA_STATUS, order_id))]),
+        )
         return
     except mpesa_flow.PhonePromptLimit as exc:  # that number had its prompts this hour: another may be typed
         await state.set_state(MpesaPhone.waiting)
@@ -104,14 +129,25 @@ async def _push(message: MaybeInaccessibleMessageUnion, order_id: str, customer_
         await message.answer(t(exc.key, lang, **exc.values))
         return
     except MpesaError as exc:
-        await message.answer(t("mpesa.push_failed", lang),
-                             reply_markup=kb([(t("pay.button.try_again", lang), _button(PayAction.OFFER, order_id))]))
+        await message.answer(
+            t("mpesa.push_failed", lang),
+            reply_markup=kb([(t("pay.button.try_again", lang), _button(PayAction.OFFER, order_id))]),
+        )
         log.info("mpesa.push_failed_told_customer", extra={"order": order_id, "code": exc.code})
         return
     await message.answer(
-        t("mpesa.check_phone", lang, phone=mask_phone(msisdn), total=format_money(payment.amount, "KES"), order=order_id),
-        reply_markup=kb([(t("mpesa.check_status", lang), _button(PayAction.MPESA_STATUS, order_id))],
-                        [(t("pay.button.cancel_order", lang), _button(PayAction.CANCEL, order_id))]))
+        t(
+            "mpesa.check_phone",
+            lang,
+            phone=mask_phone(msisdn),
+            total=format_money(payment.amount, "KES"),
+            order=order_id,
+        ),
+        reply_markup=kb(
+            [(t("mpesa.check_status", lang), _button(PayAction.MPESA_STATUS, order_id))],
+            [(t("pay.button.cancel_order", lang), _button(PayAction.CANCEL, order_id))],
+        ),
+    )
 
 
 def _button(action: PayAction, public_id: str) -> str:
@@ -119,9 +155,15 @@ def _button(action: PayAction, public_id: str) -> str:
 
 
 @router.callback_query(Pay.filter(F.action == PayAction.MPESA_STATUS))
-async def check_status(query: CallbackQuery, callback_data: Pay, event_from_user: User, lang: str,
-                       providers: dict[str, Any], settings: Settings,
-                       session_factory: async_sessionmaker[AsyncSession]) -> None:
+async def check_status(
+    query: CallbackQuery,
+    callback_data: Pay,
+    event_from_user: User,
+    lang: str,
+    providers: dict[str, Any],
+    settings: Settings,
+    session_factory: async_sessionmaker[AsyncSession],
+) -> None:
     """Takes no session: the query to Daraja is a slow HTTP call, and the flow opens its own."""
     try:
         order, payment = await mpesa_flow.last_attempt(session_factory, callback_data.public_id, event_from_user.id)
@@ -137,5 +179,9 @@ async def check_status(query: CallbackQuery, callback_data: Pay, event_from_user
     if state == "pending" and "mpesa" in providers and not asked_lately:
         state = await mpesa_flow.query_and_settle(session_factory, providers["mpesa"], payment.id, settings)
         state = {"duplicate": "paid", "late_paid": "paid"}.get(state, state)
-    await query.answer(plain(f"mpesa.status.{state if state in ('paid', 'failed', 'pending') else 'other'}", lang,
-                             order=order.public_id), show_alert=True)
+    await query.answer(
+        plain(
+            f"mpesa.status.{state if state in ('paid', 'failed', 'pending') else 'other'}", lang, order=order.public_id
+        ),
+        show_alert=True,
+    )

@@ -1,5 +1,6 @@
 """After checkout: offer the payment methods that fit the order; re-offer ("Try again"); let the
 customer cancel an unpaid order. Provider flows live in pay_mpesa.py and pay_card.py."""
+
 from __future__ import annotations
 
 import logging
@@ -44,11 +45,22 @@ def payment_methods(order: Order, providers: dict[str, Any]) -> list[str]:
 
 def payment_keyboard(order: Order, methods: list[str], lang: str) -> InlineKeyboardMarkup:
     labels = {"mpesa": ("pay.button.mpesa", PayAction.MPESA), "stripe": ("pay.button.card", PayAction.CARD)}
-    rows = [[InlineKeyboardButton(text=t(labels[m][0], lang),
-                                  callback_data=Pay(action=labels[m][1], public_id=order.public_id).pack())]
-            for m in methods]
-    rows.append([InlineKeyboardButton(text=t("pay.button.cancel_order", lang),
-                                      callback_data=Pay(action=PayAction.CANCEL, public_id=order.public_id).pack())])
+    rows = [
+        [
+            InlineKeyboardButton(
+                text=t(labels[m][0], lang), callback_data=Pay(action=labels[m][1], public_id=order.public_id).pack()
+            )
+        ]
+        for m in methods
+    ]
+    rows.append(
+        [
+            InlineKeyboardButton(
+                text=t("pay.button.cancel_order", lang),
+                callback_data=Pay(action=PayAction.CANCEL, public_id=order.public_id).pack(),
+            )
+        ]
+    )
     return InlineKeyboardMarkup(inline_keyboard=rows)
 
 
@@ -58,16 +70,18 @@ def offer_text(order: Order, methods: list[str], lang: str) -> str:
     return t(key, lang, order=order.public_id, total=format_money(order.total, order.currency, lang), until=until)
 
 
-async def offer_payment(message: MaybeInaccessibleMessageUnion, session: AsyncSession, order: Order, providers: dict[str, Any],
-                        lang: str) -> None:
+async def offer_payment(
+    message: MaybeInaccessibleMessageUnion, session: AsyncSession, order: Order, providers: dict[str, Any], lang: str
+) -> None:
     methods = payment_methods(order, providers)
     if not methods:
         log.warning("payments.unavailable", extra={"order": order.public_id})
     await message.answer(offer_text(order, methods, lang), reply_markup=payment_keyboard(order, methods, lang))
 
 
-async def own_order(query: CallbackQuery, session: AsyncSession, customer: Customer, lang: str,
-                    public_id: str) -> Order | None:
+async def own_order(
+    query: CallbackQuery, session: AsyncSession, customer: Customer, lang: str, public_id: str
+) -> Order | None:
     """The order named in the button, if it is this customer's and still awaiting payment; otherwise
     answer the button press with the reason and return None."""
     try:
@@ -82,8 +96,9 @@ async def own_order(query: CallbackQuery, session: AsyncSession, customer: Custo
     return order
 
 
-async def own_order_apart(query: CallbackQuery, session_factory: async_sessionmaker[AsyncSession], customer_id: int,
-                          lang: str, public_id: str) -> tuple[Order, Customer | None] | None:
+async def own_order_apart(
+    query: CallbackQuery, session_factory: async_sessionmaker[AsyncSession], customer_id: int, lang: str, public_id: str
+) -> tuple[Order, Customer | None] | None:
     """`own_order` read in a short session of its own, with the customer: for a handler that then
     waits on a payment provider (it holds no pooled connection meanwhile)."""
     try:
@@ -99,8 +114,14 @@ async def own_order_apart(query: CallbackQuery, session_factory: async_sessionma
 
 
 @router.callback_query(Pay.filter(F.action == PayAction.OFFER))
-async def reoffer(query: CallbackQuery, callback_data: Pay, session: AsyncSession, customer: Customer, lang: str,
-                  providers: dict[str, Any]) -> None:
+async def reoffer(
+    query: CallbackQuery,
+    callback_data: Pay,
+    session: AsyncSession,
+    customer: Customer,
+    lang: str,
+    providers: dict[str, Any],
+) -> None:
     order = await own_order(query, session, customer, lang, callback_data.public_id)
     if order is None or query.message is None:
         return
@@ -110,15 +131,23 @@ async def reoffer(query: CallbackQuery, callback_data: Pay, session: AsyncSessio
 
 
 @router.callback_query(Pay.filter(F.action == PayAction.CANCEL))
-async def cancel_unpaid(query: CallbackQuery, callback_data: Pay, session: AsyncSession, customer: Customer,
-                        lang: str, providers: dict[str, Any], settings: Settings) -> None:
+async def cancel_unpaid(
+    query: CallbackQuery,
+    callback_data: Pay,
+    session: AsyncSession,
+    customer: Customer,
+    lang: str,
+    providers: dict[str, Any],
+    settings: Settings,
+) -> None:
     order = await own_order(query, session, customer, lang, callback_data.public_id)
     if order is None:
         return
     public_id = order.public_id
     try:
-        outcome = await stripe_flow.cancel_unpaid(session, providers.get("stripe"), order, settings,
-                                                  f"customer:{customer.id}")
+        outcome = await stripe_flow.cancel_unpaid(
+            session, providers.get("stripe"), order, settings, f"customer:{customer.id}"
+        )
     except (DomainError, StripeFailure) as exc:  # a card link could not be closed: nothing changed
         key, values = (exc.key, exc.values) if isinstance(exc, DomainError) else ("stripe.cancel_failed", {})
         await query.answer()
@@ -129,8 +158,9 @@ async def cancel_unpaid(query: CallbackQuery, callback_data: Pay, session: Async
         log.info("payments.cancel_refused_prompt_open", extra={"order": public_id})
         await query.answer(plain("mpesa.cancel_prompt_open", lang, order=public_id), show_alert=True)
     elif outcome == "moved":  # its card payment was found just now
-        await query.answer(t("pay.error.not_awaiting", lang, order=public_id,
-                             state=t(f"state.{order.state}", lang)), show_alert=True)
+        await query.answer(
+            t("pay.error.not_awaiting", lang, order=public_id, state=t(f"state.{order.state}", lang)), show_alert=True
+        )
     else:
         await query.answer(plain("pay.cancelled", lang, order=public_id))
         if isinstance(query.message, Message):  # an inaccessible one cannot be edited

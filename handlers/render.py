@@ -1,5 +1,6 @@
 """Showing a screen in place: navigation edits the message it came from instead of flooding the chat.
 What Telegram sends back for these calls is never read, so it is not parsed (bot/speedups.py)."""
+
 from __future__ import annotations
 
 import logging
@@ -20,11 +21,18 @@ CAPTION_LIMIT = 1024
 def kb(*rows: Sequence[tuple[str, str]]) -> InlineKeyboardMarkup:
     """Inline keyboard from rows of (label, callback_data or URL). Telegram shows labels as they are,
     so a label from `t` (escaped for HTML) is turned back into the text it stands for."""
-    return InlineKeyboardMarkup(inline_keyboard=[
-        [InlineKeyboardButton(text=label_text(label), url=data) if data.startswith(("http://", "https://"))
-         else InlineKeyboardButton(text=label_text(label), callback_data=data) for label, data in row]
-        for row in rows if row
-    ])
+    return InlineKeyboardMarkup(
+        inline_keyboard=[
+            [
+                InlineKeyboardButton(text=label_text(label), url=data)
+                if data.startswith(("http://", "https://"))
+                else InlineKeyboardButton(text=label_text(label), callback_data=data)
+                for label, data in row
+            ]
+            for row in rows
+            if row
+        ]
+    )
 
 
 def label_text(label: str) -> str:
@@ -39,8 +47,9 @@ def clip(text: str, limit: int = TEXT_LIMIT) -> str:
     return markup.clip(text, limit)
 
 
-async def show(query: CallbackQuery, text: str, markup: InlineKeyboardMarkup | None = None, *,
-               photo: str | None = None) -> None:
+async def show(
+    query: CallbackQuery, text: str, markup: InlineKeyboardMarkup | None = None, *, photo: str | None = None
+) -> None:
     """Replace the screen the button was on. Text edits text; a photo screen needs a new message."""
     message = query.message
     if not isinstance(message, Message):
@@ -68,8 +77,9 @@ async def _replace(message: Message, text: str, markup: InlineKeyboardMarkup | N
         raise
 
 
-async def send(message: Message, text: str, markup: InlineKeyboardMarkup | None = None, *,
-               photo: str | None = None) -> None:
+async def send(
+    message: Message, text: str, markup: InlineKeyboardMarkup | None = None, *, photo: str | None = None
+) -> None:
     with results_unused():
         if photo:
             await message.answer_photo(photo, caption=clip(text, CAPTION_LIMIT), reply_markup=markup)

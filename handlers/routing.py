@@ -5,6 +5,7 @@ An aiogram `Router` can be included in one parent only, and a process may build 
 `Routes`, which takes the same decorators and filters as a Router (`@router.callback_query(...)`,
 `router.message.filter(...)`, `@router.errors()`) and registers them on a new plain Router at each
 `build()`, through aiogram's public `register` and `filter`."""
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -24,15 +25,18 @@ class _Event:
     def filter(self, *filters: CallbackType) -> None:
         self.filters.extend(filters)
 
-    def register(self, callback: CallbackType, *filters: CallbackType,
-                 flags: dict[str, Any] | None = None) -> CallbackType:
+    def register(
+        self, callback: CallbackType, *filters: CallbackType, flags: dict[str, Any] | None = None
+    ) -> CallbackType:
         self.handlers.append((callback, filters, flags))
         return callback
 
-    def __call__(self, *filters: CallbackType,
-                 flags: dict[str, Any] | None = None) -> Callable[[CallbackType], CallbackType]:
+    def __call__(
+        self, *filters: CallbackType, flags: dict[str, Any] | None = None
+    ) -> Callable[[CallbackType], CallbackType]:
         def decorator(callback: CallbackType) -> CallbackType:
             return self.register(callback, *filters, flags=flags)
+
         return decorator
 
 
@@ -45,11 +49,13 @@ class Routes:
 
     def build(self) -> Router:
         router = Router(name=self.name)
-        for observer, recorded in ((router.message, self.message), (router.callback_query, self.callback_query),
-                                   (router.errors, self.errors)):
+        for observer, recorded in (
+            (router.message, self.message),
+            (router.callback_query, self.callback_query),
+            (router.errors, self.errors),
+        ):
             if recorded.filters:
                 observer.filter(*recorded.filters)
             for callback, filters, flags in recorded.handlers:
                 observer.register(callback, *filters, flags=dict(flags) if flags else None)
         return router
-

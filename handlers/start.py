@@ -1,6 +1,7 @@
 """/start and the main menu: the first router, so the commonest message of all (and a deep link)
 is answered without passing every feature's handlers. /start leaves whatever flow the customer was
 in, so no feature needs to see it first."""
+
 from __future__ import annotations
 
 from aiogram import F
@@ -22,8 +23,14 @@ router.callback_query.filter(Buttons(exact=(MENU_MAIN,)))
 
 
 @router.message(CommandStart(deep_link=True))
-async def start_deep_link(message: Message, command: CommandObject, session: AsyncSession, lang: str,
-                          state: FSMContext, customer_id: int | None = None) -> None:
+async def start_deep_link(
+    message: Message,
+    command: CommandObject,
+    session: AsyncSession,
+    lang: str,
+    state: FSMContext,
+    customer_id: int | None = None,
+) -> None:
     await leave_flow(message, state, lang)
     payload = command.args or ""
     if payload.startswith("p_"):

@@ -12,6 +12,7 @@ can be committed. (Not a savepoint: on SQLite a SAVEPOINT begins the transaction
 first read, and two concurrent actions then fail "database is locked" instead of waiting.)
 No aiogram here: the handler renders what these functions return.
 """
+
 from __future__ import annotations
 
 import functools
@@ -48,10 +49,12 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
-def unit_of_work(action: Callable[Concatenate[AsyncSession, P], Awaitable[R]]
-                 ) -> Callable[Concatenate[AsyncSession, P], Awaitable[R]]:
+def unit_of_work(
+    action: Callable[Concatenate[AsyncSession, P], Awaitable[R]],
+) -> Callable[Concatenate[AsyncSession, P], Awaitable[R]]:
     """The action's writes are committed by its caller only if it returns: any exception rolls the
     session's transaction back before it goes on to the caller."""
+
     @functools.wraps(action)
     async def run(session: AsyncSession, /, *args: P.args, **kwargs: P.kwargs) -> R:
         try:
@@ -59,6 +62,7 @@ def unit_of_work(action: Callable[Concatenate[AsyncSession, P], Awaitable[R]]
         except Exception:
             await session.rollback()
             raise
+
     return run
 
 
@@ -76,21 +80,35 @@ async def restock(session: AsyncSession, sku: str, qty: int, actor: str) -> tupl
         raise ValueError("quantity out of range")
     product = await _product_by_sku(session, sku)
     catalogue_written(session)
-    new_stock = (await session.execute(
-        update(Product).where(Product.id == product.id, Product.stock + qty >= 0)
-        .values(stock=Product.stock + qty, updated_at=utcnow())
-        .returning(Product.stock).execution_options(synchronize_session=False)
-    )).scalar_one_or_none()
+    new_stock = (
+        await session.execute(
+            update(Product)
+            .where(Product.id == product.id, Product.stock + qty >= 0)
+            .values(stock=Product.stock + qty, updated_at=utcnow())
+            .returning(Product.stock)
+            .execution_options(synchronize_session=False)
+        )
+    ).scalar_one_or_none()
     if new_stock is None:
         await session.refresh(product)
-        raise InvalidInput("admin.restock.below_zero", sku=product.sku, free=product.stock,
-                           reserved=product.reserved, qty=qty)
+        raise InvalidInput(
+            "admin.restock.below_zero", sku=product.sku, free=product.stock, reserved=product.reserved, qty=qty
+        )
     await session.refresh(product)
     told = 0
     if new_stock - qty <= 0 < new_stock and product.active:
         told = await _tell_watchers(session, product)
-    log.info("admin.restock", extra={"actor": actor, "sku": product.sku, "qty": qty, "stock": new_stock,
-                                     "reserved": product.reserved, "told": told})
+    log.info(
+        "admin.restock",
+        extra={
+            "actor": actor,
+            "sku": product.sku,
+            "qty": qty,
+            "stock": new_stock,
+            "reserved": product.reserved,
+            "told": told,
+        },
+    )
     return product, told
 
 
@@ -105,10 +123,20 @@ async def _tell_watchers(session: AsyncSession, product: Product) -> int:
             await session.delete(watch)
             continue
         lang = customer.language
-        queued.append((watch, enqueue(
-            session, customer.chat_id, t("catalog.back_in_stock", lang, name=product.name, sku=product.sku),
-            kind="back_in_stock",
-            reply_markup=inline_keyboard([[(t("catalog.open_product", lang), buttons.view_product(product.id))]]))))
+        queued.append(
+            (
+                watch,
+                enqueue(
+                    session,
+                    customer.chat_id,
+                    t("catalog.back_in_stock", lang, name=product.name, sku=product.sku),
+                    kind="back_in_stock",
+                    reply_markup=inline_keyboard(
+                        [[(t("catalog.open_product", lang), buttons.view_product(product.id))]]
+                    ),
+                ),
+            )
+        )
     await session.flush()  # the messages' ids
     for watch, message in queued:
         watch.outbox_id = message.id
@@ -116,8 +144,11 @@ async def _tell_watchers(session: AsyncSession, product: Product) -> int:
 
 
 async def _product_by_sku(session: AsyncSession, sku: str) -> Product:
-    product = (await session.execute(select(Product).where(func.upper(Product.sku) == sku.upper()))
-               ).unique().scalar_one_or_none()
+    product = (
+        (await session.execute(select(Product).where(func.upper(Product.sku) == sku.upper())))
+        .unique()
+        .scalar_one_or_none()
+    )
     if product is None:
         raise NotFound("admin.unknown_sku", sku=sku)
     return product
@@ -128,8 +159,13 @@ async def stock_report(session: AsyncSession, query: str | None) -> list[Product
     stmt = select(Product).join(Category).order_by(Category.position, Category.id, Product.sku)
     if query:
         q = query.strip()
-        stmt = stmt.where(or_(func.upper(Product.sku) == q.upper(), func.lower(Category.slug) == q.lower(),
-                              func.lower(Category.name).contains(q.lower())))
+        stmt = stmt.where(
+            or_(
+                func.upper(Product.sku) == q.upper(),
+                func.lower(Category.slug) == q.lower(),
+                func.lower(Category.name).contains(q.lower()),
+            )
+        )
     return list((await session.execute(stmt)).unique().scalars().all())
 
 
@@ -144,22 +180,31 @@ async def find_order(session: AsyncSession, public_id: str) -> Order:
 
 
 async def count_in_state(session: AsyncSession, state: str) -> int:
-    return int((await session.execute(select(func.count()).select_from(Order).where(Order.state == state)))
-               .scalar_one())
+    return int(
+        (await session.execute(select(func.count()).select_from(Order).where(Order.state == state))).scalar_one()
+    )
 
 
 async def order_payments(session: AsyncSession, order_id: int) -> list[Payment]:
-    return list((await session.execute(select(Payment).where(Payment.order_id == order_id).order_by(Payment.id))
-                 ).unique().scalars().all())
+    return list(
+        (await session.execute(select(Payment).where(Payment.order_id == order_id).order_by(Payment.id)))
+        .unique()
+        .scalars()
+        .all()
+    )
 
 
 async def _claim(session: AsyncSession, order: Order, allowed: tuple[str, ...], refusal: str) -> None:
     """Refuse unless the order is in one of `allowed` states, then hold it: a no-op compare-and-set
     write that takes the row lock (PostgreSQL) / the write lock (SQLite) until our commit."""
     if order.state in allowed:
-        result = await execute_dml(session,
-            update(Order).where(Order.id == order.id, Order.state == order.state)
-            .values(updated_at=utcnow()).execution_options(synchronize_session=False))
+        result = await execute_dml(
+            session,
+            update(Order)
+            .where(Order.id == order.id, Order.state == order.state)
+            .values(updated_at=utcnow())
+            .execution_options(synchronize_session=False),
+        )
         if result.rowcount == 1:
             return
         await session.refresh(order)
@@ -210,8 +255,9 @@ async def mark_delivered(session: AsyncSession, public_id: str, actor: str) -> O
 
 
 @unit_of_work
-async def cancel(session: AsyncSession, public_id: str, reason: str | None, actor: str, providers: dict[str, Any],
-                 settings: Settings) -> tuple[Order, str, Payment | None]:
+async def cancel(
+    session: AsyncSession, public_id: str, reason: str | None, actor: str, providers: dict[str, Any], settings: Settings
+) -> tuple[Order, str, Payment | None]:
     """Cancel an unpaid or paid-but-unshipped order; the transition releases its stock.
 
     Returns (order, refund outcome, paid payment): outcome is none | refunded | refund_pending |
@@ -244,8 +290,7 @@ async def _refuse_open_prompt(session: AsyncSession, order: Order) -> None:
         raise DomainError("admin.cancel.prompt_open", order=order.public_id)
 
 
-async def _close_card_links(session: AsyncSession, order: Order, providers: dict[str, Any],
-                            settings: Settings) -> None:
+async def _close_card_links(session: AsyncSession, order: Order, providers: dict[str, Any], settings: Settings) -> None:
     """No card link may outlive the order: its open Checkout Sessions are expired at Stripe first
     (one found paid is settled here, and refunded below like any card payment). When that cannot
     be done the cancel is refused, so the admin tries again rather than leaving a payable link."""
@@ -265,12 +310,21 @@ async def _close_card_links(session: AsyncSession, order: Order, providers: dict
 
 
 async def _paid_payment(session: AsyncSession, order_id: int) -> Payment | None:
-    return (await session.execute(select(Payment).where(Payment.order_id == order_id, Payment.state == "paid")
-                                  .order_by(Payment.id))).unique().scalars().first()
+    return (
+        (
+            await session.execute(
+                select(Payment).where(Payment.order_id == order_id, Payment.state == "paid").order_by(Payment.id)
+            )
+        )
+        .unique()
+        .scalars()
+        .first()
+    )
 
 
-async def _refund_card(session: AsyncSession, order: Order, payment: Payment, providers: dict[str, Any],
-                       settings: Settings) -> str:
+async def _refund_card(
+    session: AsyncSession, order: Order, payment: Payment, providers: dict[str, Any], settings: Settings
+) -> str:
     """Refund through Stripe; any failure (not configured, API error) leaves a refund to chase,
     loudly: refund_pending on the order and an alert in the admin group."""
     gateway = providers.get("stripe")
@@ -280,11 +334,15 @@ async def _refund_card(session: AsyncSession, order: Order, payment: Payment, pr
         refund_id = await gateway.refund(payment)
     except Exception as exc:  # noqa: BLE001 - whatever went wrong, a person must finish the refund
         payment.state = "refund_due"
-        alert_admins(session, settings.admin_chat_id,
-                     t("admin.alert.refund_failed", None, order=order.public_id, error=_short(exc)),
-                     kind="refund_failed")
-        log.error("admin.refund_failed", extra={"order": order.public_id, "payment": payment.id,
-                                                "error": type(exc).__name__})
+        alert_admins(
+            session,
+            settings.admin_chat_id,
+            t("admin.alert.refund_failed", None, order=order.public_id, error=_short(exc)),
+            kind="refund_failed",
+        )
+        log.error(
+            "admin.refund_failed", extra={"order": order.public_id, "payment": payment.id, "error": type(exc).__name__}
+        )
         return "refund_pending"
     payment.state, payment.result_desc = "refunded", f"refund {refund_id}"
     log.info("admin.refunded", extra={"order": order.public_id, "payment": payment.id, "refund": refund_id})

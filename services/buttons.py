@@ -1,6 +1,7 @@
 """Callback data of the customer buttons that services put on messages they queue (order status,
 back in stock, payment failed). Services do not import aiogram: these produce the same strings as
 the factories in handlers/buttons.py (tests/test_buttons.py holds them to it)."""
+
 from __future__ import annotations
 
 

@@ -5,6 +5,7 @@ A screen is stale the moment it is sent anyway; what must be exact (stock when a
 reserving at checkout) is always read from the database. An entry is reused only while it is younger
 than `ttl` seconds and no catalogue row has been written by this process since it was made
 (`db.changes`), so an admin's restock or a sale shows at once here and within `ttl` elsewhere."""
+
 from __future__ import annotations
 
 import asyncio

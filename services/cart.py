@@ -1,4 +1,5 @@
 """The cart, kept in the database per customer so it survives restarts and moves between processes."""
+
 from __future__ import annotations
 
 import functools
@@ -19,6 +20,7 @@ MAX_LINE_QTY = 99
 @dataclass(frozen=True, slots=True)
 class CartProduct:
     """What a cart line shows and checks of its product, read with the line (no ORM object to build)."""
+
     id: int
     name: str
     price_kes: int
@@ -43,12 +45,19 @@ class CartLine:
         return self.product.active and self.product.stock >= self.quantity
 
 
-async def ensure_customer(session: AsyncSession, user_id: int, chat_id: int, first_name: str = "",
-                          username: str | None = None, language: str | None = None) -> Customer:
+async def ensure_customer(
+    session: AsyncSession,
+    user_id: int,
+    chat_id: int,
+    first_name: str = "",
+    username: str | None = None,
+    language: str | None = None,
+) -> Customer:
     customer = await session.get(Customer, user_id)
     if customer is None:
-        customer = Customer(id=user_id, chat_id=chat_id, first_name=first_name[:128], username=username,
-                            language=(language or "en")[:8])
+        customer = Customer(
+            id=user_id, chat_id=chat_id, first_name=first_name[:128], username=username, language=(language or "en")[:8]
+        )
         session.add(customer)
         await session.flush()
     else:
@@ -64,23 +73,49 @@ async def ensure_customer(session: AsyncSession, user_id: int, chat_id: int, fir
 # run them on every press).
 _ITEMS, _PRODUCTS = table_of(CartItem), table_of(Product)
 _LINES = (
-    select(_PRODUCTS.c.id, _PRODUCTS.c.name, _PRODUCTS.c.price_kes, _PRODUCTS.c.price_usd, _PRODUCTS.c.stock,
-           _PRODUCTS.c.active, _ITEMS.c.quantity, _ITEMS.c.seen_price_kes, _ITEMS.c.seen_price_usd)
+    select(
+        _PRODUCTS.c.id,
+        _PRODUCTS.c.name,
+        _PRODUCTS.c.price_kes,
+        _PRODUCTS.c.price_usd,
+        _PRODUCTS.c.stock,
+        _PRODUCTS.c.active,
+        _ITEMS.c.quantity,
+        _ITEMS.c.seen_price_kes,
+        _ITEMS.c.seen_price_usd,
+    )
     .select_from(_ITEMS.join(_PRODUCTS, _PRODUCTS.c.id == _ITEMS.c.product_id))
     .where(_ITEMS.c.customer_id == bindparam("customer_id"))
-    .order_by(_ITEMS.c.added_at, _ITEMS.c.product_id))
-_QUANTITY = select(_ITEMS.c.quantity).where(_ITEMS.c.customer_id == bindparam("customer_id"),
-                                            _ITEMS.c.product_id == bindparam("product_id"))
+    .order_by(_ITEMS.c.added_at, _ITEMS.c.product_id)
+)
+_QUANTITY = select(_ITEMS.c.quantity).where(
+    _ITEMS.c.customer_id == bindparam("customer_id"), _ITEMS.c.product_id == bindparam("product_id")
+)
 
 
-async def register_customer(session: AsyncSession, user_id: int, chat_id: int, first_name: str = "",
-                            username: str | None = None, language: str | None = None) -> None:
+async def register_customer(
+    session: AsyncSession,
+    user_id: int,
+    chat_id: int,
+    first_name: str = "",
+    username: str | None = None,
+    language: str | None = None,
+) -> None:
     """`ensure_customer` for callers that need only to know the customer exists: one statement
     (an upsert that writes nothing for a returning customer whose chat is unchanged), so a handler
     flagged to run without a transaction pays one round trip for it."""
-    await session.execute(_register(dialect_name(session)), {
-        "id": user_id, "chat_id": chat_id, "first_name": first_name[:128], "username": username,
-        "language": (language or "en")[:8], "unreachable": False, "created_at": utcnow()})
+    await session.execute(
+        _register(dialect_name(session)),
+        {
+            "id": user_id,
+            "chat_id": chat_id,
+            "first_name": first_name[:128],
+            "username": username,
+            "language": (language or "en")[:8],
+            "unreachable": False,
+            "created_at": utcnow(),
+        },
+    )
 
 
 @functools.cache
@@ -91,8 +126,10 @@ def _register(dialect: str) -> Insert:
     # A chat id <= 0 is not a private chat: keep the one we have, as ensure_customer does.
     return insert.on_conflict_do_update(
         index_elements=[customers.c.id],
-        set_={"chat_id": case((insert.excluded.chat_id > 0, insert.excluded.chat_id), else_=customers.c.chat_id),
-              "unreachable": False},
+        set_={
+            "chat_id": case((insert.excluded.chat_id > 0, insert.excluded.chat_id), else_=customers.c.chat_id),
+            "unreachable": False,
+        },
         where=(moved & (insert.excluded.chat_id > 0)) | customers.c.unreachable.is_(True),
     )
 
@@ -151,11 +188,16 @@ def _upsert(dialect: str) -> Insert:
     quantity: BindParameter[Any] = bindparam("quantity")
     live_stock = select(products.c.stock).where(products.c.id == product_id).scalar_subquery()
     source = select(
-        bindparam("customer_id"), products.c.id, least(quantity, products.c.stock, MAX_LINE_QTY),
-        products.c.price_kes, products.c.price_usd, bindparam("now", type_=TZDateTime()),
+        bindparam("customer_id"),
+        products.c.id,
+        least(quantity, products.c.stock, MAX_LINE_QTY),
+        products.c.price_kes,
+        products.c.price_usd,
+        bindparam("now", type_=TZDateTime()),
     ).where(products.c.id == product_id, products.c.active.is_(True), products.c.stock > 0)
     upsert = insert_with_conflicts(dialect)(items).from_select(
-        ["customer_id", "product_id", "quantity", "seen_price_kes", "seen_price_usd", "added_at"], source)
+        ["customer_id", "product_id", "quantity", "seen_price_kes", "seen_price_usd", "added_at"], source
+    )
     return upsert.on_conflict_do_update(
         index_elements=[items.c.customer_id, items.c.product_id],
         set_={"quantity": least(items.c.quantity + quantity, live_stock, MAX_LINE_QTY)},
@@ -184,8 +226,15 @@ async def _set(session: AsyncSession, customer_id: int, product: Product, item: 
         return quantity
     quantity = min(quantity, product.stock, MAX_LINE_QTY)
     if item is None:
-        session.add(CartItem(customer_id=customer_id, product_id=product.id, quantity=quantity,
-                             seen_price_kes=product.price_kes, seen_price_usd=product.price_usd))
+        session.add(
+            CartItem(
+                customer_id=customer_id,
+                product_id=product.id,
+                quantity=quantity,
+                seen_price_kes=product.price_kes,
+                seen_price_usd=product.price_usd,
+            )
+        )
     else:
         item.quantity = quantity
     await session.flush()
@@ -202,5 +251,6 @@ async def quantity_in_cart(session: AsyncSession, customer_id: int, product_id: 
 
 
 async def remove(session: AsyncSession, customer_id: int, product_id: int) -> None:
-    await session.execute(delete(CartItem).where(CartItem.customer_id == customer_id,
-                                                 CartItem.product_id == product_id))
+    await session.execute(
+        delete(CartItem).where(CartItem.customer_id == customer_id, CartItem.product_id == product_id)
+    )

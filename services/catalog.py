@@ -1,5 +1,6 @@
 """Catalogue queries and import. Category pages use keyset pagination on (created_at, id), served by
 the (category_id, active, created_at, id) index, so page 500 costs what page 1 costs."""
+
 from __future__ import annotations
 
 import csv
@@ -25,7 +26,8 @@ async def list_categories(session: AsyncSession) -> list[tuple[Category, int]]:
     stmt = (
         select(Category, func.count(Product.id))
         .join(Product, and_(Product.category_id == Category.id, Product.active.is_(True)))
-        .group_by(Category.id).order_by(Category.position, Category.name)
+        .group_by(Category.id)
+        .order_by(Category.position, Category.name)
     )
     return [(c, n) for c, n in (await session.execute(stmt)).all()]
 
@@ -46,16 +48,20 @@ def _parse_cursor(cursor: str) -> tuple[datetime, int]:
     return datetime.fromtimestamp(int(micros) / 1_000_000, tz=UTC), int(pid)
 
 
-async def category_page(session: AsyncSession, category_id: int, *, after: str | None = None,
-                        before: str | None = None, size: int = 6) -> Page:
+async def category_page(
+    session: AsyncSession, category_id: int, *, after: str | None = None, before: str | None = None, size: int = 6
+) -> Page:
     """One page of a category, newest first. `after`: start at this cursor (inclusive);
     `before`: the page that ends just before this cursor. Cursor conditions are row comparisons on
     (created_at, id) so they are index range scans, not filters (bench/catalog_scale.py)."""
     key = tuple_(Product.created_at, Product.id)
     base = select(Product).where(Product.category_id == category_id, Product.active.is_(True))
     if before:
-        stmt = (base.where(key > tuple_(*_parse_cursor(before)))
-                .order_by(Product.created_at.asc(), Product.id.asc()).limit(size))
+        stmt = (
+            base.where(key > tuple_(*_parse_cursor(before)))
+            .order_by(Product.created_at.asc(), Product.id.asc())
+            .limit(size)
+        )
         rows = list(reversed((await session.execute(stmt)).unique().scalars().all()))
         if not rows:
             return await category_page(session, category_id, size=size)
@@ -70,14 +76,18 @@ async def category_page(session: AsyncSession, category_id: int, *, after: str |
     if rows:
         first = rows[0]
         newer = await session.execute(
-            base.where(key > tuple_(first.created_at, first.id)).with_only_columns(Product.id)
-            .order_by(Product.created_at.asc(), Product.id.asc()).limit(1))
+            base.where(key > tuple_(first.created_at, first.id))
+            .with_only_columns(Product.id)
+            .order_by(Product.created_at.asc(), Product.id.asc())
+            .limit(1)
+        )
         prev_cursor = _cursor(first) if newer.first() else None
     return Page(rows, next_cursor, prev_cursor)
 
 
-async def get_product(session: AsyncSession, product_id: int | None = None, *, sku: str | None = None,
-                      active_only: bool = True) -> Product:
+async def get_product(
+    session: AsyncSession, product_id: int | None = None, *, sku: str | None = None, active_only: bool = True
+) -> Product:
     stmt = select(Product)
     stmt = stmt.where(Product.id == product_id) if product_id is not None else stmt.where(Product.sku == sku)
     if active_only:
@@ -254,15 +264,25 @@ async def import_rows(session: AsyncSession, rows: list[ProductRow]) -> tuple[in
     for row in rows:
         cat = categories.get(row.category)
         if cat is None:
-            cat = Category(slug=_free_slug(row.category, {c.slug for c in categories.values()}),
-                           name=row.category, position=len(categories))
+            cat = Category(
+                slug=_free_slug(row.category, {c.slug for c in categories.values()}),
+                name=row.category,
+                position=len(categories),
+            )
             session.add(cat)
             await session.flush()
             categories[row.category] = cat
         product = existing.get(row.sku)
-        values = {"category_id": cat.id, "name": row.name, "description": row.description.strip(),
-                  "price_kes": row.price_kes * 100, "price_usd": row.usd_cents, "stock": row.stock,
-                  "photo_url": row.photo_url, "active": row.active}
+        values = {
+            "category_id": cat.id,
+            "name": row.name,
+            "description": row.description.strip(),
+            "price_kes": row.price_kes * 100,
+            "price_usd": row.usd_cents,
+            "stock": row.stock,
+            "photo_url": row.photo_url,
+            "active": row.active,
+        }
         if product is None:
             existing[row.sku] = product = Product(sku=row.sku, **values)
             session.add(product)
@@ -283,12 +303,17 @@ async def _lock_products(session: AsyncSession, skus: list[str]) -> dict[str, Pr
     refreshed from the locked rows, so what the import compares and writes is not a stale read."""
     ids: list[int] = []
     for i in range(0, len(skus), _LOCK_BATCH):
-        ids += (await session.execute(select(Product.id).where(Product.sku.in_(skus[i:i + _LOCK_BATCH])))).scalars()
+        ids += (await session.execute(select(Product.id).where(Product.sku.in_(skus[i : i + _LOCK_BATCH])))).scalars()
     ids.sort()
     found: dict[str, Product] = {}
     for i in range(0, len(ids), _LOCK_BATCH):
-        stmt = (select(Product).where(Product.id.in_(ids[i:i + _LOCK_BATCH])).order_by(Product.id)
-                .with_for_update(of=Product).execution_options(populate_existing=True))
+        stmt = (
+            select(Product)
+            .where(Product.id.in_(ids[i : i + _LOCK_BATCH]))
+            .order_by(Product.id)
+            .with_for_update(of=Product)
+            .execution_options(populate_existing=True)
+        )
         found.update((p.sku, p) for p in (await session.execute(stmt)).unique().scalars())
     return found
 
@@ -308,7 +333,7 @@ async def catalog_is_empty(session: AsyncSession) -> bool:
 
 
 async def watch_product(session: AsyncSession, customer_id: int, product_id: int) -> None:
-    """"Notify me": remember that this customer wants to hear when the product is back (once)."""
+    """ "Notify me": remember that this customer wants to hear when the product is back (once)."""
     if await session.get(StockWatch, (customer_id, product_id)) is None:
         session.add(StockWatch(customer_id=customer_id, product_id=product_id))
         await session.flush()
@@ -319,9 +344,15 @@ async def take_watchers(session: AsyncSession, product_id: int) -> list[tuple[Cu
     its way (none queued yet, or the last one failed for good). The caller queues a message for each
     and links it (`watch.outbox_id`); the watch stays until the sender has sent that message, so an
     undelivered message does not silently end it, and a pending one is not queued again."""
-    return [(customer, watch) for customer, watch in (await session.execute(
-        select(Customer, StockWatch).join(StockWatch, StockWatch.customer_id == Customer.id)
-        .outerjoin(Outbox, Outbox.id == StockWatch.outbox_id)
-        .where(StockWatch.product_id == product_id, (Outbox.id.is_(None)) | (Outbox.state != "pending"))
-        .order_by(StockWatch.created_at, StockWatch.customer_id)
-    )).all()]
+    return [
+        (customer, watch)
+        for customer, watch in (
+            await session.execute(
+                select(Customer, StockWatch)
+                .join(StockWatch, StockWatch.customer_id == Customer.id)
+                .outerjoin(Outbox, Outbox.id == StockWatch.outbox_id)
+                .where(StockWatch.product_id == product_id, (Outbox.id.is_(None)) | (Outbox.state != "pending"))
+                .order_by(StockWatch.created_at, StockWatch.customer_id)
+            )
+        ).all()
+    ]

@@ -14,6 +14,7 @@ Budget and rate limits (DHL's default key: ~250 calls a day, 1 call per 5 s):
 
 `tracking_next_check_at` NULL means "due" (never checked); NEVER (far future) means "stop".
 """
+
 from __future__ import annotations
 
 import logging
@@ -121,7 +122,9 @@ def parse_shipment(body: Any) -> TrackEvent:
     address = location.get("address") if isinstance(location, dict) else None
     place = _text(address.get("addressLocality"), 200) if isinstance(address, dict) else None
     description = _text(status.get("description"), 500) or _text(status.get("status"), 500) or ""
-    return TrackEvent(code if code in KNOWN_CODES else "unknown", description, place, _timestamp(status.get("timestamp")))
+    return TrackEvent(
+        code if code in KNOWN_CODES else "unknown", description, place, _timestamp(status.get("timestamp"))
+    )
 
 
 def _retry_after(value: str | None) -> float:
@@ -134,8 +137,15 @@ def _retry_after(value: str | None) -> float:
 class DhlClient:
     """One tracking number per call, spaced by `min_interval`; one quick retry on temporary errors."""
 
-    def __init__(self, api_url: str, api_key: str, min_interval: float = 5.0, timeout: float = 15.0,
-                 retries: int = 1, retry_wait: float = 0.5) -> None:
+    def __init__(
+        self,
+        api_url: str,
+        api_key: str,
+        min_interval: float = 5.0,
+        timeout: float = 15.0,
+        retries: int = 1,
+        retry_wait: float = 0.5,
+    ) -> None:
         self.http = httpx.AsyncClient(timeout=timeout)
         self.api_url, self._api_key = api_url, api_key
         self.min_interval = min_interval
@@ -156,8 +166,12 @@ class DhlClient:
 
     async def track(self, tracking_number: str) -> TrackEvent:
         """The latest event, or NotFoundYet / RateLimited / BadKey / TemporaryError."""
-        async for attempt in AsyncRetrying(stop=stop_after_attempt(1 + self.retries), wait=wait_fixed(self.retry_wait),
-                                           retry=retry_if_exception_type(TemporaryError), reraise=True):
+        async for attempt in AsyncRetrying(
+            stop=stop_after_attempt(1 + self.retries),
+            wait=wait_fixed(self.retry_wait),
+            retry=retry_if_exception_type(TemporaryError),
+            reraise=True,
+        ):
             with attempt:
                 return await self._once(tracking_number)
         raise AssertionError("unreachable")  # pragma: no cover
@@ -167,8 +181,11 @@ class DhlClient:
             await self.limiter.acquire()
         self.calls += 1
         try:
-            resp = await self.http.get(self.api_url, headers={"DHL-API-Key": self._api_key, "Accept": "application/json"},
-                                       params={"trackingNumber": tracking_number, "service": "express", "language": "en"})
+            resp = await self.http.get(
+                self.api_url,
+                headers={"DHL-API-Key": self._api_key, "Accept": "application/json"},
+                params={"trackingNumber": tracking_number, "service": "express", "language": "en"},
+            )
         except httpx.HTTPError as exc:
             raise TemporaryError(type(exc).__name__) from None
         if resp.status_code == 200:
@@ -236,8 +253,15 @@ def cycle_allowance(settings: Settings, now: datetime, remaining: int, spacing: 
     return max(1, min(share, fits))
 
 
-async def poll_cycle(session_factory: async_sessionmaker[AsyncSession], client: DhlClient, settings: Settings,
-                     now: datetime | None = None, *, budget: int | None = None, batch_size: int = 50) -> CycleStats:
+async def poll_cycle(
+    session_factory: async_sessionmaker[AsyncSession],
+    client: DhlClient,
+    settings: Settings,
+    now: datetime | None = None,
+    *,
+    budget: int | None = None,
+    batch_size: int = 50,
+) -> CycleStats:
     """One tracking cycle: give up on old shipments, then poll due ones, most stale first, in batches,
     within the budget; stops early on a 429, a bad key or DHL being down."""
     stats = CycleStats()
@@ -255,9 +279,18 @@ async def poll_cycle(session_factory: async_sessionmaker[AsyncSession], client: 
     finally:
         stats.queries = counter.close()
         stats.seconds = time.monotonic() - cycle.started
-    log.info("dhl.cycle", extra={"calls": stats.calls, "changed": stats.changed, "batches": stats.batches,
-                                 "queries": stats.queries, "rate_limited": stats.rate_limited,
-                                 "not_found": stats.not_found, "gave_up": stats.gave_up})
+    log.info(
+        "dhl.cycle",
+        extra={
+            "calls": stats.calls,
+            "changed": stats.changed,
+            "batches": stats.batches,
+            "queries": stats.queries,
+            "rate_limited": stats.rate_limited,
+            "not_found": stats.not_found,
+            "gave_up": stats.gave_up,
+        },
+    )
     return stats
 
 
@@ -277,24 +310,35 @@ class _QueryCounter:
 
 
 def _due(now: datetime) -> tuple[Any, ...]:
-    return (Order.carrier == "DHL", Order.state.in_((sm.SHIPPED, sm.IN_TRANSIT)), Order.tracking_number.is_not(None),
-            or_(Order.tracking_next_check_at.is_(None), Order.tracking_next_check_at <= now))
+    return (
+        Order.carrier == "DHL",
+        Order.state.in_((sm.SHIPPED, sm.IN_TRANSIT)),
+        Order.tracking_number.is_not(None),
+        or_(Order.tracking_next_check_at.is_(None), Order.tracking_next_check_at <= now),
+    )
 
 
 async def _ensure_budget_row(session_factory: async_sessionmaker[AsyncSession]) -> None:
     async with session_factory() as session, session.begin():
         insert = insert_with_conflicts(dialect_name(session))
-        await session.execute(insert(ApiBudget).values(name=BUDGET_NAME, day="", calls=0)
-                              .on_conflict_do_nothing(index_elements=["name"]))
+        await session.execute(
+            insert(ApiBudget).values(name=BUDGET_NAME, day="", calls=0).on_conflict_do_nothing(index_elements=["name"])
+        )
 
 
-async def _claim(session_factory: async_sessionmaker[AsyncSession], settings: Settings, cycle: _Cycle,
-                 stats: CycleStats, spacing: float) -> list[Claim]:
+async def _claim(
+    session_factory: async_sessionmaker[AsyncSession],
+    settings: Settings,
+    cycle: _Cycle,
+    stats: CycleStats,
+    spacing: float,
+) -> list[Claim]:
     """Reserve budget and claim up to a batch of due shipments in one transaction: the budget row is
     locked, the shipments' next check moves to the next cycle with a compare-and-set."""
     async with session_factory() as session, session.begin():
-        budget = (await session.execute(select(ApiBudget).where(ApiBudget.name == BUDGET_NAME)
-                                        .with_for_update())).scalar_one()
+        budget = (
+            await session.execute(select(ApiBudget).where(ApiBudget.name == BUDGET_NAME).with_for_update())
+        ).scalar_one()
         today = cycle.now.date().isoformat()
         if budget.day != today:
             budget.day, budget.calls = today, 0
@@ -309,19 +353,29 @@ async def _claim(session_factory: async_sessionmaker[AsyncSession], settings: Se
             if remaining <= 0:
                 stats.notes.append("daily budget spent")
             return []
-        pick = (select(Order.id).where(*_due(cycle.now))
-                .order_by(Order.tracking_checked_at.asc().nulls_first(), Order.id).limit(limit))
+        pick = (
+            select(Order.id)
+            .where(*_due(cycle.now))
+            .order_by(Order.tracking_checked_at.asc().nulls_first(), Order.id)
+            .limit(limit)
+        )
         if dialect_name(session) == "postgresql":
             pick = pick.with_for_update(skip_locked=True)
         # A CTE, not `IN (subquery)`: PostgreSQL may rescan a subquery and, skipping the rows this very
         # statement just moved, claim more than the limit. A locking CTE is evaluated once.
         picked = pick.cte("picked")
-        rows = (await session.execute(
-            update(Order).where(Order.id.in_(select(picked.c.id)), *_due(cycle.now))
-            .values(tracking_next_check_at=cycle.now + timedelta(seconds=settings.dhl_poll_seconds),
-                    updated_at=Order.updated_at)
-            .returning(Order.id, Order.tracking_number, Order.tracking_misses, Order.tracking_checked_at)
-            .execution_options(synchronize_session=False))).all()
+        rows = (
+            await session.execute(
+                update(Order)
+                .where(Order.id.in_(select(picked.c.id)), *_due(cycle.now))
+                .values(
+                    tracking_next_check_at=cycle.now + timedelta(seconds=settings.dhl_poll_seconds),
+                    updated_at=Order.updated_at,
+                )
+                .returning(Order.id, Order.tracking_number, Order.tracking_misses, Order.tracking_checked_at)
+                .execution_options(synchronize_session=False)
+            )
+        ).all()
         budget.calls += len(rows)
         cycle.reserved += len(rows)
     claims = []
@@ -331,8 +385,14 @@ async def _claim(session_factory: async_sessionmaker[AsyncSession], settings: Se
     return claims  # most stale first
 
 
-async def _poll_batch(session_factory: async_sessionmaker[AsyncSession], client: DhlClient, settings: Settings,
-                      cycle: _Cycle, batch: list[Claim], stats: CycleStats) -> None:
+async def _poll_batch(
+    session_factory: async_sessionmaker[AsyncSession],
+    client: DhlClient,
+    settings: Settings,
+    cycle: _Cycle,
+    batch: list[Claim],
+    stats: CycleStats,
+) -> None:
     """Ask DHL about each claimed shipment, then write every answer of the batch in one transaction."""
     answers: list[tuple[Claim, TrackEvent]] = []
     misses: list[Claim] = []
@@ -372,9 +432,16 @@ async def _poll_batch(session_factory: async_sessionmaker[AsyncSession], client:
     await _write_batch(session_factory, settings, cycle, answers, misses, batch[asked:], calls - len(batch), stats)
 
 
-async def _write_batch(session_factory: async_sessionmaker[AsyncSession], settings: Settings, cycle: _Cycle,
-                       answers: list[tuple[Claim, TrackEvent]], misses: list[Claim], unasked: list[Claim],
-                       budget_delta: int, stats: CycleStats) -> None:
+async def _write_batch(
+    session_factory: async_sessionmaker[AsyncSession],
+    settings: Settings,
+    cycle: _Cycle,
+    answers: list[tuple[Claim, TrackEvent]],
+    misses: list[Claim],
+    unasked: list[Claim],
+    budget_delta: int,
+    stats: CycleStats,
+) -> None:
     now = cycle.clock()
     async with session_factory() as session, session.begin():
         unchanged = await _apply_answers(session, settings, now, answers, stats)
@@ -382,23 +449,34 @@ async def _write_batch(session_factory: async_sessionmaker[AsyncSession], settin
             await _bulk(session, unchanged, tracking_checked_at=now, tracking_misses=0)
         for count in sorted({c.misses + 1 for c in misses}):
             delay = min(timedelta(seconds=settings.dhl_poll_seconds) * 2 ** min(count, 10), MAX_MISS_BACKOFF)
-            await _bulk(session, [c.order_id for c in misses if c.misses + 1 == count],
-                        tracking_misses=count, tracking_checked_at=now, tracking_next_check_at=now + delay)
+            await _bulk(
+                session,
+                [c.order_id for c in misses if c.misses + 1 == count],
+                tracking_misses=count,
+                tracking_checked_at=now,
+                tracking_next_check_at=now + delay,
+            )
         if unasked:  # stopped early: due again as soon as the pause allows
             await _bulk(session, [c.order_id for c in unasked], tracking_next_check_at=cycle.now)
         if budget_delta:  # retries spent more than reserved, or an early stop spent less
-            await session.execute(update(ApiBudget).where(ApiBudget.name == BUDGET_NAME)
-                                  .values(calls=ApiBudget.calls + budget_delta))
+            await session.execute(
+                update(ApiBudget).where(ApiBudget.name == BUDGET_NAME).values(calls=ApiBudget.calls + budget_delta)
+            )
 
 
 async def _bulk(session: AsyncSession, ids: Iterable[int], **values: Any) -> None:
     """Tracking bookkeeping on many orders in one statement; `updated_at` is for real changes only."""
-    await session.execute(update(Order).where(Order.id.in_(list(ids))).values(updated_at=Order.updated_at, **values)
-                          .execution_options(synchronize_session=False))
+    await session.execute(
+        update(Order)
+        .where(Order.id.in_(list(ids)))
+        .values(updated_at=Order.updated_at, **values)
+        .execution_options(synchronize_session=False)
+    )
 
 
-async def _apply_answers(session: AsyncSession, settings: Settings, now: datetime,
-                         answers: list[tuple[Claim, TrackEvent]], stats: CycleStats) -> list[int]:
+async def _apply_answers(
+    session: AsyncSession, settings: Settings, now: datetime, answers: list[tuple[Claim, TrackEvent]], stats: CycleStats
+) -> list[int]:
     """Apply the answers that changed something; returns the ids of those that did not."""
     if not answers:
         return []
@@ -425,8 +503,11 @@ def _is_news(order: Order, ev: TrackEvent) -> bool:
     if (ev.status_code == "transit" and order.state == sm.SHIPPED) or ev.status_code == "delivered":
         return True
     return (order.tracking_status, order.tracking_description, order.tracking_place, order.tracking_time) != (
-        ev.status_code, ev.description or order.tracking_description, ev.place or order.tracking_place,
-        ev.timestamp or order.tracking_time)
+        ev.status_code,
+        ev.description or order.tracking_description,
+        ev.place or order.tracking_place,
+        ev.timestamp or order.tracking_time,
+    )
 
 
 async def _apply(session: AsyncSession, settings: Settings, order: Order, ev: TrackEvent, now: datetime) -> None:
@@ -444,8 +525,14 @@ async def _apply(session: AsyncSession, settings: Settings, order: Order, ev: Tr
     elif ev.status_code == "transit":
         await _tell_buyer(session, order, ev)
     elif ev.status_code == "failure":
-        text = t("dhl.alert.failure", None, order=order.public_id, tracking=order.tracking_number,
-                 event=cut(ev.description or "-", 300), place=cut(ev.place or "-", 200))
+        text = t(
+            "dhl.alert.failure",
+            None,
+            order=order.public_id,
+            tracking=order.tracking_number,
+            event=cut(ev.description or "-", 300),
+            place=cut(ev.place or "-", 200),
+        )
         await _alert_once(session, settings, text, f"dhl-failure:{order.id}:{ev.key}")
     log.info("dhl.update", extra={"order": order.public_id, "status": ev.status_code, "state": order.state})
 
@@ -456,9 +543,16 @@ async def _tell_buyer(session: AsyncSession, order: Order, ev: TrackEvent) -> No
     customer = order.customer
     if customer.unreachable or await _exists(session, key):
         return
-    enqueue(session, customer.chat_id, sm.status_message(order, customer.language), kind="order_status",
-            dedup_key=key, reply_markup=inline_keyboard([[(t("orders.button.view", customer.language),
-                                                            buttons.view_order(order.public_id))]]))
+    enqueue(
+        session,
+        customer.chat_id,
+        sm.status_message(order, customer.language),
+        kind="order_status",
+        dedup_key=key,
+        reply_markup=inline_keyboard(
+            [[(t("orders.button.view", customer.language), buttons.view_order(order.public_id))]]
+        ),
+    )
 
 
 async def _exists(session: AsyncSession, dedup_key: str) -> bool:
@@ -486,19 +580,32 @@ async def _alert_bad_key(session_factory: async_sessionmaker[AsyncSession], sett
         await _alert_once(session, settings, t("dhl.alert.bad_key"), f"dhl-bad-key:{now:%Y%m%d}")
 
 
-async def _give_up_old(session_factory: async_sessionmaker[AsyncSession], settings: Settings, now: datetime,
-                       stats: CycleStats) -> None:
+async def _give_up_old(
+    session_factory: async_sessionmaker[AsyncSession], settings: Settings, now: datetime, stats: CycleStats
+) -> None:
     """Stop polling shipments older than DHL_GIVE_UP_DAYS, with one admin alert each (compare-and-set:
     a concurrent worker cannot alert twice)."""
     cutoff = now - timedelta(days=settings.dhl_give_up_days)
     async with session_factory() as session, session.begin():
-        rows = (await session.execute(
-            update(Order).where(Order.carrier == "DHL", Order.state.in_((sm.SHIPPED, sm.IN_TRANSIT)),
-                                Order.shipped_at < cutoff,
-                                or_(Order.tracking_next_check_at.is_(None), Order.tracking_next_check_at < NEVER))
-            .values(tracking_next_check_at=NEVER).returning(Order.id, Order.public_id, Order.tracking_number)
-            .execution_options(synchronize_session=False))).all()
+        rows = (
+            await session.execute(
+                update(Order)
+                .where(
+                    Order.carrier == "DHL",
+                    Order.state.in_((sm.SHIPPED, sm.IN_TRANSIT)),
+                    Order.shipped_at < cutoff,
+                    or_(Order.tracking_next_check_at.is_(None), Order.tracking_next_check_at < NEVER),
+                )
+                .values(tracking_next_check_at=NEVER)
+                .returning(Order.id, Order.public_id, Order.tracking_number)
+                .execution_options(synchronize_session=False)
+            )
+        ).all()
         for order_id, public_id, tracking in rows:
-            await _alert_once(session, settings, t("dhl.alert.gave_up", None, order=public_id, tracking=tracking,
-                                                   days=settings.dhl_give_up_days), f"dhl-gave-up:{order_id}")
+            await _alert_once(
+                session,
+                settings,
+                t("dhl.alert.gave_up", None, order=public_id, tracking=tracking, days=settings.dhl_give_up_days),
+                f"dhl-gave-up:{order_id}",
+            )
             stats.gave_up += 1

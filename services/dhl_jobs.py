@@ -1,4 +1,5 @@
 """Scheduled DHL tracking (only when DHL_API_KEY is set)."""
+
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable

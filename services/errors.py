@@ -1,4 +1,5 @@
 """Domain errors. Each carries a locale key so the bot can answer the customer in plain words."""
+
 from __future__ import annotations
 
 

@@ -10,6 +10,7 @@ text already safe, which another `t` or a `Markup(...).join` takes as it is inst
 again. A value that is deliberately HTML must be `Markup` itself (built from safe parts). Texts Telegram
 shows as they are — button labels, callback alerts, input placeholders — come from `plain`.
 """
+
 from __future__ import annotations
 
 from functools import cache, lru_cache

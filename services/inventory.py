@@ -4,6 +4,7 @@
 The statements are built once, on the table, and run on the session's connection: building an ORM
 `update(Product)` per call and running it through the ORM's DML layer was ~30 % of placing an order
 (flash-sale profile), for a statement that touches no loaded object (`synchronize_session=False`)."""
+
 from __future__ import annotations
 
 from typing import NoReturn, Protocol
@@ -18,6 +19,7 @@ from services.errors import OutOfStock
 
 class StockItem(Protocol):
     """A Product, or any row carrying its id and name."""
+
     id: int
     name: str
 

@@ -2,6 +2,7 @@
 
 SQLite is the single-process embedded mode, so there the job simply runs.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -44,8 +45,14 @@ async def run_exclusive(engine: AsyncEngine, name: str, job: Callable[[], Awaita
             await conn.commit()
 
 
-async def run_as_leader(engine: AsyncEngine, name: str, work: Callable[[], Awaitable[object]], *,
-                        retry_seconds: float = 5.0, check_seconds: float = 2.0) -> None:
+async def run_as_leader(
+    engine: AsyncEngine,
+    name: str,
+    work: Callable[[], Awaitable[object]],
+    *,
+    retry_seconds: float = 5.0,
+    check_seconds: float = 2.0,
+) -> None:
     """Run `work` (a loop that runs until cancelled) in one process of the cluster at a time.
 
     For limits that are the cluster's, not the process's: Telegram's ~30 messages/s is per bot, so

@@ -7,6 +7,7 @@ message over Telegram's limit is cut between tags and entities, never inside one
 are open at the cut closed (`clip`). No aiogram here: the bot's request middleware and the outbox
 sender both use it.
 """
+
 from __future__ import annotations
 
 import html

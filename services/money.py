@@ -2,6 +2,7 @@
 
 Both KES and USD have two decimals (as Stripe counts them), so 1 unit = 100 minor units.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

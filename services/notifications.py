@@ -4,6 +4,7 @@ A message the system sends on its own is a row added to the caller's session, so
 back) with the change that caused it. The sender (`services.outbox_sender`) drains the table.
 Reply markups are plain Telegram JSON dicts: services never import aiogram.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -51,8 +52,9 @@ def inline_keyboard(rows: list[list[tuple[str, str]]]) -> dict[str, Any]:
     return {
         "inline_keyboard": [
             [
-                {"text": _label(text), "url": data} if data.startswith(("http://", "https://")) else
-                {"text": _label(text), "callback_data": data}
+                {"text": _label(text), "url": data}
+                if data.startswith(("http://", "https://"))
+                else {"text": _label(text), "callback_data": data}
                 for text, data in row
             ]
             for row in rows

@@ -5,6 +5,7 @@ compare-and-set on the row (so two workers or two duplicate callbacks cannot bot
 PostgreSQL or SQLite), moves stock, writes the order event and queues the customer's message, all in
 the caller's transaction.
 """
+
 from __future__ import annotations
 
 import logging
@@ -85,11 +86,12 @@ async def transition(
     if not can_transition(from_state, to_state):
         raise IllegalTransition("error.illegal_transition", order=order.public_id, src=from_state, dst=to_state)
     now = utcnow()
-    result = await execute_dml(session,
+    result = await execute_dml(
+        session,
         update(Order)
         .where(Order.id == order.id, Order.state == from_state)
         .values(state=to_state, updated_at=now)
-        .execution_options(synchronize_session=False)
+        .execution_options(synchronize_session=False),
     )
     if result.rowcount != 1:  # someone else moved it first
         await session.refresh(order)
@@ -103,13 +105,16 @@ async def transition(
         customer = await session.get(Customer, order.customer_id)
         if customer is not None and not customer.unreachable:
             enqueue(
-                session, customer.chat_id, status_message(order, customer.language),
-                kind="order_status", dedup_key=f"order:{order.id}:{to_state}:{_event_seq(order)}",
-                reply_markup=inline_keyboard([[(t("orders.button.view", customer.language),
-                                               buttons.view_order(order.public_id))]]),
+                session,
+                customer.chat_id,
+                status_message(order, customer.language),
+                kind="order_status",
+                dedup_key=f"order:{order.id}:{to_state}:{_event_seq(order)}",
+                reply_markup=inline_keyboard(
+                    [[(t("orders.button.view", customer.language), buttons.view_order(order.public_id))]]
+                ),
             )
-    log.info("order.transition", extra={"order": order.public_id, "from": from_state, "to": to_state,
-                                        "actor": actor})
+    log.info("order.transition", extra={"order": order.public_id, "from": from_state, "to": to_state, "actor": actor})
     return event
 
 
@@ -151,8 +156,10 @@ def tracking_link(order: Order) -> str | None:
     if not order.tracking_number:
         return None
     if (order.carrier or "").upper() == "DHL":
-        return ("https://www.dhl.com/global-en/home/tracking/tracking-express.html"
-                f"?submit=1&tracking-id={order.tracking_number}")
+        return (
+            "https://www.dhl.com/global-en/home/tracking/tracking-express.html"
+            f"?submit=1&tracking-id={order.tracking_number}"
+        )
     return None
 
 
@@ -169,6 +176,7 @@ class Totals:
 
 class HasPrices(Protocol):
     """What pricing needs of a product: a Product, a row of `_CART_TO_CLAIM`, a cart line's CartProduct."""
+
     @property
     def price_kes(self) -> int: ...
     @property
@@ -177,6 +185,7 @@ class HasPrices(Protocol):
 
 class Priced(HasPrices, Protocol):
     """What pricing and stock moves need of a product: a Product, or a row of `_CART_TO_CLAIM`."""
+
     id: int
     sku: str
     name: str
@@ -197,10 +206,19 @@ def compute_totals(lines: Sequence[tuple[HasPrices, int]], zone: Zone) -> Totals
 # locking the cart's rows, by which `place_order` claims it. Plain columns instead of ORM objects
 # measured 1,200 → 1,570 checkouts/s on the flash-sale bench.
 _CART = (
-    select(Product.id, Product.sku, Product.name, Product.price_kes, Product.price_usd, Product.stock,
-           Product.active, CartItem.quantity)
+    select(
+        Product.id,
+        Product.sku,
+        Product.name,
+        Product.price_kes,
+        Product.price_usd,
+        Product.stock,
+        Product.active,
+        CartItem.quantity,
+    )
     .join(Product, Product.id == CartItem.product_id)
-    .where(CartItem.customer_id == bindparam("customer_id")).order_by(CartItem.product_id)
+    .where(CartItem.customer_id == bindparam("customer_id"))
+    .order_by(CartItem.product_id)
 )
 _CART_TO_CLAIM = _CART.with_for_update(of=CartItem)
 _CLAIM_CART = delete(table_of(CartItem)).where(table_of(CartItem).c.customer_id == bindparam("customer_id"))
@@ -211,12 +229,14 @@ _PLACED_EVENT = insert(table_of(OrderEvent)).values(from_state=None, to_state=AW
 class Limits:
     """What one customer's unpaid orders may hold at once (MAX_OPEN_ORDERS_PER_CUSTOMER,
     MAX_RESERVED_UNITS_PER_CUSTOMER): without them one account could reserve a shop's whole stock."""
+
     open_orders: int
     reserved_units: int
 
 
 class LimitReached(DomainError):
     """The customer's unpaid orders are at the shop's limit; paying one (or its expiry) frees room."""
+
     key = "checkout.limit.open_orders"
 
 
@@ -269,9 +289,18 @@ async def place_order(
 
     def build(public_id: str) -> Order:
         order = Order(
-            public_id=public_id, customer_id=customer_id, state=AWAITING_PAYMENT,
-            currency=totals.currency, subtotal=totals.subtotal, shipping=totals.shipping, total=totals.total,
-            zone=zone.code, phone=phone, email=email, address=address, carrier=zone.carrier,
+            public_id=public_id,
+            customer_id=customer_id,
+            state=AWAITING_PAYMENT,
+            currency=totals.currency,
+            subtotal=totals.subtotal,
+            shipping=totals.shipping,
+            total=totals.total,
+            zone=zone.code,
+            phone=phone,
+            email=email,
+            address=address,
+            carrier=zone.carrier,
             reserved_until=utcnow() + timedelta(minutes=reservation_minutes),
         )
         order.items = [
@@ -294,9 +323,18 @@ class QuoteChanged(Exception):
     """The cart or its prices changed after the customer was quoted: they confirmed another amount."""
 
 
-async def checkout(session: AsyncSession, customer_id: int, *, quoted: tuple[str | None, int | None], zone_code: str,
-                   phone: str, email: str, address: str, reservation_minutes: int,
-                   limits: Limits | None = None) -> Order:
+async def checkout(
+    session: AsyncSession,
+    customer_id: int,
+    *,
+    quoted: tuple[str | None, int | None],
+    zone_code: str,
+    phone: str,
+    email: str,
+    address: str,
+    reservation_minutes: int,
+    limits: Limits | None = None,
+) -> Order:
     """The chat checkout's Confirm, one unit of work: the order placed from the cart, its stock
     reserved and all of it committed before this returns (the customer is told it exists only then).
 
@@ -306,16 +344,25 @@ async def checkout(session: AsyncSession, customer_id: int, *, quoted: tuple[str
     work in this update (registering the customer) is kept and committed with the update."""
     await refuse_early(session, customer_id)
     async with session.begin_nested():
-        order = await place_order(session, customer_id, zone_code=zone_code, phone=phone, email=email,
-                                  address=address, reservation_minutes=reservation_minutes, limits=limits)
+        order = await place_order(
+            session,
+            customer_id,
+            zone_code=zone_code,
+            phone=phone,
+            email=email,
+            address=address,
+            reservation_minutes=reservation_minutes,
+            limits=limits,
+        )
         if (order.currency, order.total) != quoted:
             raise QuoteChanged  # rolls the savepoint back: nothing reserved, the cart as it was
     await session.commit()
     return order
 
 
-async def order_apart(session_factory: async_sessionmaker[AsyncSession], public_id: str,
-                      customer_id: int) -> tuple[Order, Customer | None]:
+async def order_apart(
+    session_factory: async_sessionmaker[AsyncSession], public_id: str, customer_id: int
+) -> tuple[Order, Customer | None]:
     """The customer's order (NotFound if it is not theirs) and the customer, read in a short session
     of their own: for a caller about to wait on a payment provider, which must hold no pooled
     connection meanwhile (the payment flows open their own)."""
@@ -330,8 +377,7 @@ def _refuse_over_limits(limits: Limits, unpaid: int, held: int, units: int, rese
         raise LimitReached("checkout.limit.open_orders", n=unpaid, minutes=reservation_minutes)
     if held + units > limits.reserved_units:
         if held:
-            raise LimitReached("checkout.limit.units_held", max=limits.reserved_units, held=held,
-                               total=held + units)
+            raise LimitReached("checkout.limit.units_held", max=limits.reserved_units, held=held, total=held + units)
         raise LimitReached("checkout.limit.units", max=limits.reserved_units, n=units)
 
 
@@ -356,8 +402,8 @@ async def refuse_early(session: AsyncSession, customer_id: int) -> None:
     """Raise what `place_order` would for a cart that is empty, gone or short as it stands now, read
     before the session's transaction begins (no lock, no BEGIN/ROLLBACK: one statement on an
     autocommit connection, db.session.read_ahead). In a flash sale all but a few checkouts end
-    here, and this read costs about a third of what refusing them inside a transaction does. A cart that passes is checked
-    again by `place_order` under its locks, so this can only answer sooner, never wrongly: stock
+    here, and this read costs about a third of what refusing them inside a transaction does. A cart
+    that passes is checked again by `place_order` under its locks, so this can only answer sooner, never wrongly: stock
     that runs out after the read is caught there, and so are the per-customer limits (which
     `place_order` judges after the cart, so a cart refused here is refused for the same reason there)."""
     rows = await read_ahead(session, _CART, {"customer_id": customer_id})
@@ -385,8 +431,9 @@ def _refuse_unplaceable(cart: Sequence[_CartRow]) -> None:
 # --- queries --------------------------------------------------------------------------------------
 
 
-async def get_order(session: AsyncSession, public_id: str, *, customer_id: int | None = None,
-                    for_update: bool = False) -> Order:
+async def get_order(
+    session: AsyncSession, public_id: str, *, customer_id: int | None = None, for_update: bool = False
+) -> Order:
     """The order by public id; with `customer_id`, only if it is that customer's (else NotFound)."""
     stmt = select(Order).where(Order.public_id == normalize_public_id(public_id))
     if customer_id is not None:
@@ -400,8 +447,12 @@ async def get_order(session: AsyncSession, public_id: str, *, customer_id: int |
 
 
 async def customer_orders(session: AsyncSession, customer_id: int, limit: int = 10) -> list[Order]:
-    stmt = (select(Order).where(Order.customer_id == customer_id)
-            .order_by(Order.created_at.desc(), Order.id.desc()).limit(limit))
+    stmt = (
+        select(Order)
+        .where(Order.customer_id == customer_id)
+        .order_by(Order.created_at.desc(), Order.id.desc())
+        .limit(limit)
+    )
     return list((await session.execute(stmt)).unique().scalars().all())
 
 
@@ -418,8 +469,9 @@ async def events_of(session: AsyncSession, order_id: int) -> list[OrderEvent]:
 # --- reservation expiry (scheduled) ---------------------------------------------------------------
 
 
-async def expire_due_orders(session_factory: async_sessionmaker[AsyncSession], now: datetime | None = None,
-                            batch: int = 100) -> int:
+async def expire_due_orders(
+    session_factory: async_sessionmaker[AsyncSession], now: datetime | None = None, batch: int = 100
+) -> int:
     """Expire unpaid orders whose reservation ran out, releasing their stock; one order per
     transaction so a failure on one does not hold back the rest. Safe with several workers:
     rows are claimed with SKIP LOCKED on PostgreSQL and the state change is a compare-and-set.
@@ -431,20 +483,33 @@ async def expire_due_orders(session_factory: async_sessionmaker[AsyncSession], n
     due = (Order.state == AWAITING_PAYMENT, Order.reserved_until <= now, ~_payable_attempt(now))
     expired = 0
     async with session_factory() as session:
-        ids = (await session.execute(
-            select(Order.id).where(*due).order_by(Order.reserved_until).limit(batch)
-        )).scalars().all()
+        ids = (
+            (await session.execute(select(Order.id).where(*due).order_by(Order.reserved_until).limit(batch)))
+            .scalars()
+            .all()
+        )
     for order_id in ids:
         async with session_factory() as session, session.begin():
-            order = (await session.execute(
-                select(Order).where(Order.id == order_id, *due).with_for_update(skip_locked=True, of=Order)
-            )).unique().scalar_one_or_none()
+            order = (
+                (
+                    await session.execute(
+                        select(Order).where(Order.id == order_id, *due).with_for_update(skip_locked=True, of=Order)
+                    )
+                )
+                .unique()
+                .scalar_one_or_none()
+            )
             if order is None:
                 continue
             # The same conditions as a compare-and-set write: on SQLite the read above is no lock,
             # and a prompt or link may have started since.
-            claimed = await execute_dml(session, update(Order).where(Order.id == order_id, *due)
-                                            .values(updated_at=utcnow()).execution_options(synchronize_session=False))
+            claimed = await execute_dml(
+                session,
+                update(Order)
+                .where(Order.id == order_id, *due)
+                .values(updated_at=utcnow())
+                .execution_options(synchronize_session=False),
+            )
             if claimed.rowcount != 1:
                 continue
             try:
@@ -452,6 +517,7 @@ async def expire_due_orders(session_factory: async_sessionmaker[AsyncSession], n
             except DomainError:
                 continue
             from services.payments.common import expire_pending_attempts  # avoid import cycle
+
             await expire_pending_attempts(session, order)
             expired += 1
     return expired
@@ -467,11 +533,20 @@ def _payable_attempt(now: datetime) -> Exists:
     from db.models import Payment
     from services.payments.stripe_flow import IN_FLIGHT, RECONCILE_GRACE  # here: stripe_flow imports this module
 
-    return exists().where(Payment.order_id == Order.id, Payment.state == "pending", or_(
-        _answerable_prompt(now),
-        and_(Payment.provider == "stripe", or_(
-            Payment.expires_at > now - RECONCILE_GRACE,
-            and_(Payment.expires_at.is_(None), Payment.created_at > now - IN_FLIGHT)))))
+    return exists().where(
+        Payment.order_id == Order.id,
+        Payment.state == "pending",
+        or_(
+            _answerable_prompt(now),
+            and_(
+                Payment.provider == "stripe",
+                or_(
+                    Payment.expires_at > now - RECONCILE_GRACE,
+                    and_(Payment.expires_at.is_(None), Payment.created_at > now - IN_FLIGHT),
+                ),
+            ),
+        ),
+    )
 
 
 def _answerable_prompt(now: datetime) -> ColumnElement[bool]:
@@ -492,5 +567,14 @@ async def mpesa_prompt_open(session: AsyncSession, order: Order) -> bool:
 
     from db.models import Payment
 
-    return bool((await session.execute(select(exists().where(
-        Payment.order_id == order.id, Payment.state == "pending", _answerable_prompt(utcnow()))))).scalar())
+    return bool(
+        (
+            await session.execute(
+                select(
+                    exists().where(
+                        Payment.order_id == order.id, Payment.state == "pending", _answerable_prompt(utcnow())
+                    )
+                )
+            )
+        ).scalar()
+    )

@@ -9,6 +9,7 @@ whole sender when several chats get one at once); 5xx and network errors back of
 until `max_attempts`, then the row is dead; a 403 marks the customer unreachable and drops its rows.
 Rows a worker cannot send soon after claiming are given back rather than held past their lease.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -67,8 +68,12 @@ class BotApiTransport:
     async def send(self, chat_id: int, text: str, reply_markup: dict[str, Any] | None) -> None:
         """One message in HTML parse mode. A text Telegram still cannot parse ("can't parse
         entities") goes out once more as plain text, so the message is never lost to its markup."""
-        body: dict[str, Any] = {"chat_id": chat_id, "text": text, "parse_mode": "HTML",
-                                "link_preview_options": {"is_disabled": True}}
+        body: dict[str, Any] = {
+            "chat_id": chat_id,
+            "text": text,
+            "parse_mode": "HTML",
+            "link_preview_options": {"is_disabled": True},
+        }
         if reply_markup:
             body["reply_markup"] = reply_markup
         while True:
@@ -92,8 +97,10 @@ class BotApiTransport:
             if "message is not modified" in description:
                 return
             if resp.status_code == 400 and "parse_mode" in body and is_unparsable(description):
-                log.warning("outbox.unparsable_sent_as_plain_text",
-                            extra={"chat_id": chat_id, "error": refusal_for_log(description)})
+                log.warning(
+                    "outbox.unparsable_sent_as_plain_text",
+                    extra={"chat_id": chat_id, "error": refusal_for_log(description)},
+                )
                 body.pop("parse_mode")
                 body["text"] = to_plain(text)
                 continue
@@ -122,6 +129,7 @@ class Limits:
     or the bot as a whole, so 429s on `global_429_chats` different chats within a second are taken
     as the global limit and pause every chat.
     """
+
     per_second: float = 30.0
     window_max: int = 30
     per_chat_seconds: float = 1.1
@@ -211,8 +219,9 @@ class Limits:
         return min(self.backoff_first * 2.0 ** max(attempts - 1, 0), self.backoff_max) * random.uniform(0.8, 1.2)
 
 
-async def claim(session_factory: async_sessionmaker[AsyncSession], *, batch: int, lease_seconds: float,
-                now: datetime) -> list[Outbox]:
+async def claim(
+    session_factory: async_sessionmaker[AsyncSession], *, batch: int, lease_seconds: float, now: datetime
+) -> list[Outbox]:
     """Lease due rows, keeping each chat's messages in order: if an older message of a chat is held
     elsewhere (another worker, or backing off), the chat's newer rows wait.
 
@@ -223,17 +232,26 @@ async def claim(session_factory: async_sessionmaker[AsyncSession], *, batch: int
     have each row. The lease end a claim writes into `next_attempt_at` is its token: `_mark` and
     `_release` change a row only while it still holds it."""
     async with session_factory() as session, session.begin():
-        stmt = (select(Outbox.id, Outbox.chat_id).where(Outbox.state == "pending", Outbox.next_attempt_at <= now)
-                .order_by(Outbox.id).limit(batch))
+        stmt = (
+            select(Outbox.id, Outbox.chat_id)
+            .where(Outbox.state == "pending", Outbox.next_attempt_at <= now)
+            .order_by(Outbox.id)
+            .limit(batch)
+        )
         if dialect_name(session) == "postgresql":
             stmt = stmt.with_for_update(skip_locked=True)
         due = (await session.execute(stmt)).all()
         if not due:
             return []
-        oldest = dict((await session.execute(
-            select(Outbox.chat_id, func.min(Outbox.id)).where(Outbox.state == "pending",
-                                                             Outbox.chat_id.in_({c for _, c in due}))
-            .group_by(Outbox.chat_id))).all())
+        oldest = dict(
+            (
+                await session.execute(
+                    select(Outbox.chat_id, func.min(Outbox.id))
+                    .where(Outbox.state == "pending", Outbox.chat_id.in_({c for _, c in due}))
+                    .group_by(Outbox.chat_id)
+                )
+            ).all()
+        )
         first_wanted: dict[int, int] = {}
         for row_id, chat_id in due:
             first_wanted.setdefault(chat_id, row_id)
@@ -241,22 +259,42 @@ async def claim(session_factory: async_sessionmaker[AsyncSession], *, batch: int
         if not wanted:
             return []
         lease = now + timedelta(seconds=lease_seconds)
-        rows = sorted((await session.execute(
-            update(Outbox).where(Outbox.id.in_(wanted), Outbox.state == "pending", Outbox.next_attempt_at <= now)
-            .values(next_attempt_at=lease, attempts=Outbox.attempts + 1).returning(Outbox)
-            .execution_options(synchronize_session=False))).scalars().all(), key=lambda r: r.id)
+        rows = sorted(
+            (
+                await session.execute(
+                    update(Outbox)
+                    .where(Outbox.id.in_(wanted), Outbox.state == "pending", Outbox.next_attempt_at <= now)
+                    .values(next_attempt_at=lease, attempts=Outbox.attempts + 1)
+                    .returning(Outbox)
+                    .execution_options(synchronize_session=False)
+                )
+            )
+            .scalars()
+            .all(),
+            key=lambda r: r.id,
+        )
         won = {r.id for r in rows}
         # A chat whose oldest row another claimer took first: its newer rows we got must wait for it.
         lost = [r.id for r in rows if first_wanted[r.chat_id] not in won]
         if lost:
-            await session.execute(update(Outbox).where(Outbox.id.in_(lost))
-                                  .values(next_attempt_at=now, attempts=Outbox.attempts - 1)
-                                  .execution_options(synchronize_session=False))
+            await session.execute(
+                update(Outbox)
+                .where(Outbox.id.in_(lost))
+                .values(next_attempt_at=now, attempts=Outbox.attempts - 1)
+                .execution_options(synchronize_session=False)
+            )
         return [r for r in rows if first_wanted[r.chat_id] in won]
 
 
-async def drain_once(session_factory: async_sessionmaker[AsyncSession], transport: Transport, limits: Limits, *,
-                     batch: int = 150, lease_seconds: float = 60.0, concurrency: int = 64) -> int:
+async def drain_once(
+    session_factory: async_sessionmaker[AsyncSession],
+    transport: Transport,
+    limits: Limits,
+    *,
+    batch: int = 150,
+    lease_seconds: float = 60.0,
+    concurrency: int = 64,
+) -> int:
     """Send one batch of due messages, chats concurrently; returns how many were sent.
 
     No send starts later than half the lease after the claim (nor later than `limits.max_hold`); rows
@@ -280,8 +318,14 @@ async def drain_once(session_factory: async_sessionmaker[AsyncSession], transpor
     return sum(await asyncio.gather(*(run_chat(v) for v in by_chat.values())))
 
 
-async def _send_chat(session_factory: async_sessionmaker[AsyncSession], transport: Transport, limits: Limits,
-                     rows: list[Outbox], deadline: float, send_by: float) -> int:
+async def _send_chat(
+    session_factory: async_sessionmaker[AsyncSession],
+    transport: Transport,
+    limits: Limits,
+    rows: list[Outbox],
+    deadline: float,
+    send_by: float,
+) -> int:
     """Send one chat's claimed rows in id order; stop that chat at the first row that must wait."""
     sent, chat_id = 0, rows[0].chat_id
     try:
@@ -297,8 +341,9 @@ async def _send_chat(session_factory: async_sessionmaker[AsyncSession], transpor
             except RetryAfter as exc:
                 scope = "global" if limits.note_429(chat_id, exc.seconds) else "chat"
                 await _release(session_factory, rows[index:], exc.seconds, f"429 retry_after={exc.seconds}")
-                log.warning("outbox.rate_limited", extra={"chat_id": chat_id, "retry_after": exc.seconds,
-                                                          "scope": scope})
+                log.warning(
+                    "outbox.rate_limited", extra={"chat_id": chat_id, "retry_after": exc.seconds, "scope": scope}
+                )
                 return sent
             except Blocked as exc:
                 await _blocked(session_factory, chat_id, str(exc))
@@ -306,19 +351,30 @@ async def _send_chat(session_factory: async_sessionmaker[AsyncSession], transpor
             except TemporaryError as exc:
                 if row.attempts >= limits.max_attempts:
                     await _mark(session_factory, row, state="dead", error=str(exc))
-                    log.error("outbox.gave_up", extra={"outbox_id": row.id, "chat_id": chat_id,
-                                                       "attempts": row.attempts, "error": str(exc)})
+                    log.error(
+                        "outbox.gave_up",
+                        extra={"outbox_id": row.id, "chat_id": chat_id, "attempts": row.attempts, "error": str(exc)},
+                    )
                     continue
                 delay = limits.backoff(row.attempts)
                 await _release(session_factory, rows[index:], delay, str(exc), attempted=row.id)
-                log.warning("outbox.retry", extra={"outbox_id": row.id, "chat_id": chat_id,
-                                                   "attempts": row.attempts, "in_seconds": round(delay, 2),
-                                                   "error": str(exc)})
+                log.warning(
+                    "outbox.retry",
+                    extra={
+                        "outbox_id": row.id,
+                        "chat_id": chat_id,
+                        "attempts": row.attempts,
+                        "in_seconds": round(delay, 2),
+                        "error": str(exc),
+                    },
+                )
                 return sent
             except PermanentError as exc:
                 await _mark(session_factory, row, state="dead", error=str(exc))
-                log.error("outbox.permanent_failure", extra={"outbox_id": row.id, "chat_id": chat_id,
-                                                             "kind": row.kind, "error": str(exc)})
+                log.error(
+                    "outbox.permanent_failure",
+                    extra={"outbox_id": row.id, "chat_id": chat_id, "kind": row.kind, "error": str(exc)},
+                )
                 continue
             await _mark(session_factory, row, state="sent")
             sent += 1
@@ -339,8 +395,9 @@ async def _send_within(transport: Transport, row: Outbox, send_by: float) -> Non
         raise TemporaryError("no answer from Telegram within the claim's lease") from None
 
 
-async def _mark(session_factory: async_sessionmaker[AsyncSession], row: Outbox, *, state: str,
-                error: str | None = None) -> None:
+async def _mark(
+    session_factory: async_sessionmaker[AsyncSession], row: Outbox, *, state: str, error: str | None = None
+) -> None:
     """Record the outcome of a send. "sent" is recorded whoever holds the row now (it did go out);
     "dead" only while our lease holds, so a worker that lost its lease cannot kill a row another one
     took over. A sent back-in-stock message ends the watch it was queued for, in the same commit."""
@@ -356,8 +413,14 @@ async def _mark(session_factory: async_sessionmaker[AsyncSession], row: Outbox, 
             await session.execute(delete(StockWatch).where(StockWatch.outbox_id == row.id))
 
 
-async def _release(session_factory: async_sessionmaker[AsyncSession], rows: list[Outbox], delay: float,
-                   error: str | None = None, *, attempted: int | None = None) -> None:
+async def _release(
+    session_factory: async_sessionmaker[AsyncSession],
+    rows: list[Outbox],
+    delay: float,
+    error: str | None = None,
+    *,
+    attempted: int | None = None,
+) -> None:
     """Give leased rows back, due in `delay` s. Only the row `attempted` (a send that failed) keeps the
     attempt its claim counted: waiting for a rate limit is not a failed delivery. Rows whose lease we
     no longer hold (it ran out and another worker claimed them) are left alone."""
@@ -368,27 +431,49 @@ async def _release(session_factory: async_sessionmaker[AsyncSession], rows: list
     if error is not None:
         values["last_error"] = error[:500]
     async with session_factory() as session, session.begin():
-        await session.execute(update(Outbox).where(Outbox.id.in_([r.id for r in rows]), Outbox.state == "pending",
-                                                   Outbox.next_attempt_at == rows[0].next_attempt_at)
-                              .values(**values))
+        await session.execute(
+            update(Outbox)
+            .where(
+                Outbox.id.in_([r.id for r in rows]),
+                Outbox.state == "pending",
+                Outbox.next_attempt_at == rows[0].next_attempt_at,
+            )
+            .values(**values)
+        )
 
 
 async def _blocked(session_factory: async_sessionmaker[AsyncSession], chat_id: int, error: str) -> None:
     async with session_factory() as session, session.begin():
         await session.execute(update(Customer).where(Customer.chat_id == chat_id).values(unreachable=True))
-        dropped_ids = (await session.execute(
-            update(Outbox).where(Outbox.chat_id == chat_id, Outbox.state == "pending")
-            .values(state="dead", last_error=error[:500]).returning(Outbox.id)
-            .execution_options(synchronize_session=False))).scalars().all()
+        dropped_ids = (
+            (
+                await session.execute(
+                    update(Outbox)
+                    .where(Outbox.chat_id == chat_id, Outbox.state == "pending")
+                    .values(state="dead", last_error=error[:500])
+                    .returning(Outbox.id)
+                    .execution_options(synchronize_session=False)
+                )
+            )
+            .scalars()
+            .all()
+        )
         dropped = len(dropped_ids)
         if dropped:  # they blocked the bot: their back-in-stock watches go with the messages
             await session.execute(delete(StockWatch).where(StockWatch.outbox_id.in_(dropped_ids)))
     log.warning("outbox.customer_unreachable", extra={"chat_id": chat_id, "dropped": dropped})
 
 
-async def drain_lanes(session_factory: async_sessionmaker[AsyncSession], transport: Transport, limits: Limits, *,
-                      lanes: int = 2, lease_seconds: float = 60.0, idle_seconds: float = 0.5,
-                      until_empty: bool = False) -> int:
+async def drain_lanes(
+    session_factory: async_sessionmaker[AsyncSession],
+    transport: Transport,
+    limits: Limits,
+    *,
+    lanes: int = 2,
+    lease_seconds: float = 60.0,
+    idle_seconds: float = 0.5,
+    until_empty: bool = False,
+) -> int:
     """Keep draining with `lanes` overlapping drain loops sharing one rate budget, so the tail of one
     batch overlaps the head of the next (a single loop idles at every batch boundary). Each claim is
     sized to what can be sent before the hold deadline. Runs until cancelled, or, with `until_empty`,
@@ -421,8 +506,13 @@ async def _pending(session_factory: async_sessionmaker[AsyncSession]) -> int:
         return (await session.execute(select(func.count(Outbox.id)).where(Outbox.state == "pending"))).scalar_one()
 
 
-async def run_sender(shop: Any, idle_seconds: float = 0.5, lease_seconds: float = 60.0,
-                     retry_seconds: float = 5.0, check_seconds: float = 2.0) -> None:
+async def run_sender(
+    shop: Any,
+    idle_seconds: float = 0.5,
+    lease_seconds: float = 60.0,
+    retry_seconds: float = 5.0,
+    check_seconds: float = 2.0,
+) -> None:
     """Drain the outbox until cancelled (the worker's long-running task). With several workers on
     PostgreSQL one of them sends at a time (Telegram's limits are the bot's, not the process's);
     the others stand by and take over within `retry_seconds` + 3 × `check_seconds` when it stops."""
@@ -431,8 +521,14 @@ async def run_sender(shop: Any, idle_seconds: float = 0.5, lease_seconds: float 
     transport = BotApiTransport(settings.telegram_api_url, settings.bot_token.get_secret_value(), timeout=timeout)
     log.info("outbox.sender_started", extra={"lease_seconds": lease_seconds})
     try:
-        await run_as_leader(shop.engine, "outbox-sender", lambda: drain_lanes(
-            shop.session_factory, transport, Limits(), lease_seconds=lease_seconds, idle_seconds=idle_seconds),
-            retry_seconds=retry_seconds, check_seconds=check_seconds)
+        await run_as_leader(
+            shop.engine,
+            "outbox-sender",
+            lambda: drain_lanes(
+                shop.session_factory, transport, Limits(), lease_seconds=lease_seconds, idle_seconds=idle_seconds
+            ),
+            retry_seconds=retry_seconds,
+            check_seconds=check_seconds,
+        )
     finally:
         await transport.aclose()

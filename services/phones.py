@@ -1,4 +1,5 @@
 """Phone numbers, normalised with `phonenumbers`; Kenyan mobiles in the 2547XXXXXXXX form M-Pesa wants."""
+
 from __future__ import annotations
 
 import phonenumbers

@@ -1,4 +1,5 @@
 """Shipping zones: where we deliver, in which currency the order is priced, and who carries it."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

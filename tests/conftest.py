@@ -4,6 +4,7 @@ Every database test runs twice: on SQLite (a file per run) and on PostgreSQL (a 
 run, created in the `test` server and dropped afterwards), through the same Alembic migrations that
 production runs. `STOREFRONT_TEST_BACKENDS=sqlite` (or `postgresql`) narrows a local run.
 """
+
 from __future__ import annotations
 
 import os
@@ -44,8 +45,12 @@ BACKENDS = [b.strip() for b in os.environ.get("STOREFRONT_TEST_BACKENDS", "sqlit
 # (`make test`) each worker first gets a contiguous share of the ordered tests, and the others take work
 # from the end of a busy worker's share, so each long test is put at the head of a share — the longest
 # alone on the first, the rest spread over the others — and none of them starts last to hold up the end.
-SLOWEST_FIRST = ("tests/test_fault_crash.py", "tests/test_fault_fuzz.py", "tests/test_multiprocess.py",
-                 "tests/test_import.py")
+SLOWEST_FIRST = (
+    "tests/test_fault_crash.py",
+    "tests/test_fault_fuzz.py",
+    "tests/test_multiprocess.py",
+    "tests/test_import.py",
+)
 
 
 @pytest.hookimpl(trylast=True)  # after pytest has grouped the tests by database backend
@@ -65,11 +70,14 @@ def backend_of(item: pytest.Item) -> str | None:
 def spread_slowest(items: list[pytest.Item], workers: int) -> list[pytest.Item]:
     """The order for `workers` xdist workers (the same in every worker, as xdist requires): the slowest
     files' tests at the heads of the shares worksteal deals out, the rest in pytest's order."""
+
     def file_of(item: pytest.Item) -> str:
         return item.nodeid.split("::", 1)[0]
 
-    slow = sorted((i for i in items if file_of(i) in SLOWEST_FIRST),  # stable; per file PostgreSQL's first
-                  key=lambda i: (SLOWEST_FIRST.index(file_of(i)), {"postgresql": 0, "sqlite": 1}.get(backend_of(i), 2)))
+    slow = sorted(
+        (i for i in items if file_of(i) in SLOWEST_FIRST),  # stable; per file PostgreSQL's first
+        key=lambda i: (SLOWEST_FIRST.index(file_of(i)), {"postgresql": 0, "sqlite": 1}.get(backend_of(i), 2)),
+    )
     rest = [i for i in items if file_of(i) not in SLOWEST_FIRST]
     if workers <= 1:
         return slow + rest
@@ -89,8 +97,9 @@ def spread_slowest(items: list[pytest.Item], workers: int) -> list[pytest.Item]:
 
 
 @pytest_asyncio.fixture(scope="session", params=BACKENDS)
-async def db_backend(request: pytest.FixtureRequest,
-                     tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[tuple[str, str]]:
+async def db_backend(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[tuple[str, str]]:
     """(backend name, database URL) of a freshly migrated database for this test run."""
     if request.param == "sqlite":
         path: Path = tmp_path_factory.mktemp("db") / "shop.db"
@@ -144,8 +153,9 @@ async def engine(migrated_engine: AsyncEngine, request: pytest.FixtureRequest) -
     guard.take()
     yield migrated_engine
     held_two = guard.take()
-    assert not held_two or request.node.get_closest_marker("two_sessions"), \
+    assert not held_two or request.node.get_closest_marker("two_sessions"), (
         "a task held two pooled connections at once:\n" + held_two[0]
+    )
 
 
 @pytest.fixture(autouse=True)

@@ -8,6 +8,7 @@ process runs nothing else: each child starts from modules imported but never use
 would, and does everything else a start does (settings, logging, migrations, Bot API, serving) itself.
 Children are reaped by the kernel (SIGCHLD ignored here), so a killed one is gone at once.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -20,8 +21,16 @@ import bot.cli
 
 # What `storefront run` imports besides bot.cli, at the top of its modules and lazily (bot/serve.py,
 # bot/runtime.py, bot/app.py).
-PRELOAD = ("bot.serve", "bot.jobs", "handlers", "webhooks.server", "services.outbox_sender",
-           "services.payments.mpesa", "services.payments.stripe", "aiogram.fsm.storage.redis")
+PRELOAD = (
+    "bot.serve",
+    "bot.jobs",
+    "handlers",
+    "webhooks.server",
+    "services.outbox_sender",
+    "services.payments.mpesa",
+    "services.payments.stripe",
+    "aiogram.fsm.storage.redis",
+)
 for _name in PRELOAD:
     importlib.import_module(_name)
 

@@ -1,5 +1,6 @@
 """A Daraja stand-in: OAuth, STK push, STK query, and callbacks POSTed like Daraja posts them,
 with configurable result codes, delays, duplicates and no-shows."""
+
 from __future__ import annotations
 
 import asyncio
@@ -26,6 +27,7 @@ CALLBACK_TOKEN = "cb-token-0f1e2d3c4b5a69788796a5b4c3d2e1f0"
 @dataclass
 class Plan:
     """What happens after the next push(es)."""
+
     result_code: int = 0
     delay: float = 0.0
     copies: int = 1  # duplicates
@@ -121,8 +123,10 @@ class DarajaStandIn(StandIn):
         bad = self._check_push(body)
         if bad:
             self.errors.append(bad)
-            return web.json_response({"requestId": "r", "errorCode": "400.002.02",
-                                      "errorMessage": f"Bad Request - Invalid {bad}"}, status=400)
+            return web.json_response(
+                {"requestId": "r", "errorCode": "400.002.02", "errorMessage": f"Bad Request - Invalid {bad}"},
+                status=400,
+            )
         n = next(self._ids)
         push = Push(body, f"ws_CO_2511202612{n:06d}", self.plan, asyncio.get_running_loop().time())
         self.pushes.append(push)
@@ -133,21 +137,37 @@ class DarajaStandIn(StandIn):
                 task.add_done_callback(self._tasks.discard)
         if self.push_hang:
             await asyncio.sleep(self.push_hang)
-        return web.json_response({"MerchantRequestID": f"29115-{n}", "CheckoutRequestID": push.checkout_id,
-                                  "ResponseCode": "0", "ResponseDescription": "Success. Request accepted for processing",
-                                  "CustomerMessage": "Success. Request accepted for processing"})
+        return web.json_response(
+            {
+                "MerchantRequestID": f"29115-{n}",
+                "CheckoutRequestID": push.checkout_id,
+                "ResponseCode": "0",
+                "ResponseDescription": "Success. Request accepted for processing",
+                "CustomerMessage": "Success. Request accepted for processing",
+            }
+        )
 
     def callback_body(self, push: Push, result_code: int | None = None, amount: int | None = None) -> dict[str, Any]:
         code = push.plan.result_code if result_code is None else result_code
-        cb: dict[str, Any] = {"MerchantRequestID": f"29115-{push.checkout_id[-6:]}", "CheckoutRequestID": push.checkout_id,
-                              "ResultCode": code, "ResultDesc": "The service request is processed successfully."
-                              if code == 0 else "Request cancelled by user"}
+        cb: dict[str, Any] = {
+            "MerchantRequestID": f"29115-{push.checkout_id[-6:]}",
+            "CheckoutRequestID": push.checkout_id,
+            "ResultCode": code,
+            "ResultDesc": "The service request is processed successfully."
+            if code == 0
+            else "Request cancelled by user",
+        }
         if code == 0:
             paid = amount if amount is not None else (push.plan.amount_override or push.body["Amount"])
-            cb["CallbackMetadata"] = {"Item": [
-                {"Name": "Amount", "Value": paid}, {"Name": "MpesaReceiptNumber", "Value": f"RLA{push.checkout_id[-6:]}X"},
-                {"Name": "Balance"}, {"Name": "TransactionDate", "Value": 20261125133416},
-                {"Name": "PhoneNumber", "Value": int(push.body["PartyA"])}]}
+            cb["CallbackMetadata"] = {
+                "Item": [
+                    {"Name": "Amount", "Value": paid},
+                    {"Name": "MpesaReceiptNumber", "Value": f"RLA{push.checkout_id[-6:]}X"},
+                    {"Name": "Balance"},
+                    {"Name": "TransactionDate", "Value": 20261125133416},
+                    {"Name": "PhoneNumber", "Value": int(push.body["PartyA"])},
+                ]
+            }
         return {"Body": {"stkCallback": cb}}
 
     async def _callback(self, push: Push) -> None:
@@ -173,17 +193,28 @@ class DarajaStandIn(StandIn):
             return web.json_response(error, status=status)
         push = next((p for p in self.pushes if p.checkout_id == body.get("CheckoutRequestID")), None)
         if push is None:
-            return web.json_response({"errorCode": "400.002.02", "errorMessage": "Invalid CheckoutRequestID"}, status=400)
+            return web.json_response(
+                {"errorCode": "400.002.02", "errorMessage": "Invalid CheckoutRequestID"}, status=400
+            )
         push.queries += 1
         # As Daraja: "being processed" until the customer has finished (when the plan calls back), then
         # the plan's result for this push, whatever any callback (ours or forged) said.
         finishing = asyncio.get_running_loop().time() < push.pushed_at + push.plan.delay
         if finishing or push.queries <= push.plan.query_processing_times:
-            return web.json_response({"requestId": "q", "errorCode": "500.001.1001",
-                                      "errorMessage": "The transaction is being processed"}, status=500)
-        return web.json_response({"ResponseCode": "0", "ResponseDescription": "accepted",
-                                  "MerchantRequestID": "m", "CheckoutRequestID": push.checkout_id,
-                                  "ResultCode": str(push.plan.result_code), "ResultDesc": "done"})
+            return web.json_response(
+                {"requestId": "q", "errorCode": "500.001.1001", "errorMessage": "The transaction is being processed"},
+                status=500,
+            )
+        return web.json_response(
+            {
+                "ResponseCode": "0",
+                "ResponseDescription": "accepted",
+                "MerchantRequestID": "m",
+                "CheckoutRequestID": push.checkout_id,
+                "ResultCode": str(push.plan.result_code),
+                "ResultDesc": "done",
+            }
+        )
 
     async def settle(self) -> None:
         """Wait until every scheduled callback was delivered."""

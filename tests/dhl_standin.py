@@ -1,6 +1,7 @@
 """A DHL Shipment Tracking – Unified API stand-in: realistic bodies (events newest first), problem+json
 404s for unknown numbers, 401 for a wrong key, its own rate limit (per second and in total) answered
 with 429 + Retry-After, and injectable 5xx answers. Every request is recorded."""
+
 from __future__ import annotations
 
 import time
@@ -18,16 +19,25 @@ PROBLEM = "application/problem+json"
 
 def event(code: str, description: str, place: str, ts: str) -> dict[str, Any]:
     """One Unified API event (the shape of `status` and of each `events[]` item)."""
-    return {"timestamp": ts, "location": {"address": {"addressLocality": place}}, "statusCode": code,
-            "status": description.upper(), "description": description}
+    return {
+        "timestamp": ts,
+        "location": {"address": {"addressLocality": place}},
+        "statusCode": code,
+        "status": description.upper(),
+        "description": description,
+    }
 
 
 PRE_TRANSIT = [event("pre-transit", "Shipment information received", "NAIROBI - KENYA", "2026-11-25T08:00:00Z")]
-IN_TRANSIT = [event("transit", "Arrived at DHL Sort Facility", "LEIPZIG - GERMANY", "2026-11-26T03:10:00Z"),
-              event("transit", "Departed Facility in NAIROBI - KENYA", "NAIROBI - KENYA", "2026-11-25T22:40:00Z"),
-              *PRE_TRANSIT]
-DELIVERED = [event("delivered", "Delivered - Signed for by: J SMITH", "LONDON - UNITED KINGDOM",
-                   "2026-11-28T11:05:00Z"), *IN_TRANSIT]
+IN_TRANSIT = [
+    event("transit", "Arrived at DHL Sort Facility", "LEIPZIG - GERMANY", "2026-11-26T03:10:00Z"),
+    event("transit", "Departed Facility in NAIROBI - KENYA", "NAIROBI - KENYA", "2026-11-25T22:40:00Z"),
+    *PRE_TRANSIT,
+]
+DELIVERED = [
+    event("delivered", "Delivered - Signed for by: J SMITH", "LONDON - UNITED KINGDOM", "2026-11-28T11:05:00Z"),
+    *IN_TRANSIT,
+]
 FAILURE = [event("failure", "Shipment on hold - customs", "LEIPZIG - GERMANY", "2026-11-26T09:00:00Z"), *IN_TRANSIT]
 UNKNOWN = [event("unknown", "Status not available", "", "2026-11-26T09:00:00Z")]
 
@@ -75,12 +85,22 @@ class DhlStandIn(StandIn):
         events = self.shipments.get(number)
         if events is None:
             return self._problem(404, "No result found", f"No shipment with given tracking number {number} found.")
-        return web.json_response({"shipments": [{
-            "id": number, "service": request.query.get("service", "express"),
-            "origin": {"address": {"addressLocality": "NAIROBI - KENYA", "countryCode": "KE"}},
-            "destination": {"address": {"addressLocality": "LONDON - UNITED KINGDOM", "countryCode": "GB"}},
-            "status": events[0], "events": events, "estimatedTimeOfDelivery": "2026-11-29T18:00:00Z",
-            "details": {"product": {"productName": "EXPRESS WORLDWIDE"}, "totalNumberOfPieces": 1}}]})
+        return web.json_response(
+            {
+                "shipments": [
+                    {
+                        "id": number,
+                        "service": request.query.get("service", "express"),
+                        "origin": {"address": {"addressLocality": "NAIROBI - KENYA", "countryCode": "KE"}},
+                        "destination": {"address": {"addressLocality": "LONDON - UNITED KINGDOM", "countryCode": "GB"}},
+                        "status": events[0],
+                        "events": events,
+                        "estimatedTimeOfDelivery": "2026-11-29T18:00:00Z",
+                        "details": {"product": {"productName": "EXPRESS WORLDWIDE"}, "totalNumberOfPieces": 1},
+                    }
+                ]
+            }
+        )
 
     def _over_limit(self) -> bool:
         now = time.monotonic()
@@ -93,5 +113,6 @@ class DhlStandIn(StandIn):
 
     @staticmethod
     def _problem(status: int, title: str, detail: str, headers: dict[str, str] | None = None) -> web.Response:
-        return web.json_response({"status": status, "title": title, "detail": detail}, status=status,
-                                 headers=headers, content_type=PROBLEM)
+        return web.json_response(
+            {"status": status, "title": title, "detail": detail}, status=status, headers=headers, content_type=PROBLEM
+        )

@@ -2,6 +2,7 @@
 a customer has: every update is POSTed to the production webhook handler (`webhooks.server`'s
 /telegram route, with its secret header and update ids), and a Bot API call the webhook answers with
 (a button press's answerCallbackQuery) is made to the stand-in, as Telegram would make it."""
+
 from __future__ import annotations
 
 import itertools
@@ -29,20 +30,25 @@ ADMIN_USER_ID = 4242
 
 def make_settings(engine: AsyncEngine, botapi: BotAPIStandIn, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
-        "bot_token": TEST_TOKEN, "telegram_api_url": botapi.url,
+        "bot_token": TEST_TOKEN,
+        "telegram_api_url": botapi.url,
         "database_url": engine.url.render_as_string(hide_password=False),
-        "admin_chat_id": ADMIN_CHAT_ID, "admin_user_ids": [ADMIN_USER_ID],
-        "public_base_url": None, "load_demo_catalog": False,
+        "admin_chat_id": ADMIN_CHAT_ID,
+        "admin_user_ids": [ADMIN_USER_ID],
+        "public_base_url": None,
+        "load_demo_catalog": False,
         # A test types faster than any person (a dozen updates in a few ms): the throttle tests set the real limits.
-        "throttle_updates_per_second": 1000.0, "throttle_burst": 1000,
+        "throttle_updates_per_second": 1000.0,
+        "throttle_burst": 1000,
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
 
 
 class Harness:
-    def __init__(self, engine: AsyncEngine, botapi: BotAPIStandIn, providers: dict[str, Any] | None = None,
-                 **settings: Any) -> None:
+    def __init__(
+        self, engine: AsyncEngine, botapi: BotAPIStandIn, providers: dict[str, Any] | None = None, **settings: Any
+    ) -> None:
         self.engine = engine
         self.botapi = botapi
         self.settings = make_settings(engine, botapi, **settings)
@@ -95,8 +101,11 @@ class Harness:
         return {"id": user_id, "is_bot": False, "first_name": first_name, "language_code": language_code}
 
     def _chat(self, chat_id: int, private: bool) -> dict[str, Any]:
-        return {"id": chat_id, "type": "private"} if private else {"id": chat_id, "type": "supergroup",
-                                                                   "title": "Shop admins"}
+        return (
+            {"id": chat_id, "type": "private"}
+            if private
+            else {"id": chat_id, "type": "supergroup", "title": "Shop admins"}
+        )
 
     async def feed(self, update: dict[str, Any]) -> None:
         """Deliver `update` to the webhook as Telegram does, and make the Bot API call its reply
@@ -115,8 +124,13 @@ class Harness:
 
     def _message(self, user_id: int, chat_id: int | None, **content: Any) -> dict[str, Any]:
         chat_id = chat_id if chat_id is not None else user_id
-        return {"message_id": next(self._message_ids), "date": int(time.time()),
-                "chat": self._chat(chat_id, chat_id > 0), "from": self.user(user_id), **content}
+        return {
+            "message_id": next(self._message_ids),
+            "date": int(time.time()),
+            "chat": self._chat(chat_id, chat_id > 0),
+            "from": self.user(user_id),
+            **content,
+        }
 
     async def send(self, user_id: int, text: str, *, chat_id: int | None = None) -> Call:
         """The customer types `text`; returns the bot's last message to that chat."""
@@ -130,28 +144,43 @@ class Harness:
         return self.botapi.last(chat_id if chat_id is not None else user_id)
 
     async def share_contact(self, user_id: int, phone: str, *, contact_user_id: int | None = None) -> Call:
-        contact = {"phone_number": phone, "first_name": "Wanjiru",
-                   "user_id": contact_user_id if contact_user_id is not None else user_id}
+        contact = {
+            "phone_number": phone,
+            "first_name": "Wanjiru",
+            "user_id": contact_user_id if contact_user_id is not None else user_id,
+        }
         await self.feed({"message": self._message(user_id, None, contact=contact)})
         return self.botapi.last(user_id)
 
-    async def press(self, user_id: int, data: str, *, message: Call | None = None,
-                    chat_id: int | None = None) -> Call | None:
+    async def press(
+        self, user_id: int, data: str, *, message: Call | None = None, chat_id: int | None = None
+    ) -> Call | None:
         """The customer presses an inline button with `data` on `message` (default: the bot's last
         message in the chat). Returns the bot's last message/edit to the chat afterwards."""
         chat_id = chat_id if chat_id is not None else user_id
         message = message or self.botapi.last(chat_id)
         message_id = int(message.params.get("message_id") or self._message_id_of(message))
         before = len(self.botapi.calls)
-        await self.feed({"callback_query": {
-            "id": str(next(self._update_ids) + 10_000_000), "from": self.user(user_id),
-            "chat_instance": "ci", "data": data,
-            "message": {"message_id": message_id, "date": int(time.time()),
-                        "chat": self._chat(chat_id, chat_id > 0), "from": BotAPIStandIn.BOT_USER,
-                        **self._content_of(message)},
-        }})
-        self.last_answer = next((c for c in reversed(self.botapi.calls[before:])
-                                 if c.method == "answerCallbackQuery"), None)
+        await self.feed(
+            {
+                "callback_query": {
+                    "id": str(next(self._update_ids) + 10_000_000),
+                    "from": self.user(user_id),
+                    "chat_instance": "ci",
+                    "data": data,
+                    "message": {
+                        "message_id": message_id,
+                        "date": int(time.time()),
+                        "chat": self._chat(chat_id, chat_id > 0),
+                        "from": BotAPIStandIn.BOT_USER,
+                        **self._content_of(message),
+                    },
+                }
+            }
+        )
+        self.last_answer = next(
+            (c for c in reversed(self.botapi.calls[before:]) if c.method == "answerCallbackQuery"), None
+        )
         try:
             return self.botapi.last(chat_id)
         except AssertionError:

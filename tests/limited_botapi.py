@@ -2,6 +2,7 @@
 overall or 1/s per chat (20/min per group), and scripted 403 / 5xx / flood-wait 429 / timeouts for chosen
 chats. A hung request is answered 504 after `hang_seconds` (the client has long given up), so it is
 recorded as rejected and never counts as a delivery."""
+
 from __future__ import annotations
 
 import asyncio
@@ -15,8 +16,14 @@ from tests.standins import BotAPIStandIn
 
 
 class TelegramLimits:
-    def __init__(self, botapi: BotAPIStandIn, per_second: int = 30, per_chat_seconds: float = 1.0,
-                 group_per_minute: int = 20, hang_seconds: float = 1.0) -> None:
+    def __init__(
+        self,
+        botapi: BotAPIStandIn,
+        per_second: int = 30,
+        per_chat_seconds: float = 1.0,
+        group_per_minute: int = 20,
+        hang_seconds: float = 1.0,
+    ) -> None:
         self.per_second, self.per_chat_seconds, self.group_per_minute = per_second, per_chat_seconds, group_per_minute
         self.recent: deque[float] = deque()
         self.per_chat: dict[int, deque[float]] = defaultdict(deque)
@@ -46,21 +53,36 @@ class TelegramLimits:
             await asyncio.sleep(self.hang_seconds)
             return web.json_response({"ok": False, "error_code": 504, "description": "Gateway Timeout"}, status=504)
         if chat_id in self.blocked:
-            return web.json_response({"ok": False, "error_code": 403,
-                                      "description": "Forbidden: bot was blocked by the user"}, status=403)
+            return web.json_response(
+                {"ok": False, "error_code": 403, "description": "Forbidden: bot was blocked by the user"}, status=403
+            )
         if self.failing.get(chat_id):
             self.failing[chat_id] -= 1
             return web.json_response({"ok": False, "error_code": 502, "description": "Bad Gateway"}, status=502)
         if chat_id in self.flood:
             self.answered_429 += 1
             retry_after = self.flood.pop(chat_id)
-            return web.json_response({"ok": False, "error_code": 429, "description": f"Too Many Requests: retry after "
-                                      f"{retry_after}", "parameters": {"retry_after": retry_after}}, status=429)
+            return web.json_response(
+                {
+                    "ok": False,
+                    "error_code": 429,
+                    "description": f"Too Many Requests: retry after {retry_after}",
+                    "parameters": {"retry_after": retry_after},
+                },
+                status=429,
+            )
         now = time.monotonic()
         if self._too_fast(chat_id, now):
             self.answered_429 += 1
-            return web.json_response({"ok": False, "error_code": 429, "description": "Too Many Requests: retry after 1",
-                                      "parameters": {"retry_after": 1}}, status=429)
+            return web.json_response(
+                {
+                    "ok": False,
+                    "error_code": 429,
+                    "description": "Too Many Requests: retry after 1",
+                    "parameters": {"retry_after": 1},
+                },
+                status=429,
+            )
         self.recent.append(now)
         self.per_chat[chat_id].append(now)
         return None

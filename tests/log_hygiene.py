@@ -8,6 +8,7 @@ the session's fixtures), what was logged since the previous check is searched; a
 
 Loaded from tests/conftest.py through `pytest_plugins`; tests/test_log_hygiene.py proves it catches leaks.
 """
+
 from __future__ import annotations
 
 import logging
@@ -34,8 +35,12 @@ def known_secrets() -> list[str]:
     values = [TEST_TOKEN, TEST_TOKEN.split(":", 1)[1]]
     for module in (daraja_standin, stripe_standin, dhl_standin):
         for name, value in vars(module).items():
-            if (isinstance(value, str) and len(value) >= 8 and not name.startswith("_")
-                    and re.search(r"(?i)(secret|passkey|token|key)", name)):
+            if (
+                isinstance(value, str)
+                and len(value) >= 8
+                and not name.startswith("_")
+                and re.search(r"(?i)(secret|passkey|token|key)", name)
+            ):
                 values.append(value)
     return values
 
@@ -45,7 +50,7 @@ def leaks(text: str) -> list[str]:
     found = [f"a secret ({secret[:4]}…)" for secret in known_secrets() if secret in text]
     for pattern in FORBIDDEN_PATTERNS:
         for match in pattern.finditer(text):
-            found.append(f"{pattern.pattern!r}: …{text[max(0, match.start() - 80):match.end() + 20]}")
+            found.append(f"{pattern.pattern!r}: …{text[max(0, match.start() - 80) : match.end() + 20]}")
     return found
 
 
@@ -108,5 +113,9 @@ def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> 
         found = leaks(CAPTURE.take())
         if found:
             also = f"\n(its teardown failed too: {teardown_error!r})" if teardown_error else ""
-            pytest.fail(f"{len(found)} secret(s) or phone number(s) reached the logs while this test ran:\n"
-                        + "\n".join(found[:10]) + also, pytrace=False)
+            pytest.fail(
+                f"{len(found)} secret(s) or phone number(s) reached the logs while this test ran:\n"
+                + "\n".join(found[:10])
+                + also,
+                pytrace=False,
+            )

@@ -1,6 +1,7 @@
 """Catches an asyncio task that holds two pooled connections at once. With a bounded pool, enough such
 tasks at the same moment deadlock (each waits for a connection another one holds), so the shop's
 rule is one connection per task: a handler hands its connection back before a flow opens its own."""
+
 from __future__ import annotations
 
 import asyncio

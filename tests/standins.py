@@ -1,4 +1,5 @@
 """Local stand-in HTTP servers. Tests never touch the internet: every external API is served here."""
+
 from __future__ import annotations
 
 import asyncio
@@ -71,8 +72,12 @@ class Call:
                 if isinstance(b, str):
                     out.append((b, ""))
                 else:
-                    out.append((b["text"], b.get("callback_data") or b.get("url") or
-                                ("contact" if b.get("request_contact") else "")))
+                    out.append(
+                        (
+                            b["text"],
+                            b.get("callback_data") or b.get("url") or ("contact" if b.get("request_contact") else ""),
+                        )
+                    )
         return out
 
     def button(self, label_part: str) -> str:
@@ -90,8 +95,26 @@ class Call:
 Responder = Callable[[str, dict[str, Any]], Awaitable[web.Response | None]]
 
 # Telegram's HTML parse mode: these tags only, balanced; `<` only opens a tag; `&` only starts an entity.
-TELEGRAM_TAGS = frozenset({"b", "strong", "i", "em", "u", "ins", "s", "strike", "del", "span", "tg-spoiler", "a",
-                           "code", "pre", "blockquote", "tg-emoji"})
+TELEGRAM_TAGS = frozenset(
+    {
+        "b",
+        "strong",
+        "i",
+        "em",
+        "u",
+        "ins",
+        "s",
+        "strike",
+        "del",
+        "span",
+        "tg-spoiler",
+        "a",
+        "code",
+        "pre",
+        "blockquote",
+        "tg-emoji",
+    }
+)
 _TAG = re.compile(r"<(/?)([a-zA-Z][a-zA-Z0-9-]*)((?:\s+[a-zA-Z-]+(?:=(?:\"[^\"<>]*\"|'[^'<>]*'|[^\s<>\"']+))?)*)\s*>")
 _ENTITY = re.compile(r"&(?:lt|gt|amp|quot|#[0-9]{1,7}|#x[0-9a-fA-F]{1,6});")
 _DOUBLE_ESCAPED = re.compile(r"&amp;(?:amp|lt|gt|quot|#[0-9]+|#x[0-9a-fA-F]+);")
@@ -120,7 +143,7 @@ def html_problem(text: str) -> str | None:
             return f'Unsupported start tag "{name}" at byte offset {at}'
         if closing:
             if not stack or stack[-1] != name:
-                return f'Unexpected end tag at byte offset {at}'
+                return f"Unexpected end tag at byte offset {at}"
             stack.pop()
         else:
             stack.append(name)
@@ -147,7 +170,12 @@ class BotAPIStandIn(StandIn):
     twice (`&amp;lt;`) are listed in `double_escaped` for tests to check.
     """
 
-    BOT_USER: ClassVar[dict[str, Any]] = {"id": 900000001, "is_bot": True, "first_name": "HackLab Shop", "username": "hacklab_shop_bot"}
+    BOT_USER: ClassVar[dict[str, Any]] = {
+        "id": 900000001,
+        "is_bot": True,
+        "first_name": "HackLab Shop",
+        "username": "hacklab_shop_bot",
+    }
 
     def __init__(self) -> None:
         self.calls: list[Call] = []
@@ -193,8 +221,9 @@ class BotAPIStandIn(StandIn):
         refused = self.refusal(method, params)
         if refused is not None:
             self.calls.append(Call(method + ":rejected", params))
-            return web.json_response({"ok": False, "error_code": 400, "description": f"Bad Request: {refused}"},
-                                     status=400)
+            return web.json_response(
+                {"ok": False, "error_code": 400, "description": f"Bad Request: {refused}"}, status=400
+            )
         call = Call(method, params, content_type=request.content_type)
         if _DOUBLE_ESCAPED.search(call.text):
             self.double_escaped.append(call)
@@ -205,8 +234,9 @@ class BotAPIStandIn(StandIn):
     @staticmethod
     def refusal(method: str, params: dict[str, Any]) -> str | None:
         field = "caption" if "caption" in params else "text"
-        if method not in ("sendMessage", "sendPhoto", "editMessageText", "editMessageCaption") \
-                or not isinstance(params.get(field), str):
+        if method not in ("sendMessage", "sendPhoto", "editMessageText", "editMessageCaption") or not isinstance(
+            params.get(field), str
+        ):
             return None
         text = params[field]
         if str(params.get("parse_mode", "")).lower() == "html":
@@ -223,12 +253,19 @@ class BotAPIStandIn(StandIn):
             return self.BOT_USER
         if method == "getUpdates":
             return self.pending_updates.pop(0) if self.pending_updates else []
-        if method in ("sendMessage", "sendPhoto", "editMessageText", "editMessageCaption",
-                      "editMessageReplyMarkup", "editMessageMedia"):
+        if method in (
+            "sendMessage",
+            "sendPhoto",
+            "editMessageText",
+            "editMessageCaption",
+            "editMessageReplyMarkup",
+            "editMessageMedia",
+        ):
             chat_id = int(params.get("chat_id") or 0)
             message_id = int(params["message_id"]) if "message_id" in params else next(self._ids)
             msg: dict[str, Any] = {
-                "message_id": message_id, "date": int(time.time()),
+                "message_id": message_id,
+                "date": int(time.time()),
                 "chat": {"id": chat_id, "type": "private" if chat_id > 0 else "supergroup"},
                 "from": self.BOT_USER,
             }
@@ -237,17 +274,41 @@ class BotAPIStandIn(StandIn):
                 msg["photo"] = [{"file_id": "f", "file_unique_id": "u", "width": 1, "height": 1}]
             else:
                 msg["text"] = params.get("text", "")
-            if "reply_markup" in params and isinstance(params["reply_markup"], dict) \
-                    and "inline_keyboard" in params["reply_markup"]:
+            if (
+                "reply_markup" in params
+                and isinstance(params["reply_markup"], dict)
+                and "inline_keyboard" in params["reply_markup"]
+            ):
                 msg["reply_markup"] = params["reply_markup"]
             return msg
         if method == "getChatMember":
             key = (int(params["chat_id"]), int(params["user_id"]))
             status = self.chat_member_status.get(key, "member")
-            member: dict[str, Any] = {"status": status,
-                                      "user": {"id": int(params["user_id"]), "is_bot": False, "first_name": "U"}}
+            member: dict[str, Any] = {
+                "status": status,
+                "user": {"id": int(params["user_id"]), "is_bot": False, "first_name": "U"},
+            }
             if status == "administrator":
-                member.update(dict.fromkeys(("can_be_edited", "is_anonymous", "can_manage_chat", "can_delete_messages", "can_manage_video_chats", "can_restrict_members", "can_promote_members", "can_change_info", "can_invite_users", "can_post_stories", "can_edit_stories", "can_delete_stories", "can_send_welcome_messages"), False))
+                member.update(
+                    dict.fromkeys(
+                        (
+                            "can_be_edited",
+                            "is_anonymous",
+                            "can_manage_chat",
+                            "can_delete_messages",
+                            "can_manage_video_chats",
+                            "can_restrict_members",
+                            "can_promote_members",
+                            "can_change_info",
+                            "can_invite_users",
+                            "can_post_stories",
+                            "can_edit_stories",
+                            "can_delete_stories",
+                            "can_send_welcome_messages",
+                        ),
+                        False,
+                    )
+                )
             elif status == "creator":
                 member["is_anonymous"] = False
             return member
@@ -262,12 +323,25 @@ class BotAPIStandIn(StandIn):
     # --- assertions helpers -----------------------------------------------------------------------
 
     def sent(self, chat_id: int | None = None, method: str | None = None) -> list[Call]:
-        return [c for c in self.calls
-                if (chat_id is None or c.chat_id == chat_id) and (method is None or c.method == method)]
+        return [
+            c
+            for c in self.calls
+            if (chat_id is None or c.chat_id == chat_id) and (method is None or c.method == method)
+        ]
 
-    def last(self, chat_id: int | None = None, *, methods: tuple[str, ...] = (
-            "sendMessage", "sendPhoto", "editMessageText", "editMessageCaption", "editMessageReplyMarkup",
-            "editMessageMedia")) -> Call:
+    def last(
+        self,
+        chat_id: int | None = None,
+        *,
+        methods: tuple[str, ...] = (
+            "sendMessage",
+            "sendPhoto",
+            "editMessageText",
+            "editMessageCaption",
+            "editMessageReplyMarkup",
+            "editMessageMedia",
+        ),
+    ) -> Call:
         for call in reversed(self.calls):
             if call.method in methods and (chat_id is None or call.chat_id == chat_id):
                 return call

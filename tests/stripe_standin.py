@@ -1,4 +1,5 @@
 """A Stripe API stand-in (Checkout Sessions, refunds) and webhook events signed like Stripe signs them."""
+
 from __future__ import annotations
 
 import asyncio
@@ -61,8 +62,11 @@ class StripeStandIn(StandIn):
     @web.middleware
     async def _outage(self, request: web.Request, handler):  # type: ignore[no-untyped-def]
         if self.down:
-            return web.json_response({"error": {"type": "api_error", "message": "Service unavailable"}},
-                                     status=503, headers={"Stripe-Should-Retry": "false"})
+            return web.json_response(
+                {"error": {"type": "api_error", "message": "Service unavailable"}},
+                status=503,
+                headers={"Stripe-Should-Retry": "false"},
+            )
         return await handler(request)
 
     def routes(self, app: web.Application) -> None:
@@ -77,8 +81,9 @@ class StripeStandIn(StandIn):
 
     @staticmethod
     def error(status: int, message: str, param: str | None = None) -> web.Response:
-        return web.json_response({"error": {"type": "invalid_request_error", "message": message, "param": param}},
-                                 status=status)
+        return web.json_response(
+            {"error": {"type": "invalid_request_error", "message": message, "param": param}}, status=status
+        )
 
     async def create(self, request: web.Request) -> web.Response:
         if not self._auth(request):
@@ -106,12 +111,24 @@ class StripeStandIn(StandIn):
         total = sum(int(i["price_data"]["unit_amount"]) * int(i["quantity"]) for i in items)
         self.creates += 1
         sid = f"cs_test_{next(self._ids):04d}"
-        session = {"id": sid, "object": "checkout.session", "url": f"https://checkout.stripe.com/c/pay/{sid}",
-                   "status": "open", "payment_status": "unpaid", "amount_total": total, "currency": currencies.pop(),
-                   "client_reference_id": form.get("client_reference_id"), "metadata": form.get("metadata", {}),
-                   "payment_intent": None, "expires_at": expires, "mode": "payment",
-                   "customer_email": form.get("customer_email"), "success_url": form.get("success_url"),
-                   "cancel_url": form.get("cancel_url"), "line_items_sent": items}
+        session = {
+            "id": sid,
+            "object": "checkout.session",
+            "url": f"https://checkout.stripe.com/c/pay/{sid}",
+            "status": "open",
+            "payment_status": "unpaid",
+            "amount_total": total,
+            "currency": currencies.pop(),
+            "client_reference_id": form.get("client_reference_id"),
+            "metadata": form.get("metadata", {}),
+            "payment_intent": None,
+            "expires_at": expires,
+            "mode": "payment",
+            "customer_email": form.get("customer_email"),
+            "success_url": form.get("success_url"),
+            "cancel_url": form.get("cancel_url"),
+            "line_items_sent": items,
+        }
         self.sessions[sid] = session
         if key:
             self.by_key[key] = session
@@ -140,8 +157,12 @@ class StripeStandIn(StandIn):
         form = parse_form(list((await request.post()).items()))
         if not any(s["payment_intent"] == form.get("payment_intent") for s in self.sessions.values()):
             return self.error(400, "No such payment_intent", "payment_intent")
-        refund = {"id": f"re_{len(self.refunds) + 1:04d}", "object": "refund", "status": "succeeded",
-                  "payment_intent": form["payment_intent"]}
+        refund = {
+            "id": f"re_{len(self.refunds) + 1:04d}",
+            "object": "refund",
+            "status": "succeeded",
+            "payment_intent": form["payment_intent"],
+        }
         self.refunds.append(refund)
         return web.json_response(refund)
 
@@ -157,9 +178,15 @@ class StripeStandIn(StandIn):
         return session
 
     def event(self, event_type: str, session: dict[str, Any], event_id: str | None = None) -> dict[str, Any]:
-        return {"id": event_id or f"evt_{next(self._ids):06d}", "object": "event", "type": event_type,
-                "api_version": "2024-06-20", "created": int(time.time()), "livemode": False,
-                "data": {"object": {k: v for k, v in session.items() if k != "line_items_sent"}}}
+        return {
+            "id": event_id or f"evt_{next(self._ids):06d}",
+            "object": "event",
+            "type": event_type,
+            "api_version": "2024-06-20",
+            "created": int(time.time()),
+            "livemode": False,
+            "data": {"object": {k: v for k, v in session.items() if k != "line_items_sent"}},
+        }
 
 
 def sign(payload: bytes, secret: str = WEBHOOK_SECRET, timestamp: int | None = None) -> str:

@@ -1,5 +1,6 @@
 """Admin commands through the dispatcher, in the admin group: who may, what each does, bad arguments,
 and the buttons on the new-paid-order alert."""
+
 from __future__ import annotations
 
 import asyncio
@@ -24,19 +25,32 @@ BUYER = 7171
 ACTOR = f"admin:{ADMIN_USER_ID}"
 
 
-
 async def admin(shop: Harness, text: str, user: int = ADMIN_USER_ID, chat: int = ADMIN_CHAT_ID) -> str:
     return (await shop.send(user, text, chat_id=chat)).text
 
 
-async def paid_order(shop: Harness, zone: str = "nairobi", provider: str = "mpesa", stock: int = 5,  # type: ignore[no-untyped-def]
-                     sku: str | None = None):
+async def paid_order(
+    shop: Harness,
+    zone: str = "nairobi",
+    provider: str = "mpesa",
+    stock: int = 5,  # type: ignore[no-untyped-def]
+    sku: str | None = None,
+):
     pid = await make_product(shop.session_factory, sku or f"ADM-{zone}-{provider}", stock=stock)
     order = await make_order(shop.session_factory, BUYER, [(pid, 2)], zone=zone)
     async with shop.session_factory() as session, session.begin():
         o = await sm.get_order(session, order.public_id)
-        session.add(Payment(order_id=o.id, provider=provider, state="paid", amount=o.total, currency=o.currency,
-                            receipt_number="RLA123XYZ", stripe_payment_intent="pi_1" if provider == "stripe" else None))
+        session.add(
+            Payment(
+                order_id=o.id,
+                provider=provider,
+                state="paid",
+                amount=o.total,
+                currency=o.currency,
+                receipt_number="RLA123XYZ",
+                stripe_payment_intent="pi_1" if provider == "stripe" else None,
+            )
+        )
         await sm.transition(session, o, sm.PROCESSING, "system:test")
     return order, pid
 
@@ -71,7 +85,11 @@ async def test_admin_by_id_and_by_group_role_others_refused(shop: Harness, caplo
     assert "⛔" in await admin(shop, "/stock", user=BUYER, chat=BUYER)  # a customer trying
     refused = [r for r in caplog.records if r.getMessage() == "admin.refused"]
     assert [(r.user_id, r.chat_id) for r in refused] == [  # type: ignore[attr-defined]
-        (STRANGER, ADMIN_CHAT_ID), (ADMIN_USER_ID, ADMIN_USER_ID), (ADMIN_USER_ID, -100999), (BUYER, BUYER)]
+        (STRANGER, ADMIN_CHAT_ID),
+        (ADMIN_USER_ID, ADMIN_USER_ID),
+        (ADMIN_USER_ID, -100999),
+        (BUYER, BUYER),
+    ]
     async with shop.session_factory() as session:
         assert (await catalog.get_product(session, sku="LAP-TP-T480")).stock == 8  # nothing changed
 
@@ -131,8 +149,11 @@ async def test_telegram_down_means_refused_not_cached(engine, botapi: BotAPIStan
     from aiohttp import web
 
     async def fail_member(method: str, params: dict) -> web.Response | None:  # type: ignore[type-arg]
-        return web.json_response({"ok": False, "error_code": 500, "description": "boom"}, status=500) \
-            if method == "getChatMember" else None
+        return (
+            web.json_response({"ok": False, "error_code": 500, "description": "boom"}, status=500)
+            if method == "getChatMember"
+            else None
+        )
 
     shop = await Harness(engine, botapi).start()
     botapi.chat_member_status[(ADMIN_CHAT_ID, GROUP_ADMIN)] = "administrator"
@@ -165,8 +186,14 @@ async def test_restock_corrections_and_back_in_stock(shop: Harness) -> None:
     async with shop.session_factory() as session:  # kept until its message is sent; the unreachable one dropped
         watches = (await session.execute(select(StockWatch))).scalars().all()
     assert [(w.customer_id, w.outbox_id) for w in watches] == [(BUYER, msgs[0].id)]
-    for bad in ("/restock", "/restock ACC-LOG-MXK", "/restock ACC-LOG-MXK many", "/restock ACC-LOG-MXK 0",
-                "/restock ACC-LOG-MXK 1 2", "/restock ACC-LOG-MXK 99999999999"):
+    for bad in (
+        "/restock",
+        "/restock ACC-LOG-MXK",
+        "/restock ACC-LOG-MXK many",
+        "/restock ACC-LOG-MXK 0",
+        "/restock ACC-LOG-MXK 1 2",
+        "/restock ACC-LOG-MXK 99999999999",
+    ):
         assert "Usage: /restock" in await admin(shop, bad), bad
     assert "No product with SKU NOPE" in await admin(shop, "/restock NOPE 1")
 
@@ -198,8 +225,16 @@ async def test_a_watch_ends_only_when_its_back_in_stock_message_is_sent(shop: Ha
     transport = BotApiTransport(botapi.url, TEST_TOKEN)
 
     async def send_all() -> None:
-        await asyncio.wait_for(drain_lanes(shop.session_factory, transport, Limits(max_attempts=2, backoff_first=0.05),
-                                           until_empty=True, idle_seconds=0.05), 30)
+        await asyncio.wait_for(
+            drain_lanes(
+                shop.session_factory,
+                transport,
+                Limits(max_attempts=2, backoff_first=0.05),
+                until_empty=True,
+                idle_seconds=0.05,
+            ),
+            30,
+        )
 
     try:
         await send_all()
@@ -379,8 +414,17 @@ async def test_unpaid_order_is_not_cancelled_while_its_mpesa_prompt_can_be_answe
     order = await make_order(shop.session_factory, BUYER, [(pid, 2)])
     async with shop.session_factory() as session, session.begin():
         o = await sm.get_order(session, order.public_id)
-        session.add(Payment(order_id=o.id, provider="mpesa", state="pending", amount=o.total, currency=o.currency,
-                            phone="254712345678", checkout_request_id="ws_CO_live"))
+        session.add(
+            Payment(
+                order_id=o.id,
+                provider="mpesa",
+                state="pending",
+                amount=o.total,
+                currency=o.currency,
+                phone="254712345678",
+                checkout_request_id="ws_CO_live",
+            )
+        )
     text = await admin(shop, f"/cancel {order.public_id} customer asked")
     assert "NOT cancelled" in text and "M-Pesa prompt" in text
     confirm = await shop.send(ADMIN_USER_ID, "/orders", chat_id=ADMIN_CHAT_ID)
@@ -478,9 +522,13 @@ async def test_alert_button_refused_outside_the_group(shop: Harness) -> None:
 
 async def reply_to(shop: Harness, user_id: int, prompt_id: int, text: str) -> None:
     msg = shop._message(user_id, ADMIN_CHAT_ID, text=text)
-    msg["reply_to_message"] = {"message_id": prompt_id, "date": int(time.time()),
-                               "chat": {"id": ADMIN_CHAT_ID, "type": "supergroup", "title": "Shop admins"},
-                               "from": BotAPIStandIn.BOT_USER, "text": "Ship"}
+    msg["reply_to_message"] = {
+        "message_id": prompt_id,
+        "date": int(time.time()),
+        "chat": {"id": ADMIN_CHAT_ID, "type": "supergroup", "title": "Shop admins"},
+        "from": BotAPIStandIn.BOT_USER,
+        "text": "Ship",
+    }
     await shop.feed({"message": msg})
 
 
@@ -531,8 +579,10 @@ async def test_two_admins_cancelling_at_once_refund_once(engine, botapi) -> None
     shop = await Harness(engine, botapi, providers={"stripe": gateway}).start()
     order, pid = await paid_order(shop, "intl", provider="stripe")
     shop.botapi.chat_member_status[(ADMIN_CHAT_ID, GROUP_ADMIN)] = "administrator"
-    await asyncio.gather(shop.send(ADMIN_USER_ID, f"/cancel {order.public_id}", chat_id=ADMIN_CHAT_ID),
-                         shop.send(GROUP_ADMIN, f"/cancel {order.public_id}", chat_id=ADMIN_CHAT_ID))
+    await asyncio.gather(
+        shop.send(ADMIN_USER_ID, f"/cancel {order.public_id}", chat_id=ADMIN_CHAT_ID),
+        shop.send(GROUP_ADMIN, f"/cancel {order.public_id}", chat_id=ADMIN_CHAT_ID),
+    )
     replies = [c.text for c in shop.botapi.sent(ADMIN_CHAT_ID, "sendMessage")]
     assert sum("refunded through Stripe" in r for r in replies) == 1
     assert sum("can't be cancelled" in r for r in replies) == 1
@@ -551,8 +601,16 @@ async def test_long_order_detail_fits_one_message(shop: Harness) -> None:
     order = await make_order(shop.session_factory, BUYER, [(pid, 1) for pid in pids])
     async with shop.session_factory() as session, session.begin():
         o = await sm.get_order(session, order.public_id)
-        session.add_all(OrderEvent(order_id=o.id, from_state="awaiting_payment", to_state="awaiting_payment",
-                                   actor="system:test", note=f"note {n} " + "z" * 60) for n in range(80))
+        session.add_all(
+            OrderEvent(
+                order_id=o.id,
+                from_state="awaiting_payment",
+                to_state="awaiting_payment",
+                actor="system:test",
+                note=f"note {n} " + "z" * 60,
+            )
+            for n in range(80)
+        )
     detail = await admin(shop, f"/order {order.public_id}")
     assert len(visible_text(detail)) <= 4096 and detail.count("<code>") == detail.count("</code>")  # as Telegram counts
     assert "BIG-00-" in detail and "more" in detail  # the first items, then how many were left out
@@ -583,7 +641,11 @@ async def test_commands_addressed_to_us_work_and_another_bots_are_not_ours(shop:
     assert "Usage: /restock" in await admin(shop, "/restock LAP-TP-T480 many")
     assert "⛔" in await admin(shop, "/restock@hacklab_shop_bot LAP-TP-T480 5", user=STRANGER)
     before = len(shop.botapi.calls)
-    for text in ("/restock@some_other_bot LAP-TP-T480 5", "/cancel@some_other_bot HL-ABC123", "/weather@some_other_bot"):
+    for text in (
+        "/restock@some_other_bot LAP-TP-T480 5",
+        "/cancel@some_other_bot HL-ABC123",
+        "/weather@some_other_bot",
+    ):
         await shop.send(ADMIN_USER_ID, text, chat_id=ADMIN_CHAT_ID)
         await shop.send(STRANGER, text, chat_id=ADMIN_CHAT_ID)
     assert said_in(shop, ADMIN_CHAT_ID, before) == []  # another bot's commands: not ours to answer or refuse
@@ -603,19 +665,31 @@ async def test_an_unknown_command_in_the_admin_group_lists_the_admin_commands(sh
     assert (await admin(shop, "/help")).startswith("Let's talk in private")  # a customer command there, as before
 
 
-async def test_a_non_admins_admin_commands_are_refused_as_before(shop: Harness, caplog: pytest.LogCaptureFixture) -> None:
+async def test_a_non_admins_admin_commands_are_refused_as_before(
+    shop: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
     order, _ = await paid_order(shop)
     caplog.set_level(logging.WARNING, logger="handlers.admin")
-    commands = ["/restock ADM-nairobi-mpesa 5", "/stock", "/orders", f"/order {order.public_id}",
-                f"/ship {order.public_id} G4S-1", f"/delivered {order.public_id}", f"/cancel {order.public_id}"]
+    commands = [
+        "/restock ADM-nairobi-mpesa 5",
+        "/stock",
+        "/orders",
+        f"/order {order.public_id}",
+        f"/ship {order.public_id} G4S-1",
+        f"/delivered {order.public_id}",
+        f"/cancel {order.public_id}",
+    ]
     for text in commands:
-        assert await admin(shop, text, user=STRANGER) == "⛔ Admin commands work only for shop admins in the admin group."
+        assert (
+            await admin(shop, text, user=STRANGER) == "⛔ Admin commands work only for shop admins in the admin group."
+        )
     for text in commands[:-2] + commands[-1:]:  # in private, only /orders and /cancel are the customer's
         reply = await admin(shop, text, user=BUYER, chat=BUYER)
         assert ("⛔" in reply) is (text.split()[0] not in ("/orders", "/cancel")), text
     refused = [(r.command, r.user_id) for r in caplog.records if r.getMessage() == "admin.refused"]  # type: ignore[attr-defined]
     assert refused == [(c.split()[0][1:], STRANGER) for c in commands] + [
-        (c.split()[0][1:], BUYER) for c in commands[:-2] if c.split()[0] != "/orders"]
+        (c.split()[0][1:], BUYER) for c in commands[:-2] if c.split()[0] != "/orders"
+    ]
     o, payments, _ = await load(shop, order.public_id)
     assert (o.state, o.tracking_number, payments[0].state) == ("processing", None, "paid")
 
@@ -625,15 +699,21 @@ async def test_admin_buttons_keep_their_callback_data(shop: Harness) -> None:
     strings, and presses of those strings, on an old message, still work."""
     from handlers.admin import AdminAction, AdminButton
 
-    for action, code in ((AdminAction.VIEW, "v"), (AdminAction.SHIP, "s"), (AdminAction.CANCEL, "c"),
-                         (AdminAction.CONFIRM_CANCEL, "cc")):
+    for action, code in (
+        (AdminAction.VIEW, "v"),
+        (AdminAction.SHIP, "s"),
+        (AdminAction.CANCEL, "c"),
+        (AdminAction.CONFIRM_CANCEL, "cc"),
+    ):
         button = AdminButton(action=action, order="HL-ABC123")
         assert button.pack() == f"adm:{code}:HL-ABC123" and AdminButton.unpack(button.pack()) == button
 
     order, pid = await paid_order(shop)
     old = await shop.send(ADMIN_USER_ID, "/orders", chat_id=ADMIN_CHAT_ID)  # stands for an alert sent long ago
-    assert order.public_id in (await shop.press(ADMIN_USER_ID, f"adm:v:{order.public_id}", chat_id=ADMIN_CHAT_ID,
-                                                message=old)).text
+    assert (
+        order.public_id
+        in (await shop.press(ADMIN_USER_ID, f"adm:v:{order.public_id}", chat_id=ADMIN_CHAT_ID, message=old)).text
+    )
     prompt = await shop.press(ADMIN_USER_ID, f"adm:s:{order.public_id}", chat_id=ADMIN_CHAT_ID, message=old)
     assert prompt.params["reply_markup"]["force_reply"] is True
     confirm = await shop.press(ADMIN_USER_ID, f"adm:c:{order.public_id}", chat_id=ADMIN_CHAT_ID, message=old)
@@ -649,7 +729,8 @@ async def test_admin_buttons_keep_their_callback_data(shop: Harness) -> None:
 
 @pytest.mark.faults
 async def test_an_action_refused_after_its_first_writes_leaves_nothing_written(
-        shop: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    shop: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """/cancel writes the refund status and the payment's state, /ship the carrier and tracking
     number, before the transition; when the transition is refused (the order moved meanwhile), the
     admin reads the refusal and none of those writes is committed with the update."""
@@ -669,6 +750,11 @@ async def test_an_action_refused_after_its_first_writes_leaves_nothing_written(
     assert "can't go from expired to cancelled" in done.text
     o, payments, _ = await load(shop, order.public_id)
     assert (o.state, o.refund_status, o.carrier, o.tracking_number, o.shipped_at) == (
-        "processing", None, before.carrier, None, None)
+        "processing",
+        None,
+        before.carrier,
+        None,
+        None,
+    )
     assert [p.state for p in payments] == ["paid"] and o.updated_at == before.updated_at  # not even the claim
     assert await stock_of(shop.session_factory, pid) == (3, 0, 2)

@@ -1,5 +1,6 @@
 """The cart as a customer sees it: lines, subtotals, changes, caps, price changes, long carts, stale
 buttons, and a cart that outlives the bot process."""
+
 from __future__ import annotations
 
 import asyncio
@@ -127,8 +128,17 @@ async def test_long_carts_paginate_within_telegram_limits(shop: Harness) -> None
         session.add(cat)
         await session.flush()
         for i in range(30):  # names that triple in length once HTML-escaped
-            session.add(Product(sku=f"LONG-{i}", category_id=cat.id, name=f"{i:02d} " + "<&>" * 65,
-                                description="x", price_kes=1000_00, price_usd=8_00, stock=5))
+            session.add(
+                Product(
+                    sku=f"LONG-{i}",
+                    category_id=cat.id,
+                    name=f"{i:02d} " + "<&>" * 65,
+                    description="x",
+                    price_kes=1000_00,
+                    price_usd=8_00,
+                    stock=5,
+                )
+            )
     async with shop.session_factory() as session, session.begin():
         await cart_service.ensure_customer(session, USER, USER)
         for p in (await session.execute(select(Product).order_by(Product.sku))).unique().scalars():
@@ -151,8 +161,11 @@ async def test_long_carts_paginate_within_telegram_limits(shop: Harness) -> None
 
 
 def test_paginate_respects_budget_and_line_count() -> None:
-    assert paginate(["a" * 10] * 20, budget=100, per_page=8) == [list(range(0, 8)), list(range(8, 16)),
-                                                                 list(range(16, 20))]
+    assert paginate(["a" * 10] * 20, budget=100, per_page=8) == [
+        list(range(0, 8)),
+        list(range(8, 16)),
+        list(range(16, 20)),
+    ]
     assert paginate(["a" * 60, "b" * 60, "c"], budget=100) == [[0], [1, 2]]
     assert paginate(["a" * 500], budget=100) == [[0]]  # one oversized line still gets a page
 
@@ -210,7 +223,9 @@ async def test_one_statement_add_caps_like_the_long_way(session_factory) -> None
     async with factory() as session:
         assert await cart_service.try_add(session, USER, few, 1) is None  # sold out: the long way says so
     async with session_factory() as session:  # committed statement by statement, with the prices seen
-        rows = {(r.product_id, r.quantity, r.seen_price_kes) for r in (await session.execute(select(CartItem))).scalars()}
+        rows = {
+            (r.product_id, r.quantity, r.seen_price_kes) for r in (await session.execute(select(CartItem))).scalars()
+        }
         assert rows == {(big, cart_service.MAX_LINE_QTY, 1000_00), (few, 1, 1000_00)}
 
 
@@ -245,7 +260,12 @@ async def test_registering_a_customer_in_one_statement(session_factory) -> None:
     async with session_factory() as session, session.begin():
         customer = await session.get(Customer, USER)
         assert (customer.chat_id, customer.first_name, customer.username, customer.language, customer.unreachable) == (
-            USER, ("Wanjiru" * 30)[:128], "wanjiru", "sw-KE-lo", False)
+            USER,
+            ("Wanjiru" * 30)[:128],
+            "wanjiru",
+            "sw-KE-lo",
+            False,
+        )
         customer.unreachable, customer.phone = True, "254712345678"
     async with session_factory() as session, session.begin():
         await cart_service.register_customer(session, USER, USER + 1, "Other name", None, "en")
@@ -253,4 +273,9 @@ async def test_registering_a_customer_in_one_statement(session_factory) -> None:
     async with session_factory() as session:
         customer = await session.get(Customer, USER)
         assert (customer.chat_id, customer.unreachable, customer.first_name, customer.phone, customer.language) == (
-            USER + 1, False, ("Wanjiru" * 30)[:128], "254712345678", "sw-KE-lo")
+            USER + 1,
+            False,
+            ("Wanjiru" * 30)[:128],
+            "254712345678",
+            "sw-KE-lo",
+        )

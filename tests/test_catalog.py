@@ -1,5 +1,6 @@
 """Browsing the catalogue as a customer: categories, keyset pages, product card, photo cards, deep link,
 stale buttons, typed quantities, Notify me and the 64-byte callback limit."""
+
 from __future__ import annotations
 
 from datetime import timedelta
@@ -26,9 +27,18 @@ def labels(screen: Call) -> list[str]:
 
 async def add_products(shop: Harness, category: str, count: int, *, prefix: str = "X") -> None:
     """`count` more products in `category`, created through the import service like an operator would."""
-    rows = [catalog.ProductRow(sku=f"{prefix}-{i:03d}", category=category, name=f"Extra item {i:03d}",
-                               description="Spare part", price_kes=1000 + i, price_usd="8.00", stock=3)
-            for i in range(count)]
+    rows = [
+        catalog.ProductRow(
+            sku=f"{prefix}-{i:03d}",
+            category=category,
+            name=f"Extra item {i:03d}",
+            description="Spare part",
+            price_kes=1000 + i,
+            price_usd="8.00",
+            stock=3,
+        )
+        for i in range(count)
+    ]
     async with shop.session_factory() as session, session.begin():
         await catalog.import_rows(session, rows)
 
@@ -65,9 +75,19 @@ async def test_category_pages_forward_and_back_across_many_products(shop: Harnes
     seen = [d for p in pages for d in p]
     assert len(set(seen)) == 17
     async with shop.session_factory() as session:
-        newest_first = [p.id for p in (await session.execute(
-            select(Product).join(Category).where(Category.name == "Workstations")
-            .order_by(Product.created_at.desc(), Product.id.desc()))).unique().scalars()]
+        newest_first = [
+            p.id
+            for p in (
+                await session.execute(
+                    select(Product)
+                    .join(Category)
+                    .where(Category.name == "Workstations")
+                    .order_by(Product.created_at.desc(), Product.id.desc())
+                )
+            )
+            .unique()
+            .scalars()
+        ]
     assert [int(d.split(":")[2]) for d in seen] == newest_first
     for expected in reversed(pages[:-1]):
         page = await shop.press(USER, page.button("◀"))
@@ -94,8 +114,17 @@ async def test_keyset_pages_cover_every_product_exactly_once(session) -> None:  
     await session.flush()
     base = utcnow()
     for i in range(23):  # some share a timestamp: the id breaks the tie
-        session.add(Product(sku=f"B-{i}", category_id=cat.id, name=f"Item {i}", price_kes=100, price_usd=1,
-                            stock=1, created_at=base - timedelta(seconds=i // 3)))
+        session.add(
+            Product(
+                sku=f"B-{i}",
+                category_id=cat.id,
+                name=f"Item {i}",
+                price_kes=100,
+                price_usd=1,
+                stock=1,
+                created_at=base - timedelta(seconds=i // 3),
+            )
+        )
     await session.commit()
     seen, cursor, pages = [], None, 0
     while True:
@@ -118,8 +147,17 @@ async def test_product_card_texts_buttons_quantity_and_add_to_cart(shop: Harness
     assert card.method == "editMessageText" and card.params["message_id"] == cat.params["message_id"]
     assert "<b>Dell Precision T5820" in card.text and "KES 145,000 · $1,119" in card.text
     assert "2 in stock" in card.text and "SKU: <code>WS-DL-T5820</code>" in card.text
-    assert labels(card) == ["−", "1", "+", "🛒 Add 1 to cart", "✍ Type a quantity", "⬅ Back", "🛒 Cart",
-                            "⬅ Categories", "⬅ Menu"]
+    assert labels(card) == [
+        "−",
+        "1",
+        "+",
+        "🛒 Add 1 to cart",
+        "✍ Type a quantity",
+        "⬅ Back",
+        "🛒 Cart",
+        "⬅ Categories",
+        "⬅ Menu",
+    ]
     assert card.button("Back").startswith("cat:c:") and card.button("Categories") == "menu:catalog"
     assert card.button("Menu") == "cat:m"
     card = await shop.press(USER, card.button("+"))
@@ -165,7 +203,9 @@ async def test_deep_link_opens_product_and_unknown_or_hidden_sku_falls_back(shop
 
 async def test_photo_card_is_a_photo_edited_by_caption(shop: Harness) -> None:
     await shop.load_demo()
-    await set_product(shop, "STO-SS-870-1T", photo_url="https://img.example/870.jpg", description="Fast SATA SSD. " * 200)
+    await set_product(
+        shop, "STO-SS-870-1T", photo_url="https://img.example/870.jpg", description="Fast SATA SSD. " * 200
+    )
     reply = await shop.send(USER, "/start p_STO-SS-870-1T")
     assert reply.method == "sendPhoto" and reply.params["photo"] == "https://img.example/870.jpg"
     assert "Samsung 870 EVO" in reply.text and len(reply.text) <= 1024 and "…" in reply.text
@@ -225,8 +265,11 @@ async def test_stale_page_cursor_starts_the_category_over(shop: Harness) -> None
     page1 = await shop.press(USER, shop.botapi.last(USER).button("Refurbished laptops"))
     page2 = await shop.press(USER, page1.button("▶"))
     async with shop.session_factory() as session, session.begin():
-        await session.execute(update(Product).where(Product.id.in_(
-            [int(d.split(":")[2]) for d in products_on(page2)])).values(active=False))
+        await session.execute(
+            update(Product)
+            .where(Product.id.in_([int(d.split(":")[2]) for d in products_on(page2)]))
+            .values(active=False)
+        )
         catalogue_written(session)
     again = await shop.press(USER, page1.button("▶"), message=page1)
     assert products_on(again) == products_on(page1) and not shop.last_answer.params.get("show_alert")
@@ -244,9 +287,23 @@ async def test_typed_quantity_is_validated(shop: Harness) -> None:
     assert "0 isn't more than zero" in (await shop.send(USER, "0")).text
     assert "-3 isn't more than zero" in (await shop.send(USER, "-3")).text
     assert "“&lt;b&gt;” isn't" in (await shop.send(USER, "<b>")).text
-    await shop.feed({"message": shop._message(USER, None, sticker={
-        "file_id": "s", "file_unique_id": "s", "type": "regular", "width": 1, "height": 1,
-        "is_animated": False, "is_video": False})})
+    await shop.feed(
+        {
+            "message": shop._message(
+                USER,
+                None,
+                sticker={
+                    "file_id": "s",
+                    "file_unique_id": "s",
+                    "type": "regular",
+                    "width": 1,
+                    "height": 1,
+                    "is_animated": False,
+                    "is_video": False,
+                },
+            )
+        }
+    )
     assert "type the quantity as a number" in shop.botapi.last(USER).text
     done = await shop.send(USER, "3")
     assert "3 × Lenovo 65 W USB-C charger" in done.text and done.button("Cart") == "menu:cart"

@@ -1,5 +1,6 @@
 """Catalogue screens are shared between customers for a few seconds (services/cache.py) and browsing
 customers are not looked up on every press (bot/middlewares.py): what that may and may not change."""
+
 from __future__ import annotations
 
 import asyncio
@@ -129,8 +130,8 @@ async def test_first_contact_whose_update_failed_is_registered_again(shop: Harne
 
     async def fail_sends(method: str, params: dict[str, Any]) -> Any:
         from aiohttp import web
-        return web.json_response({"ok": False, "error_code": 500, "description": "Internal Server Error"},
-                                 status=500)
+
+        return web.json_response({"ok": False, "error_code": 500, "description": "Internal Server Error"}, status=500)
 
     shop.botapi.responder = fail_sends
     with suppress(AssertionError):  # nothing reached the chat: the orders list and the apology both failed

@@ -1,4 +1,5 @@
 """Checkout as the customer goes through it: zone, phone, email, address, summary, confirm."""
+
 from __future__ import annotations
 
 import asyncio
@@ -35,7 +36,10 @@ async def go_to_phone(shop: Harness, zone: str = "Nairobi") -> None:
     zones = await shop.press(USER, cart.button("Checkout"))
     assert "where should we deliver" in zones.text
     assert [label for label, _ in zones.buttons][:3] == [
-        "Nairobi Metro · 24 h · KES 300", "Rest of Kenya · 3–5 days · KES 600", "International · 3–7 days · $35"]
+        "Nairobi Metro · 24 h · KES 300",
+        "Rest of Kenya · 3–5 days · KES 600",
+        "International · 3–7 days · $35",
+    ]
     ask = await shop.press(USER, zones.button(zone))
     assert "phone number" in ask.text and ask.buttons[0] == ("📱 Share my phone", "contact")
 
@@ -59,7 +63,9 @@ async def test_full_checkout_places_order_and_reserves_stock(shop: Harness) -> N
         assert order.state == "awaiting_payment" and order.public_id in offer.text
         assert (order.currency, order.subtotal, order.shipping, order.total) == ("KES", 48400_00, 300_00, 48700_00)
         assert sorted((i.sku, i.unit_price, i.quantity) for i in order.items) == [
-            ("ACC-LEN-65W", 3200_00, 2), ("LAP-TP-T480", 42000_00, 1)]
+            ("ACC-LEN-65W", 3200_00, 2),
+            ("LAP-TP-T480", 42000_00, 1),
+        ]
         t480 = await catalog.get_product(session, sku="LAP-TP-T480")
         assert (t480.stock, t480.reserved, t480.sold) == (7, 1, 0)
         assert (await session.execute(select(CartItem))).scalars().all() == []
@@ -84,7 +90,12 @@ async def test_international_orders_are_priced_in_usd(shop: Harness) -> None:
     async with shop.session_factory() as session:
         order = (await session.execute(select(Order))).unique().scalar_one()
     assert (order.currency, order.total, order.zone, order.carrier, order.phone) == (
-        "USD", 208_00, "intl", "DHL", "447911123456")
+        "USD",
+        208_00,
+        "intl",
+        "DHL",
+        "447911123456",
+    )
 
 
 async def test_bad_inputs_are_reasked_with_the_reason(shop: Harness) -> None:
@@ -156,8 +167,23 @@ async def test_empty_cart_cannot_check_out(shop: Harness) -> None:
 
 # --- helpers for the tests below -------------------------------------------------------------------
 
-TELEGRAM_TAGS = {"b", "strong", "i", "em", "u", "ins", "s", "strike", "del", "a", "code", "pre", "tg-spoiler",
-                 "span", "blockquote"}
+TELEGRAM_TAGS = {
+    "b",
+    "strong",
+    "i",
+    "em",
+    "u",
+    "ins",
+    "s",
+    "strike",
+    "del",
+    "a",
+    "code",
+    "pre",
+    "tg-spoiler",
+    "span",
+    "blockquote",
+}
 
 
 def assert_telegram_html(text: str) -> None:
@@ -277,7 +303,11 @@ async def test_cart_line_over_stock_blocks_checkout_with_its_name(shop: Harness)
         (await catalog.get_product(session, sku="WS-DL-T5820")).stock = 1
     await shop.press(USER, (await shop.send(USER, "/cart")).button("Checkout"))
     answer = shop.last_answer.params
-    assert str(answer["show_alert"]).lower() == "true" and "Dell Precision T5820" in answer["text"] and "only 1 left" in answer["text"]
+    assert (
+        str(answer["show_alert"]).lower() == "true"
+        and "Dell Precision T5820" in answer["text"]
+        and "only 1 left" in answer["text"]
+    )
     typed = await shop.send(USER, "/checkout")
     assert "Dell Precision T5820" in typed.text and "only 1 left" in typed.text
     assert "I didn't get that" in (await shop.send(USER, "hello")).text  # not in the flow
@@ -330,8 +360,15 @@ async def test_user_text_is_escaped_and_long_carts_fit_one_message(roomy_shop: H
 
 
 async def _product(session, sku: str, name: str) -> int:  # type: ignore[no-untyped-def]
-    product = Product(sku=sku, category_id=(await catalog.get_product(session, sku="ACC-LEN-65W")).category_id,
-                      name=name, description="", price_kes=1000_00, price_usd=8_00, stock=5)
+    product = Product(
+        sku=sku,
+        category_id=(await catalog.get_product(session, sku="ACC-LEN-65W")).category_id,
+        name=name,
+        description="",
+        price_kes=1000_00,
+        price_usd=8_00,
+        stock=5,
+    )
     session.add(product)
     await session.flush()
     return product.id
@@ -361,8 +398,14 @@ async def test_concurrent_confirms_of_one_cart_place_one_order(session_factory) 
         try:
             async with session_factory() as session, session.begin():
                 order = await order_service.place_order(
-                    session, USER, zone_code="nairobi", phone="254712345678", email="a@example.com",
-                    address="Plot 1, Ngong Rd", reservation_minutes=30)
+                    session,
+                    USER,
+                    zone_code="nairobi",
+                    phone="254712345678",
+                    email="a@example.com",
+                    address="Plot 1, Ngong Rd",
+                    reservation_minutes=30,
+                )
                 return order.public_id
         except InvalidInput as exc:
             return exc.key
@@ -378,7 +421,10 @@ async def test_concurrent_confirms_of_one_cart_place_one_order(session_factory) 
 async def test_refuse_early_answers_a_sold_out_cart_before_any_transaction(engine, session_factory) -> None:  # type: ignore[no-untyped-def]
     """What place_order would refuse, refused from a lock-free read (no transaction) with the
     same reason, leaving the session without a transaction and nothing changed."""
-    short, gone = await make_product(session_factory, "EARLY-1", stock=1), await make_product(session_factory, "EARLY-2")
+    short, gone = (
+        await make_product(session_factory, "EARLY-1", stock=1),
+        await make_product(session_factory, "EARLY-2"),
+    )
     async with session_factory() as session, session.begin():
         await cart_service.ensure_customer(session, USER, USER)
         await cart_service.set_quantity(session, USER, await session.get(Product, short), 1)
@@ -391,8 +437,15 @@ async def test_refuse_early_answers_a_sold_out_cart_before_any_transaction(engin
             return caught.value.key, caught.value.values
 
     def placing(session: AsyncSession) -> Awaitable[object]:
-        return order_service.place_order(session, USER, zone_code="nairobi", phone="254712345678",
-                                         email="a@example.com", address="Plot 1, Ngong Rd", reservation_minutes=30)
+        return order_service.place_order(
+            session,
+            USER,
+            zone_code="nairobi",
+            phone="254712345678",
+            email="a@example.com",
+            address="Plot 1, Ngong Rd",
+            reservation_minutes=30,
+        )
 
     with statements_sent(engine) as seen:
         early = await refusal(lambda s: order_service.refuse_early(s, USER))
@@ -423,8 +476,10 @@ async def test_refuse_early_answers_a_sold_out_cart_before_any_transaction(engin
 
 async def orders_and_cart_rows(session_factory) -> tuple[int, int]:  # type: ignore[no-untyped-def]
     async with session_factory() as session:
-        return ((await session.execute(select(func.count(Order.id)))).scalar_one(),
-                (await session.execute(select(func.count()).select_from(CartItem))).scalar_one())
+        return (
+            (await session.execute(select(func.count(Order.id)))).scalar_one(),
+            (await session.execute(select(func.count()).select_from(CartItem))).scalar_one(),
+        )
 
 
 async def test_confirm_from_a_customer_this_process_has_not_seen_places_the_order(shop: Harness) -> None:
@@ -468,8 +523,9 @@ async def test_fourth_unpaid_order_is_refused_until_one_is_paid(shop: Harness) -
     async with shop.session_factory() as session:
         assert (await catalog.get_product(session, sku="ACC-LEN-65W")).reserved == 0
     async with shop.session_factory() as session, session.begin():  # one is paid: room for another
-        await order_service.transition(session, await order_service.get_order(session, held[0].public_id),
-                                       "processing", "system:test")
+        await order_service.transition(
+            session, await order_service.get_order(session, held[0].public_id), "processing", "system:test"
+        )
     offer = await shop.press(USER, (await go_to_summary(shop)).button("Confirm"))
     assert "is placed" in offer.text and await orders_and_cart(shop) == (4, 0)
 

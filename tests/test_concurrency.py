@@ -1,4 +1,5 @@
 """Stock under a storm of concurrent checkouts, on PostgreSQL: no oversell, stock conserved."""
+
 from __future__ import annotations
 
 import asyncio
@@ -28,9 +29,15 @@ async def _fill_cart(session_factory, customer_id: int, items: list[tuple[int, i
 async def _checkout(session_factory, customer_id: int) -> str:  # type: ignore[no-untyped-def]
     try:
         async with session_factory() as session, session.begin():
-            order = await order_service.place_order(session, customer_id, zone_code="nairobi", phone="254712345678",
-                                                    email="a@example.com", address="Plot 1, Ngong Rd",
-                                                    reservation_minutes=30)
+            order = await order_service.place_order(
+                session,
+                customer_id,
+                zone_code="nairobi",
+                phone="254712345678",
+                email="a@example.com",
+                address="Plot 1, Ngong Rd",
+                reservation_minutes=30,
+            )
             return order.public_id
     except OutOfStock:
         return "out_of_stock"
@@ -70,18 +77,29 @@ async def test_reservation_expiry_run_by_several_workers_at_once_expires_each_or
     due = [await make_order(session_factory, c, [(pid, 1)], reservation_minutes=1) for c in range(1, 21)]
     paid = await make_order(session_factory, 99, [(pid, 1)], reservation_minutes=1)
     async with session_factory() as session, session.begin():
-        await order_service.transition(session, await order_service.get_order(session, paid.public_id),
-                                       "processing", "system:test")
+        await order_service.transition(
+            session, await order_service.get_order(session, paid.public_id), "processing", "system:test"
+        )
     later = utcnow() + timedelta(minutes=5)
     counts = await asyncio.gather(*(order_service.expire_due_orders(session_factory, now=later) for _ in range(6)))
     assert sum(counts) == 20
     assert await stock_of(session_factory, pid) == (39, 0, 1)
     async with session_factory() as session:
-        expired_events = (await session.execute(
-            select(OrderEvent.order_id).where(OrderEvent.to_state == "expired", OrderEvent.actor == "system:expiry")
-        )).scalars().all()
+        expired_events = (
+            (
+                await session.execute(
+                    select(OrderEvent.order_id).where(
+                        OrderEvent.to_state == "expired", OrderEvent.actor == "system:expiry"
+                    )
+                )
+            )
+            .scalars()
+            .all()
+        )
         assert len(expired_events) == len(set(expired_events)) == 20
-        messages = (await session.execute(select(Outbox.chat_id).where(Outbox.text.contains("expired")))).scalars().all()
+        messages = (
+            (await session.execute(select(Outbox.chat_id).where(Outbox.text.contains("expired")))).scalars().all()
+        )
         assert sorted(messages) == list(range(1, 21))
         assert (await order_service.get_order(session, paid.public_id)).state == "processing"
         assert {(await order_service.get_order(session, o.public_id)).state for o in due} == {"expired"}
@@ -100,9 +118,16 @@ async def test_one_customers_checkouts_at_once_stay_within_the_open_orders_limit
     limits = order_service.Limits(open_orders=3, reserved_units=20)
 
     async def place(session) -> str:  # type: ignore[no-untyped-def]
-        order = await order_service.place_order(session, 1, zone_code="nairobi", phone="254712345678",
-                                                email="a@example.com", address="Plot 1, Ngong Rd",
-                                                reservation_minutes=30, limits=limits)
+        order = await order_service.place_order(
+            session,
+            1,
+            zone_code="nairobi",
+            phone="254712345678",
+            email="a@example.com",
+            address="Plot 1, Ngong Rd",
+            reservation_minutes=30,
+            limits=limits,
+        )
         return order.public_id
 
     async def refill_and_place() -> str:
@@ -121,8 +146,13 @@ async def test_one_customers_checkouts_at_once_stay_within_the_open_orders_limit
     assert await asyncio.wait_for(second, 10) == "checkout.limit.open_orders"
     async with session_factory() as session:
         unpaid = (await session.execute(select(Order.public_id).where(Order.state == "awaiting_payment"))).scalars()
-        assert third in set(unpaid) and (await session.execute(
-            select(func.count(Order.id)).where(Order.state == "awaiting_payment"))).scalar_one() == 3
+        assert (
+            third in set(unpaid)
+            and (
+                await session.execute(select(func.count(Order.id)).where(Order.state == "awaiting_payment"))
+            ).scalar_one()
+            == 3
+        )
     assert await stock_of(session_factory, second_product) == (50, 0, 0)
 
 
@@ -133,8 +163,9 @@ def _row(sku: str, stock: int, price_kes: int = 1000):  # type: ignore[no-untype
     """A file row matching `make_product`'s product except for `stock` (and `price_kes`, in shillings)."""
     from services.catalog import ProductRow
 
-    return ProductRow(sku=sku, category="Test", name=f"Product {sku}", price_kes=price_kes, price_usd="8.00",
-                      stock=stock)
+    return ProductRow(
+        sku=sku, category="Test", name=f"Product {sku}", price_kes=price_kes, price_usd="8.00", stock=stock
+    )
 
 
 async def _import(session_factory, rows: list) -> tuple[int, int]:  # type: ignore[no-untyped-def]
@@ -151,9 +182,14 @@ async def _waiting_on_a_lock_or_done(session_factory, task: asyncio.Task, timeou
     deadline = asyncio.get_running_loop().time() + timeout
     while not task.done() and asyncio.get_running_loop().time() < deadline:
         async with session_factory() as session:
-            waiting = (await session.execute(text(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
-            ))).scalar_one()
+            waiting = (
+                await session.execute(
+                    text(
+                        "SELECT count(*) FROM pg_stat_activity"
+                        " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+                    )
+                )
+            ).scalar_one()
         if waiting:
             return
         await asyncio.sleep(0.02)
@@ -163,8 +199,15 @@ async def test_import_while_a_checkout_holds_the_row_sets_the_level_and_keeps_th
     pid = await make_product(session_factory, "IMP-1", stock=5)
     await _fill_cart(session_factory, 1, [(pid, 2)])
     async with session_factory() as checkout, checkout.begin():
-        await order_service.place_order(checkout, 1, zone_code="nairobi", phone="254712345678",
-                                        email="a@example.com", address="Plot 1, Ngong Rd", reservation_minutes=30)
+        await order_service.place_order(
+            checkout,
+            1,
+            zone_code="nairobi",
+            phone="254712345678",
+            email="a@example.com",
+            address="Plot 1, Ngong Rd",
+            reservation_minutes=30,
+        )
         # The checkout holds the product row (2 reserved, not committed) while the merchant imports "5 free".
         importing = asyncio.create_task(_import(session_factory, [_row("IMP-1", 5)]))
         await _waiting_on_a_lock_or_done(session_factory, importing)
@@ -183,8 +226,9 @@ async def test_import_in_file_order_and_checkout_in_id_order_do_not_deadlock(ses
     async with session_factory() as checkout, checkout.begin():
         first = await checkout.get(Product, a)
         await inventory.reserve(checkout, first, 1)  # checkout locks A, then B: product-id order
-        importing = asyncio.create_task(_import(session_factory, [_row("IMP-B", 7, price_kes=900),
-                                                                   _row("IMP-A", 4, price_kes=900)]))
+        importing = asyncio.create_task(
+            _import(session_factory, [_row("IMP-B", 7, price_kes=900), _row("IMP-A", 4, price_kes=900)])
+        )
         await _waiting_on_a_lock_or_done(session_factory, importing)
         await inventory.reserve(checkout, await checkout.get(Product, b), 1)
     assert await asyncio.wait_for(importing, 10) == (0, 2)
@@ -214,15 +258,24 @@ async def test_a_settlement_waits_for_a_cancel_holding_the_order_instead_of_dead
         async with session_factory() as session, session.begin():
             payment = await session.get(Payment, payment_id)
             assert payment is not None
-            return await common.settle_paid(session, payment, amount=payment.amount, currency=payment.currency,
-                                            reference="pi_1", raw=None, actor="system:stripe", admin_chat_id=None)
+            return await common.settle_paid(
+                session,
+                payment,
+                amount=payment.amount,
+                currency=payment.currency,
+                reference="pi_1",
+                raw=None,
+                actor="system:stripe",
+                admin_chat_id=None,
+            )
 
     async with session_factory() as canceller, canceller.begin():
         await canceller.execute(text("SET LOCAL lock_timeout = '3s'"))
         await order_service.get_order(canceller, public_id, for_update=True)  # the cancel's claim
         webhook = asyncio.create_task(settle())
         await asyncio.sleep(0.3)  # the webhook is now waiting for something
-        locked = (await canceller.execute(select(Payment.id).where(Payment.id == payment_id)
-                                          .with_for_update())).scalar_one()  # then the cancel's payments
+        locked = (
+            await canceller.execute(select(Payment.id).where(Payment.id == payment_id).with_for_update())
+        ).scalar_one()  # then the cancel's payments
         assert locked == payment_id and not webhook.done()
     assert await asyncio.wait_for(webhook, 10) == "paid"

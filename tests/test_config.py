@@ -1,4 +1,5 @@
 """Configuration: every variable documented, bad values stop start-up with one clear line (exit 2)."""
+
 from __future__ import annotations
 
 import asyncio
@@ -15,21 +16,41 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_env_example_documents_every_variable() -> None:
-    documented = {line.split("=", 1)[0].strip() for line in (ROOT / ".env.example").read_text().splitlines()
-                  if "=" in line and not line.lstrip().startswith("#")}
+    documented = {
+        line.split("=", 1)[0].strip()
+        for line in (ROOT / ".env.example").read_text().splitlines()
+        if "=" in line and not line.lstrip().startswith("#")
+    }
     assert {name.upper() for name in Settings.model_fields} == documented
 
 
-@pytest.mark.parametrize("env, line", [
-    ({"PORT": "eighty"}, "configuration error: PORT: Input should be a valid integer, unable to parse string as an integer"),
-    ({"DATABASE_URL": "mysql://x"}, "configuration error: DATABASE_URL: Value error, must be a sqlite+aiosqlite:// or postgresql+asyncpg:// URL"),
-    ({"ADMIN_USER_IDS": "12,abc"}, None),
-    ({"MPESA_TRANSACTION_TYPE": "Paybill"}, "configuration error: MPESA_TRANSACTION_TYPE: Value error, must be one of CustomerPayBillOnline, CustomerBuyGoodsOnline"),
-    ({"TELEGRAM_API_URL": "ftp://x"}, "configuration error: TELEGRAM_API_URL: Value error, must start with http:// or https://"),
-    ({"MPESA_CALLBACK_TOKEN": "guessable-token-31-characters.."}, None),
-    ({"MPESA_ALLOWED_NETWORKS": "196.201.214.0/24,not-a-net"}, None),
-    ({"TRUSTED_PROXIES": "10.0.0.0/33"}, None),
-])
+@pytest.mark.parametrize(
+    "env, line",
+    [
+        (
+            {"PORT": "eighty"},
+            "configuration error: PORT: Input should be a valid integer, unable to parse string as an integer",
+        ),
+        (
+            {"DATABASE_URL": "mysql://x"},
+            "configuration error: DATABASE_URL: Value error,"
+            " must be a sqlite+aiosqlite:// or postgresql+asyncpg:// URL",
+        ),
+        ({"ADMIN_USER_IDS": "12,abc"}, None),
+        (
+            {"MPESA_TRANSACTION_TYPE": "Paybill"},
+            "configuration error: MPESA_TRANSACTION_TYPE: Value error,"
+            " must be one of CustomerPayBillOnline, CustomerBuyGoodsOnline",
+        ),
+        (
+            {"TELEGRAM_API_URL": "ftp://x"},
+            "configuration error: TELEGRAM_API_URL: Value error, must start with http:// or https://",
+        ),
+        ({"MPESA_CALLBACK_TOKEN": "guessable-token-31-characters.."}, None),
+        ({"MPESA_ALLOWED_NETWORKS": "196.201.214.0/24,not-a-net"}, None),
+        ({"TRUSTED_PROXIES": "10.0.0.0/33"}, None),
+    ],
+)
 def test_bad_values_name_the_variable(env: dict[str, str], line: str | None, monkeypatch: pytest.MonkeyPatch) -> None:
     for key, value in env.items():
         monkeypatch.setenv(key, value)
@@ -44,12 +65,14 @@ def test_bad_values_name_the_variable(env: dict[str, str], line: str | None, mon
 
 def test_cli_run_without_token_exits_2_without_traceback(tmp_path: Path) -> None:
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/x.db"}
-    proc = subprocess.run([sys.executable, "-m", "bot.cli", "run"], capture_output=True, text=True, env=env,
-                          cwd=tmp_path, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "bot.cli", "run"], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60
+    )
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
-    assert proc.stderr.strip() == ("configuration error: BOT_TOKEN: is required to serve the bot "
-                                   "(get one from @BotFather)")
+    assert proc.stderr.strip() == (
+        "configuration error: BOT_TOKEN: is required to serve the bot (get one from @BotFather)"
+    )
 
 
 def test_admin_ids_and_postgres_urls_are_normalised(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -68,10 +91,20 @@ def last_line(stderr: str) -> str:
 
 
 def _run_cli(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
-    base = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "BOT_TOKEN": TOKEN,
-            "DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/x.db", "PORT": "0"}
-    return subprocess.run([sys.executable, "-m", "bot.cli", "run"], capture_output=True, text=True,
-                          env=base | env, cwd=tmp_path, timeout=90)
+    base = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "BOT_TOKEN": TOKEN,
+        "DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/x.db",
+        "PORT": "0",
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "bot.cli", "run"],
+        capture_output=True,
+        text=True,
+        env=base | env,
+        cwd=tmp_path,
+        timeout=90,
+    )
 
 
 def test_cli_run_with_the_bot_api_unreachable_exits_1_with_one_line(tmp_path: Path) -> None:
@@ -86,7 +119,9 @@ def test_cli_run_with_the_database_unreachable_names_it_without_the_password(tmp
     proc = _run_cli(tmp_path, DATABASE_URL="postgresql+asyncpg://shop:s3cr3t-pw@127.0.0.1:9/shop")
     assert proc.returncode == 1
     assert "Traceback" not in proc.stderr
-    assert last_line(proc.stderr).startswith("startup error: cannot reach the database postgresql+asyncpg://shop:***@127.0.0.1:9/shop")
+    assert last_line(proc.stderr).startswith(
+        "startup error: cannot reach the database postgresql+asyncpg://shop:***@127.0.0.1:9/shop"
+    )
     assert "s3cr3t-pw" not in proc.stderr
 
 
@@ -102,15 +137,31 @@ async def test_cli_run_with_a_rejected_token_exits_2(tmp_path: Path) -> None:
 
     botapi.responder = unauthorized
     try:
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "BOT_TOKEN": TOKEN, "PORT": "0",
-               "DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/x.db", "TELEGRAM_API_URL": botapi.url}
-        proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "bot.cli", "run", env=env, cwd=tmp_path,
-                                                    stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "BOT_TOKEN": TOKEN,
+            "PORT": "0",
+            "DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/x.db",
+            "TELEGRAM_API_URL": botapi.url,
+        }
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "bot.cli",
+            "run",
+            env=env,
+            cwd=tmp_path,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
         _, err = await asyncio.wait_for(proc.communicate(), 90)
     finally:
         await botapi.stop()
     stderr = err.decode()
     assert proc.returncode == 2
     assert "Traceback" not in stderr
-    assert last_line(stderr) == f"startup error: BOT_TOKEN: the Bot API at {botapi.url} rejected the token (401 Unauthorized)"
+    assert (
+        last_line(stderr)
+        == f"startup error: BOT_TOKEN: the Bot API at {botapi.url} rejected the token (401 Unauthorized)"
+    )
     assert [c.method for c in botapi.calls] == ["getMe:rejected"]  # nothing else was tried

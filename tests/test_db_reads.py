@@ -2,6 +2,7 @@
 one-statement screen's autocommit session and inside a transaction, SQLAlchemy's errors, and a
 pool that gets every connection back (and never hands out a broken one) whatever happens to the
 statement."""
+
 from __future__ import annotations
 
 import asyncio
@@ -52,24 +53,38 @@ async def test_cart_reads_the_same_both_ways(engine: AsyncEngine) -> None:
     factory = make_sessionmaker(engine)
     async with factory() as session, session.begin():
         await cart.ensure_customer(session, 4242, 4242, "Wanjiru")
-    ids = (4242, await make_product(factory, "DRL", stock=5, price_kes=150_000, price_usd=1_200),
-           await make_product(factory, "SAW", stock=1, price_kes=90_000, price_usd=700))
+    ids = (
+        4242,
+        await make_product(factory, "DRL", stock=5, price_kes=150_000, price_usd=1_200),
+        await make_product(factory, "SAW", stock=1, price_kes=90_000, price_usd=700),
+    )
     autocommit = autocommit_sessionmaker(factory)
     with statements_sent(engine) as seen:
         async with autocommit() as session:
-            added = [await cart.try_add(session, ids[0], ids[1], 2), await cart.try_add(session, ids[0], ids[2], 3),
-                     await cart.try_add(session, ids[0], ids[1], 9)]
+            added = [
+                await cart.try_add(session, ids[0], ids[1], 2),
+                await cart.try_add(session, ids[0], ids[2], 3),
+                await cart.try_add(session, ids[0], ids[1], 9),
+            ]
         async with autocommit() as session:
-            fast = (await cart.lines(session, ids[0]), await cart.quantity_in_cart(session, ids[0], ids[1]),
-                    await cart.quantity_in_cart(session, ids[0], 999_999))
+            fast = (
+                await cart.lines(session, ids[0]),
+                await cart.quantity_in_cart(session, ids[0], ids[1]),
+                await cart.quantity_in_cart(session, ids[0], 999_999),
+            )
     async with factory() as session, session.begin():
-        slow = (await cart.lines(session, ids[0]), await cart.quantity_in_cart(session, ids[0], ids[1]),
-                await cart.quantity_in_cart(session, ids[0], 999_999))
+        slow = (
+            await cart.lines(session, ids[0]),
+            await cart.quantity_in_cart(session, ids[0], ids[1]),
+            await cart.quantity_in_cart(session, ids[0], 999_999),
+        )
     assert added == [cart.Added(0, 2), cart.Added(0, 1), cart.Added(2, 5)]  # capped by stock both times
     assert fast == slow
     lines, in_cart, none = fast
-    assert [(line.product.name, line.quantity, line.product.stock, line.product.price_kes, line.seen_price_usd)
-            for line in lines] == [("Product DRL", 5, 5, 150_000, 1_200), ("Product SAW", 1, 1, 90_000, 700)]
+    assert [
+        (line.product.name, line.quantity, line.product.stock, line.product.price_kes, line.seen_price_usd)
+        for line in lines
+    ] == [("Product DRL", 5, 5, 150_000, 1_200), ("Product SAW", 1, 1, 90_000, 700)]
     assert (in_cart, none) == (5, 0)
     assert all(s.autocommit for s in seen)
     if engine.dialect.name == "postgresql":  # each add is one statement there (SQLite reads, then upserts)
@@ -169,7 +184,9 @@ class killing_the_reader:  # a context manager, named like contextlib's
             while not self.killed:
                 pid = await admin.fetchval(
                     "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
-                    " AND wait_event_type = 'Lock' AND query ILIKE $1 LIMIT 1", f"%{self.table}%")
+                    " AND wait_event_type = 'Lock' AND query ILIKE $1 LIMIT 1",
+                    f"%{self.table}%",
+                )
                 if pid is not None and await admin.fetchval("SELECT pg_terminate_backend($1)", pid):
                     self.killed.append(pid)
                 else:

@@ -1,5 +1,6 @@
 """What CI and production install is what was tested: every package pinned with hashes in
 requirements.lock, installed by `make` with --require-hashes, at versions past known advisories."""
+
 from __future__ import annotations
 
 import re
@@ -70,7 +71,9 @@ def test_aiogram_is_pinned_to_its_minor_series() -> None:
 
 
 def test_the_dev_tools_the_suite_and_checks_run_with_are_locked() -> None:
-    dev = {Requirement(r).name.lower() for r in
-           tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["dev"]}
+    dev = {
+        Requirement(r).name.lower()
+        for r in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["dev"]
+    }
     assert {"pytest-xdist", "ruff", "mypy"} <= dev
     assert {"pytest-xdist", "ruff", "mypy"} <= set(locked())

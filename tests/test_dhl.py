@@ -2,6 +2,7 @@
 
 Orders are made as the shop makes them: cart → place_order → paid (processing) → /ship's service.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -31,9 +32,16 @@ async def dhl() -> AsyncIterator[ds.DhlStandIn]:
 
 
 def settings_for(dhl: ds.DhlStandIn, **kw) -> Settings:  # type: ignore[no-untyped-def]
-    return Settings(_env_file=None, dhl_api_key=kw.pop("key", ds.API_KEY), dhl_api_url=f"{dhl.url}/track/shipments",  # type: ignore[call-arg]
-                    dhl_poll_seconds=kw.pop("poll", 900), dhl_min_interval_seconds=kw.pop("spacing", 0), admin_chat_id=ADMIN_CHAT_ID,
-                    dhl_daily_budget=kw.pop("daily", 100_000), **kw)
+    return Settings(
+        _env_file=None,
+        dhl_api_key=kw.pop("key", ds.API_KEY),
+        dhl_api_url=f"{dhl.url}/track/shipments",  # type: ignore[call-arg]
+        dhl_poll_seconds=kw.pop("poll", 900),
+        dhl_min_interval_seconds=kw.pop("spacing", 0),
+        admin_chat_id=ADMIN_CHAT_ID,
+        dhl_daily_budget=kw.pop("daily", 100_000),
+        **kw,
+    )
 
 
 def client_for(settings: Settings, key: str = ds.API_KEY) -> DhlClient:
@@ -41,8 +49,13 @@ def client_for(settings: Settings, key: str = ds.API_KEY) -> DhlClient:
     return DhlClient(settings.dhl_api_url, key, min_interval=0, retry_wait=0)
 
 
-async def shipped(session_factory, waybill: str, customer: int = 9001, days_ago: int = 0,  # type: ignore[no-untyped-def]
-                  via_admin: bool = True) -> str:
+async def shipped(
+    session_factory,
+    waybill: str,
+    customer: int = 9001,
+    days_ago: int = 0,  # type: ignore[no-untyped-def]
+    via_admin: bool = True,
+) -> str:
     """An International order, paid, then shipped with DHL (through the admin's /ship service, or by a
     bare transition that leaves tracking_next_check_at NULL)."""
     pid = await make_product(session_factory, f"DHL-{waybill}", stock=3)
@@ -66,15 +79,26 @@ async def order_of(session_factory, public_id: str) -> Order:  # type: ignore[no
 
 async def customer_updates(session_factory, public_id: str) -> list[str]:  # type: ignore[no-untyped-def]
     async with session_factory() as session:
-        return [o.text for o in (await session.execute(
-            select(Outbox).where(Outbox.kind == "order_status", Outbox.text.contains(public_id)).order_by(Outbox.id)))
-            .scalars()]
+        return [
+            o.text
+            for o in (
+                await session.execute(
+                    select(Outbox)
+                    .where(Outbox.kind == "order_status", Outbox.text.contains(public_id))
+                    .order_by(Outbox.id)
+                )
+            ).scalars()
+        ]
 
 
 async def admin_alerts(session_factory) -> list[str]:  # type: ignore[no-untyped-def]
     async with session_factory() as session:
-        return [o.text for o in (await session.execute(
-            select(Outbox).where(Outbox.chat_id == ADMIN_CHAT_ID).order_by(Outbox.id))).scalars()]
+        return [
+            o.text
+            for o in (
+                await session.execute(select(Outbox).where(Outbox.chat_id == ADMIN_CHAT_ID).order_by(Outbox.id))
+            ).scalars()
+        ]
 
 
 async def budget_calls(session_factory) -> int:  # type: ignore[no-untyped-def]
@@ -110,12 +134,20 @@ async def test_shipment_lifecycle_notifies_once_per_change(session_factory, dhl)
     assert "Departed Facility in NAIROBI - KENYA (NAIROBI - KENYA)" in texts[2]
     assert "Arrived at DHL Sort Facility (LEIPZIG - GERMANY)" in texts[3] and "delivered" in texts[4]
     async with session_factory() as session:
-        events = (await session.execute(select(OrderEvent).where(OrderEvent.order_id == order.id,
-                                                                 OrderEvent.actor == "system:dhl"))).scalars().all()
+        events = (
+            (
+                await session.execute(
+                    select(OrderEvent).where(OrderEvent.order_id == order.id, OrderEvent.actor == "system:dhl")
+                )
+            )
+            .scalars()
+            .all()
+        )
     assert [e.to_state for e in events] == ["in_transit", "delivered"]
     requests = dhl.requests
-    assert len(requests) == 5 and all(r.params == {"trackingNumber": "1234567890", "service": "express",
-                                                     "language": "en"} for r in requests)
+    assert len(requests) == 5 and all(
+        r.params == {"trackingNumber": "1234567890", "service": "express", "language": "en"} for r in requests
+    )
     await poll_cycle(session_factory, client, settings, later + timedelta(days=1))
     assert len(dhl.requests) == 5  # delivered: never polled again
     await client.aclose()
@@ -142,8 +174,9 @@ async def test_carrier_texts_are_escaped_for_html(session_factory, dhl) -> None:
     settings = settings_for(dhl)
     client = client_for(settings)
     pid = await shipped(session_factory, "1000000003")
-    dhl.shipments["1000000003"] = [ds.event("transit", "Customs & clearance <LHR>", "LONDON & HEATHROW",
-                                            "2026-11-26T03:10:00+01:00")]
+    dhl.shipments["1000000003"] = [
+        ds.event("transit", "Customs & clearance <LHR>", "LONDON & HEATHROW", "2026-11-26T03:10:00+01:00")
+    ]
     await poll_cycle(session_factory, client, settings)
     text = (await customer_updates(session_factory, pid))[-1]
     assert "Customs &amp; clearance &lt;LHR&gt; (LONDON &amp; HEATHROW)" in text
@@ -200,8 +233,10 @@ async def test_failure_alerts_admins_once(session_factory, dhl) -> None:  # type
     settings = settings_for(dhl)
     client = client_for(settings)
     pid = await shipped(session_factory, "8888888888")
-    dhl.shipments["8888888888"] = [ds.event("failure", "On hold - customs <docs> & duty", "LEIPZIG - GERMANY",
-                                            "2026-11-26T09:00:00Z"), *ds.IN_TRANSIT]
+    dhl.shipments["8888888888"] = [
+        ds.event("failure", "On hold - customs <docs> & duty", "LEIPZIG - GERMANY", "2026-11-26T09:00:00Z"),
+        *ds.IN_TRANSIT,
+    ]
     now = utcnow()
     await poll_cycle(session_factory, client, settings, now)
     await poll_cycle(session_factory, client, settings, now + timedelta(seconds=901))
@@ -340,9 +375,17 @@ def test_parse_shipment_is_defensive() -> None:
     assert odd.status_code == "unknown" and odd.place is None
     from_events = parse_shipment({"shipments": [{"events": [ds.IN_TRANSIT[0]]}]})
     assert from_events.status_code == "transit" and from_events.place == "LEIPZIG - GERMANY"
-    both = parse_shipment({"shipments": [{"service": "freight", "status": ds.DELIVERED[0]},
-                                         {"service": "express", "status": {"statusCode": "TRANSIT", "status": "On its way",
-                                                                           "timestamp": "2026-11-26T03:10:00"}}]})
+    both = parse_shipment(
+        {
+            "shipments": [
+                {"service": "freight", "status": ds.DELIVERED[0]},
+                {
+                    "service": "express",
+                    "status": {"statusCode": "TRANSIT", "status": "On its way", "timestamp": "2026-11-26T03:10:00"},
+                },
+            ]
+        }
+    )
     assert both.status_code == "transit" and both.description == "On its way"
     assert both.timestamp == datetime(2026, 11, 26, 3, 10, tzinfo=UTC)  # no offset: read as UTC
     assert parse_shipment({"shipments": [{"status": {"statusCode": "transit", "timestamp": "soon"}}]}).timestamp is None
@@ -370,13 +413,21 @@ async def test_two_workers_poll_each_shipment_once(session_factory, dhl) -> None
         dhl.shipments[waybill] = ds.IN_TRANSIT
         await shipped(session_factory, waybill, customer=9300 + n)
     a, b = client_for(settings), client_for(settings)
-    s1, s2 = await asyncio.gather(poll_cycle(session_factory, a, settings, batch_size=5),
-                                  poll_cycle(session_factory, b, settings, batch_size=5))
+    s1, s2 = await asyncio.gather(
+        poll_cycle(session_factory, a, settings, batch_size=5), poll_cycle(session_factory, b, settings, batch_size=5)
+    )
     assert s1.calls + s2.calls == 30 and sorted(dhl.calls) == sorted(waybills)
     assert s1.changed + s2.changed == 30 and await budget_calls(session_factory) == 30
     async with session_factory() as session:
-        texts = (await session.execute(select(Outbox.text).where(Outbox.kind == "order_status",
-                                                                  Outbox.text.contains("on its way")))).scalars().all()
+        texts = (
+            (
+                await session.execute(
+                    select(Outbox.text).where(Outbox.kind == "order_status", Outbox.text.contains("on its way"))
+                )
+            )
+            .scalars()
+            .all()
+        )
     assert len(texts) == 30  # one in-transit message per order, none twice
     await a.aclose()
     await b.aclose()

@@ -1,4 +1,5 @@
 """Domain rules without Telegram: the state machine, totals, zones, phones, money, reservation expiry."""
+
 from __future__ import annotations
 
 from datetime import timedelta
@@ -20,18 +21,28 @@ LEGAL = {(src, dst) for src, dsts in sm.TRANSITIONS.items() for dst in dsts}
 
 def test_transition_table_is_the_documented_machine() -> None:
     assert {
-        ("awaiting_payment", "processing"), ("awaiting_payment", "cancelled"), ("awaiting_payment", "expired"),
-        ("processing", "shipped"), ("processing", "cancelled"), ("shipped", "in_transit"),
-        ("shipped", "delivered"), ("in_transit", "delivered"),
-        ("expired", "processing"), ("cancelled", "processing"),  # late payments only
+        ("awaiting_payment", "processing"),
+        ("awaiting_payment", "cancelled"),
+        ("awaiting_payment", "expired"),
+        ("processing", "shipped"),
+        ("processing", "cancelled"),
+        ("shipped", "in_transit"),
+        ("shipped", "delivered"),
+        ("in_transit", "delivered"),
+        ("expired", "processing"),
+        ("cancelled", "processing"),  # late payments only
     } == LEGAL
 
 
 # How to reach each state through legal moves only, so stock is where that state says it is.
 PATH_TO = {
-    "awaiting_payment": [], "processing": ["processing"], "shipped": ["processing", "shipped"],
-    "in_transit": ["processing", "shipped", "in_transit"], "delivered": ["processing", "shipped", "delivered"],
-    "cancelled": ["cancelled"], "expired": ["expired"],
+    "awaiting_payment": [],
+    "processing": ["processing"],
+    "shipped": ["processing", "shipped"],
+    "in_transit": ["processing", "shipped", "in_transit"],
+    "delivered": ["processing", "shipped", "delivered"],
+    "cancelled": ["cancelled"],
+    "expired": ["expired"],
 }
 UNITS_OUT = {"processing", "shipped", "in_transit", "delivered"}  # one unit sold; else back on the shelf
 
@@ -56,7 +67,11 @@ async def test_every_legal_transition_moves_stock_and_records_who(session_factor
         outbox = (await session.execute(select(Outbox).order_by(Outbox.id))).scalars().all()
     assert order.state == dst and event.id == events[-1].id
     assert (events[-1].from_state, events[-1].to_state, events[-1].actor, events[-1].note) == (
-        src, dst, "actor:under-test", "why")
+        src,
+        dst,
+        "actor:under-test",
+        "why",
+    )
     assert outbox[-1].chat_id == 51 and order.public_id in outbox[-1].text
     assert await stock_of(session_factory, order.items[0].product_id) == ((4, 0, 1) if dst in UNITS_OUT else (5, 0, 0))
 
@@ -66,31 +81,44 @@ async def test_illegal_transitions_raise_and_change_nothing(session_factory, src
     public_id = await order_in(session_factory, src)
     async with session_factory() as session:
         order = await sm.get_order(session, public_id)
-        before = (len(await sm.events_of(session, order.id)), await stock_of(session_factory, order.items[0].product_id))
+        before = (
+            len(await sm.events_of(session, order.id)),
+            await stock_of(session_factory, order.items[0].product_id),
+        )
         with pytest.raises(IllegalTransition):
             await sm.transition(session, order, dst, "test")
         await session.rollback()
     async with session_factory() as session:
         order = await sm.get_order(session, public_id)
         assert order.state == src
-        assert (len(await sm.events_of(session, order.id)), await stock_of(session_factory, order.items[0].product_id)) == before
+        assert (
+            len(await sm.events_of(session, order.id)),
+            await stock_of(session_factory, order.items[0].product_id),
+        ) == before
 
 
 async def test_happy_path_writes_events_moves_stock_and_queues_messages(session_factory) -> None:  # type: ignore[no-untyped-def]
     pid = await make_product(session_factory, stock=5)
     order = await make_order(session_factory, 11, [(pid, 2)])
     assert await stock_of(session_factory, pid) == (3, 2, 0)
-    for dst, actor in (("processing", "system:mpesa"), ("shipped", "admin:1"), ("in_transit", "system:dhl"),
-                       ("delivered", "system:dhl")):
+    for dst, actor in (
+        ("processing", "system:mpesa"),
+        ("shipped", "admin:1"),
+        ("in_transit", "system:dhl"),
+        ("delivered", "system:dhl"),
+    ):
         async with session_factory() as session, session.begin():
             await sm.transition(session, await sm.get_order(session, order.public_id), dst, actor)
     assert await stock_of(session_factory, pid) == (3, 0, 2)
     async with session_factory() as session:
         events = (await session.execute(select(OrderEvent).order_by(OrderEvent.id))).scalars().all()
         assert [(e.from_state, e.to_state, e.actor) for e in events] == [
-            (None, "awaiting_payment", "customer:11"), ("awaiting_payment", "processing", "system:mpesa"),
-            ("processing", "shipped", "admin:1"), ("shipped", "in_transit", "system:dhl"),
-            ("in_transit", "delivered", "system:dhl")]
+            (None, "awaiting_payment", "customer:11"),
+            ("awaiting_payment", "processing", "system:mpesa"),
+            ("processing", "shipped", "admin:1"),
+            ("shipped", "in_transit", "system:dhl"),
+            ("in_transit", "delivered", "system:dhl"),
+        ]
         assert all(e.created_at is not None for e in events)
         texts = [o.text for o in (await session.execute(select(Outbox).order_by(Outbox.id))).scalars()]
         assert len(texts) == 4 and "Payment received" in texts[0] and "delivered" in texts[-1]
@@ -133,25 +161,47 @@ def test_totals_and_zones() -> None:
     assert sm.compute_totals(lines, get_zone("kenya")).total == 49000_00
     assert sm.compute_totals(lines, get_zone("intl")) == sm.Totals("USD", 374_00, 35_00, 409_00)
     assert {z.code: (z.currency, z.shipping, z.tracked) for z in ZONES.values()} == {
-        "nairobi": ("KES", 300_00, False), "kenya": ("KES", 600_00, False), "intl": ("USD", 35_00, True)}
+        "nairobi": ("KES", 300_00, False),
+        "kenya": ("KES", 600_00, False),
+        "intl": ("USD", 35_00, True),
+    }
     with pytest.raises(ValueError, match="unknown shipping zone"):
         get_zone("mars")
 
 
-@pytest.mark.parametrize("raw,expected", [
-    ("0712345678", "254712345678"), ("0712 345 678", "254712345678"), ("+254712345678", "254712345678"),
-    ("254712345678", "254712345678"), ("0712-345-678", "254712345678"), ("0110 123 456", "254110123456"),
-    ("+1 415 555 2671", "14155552671"), (" +254 (0)712-345 678 ", "254712345678"), ("0722.345.678", "254722345678"),
-    ("254 110 123 456", "254110123456"), ("+254-110-123-456", "254110123456"), ("+44 7911 123456", "447911123456"),
-])
+@pytest.mark.parametrize(
+    "raw,expected",
+    [
+        ("0712345678", "254712345678"),
+        ("0712 345 678", "254712345678"),
+        ("+254712345678", "254712345678"),
+        ("254712345678", "254712345678"),
+        ("0712-345-678", "254712345678"),
+        ("0110 123 456", "254110123456"),
+        ("+1 415 555 2671", "14155552671"),
+        (" +254 (0)712-345 678 ", "254712345678"),
+        ("0722.345.678", "254722345678"),
+        ("254 110 123 456", "254110123456"),
+        ("+254-110-123-456", "254110123456"),
+        ("+44 7911 123456", "447911123456"),
+    ],
+)
 def test_phone_normalisation(raw: str, expected: str) -> None:
     assert normalize_phone(raw) == expected
 
 
-@pytest.mark.parametrize("raw,reason", [("", "phone.error.empty"), ("hello", "phone.error.unreadable"),
-                                        ("0712", "phone.error.invalid"), ("+254 12", "phone.error.invalid"),
-                                        ("07123456789012", "phone.error.invalid"), ("   ", "phone.error.empty"),
-                                        ("+999 123 456", "phone.error.unreadable")])
+@pytest.mark.parametrize(
+    "raw,reason",
+    [
+        ("", "phone.error.empty"),
+        ("hello", "phone.error.unreadable"),
+        ("0712", "phone.error.invalid"),
+        ("+254 12", "phone.error.invalid"),
+        ("07123456789012", "phone.error.invalid"),
+        ("   ", "phone.error.empty"),
+        ("+999 123 456", "phone.error.unreadable"),
+    ],
+)
 def test_invalid_phones(raw: str, reason: str) -> None:
     with pytest.raises(InvalidPhone) as err:
         normalize_phone(raw)

@@ -1,6 +1,7 @@
 """Entry points an attacker can reach: the Telegram route exists only in webhook mode and always wants
 the secret; health says nothing about configuration; the bind address is configurable; database errors
 carry no bound values."""
+
 from __future__ import annotations
 
 import asyncio
@@ -23,11 +24,17 @@ pytestmark = pytest.mark.faults  # forged input and abuse through the real entry
 
 def forged_admin_update(update_id: int, command: str) -> dict:  # type: ignore[type-arg]
     """What an attacker posts: a command 'from' an admin, in the admin group."""
-    return {"update_id": update_id, "message": {
-        "message_id": update_id, "date": int(time.time()),
-        "chat": {"id": ADMIN_CHAT_ID, "type": "supergroup", "title": "Shop admins"},
-        "from": {"id": ADMIN_USER_ID, "is_bot": False, "first_name": "Boss"}, "text": command,
-        "entities": [{"type": "bot_command", "offset": 0, "length": len(command.split()[0])}]}}
+    return {
+        "update_id": update_id,
+        "message": {
+            "message_id": update_id,
+            "date": int(time.time()),
+            "chat": {"id": ADMIN_CHAT_ID, "type": "supergroup", "title": "Shop admins"},
+            "from": {"id": ADMIN_USER_ID, "is_bot": False, "first_name": "Boss"},
+            "text": command,
+            "entities": [{"type": "bot_command", "offset": 0, "length": len(command.split()[0])}],
+        },
+    }
 
 
 async def stock_of(shop: Harness, sku: str) -> int:
@@ -42,8 +49,9 @@ async def test_polling_mode_serves_no_telegram_route(shop: Harness) -> None:
     assert shop.shop is not None and not shop.settings.webhook_mode
     async with serve_shop(shop.shop) as base, httpx.AsyncClient(base_url=base) as http:
         for n, headers in enumerate(({}, {"X-Telegram-Bot-Api-Secret-Token": shop.settings.webhook_secret})):
-            reply = await http.post("/telegram", json=forged_admin_update(n + 1, f"/restock {SKU} 500"),
-                                    headers=headers)
+            reply = await http.post(
+                "/telegram", json=forged_admin_update(n + 1, f"/restock {SKU} 500"), headers=headers
+            )
             assert reply.status_code == 404
         assert (await http.get("/healthz")).status_code == 200  # the server itself is up
     assert await stock_of(shop, SKU) == before
@@ -60,14 +68,23 @@ async def test_webhook_mode_without_a_configured_secret_still_demands_one(engine
         assert harness.shop is not None and harness.settings.telegram_webhook_secret is None
         async with serve_shop(harness.shop) as base, httpx.AsyncClient(base_url=base) as http:
             forged = await http.post("/telegram", json=forged_admin_update(1, f"/restock {SKU} 500"))
-            guessed = await http.post("/telegram", json=forged_admin_update(2, f"/restock {SKU} 500"),
-                                      headers={"X-Telegram-Bot-Api-Secret-Token": "guess"})
-            odd = await http.post("/telegram", json=forged_admin_update(4, f"/restock {SKU} 500"),
-                                  headers={"X-Telegram-Bot-Api-Secret-Token": "sécret-é".encode()})
+            guessed = await http.post(
+                "/telegram",
+                json=forged_admin_update(2, f"/restock {SKU} 500"),
+                headers={"X-Telegram-Bot-Api-Secret-Token": "guess"},
+            )
+            odd = await http.post(
+                "/telegram",
+                json=forged_admin_update(4, f"/restock {SKU} 500"),
+                headers={"X-Telegram-Bot-Api-Secret-Token": "sécret-é".encode()},
+            )
             assert (forged.status_code, guessed.status_code, odd.status_code) == (401, 401, 401)
             assert await stock_of(harness, SKU) == before
-            real = await http.post("/telegram", json=forged_admin_update(3, f"/restock {SKU} 5"),
-                                   headers={"X-Telegram-Bot-Api-Secret-Token": harness.settings.webhook_secret})
+            real = await http.post(
+                "/telegram",
+                json=forged_admin_update(3, f"/restock {SKU} 5"),
+                headers={"X-Telegram-Bot-Api-Secret-Token": harness.settings.webhook_secret},
+            )
             assert real.status_code == 200
         assert await stock_of(harness, SKU) == before + 5
     finally:
@@ -78,8 +95,13 @@ async def test_healthz_says_alive_only_and_readyz_checks_the_database(engine, bo
     from bot.runtime import build_shop
     from db.session import make_engine
 
-    up = await Harness(engine, botapi, public_base_url="https://shop.example", stripe_secret_key="sk_test_x",
-                       stripe_webhook_secret="whsec_x").start()
+    up = await Harness(
+        engine,
+        botapi,
+        public_base_url="https://shop.example",
+        stripe_secret_key="sk_test_x",
+        stripe_webhook_secret="whsec_x",
+    ).start()
     try:
         assert up.shop is not None
         up.shop.providers["stripe"] = object()  # configured providers must not show
@@ -130,8 +152,10 @@ async def test_database_errors_carry_no_bound_values(engine) -> None:  # type: i
     own = make_engine(engine.url.render_as_string(hide_password=False))
     try:
         factory = make_sessionmaker(own)
-        insert = text("INSERT INTO customers (id, chat_id, first_name, language, email, unreachable, created_at) "
-                      "VALUES (:id, :id, 'A', 'en', :email, false, CURRENT_TIMESTAMP)")
+        insert = text(
+            "INSERT INTO customers (id, chat_id, first_name, language, email, unreachable, created_at) "
+            "VALUES (:id, :id, 'A', 'en', :email, false, CURRENT_TIMESTAMP)"
+        )
         async with factory() as session, session.begin():
             await session.execute(insert, {"id": 77, "email": "first@example.com"})
         with pytest.raises(IntegrityError) as err:

@@ -1,4 +1,5 @@
 """Our own failures: logged with the update id, answered with an apology, and the bot keeps serving."""
+
 from __future__ import annotations
 
 import logging
@@ -11,8 +12,9 @@ from tests.harness import Harness
 USER = 7501
 
 
-async def test_handler_exception_is_logged_apologised_and_survived(shop: Harness, monkeypatch: pytest.MonkeyPatch,
-                                                                  caplog: pytest.LogCaptureFixture) -> None:
+async def test_handler_exception_is_logged_apologised_and_survived(
+    shop: Harness, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     async def broken(*args, **kwargs):  # type: ignore[no-untyped-def]
         raise RuntimeError("database exploded")
 

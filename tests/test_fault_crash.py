@@ -1,6 +1,7 @@
 """Crash test: the shop (`storefront run`, webhook mode, on PostgreSQL) is SIGKILLed at random points
 of checkout → payment callback → notification, 50 times, and restarted each time. Afterwards no
 payment is lost or doubled, every due message reached the buyer, and stock is conserved."""
+
 from __future__ import annotations
 
 import asyncio
@@ -44,9 +45,14 @@ class Shop:
         self.pid: int | None = None
         self.kills = 0
         self.log_path = log_path
-        self.forkserver = subprocess.Popen([sys.executable, "-m", "tests.crash_forkserver", str(log_path)],
-                                           env={**env, "PYTHONPATH": str(ROOT)}, stdin=subprocess.PIPE,
-                                           stdout=subprocess.PIPE, text=True, cwd=log_path.parent)
+        self.forkserver = subprocess.Popen(
+            [sys.executable, "-m", "tests.crash_forkserver", str(log_path)],
+            env={**env, "PYTHONPATH": str(ROOT)},
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=log_path.parent,
+        )
 
     def start(self) -> None:
         with self.log_path.open("ab") as log:
@@ -118,8 +124,11 @@ class Customer:
                     shop.start()
                     await shop.up()
                 try:
-                    r = await http.post(f"http://127.0.0.1:{self.port}/telegram", json=update,
-                                        headers={"X-Telegram-Bot-Api-Secret-Token": SECRET})
+                    r = await http.post(
+                        f"http://127.0.0.1:{self.port}/telegram",
+                        json=update,
+                        headers={"X-Telegram-Bot-Api-Secret-Token": SECRET},
+                    )
                     if r.status_code == 200:
                         return
                 except (httpx.HTTPError, AttributeError):  # AttributeError: anyio, the kill closed the
@@ -128,26 +137,54 @@ class Customer:
         raise AssertionError("update never accepted")
 
     def message(self, text: str) -> dict[str, Any]:
-        return {"message": {"message_id": self.next_id, "date": int(time.time()), "text": text,
-                            "chat": {"id": self.user_id, "type": "private"},
-                            "from": {"id": self.user_id, "is_bot": False, "first_name": "Crash"},
-                            **({"entities": [{"type": "bot_command", "offset": 0, "length": len(text)}]}
-                               if text.startswith("/") else {})}}
+        return {
+            "message": {
+                "message_id": self.next_id,
+                "date": int(time.time()),
+                "text": text,
+                "chat": {"id": self.user_id, "type": "private"},
+                "from": {"id": self.user_id, "is_bot": False, "first_name": "Crash"},
+                **(
+                    {"entities": [{"type": "bot_command", "offset": 0, "length": len(text)}]}
+                    if text.startswith("/")
+                    else {}
+                ),
+            }
+        }
 
     def press(self, data: str) -> dict[str, Any]:
-        return {"callback_query": {"id": f"cq{self.next_id}", "data": data, "chat_instance": "c",
-                                   "from": {"id": self.user_id, "is_bot": False, "first_name": "Crash"},
-                                   "message": {"message_id": 1, "date": int(time.time()), "text": ".",
-                                               "chat": {"id": self.user_id, "type": "private"}}}}
+        return {
+            "callback_query": {
+                "id": f"cq{self.next_id}",
+                "data": data,
+                "chat_instance": "c",
+                "from": {"id": self.user_id, "is_bot": False, "first_name": "Crash"},
+                "message": {
+                    "message_id": 1,
+                    "date": int(time.time()),
+                    "text": ".",
+                    "chat": {"id": self.user_id, "type": "private"},
+                },
+            }
+        }
 
 
 async def journey(customer: Customer, shop: Shop, session_factory) -> None:  # type: ignore[no-untyped-def]
-    for update in (customer.press("chk:start"), customer.press("chk:z:nairobi"), customer.message(f"0712{customer.user_id % 1_000_000:06d}"),
-                   customer.message("crash@example.com"), customer.message("Plot 7, Ngong Road, Nairobi"),
-                   customer.press("chk:ok")):
+    for update in (
+        customer.press("chk:start"),
+        customer.press("chk:z:nairobi"),
+        customer.message(f"0712{customer.user_id % 1_000_000:06d}"),
+        customer.message("crash@example.com"),
+        customer.message("Plot 7, Ngong Road, Nairobi"),
+        customer.press("chk:ok"),
+    ):
         await customer.deliver(update, shop)
     async with session_factory() as session:
-        order = (await session.execute(select(Order).where(Order.customer_id == customer.user_id))).unique().scalar_one_or_none()
+        order = (
+            (await session.execute(select(Order).where(Order.customer_id == customer.user_id)))
+            .unique()
+            .scalar_one_or_none()
+        )
     if order is not None:  # a kill can cost the customer their place in checkout; then they just don't order
         await customer.deliver(customer.press(f"pay:m:{order.public_id}"), shop)
 
@@ -158,13 +195,25 @@ async def test_sigkill_fifty_times(engine, session_factory, botapi, tmp_path) ->
     daraja.plan = dj.Plan(delay=0.2)
     daraja.redeliver = True  # like a late retry: a callback to a dead process comes again
     port = free_port()
-    env = {"PATH": os.environ.get("PATH", ""), "DATABASE_URL": engine.url.render_as_string(hide_password=False),
-           "BOT_TOKEN": TEST_TOKEN, "TELEGRAM_API_URL": botapi.url, "LOAD_DEMO_CATALOG": "false", "PORT": str(port),
-           "PUBLIC_BASE_URL": f"http://127.0.0.1:{port}", "TELEGRAM_WEBHOOK_SECRET": SECRET,
-           "REDIS_URL": "redis://127.0.0.1:6379/4", "MPESA_BASE_URL": daraja.url,
-           "MPESA_CONSUMER_KEY": dj.CONSUMER_KEY, "MPESA_CONSUMER_SECRET": dj.CONSUMER_SECRET,
-           "MPESA_SHORTCODE": dj.SHORTCODE, "MPESA_PASSKEY": dj.PASSKEY, "MPESA_CALLBACK_TOKEN": dj.CALLBACK_TOKEN,
-           "MPESA_QUERY_AFTER_SECONDS": "1", "JOB_INTERVAL_OVERRIDE_SECONDS": "1"}
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "DATABASE_URL": engine.url.render_as_string(hide_password=False),
+        "BOT_TOKEN": TEST_TOKEN,
+        "TELEGRAM_API_URL": botapi.url,
+        "LOAD_DEMO_CATALOG": "false",
+        "PORT": str(port),
+        "PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
+        "TELEGRAM_WEBHOOK_SECRET": SECRET,
+        "REDIS_URL": "redis://127.0.0.1:6379/4",
+        "MPESA_BASE_URL": daraja.url,
+        "MPESA_CONSUMER_KEY": dj.CONSUMER_KEY,
+        "MPESA_CONSUMER_SECRET": dj.CONSUMER_SECRET,
+        "MPESA_SHORTCODE": dj.SHORTCODE,
+        "MPESA_PASSKEY": dj.PASSKEY,
+        "MPESA_CALLBACK_TOKEN": dj.CALLBACK_TOKEN,
+        "MPESA_QUERY_AFTER_SECONDS": "1",
+        "JOB_INTERVAL_OVERRIDE_SECONDS": "1",
+    }
     pid = await make_product(session_factory, "CRASH-1", stock=1000, price_kes=1500_00)
     # Runs (other workers', other checkouts') share the Redis server and its FSM keys: customers of our own.
     first = random.SystemRandom().randrange(10**9, 2 * 10**9)
@@ -194,10 +243,14 @@ async def test_sigkill_fifty_times(engine, session_factory, botapi, tmp_path) ->
 
             async def quiet() -> bool:
                 async with session_factory() as session:
-                    pending = (await session.execute(select(func.count()).select_from(Payment)
-                                                     .where(Payment.state == "pending"))).scalar_one()
-                    unsent = (await session.execute(select(func.count()).select_from(Outbox)
-                                                    .where(Outbox.state == "pending"))).scalar_one()
+                    pending = (
+                        await session.execute(
+                            select(func.count()).select_from(Payment).where(Payment.state == "pending")
+                        )
+                    ).scalar_one()
+                    unsent = (
+                        await session.execute(select(func.count()).select_from(Outbox).where(Outbox.state == "pending"))
+                    ).scalar_one()
                 return pending == 0 and unsent == 0
 
             # Lost callbacks: queries; pushes never confirmed: closed after mpesa_flow.FINAL_TIMEOUT (3 min).
@@ -230,7 +283,9 @@ async def test_sigkill_fifty_times(engine, session_factory, botapi, tmp_path) ->
         delivered = Counter((c.chat_id, c.text) for c in botapi.sent(method="sendMessage"))
         assert all(delivered[(m.chat_id, m.text)] >= 1 for m in sent)
         duplicates = sum(n - 1 for n in delivered.values() if n > 1)
-        print(f"\ncrash test: {shop.kills} kills, {len(orders)} orders, {len(charged)} payments, "
-              f"{len(sent)} status messages, {duplicates} duplicate deliveries; storm "
-              f"{phases['storm'] - phases['began']:.0f} s, then quiet after {phases['quiet'] - phases['storm']:.0f} s")
+        print(
+            f"\ncrash test: {shop.kills} kills, {len(orders)} orders, {len(charged)} payments, "
+            f"{len(sent)} status messages, {duplicates} duplicate deliveries; storm "
+            f"{phases['storm'] - phases['began']:.0f} s, then quiet after {phases['quiet'] - phases['storm']:.0f} s"
+        )
         assert duplicates <= shop.kills // 10

@@ -1,5 +1,6 @@
 """Customer commands and buttons in a group get one short "let's talk in private" answer (not an
 error, not a customer screen); plain chatter in a group gets nothing; admin commands are untouched."""
+
 from __future__ import annotations
 
 import pytest
@@ -37,8 +38,21 @@ async def customers(shop: Harness) -> int:
         return (await session.execute(select(func.count(Customer.id)))).scalar_one()
 
 
-@pytest.mark.parametrize("text", ["/start", "/start p_LAP-TP-T480", "/cart", "/orders", "/checkout", "/catalog",
-                                  "/help", "/track HL-ABC123", "/cancel", "/cart@hacklab_shop_bot"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "/start",
+        "/start p_LAP-TP-T480",
+        "/cart",
+        "/orders",
+        "/checkout",
+        "/catalog",
+        "/help",
+        "/track HL-ABC123",
+        "/cancel",
+        "/cart@hacklab_shop_bot",
+    ],
+)
 async def test_customer_command_in_a_group_gets_one_private_chat_pointer(shop: Harness, text: str) -> None:
     await shop.load_demo()
     before = len(shop.botapi.calls)
@@ -67,8 +81,11 @@ async def test_customer_button_in_a_group_gets_an_alert(shop: Harness) -> None:
 
 async def test_without_the_username_the_pointer_is_plain(engine, botapi: BotAPIStandIn) -> None:  # type: ignore[no-untyped-def]
     async def no_get_me(method: str, params: dict) -> web.Response | None:  # type: ignore[type-arg]
-        return web.json_response({"ok": False, "error_code": 502, "description": "Bad Gateway"}, status=502) \
-            if method == "getMe" else None
+        return (
+            web.json_response({"ok": False, "error_code": 502, "description": "Bad Gateway"}, status=502)
+            if method == "getMe"
+            else None
+        )
 
     shop = await Harness(engine, botapi).start()
     botapi.responder = no_get_me
@@ -99,8 +116,15 @@ async def test_private_chats_are_unchanged_and_never_enter_the_group_router(shop
     bot, built = shop.shop.bot, group.router.build()
     for chat_id, taken in ((BUYER, False), (GROUP, True), (ADMIN_CHAT_ID, True)):
         message = Message.model_validate(shop._message(BUYER, chat_id, text="/cart"), context={"bot": bot})
-        press = CallbackQuery.model_validate({"id": "1", "from": shop.user(BUYER), "chat_instance": "ci",
-                                              "data": "menu:cart", "message": message.model_dump()},
-                                             context={"bot": bot})
+        press = CallbackQuery.model_validate(
+            {
+                "id": "1",
+                "from": shop.user(BUYER),
+                "chat_instance": "ci",
+                "data": "menu:cart",
+                "message": message.model_dump(),
+            },
+            context={"bot": bot},
+        )
         assert (await built.message.check_root_filters(message))[0] is taken
         assert (await built.callback_query.check_root_filters(press))[0] is taken

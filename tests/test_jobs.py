@@ -1,4 +1,5 @@
 """Scheduled jobs run once per cycle however many workers run: the advisory lock lets one in."""
+
 from __future__ import annotations
 
 import asyncio

@@ -1,4 +1,5 @@
 """The whole first visit, as a customer taps it: /start → category → product → cart → checkout → order."""
+
 from __future__ import annotations
 
 from sqlalchemy import select

@@ -1,4 +1,5 @@
 """The log formatter is the last line of defence: secrets and phone numbers never come out of it."""
+
 from __future__ import annotations
 
 import logging
@@ -7,15 +8,26 @@ from bot.logging_setup import StructuredFormatter, redact
 
 
 def test_redact_masks_tokens_keys_and_phones() -> None:
-    line = ("bot 123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw0 Authorization: Bearer abc.def-ghijkl "
-            "Basic Y29uc3VtZXI6c2VjcmV0 sk_test_51Habcdefgh whsec_abcdefgh12345 passkey=bfb279f9aa9bdbcf "
-            "msisdn 254712345678 local 0712345678 receipt RLA0R69NXM "
-            "POST https://shop.example/webhooks/mpesa/cb-secret-123 200 "
-            "POST http://api/bot123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw1/sendMessage")
+    line = (
+        "bot 123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw0 Authorization: Bearer abc.def-ghijkl "
+        "Basic Y29uc3VtZXI6c2VjcmV0 sk_test_51Habcdefgh whsec_abcdefgh12345 passkey=bfb279f9aa9bdbcf "
+        "msisdn 254712345678 local 0712345678 receipt RLA0R69NXM "
+        "POST https://shop.example/webhooks/mpesa/cb-secret-123 200 "
+        "POST http://api/bot123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw1/sendMessage"
+    )
     out = redact(line)
     assert "/bot<bot-token>/sendMessage" in out
-    for leaked in ("AAHdqTcv", "abc.def-ghijkl", "Y29uc3VtZXI6", "sk_test_51H", "whsec_abc", "bfb279f9",
-                   "254712345678", "0712345678", "cb-secret-123"):
+    for leaked in (
+        "AAHdqTcv",
+        "abc.def-ghijkl",
+        "Y29uc3VtZXI6",
+        "sk_test_51H",
+        "whsec_abc",
+        "bfb279f9",
+        "254712345678",
+        "0712345678",
+        "cb-secret-123",
+    ):
         assert leaked not in out
     assert "RLA0R69NXM" in out and "2547*****678" in out
 

@@ -1,6 +1,7 @@
 """Messages go out in Telegram's HTML parse mode: every outside value is escaped by the text layer,
 a message Telegram still refuses is sent again as plain text, and long fields never break the markup.
 The Bot API stand-in refuses what Telegram refuses (tests/standins.html_problem)."""
+
 from __future__ import annotations
 
 import logging
@@ -30,7 +31,6 @@ PWN = "<b>Pwn</b> & co"
 PWN_HTML = "&lt;b&gt;Pwn&lt;/b&gt; &amp; co"
 
 
-
 async def drain(session_factory, botapi: BotAPIStandIn) -> list[Outbox]:  # type: ignore[no-untyped-def]
     """Send every pending outbox row to the stand-in as the worker would; the rows afterwards."""
     transport = BotApiTransport(botapi.url, TEST_TOKEN)
@@ -56,19 +56,25 @@ def test_t_escapes_values_once_and_plain_does_not() -> None:
     nested = t("admin.order.event_note", None, note=t("admin.alert.new_order_item", None, qty=1, name="&"))
     assert nested == ": • 1 × &amp;"  # a t() inside a t() is not escaped again
     assert t("admin.order.event_note", None, note=Markup("<b>kept</b>")) == ": <b>kept</b>"
-    assert t("admin.order.event_note", None, note=Markup("\n").join(["<i>", Markup("<b>x</b>")])) \
+    assert (
+        t("admin.order.event_note", None, note=Markup("\n").join(["<i>", Markup("<b>x</b>")]))
         == ": &lt;i&gt;\n<b>x</b>"
+    )
     assert isinstance(t("cart.empty"), Markup)
     assert plain("cart.added", "en", qty=1, name=PWN, total=1) == f"Added 1 × {PWN} to your cart (1 in cart)."
     assert plain("admin.usage.order") == "Usage: /order <ORDER_ID>"  # its markup read as plain text
 
 
 async def test_imported_product_name_is_escaped_on_the_card_in_the_cart_and_when_back_in_stock(
-        shop: Harness, tmp_path: Path) -> None:
+    shop: Harness, tmp_path: Path
+) -> None:
     path = tmp_path / "catalogue.yaml"
-    path.write_text('products:\n  - sku: PWN-1\n    category: "Tools & <Co>"\n'
-                    f'    name: "{PWN}"\n    description: "1 < 2 & <script>x</script>"\n'
-                    '    price_kes: 1000\n    price_usd: "8.00"\n    stock: 1\n', encoding="utf-8")
+    path.write_text(
+        'products:\n  - sku: PWN-1\n    category: "Tools & <Co>"\n'
+        f'    name: "{PWN}"\n    description: "1 < 2 & <script>x</script>"\n'
+        '    price_kes: 1000\n    price_usd: "8.00"\n    stock: 1\n',
+        encoding="utf-8",
+    )
     async with shop.session_factory() as session, session.begin():
         await catalog.import_rows(session, catalog.parse_catalog(path))
 
@@ -87,8 +93,10 @@ async def test_imported_product_name_is_escaped_on_the_card_in_the_cart_and_when
     assert "0 free" in (await shop.send(ADMIN_USER_ID, "/restock PWN-1 -1", chat_id=ADMIN_CHAT_ID)).text
     await shop.send(WATCHER, "/start")
     await shop.press(WATCHER, "cat:n:" + card.button("Add").split(":")[2])
-    assert "Back-in-stock messages queued: 1" in (
-        await shop.send(ADMIN_USER_ID, "/restock PWN-1 2", chat_id=ADMIN_CHAT_ID)).text
+    assert (
+        "Back-in-stock messages queued: 1"
+        in (await shop.send(ADMIN_USER_ID, "/restock PWN-1 2", chat_id=ADMIN_CHAT_ID)).text
+    )
     rows = await drain(shop.session_factory, shop.botapi)
     assert [(r.kind, r.state) for r in rows] == [("back_in_stock", "sent")]
     told = shop.botapi.last(WATCHER)
@@ -99,10 +107,18 @@ async def test_imported_product_name_is_escaped_on_the_card_in_the_cart_and_when
 async def test_customer_named_like_a_tag_in_the_new_order_alert_through_the_outbox(engine, botapi) -> None:  # type: ignore[no-untyped-def]
     async with open_world(engine, botapi) as world:
         shop = world.shop
-        await shop.feed({"message": {  # first contact: the customer is registered with Telegram's first name
-            "message_id": 1, "date": int(time.time()), "chat": {"id": USER, "type": "private"},
-            "from": shop.user(USER, first_name="<i>"), "text": "/start",
-            "entities": [{"type": "bot_command", "offset": 0, "length": 6}]}})
+        await shop.feed(
+            {
+                "message": {  # first contact: the customer is registered with Telegram's first name
+                    "message_id": 1,
+                    "date": int(time.time()),
+                    "chat": {"id": USER, "type": "private"},
+                    "from": shop.user(USER, first_name="<i>"),
+                    "text": "/start",
+                    "entities": [{"type": "bot_command", "offset": 0, "length": 6}],
+                }
+            }
+        )
         pid = await make_product(shop.session_factory, "ALERT-1", stock=5)
         async with shop.session_factory() as session, session.begin():
             await session.execute(update(Product).where(Product.id == pid).values(name=PWN))
@@ -127,9 +143,15 @@ def refuse_html_once(botapi: BotAPIStandIn, methods: tuple[str, ...]) -> list[st
     async def respond(method: str, params: dict) -> web.Response | None:  # type: ignore[type-arg]
         if method in methods and params.get("parse_mode") == "HTML" and not refused:
             refused.append(method)
-            return web.json_response({"ok": False, "error_code": 400, "description":
-                                      'Bad Request: can\'t parse entities: Unsupported start tag "secret" at byte '
-                                      "offset 3"}, status=400)
+            return web.json_response(
+                {
+                    "ok": False,
+                    "error_code": 400,
+                    "description": 'Bad Request: can\'t parse entities: Unsupported start tag "secret" at byte '
+                    "offset 3",
+                },
+                status=400,
+            )
         return None
 
     botapi.responder = respond
@@ -139,11 +161,15 @@ def refuse_html_once(botapi: BotAPIStandIn, methods: tuple[str, ...]) -> list[st
 @pytest.mark.parametrize("photo", [False, True])
 @pytest.mark.faults
 async def test_a_message_telegram_cannot_parse_is_sent_again_as_plain_text(
-        shop: Harness, caplog: pytest.LogCaptureFixture, photo: bool) -> None:
+    shop: Harness, caplog: pytest.LogCaptureFixture, photo: bool
+) -> None:
     pid = await make_product(shop.session_factory, "PLAIN-1", stock=3)
     async with shop.session_factory() as session, session.begin():
-        await session.execute(update(Product).where(Product.id == pid).values(
-            name="Tom & Jerry", photo_url="https://example.com/p.jpg" if photo else None))
+        await session.execute(
+            update(Product)
+            .where(Product.id == pid)
+            .values(name="Tom & Jerry", photo_url="https://example.com/p.jpg" if photo else None)
+        )
     method = "sendPhoto" if photo else "sendMessage"
     refused = refuse_html_once(shop.botapi, (method,))
     caplog.set_level(logging.WARNING, logger="bot.plain_fallback")
@@ -158,8 +184,11 @@ async def test_a_message_telegram_cannot_parse_is_sent_again_as_plain_text(
 
 
 @pytest.mark.faults
-async def test_an_outbox_message_telegram_cannot_parse_is_sent_as_plain_text(session_factory, botapi,  # type: ignore[no-untyped-def]
-                                                                             caplog: pytest.LogCaptureFixture) -> None:
+async def test_an_outbox_message_telegram_cannot_parse_is_sent_as_plain_text(
+    session_factory,
+    botapi,  # type: ignore[no-untyped-def]
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     async with session_factory() as session, session.begin():
         enqueue(session, 9401, "<b>Tom & Jerry</b> <3 <secret>", kind="order_status")
         enqueue(session, 9401, "<b>fine</b>", kind="order_status")
@@ -186,8 +215,9 @@ async def test_admin_order_detail_with_a_500_character_address_of_ampersands_and
     address = "&<" * 250
     async with shop.session_factory() as session, session.begin():
         await session.execute(update(Order).where(Order.id == order.id).values(address=address))
-        await session.execute(update(Customer).where(Customer.id == USER).values(first_name="<&>" * 40,
-                                                                                 username="x" * 62))
+        await session.execute(
+            update(Customer).where(Customer.id == USER).values(first_name="<&>" * 40, username="x" * 62)
+        )
     reply = await shop.send(ADMIN_USER_ID, f"/order {order.public_id}", chat_id=ADMIN_CHAT_ID)
     assert rejected(shop.botapi) == [] and reply.method == "sendMessage"
     assert html_problem(reply.text) is None and len(visible_text(reply.text)) <= 4096
@@ -207,8 +237,11 @@ def test_clip_never_cuts_inside_an_entity_or_leaves_a_tag_open() -> None:
 
 
 @settings(max_examples=150, deadline=None)
-@given(st.text(alphabet="ab<>&\"' \n", max_size=80), st.text(alphabet="xy&<", max_size=40),
-       st.integers(min_value=1, max_value=90))
+@given(
+    st.text(alphabet="ab<>&\"' \n", max_size=80),
+    st.text(alphabet="xy&<", max_size=40),
+    st.integers(min_value=1, max_value=90),
+)
 def test_clip_of_any_escaped_message_is_valid_telegram_html(first: str, second: str, limit: int) -> None:
     message = t("admin.ship.prompt", None, order=first, hint=t("admin.ship.hint_courier", None, carrier=second))
     assert html_problem(message) is None

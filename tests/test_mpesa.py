@@ -1,4 +1,5 @@
 """M-Pesa STK push end to end: the bot, our webhook server and a Daraja stand-in over real HTTP."""
+
 from __future__ import annotations
 
 import asyncio
@@ -35,8 +36,9 @@ class MpesaWorld:
         return f"{self.base}/webhooks/mpesa/{dj.CALLBACK_TOKEN}"
 
     async def order(self, qty: int = 1, stock: int = 5, phone: str = "254712345678", customer: int = USER) -> Order:
-        pid = await make_product(self.shop.session_factory, f"SKU-{customer}-{qty}-{stock}", stock=stock,
-                                 price_kes=2500_00)
+        pid = await make_product(
+            self.shop.session_factory, f"SKU-{customer}-{qty}-{stock}", stock=stock, price_kes=2500_00
+        )
         return await make_order(self.shop.session_factory, customer, [(pid, qty)], phone=phone)
 
     async def pay(self, order: Order, customer: int = USER):  # type: ignore[no-untyped-def]
@@ -64,10 +66,15 @@ async def open_world(engine, botapi, **overrides: Any) -> AsyncIterator[MpesaWor
     daraja = await dj.DarajaStandIn().start()
     port = free_port()
     settings: dict[str, Any] = {
-        "public_base_url": f"http://127.0.0.1:{port}", "mpesa_base_url": daraja.url,
-        "mpesa_consumer_key": dj.CONSUMER_KEY, "mpesa_consumer_secret": dj.CONSUMER_SECRET,
-        "mpesa_shortcode": dj.SHORTCODE, "mpesa_passkey": dj.PASSKEY, "mpesa_callback_token": dj.CALLBACK_TOKEN,
-        "mpesa_query_after_seconds": 60}
+        "public_base_url": f"http://127.0.0.1:{port}",
+        "mpesa_base_url": daraja.url,
+        "mpesa_consumer_key": dj.CONSUMER_KEY,
+        "mpesa_consumer_secret": dj.CONSUMER_SECRET,
+        "mpesa_shortcode": dj.SHORTCODE,
+        "mpesa_passkey": dj.PASSKEY,
+        "mpesa_callback_token": dj.CALLBACK_TOKEN,
+        "mpesa_query_after_seconds": 60,
+    }
     shop = Harness(engine, botapi, **(settings | overrides))
     shop.providers = build_providers(shop.settings)
     assert "mpesa" in shop.providers
@@ -109,15 +116,27 @@ async def test_paid_by_mpesa_end_to_end(world: MpesaWorld) -> None:
     assert [o.kind for o in outbox] == ["order_status", "new_order"]
     assert "Payment received" in outbox[0].text and outbox[1].chat_id == ADMIN_CHAT_ID
     assert [b["callback_data"] for b in outbox[1].reply_markup["inline_keyboard"][0]] == [
-        f"adm:v:{order.public_id}", f"adm:s:{order.public_id}", f"adm:c:{order.public_id}"]
+        f"adm:v:{order.public_id}",
+        f"adm:s:{order.public_id}",
+        f"adm:c:{order.public_id}",
+    ]
     await world.shop.press(USER, reply.button("Check payment status"), message=reply)
     assert "has been received" in world.shop.last_answer.params["text"]
 
 
-@pytest.mark.parametrize("code,reason", [(1032, "cancelled on the phone"), (2001, "PIN was wrong"),
-                                         (1, "enough balance"), (1037, "couldn't reach your phone"),
-                                         (1019, "timed out"), (1001, "another M-Pesa transaction"),
-                                         (1025, "couldn't show the prompt"), (4242, "declined")])
+@pytest.mark.parametrize(
+    "code,reason",
+    [
+        (1032, "cancelled on the phone"),
+        (2001, "PIN was wrong"),
+        (1, "enough balance"),
+        (1037, "couldn't reach your phone"),
+        (1019, "timed out"),
+        (1001, "another M-Pesa transaction"),
+        (1025, "couldn't show the prompt"),
+        (4242, "declined"),
+    ],
+)
 async def test_each_failure_code_is_explained_with_try_again(world: MpesaWorld, code: int, reason: str) -> None:
     world.daraja.plan = dj.Plan(result_code=code)
     order = await world.order()
@@ -127,7 +146,9 @@ async def test_each_failure_code_is_explained_with_try_again(world: MpesaWorld, 
     assert (payment.state, payment.result_code) == ("failed", str(code))
     async with world.shop.session_factory() as session:
         msg = (await session.execute(select(Outbox).where(Outbox.kind == "payment_failed"))).scalar_one()
-    assert reason in msg.text and msg.reply_markup["inline_keyboard"][0][0]["callback_data"] == f"pay:o:{order.public_id}"
+    assert (
+        reason in msg.text and msg.reply_markup["inline_keyboard"][0][0]["callback_data"] == f"pay:o:{order.public_id}"
+    )
     world.daraja.plan = dj.Plan()
     await world.shop.press(USER, f"pay:m:{order.public_id}")  # try again: a new prompt, then paid
     await world.daraja.settle()
@@ -185,17 +206,30 @@ async def test_query_that_never_finishes_times_out(world: MpesaWorld) -> None:
     assert await world.state_of(order) == "awaiting_payment"
 
 
-@pytest.mark.parametrize("path,kwargs,status", [
-    ("/webhooks/mpesa/wrong-token", {"json": {"Body": {}}}, 404),
-    (f"/webhooks/mpesa/{dj.CALLBACK_TOKEN}", {"content": b"{nope", "headers": {"Content-Type": "application/json"}}, 400),
-    (f"/webhooks/mpesa/{dj.CALLBACK_TOKEN}", {"content": b"a=b", "headers": {"Content-Type": "text/plain"}}, 415),
-    (f"/webhooks/mpesa/{dj.CALLBACK_TOKEN}", {"json": {"Body": {"stkCallback": {"ResultCode": 0}}}}, 400),
-    (f"/webhooks/mpesa/{dj.CALLBACK_TOKEN}", {"json": [1, 2, 3]}, 400),
-    (f"/webhooks/mpesa/{dj.CALLBACK_TOKEN}", {"json": {"Body": {"stkCallback": {"CheckoutRequestID": "x",
-                                                                               "ResultCode": "zero"}}}}, 400),
-    (f"/webhooks/mpesa/{dj.CALLBACK_TOKEN}", {"content": b"{" + b" " * 100_000 + b"}",
-                                              "headers": {"Content-Type": "application/json"}}, 413),
-])
+@pytest.mark.parametrize(
+    "path,kwargs,status",
+    [
+        ("/webhooks/mpesa/wrong-token", {"json": {"Body": {}}}, 404),
+        (
+            f"/webhooks/mpesa/{dj.CALLBACK_TOKEN}",
+            {"content": b"{nope", "headers": {"Content-Type": "application/json"}},
+            400,
+        ),
+        (f"/webhooks/mpesa/{dj.CALLBACK_TOKEN}", {"content": b"a=b", "headers": {"Content-Type": "text/plain"}}, 415),
+        (f"/webhooks/mpesa/{dj.CALLBACK_TOKEN}", {"json": {"Body": {"stkCallback": {"ResultCode": 0}}}}, 400),
+        (f"/webhooks/mpesa/{dj.CALLBACK_TOKEN}", {"json": [1, 2, 3]}, 400),
+        (
+            f"/webhooks/mpesa/{dj.CALLBACK_TOKEN}",
+            {"json": {"Body": {"stkCallback": {"CheckoutRequestID": "x", "ResultCode": "zero"}}}},
+            400,
+        ),
+        (
+            f"/webhooks/mpesa/{dj.CALLBACK_TOKEN}",
+            {"content": b"{" + b" " * 100_000 + b"}", "headers": {"Content-Type": "application/json"}},
+            413,
+        ),
+    ],
+)
 async def test_bad_requests_get_4xx_and_change_nothing(world: MpesaWorld, path: str, kwargs: dict, status: int) -> None:
     async with httpx.AsyncClient(base_url=world.base) as http:
         r = await http.post(path, **kwargs)
@@ -204,8 +238,17 @@ async def test_bad_requests_get_4xx_and_change_nothing(world: MpesaWorld, path: 
 
 
 async def test_unknown_checkout_id_is_kept_and_alerted(world: MpesaWorld) -> None:
-    body = {"Body": {"stkCallback": {"MerchantRequestID": "m", "CheckoutRequestID": "ws_CO_unknown", "ResultCode": 0,
-                                     "ResultDesc": "ok", "CallbackMetadata": {"Item": [{"Name": "Amount", "Value": 10}]}}}}
+    body = {
+        "Body": {
+            "stkCallback": {
+                "MerchantRequestID": "m",
+                "CheckoutRequestID": "ws_CO_unknown",
+                "ResultCode": 0,
+                "ResultDesc": "ok",
+                "CallbackMetadata": {"Item": [{"Name": "Amount", "Value": 10}]},
+            }
+        }
+    }
     async with httpx.AsyncClient() as http:
         for _ in range(2):
             assert (await http.post(world.callback_url, json=body)).status_code == 200
@@ -254,7 +297,9 @@ async def test_late_payment_after_expiry_re_reserves_or_is_marked_for_refund(wor
     assert await world.state_of(other) == "expired" and rival.state == "awaiting_payment"
     assert (await world.payment()).state == "refund_due"
     async with world.shop.session_factory() as session:
-        alerts = [o.text for o in (await session.execute(select(Outbox).where(Outbox.kind == "payment_anomaly"))).scalars()]
+        alerts = [
+            o.text for o in (await session.execute(select(Outbox).where(Outbox.kind == "payment_anomaly"))).scalars()
+        ]
     assert any("stock re-reserved" in a for a in alerts) and any("refund owed" in a for a in alerts)
 
 
@@ -312,8 +357,9 @@ async def test_no_prompt_once_the_reservation_ran_out(world: MpesaWorld) -> None
     """Before the expiry job gets to the order: a prompt sent now would hold its stock past the reservation."""
     order = await world.order()
     async with world.shop.session_factory() as session, session.begin():
-        await session.execute(update(Order).where(Order.id == order.id)
-                              .values(reserved_until=utcnow() - timedelta(minutes=1)))
+        await session.execute(
+            update(Order).where(Order.id == order.id).values(reserved_until=utcnow() - timedelta(minutes=1))
+        )
     reply = await world.pay(order)
     assert "can't be paid now: its reservation ran out" in reply.text and "Check your phone" not in reply.text
     assert world.daraja.pushes == [] and await world.count(Payment) == 0
@@ -321,8 +367,14 @@ async def test_no_prompt_once_the_reservation_ran_out(world: MpesaWorld) -> None
 
 
 async def test_daraja_refusal_is_a_friendly_retry(world: MpesaWorld) -> None:
-    world.daraja.push_error = (500, {"requestId": "x", "errorCode": "500.001.1001",
-                                     "errorMessage": "A transaction is already in process for the subscriber"})
+    world.daraja.push_error = (
+        500,
+        {
+            "requestId": "x",
+            "errorCode": "500.001.1001",
+            "errorMessage": "A transaction is already in process for the subscriber",
+        },
+    )
     order = await world.order()
     reply = await world.pay(order)
     assert "couldn't send the payment prompt" in reply.text and reply.button("Try again") == f"pay:o:{order.public_id}"
@@ -368,10 +420,18 @@ async def test_callback_adopts_the_oldest_orphan_when_a_retry_left_a_second(worl
     callback arrives. Both attempts lack ids and match phone and amount: the money must not be lost."""
     order, first = await paid_push_whose_ids_were_lost(world)
     async with world.shop.session_factory() as session, session.begin():
-        await session.execute(update(Payment).where(Payment.id == first.id)
-                              .values(created_at=utcnow() - timedelta(seconds=70)))  # past the in-flight window
-        second = Payment(order_id=first.order_id, provider="mpesa", state="pending", amount=first.amount,
-                         currency=first.currency, phone=first.phone, created_at=utcnow())
+        await session.execute(
+            update(Payment).where(Payment.id == first.id).values(created_at=utcnow() - timedelta(seconds=70))
+        )  # past the in-flight window
+        second = Payment(
+            order_id=first.order_id,
+            provider="mpesa",
+            state="pending",
+            amount=first.amount,
+            currency=first.currency,
+            phone=first.phone,
+            created_at=utcnow(),
+        )
         session.add(second)
     await success_callback(world)
     assert await world.state_of(order) == "processing"
@@ -474,19 +534,24 @@ async def test_query_back_off_grows_and_the_final_timeout_fails_the_attempt(worl
     assert world.daraja.pushes[0].queries == len(checks) + 1
     async with factory() as session:
         msg = (await session.execute(select(Outbox).where(Outbox.kind == "payment_failed"))).scalar_one()
-    assert "timed out" in msg.text and msg.reply_markup["inline_keyboard"][0][0]["callback_data"] == f"pay:o:{order.public_id}"
+    assert (
+        "timed out" in msg.text
+        and msg.reply_markup["inline_keyboard"][0][0]["callback_data"] == f"pay:o:{order.public_id}"
+    )
     assert await world.state_of(order) == "awaiting_payment"
 
 
 async def test_buy_goods_sends_the_till_as_party_b(engine, botapi) -> None:  # type: ignore[no-untyped-def]
-    async with open_world(engine, botapi, mpesa_transaction_type="CustomerBuyGoodsOnline",
-                          mpesa_party_b="600100") as w:
+    async with open_world(engine, botapi, mpesa_transaction_type="CustomerBuyGoodsOnline", mpesa_party_b="600100") as w:
         w.daraja.till = "600100"
         order = await w.order()
         await w.pay(order)
         body = w.daraja.pushes[0].body
         assert (body["TransactionType"], body["PartyB"], body["BusinessShortCode"]) == (
-            "CustomerBuyGoodsOnline", "600100", dj.SHORTCODE)
+            "CustomerBuyGoodsOnline",
+            "600100",
+            dj.SHORTCODE,
+        )
         assert w.daraja.errors == [] and await w.state_of(order) == "processing"
 
 
@@ -531,27 +596,50 @@ def _stk(**cb: Any) -> dict[str, Any]:
     return {"Body": {"stkCallback": cb}}
 
 
-@pytest.mark.parametrize("body", [
-    _stk(CheckoutRequestID="ws_CO_1", ResultCode="9" * 40),
-    _stk(CheckoutRequestID="ws_CO_" + "9" * 200, ResultCode=0),
-    _stk(CheckoutRequestID={"a": 1}, ResultCode=0),
-    _stk(CheckoutRequestID="ws_CO_1", ResultCode=True),
-    _stk(CheckoutRequestID="ws_CO_1", ResultCode=0.5),
-    _stk(CheckoutRequestID="ws_CO_1", ResultCode=0, CallbackMetadata={"Item": 3}),
-    _stk(CheckoutRequestID="ws_CO_1", ResultCode=0, CallbackMetadata={"Item": [{"Name": "Amount", "Value": {"x": 1}}]}),
-    _stk(MerchantRequestID="m" * 5000, CheckoutRequestID="ws_CO_2", ResultCode=0,
-         CallbackMetadata={"Item": [{"Name": "Amount", "Value": 2600}, {"Name": "PhoneNumber", "Value": 254712345678}]}),
-    {"Body": [1]}, {"Body": {"stkCallback": "x"}}, {"Body": {"stkCallback": {"CheckoutRequestID": "a\u0000b",
-                                                                              "ResultCode": 0}}},
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        _stk(CheckoutRequestID="ws_CO_1", ResultCode="9" * 40),
+        _stk(CheckoutRequestID="ws_CO_" + "9" * 200, ResultCode=0),
+        _stk(CheckoutRequestID={"a": 1}, ResultCode=0),
+        _stk(CheckoutRequestID="ws_CO_1", ResultCode=True),
+        _stk(CheckoutRequestID="ws_CO_1", ResultCode=0.5),
+        _stk(CheckoutRequestID="ws_CO_1", ResultCode=0, CallbackMetadata={"Item": 3}),
+        _stk(
+            CheckoutRequestID="ws_CO_1",
+            ResultCode=0,
+            CallbackMetadata={"Item": [{"Name": "Amount", "Value": {"x": 1}}]},
+        ),
+        _stk(
+            MerchantRequestID="m" * 5000,
+            CheckoutRequestID="ws_CO_2",
+            ResultCode=0,
+            CallbackMetadata={
+                "Item": [{"Name": "Amount", "Value": 2600}, {"Name": "PhoneNumber", "Value": 254712345678}]
+            },
+        ),
+        {"Body": [1]},
+        {"Body": {"stkCallback": "x"}},
+        {"Body": {"stkCallback": {"CheckoutRequestID": "a\u0000b", "ResultCode": 0}}},
+    ],
+)
 async def test_junk_fields_never_get_a_5xx_nor_move_money(world: MpesaWorld, body: dict[str, Any]) -> None:
     world.daraja.plan = dj.Plan(no_show=True)
     order = await world.order()
     async with world.shop.session_factory() as session, session.begin():  # an orphaned attempt to tempt adoption
-        await session.execute(Payment.__table__.insert().values(
-            order_id=order.id, provider="mpesa", state="pending", amount=order.total, currency="KES",
-            phone="254712345678", query_attempts=0, created_at=utcnow() - timedelta(minutes=2),
-            updated_at=utcnow()))
+        await session.execute(
+            Payment.__table__.insert().values(
+                order_id=order.id,
+                provider="mpesa",
+                state="pending",
+                amount=order.total,
+                currency="KES",
+                phone="254712345678",
+                query_attempts=0,
+                created_at=utcnow() - timedelta(minutes=2),
+                updated_at=utcnow(),
+            )
+        )
     async with httpx.AsyncClient() as http:
         r = await http.post(world.callback_url, json=body)
     assert 200 <= r.status_code < 500
@@ -624,8 +712,12 @@ async def post_callback(world: MpesaWorld, code: int, push: int = 0, **kwargs: A
 
 async def anomalies(world: MpesaWorld) -> list[str]:
     async with world.shop.session_factory() as session:
-        return [o.text for o in (await session.execute(select(Outbox).where(Outbox.kind == "payment_anomaly")
-                                                       .order_by(Outbox.id))).scalars()]
+        return [
+            o.text
+            for o in (
+                await session.execute(select(Outbox).where(Outbox.kind == "payment_anomaly").order_by(Outbox.id))
+            ).scalars()
+        ]
 
 
 @pytest.mark.faults
@@ -672,8 +764,10 @@ async def test_query_unavailable_leaves_it_pending_until_reconciliation(world: M
     assert (payment.state, await world.state_of(order)) == ("pending", "awaiting_payment")
     assert payment.next_check_at <= utcnow()  # due for reconciliation now
     world.daraja.query_error, world.daraja.query_delay = None, 0.0
-    assert await mpesa_flow.reconcile_due(world.shop.session_factory, world.shop.providers["mpesa"],
-                                          world.shop.settings) == 1
+    assert (
+        await mpesa_flow.reconcile_due(world.shop.session_factory, world.shop.providers["mpesa"], world.shop.settings)
+        == 1
+    )
     assert await world.state_of(order) == "processing" and (await world.payment()).state == "paid"
 
 
@@ -751,8 +845,15 @@ async def test_orphan_hint_left_unresolved_by_a_crash_is_taken_up_by_the_retry(w
     of a stored event, yet the adoption must still happen (else the money is lost)."""
     order, _ = await paid_push_whose_ids_were_lost(world)
     async with world.shop.session_factory() as session, session.begin():
-        session.add(WebhookEvent(provider="mpesa", event_id=f"{world.daraja.pushes[0].checkout_id}:0",
-                                 event_type="stk_callback", status=mpesa_flow.UNRESOLVED, payload={}))
+        session.add(
+            WebhookEvent(
+                provider="mpesa",
+                event_id=f"{world.daraja.pushes[0].checkout_id}:0",
+                event_type="stk_callback",
+                status=mpesa_flow.UNRESOLVED,
+                payload={},
+            )
+        )
     await success_callback(world)
     assert await world.state_of(order) == "processing" and (await world.payment()).state == "paid"
     await success_callback(world)  # now a plain duplicate
@@ -762,18 +863,27 @@ async def test_orphan_hint_left_unresolved_by_a_crash_is_taken_up_by_the_retry(w
 # --- who may call: MPESA_ALLOWED_NETWORKS, TRUSTED_PROXIES, CLIENT_IP_HEADER ---------------------------
 
 
-@pytest.mark.parametrize("networks,proxies,forwarded,status", [
-    ("10.0.0.0/8", "", None, 403),  # the peer (127.0.0.1) is outside
-    ("198.51.100.0/24", "", "198.51.100.7", 403),  # a header from a peer that is no proxy of ours: ignored
-    ("127.0.0.0/8, 198.51.100.0/24", "", None, 200),
-    ("198.51.100.0/24", "127.0.0.1/32", "198.51.100.7", 200),  # through our proxy
-    ("198.51.100.0/24", "127.0.0.1/32,10.0.0.0/8", "203.0.113.5, 198.51.100.7, 10.1.2.3", 200),
-    ("198.51.100.0/24", "127.0.0.1/32", "198.51.100.7, 203.0.113.5", 403),  # the client prepended a lie
-    ("198.51.100.0/24", "127.0.0.1/32", "not-an-address", 403),
-])
+@pytest.mark.parametrize(
+    "networks,proxies,forwarded,status",
+    [
+        ("10.0.0.0/8", "", None, 403),  # the peer (127.0.0.1) is outside
+        ("198.51.100.0/24", "", "198.51.100.7", 403),  # a header from a peer that is no proxy of ours: ignored
+        ("127.0.0.0/8, 198.51.100.0/24", "", None, 200),
+        ("198.51.100.0/24", "127.0.0.1/32", "198.51.100.7", 200),  # through our proxy
+        ("198.51.100.0/24", "127.0.0.1/32,10.0.0.0/8", "203.0.113.5, 198.51.100.7, 10.1.2.3", 200),
+        ("198.51.100.0/24", "127.0.0.1/32", "198.51.100.7, 203.0.113.5", 403),  # the client prepended a lie
+        ("198.51.100.0/24", "127.0.0.1/32", "not-an-address", 403),
+    ],
+)
 @pytest.mark.faults
-async def test_allowed_networks_and_trusted_proxies(engine, botapi, networks: str, proxies: str,  # type: ignore[no-untyped-def]
-                                                    forwarded: str | None, status: int) -> None:
+async def test_allowed_networks_and_trusted_proxies(
+    engine,
+    botapi,
+    networks: str,
+    proxies: str,  # type: ignore[no-untyped-def]
+    forwarded: str | None,
+    status: int,
+) -> None:
     async with open_world(engine, botapi, mpesa_allowed_networks=networks, trusted_proxies=proxies) as w:
         w.daraja.plan = dj.Plan(no_show=True)
         order = await w.order()
@@ -786,8 +896,13 @@ async def test_allowed_networks_and_trusted_proxies(engine, botapi, networks: st
 
 
 async def test_client_address_header_name_is_configurable(engine, botapi) -> None:  # type: ignore[no-untyped-def]
-    async with open_world(engine, botapi, mpesa_allowed_networks="198.51.100.0/24", trusted_proxies="127.0.0.1",
-                          client_ip_header="X-Real-IP") as w:
+    async with open_world(
+        engine,
+        botapi,
+        mpesa_allowed_networks="198.51.100.0/24",
+        trusted_proxies="127.0.0.1",
+        client_ip_header="X-Real-IP",
+    ) as w:
         w.daraja.plan = dj.Plan(no_show=True)
         order = await w.order()
         await w.pay(order)
@@ -885,8 +1000,16 @@ async def test_a_flood_of_invented_ids_alerts_the_admins_a_few_times_only(world:
     the first few in a window, so its messages about real orders are not queued behind a flood."""
     async with httpx.AsyncClient(timeout=30) as http:
         for n in range(12):
-            body = {"Body": {"stkCallback": {"MerchantRequestID": "m", "CheckoutRequestID": f"ws_CO_forged{n}",
-                                             "ResultCode": 1032, "ResultDesc": "Request cancelled by user"}}}
+            body = {
+                "Body": {
+                    "stkCallback": {
+                        "MerchantRequestID": "m",
+                        "CheckoutRequestID": f"ws_CO_forged{n}",
+                        "ResultCode": 1032,
+                        "ResultDesc": "Request cancelled by user",
+                    }
+                }
+            }
             assert (await http.post(world.callback_url, json=body)).status_code == 200
     assert len(await anomalies(world)) == mpesa_flow.UNKNOWN_ALERTS_PER_WINDOW
     assert await world.count(WebhookEvent, WebhookEvent.event_type == "unknown_attempt") == 12

@@ -1,4 +1,5 @@
 """Two `storefront web` and two `storefront worker` processes on one PostgreSQL: nothing is done twice."""
+
 from __future__ import annotations
 
 import asyncio
@@ -26,8 +27,13 @@ pytestmark = [pytest.mark.pg_only, pytest.mark.faults]
 
 
 def spawn(command: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "bot.cli", command], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "bot.cli", command],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
 
 
 async def wait_for(predicate, timeout: float = 60.0) -> None:  # type: ignore[no-untyped-def]
@@ -43,38 +49,68 @@ async def test_two_web_and_two_worker_processes(engine, session_factory, botapi)
     daraja = await dj.DarajaStandIn().start()
     daraja.plan = dj.Plan(no_show=True)
     ports = [free_port(), free_port()]
-    env = {"PATH": os.environ.get("PATH", ""), "DATABASE_URL": engine.url.render_as_string(hide_password=False),
-           "BOT_TOKEN": TEST_TOKEN, "TELEGRAM_API_URL": botapi.url, "LOAD_DEMO_CATALOG": "false",
-           "PUBLIC_BASE_URL": f"http://127.0.0.1:{ports[0]}", "TELEGRAM_WEBHOOK_SECRET": "multi_proc_secret",
-           "MPESA_BASE_URL": daraja.url, "MPESA_CONSUMER_KEY": dj.CONSUMER_KEY,
-           "MPESA_CONSUMER_SECRET": dj.CONSUMER_SECRET, "MPESA_SHORTCODE": dj.SHORTCODE, "MPESA_PASSKEY": dj.PASSKEY,
-           "MPESA_CALLBACK_TOKEN": dj.CALLBACK_TOKEN, "MPESA_QUERY_AFTER_SECONDS": "1",
-           "JOB_INTERVAL_OVERRIDE_SECONDS": "1", "ADMIN_CHAT_ID": "-100777"}
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "DATABASE_URL": engine.url.render_as_string(hide_password=False),
+        "BOT_TOKEN": TEST_TOKEN,
+        "TELEGRAM_API_URL": botapi.url,
+        "LOAD_DEMO_CATALOG": "false",
+        "PUBLIC_BASE_URL": f"http://127.0.0.1:{ports[0]}",
+        "TELEGRAM_WEBHOOK_SECRET": "multi_proc_secret",
+        "MPESA_BASE_URL": daraja.url,
+        "MPESA_CONSUMER_KEY": dj.CONSUMER_KEY,
+        "MPESA_CONSUMER_SECRET": dj.CONSUMER_SECRET,
+        "MPESA_SHORTCODE": dj.SHORTCODE,
+        "MPESA_PASSKEY": dj.PASSKEY,
+        "MPESA_CALLBACK_TOKEN": dj.CALLBACK_TOKEN,
+        "MPESA_QUERY_AFTER_SECONDS": "1",
+        "JOB_INTERVAL_OVERRIDE_SECONDS": "1",
+        "ADMIN_CHAT_ID": "-100777",
+    }
     # Work for the workers: 8 unpaid orders whose reservation ran out, 40 queued messages.
     pid = await make_product(session_factory, "MP-1", stock=100)
     for n in range(8):
         await make_order(session_factory, 100 + n, [(pid, 1)], reservation_minutes=1)
     async with session_factory() as session, session.begin():
         from db.models import utcnow
+
         await session.execute(update(Order).values(reserved_until=utcnow() - timedelta(minutes=1)))
         for n in range(40):
             enqueue(session, 500 + n, f"queued {n}", kind="order_status")
     # Work for the web processes: one paid M-Pesa attempt whose callback both will receive.
     paid = await make_order(session_factory, 300, [(pid, 2)], reservation_minutes=30)
     from services.payments.mpesa import MpesaClient
-    client = MpesaClient(daraja.url, dj.CONSUMER_KEY, dj.CONSUMER_SECRET, dj.SHORTCODE, dj.PASSKEY,
-                         f"http://127.0.0.1:{ports[0]}/webhooks/mpesa/{dj.CALLBACK_TOKEN}")
-    accepted = await client.stk_push(amount=paid.total // 100, msisdn="254712345678", account_reference=paid.public_id,
-                                     description="x")
+
+    client = MpesaClient(
+        daraja.url,
+        dj.CONSUMER_KEY,
+        dj.CONSUMER_SECRET,
+        dj.SHORTCODE,
+        dj.PASSKEY,
+        f"http://127.0.0.1:{ports[0]}/webhooks/mpesa/{dj.CALLBACK_TOKEN}",
+    )
+    accepted = await client.stk_push(
+        amount=paid.total // 100, msisdn="254712345678", account_reference=paid.public_id, description="x"
+    )
     await client.aclose()
     async with session_factory() as session, session.begin():
         o = await sm.get_order(session, paid.public_id)
-        session.add(Payment(order_id=o.id, provider="mpesa", state="pending", amount=o.total, currency="KES",
-                            phone="254712345678", checkout_request_id=accepted.checkout_request_id))
+        session.add(
+            Payment(
+                order_id=o.id,
+                provider="mpesa",
+                state="pending",
+                amount=o.total,
+                currency="KES",
+                phone="254712345678",
+                checkout_request_id=accepted.checkout_request_id,
+            )
+        )
 
     procs = [spawn("worker", env), spawn("worker", env)]
     procs += [spawn("web", {**env, "PORT": str(port)}) for port in ports]
     try:
+
         async def up() -> bool:
             try:
                 async with httpx.AsyncClient() as http:
@@ -86,16 +122,22 @@ async def test_two_web_and_two_worker_processes(engine, session_factory, botapi)
         await wait_for(up)
         body = daraja.callback_body(daraja.pushes[0], result_code=0)
         async with httpx.AsyncClient() as http:
-            replies = await asyncio.gather(*(
-                http.post(f"http://127.0.0.1:{ports[i % 2]}/webhooks/mpesa/{dj.CALLBACK_TOKEN}", json=body)
-                for i in range(10)))
+            replies = await asyncio.gather(
+                *(
+                    http.post(f"http://127.0.0.1:{ports[i % 2]}/webhooks/mpesa/{dj.CALLBACK_TOKEN}", json=body)
+                    for i in range(10)
+                )
+            )
         assert [r.status_code for r in replies] == [200] * 10
 
         async def settled() -> bool:
             async with session_factory() as session:
-                pending = (await session.execute(select(func.count(Outbox.id)).where(Outbox.state == "pending"))).scalar_one()
-                waiting = (await session.execute(select(func.count(Order.id))
-                                                 .where(Order.state == "awaiting_payment"))).scalar_one()
+                pending = (
+                    await session.execute(select(func.count(Outbox.id)).where(Outbox.state == "pending"))
+                ).scalar_one()
+                waiting = (
+                    await session.execute(select(func.count(Order.id)).where(Order.state == "awaiting_payment"))
+                ).scalar_one()
             return pending == 0 and waiting == 0
 
         await wait_for(settled)

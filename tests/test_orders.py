@@ -1,4 +1,5 @@
 """My orders and /track: the customer's own orders only, with state, carrier and tracking."""
+
 from __future__ import annotations
 
 from datetime import timedelta
@@ -94,8 +95,15 @@ async def test_reservation_is_kept_while_an_mpesa_prompt_can_still_be_answered(s
     order = await make_order(shop.session_factory, USER, [(pid, 1)])
     async with shop.session_factory() as session, session.begin():
         await session.execute(update(Order).values(reserved_until=utcnow() - timedelta(minutes=1)))
-        prompt = Payment(order_id=order.id, provider="mpesa", state="pending", amount=order.total, currency="KES",
-                         phone="254712345678", checkout_request_id="ws_CO_1")  # as start_stk leaves it
+        prompt = Payment(
+            order_id=order.id,
+            provider="mpesa",
+            state="pending",
+            amount=order.total,
+            currency="KES",
+            phone="254712345678",
+            checkout_request_id="ws_CO_1",
+        )  # as start_stk leaves it
         session.add(prompt)
     assert shop.shop is not None
     _, _, expiry_job = jobs._expiry(shop.shop)
@@ -110,6 +118,16 @@ async def test_a_prompt_with_a_final_answer_does_not_hold_the_reservation(shop: 
     order = await make_order(shop.session_factory, USER, [(pid, 1)])
     async with shop.session_factory() as session, session.begin():
         await session.execute(update(Order).values(reserved_until=utcnow() - timedelta(minutes=1)))
-        session.add(Payment(order_id=order.id, provider="mpesa", state="failed", amount=order.total, currency="KES",
-                            phone="254712345678", checkout_request_id="ws_CO_2", result_code="1032"))
+        session.add(
+            Payment(
+                order_id=order.id,
+                provider="mpesa",
+                state="failed",
+                amount=order.total,
+                currency="KES",
+                phone="254712345678",
+                checkout_request_id="ws_CO_2",
+                result_code="1032",
+            )
+        )
     assert await sm.expire_due_orders(shop.session_factory) == 1

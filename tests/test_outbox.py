@@ -1,4 +1,5 @@
 """The outbox sender against a Bot API stand-in that enforces Telegram's limits and fails on cue."""
+
 from __future__ import annotations
 
 import asyncio
@@ -92,8 +93,12 @@ async def test_403_marks_customer_unreachable_and_stops(session_factory, botapi,
     assert customer.unreachable and states == ["dead", "dead"]
 
 
-async def test_worker_killed_between_send_and_mark_resends_after_lease(session_factory, botapi, transport,  # type: ignore[no-untyped-def]
-                                                                        monkeypatch) -> None:
+async def test_worker_killed_between_send_and_mark_resends_after_lease(
+    session_factory,
+    botapi,
+    transport,  # type: ignore[no-untyped-def]
+    monkeypatch,
+) -> None:
     import services.outbox_sender as sender
 
     await queue(session_factory, [(501, "important")])
@@ -120,8 +125,10 @@ async def test_two_senders_drain_one_table_without_duplicates(session_factory, b
     messages = [(600 + chat, f"n{n}") for n in range(2) for chat in range(40)]
     await queue(session_factory, messages)
     shared = Limits()  # one bot, one rate budget, whichever worker sends
-    results = await asyncio.gather(drain_all(session_factory, transport, shared, batch=15),
-                                   drain_all(session_factory, BotApiTransport(botapi.url, TEST_TOKEN), shared, batch=15))
+    results = await asyncio.gather(
+        drain_all(session_factory, transport, shared, batch=15),
+        drain_all(session_factory, BotApiTransport(botapi.url, TEST_TOKEN), shared, batch=15),
+    )
     assert sum(results) == 80 and all(r > 0 for r in results)
     assert delivered(botapi) == Counter(messages) and limits.answered_429 == 0
     for chat in range(40):
@@ -132,8 +139,9 @@ async def test_older_message_held_elsewhere_blocks_newer_ones(session_factory, b
     await queue(session_factory, [(701, "first"), (701, "second")])
     async with session_factory() as session, session.begin():
         first = (await session.execute(select(Outbox).where(Outbox.text == "first"))).scalar_one()
-        await session.execute(update(Outbox).where(Outbox.id == first.id)
-                              .values(next_attempt_at=utcnow().replace(year=2100)))  # leased by another worker
+        await session.execute(
+            update(Outbox).where(Outbox.id == first.id).values(next_attempt_at=utcnow().replace(year=2100))
+        )  # leased by another worker
     assert await drain_once(session_factory, transport, Limits()) == 0
     assert botapi.sent(701) == []
 
@@ -143,8 +151,11 @@ async def row_of(session_factory, text: str) -> Outbox:  # type: ignore[no-untyp
         return (await session.execute(select(Outbox).where(Outbox.text == text))).scalar_one()
 
 
-async def test_a_flood_wait_on_one_chat_does_not_hold_up_the_others(session_factory, botapi,  # type: ignore[no-untyped-def]
-                                                                     transport) -> None:
+async def test_a_flood_wait_on_one_chat_does_not_hold_up_the_others(
+    session_factory,
+    botapi,  # type: ignore[no-untyped-def]
+    transport,
+) -> None:
     limits = TelegramLimits(botapi)
     limits.flood[901] = 30
     await queue(session_factory, [(901, "a"), (902, "b1"), (903, "c"), (902, "b2")])
@@ -195,8 +206,9 @@ async def test_gives_up_after_max_attempts_and_moves_on(session_factory, botapi,
 async def test_a_bad_request_kills_only_that_message(session_factory, botapi, transport) -> None:  # type: ignore[no-untyped-def]
     async def reject_bad(method, params):  # type: ignore[no-untyped-def]
         if method == "sendMessage" and params.get("text") == "bad":  # (unparsable markup is resent as plain text)
-            return web.json_response({"ok": False, "error_code": 400,
-                                      "description": "Bad Request: message thread not found"}, status=400)
+            return web.json_response(
+                {"ok": False, "error_code": 400, "description": "Bad Request: message thread not found"}, status=400
+            )
         return None
 
     botapi.responder = reject_bad
@@ -218,8 +230,11 @@ async def test_rows_that_must_wait_are_given_back_not_held(session_factory, bota
 
 
 @pytest.mark.pg_only
-async def test_two_senders_with_busy_chats_and_short_leases_send_each_row_once(session_factory, botapi,  # type: ignore[no-untyped-def]
-                                                                               transport) -> None:
+async def test_two_senders_with_busy_chats_and_short_leases_send_each_row_once(
+    session_factory,
+    botapi,  # type: ignore[no-untyped-def]
+    transport,
+) -> None:
     """Chats with more messages than fit in a lease: a worker that kept them past the lease would let
     the other worker claim and send them too. Each worker has its own limits, as separate processes do."""
     TelegramLimits(botapi)
@@ -227,8 +242,10 @@ async def test_two_senders_with_busy_chats_and_short_leases_send_each_row_once(s
     await queue(session_factory, messages)
     other = BotApiTransport(botapi.url, TEST_TOKEN)
     try:
-        results = await asyncio.gather(drain_all(session_factory, transport, Limits(), lease_seconds=1.0),
-                                       drain_all(session_factory, other, Limits(), lease_seconds=1.0))
+        results = await asyncio.gather(
+            drain_all(session_factory, transport, Limits(), lease_seconds=1.0),
+            drain_all(session_factory, other, Limits(), lease_seconds=1.0),
+        )
     finally:
         await other.aclose()
     assert sum(results) == 12 and delivered(botapi) == Counter(messages)
@@ -244,8 +261,11 @@ async def test_run_sender_drains_until_cancelled(engine, session_factory, botapi
     from services.outbox_sender import run_sender
 
     await queue(session_factory, [(861, "from the worker"), (862, "also")])
-    shop = SimpleNamespace(engine=engine, session_factory=session_factory,
-                           settings=SimpleNamespace(telegram_api_url=botapi.url, bot_token=SecretStr(TEST_TOKEN)))
+    shop = SimpleNamespace(
+        engine=engine,
+        session_factory=session_factory,
+        settings=SimpleNamespace(telegram_api_url=botapi.url, bot_token=SecretStr(TEST_TOKEN)),
+    )
     task = asyncio.create_task(run_sender(shop, idle_seconds=0.05, check_seconds=0.05))
     states: set[str] = set()
     for _ in range(100):  # until both are marked sent (the call lands before the mark commits)
@@ -268,6 +288,7 @@ class JitteryTransport:
 
     def __init__(self, seed: int) -> None:
         import random
+
         self.random, self.arrivals = random.Random(seed), []  # type: ignore[var-annotated]
 
     async def send(self, chat_id: int, text: str, reply_markup: object = None) -> None:
@@ -305,15 +326,15 @@ async def test_concurrent_lanes_send_each_row_exactly_once(session_factory) -> N
     messages = [(1200 + chat, f"n{n}") for n in range(2) for chat in range(30)]
     await queue(session_factory, messages)
     transport = RecordingTransport()
-    sent = await asyncio.wait_for(drain_lanes(session_factory, transport, Limits(), lanes=3, until_empty=True,
-                                              idle_seconds=0.05), 30)
+    sent = await asyncio.wait_for(
+        drain_lanes(session_factory, transport, Limits(), lanes=3, until_empty=True, idle_seconds=0.05), 30
+    )
     assert Counter(transport.sends) == Counter(messages) and sent == len(messages)
     for chat in range(30):
         assert [text for c, text in transport.sends if c == 1200 + chat] == ["n0", "n1"]
     async with session_factory() as session:
         rows = (await session.execute(select(Outbox))).scalars().all()
     assert {(r.state, r.attempts) for r in rows} == {("sent", 1)}
-
 
 
 class SlowTransport:
@@ -368,8 +389,14 @@ class SlowBotApi(StandIn):
             self.slow_left -= 1
             await asyncio.sleep(self.slow)
         if "parse_mode" in body:
-            return web.json_response({"ok": False, "error_code": 400, "description":
-                                      "Bad Request: can't parse entities: unsupported start tag"}, status=400)
+            return web.json_response(
+                {
+                    "ok": False,
+                    "error_code": 400,
+                    "description": "Bad Request: can't parse entities: unsupported start tag",
+                },
+                status=400,
+            )
         if request.transport is None or request.transport.is_closing():
             return web.json_response({"ok": False, "error_code": 504, "description": "Gateway Timeout"}, status=504)
         self.delivered.append(body["text"])

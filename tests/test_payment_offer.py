@@ -1,4 +1,5 @@
 """Which ways to pay the customer is offered, and what happens when none is configured."""
+
 from __future__ import annotations
 
 from sqlalchemy import select
@@ -53,4 +54,5 @@ async def test_customer_can_cancel_an_unpaid_order(shop: Harness) -> None:
     await shop.press(USER, f"pay:x:{order.public_id}")
     assert "can't be paid now" in shop.last_answer.params["text"]
     from tests.factories import stock_of
+
     assert await stock_of(shop.session_factory, pid) == (3, 0, 0)

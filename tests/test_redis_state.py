@@ -1,4 +1,5 @@
 """With REDIS_URL set, a customer's checkout survives moving between web processes."""
+
 from __future__ import annotations
 
 import random

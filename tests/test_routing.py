@@ -1,5 +1,6 @@
 """How updates find their handler: plain aiogram routers with router-level filters, one per feature,
 built afresh for each dispatcher; every button is a CallbackData factory."""
+
 from __future__ import annotations
 
 from aiogram import Dispatcher, F
@@ -107,9 +108,31 @@ def test_each_dispatcher_gets_its_own_routers() -> None:
 
 async def test_unknown_and_malformed_presses_get_the_stale_answer(shop: Harness) -> None:
     await shop.send(5, "/start")
-    for data in ("something:old", "cat:v:99999999999999999999:1", "cat:v:-1:1", "cat:v:x:1", "cat:c:", "cat:p:1:c:1.1",
-                 "cat:p:1:a:notacursor", "cat:q:1", "crt:pg:123456", "crt:d:1:-1", "crt:zz", "crt:", "cat::5", "chk::nairobi",
-                 "menu:nope", "menu:",
-                 "chk:nope", "pay:m:", "pay:zz:HL-ABC123", "pay:m:HL-A:B", "ord:v:", "ord:x:HL-ABC123", ":", ""):
+    for data in (
+        "something:old",
+        "cat:v:99999999999999999999:1",
+        "cat:v:-1:1",
+        "cat:v:x:1",
+        "cat:c:",
+        "cat:p:1:c:1.1",
+        "cat:p:1:a:notacursor",
+        "cat:q:1",
+        "crt:pg:123456",
+        "crt:d:1:-1",
+        "crt:zz",
+        "crt:",
+        "cat::5",
+        "chk::nairobi",
+        "menu:nope",
+        "menu:",
+        "chk:nope",
+        "pay:m:",
+        "pay:zz:HL-ABC123",
+        "pay:m:HL-A:B",
+        "ord:v:",
+        "ord:x:HL-ABC123",
+        ":",
+        "",
+    ):
         await shop.press(5, data)
         assert shop.last_answer is not None and "expired" in shop.last_answer.params["text"], data

@@ -1,4 +1,5 @@
 """The skeleton stands: migrations, /start through the real dispatcher, fallback help, config errors."""
+
 from __future__ import annotations
 
 import subprocess
@@ -37,8 +38,14 @@ async def test_demo_catalog_imports(shop: Harness) -> None:
 
 
 def test_bad_config_exits_2_with_one_line() -> None:
-    proc = subprocess.run([sys.executable, "-m", "bot.cli", "db", "upgrade"], capture_output=True, text=True,
-                          env={"PATH": "/usr/bin:/bin", "PORT": "eighty"}, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "bot.cli", "db", "upgrade"],
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin", "PORT": "eighty"},
+        timeout=60,
+    )
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
-        "configuration error: PORT: Input should be a valid integer, unable to parse string as an integer"]
+        "configuration error: PORT: Input should be a valid integer, unable to parse string as an integer"
+    ]

@@ -1,4 +1,5 @@
 """Card payments through Stripe Checkout: the SDK against a Stripe stand-in, signed webhooks over HTTP."""
+
 from __future__ import annotations
 
 import asyncio
@@ -33,8 +34,13 @@ class StripeWorld:
     base: str
 
     async def order(self, zone: str = "intl", customer: int = USER, qty: int = 1, stock: int = 5) -> Order:
-        pid = await make_product(self.shop.session_factory, f"CARD-{customer}-{zone}-{qty}-{stock}", stock=stock,
-                                 price_kes=13000_00, price_usd=100_00)
+        pid = await make_product(
+            self.shop.session_factory,
+            f"CARD-{customer}-{zone}-{qty}-{stock}",
+            stock=stock,
+            price_kes=13000_00,
+            price_usd=100_00,
+        )
         return await make_order(self.shop.session_factory, customer, [(pid, qty)], zone=zone)
 
     async def link(self, order: Order, customer: int = USER):  # type: ignore[no-untyped-def]
@@ -62,8 +68,14 @@ class StripeWorld:
 @pytest.fixture
 async def world(engine, botapi) -> AsyncIterator[StripeWorld]:  # type: ignore[no-untyped-def]
     server = await st.StripeStandIn().start()
-    shop = Harness(engine, botapi, stripe_secret_key=st.SECRET_KEY, stripe_webhook_secret=st.WEBHOOK_SECRET,
-                   stripe_api_base=server.url, shop_return_url="https://t.me/hacklab_shop_bot")
+    shop = Harness(
+        engine,
+        botapi,
+        stripe_secret_key=st.SECRET_KEY,
+        stripe_webhook_secret=st.WEBHOOK_SECRET,
+        stripe_api_base=server.url,
+        shop_return_url="https://t.me/hacklab_shop_bot",
+    )
     shop.providers = build_providers(shop.settings)
     await shop.start()
     assert shop.shop is not None
@@ -122,12 +134,23 @@ async def test_signatures_forged_stale_or_missing_are_refused(world: StripeWorld
         assert (await http.post("/webhooks/stripe", json=event)).status_code == 400
         body, headers = st.signed(event)
         assert (await http.post("/webhooks/stripe", content=body + b" ", headers=headers)).status_code == 400
-        assert (await http.post("/webhooks/stripe", content=b"{bad", headers={
-            "Stripe-Signature": st.sign(b"{bad"), "Content-Type": "application/json"})).status_code == 400
-        assert (await http.post("/webhooks/stripe", content=b"x" * 100_000, headers={
-            "Stripe-Signature": "t=1,v1=00", "Content-Type": "application/json"})).status_code == 413
-        assert (await http.post("/webhooks/stripe", content=body, headers={**headers, "Content-Type": "text/plain"})
-                ).status_code == 415
+        assert (
+            await http.post(
+                "/webhooks/stripe",
+                content=b"{bad",
+                headers={"Stripe-Signature": st.sign(b"{bad"), "Content-Type": "application/json"},
+            )
+        ).status_code == 400
+        assert (
+            await http.post(
+                "/webhooks/stripe",
+                content=b"x" * 100_000,
+                headers={"Stripe-Signature": "t=1,v1=00", "Content-Type": "application/json"},
+            )
+        ).status_code == 413
+        assert (
+            await http.post("/webhooks/stripe", content=body, headers={**headers, "Content-Type": "text/plain"})
+        ).status_code == 415
     assert await world.state_of(order) == "awaiting_payment" and await world.count(WebhookEvent) == 0
 
 
@@ -157,8 +180,11 @@ async def test_two_events_for_one_session_settle_once_and_out_of_order_is_harmle
     paid = world.stripe.pay(sid)
     assert (await world.post(world.stripe.event("checkout.session.async_payment_succeeded", paid))).status_code == 200
     assert (await world.post(world.stripe.event("checkout.session.completed", paid))).status_code == 200
-    assert (await world.post(world.stripe.event("checkout.session.expired", {**paid, "status": "expired",
-                                                                              "payment_status": "paid"}))).status_code == 200
+    assert (
+        await world.post(
+            world.stripe.event("checkout.session.expired", {**paid, "status": "expired", "payment_status": "paid"})
+        )
+    ).status_code == 200
     assert await world.state_of(order) == "processing"
     assert await world.count(OrderEvent, OrderEvent.to_state == "processing") == 1
     assert await world.count(Outbox, Outbox.kind == "payment_failed") == 0
@@ -199,21 +225,40 @@ async def test_late_payment_after_expiry_and_second_payment(world: StripeWorld) 
     # A second session for the same order paid too (e.g. an old tab): refund owed, order untouched.
     async with world.shop.session_factory() as session, session.begin():
         o = await sm.get_order(session, order.public_id)
-        p = Payment(order_id=o.id, provider="stripe", state="pending", amount=o.total, currency=o.currency,
-                    stripe_session_id="cs_test_9999")
+        p = Payment(
+            order_id=o.id,
+            provider="stripe",
+            state="pending",
+            amount=o.total,
+            currency=o.currency,
+            stripe_session_id="cs_test_9999",
+        )
         session.add(p)
     world.stripe.sessions["cs_test_9999"] = {**world.stripe.sessions[sid], "id": "cs_test_9999"}
     await world.post(world.stripe.event("checkout.session.completed", world.stripe.pay("cs_test_9999")))
     assert [p.state for p in await world.payments()] == ["paid", "refund_due"]
     async with world.shop.session_factory() as session:
-        texts = [o.text for o in (await session.execute(select(Outbox).where(Outbox.kind == "payment_anomaly"))).scalars()]
+        texts = [
+            o.text for o in (await session.execute(select(Outbox).where(Outbox.kind == "payment_anomaly"))).scalars()
+        ]
     assert any("second payment" in t for t in texts) and any("stock re-reserved" in t for t in texts)
 
 
 async def test_unknown_session_is_kept_and_alerted(world: StripeWorld) -> None:
-    event = {"id": "evt_x", "type": "checkout.session.completed", "data": {"object": {
-        "id": "cs_test_nope", "payment_status": "paid", "status": "complete", "amount_total": 100, "currency": "usd",
-        "client_reference_id": "HL-ZZZZZZ"}}}
+    event = {
+        "id": "evt_x",
+        "type": "checkout.session.completed",
+        "data": {
+            "object": {
+                "id": "cs_test_nope",
+                "payment_status": "paid",
+                "status": "complete",
+                "amount_total": 100,
+                "currency": "usd",
+                "client_reference_id": "HL-ZZZZZZ",
+            }
+        },
+    }
     assert (await world.post(event)).status_code == 200
     assert await world.count(WebhookEvent, WebhookEvent.status == "anomaly") == 1
     assert await world.count(Outbox, Outbox.kind == "payment_anomaly") == 1
@@ -247,9 +292,14 @@ async def test_api_failure_offers_try_again_and_refund_works(world: StripeWorld)
 
 @pytest.mark.faults
 @pytest.mark.pg_only
-@pytest.mark.parametrize("event_type,expected", [
-    ("checkout.session.completed", "paid"), ("checkout.session.async_payment_failed", "failed"),
-    ("checkout.session.expired", "expired")])
+@pytest.mark.parametrize(
+    "event_type,expected",
+    [
+        ("checkout.session.completed", "paid"),
+        ("checkout.session.async_payment_failed", "failed"),
+        ("checkout.session.expired", "expired"),
+    ],
+)
 async def test_every_event_replayed_ten_times_concurrently(world: StripeWorld, event_type: str, expected: str) -> None:
     order = await world.order()
     await world.link(order)
@@ -283,8 +333,13 @@ async def test_session_parameters_and_idempotent_create(world: StripeWorld) -> N
 
 async def test_return_link_defaults_to_the_bots_own_username(engine, botapi) -> None:  # type: ignore[no-untyped-def]
     server = await st.StripeStandIn().start()
-    shop = Harness(engine, botapi, stripe_secret_key=st.SECRET_KEY, stripe_webhook_secret=st.WEBHOOK_SECRET,
-                   stripe_api_base=server.url)
+    shop = Harness(
+        engine,
+        botapi,
+        stripe_secret_key=st.SECRET_KEY,
+        stripe_webhook_secret=st.WEBHOOK_SECRET,
+        stripe_api_base=server.url,
+    )
     shop.providers = build_providers(shop.settings)
     await shop.start()
     try:
@@ -320,7 +375,9 @@ async def test_expiry_after_the_order_lapsed_says_nothing(world: StripeWorld) ->
     sid = next(iter(world.stripe.sessions))
     await sm.expire_due_orders(world.shop.session_factory, now=utcnow() + timedelta(hours=2))
     before = await world.count(Outbox)
-    await world.post(world.stripe.event("checkout.session.expired", {**world.stripe.sessions[sid], "status": "expired"}))
+    await world.post(
+        world.stripe.event("checkout.session.expired", {**world.stripe.sessions[sid], "status": "expired"})
+    )
     assert (await world.payments())[0].state == "expired" and await world.count(Outbox) == before
 
 
@@ -365,13 +422,20 @@ async def test_orphaned_attempt_is_adopted_by_metadata_and_retired(world: Stripe
     order = await world.order()
     async with world.shop.session_factory() as session, session.begin():
         o = await sm.get_order(session, order.public_id)
-        orphan = Payment(order_id=o.id, provider="stripe", state="pending", amount=o.total, currency=o.currency,
-                         created_at=utcnow() - timedelta(minutes=5))
+        orphan = Payment(
+            order_id=o.id,
+            provider="stripe",
+            state="pending",
+            amount=o.total,
+            currency=o.currency,
+            created_at=utcnow() - timedelta(minutes=5),
+        )
         session.add(orphan)
         await session.flush()
         orphan_id = orphan.id
     created = await world.shop.providers["stripe"].create_checkout(
-        await _order(world, order.public_id), orphan, utcnow())
+        await _order(world, order.public_id), orphan, utcnow()
+    )
     # The customer presses again: the orphan (no link ever shown) is retired, a new link is made.
     await world.link(order)
     assert [p.state for p in await world.payments()] == ["superseded", "pending"] and world.stripe.creates == 2
@@ -393,9 +457,17 @@ async def test_metadata_that_does_not_match_is_an_anomaly(world: StripeWorld) ->
     await world.link(order)
     other = await world.order(customer=USER + 2)
     payment = (await world.payments())[0]
-    event = world.stripe.event("checkout.session.completed", {
-        "id": "cs_test_stranger", "status": "complete", "payment_status": "paid", "amount_total": 135_00,
-        "currency": "usd", "metadata": {"order_id": other.public_id, "payment_id": str(payment.id)}})
+    event = world.stripe.event(
+        "checkout.session.completed",
+        {
+            "id": "cs_test_stranger",
+            "status": "complete",
+            "payment_status": "paid",
+            "amount_total": 135_00,
+            "currency": "usd",
+            "metadata": {"order_id": other.public_id, "payment_id": str(payment.id)},
+        },
+    )
     assert (await world.post(event)).status_code == 200
     assert await world.count(WebhookEvent, WebhookEvent.status == "anomaly") == 1
     assert await world.state_of(order) == "awaiting_payment" and await world.state_of(other) == "awaiting_payment"
@@ -404,12 +476,16 @@ async def test_metadata_that_does_not_match_is_an_anomaly(world: StripeWorld) ->
 async def test_signed_bodies_that_are_not_session_events_are_400(world: StripeWorld) -> None:
     async with httpx.AsyncClient(base_url=world.base) as http:
         for body in (b"[1]", b"null", b'"event"', b"\xff\xfe"):
-            r = await http.post("/webhooks/stripe", content=body, headers={
-                "Stripe-Signature": st.sign(body), "Content-Type": "application/json"})
+            r = await http.post(
+                "/webhooks/stripe",
+                content=body,
+                headers={"Stripe-Signature": st.sign(body), "Content-Type": "application/json"},
+            )
             assert r.status_code == 400, body
     for odd in ({"amount_total": "13500"}, {"expires_at": 10**30}, {"currency": 5}):
-        event = world.stripe.event("checkout.session.completed", {"id": "cs_test_odd", "status": "complete",
-                                                                   "payment_status": "paid", **odd})
+        event = world.stripe.event(
+            "checkout.session.completed", {"id": "cs_test_odd", "status": "complete", "payment_status": "paid", **odd}
+        )
         assert (await world.post(event)).status_code == 400, odd
     assert await world.count(WebhookEvent) == 0
 
@@ -430,7 +506,9 @@ async def test_late_payment_when_the_stock_is_gone_is_owed_back(world: StripeWor
     async with world.shop.session_factory() as session, session.begin():
         await session.execute(update(Product).values(stock=0))  # sold to someone else meanwhile
         catalogue_written(session)  # as the shop's own stock moves do
-    assert (await world.post(world.stripe.event("checkout.session.completed", world.stripe.pay(sid)))).status_code == 200
+    assert (
+        await world.post(world.stripe.event("checkout.session.completed", world.stripe.pay(sid)))
+    ).status_code == 200
     assert await world.state_of(order) == "expired"
     payment = (await world.payments())[0]
     assert payment.state == "refund_due" and payment.stripe_payment_intent == f"pi_{sid[-4:]}"
@@ -465,7 +543,9 @@ async def test_admin_cancel_is_refused_while_stripe_cannot_close_the_link(world:
     await world.link(order)
     world.stripe.down = True
     assert "NOT cancelled" in await admin_cancel(world, order)
-    assert await world.state_of(order) == "awaiting_payment" and [p.state for p in await world.payments()] == ["pending"]
+    assert await world.state_of(order) == "awaiting_payment" and [p.state for p in await world.payments()] == [
+        "pending"
+    ]
     assert next(iter(world.stripe.sessions.values()))["status"] == "open"
     world.stripe.down = False  # the admin tries again
     assert "nothing was paid" in await admin_cancel(world, order)
@@ -484,8 +564,9 @@ async def test_admin_cancel_of_a_link_paid_meanwhile_settles_and_refunds_it(worl
     assert (payment.state, payment.stripe_payment_intent) == ("refunded", f"pi_{sid[-4:]}")
     assert await world.state_of(order) == "cancelled"
     # The webhook arriving afterwards changes nothing (no revival of the order, no second refund).
-    assert (await world.post(world.stripe.event("checkout.session.completed", world.stripe.sessions[sid]))
-            ).status_code == 200
+    assert (
+        await world.post(world.stripe.event("checkout.session.completed", world.stripe.sessions[sid]))
+    ).status_code == 200
     assert await world.state_of(order) == "cancelled" and len(world.stripe.refunds) == 1
 
 
@@ -555,7 +636,9 @@ async def test_expiry_job_expires_the_link_at_stripe_before_the_order(world: Str
     await _reservation_ran_out(world, order)
     world.stripe.down = True  # the link cannot be closed: the order keeps its stock this cycle
     assert await _expiry_job(world) == 0
-    assert await world.state_of(order) == "awaiting_payment" and [p.state for p in await world.payments()] == ["pending"]
+    assert await world.state_of(order) == "awaiting_payment" and [p.state for p in await world.payments()] == [
+        "pending"
+    ]
     world.stripe.down = False
     assert await _expiry_job(world) == 1
     assert next(iter(world.stripe.sessions.values()))["status"] == "expired"
@@ -573,8 +656,9 @@ async def test_expiry_job_settles_a_link_that_was_paid_instead_of_expiring(world
 
 async def _reservation_ran_out(world: StripeWorld, order: Order) -> None:
     async with world.shop.session_factory() as session, session.begin():
-        await session.execute(update(Order).where(Order.id == order.id)
-                              .values(reserved_until=utcnow() - timedelta(minutes=1)))
+        await session.execute(
+            update(Order).where(Order.id == order.id).values(reserved_until=utcnow() - timedelta(minutes=1))
+        )
 
 
 async def _expiry_job(world: StripeWorld) -> object:
@@ -594,8 +678,9 @@ async def test_a_stripe_call_ends_before_its_attempt_could_be_replaced(world: St
 
 
 async def test_a_hanging_stripe_call_is_cut_off(world: StripeWorld) -> None:
-    gateway = StripeGateway(st.SECRET_KEY, st.WEBHOOK_SECRET, world.stripe.url, request_timeout=5.0, retries=0,
-                            call_timeout=0.2)
+    gateway = StripeGateway(
+        st.SECRET_KEY, st.WEBHOOK_SECRET, world.stripe.url, request_timeout=5.0, retries=0, call_timeout=0.2
+    )
     world.stripe.create_gate = asyncio.Event()  # never answers
     order = await world.order()
     payment = Payment(id=1, order_id=order.id, provider="stripe", state="pending", amount=1, currency="USD")
@@ -616,8 +701,11 @@ async def test_concurrent_presses_leave_one_payable_session(world: StripeWorld, 
         if about_to_lapse:
             await world.link(order)
             async with world.shop.session_factory() as session, session.begin():
-                await session.execute(update(Payment).where(Payment.order_id == order.id)
-                                      .values(expires_at=utcnow() + timedelta(minutes=1)))
+                await session.execute(
+                    update(Payment)
+                    .where(Payment.order_id == order.id)
+                    .values(expires_at=utcnow() + timedelta(minutes=1))
+                )
         await asyncio.gather(*(world.shop.press(USER, f"pay:s:{order.public_id}") for _ in range(3)))
         sessions = [s for s in world.stripe.sessions.values() if s["client_reference_id"] == order.public_id]
         assert len(sessions) == 1 + about_to_lapse and [s["status"] for s in sessions].count("open") == 1
@@ -638,8 +726,7 @@ async def test_a_cancel_waiting_on_stripe_holds_no_lock(world: StripeWorld) -> N
 
     async def other_write() -> None:
         async with world.shop.session_factory() as session, session.begin():
-            await session.execute(update(Order).where(Order.public_id == order.public_id)
-                                  .values(updated_at=utcnow()))
+            await session.execute(update(Order).where(Order.public_id == order.public_id).values(updated_at=utcnow()))
 
     await asyncio.wait_for(other_write(), 10)
     world.stripe.expire_gate.set()

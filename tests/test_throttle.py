@@ -1,5 +1,6 @@
 """Each Telegram user gets THROTTLE_UPDATES_PER_SECOND updates a second with THROTTLE_BURST on top;
 the rest are not handled, and the user is told to slow down (a press always, messages once a while)."""
+
 from __future__ import annotations
 
 import asyncio

@@ -1,5 +1,6 @@
 """Handlers manage no transactions: a service call is the unit of work. A handler that waits on a
 payment provider takes no session, so it holds no pooled connection during the slow HTTP call."""
+
 from __future__ import annotations
 
 import ast
@@ -29,8 +30,12 @@ def test_handlers_that_wait_on_a_provider_take_no_session() -> None:
     """DbSessionMiddleware opens a session for a handler that takes one of these."""
     import inspect
 
-    for handler in (pay_mpesa.pay_with_mpesa, pay_mpesa.typed_mpesa_phone, pay_mpesa.check_status,
-                    pay_card.pay_by_card):
+    for handler in (
+        pay_mpesa.pay_with_mpesa,
+        pay_mpesa.typed_mpesa_phone,
+        pay_mpesa.check_status,
+        pay_card.pay_by_card,
+    ):
         assert not {"session", "customer", "customer_id"} & set(inspect.signature(handler).parameters), handler
 
 

@@ -1,5 +1,6 @@
 """Only a failure of ours may answer 5xx: with the database down, payment callbacks get 503 so the
 provider retries; bad input still gets its 4xx first. The same for Telegram's updates."""
+
 from __future__ import annotations
 
 import time
@@ -18,16 +19,44 @@ from tests.webserver import serve_shop
 
 
 async def test_database_down_is_503_not_500(engine, botapi) -> None:  # type: ignore[no-untyped-def]
-    settings = make_settings(engine, botapi, database_url="postgresql+asyncpg://nobody@127.0.0.1:1/none",
-                             public_base_url="http://127.0.0.1:9", mpesa_base_url="http://127.0.0.1:9",
-                             mpesa_consumer_key="k", mpesa_consumer_secret="s", mpesa_shortcode=dj.SHORTCODE,
-                             mpesa_passkey=dj.PASSKEY, mpesa_callback_token=dj.CALLBACK_TOKEN,
-                             stripe_secret_key=ss.SECRET_KEY, stripe_webhook_secret=ss.WEBHOOK_SECRET)
+    settings = make_settings(
+        engine,
+        botapi,
+        database_url="postgresql+asyncpg://nobody@127.0.0.1:1/none",
+        public_base_url="http://127.0.0.1:9",
+        mpesa_base_url="http://127.0.0.1:9",
+        mpesa_consumer_key="k",
+        mpesa_consumer_secret="s",
+        mpesa_shortcode=dj.SHORTCODE,
+        mpesa_passkey=dj.PASSKEY,
+        mpesa_callback_token=dj.CALLBACK_TOKEN,
+        stripe_secret_key=ss.SECRET_KEY,
+        stripe_webhook_secret=ss.WEBHOOK_SECRET,
+    )
     shop = build_shop(settings, engine=make_engine(settings.database_url))
-    callback = {"Body": {"stkCallback": {"MerchantRequestID": "m", "CheckoutRequestID": "ws_CO_1", "ResultCode": 1032,
-                                         "ResultDesc": "cancelled"}}}
-    event = {"id": "evt_1", "type": "checkout.session.completed", "data": {"object": {
-        "id": "cs_test_1", "payment_status": "paid", "status": "complete", "amount_total": 100, "currency": "usd"}}}
+    callback = {
+        "Body": {
+            "stkCallback": {
+                "MerchantRequestID": "m",
+                "CheckoutRequestID": "ws_CO_1",
+                "ResultCode": 1032,
+                "ResultDesc": "cancelled",
+            }
+        }
+    }
+    event = {
+        "id": "evt_1",
+        "type": "checkout.session.completed",
+        "data": {
+            "object": {
+                "id": "cs_test_1",
+                "payment_status": "paid",
+                "status": "complete",
+                "amount_total": 100,
+                "currency": "usd",
+            }
+        },
+    }
     async with serve_shop(shop) as base, httpx.AsyncClient(base_url=base) as http:
         mpesa = await http.post(f"/webhooks/mpesa/{dj.CALLBACK_TOKEN}", json=callback)
         body, headers = ss.signed(event)
@@ -43,10 +72,17 @@ CUSTOMER = 6101
 
 
 def cart_command(update_id: int) -> dict[str, Any]:
-    return {"update_id": update_id, "message": {
-        "message_id": update_id, "date": int(time.time()), "chat": {"id": CUSTOMER, "type": "private"},
-        "from": {"id": CUSTOMER, "is_bot": False, "first_name": "Amina"}, "text": "/cart",
-        "entities": [{"type": "bot_command", "offset": 0, "length": 5}]}}
+    return {
+        "update_id": update_id,
+        "message": {
+            "message_id": update_id,
+            "date": int(time.time()),
+            "chat": {"id": CUSTOMER, "type": "private"},
+            "from": {"id": CUSTOMER, "is_bot": False, "first_name": "Amina"},
+            "text": "/cart",
+            "entities": [{"type": "bot_command", "offset": 0, "length": 5}],
+        },
+    }
 
 
 @pytest.mark.pg_only

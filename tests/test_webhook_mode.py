@@ -1,5 +1,6 @@
 """Webhook mode: the bot registers PUBLIC_BASE_URL/telegram with a secret, and the server accepts only
 requests carrying that secret; junk gets 4xx, repeats are handled once."""
+
 from __future__ import annotations
 
 import asyncio
@@ -22,10 +23,17 @@ USER = 6001
 
 
 def start_update(update_id: int, text: str = "/start") -> dict:
-    return {"update_id": update_id, "message": {
-        "message_id": update_id, "date": int(time.time()), "chat": {"id": USER, "type": "private"},
-        "from": {"id": USER, "is_bot": False, "first_name": "Amina"}, "text": text,
-        "entities": [{"type": "bot_command", "offset": 0, "length": len(text)}]}}
+    return {
+        "update_id": update_id,
+        "message": {
+            "message_id": update_id,
+            "date": int(time.time()),
+            "chat": {"id": USER, "type": "private"},
+            "from": {"id": USER, "is_bot": False, "first_name": "Amina"},
+            "text": text,
+            "entities": [{"type": "bot_command", "offset": 0, "length": len(text)}],
+        },
+    }
 
 
 @pytest.fixture
@@ -40,8 +48,7 @@ async def test_only_requests_with_the_secret_are_served(webhook_shop: Harness) -
     assert webhook_shop.shop is not None
     async with serve_shop(webhook_shop.shop) as base, httpx.AsyncClient(base_url=base) as http:
         missing = await http.post("/telegram", json=start_update(1))
-        wrong = await http.post("/telegram", json=start_update(2),
-                                headers={"X-Telegram-Bot-Api-Secret-Token": "nope"})
+        wrong = await http.post("/telegram", json=start_update(2), headers={"X-Telegram-Bot-Api-Secret-Token": "nope"})
         assert (missing.status_code, wrong.status_code) == (401, 401)
         assert webhook_shop.botapi.sent(USER) == []
 
@@ -54,11 +61,14 @@ async def test_junk_gets_4xx_and_repeats_are_handled_once(webhook_shop: Harness)
     assert webhook_shop.shop is not None
     headers = {"X-Telegram-Bot-Api-Secret-Token": SECRET}
     async with serve_shop(webhook_shop.shop) as base, httpx.AsyncClient(base_url=base) as http:
-        bad_json = await http.post("/telegram", content=b"{not json", headers={**headers, "Content-Type": "application/json"})
+        bad_json = await http.post(
+            "/telegram", content=b"{not json", headers={**headers, "Content-Type": "application/json"}
+        )
         not_update = await http.post("/telegram", json={"hello": "world"}, headers=headers)
         wrong_type = await http.post("/telegram", content=b"x", headers={**headers, "Content-Type": "text/plain"})
-        huge = await http.post("/telegram", content=b"{" + b" " * 200_000 + b"}",
-                               headers={**headers, "Content-Type": "application/json"})
+        huge = await http.post(
+            "/telegram", content=b"{" + b" " * 200_000 + b"}", headers={**headers, "Content-Type": "application/json"}
+        )
         assert [r.status_code for r in (bad_json, not_update, wrong_type, huge)] == [400, 400, 415, 413]
         for _ in range(3):
             assert (await http.post("/telegram", json=start_update(77), headers=headers)).status_code == 200
@@ -90,18 +100,26 @@ async def test_a_button_press_is_answered_in_the_webhook_reply(webhook_shop: Har
     async with serve_shop(webhook_shop.shop) as base, httpx.AsyncClient(base_url=base) as http:
         assert (await http.post("/telegram", json=start_update(90), headers=headers)).status_code == 200
         menu = webhook_shop.botapi.last(USER)
-        press = {"update_id": 91, "callback_query": {
-            "id": "cq-91", "from": {"id": USER, "is_bot": False, "first_name": "Amina"}, "chat_instance": "ci",
-            "data": "menu:catalog", "message": {**menu.result, "chat": {"id": USER, "type": "private"}}}}
+        press = {
+            "update_id": 91,
+            "callback_query": {
+                "id": "cq-91",
+                "from": {"id": USER, "is_bot": False, "first_name": "Amina"},
+                "chat_instance": "ci",
+                "data": "menu:catalog",
+                "message": {**menu.result, "chat": {"id": USER, "type": "private"}},
+            },
+        }
         reply = await http.post("/telegram", json=press, headers=headers)
     assert reply.status_code == 200
     assert reply.json() == {"method": "answerCallbackQuery", "callback_query_id": "cq-91"}
     assert webhook_shop.botapi.sent(method="answerCallbackQuery") == []
     assert webhook_shop.botapi.sent(USER, "editMessageText"), "the catalogue screen is still shown by a call"
 
-    polled = Update.model_validate({**press, "update_id": 92, "callback_query": {**press["callback_query"],
-                                                                                 "id": "cq-92"}},
-                                   context={"bot": webhook_shop.shop.bot})
+    polled = Update.model_validate(
+        {**press, "update_id": 92, "callback_query": {**press["callback_query"], "id": "cq-92"}},
+        context={"bot": webhook_shop.shop.bot},
+    )
     await webhook_shop.shop.dp.feed_update(webhook_shop.shop.bot, polled)  # as polling does: no reply to ride in
     assert [c.params["callback_query_id"] for c in webhook_shop.botapi.sent(method="answerCallbackQuery")] == ["cq-92"]
 
@@ -125,9 +143,16 @@ async def test_a_slow_update_answers_its_button_press_without_waiting(webhook_sh
         assert (await http.post("/telegram", json=start_update(95), headers=headers)).status_code == 200
         menu = webhook_shop.botapi.last(USER)
         webhook_shop.botapi.responder = slow_edits
-        press = {"update_id": 96, "callback_query": {
-            "id": "cq-96", "from": {"id": USER, "is_bot": False, "first_name": "Amina"}, "chat_instance": "ci",
-            "data": "menu:catalog", "message": {**menu.result, "chat": {"id": USER, "type": "private"}}}}
+        press = {
+            "update_id": 96,
+            "callback_query": {
+                "id": "cq-96",
+                "from": {"id": USER, "is_bot": False, "first_name": "Amina"},
+                "chat_instance": "ci",
+                "data": "menu:catalog",
+                "message": {**menu.result, "chat": {"id": USER, "type": "private"}},
+            },
+        }
         reply = await http.post("/telegram", json=press, headers=headers)
     assert reply.status_code == 200 and reply.json() == {}
     assert answered_before_the_edit_returned == [True]
@@ -151,8 +176,13 @@ async def test_our_storage_failing_is_503_and_the_redelivery_is_handled(botapi) 
             raise KeyError("bug")
         await message.answer("ok")
 
-    bot = build_bot(Settings(_env_file=None, bot_token="123456789:TEST_token_for_webhook",  # type: ignore[call-arg]
-                             telegram_api_url=botapi.url))
+    bot = build_bot(
+        Settings(
+            _env_file=None,
+            bot_token="123456789:TEST_token_for_webhook",  # type: ignore[call-arg]
+            telegram_api_url=botapi.url,
+        )
+    )
     app = web.Application()
     TelegramWebhook(dp, bot, SECRET).register(app, "/telegram")
     runner = web.AppRunner(app, access_log=None)

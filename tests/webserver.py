@@ -1,4 +1,5 @@
 """Run the shop's aiohttp application on a free local port for a test."""
+
 from __future__ import annotations
 
 from collections.abc import AsyncIterator

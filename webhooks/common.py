@@ -1,5 +1,6 @@
 """Shared rules for provider webhooks: bad input is a 4xx and changes nothing; only a failure of
 ours (the database down) is a 5xx, so that the provider retries."""
+
 from __future__ import annotations
 
 import json
@@ -41,7 +42,7 @@ def _parse_ip(text: str) -> IPAddress | None:
     is the IPv4 address), or None."""
     text = text.strip().strip('"')
     if text.startswith("[") and "]" in text:
-        text = text[1:text.index("]")]
+        text = text[1 : text.index("]")]
     elif text.count(":") == 1:
         text = text.split(":", 1)[0]
     try:
@@ -55,8 +56,9 @@ def _within(addr: IPAddress, networks: Networks) -> bool:
     return any(addr in net for net in networks)
 
 
-def client_address(request: web.Request, trusted_proxies: Networks,
-                   header: str = "X-Forwarded-For") -> IPAddress | None:
+def client_address(
+    request: web.Request, trusted_proxies: Networks, header: str = "X-Forwarded-For"
+) -> IPAddress | None:
     """Who sent the request: the TCP peer, unless the peer is one of our trusted proxies; then the
     right-most address in `header` that is not itself a trusted proxy (the left part of that header
     is whatever the client wrote, so it is never read past an untrusted hop). The header of a peer

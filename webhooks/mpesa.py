@@ -2,6 +2,7 @@
 carries an unguessable token, and with MPESA_ALLOWED_NETWORKS set only those networks may call (the
 client address as webhooks.common.client_address tells it). The body is stored before we answer
 "Accepted", and it is only a hint: the STK query decides (services.payments.mpesa_flow)."""
+
 from __future__ import annotations
 
 import hmac

@@ -2,6 +2,7 @@
 
 Body sizes are capped (`client_max_size`) so a provider endpoint can never be made to buffer junk.
 """
+
 from __future__ import annotations
 
 import logging

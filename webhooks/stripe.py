@@ -1,4 +1,5 @@
 """POST /webhooks/stripe: the signature is checked by the SDK against the raw body before any parsing."""
+
 from __future__ import annotations
 
 import logging

@@ -8,6 +8,7 @@ Bot session middleware holds that call back while the update is being handled th
 and the webhook returns it. An update still being handled after `HOLD_SECONDS` (a payment
 provider's HTTP call) has its answer sent as a call then, so the button's spinner does not wait for
 the provider. Anywhere else (polling, tasks that outlive the update) the call goes out as usual."""
+
 from __future__ import annotations
 
 import asyncio
@@ -78,8 +79,9 @@ class DeferCallbackAnswers(BaseRequestMiddleware):
     def __init__(self) -> None:
         self._late: set[asyncio.Task[None]] = set()
 
-    async def __call__(self, make_request: NextRequestMiddlewareType[Any], bot: Bot,
-                       method: TelegramMethod[Any]) -> Any:
+    async def __call__(
+        self, make_request: NextRequestMiddlewareType[Any], bot: Bot, method: TelegramMethod[Any]
+    ) -> Any:
         reply = _reply.get()
         if isinstance(method, AnswerCallbackQuery) and reply is not None and reply.open and reply.method is None:
             reply.method = method

@@ -1,4 +1,5 @@
 """Alembic environment: runs migrations on the connection handed in by `db.migrate` (async engines)."""
+
 from __future__ import annotations
 
 from alembic import context

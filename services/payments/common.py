@@ -7,6 +7,7 @@ Rules it keeps:
 - anomalies (unknown attempt, mismatch, late payment, double payment) are stored as webhook events and
   posted to the admin group; none vanishes and none advances an order wrongly.
 """
+
 from __future__ import annotations
 
 import logging
@@ -42,14 +43,29 @@ class PaymentNotAllowed(DomainError):
     key = "pay.error.not_awaiting"
 
 
-async def record_event(session: AsyncSession, provider: str, event_id: str, event_type: str,
-                       payload: dict[str, Any] | None, *, status: str = "processed",
-                       detail: str | None = None, payment_id: int | None = None) -> WebhookEvent | None:
+async def record_event(
+    session: AsyncSession,
+    provider: str,
+    event_id: str,
+    event_type: str,
+    payload: dict[str, Any] | None,
+    *,
+    status: str = "processed",
+    detail: str | None = None,
+    payment_id: int | None = None,
+) -> WebhookEvent | None:
     """Store a provider event once. Returns None when this event id was already stored (a duplicate),
     so the caller can answer 2xx without acting again. Uses a savepoint so the caller's transaction
     survives the unique-key collision."""
-    row = WebhookEvent(provider=provider, event_id=event_id[:128], event_type=event_type[:64], status=status,
-                       detail=detail, payload=payload, payment_id=payment_id)
+    row = WebhookEvent(
+        provider=provider,
+        event_id=event_id[:128],
+        event_type=event_type[:64],
+        status=status,
+        detail=detail,
+        payload=payload,
+        payment_id=payment_id,
+    )
     try:
         async with session.begin_nested():
             session.add(row)
@@ -59,26 +75,46 @@ async def record_event(session: AsyncSession, provider: str, event_id: str, even
     return row
 
 
-async def record_anomaly(session: AsyncSession, admin_chat_id: int | None, *, provider: str, event_id: str,
-                         event_type: str, detail: str, payload: dict[str, Any] | None,
-                         payment: Payment | None = None) -> None:
+async def record_anomaly(
+    session: AsyncSession,
+    admin_chat_id: int | None,
+    *,
+    provider: str,
+    event_id: str,
+    event_type: str,
+    detail: str,
+    payload: dict[str, Any] | None,
+    payment: Payment | None = None,
+) -> None:
     """Keep an anomaly and tell the admins. Stored under its own id so a duplicate stays one row."""
-    stored = await record_event(session, provider, f"anomaly:{event_id}", event_type, payload,
-                                status="anomaly", detail=detail, payment_id=payment.id if payment else None)
+    stored = await record_event(
+        session,
+        provider,
+        f"anomaly:{event_id}",
+        event_type,
+        payload,
+        status="anomaly",
+        detail=detail,
+        payment_id=payment.id if payment else None,
+    )
     log.warning("payment.anomaly", extra={"provider": provider, "event": event_id, "detail": detail})
     if stored is not None:
         order_ref = payment.order.public_id if payment is not None else "-"
-        alert_admins(session, admin_chat_id,
-                     t("admin.alert.payment_anomaly", None, provider=provider, order=order_ref, detail=detail),
-                     kind="payment_anomaly")
+        alert_admins(
+            session,
+            admin_chat_id,
+            t("admin.alert.payment_anomaly", None, provider=provider, order=order_ref, detail=detail),
+            kind="payment_anomaly",
+        )
 
 
 async def create_attempt(session: AsyncSession, order: Order, provider: str, **fields: Any) -> Payment:
     """A new pending attempt for an order that is awaiting payment, in the caller's transaction."""
     if order.state != order_sm.AWAITING_PAYMENT:
         raise PaymentNotAllowed("pay.error.not_awaiting", order=order.public_id, state=order.state.replace("_", " "))
-    payment = Payment(order_id=order.id, provider=provider, state=PENDING, amount=order.total,
-                      currency=order.currency, **fields)
+    payment = Payment(
+        order_id=order.id, provider=provider, state=PENDING, amount=order.total, currency=order.currency, **fields
+    )
     session.add(payment)
     await session.flush()
     return payment
@@ -91,9 +127,18 @@ async def pending_attempts(session: AsyncSession, order_id: int, provider: str |
     return list((await session.execute(stmt.order_by(Payment.id))).unique().scalars().all())
 
 
-async def settle_paid(session: AsyncSession, payment: Payment, *, amount: int, currency: str,
-                      reference: str | None, raw: dict[str, Any] | None, actor: str,
-                      admin_chat_id: int | None, low_stock_threshold: int = 3) -> str:
+async def settle_paid(
+    session: AsyncSession,
+    payment: Payment,
+    *,
+    amount: int,
+    currency: str,
+    reference: str | None,
+    raw: dict[str, Any] | None,
+    actor: str,
+    admin_chat_id: int | None,
+    low_stock_threshold: int = 3,
+) -> str:
     """Apply a confirmed payment. Returns what happened: paid | late_paid | duplicate | mismatch |
     refund_due. The caller commits.
 
@@ -101,96 +146,181 @@ async def settle_paid(session: AsyncSession, payment: Payment, *, amount: int, c
     expiry, link replacement) takes them in that order, so none can deadlock with a settlement."""
     order = await order_sm.get_order(session, payment.order.public_id, for_update=True)
     if amount != payment.amount or currency.upper() != payment.currency:
-        detail = (f"amount mismatch: expected {format_money(payment.amount, payment.currency)}, "
-                  f"got {amount} {currency.upper()} (minor units)")
-        await session.execute(update(Payment).where(Payment.id == payment.id, Payment.state.in_(UNSETTLED))
-                              .values(state=MISMATCH, raw_callback=raw, receipt_number=reference,
-                                      updated_at=utcnow()).execution_options(synchronize_session=False))
-        await record_anomaly(session, admin_chat_id, provider=payment.provider, event_id=f"mismatch:{payment.id}",
-                             event_type="amount_mismatch", detail=detail, payload=raw, payment=payment)
+        detail = (
+            f"amount mismatch: expected {format_money(payment.amount, payment.currency)}, "
+            f"got {amount} {currency.upper()} (minor units)"
+        )
+        await session.execute(
+            update(Payment)
+            .where(Payment.id == payment.id, Payment.state.in_(UNSETTLED))
+            .values(state=MISMATCH, raw_callback=raw, receipt_number=reference, updated_at=utcnow())
+            .execution_options(synchronize_session=False)
+        )
+        await record_anomaly(
+            session,
+            admin_chat_id,
+            provider=payment.provider,
+            event_id=f"mismatch:{payment.id}",
+            event_type="amount_mismatch",
+            detail=detail,
+            payload=raw,
+            payment=payment,
+        )
         return MISMATCH
-    claimed = await execute_dml(session,
-        update(Payment).where(Payment.id == payment.id, Payment.state.in_(UNSETTLED))
+    claimed = await execute_dml(
+        session,
+        update(Payment)
+        .where(Payment.id == payment.id, Payment.state.in_(UNSETTLED))
         .values(state=PAID, receipt_number=reference, raw_callback=raw, result_code="0", updated_at=utcnow())
-        .execution_options(synchronize_session=False)
+        .execution_options(synchronize_session=False),
     )
     if claimed.rowcount != 1:
         return "duplicate"
     payment.state = PAID
     if order.state == order_sm.AWAITING_PAYMENT:
-        await order_sm.transition(session, order, order_sm.PROCESSING, actor, f"paid via {payment.provider} {reference or ''}".strip())
+        await order_sm.transition(
+            session, order, order_sm.PROCESSING, actor, f"paid via {payment.provider} {reference or ''}".strip()
+        )
         await _announce_paid_order(session, order, payment, admin_chat_id, low_stock_threshold)
         return PAID
     if order.state in (order_sm.EXPIRED, order_sm.CANCELLED):
         return await _late_payment(session, order, payment, actor, admin_chat_id, low_stock_threshold)
     # Already paid through another attempt: this is a second charge.
-    await _mark_refund_due(session, payment, admin_chat_id, raw,
-                           f"second payment for order {order.public_id} (already {order.state})")
+    await _mark_refund_due(
+        session, payment, admin_chat_id, raw, f"second payment for order {order.public_id} (already {order.state})"
+    )
     return REFUND_DUE
 
 
-async def _late_payment(session: AsyncSession, order: Order, payment: Payment, actor: str,
-                        admin_chat_id: int | None, low_stock_threshold: int) -> str:
+async def _late_payment(
+    session: AsyncSession,
+    order: Order,
+    payment: Payment,
+    actor: str,
+    admin_chat_id: int | None,
+    low_stock_threshold: int,
+) -> str:
     was = order.state
     try:
         async with session.begin_nested():
-            await order_sm.transition(session, order, order_sm.PROCESSING, actor,
-                                      f"late payment via {payment.provider}; stock re-reserved")
+            await order_sm.transition(
+                session, order, order_sm.PROCESSING, actor, f"late payment via {payment.provider}; stock re-reserved"
+            )
     except OutOfStock:
         await session.refresh(order)
-        await _mark_refund_due(session, payment, admin_chat_id, payment.raw_callback,
-                               f"payment arrived after order {order.public_id} was {was}; stock is gone")
+        await _mark_refund_due(
+            session,
+            payment,
+            admin_chat_id,
+            payment.raw_callback,
+            f"payment arrived after order {order.public_id} was {was}; stock is gone",
+        )
         return REFUND_DUE
-    await record_anomaly(session, admin_chat_id, provider=payment.provider, event_id=f"late:{payment.id}",
-                         event_type="late_payment", payload=payment.raw_callback, payment=payment,
-                         detail=f"payment arrived after order {order.public_id} was {was}; stock re-reserved, order proceeds")
+    await record_anomaly(
+        session,
+        admin_chat_id,
+        provider=payment.provider,
+        event_id=f"late:{payment.id}",
+        event_type="late_payment",
+        payload=payment.raw_callback,
+        payment=payment,
+        detail=f"payment arrived after order {order.public_id} was {was}; stock re-reserved, order proceeds",
+    )
     await _announce_paid_order(session, order, payment, admin_chat_id, low_stock_threshold)
     return "late_paid"
 
 
-async def _mark_refund_due(session: AsyncSession, payment: Payment, admin_chat_id: int | None,
-                           raw: dict[str, Any] | None, detail: str) -> None:
-    await session.execute(update(Payment).where(Payment.id == payment.id)
-                          .values(state=REFUND_DUE, updated_at=utcnow()).execution_options(synchronize_session=False))
+async def _mark_refund_due(
+    session: AsyncSession, payment: Payment, admin_chat_id: int | None, raw: dict[str, Any] | None, detail: str
+) -> None:
+    await session.execute(
+        update(Payment)
+        .where(Payment.id == payment.id)
+        .values(state=REFUND_DUE, updated_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
     payment.state = REFUND_DUE
-    await record_anomaly(session, admin_chat_id, provider=payment.provider, event_id=f"refund_due:{payment.id}",
-                         event_type="refund_due", detail=detail + " — refund owed", payload=raw, payment=payment)
+    await record_anomaly(
+        session,
+        admin_chat_id,
+        provider=payment.provider,
+        event_id=f"refund_due:{payment.id}",
+        event_type="refund_due",
+        detail=detail + " — refund owed",
+        payload=raw,
+        payment=payment,
+    )
 
 
-async def _announce_paid_order(session: AsyncSession, order: Order, payment: Payment,
-                               admin_chat_id: int | None, low_stock_threshold: int) -> None:
+async def _announce_paid_order(
+    session: AsyncSession, order: Order, payment: Payment, admin_chat_id: int | None, low_stock_threshold: int
+) -> None:
     """The admin group hears of every paid order (with action buttons) and of stock running low."""
     customer = await session.get(Customer, order.customer_id)
     items = Markup("\n").join(t("admin.alert.new_order_item", None, qty=i.quantity, name=i.name) for i in order.items)
     alert_admins(
-        session, admin_chat_id,
-        t("admin.alert.new_order", None, order=order.public_id, total=format_money(order.total, order.currency),
-          provider=payment.provider, items=items, zone=order.zone,
-          customer=cut(customer.first_name, 64) if customer else str(order.customer_id)),
-        kind="new_order", dedup_key=f"new_order:{order.id}",
+        session,
+        admin_chat_id,
+        t(
+            "admin.alert.new_order",
+            None,
+            order=order.public_id,
+            total=format_money(order.total, order.currency),
+            provider=payment.provider,
+            items=items,
+            zone=order.zone,
+            customer=cut(customer.first_name, 64) if customer else str(order.customer_id),
+        ),
+        kind="new_order",
+        dedup_key=f"new_order:{order.id}",
         # The callback data handlers.admin.AdminButton packs and parses ("adm:<action>:<ORDER_ID>").
-        reply_markup=inline_keyboard([[("View", f"adm:v:{order.public_id}"), ("Ship…", f"adm:s:{order.public_id}"),
-                                        ("Cancel…", f"adm:c:{order.public_id}")]]),
+        reply_markup=inline_keyboard(
+            [
+                [
+                    ("View", f"adm:v:{order.public_id}"),
+                    ("Ship…", f"adm:s:{order.public_id}"),
+                    ("Cancel…", f"adm:c:{order.public_id}"),
+                ]
+            ]
+        ),
     )
     ids = [i.product_id for i in order.items]
-    low = (await session.execute(select(Product).where(Product.id.in_(ids), Product.stock < low_stock_threshold))
-           ).unique().scalars().all()
+    low = (
+        (await session.execute(select(Product).where(Product.id.in_(ids), Product.stock < low_stock_threshold)))
+        .unique()
+        .scalars()
+        .all()
+    )
     for product in low:
-        alert_admins(session, admin_chat_id,
-                     t("admin.alert.low_stock", None, sku=product.sku, name=product.name, stock=product.stock),
-                     kind="low_stock")
+        alert_admins(
+            session,
+            admin_chat_id,
+            t("admin.alert.low_stock", None, sku=product.sku, name=product.name, stock=product.stock),
+            kind="low_stock",
+        )
 
 
-async def settle_failed(session: AsyncSession, payment: Payment, *, code: str, desc: str | None,
-                        reason_key: str, raw: dict[str, Any] | None, state: str = FAILED) -> str:
+async def settle_failed(
+    session: AsyncSession,
+    payment: Payment,
+    *,
+    code: str,
+    desc: str | None,
+    reason_key: str,
+    raw: dict[str, Any] | None,
+    state: str = FAILED,
+) -> str:
     """A failed attempt (cancelled on the phone, wrong PIN, …; `state` EXPIRED for a lapsed link).
     Returns `state` | duplicate. The customer is told why, with a Try again button, while the order
     can still be paid."""
-    claimed = await execute_dml(session,
-        update(Payment).where(Payment.id == payment.id, Payment.state == PENDING)
-        .values(state=state, result_code=str(code), result_desc=(desc or "")[:500], raw_callback=raw,
-                updated_at=utcnow())
-        .execution_options(synchronize_session=False)
+    claimed = await execute_dml(
+        session,
+        update(Payment)
+        .where(Payment.id == payment.id, Payment.state == PENDING)
+        .values(
+            state=state, result_code=str(code), result_desc=(desc or "")[:500], raw_callback=raw, updated_at=utcnow()
+        )
+        .execution_options(synchronize_session=False),
     )
     if claimed.rowcount != 1:
         return "duplicate"
@@ -200,30 +330,48 @@ async def settle_failed(session: AsyncSession, payment: Payment, *, code: str, d
     customer = await session.get(Customer, order.customer_id)
     if order.state == order_sm.AWAITING_PAYMENT and customer is not None and not customer.unreachable:
         lang = customer.language
-        enqueue(session, customer.chat_id,
-                t("pay.failed", lang, order=order.public_id, reason=t(reason_key, lang)),
-                kind="payment_failed", dedup_key=f"payment_failed:{payment.id}",
-                reply_markup=inline_keyboard([[(t("pay.button.try_again", lang),
-                                                buttons.offer_payment(order.public_id))]]))
+        enqueue(
+            session,
+            customer.chat_id,
+            t("pay.failed", lang, order=order.public_id, reason=t(reason_key, lang)),
+            kind="payment_failed",
+            dedup_key=f"payment_failed:{payment.id}",
+            reply_markup=inline_keyboard([[(t("pay.button.try_again", lang), buttons.offer_payment(order.public_id))]]),
+        )
     return state
 
 
-async def claim_due_attempts(session_factory: async_sessionmaker[AsyncSession], provider: str, now: datetime,
-                             hold: timedelta,
-                             *conditions: Any, batch: int = 50) -> list[int]:
+async def claim_due_attempts(
+    session_factory: async_sessionmaker[AsyncSession],
+    provider: str,
+    now: datetime,
+    hold: timedelta,
+    *conditions: Any,
+    batch: int = 50,
+) -> list[int]:
     """Pending attempts of `provider` whose next check is due, each claimed by moving its next check
     forward with a compare-and-set, so two workers never check the same attempt in one cycle."""
     async with session_factory() as session:
-        due = (await session.execute(
-            select(Payment.id, Payment.next_check_at)
-            .where(Payment.provider == provider, Payment.state == PENDING, Payment.next_check_at <= now, *conditions)
-            .order_by(Payment.next_check_at).limit(batch))).all()
+        due = (
+            await session.execute(
+                select(Payment.id, Payment.next_check_at)
+                .where(
+                    Payment.provider == provider, Payment.state == PENDING, Payment.next_check_at <= now, *conditions
+                )
+                .order_by(Payment.next_check_at)
+                .limit(batch)
+            )
+        ).all()
     claimed: list[int] = []
     for payment_id, next_check in due:
         async with session_factory() as session, session.begin():
-            result = await execute_dml(session,
-                update(Payment).where(Payment.id == payment_id, Payment.next_check_at == next_check)
-                .values(next_check_at=now + hold).execution_options(synchronize_session=False))
+            result = await execute_dml(
+                session,
+                update(Payment)
+                .where(Payment.id == payment_id, Payment.next_check_at == next_check)
+                .values(next_check_at=now + hold)
+                .execution_options(synchronize_session=False),
+            )
         if result.rowcount == 1:
             claimed.append(payment_id)
     return claimed

@@ -4,6 +4,7 @@ Facts followed (shared/reference/daraja.md): `expires_in` arrives as a string; t
 base64(shortcode + passkey + timestamp) with a Nairobi-time timestamp; amounts are whole shillings;
 the query answers "500.001.1001 … being processed" while the customer has not finished.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -51,9 +52,18 @@ class StkStatus:
 
 
 class MpesaClient:
-    def __init__(self, base_url: str, consumer_key: str, consumer_secret: str, shortcode: str, passkey: str,
-                 callback_url: str, transaction_type: str = "CustomerPayBillOnline", party_b: str | None = None,
-                 timeout: float = 15.0) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        consumer_key: str,
+        consumer_secret: str,
+        shortcode: str,
+        passkey: str,
+        callback_url: str,
+        transaction_type: str = "CustomerPayBillOnline",
+        party_b: str | None = None,
+        timeout: float = 15.0,
+    ) -> None:
         self.http = httpx.AsyncClient(base_url=base_url, timeout=timeout)
         self._credentials = base64.b64encode(f"{consumer_key}:{consumer_secret}".encode()).decode()
         self.shortcode, self._passkey, self.callback_url = shortcode, passkey, callback_url
@@ -66,9 +76,16 @@ class MpesaClient:
     @classmethod
     def from_settings(cls, s: Settings) -> MpesaClient:
         assert s.mpesa_consumer_key and s.mpesa_consumer_secret and s.mpesa_passkey and s.mpesa_shortcode
-        return cls(s.mpesa_base_url, s.mpesa_consumer_key.get_secret_value(), s.mpesa_consumer_secret.get_secret_value(),
-                   s.mpesa_shortcode, s.mpesa_passkey.get_secret_value(), s.mpesa_callback_url,
-                   s.mpesa_transaction_type, s.mpesa_party_b)
+        return cls(
+            s.mpesa_base_url,
+            s.mpesa_consumer_key.get_secret_value(),
+            s.mpesa_consumer_secret.get_secret_value(),
+            s.mpesa_shortcode,
+            s.mpesa_passkey.get_secret_value(),
+            s.mpesa_callback_url,
+            s.mpesa_transaction_type,
+            s.mpesa_party_b,
+        )
 
     async def aclose(self) -> None:
         await self.http.aclose()
@@ -80,13 +97,17 @@ class MpesaClient:
             if not force and self._token and time.monotonic() < self._token_expires:
                 return self._token
             try:
-                resp = await self.http.get("/oauth/v1/generate", params={"grant_type": "client_credentials"},
-                                           headers={"Authorization": f"Basic {self._credentials}"})
+                resp = await self.http.get(
+                    "/oauth/v1/generate",
+                    params={"grant_type": "client_credentials"},
+                    headers={"Authorization": f"Basic {self._credentials}"},
+                )
             except httpx.HTTPError as exc:
                 raise MpesaError("network", type(exc).__name__, retryable=True) from None
             if resp.status_code != 200:
-                raise MpesaError(str(resp.status_code), "OAuth token request refused",
-                                 retryable=resp.status_code >= 500)
+                raise MpesaError(
+                    str(resp.status_code), "OAuth token request refused", retryable=resp.status_code >= 500
+                )
             try:
                 body = resp.json()
                 token = str(body["access_token"])
@@ -124,7 +145,9 @@ class MpesaClient:
             if resp.status_code == 200 and isinstance(data, dict):
                 return data
             code = str(data.get("errorCode") or resp.status_code) if isinstance(data, dict) else str(resp.status_code)
-            message = str(data.get("errorMessage") or resp.reason_phrase) if isinstance(data, dict) else resp.reason_phrase
+            message = (
+                str(data.get("errorMessage") or resp.reason_phrase) if isinstance(data, dict) else resp.reason_phrase
+            )
             if code == "404.001.03" and attempt == 1:  # invalid access token
                 continue
             # The same code also means other faults ("a transaction is already in process for the
@@ -140,22 +163,36 @@ class MpesaClient:
         """Ask Daraja to prompt the customer's phone. `amount` in whole shillings."""
         ts = self.timestamp()
         body = {
-            "BusinessShortCode": self.shortcode, "Password": self.password(ts), "Timestamp": ts,
-            "TransactionType": self.transaction_type, "Amount": int(amount), "PartyA": msisdn,
-            "PartyB": self.party_b, "PhoneNumber": msisdn, "CallBackURL": self.callback_url,
-            "AccountReference": account_reference[:12], "TransactionDesc": description[:13],
+            "BusinessShortCode": self.shortcode,
+            "Password": self.password(ts),
+            "Timestamp": ts,
+            "TransactionType": self.transaction_type,
+            "Amount": int(amount),
+            "PartyA": msisdn,
+            "PartyB": self.party_b,
+            "PhoneNumber": msisdn,
+            "CallBackURL": self.callback_url,
+            "AccountReference": account_reference[:12],
+            "TransactionDesc": description[:13],
         }
         data = await self._post("/mpesa/stkpush/v1/processrequest", body)
         if str(data.get("ResponseCode", "")) != "0" or not data.get("CheckoutRequestID"):
             raise MpesaError(str(data.get("ResponseCode", "?")), str(data.get("ResponseDescription", "refused")))
-        return StkAccepted(str(data.get("MerchantRequestID", "")), str(data["CheckoutRequestID"]),
-                           str(data.get("CustomerMessage", "")))
+        return StkAccepted(
+            str(data.get("MerchantRequestID", "")), str(data["CheckoutRequestID"]), str(data.get("CustomerMessage", ""))
+        )
 
     async def stk_query(self, checkout_request_id: str) -> StkStatus:
         ts = self.timestamp()
-        data = await self._post("/mpesa/stkpushquery/v1/query", {
-            "BusinessShortCode": self.shortcode, "Password": self.password(ts), "Timestamp": ts,
-            "CheckoutRequestID": checkout_request_id})
+        data = await self._post(
+            "/mpesa/stkpushquery/v1/query",
+            {
+                "BusinessShortCode": self.shortcode,
+                "Password": self.password(ts),
+                "Timestamp": ts,
+                "CheckoutRequestID": checkout_request_id,
+            },
+        )
         if "ResultCode" not in data:
             raise MpesaError(str(data.get("ResponseCode", "?")), "query answered without a ResultCode", retryable=True)
         return StkStatus(str(data["ResultCode"]).strip(), str(data.get("ResultDesc", "")), data)

@@ -1,4 +1,5 @@
 """Scheduled M-Pesa reconciliation: attempts whose callback is overdue are confirmed by query."""
+
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable

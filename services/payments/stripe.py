@@ -1,5 +1,6 @@
 """Stripe through the official SDK's async client: Checkout Sessions as per-order payment links,
 session lookups and expiry, refunds, and webhook signature checks (against the raw body)."""
+
 from __future__ import annotations
 
 import asyncio
@@ -48,9 +49,16 @@ class CheckoutSession:
         intent = get("payment_intent")
         if intent is not None and not isinstance(intent, str):
             intent = getattr(intent, "id", None) or (intent.get("id") if hasattr(intent, "get") else None)
-        return cls(str(get("id")), get("url"), str(get("status") or ""), str(get("payment_status") or ""),
-                   get("amount_total"), (get("currency") or "").upper() or None, intent,
-                   datetime.fromtimestamp(int(expires), tz=UTC) if expires else None)
+        return cls(
+            str(get("id")),
+            get("url"),
+            str(get("status") or ""),
+            str(get("payment_status") or ""),
+            get("amount_total"),
+            (get("currency") or "").upper() or None,
+            intent,
+            datetime.fromtimestamp(int(expires), tz=UTC) if expires else None,
+        )
 
 
 def session_expiry(order: Order, now: datetime) -> datetime:
@@ -62,17 +70,27 @@ def retry_budget(request_timeout: float, retries: int) -> float:
     """The longest the SDK itself spends on one call that keeps timing out: every try waits its
     timeout, and between tries it sleeps its exponential back-off (stripe.HTTPXClient's public
     INITIAL_DELAY / MAX_DELAY; jitter only shortens a sleep)."""
-    sleeps = sum(min(stripe.HTTPXClient.INITIAL_DELAY * 2.0 ** n, stripe.HTTPXClient.MAX_DELAY) for n in range(retries))
+    sleeps = sum(min(stripe.HTTPXClient.INITIAL_DELAY * 2.0**n, stripe.HTTPXClient.MAX_DELAY) for n in range(retries))
     return (retries + 1) * request_timeout + sleeps
 
 
 class StripeGateway:
-    def __init__(self, secret_key: str, webhook_secret: str, api_base: str | None = None,
-                 return_url: str = "https://t.me", *, request_timeout: float = REQUEST_TIMEOUT,
-                 retries: int = NETWORK_RETRIES, call_timeout: float = CALL_TIMEOUT) -> None:
+    def __init__(
+        self,
+        secret_key: str,
+        webhook_secret: str,
+        api_base: str | None = None,
+        return_url: str = "https://t.me",
+        *,
+        request_timeout: float = REQUEST_TIMEOUT,
+        retries: int = NETWORK_RETRIES,
+        call_timeout: float = CALL_TIMEOUT,
+    ) -> None:
         self.request_timeout, self.retries, self.call_timeout = request_timeout, retries, call_timeout
-        options: dict[str, Any] = {"http_client": stripe.HTTPXClient(timeout=httpx.Timeout(request_timeout)),
-                                   "max_network_retries": retries}
+        options: dict[str, Any] = {
+            "http_client": stripe.HTTPXClient(timeout=httpx.Timeout(request_timeout)),
+            "max_network_retries": retries,
+        }
         if api_base:
             options["base_addresses"] = {"api": api_base}
         self.client = stripe.StripeClient(secret_key, **options)
@@ -82,35 +100,61 @@ class StripeGateway:
     @classmethod
     def from_settings(cls, s: Settings) -> StripeGateway:
         assert s.stripe_secret_key and s.stripe_webhook_secret
-        return cls(s.stripe_secret_key.get_secret_value(), s.stripe_webhook_secret.get_secret_value(),
-                   s.stripe_api_base, s.shop_return_url)
+        return cls(
+            s.stripe_secret_key.get_secret_value(),
+            s.stripe_webhook_secret.get_secret_value(),
+            s.stripe_api_base,
+            s.shop_return_url,
+        )
 
     async def aclose(self) -> None:
         return None
 
-    async def create_checkout(self, order: Order, payment: Payment, now: datetime,
-                              return_url: str | None = None) -> CheckoutSession:
+    async def create_checkout(
+        self, order: Order, payment: Payment, now: datetime, return_url: str | None = None
+    ) -> CheckoutSession:
         """One Checkout Session for this attempt. The idempotency key is the attempt's, so a retried
         request (by the SDK or after a timeout) returns the same session instead of a second one."""
         currency = order.currency.lower()
         back = return_url or self.return_url
-        line_items = [{"quantity": i.quantity, "price_data": {
-            "currency": currency, "unit_amount": i.unit_price, "product_data": {"name": i.name[:250]}}}
-            for i in order.items]
-        line_items.append({"quantity": 1, "price_data": {
-            "currency": currency, "unit_amount": order.shipping, "product_data": {"name": f"Delivery ({order.zone})"}}})
+        line_items = [
+            {
+                "quantity": i.quantity,
+                "price_data": {
+                    "currency": currency,
+                    "unit_amount": i.unit_price,
+                    "product_data": {"name": i.name[:250]},
+                },
+            }
+            for i in order.items
+        ]
+        line_items.append(
+            {
+                "quantity": 1,
+                "price_data": {
+                    "currency": currency,
+                    "unit_amount": order.shipping,
+                    "product_data": {"name": f"Delivery ({order.zone})"},
+                },
+            }
+        )
         params: dict[str, Any] = {
-            "mode": "payment", "line_items": line_items, "client_reference_id": order.public_id,
+            "mode": "payment",
+            "line_items": line_items,
+            "client_reference_id": order.public_id,
             "metadata": {"order_id": order.public_id, "payment_id": str(payment.id)},
             "payment_intent_data": {"metadata": {"order_id": order.public_id}},
-            "expires_at": int(session_expiry(order, now).timestamp()), "customer_email": order.email,
+            "expires_at": int(session_expiry(order, now).timestamp()),
+            "customer_email": order.email,
             "success_url": f"{back}?start=paid_{order.public_id}",
             "cancel_url": f"{back}?start=cancel_{order.public_id}",
         }
         try:
             async with asyncio.timeout(self.call_timeout):
                 obj = await self.client.v1.checkout.sessions.create_async(
-                    params=params, options={"idempotency_key": f"checkout-{payment.id}"})  # type: ignore[arg-type]  # a plain dict for the SDK's TypedDict of params
+                    params=params,  # type: ignore[arg-type]  # a plain dict for the SDK's TypedDict of params
+                    options={"idempotency_key": f"checkout-{payment.id}"},
+                )
         except TimeoutError:
             log.warning("stripe.create_failed", extra={"order": order.public_id, "error": "timeout"})
             raise StripeFailure("timeout") from None
@@ -143,7 +187,8 @@ class StripeGateway:
             async with asyncio.timeout(self.call_timeout):
                 refund = await self.client.v1.refunds.create_async(
                     params={"payment_intent": payment.stripe_payment_intent},
-                    options={"idempotency_key": f"refund-{payment.id}"})
+                    options={"idempotency_key": f"refund-{payment.id}"},
+                )
         except (stripe.StripeError, TimeoutError) as exc:
             raise StripeFailure(type(exc).__name__) from None
         return str(refund.id)

@@ -3,8 +3,10 @@
 One open session per order at a time: asking again reuses the open link, and a replaced session is
 expired at Stripe first (or settled, if it turns out it was paid), so a customer cannot pay twice
 through us. No link outlives its order either: a cancel (`close_links`) and the reservation expiry
-(`close_lapsed_links`) expire the order's open sessions at Stripe first. Webhook events are stored once by event id and applied once by session id.
+(`close_lapsed_links`) expire the order's open sessions at Stripe first. Webhook events are stored
+once by event id and applied once by session id.
 """
+
 from __future__ import annotations
 
 import logging
@@ -28,8 +30,12 @@ REUSE_MARGIN = timedelta(minutes=5)  # an open link that expires sooner than thi
 RECONCILE_GRACE = timedelta(minutes=2)
 IN_FLIGHT = timedelta(seconds=30)  # an attempt without a session younger than this is still being created
 
-HANDLED = ("checkout.session.completed", "checkout.session.async_payment_succeeded",
-           "checkout.session.async_payment_failed", "checkout.session.expired")
+HANDLED = (
+    "checkout.session.completed",
+    "checkout.session.async_payment_succeeded",
+    "checkout.session.async_payment_failed",
+    "checkout.session.expired",
+)
 
 
 class BadEvent(ValueError):
@@ -38,18 +44,25 @@ class BadEvent(ValueError):
 
 class LinkInProgress(DomainError):
     """Another press is creating this order's link right now; it will appear in the chat."""
+
     key = "stripe.in_progress"
 
 
 class PaymentProcessing(DomainError):
     """The previous session completed with a delayed method (bank debit): its outcome is pending,
     so a second link would risk a double charge."""
+
     key = "stripe.processing"
 
 
-async def start_card_payment(session_factory: async_sessionmaker[AsyncSession], gateway: StripeGateway,
-                             order_id: str, customer_id: int, settings: Settings,
-                             return_url: str | None = None) -> Payment:
+async def start_card_payment(
+    session_factory: async_sessionmaker[AsyncSession],
+    gateway: StripeGateway,
+    order_id: str,
+    customer_id: int,
+    settings: Settings,
+    return_url: str | None = None,
+) -> Payment:
     """A payable link for the order: the open one if still good, otherwise a new session.
 
     One payable link per order, on SQLite as on PostgreSQL: each pass first claims the order with a
@@ -77,8 +90,11 @@ async def start_card_payment(session_factory: async_sessionmaker[AsyncSession], 
         checkout = await gateway.create_checkout(order, payment, now, return_url=return_url)
     except StripeFailure:
         async with session_factory() as session, session.begin():
-            await session.execute(update(Payment).where(Payment.id == payment.id, Payment.state == common.PENDING)
-                                  .values(state=common.FAILED, result_code="api_error"))
+            await session.execute(
+                update(Payment)
+                .where(Payment.id == payment.id, Payment.state == common.PENDING)
+                .values(state=common.FAILED, result_code="api_error")
+            )
         raise
     await _store_session(session_factory, gateway, order.public_id, payment, checkout, now)
     payment.stripe_session_id, payment.checkout_url, payment.expires_at = checkout.id, checkout.url, checkout.expires_at
@@ -86,8 +102,14 @@ async def start_card_payment(session_factory: async_sessionmaker[AsyncSession], 
     return payment
 
 
-async def _store_session(session_factory: async_sessionmaker[AsyncSession], gateway: StripeGateway, order_id: str,
-                         payment: Payment, checkout: CheckoutSession, now: datetime) -> None:
+async def _store_session(
+    session_factory: async_sessionmaker[AsyncSession],
+    gateway: StripeGateway,
+    order_id: str,
+    payment: Payment,
+    checkout: CheckoutSession,
+    now: datetime,
+) -> None:
     """Keep the new session on its attempt if the order is still awaiting payment and the attempt
     still pending (compare-and-sets: the order's first, which holds its row until commit, so an
     expiry or cancel committing meanwhile is seen — a plain EXISTS would read PostgreSQL's snapshot).
@@ -95,18 +117,39 @@ async def _store_session(session_factory: async_sessionmaker[AsyncSession], gate
     link: it is expired at Stripe and the customer is told why; its id is kept so a late event
     still finds it."""
     async with session_factory() as session, session.begin():
-        held = await execute_dml(session,
-            update(Order).where(Order.id == payment.order_id, Order.state == order_service.AWAITING_PAYMENT)
-            .values(updated_at=utcnow()).execution_options(synchronize_session=False))
-        stored = held.rowcount == 1 and (await execute_dml(session,
-            update(Payment).where(Payment.id == payment.id, Payment.state == common.PENDING)
-            .values(stripe_session_id=checkout.id, checkout_url=checkout.url, expires_at=checkout.expires_at,
-                    next_check_at=(checkout.expires_at or now) + RECONCILE_GRACE)
-            .execution_options(synchronize_session=False))).rowcount == 1
+        held = await execute_dml(
+            session,
+            update(Order)
+            .where(Order.id == payment.order_id, Order.state == order_service.AWAITING_PAYMENT)
+            .values(updated_at=utcnow())
+            .execution_options(synchronize_session=False),
+        )
+        stored = (
+            held.rowcount == 1
+            and (
+                await execute_dml(
+                    session,
+                    update(Payment)
+                    .where(Payment.id == payment.id, Payment.state == common.PENDING)
+                    .values(
+                        stripe_session_id=checkout.id,
+                        checkout_url=checkout.url,
+                        expires_at=checkout.expires_at,
+                        next_check_at=(checkout.expires_at or now) + RECONCILE_GRACE,
+                    )
+                    .execution_options(synchronize_session=False),
+                )
+            ).rowcount
+            == 1
+        )
         if stored:
             return
-        await session.execute(update(Payment).where(Payment.id == payment.id, Payment.stripe_session_id.is_(None))
-                              .values(stripe_session_id=checkout.id).execution_options(synchronize_session=False))
+        await session.execute(
+            update(Payment)
+            .where(Payment.id == payment.id, Payment.stripe_session_id.is_(None))
+            .values(stripe_session_id=checkout.id)
+            .execution_options(synchronize_session=False)
+        )
         state = (await session.execute(select(Order.state).where(Order.id == payment.order_id))).scalar_one()
     log.warning("stripe.session_unwanted", extra={"payment": payment.id, "order_state": state})
     try:
@@ -122,9 +165,12 @@ async def _pending(session: AsyncSession, order_id: int, *, lock: bool = False) 
     """The order's pending card attempts, re-read (not the session's cached copies): another
     transaction may have just stored a session id or closed one. With `lock`, their rows are held
     too (PostgreSQL), so a webhook settling one waits for us rather than deadlocking with our claim."""
-    stmt = (select(Payment).where(Payment.order_id == order_id, Payment.provider == PROVIDER,
-                                  Payment.state == common.PENDING)
-            .order_by(Payment.id).execution_options(populate_existing=True))
+    stmt = (
+        select(Payment)
+        .where(Payment.order_id == order_id, Payment.provider == PROVIDER, Payment.state == common.PENDING)
+        .order_by(Payment.id)
+        .execution_options(populate_existing=True)
+    )
     if lock:
         stmt = stmt.with_for_update(of=Payment)
     return list((await session.execute(stmt)).unique().scalars().all())
@@ -147,10 +193,13 @@ async def _pick_pending(session: AsyncSession, pending: list[Payment], now: date
 
 async def _retire_orphan(session: AsyncSession, payment: Payment, state: str, code: str) -> bool:
     """pending → `state` for an attempt that never stored a session, only if it still has none."""
-    retired = await execute_dml(session,
-        update(Payment).where(Payment.id == payment.id, Payment.state == common.PENDING,
-                              Payment.stripe_session_id.is_(None))
-        .values(state=state, result_code=code, updated_at=utcnow()).execution_options(synchronize_session=False))
+    retired = await execute_dml(
+        session,
+        update(Payment)
+        .where(Payment.id == payment.id, Payment.state == common.PENDING, Payment.stripe_session_id.is_(None))
+        .values(state=state, result_code=code, updated_at=utcnow())
+        .execution_options(synchronize_session=False),
+    )
     if retired.rowcount == 1:
         payment.state = state
         return True
@@ -167,24 +216,28 @@ async def _awaiting(session: AsyncSession, order_id: str, customer_id: int) -> O
         if order.reserved_until > utcnow():
             return order
         raise common.PaymentNotAllowed("pay.error.reservation_ran_out", order=order.public_id)
-    raise common.PaymentNotAllowed("pay.error.not_awaiting", order=order.public_id,
-                                   state=order.state.replace("_", " "))
+    raise common.PaymentNotAllowed("pay.error.not_awaiting", order=order.public_id, state=order.state.replace("_", " "))
 
 
 async def _claim(session: AsyncSession, order: Order) -> bool:
     """Hold the order in the state we read it in (a no-op compare-and-set write); False (and the
     order refreshed) when it moved meanwhile."""
-    claimed = await execute_dml(session,
-        update(Order).where(Order.id == order.id, Order.state == order.state)
-        .values(updated_at=utcnow()).execution_options(synchronize_session=False))
+    claimed = await execute_dml(
+        session,
+        update(Order)
+        .where(Order.id == order.id, Order.state == order.state)
+        .values(updated_at=utcnow())
+        .execution_options(synchronize_session=False),
+    )
     if claimed.rowcount == 1:
         return True
     await session.refresh(order)
     return False
 
 
-async def _supersede(session_factory: async_sessionmaker[AsyncSession], gateway: StripeGateway, old: Payment,
-                     settings: Settings) -> None:
+async def _supersede(
+    session_factory: async_sessionmaker[AsyncSession], gateway: StripeGateway, old: Payment, settings: Settings
+) -> None:
     """Close the old session at Stripe; if it was paid meanwhile, settle it instead. Raises when the
     old session cannot be shown closed (it stays pending; the customer may try again)."""
     closed = await _close_at_stripe(gateway, old.stripe_session_id or "")
@@ -193,8 +246,9 @@ async def _supersede(session_factory: async_sessionmaker[AsyncSession], gateway:
         return
     _require_closed(closed, old)
     async with session_factory() as session, session.begin():
-        await session.execute(update(Payment).where(Payment.id == old.id, Payment.state == common.PENDING)
-                              .values(state=common.SUPERSEDED))
+        await session.execute(
+            update(Payment).where(Payment.id == old.id, Payment.state == common.PENDING).values(state=common.SUPERSEDED)
+        )
 
 
 async def _close_at_stripe(gateway: StripeGateway | None, session_id: str) -> CheckoutSession:
@@ -223,25 +277,30 @@ def _require_closed(checkout: CheckoutSession, payment: Payment) -> None:
         raise StripeFailure(f"session {checkout.id} is still {checkout.status}")
 
 
-async def _record_closed(session: AsyncSession, payment: Payment, checkout: CheckoutSession, settings: Settings,
-                         why: str) -> str:
+async def _record_closed(
+    session: AsyncSession, payment: Payment, checkout: CheckoutSession, settings: Settings, why: str
+) -> str:
     """Write what closing found, in the caller's transaction: paid → settled like any payment (an
     order still awaiting payment moves on; the caller decides what then); expired → the attempt is
     closed quietly (the order's own message follows), with a compare-and-set."""
     if checkout.payment_status == "paid":
         return await _apply(session, payment, checkout, settings, raw={"closed": checkout.id, "why": why})
-    closed = await execute_dml(session,
-        update(Payment).where(Payment.id == payment.id, Payment.state == common.PENDING)
+    closed = await execute_dml(
+        session,
+        update(Payment)
+        .where(Payment.id == payment.id, Payment.state == common.PENDING)
         .values(state=common.EXPIRED, result_code="closed", result_desc=why, updated_at=utcnow())
-        .execution_options(synchronize_session=False))
+        .execution_options(synchronize_session=False),
+    )
     if closed.rowcount != 1:
         return "duplicate"  # its expiry event (or the reconciliation) got there first
     payment.state = common.EXPIRED
     return "closed"
 
 
-async def close_links(session: AsyncSession, gateway: StripeGateway | None, order: Order, settings: Settings,
-                      why: str) -> None:
+async def close_links(
+    session: AsyncSession, gateway: StripeGateway | None, order: Order, settings: Settings, why: str
+) -> None:
     """Before an order ends (cancelled): no card link of it may stay payable. Every open session is
     expired at Stripe first, from a plain read and before the caller's transaction writes anything, so
     no lock (on SQLite: the whole database's write lock) is held while Stripe answers; expiring a
@@ -263,8 +322,9 @@ async def close_links(session: AsyncSession, gateway: StripeGateway | None, orde
         if checkout.payment_status != "paid":
             _require_closed(checkout, payment)
     if not await _claim(session, order):
-        raise common.PaymentNotAllowed("pay.error.not_awaiting", order=order.public_id,
-                                       state=order.state.replace("_", " "))
+        raise common.PaymentNotAllowed(
+            "pay.error.not_awaiting", order=order.public_id, state=order.state.replace("_", " ")
+        )
     locked = await _pending(session, order.id, lock=True)
     for payment in [p for p in locked if p.stripe_session_id is None]:
         if not await _retire_orphan(session, payment, common.EXPIRED, "closed"):
@@ -277,8 +337,9 @@ async def close_links(session: AsyncSession, gateway: StripeGateway | None, orde
         log.info("stripe.link_closed", extra={"order": order.public_id, "payment": payment.id, "outcome": outcome})
 
 
-async def cancel_unpaid(session: AsyncSession, gateway: StripeGateway | None, order: Order, settings: Settings,
-                        actor: str) -> str:
+async def cancel_unpaid(
+    session: AsyncSession, gateway: StripeGateway | None, order: Order, settings: Settings, actor: str
+) -> str:
     """The customer's cancel of their unpaid order, one unit of work. Returns:
     - "prompt_open": refused, an M-Pesa prompt for the order may still be paid (a reservation is not
       released while it can be); asked before the card links are closed, so those stay open, and
@@ -300,15 +361,21 @@ async def cancel_unpaid(session: AsyncSession, gateway: StripeGateway | None, or
     elif await order_service.mpesa_prompt_open(session, order):
         outcome = "prompt_open"
     else:
-        await order_service.transition(session, order, order_service.CANCELLED, actor,
-                                       "cancelled by the customer before paying")
+        await order_service.transition(
+            session, order, order_service.CANCELLED, actor, "cancelled by the customer before paying"
+        )
         outcome = "cancelled"
     await session.commit()
     return outcome
 
 
-async def close_lapsed_links(session_factory: async_sessionmaker[AsyncSession], gateway: StripeGateway,
-                             settings: Settings, now: datetime | None = None, batch: int = 50) -> int:
+async def close_lapsed_links(
+    session_factory: async_sessionmaker[AsyncSession],
+    gateway: StripeGateway,
+    settings: Settings,
+    now: datetime | None = None,
+    batch: int = 50,
+) -> int:
     """Before the reservation-expiry job releases stock: expire at Stripe the open sessions of
     orders whose reservation ran out, so none can be paid after its order expired (a session lives
     at least 30 minutes, often past the reservation). Claim (read), call out, write (compare-and-set):
@@ -318,12 +385,21 @@ async def close_lapsed_links(session_factory: async_sessionmaker[AsyncSession], 
     expiry are not payable any more; `reconcile_due` learns how they ended. Returns how many were closed."""
     now = now or utcnow()
     async with session_factory() as session:
-        rows = (await session.execute(
-            select(Payment.id, Payment.stripe_session_id, Payment.created_at).join(Order, Order.id == Payment.order_id)
-            .where(Payment.provider == PROVIDER, Payment.state == common.PENDING,
-                   or_(Payment.expires_at.is_(None), Payment.expires_at > now - RECONCILE_GRACE),
-                   Order.state == order_service.AWAITING_PAYMENT, Order.reserved_until <= now)
-            .order_by(Payment.id).limit(batch))).all()
+        rows = (
+            await session.execute(
+                select(Payment.id, Payment.stripe_session_id, Payment.created_at)
+                .join(Order, Order.id == Payment.order_id)
+                .where(
+                    Payment.provider == PROVIDER,
+                    Payment.state == common.PENDING,
+                    or_(Payment.expires_at.is_(None), Payment.expires_at > now - RECONCILE_GRACE),
+                    Order.state == order_service.AWAITING_PAYMENT,
+                    Order.reserved_until <= now,
+                )
+                .order_by(Payment.id)
+                .limit(batch)
+            )
+        ).all()
     closed = 0
     for payment_id, session_id, created_at in rows:
         if session_id is None:
@@ -349,8 +425,13 @@ async def close_lapsed_links(session_factory: async_sessionmaker[AsyncSession], 
     return closed
 
 
-async def apply_session(session_factory: async_sessionmaker[AsyncSession], payment_id: int,
-                        checkout: CheckoutSession, settings: Settings, raw: dict[str, Any] | None) -> str:
+async def apply_session(
+    session_factory: async_sessionmaker[AsyncSession],
+    payment_id: int,
+    checkout: CheckoutSession,
+    settings: Settings,
+    raw: dict[str, Any] | None,
+) -> str:
     """Settle an attempt from what Stripe says its session is now."""
     async with session_factory() as session, session.begin():
         payment = await session.get(Payment, payment_id)
@@ -358,21 +439,48 @@ async def apply_session(session_factory: async_sessionmaker[AsyncSession], payme
         return await _apply(session, payment, checkout, settings, raw)
 
 
-async def _apply(session: AsyncSession, payment: Payment, checkout: CheckoutSession, settings: Settings,
-                 raw: dict[str, Any] | None, *, failed: bool = False) -> str:
+async def _apply(
+    session: AsyncSession,
+    payment: Payment,
+    checkout: CheckoutSession,
+    settings: Settings,
+    raw: dict[str, Any] | None,
+    *,
+    failed: bool = False,
+) -> str:
     if checkout.payment_intent and not payment.stripe_payment_intent:
         payment.stripe_payment_intent = checkout.payment_intent
     if checkout.payment_status == "paid":
         return await common.settle_paid(
-            session, payment, amount=int(checkout.amount_total or 0), currency=checkout.currency or "",
-            reference=checkout.payment_intent, raw=raw, actor="system:stripe", admin_chat_id=settings.admin_chat_id,
-            low_stock_threshold=settings.low_stock_threshold)
+            session,
+            payment,
+            amount=int(checkout.amount_total or 0),
+            currency=checkout.currency or "",
+            reference=checkout.payment_intent,
+            raw=raw,
+            actor="system:stripe",
+            admin_chat_id=settings.admin_chat_id,
+            low_stock_threshold=settings.low_stock_threshold,
+        )
     if failed:
-        return await common.settle_failed(session, payment, code="async_failed", desc=checkout.status, raw=raw,
-                                          reason_key="stripe.reason.async_failed")
+        return await common.settle_failed(
+            session,
+            payment,
+            code="async_failed",
+            desc=checkout.status,
+            raw=raw,
+            reason_key="stripe.reason.async_failed",
+        )
     if checkout.status == "expired":
-        return await common.settle_failed(session, payment, code="expired", desc=checkout.status, raw=raw,
-                                          reason_key="stripe.reason.expired", state=common.EXPIRED)
+        return await common.settle_failed(
+            session,
+            payment,
+            code="expired",
+            desc=checkout.status,
+            raw=raw,
+            reason_key="stripe.reason.expired",
+            state=common.EXPIRED,
+        )
     return "waiting"
 
 
@@ -392,30 +500,39 @@ def _session_of(event: dict[str, Any]) -> tuple[str, str, CheckoutSession, dict[
     return event_id, event_type, checkout, obj
 
 
-async def handle_event(session_factory: async_sessionmaker[AsyncSession], event: dict[str, Any],
-                       settings: Settings) -> str:
+async def handle_event(
+    session_factory: async_sessionmaker[AsyncSession], event: dict[str, Any], settings: Settings
+) -> str:
     """Apply one verified webhook event. Returns the outcome; raises BadEvent for odd shapes."""
     if str(event.get("type", "")) not in HANDLED:
         async with session_factory() as session, session.begin():
-            await common.record_event(session, PROVIDER, str(event.get("id", "?")), str(event.get("type", "?")),
-                                      None, status="ignored")
+            await common.record_event(
+                session, PROVIDER, str(event.get("id", "?")), str(event.get("type", "?")), None, status="ignored"
+            )
         return "ignored"
     event_id, event_type, checkout, obj = _session_of(event)
     async with session_factory() as session, session.begin():
         stored = await common.record_event(session, PROVIDER, event_id, event_type, event)
         if stored is None:
             return "duplicate"
-        payment = (await session.execute(select(Payment).where(Payment.stripe_session_id == checkout.id))
-                   ).unique().scalar_one_or_none() or await _adopt(session, checkout.id, obj)
+        payment = (
+            await session.execute(select(Payment).where(Payment.stripe_session_id == checkout.id))
+        ).unique().scalar_one_or_none() or await _adopt(session, checkout.id, obj)
         if payment is None:
-            await common.record_anomaly(session, settings.admin_chat_id, provider=PROVIDER,
-                                        event_id=f"unknown:{checkout.id}", event_type=event_type, payload=event,
-                                        detail=f"{event_type} for unknown session {checkout.id} "
-                                               f"(order ref {obj.get('client_reference_id')})")
+            await common.record_anomaly(
+                session,
+                settings.admin_chat_id,
+                provider=PROVIDER,
+                event_id=f"unknown:{checkout.id}",
+                event_type=event_type,
+                payload=event,
+                detail=f"{event_type} for unknown session {checkout.id} (order ref {obj.get('client_reference_id')})",
+            )
             return "unknown"
         stored.payment_id = payment.id
-        return await _apply(session, payment, checkout, settings, event,
-                            failed=event_type.endswith("async_payment_failed"))
+        return await _apply(
+            session, payment, checkout, settings, event, failed=event_type.endswith("async_payment_failed")
+        )
 
 
 async def _adopt(session: AsyncSession, session_id: str, obj: dict[str, Any]) -> Payment | None:
@@ -425,12 +542,20 @@ async def _adopt(session: AsyncSession, session_id: str, obj: dict[str, Any]) ->
     if not isinstance(metadata, dict) or not str(metadata.get("payment_id", "")).isdigit():
         return None
     payment = await session.get(Payment, int(metadata["payment_id"]))
-    if (payment is None or payment.provider != PROVIDER or payment.stripe_session_id is not None
-            or payment.order.public_id != metadata.get("order_id")):
+    if (
+        payment is None
+        or payment.provider != PROVIDER
+        or payment.stripe_session_id is not None
+        or payment.order.public_id != metadata.get("order_id")
+    ):
         return None
-    claimed = await execute_dml(session, update(Payment).where(Payment.id == payment.id,
-                                                          Payment.stripe_session_id.is_(None))
-                                    .values(stripe_session_id=session_id).execution_options(synchronize_session=False))
+    claimed = await execute_dml(
+        session,
+        update(Payment)
+        .where(Payment.id == payment.id, Payment.stripe_session_id.is_(None))
+        .values(stripe_session_id=session_id)
+        .execution_options(synchronize_session=False),
+    )
     if claimed.rowcount != 1:
         return None
     payment.stripe_session_id = session_id
@@ -438,13 +563,19 @@ async def _adopt(session: AsyncSession, session_id: str, obj: dict[str, Any]) ->
     return payment
 
 
-async def reconcile_due(session_factory: async_sessionmaker[AsyncSession], gateway: StripeGateway,
-                        settings: Settings, now: datetime | None = None, batch: int = 50) -> int:
+async def reconcile_due(
+    session_factory: async_sessionmaker[AsyncSession],
+    gateway: StripeGateway,
+    settings: Settings,
+    now: datetime | None = None,
+    batch: int = 50,
+) -> int:
     """Sessions still pending past their expiry: ask Stripe how they ended (webhook lost)."""
     now = now or utcnow()
     settled = 0
-    for payment_id in await common.claim_due_attempts(session_factory, PROVIDER, now, timedelta(minutes=5),
-                                                      Payment.stripe_session_id.is_not(None), batch=batch):
+    for payment_id in await common.claim_due_attempts(
+        session_factory, PROVIDER, now, timedelta(minutes=5), Payment.stripe_session_id.is_not(None), batch=batch
+    ):
         async with session_factory() as session:
             session_id = (await session.get(Payment, payment_id)).stripe_session_id  # type: ignore[union-attr]  # the attempt claimed just now by its id
         try:

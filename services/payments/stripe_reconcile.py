@@ -1,4 +1,5 @@
 """Scheduled Stripe reconciliation: sessions still pending past their expiry are looked up."""
+
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
