@@ -80,12 +80,11 @@ class JsonBodySession(AiohttpSession):
 
     _JSON: ClassVar[dict[str, str]] = {"Content-Type": "application/json"}
 
-    # the timeout parameter is BaseSession's signature
     async def make_request(
         self,
         bot: Bot,
         method: TelegramMethod[TelegramType],
-        timeout: int | None = None,  # noqa: ASYNC109
+        timeout: int | None = None,  # noqa: ASYNC109 - BaseSession's signature, which aiogram calls
     ) -> TelegramType:
         body = self._json_body(bot, method)
         if body is None:

@@ -17,6 +17,7 @@ from typing import Any
 from aiogram import BaseMiddleware
 from aiogram.exceptions import TelegramAPIError
 from aiogram.fsm.storage.base import BaseStorage
+from aiogram.fsm.storage.redis import RedisStorage
 from aiogram.types import CallbackQuery, Message, TelegramObject, User
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -139,8 +140,4 @@ class ThrottleMiddleware(BaseMiddleware):
 def shared_redis(storage: BaseStorage) -> Redis | None:
     """The Redis client of the conversation storage (REDIS_URL), reused so the throttle adds no
     connection pool of its own and is closed with the storage; None for in-memory storage."""
-    try:
-        from aiogram.fsm.storage.redis import RedisStorage
-    except ImportError:  # pragma: no cover - redis is a dependency
-        return None
     return storage.redis if isinstance(storage, RedisStorage) else None

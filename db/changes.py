@@ -5,7 +5,7 @@ Every service that writes `products` or `categories` (the stock moves in service
 restocking, the catalogue import) calls `catalogue_written(session)` in the transaction that writes.
 The count moves then and again when that transaction commits, so a screen rendered in between from
 the old committed rows is not reused. Marking at the few writers costs nothing per statement (an
-engine-wide statement hook cost ~30 µs on every query, 5 % of the flash sale). Writes made by other
+engine-wide statement hook would cost on every query). Writes made by other
 processes are not seen here: cached screens also expire on a timer (`CATALOG_CACHE_SECONDS`)."""
 
 from __future__ import annotations

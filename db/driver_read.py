@@ -3,8 +3,8 @@
 In a flash sale almost every checkout is refused by that one read, on a CPU that is then the
 bottleneck, and SQLAlchemy's execution path (execution context, cursor adapter, result) costs about
 as much CPU again as the read itself. Sent on the driver connection of a connection checked out
-from the same pool, the sale's p99 stays where it was; through SQLAlchemy it rose by about a third
-(bench/RESULTS.md, "read_ahead on the driver"). Only this read takes the path, and only through
+from the same pool, the sale keeps its p99 (bench/RESULTS.md, "The early read on the driver").
+Only this read takes the path, and only through
 SQLAlchemy's public API: the statement is compiled with `ClauseElement.compile`, the connection
 comes from `AsyncConnection.get_raw_connection()`, and a failure is raised as SQLAlchemy's own
 exception, the connection invalidated when it may be broken, as SQLAlchemy does for its statements.

@@ -42,14 +42,13 @@ def make_engine(url: str, **kwargs: object) -> AsyncEngine:
 
         return engine
     # A fixed pool of 20 per process. Overflow connections are opened in a burst and closed again
-    # after it, and more transactions at once than cores only queue inside PostgreSQL: on the
-    # flash-sale bench (2 cores) the old 10 + 20 overflow gave p99 494-616 ms, a fixed 30 305-380 ms,
-    # a fixed 20 224-238 ms, a fixed 10 186-206 ms. 20 leaves room for the scheduler and the outbox
-    # sender beside the web handlers. A fixed pool deadlocks if tasks hold two connections each, so
+    # after it, and more transactions at once than cores only queue inside PostgreSQL (the flash-sale
+    # figures for each pool shape are in bench/RESULTS.md). 20 leaves room for the scheduler and the
+    # outbox sender beside the web handlers. A fixed pool deadlocks if tasks hold two connections each, so
     # the code never does (tests/pool_guard.py fails any test in which one task holds two).
     kwargs.setdefault("pool_size", 20)
     kwargs.setdefault("max_overflow", 0)
-    # No pre-ping: it costs a round trip per checkout from the pool (~10 % of a webhook update's CPU).
+    # No pre-ping: it costs a round trip per checkout from the pool, on every webhook update.
     # A connection that died (database restart) fails its statement, SQLAlchemy then discards the whole
     # pool, and the failed request is retried by its sender (Telegram and the payment providers retry
     # on 5xx; the scheduler on its next cycle). Recycling keeps idle connections from going stale.

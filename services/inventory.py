@@ -2,8 +2,8 @@
 `stock` (free) → `reserved` (unpaid orders) → `sold`. Their sum changes only by restocking.
 
 The statements are built once, on the table, and run on the session's connection: building an ORM
-`update(Product)` per call and running it through the ORM's DML layer was ~30 % of placing an order
-(flash-sale profile), for a statement that touches no loaded object (`synchronize_session=False`)."""
+`update(Product)` per call and running it through the ORM's DML layer was a large share of placing
+an order (flash-sale profile, bench/RESULTS.md), for a statement that touches no loaded object."""
 
 from __future__ import annotations
 
