@@ -60,6 +60,13 @@ class PrivateChat(Filter):
         return _chat_type(event) == "private"
 
 
+class Never(Filter):
+    """Router-level: this router takes no event of this kind (its sub-routers are not even entered)."""
+
+    async def __call__(self, event: TelegramObject) -> bool:
+        return False
+
+
 class NotPrivateChat(Filter):
     """A group's, supergroup's or channel's message or button (not a press whose message is unknown)."""
 

@@ -102,7 +102,7 @@ def test_each_dispatcher_gets_its_own_routers() -> None:
     first.include_router(setup_routers())
     second.include_router(setup_routers())  # a router belongs to one parent: a new tree each time
     names = [r.name for r in first.sub_routers[0].sub_routers]
-    assert names[:2] == ["group", "start"] and names[-1] == "common"
+    assert names[:3] == ["private_presses", "group", "start"] and names[-1] == "common"
     assert not set(map(id, first.chain_tail)) & set(map(id, second.chain_tail))
 
 
@@ -136,3 +136,27 @@ async def test_unknown_and_malformed_presses_get_the_stale_answer(shop: Harness)
     ):
         await shop.press(5, data)
         assert shop.last_answer is not None and "expired" in shop.last_answer.params["text"], data
+
+
+async def test_a_private_press_skips_the_routers_that_cannot_take_it(shop: Harness) -> None:
+    """A press in a private chat goes straight to the features that own buttons: the group and admin
+    routers are not even entered. A press none of them owns still reaches the fallback through the
+    full list (the stale-button answer), and a group's press still reaches the group router."""
+    entered: list[str] = []
+
+    def recorder(name: str):  # type: ignore[no-untyped-def]
+        async def record(handler, event, data):  # type: ignore[no-untyped-def]
+            entered.append(name)
+            return await handler(event, data)
+
+        return record
+
+    for router in shop.shop.dp.chain_tail:
+        if router.name in ("group", "admin", "catalog", "common"):
+            router.callback_query.outer_middleware(recorder(router.name))
+    await shop.send(5, "/start")
+    catalogue = await shop.press(5, MENU_CATALOG)
+    assert entered == ["catalog"] and catalogue.method == "editMessageText"
+    entered.clear()
+    await shop.press(5, "something:old")
+    assert entered[-1] == "common" and shop.last_answer.params["text"].startswith("This button has expired")
