@@ -18,6 +18,7 @@ from aiogram.types import (
     ReplyKeyboardRemove,
 )
 
+from bot.config import Settings
 from db.session import database_unreachable
 from handlers.buttons import MENU_CART, MENU_CATALOG, MENU_HELP, MENU_ORDERS, Menu, MenuScreen
 from handlers.filters import PrivateChat
@@ -80,11 +81,12 @@ async def stale_button(query: CallbackQuery, lang: str) -> None:
 
 
 @router.errors()
-async def on_error(event: ErrorEvent) -> bool:
-    """Our own failure: log it with the update id, apologise, keep serving. The database out of
-    reach is left to the webhook, which answers 503 so that Telegram delivers the update again."""
+async def on_error(event: ErrorEvent, settings: Settings) -> bool:
+    """Our own failure: log it with the update id, apologise, keep serving. In webhook mode the
+    database out of reach is left to the webhook, which answers 503 so that Telegram delivers the
+    update again; a polled update is not delivered again, so there the customer gets the apology."""
     update = event.update
-    if database_unreachable(event.exception):
+    if settings.webhook_mode and database_unreachable(event.exception):
         raise event.exception
     log.error("handler.error", exc_info=event.exception, extra={"update_id": update.update_id})
     try:

@@ -109,3 +109,31 @@ async def test_connection_killed_under_a_screen_is_503_and_the_redelivery_is_ser
             assert len(botapi.sent(CUSTOMER, "sendMessage")) == sent + 1 + engine.sync_engine.pool.size()
     finally:
         await shop.stop()
+
+
+async def test_polled_update_with_the_database_down_gets_the_apology(engine, botapi) -> None:  # type: ignore[no-untyped-def]
+    """In polling mode nobody delivers an update again, so the database out of reach is not left to a
+    503: the customer is told something went wrong on our side, as for any failure of ours."""
+    from aiogram.types import Update
+
+    settings = make_settings(engine, botapi, database_url="postgresql+asyncpg://nobody@127.0.0.1:1/none")
+    assert not settings.webhook_mode
+    shop = build_shop(settings, engine=make_engine(settings.database_url))
+    try:
+        update = {
+            "update_id": 1,
+            "message": {
+                "message_id": 1,
+                "date": int(time.time()),
+                "chat": {"id": 77, "type": "private"},
+                "from": {"id": 77, "is_bot": False, "first_name": "Wanjiru"},
+                "text": "/cart",
+            },
+        }
+        await shop.dp.feed_update(shop.bot, Update.model_validate(update, context={"bot": shop.bot}))
+    finally:
+        await shop.close()
+    sent = [c for c in botapi.calls if c.method == "sendMessage"]
+    assert [c.params["text"] for c in sent] == [
+        "Sorry, something went wrong on our side. We've been notified — please try again in a moment."
+    ]
