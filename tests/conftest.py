@@ -105,6 +105,15 @@ async def db_backend(
         path: Path = tmp_path_factory.mktemp("db") / "shop.db"
         yield "sqlite", f"sqlite+aiosqlite:///{path}"
         return
+    url = await create_pg_database()
+    try:
+        yield "postgresql", url
+    finally:
+        await drop_pg_database(url)
+
+
+async def create_pg_database() -> str:
+    """A new, empty database in the test server; its SQLAlchemy URL."""
     name = f"sf_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
     admin = await asyncpg.connect(PG_ADMIN_DSN)
     try:
@@ -112,14 +121,28 @@ async def db_backend(
     finally:
         await admin.close()
     base = PG_ADMIN_DSN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
+    return f"{base}/{name}"
+
+
+async def drop_pg_database(url: str) -> None:
+    admin = await asyncpg.connect(PG_ADMIN_DSN)
     try:
-        yield "postgresql", f"{base}/{name}"
+        await admin.execute(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)')
     finally:
-        admin = await asyncpg.connect(PG_ADMIN_DSN)
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await admin.close()
+        await admin.close()
+
+
+@pytest_asyncio.fixture
+async def empty_database(db_backend: tuple[str, str], tmp_path: Path) -> AsyncIterator[str]:
+    """The URL of a database of this run's backend that nothing has migrated yet (not the shared one)."""
+    if db_backend[0] == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'empty.db'}"
+        return
+    url = await create_pg_database()
+    try:
+        yield url
+    finally:
+        await drop_pg_database(url)
 
 
 POOL_GUARDS: dict[int, OneConnectionPerTask] = {}

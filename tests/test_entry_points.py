@@ -123,6 +123,36 @@ async def test_healthz_says_alive_only_and_readyz_checks_the_database(engine, bo
         await down.close()
 
 
+async def test_readyz_wants_the_schema_at_the_head_revision(empty_database, botapi) -> None:  # type: ignore[no-untyped-def]
+    """A database that answers but whose schema is not the one this code expects (never migrated, or a
+    migration behind, as while the release step has not run yet) is not ready; at the head it is."""
+    from alembic.script import ScriptDirectory
+
+    from bot.runtime import build_shop
+    from db.migrate import alembic_config, head_revision, upgrade
+    from db.session import make_engine
+
+    head = head_revision()
+    previous = ScriptDirectory.from_config(alembic_config()).get_revision(head).down_revision
+    assert isinstance(previous, str)  # the test needs a migration before the head
+    engine = make_engine(empty_database)
+    settings = make_settings(engine, botapi, database_url=empty_database)
+    shop = build_shop(settings, engine=engine, providers={})
+    try:
+        async with serve_shop(shop) as base, httpx.AsyncClient(base_url=base) as http:
+            never = await http.get("/readyz")
+            await upgrade(engine, previous)
+            behind = await http.get("/readyz")
+            await upgrade(engine)
+            current = await http.get("/readyz")
+    finally:
+        await shop.close()
+    assert (never.status_code, behind.status_code, current.status_code) == (503, 503, 200)
+    for answer in (never, behind):
+        assert answer.json() == {"status": "unavailable"}  # which revision is no business of the caller
+    assert current.json() == {"status": "ok"}
+
+
 async def test_the_server_binds_to_HOST(engine, botapi) -> None:  # type: ignore[no-untyped-def]
     port = free_port()
     settings = make_settings(engine, botapi, public_base_url="https://shop.example", host="127.0.0.2", port=port)

@@ -8,9 +8,9 @@ from __future__ import annotations
 import logging
 
 from aiohttp import web
-from sqlalchemy import text
 
 from bot.runtime import Shop
+from db.migrate import database_revisions, head_revision
 from webhooks import mpesa, stripe
 from webhooks.telegram import TelegramWebhook
 
@@ -27,13 +27,17 @@ async def alive(request: web.Request) -> web.Response:
 
 
 async def ready(request: web.Request) -> web.Response:
-    """Readiness: the database answers, so this process can take traffic."""
+    """Readiness: the database answers and its schema is the one this code was written for (its Alembic
+    revision is db/migrations' head), so this process can take traffic. The body says nothing more."""
     shop = request.app[SHOP_KEY]
     try:
-        async with shop.engine.connect() as conn:
-            await conn.execute(text("SELECT 1"))
+        head = head_revision()
+        revisions = await database_revisions(shop.engine)
     except Exception as exc:  # noqa: BLE001 - any failure to reach the database is "not ready"
         log.error("ready.database_down", extra={"error": type(exc).__name__})
+        return web.json_response({"status": "unavailable"}, status=503)
+    if revisions != [head]:
+        log.error("ready.schema_not_current", extra={"database": ",".join(revisions) or "-", "head": head})
         return web.json_response({"status": "unavailable"}, status=503)
     return web.json_response({"status": "ok"})
 
