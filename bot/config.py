@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 from functools import lru_cache
 from ipaddress import IPv4Network, IPv6Network, ip_network
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -44,6 +44,8 @@ class Settings(BaseSettings):
     # Run every scheduled job this often instead of its own interval (0 = each job's default).
     job_interval_override_seconds: float = Field(0, ge=0)
     log_level: str = "INFO"
+    # text: `time LEVEL logger event key=value …`; json: one JSON object a line (log collectors).
+    log_format: Literal["text", "json"] = "text"
 
     # Abuse limits (each refusal gets a friendly reply)
     max_open_orders_per_customer: int = Field(3, ge=1)  # unpaid orders holding stock at once

@@ -1,8 +1,10 @@
-"""Structured log lines (`event key=value …`) with a last-line-of-defence redactor: bot tokens,
-bearer tokens, secrets and full phone numbers never reach the log, whoever logged them."""
+"""Structured log lines (`event key=value …`, or one JSON object a line with LOG_FORMAT=json) with a
+last-line-of-defence redactor: bot tokens, bearer tokens, secrets and full phone numbers never reach the
+log, whoever logged them."""
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import sys
@@ -42,9 +44,47 @@ class StructuredFormatter(logging.Formatter):
         return redact(line)
 
 
-def setup_logging(level: str = "INFO") -> None:
+class JsonFormatter(logging.Formatter):
+    """One JSON object a line with the text line's fields: `asctime`, `levelname`, `name`, `message` (the
+    event), each extra under its own key, and `exc_info` (the traceback) when there is one. These base
+    keys are LogRecord attributes, so no extra can take their place (logging refuses such extras).
+
+    The redactor runs on each value as the text formatter sees it (an extra as `key=value`, so a
+    `token=…` extra is caught by its name) before serialising, which keeps every line valid JSON. An
+    extra stays a JSON number or boolean unless redacting its text changed it (a phone number as int)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, object] = {
+            "asctime": self.formatTime(record),
+            "levelname": record.levelname,
+            "name": record.name,
+            "message": redact(record.getMessage()),
+        }
+        for key, value in record.__dict__.items():
+            if key not in _STD:
+                entry[key] = _redacted_extra(key, value)
+        if record.exc_info:
+            entry["exc_info"] = redact(self.formatException(record.exc_info))
+        if record.stack_info:
+            entry["stack_info"] = redact(self.formatStack(record.stack_info))
+        return json.dumps(entry, ensure_ascii=False, default=str)
+
+
+def _redacted_extra(key: str, value: object) -> object:
+    pair = f"{key}={value}"
+    cleaned = redact(pair)
+    if cleaned == pair and (value is None or isinstance(value, bool | int | float | str)):
+        return value
+    prefix = f"{key}="
+    return cleaned[len(prefix) :] if cleaned.startswith(prefix) else cleaned
+
+
+FORMATTERS: dict[str, type[logging.Formatter]] = {"text": StructuredFormatter, "json": JsonFormatter}
+
+
+def setup_logging(level: str = "INFO", fmt: str = "text") -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(StructuredFormatter())
+    handler.setFormatter(FORMATTERS[fmt]())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -93,6 +93,7 @@ def last_line(stderr: str) -> str:
 def _run_cli(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
     base = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "PYTHONPATH": str(ROOT),  # this checkout's code, whichever checkout the environment installed
         "BOT_TOKEN": TOKEN,
         "DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/x.db",
         "PORT": "0",
