@@ -18,7 +18,8 @@ MIN_CALLBACK_TOKEN = 32
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+    # An empty variable (`ADMIN_CHAT_ID=` as .env.example ships it) means "not set": its default applies.
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore", env_ignore_empty=True)
 
     # Telegram
     bot_token: SecretStr = SecretStr("")

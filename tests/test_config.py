@@ -166,3 +166,24 @@ async def test_cli_run_with_a_rejected_token_exits_2(tmp_path: Path) -> None:
         == f"startup error: BOT_TOKEN: the Bot API at {botapi.url} rejected the token (401 Unauthorized)"
     )
     assert [c.method for c in botapi.calls] == ["getMe:rejected"]  # nothing else was tried
+
+
+def test_env_example_as_shipped_is_a_valid_configuration(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Copied to .env (or used as a systemd EnvironmentFile) before every value is filled in, its empty
+    variables mean "not set": the shop starts on the defaults instead of refusing `ADMIN_CHAT_ID=`."""
+    (tmp_path / ".env").write_text((ROOT / ".env.example").read_text())
+    monkeypatch.chdir(tmp_path)
+    for name in Settings.model_fields:
+        monkeypatch.delenv(name.upper(), raising=False)
+    from_file = load_settings()
+    for line in (ROOT / ".env.example").read_text().splitlines():
+        if "=" in line and not line.lstrip().startswith("#"):
+            name, value = line.split("=", 1)
+            monkeypatch.setenv(name.strip(), value)
+    (tmp_path / ".env").unlink()
+    from_environment = load_settings()
+    for settings in (from_file, from_environment):
+        assert settings.admin_chat_id is None and settings.admin_user_ids == []
+        assert settings.public_base_url is None and not settings.webhook_mode
+        assert settings.mpesa_callback_token is None and not settings.mpesa_configured
+        assert settings.log_format == "text" and settings.port == 8080
