@@ -44,6 +44,8 @@ class Settings(BaseSettings):
     # Run every scheduled job this often instead of its own interval (0 = each job's default).
     job_interval_override_seconds: float = Field(0, ge=0)
     log_level: str = "INFO"
+    # GET /metrics answers only requests with `Authorization: Bearer <token>` when this is set.
+    metrics_token: SecretStr | None = None
 
     # Abuse limits (each refusal gets a friendly reply)
     max_open_orders_per_customer: int = Field(3, ge=1)  # unpaid orders holding stock at once
