@@ -15,6 +15,7 @@ from aiogram.fsm.storage.memory import MemoryStorage
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.config import Settings
+from bot.metrics import HandlerMetrics
 from bot.middlewares import CustomerMiddleware, DbSessionMiddleware, LanguageMiddleware
 from bot.plain_fallback import ResendAsPlainText
 from bot.speedups import JsonBodySession, pin_response_types
@@ -68,6 +69,7 @@ def build_dispatcher(settings: Settings, session_factory: async_sessionmaker[Asy
     for observer in (dp.message, dp.callback_query):
         observer.outer_middleware(LanguageMiddleware())
         observer.outer_middleware(throttle)  # keyed by user; after the language, to refuse in it
+        observer.middleware(HandlerMetrics())  # inner: counts and times the chosen handler, commit included
         observer.middleware(sessions)  # inner, in this order: the customer is looked up in the session
         observer.middleware(customers)
     dp.include_router(setup_routers())

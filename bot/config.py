@@ -47,6 +47,8 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     # text: `time LEVEL logger event key=value …`; json: one JSON object a line (log collectors).
     log_format: Literal["text", "json"] = "text"
+    # GET /metrics answers only requests with `Authorization: Bearer <token>` when this is set.
+    metrics_token: SecretStr | None = None
 
     # Abuse limits (each refusal gets a friendly reply)
     max_open_orders_per_customer: int = Field(3, ge=1)  # unpaid orders holding stock at once

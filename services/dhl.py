@@ -34,7 +34,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt,
 from bot.config import Settings
 from db.models import ApiBudget, Order, Outbox, utcnow
 from db.session import dialect_name, insert_with_conflicts
-from services import buttons
+from services import buttons, metrics
 from services import orders as sm
 from services.errors import DomainError
 from services.i18n import t
@@ -187,7 +187,9 @@ class DhlClient:
                 params={"trackingNumber": tracking_number, "service": "express", "language": "en"},
             )
         except httpx.HTTPError as exc:
+            metrics.count_dhl_call(None)
             raise TemporaryError(type(exc).__name__) from None
+        metrics.count_dhl_call(resp.status_code)
         if resp.status_code == 200:
             try:
                 return parse_shipment(resp.json())

@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from db.models import CartItem, Customer, Order, OrderEvent, OrderItem, Product, table_of, utcnow
 from db.session import execute_dml, read_ahead
-from services import buttons, inventory
+from services import buttons, inventory, metrics
 from services.errors import DomainError, IllegalTransition, InvalidInput, NotFound, OutOfStock
 from services.i18n import t
 from services.markup import cut
@@ -114,6 +114,7 @@ async def transition(
                     [[(t("orders.button.view", customer.language), buttons.view_order(order.public_id))]]
                 ),
             )
+    metrics.count_transition(session, from_state, to_state)
     log.info("order.transition", extra={"order": order.public_id, "from": from_state, "to": to_state, "actor": actor})
     return event
 
@@ -315,6 +316,7 @@ async def place_order(
     # COMMIT, so doing it after the inserts keeps a hot item's lock short in a flash sale.
     for product, qty in lines:  # product-id order everywhere: no lock-order deadlocks
         await inventory.reserve(session, product, qty)
+    metrics.count_transition(session, None, AWAITING_PAYMENT)
     log.info("order.placed", extra={"order": order.public_id, "total": order.total, "currency": order.currency})
     return order
 
@@ -519,6 +521,7 @@ async def expire_due_orders(
             from services.payments.common import expire_pending_attempts  # avoid import cycle
 
             await expire_pending_attempts(session, order)
+            metrics.on_commit(session, metrics.RESERVATION_EXPIRIES)
             expired += 1
     return expired
 

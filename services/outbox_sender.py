@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from db.models import Customer, Outbox, StockWatch, utcnow
 from db.session import dialect_name
+from services import metrics
 from services.locks import run_as_leader
 from services.markup import is_unparsable, refusal_for_log, to_plain
 
@@ -341,6 +342,7 @@ async def _send_chat(
             except RetryAfter as exc:
                 scope = "global" if limits.note_429(chat_id, exc.seconds) else "chat"
                 await _release(session_factory, rows[index:], exc.seconds, f"429 retry_after={exc.seconds}")
+                metrics.NOTIFICATIONS.labels("rate_limited").inc()
                 log.warning(
                     "outbox.rate_limited", extra={"chat_id": chat_id, "retry_after": exc.seconds, "scope": scope}
                 )
@@ -351,6 +353,7 @@ async def _send_chat(
             except TemporaryError as exc:
                 if row.attempts >= limits.max_attempts:
                     await _mark(session_factory, row, state="dead", error=str(exc))
+                    metrics.NOTIFICATIONS.labels("dead").inc()
                     log.error(
                         "outbox.gave_up",
                         extra={"outbox_id": row.id, "chat_id": chat_id, "attempts": row.attempts, "error": str(exc)},
@@ -358,6 +361,7 @@ async def _send_chat(
                     continue
                 delay = limits.backoff(row.attempts)
                 await _release(session_factory, rows[index:], delay, str(exc), attempted=row.id)
+                metrics.NOTIFICATIONS.labels("retried").inc()
                 log.warning(
                     "outbox.retry",
                     extra={
@@ -371,12 +375,14 @@ async def _send_chat(
                 return sent
             except PermanentError as exc:
                 await _mark(session_factory, row, state="dead", error=str(exc))
+                metrics.NOTIFICATIONS.labels("dead").inc()
                 log.error(
                     "outbox.permanent_failure",
                     extra={"outbox_id": row.id, "chat_id": chat_id, "kind": row.kind, "error": str(exc)},
                 )
                 continue
             await _mark(session_factory, row, state="sent")
+            metrics.NOTIFICATIONS.labels("sent").inc()
             sent += 1
     except Exception:  # a database blip: the chat's leased rows come back when the lease runs out
         log.exception("outbox.chat_failed", extra={"chat_id": chat_id})
@@ -461,6 +467,7 @@ async def _blocked(session_factory: async_sessionmaker[AsyncSession], chat_id: i
         dropped = len(dropped_ids)
         if dropped:  # they blocked the bot: their back-in-stock watches go with the messages
             await session.execute(delete(StockWatch).where(StockWatch.outbox_id.in_(dropped_ids)))
+    metrics.NOTIFICATIONS.labels("dropped").inc(dropped)
     log.warning("outbox.customer_unreachable", extra={"chat_id": chat_id, "dropped": dropped})
 
 

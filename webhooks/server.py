@@ -11,7 +11,7 @@ from aiohttp import web
 
 from bot.runtime import Shop
 from db.migrate import database_revisions, head_revision
-from webhooks import mpesa, stripe
+from webhooks import metrics, mpesa, stripe
 from webhooks.telegram import TelegramWebhook
 
 log = logging.getLogger(__name__)
@@ -60,4 +60,5 @@ def build_web_app(shop: Shop) -> web.Application:
         add_telegram_route(app, shop)
     mpesa.setup(app)
     stripe.setup(app)
+    metrics.setup(app)
     return app

@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from db.models import Customer, Order, Payment, Product, WebhookEvent, utcnow
 from db.session import execute_dml
-from services import buttons
+from services import buttons, metrics
 from services import orders as order_sm
 from services.errors import DomainError, OutOfStock
 from services.i18n import t
@@ -127,6 +127,7 @@ async def pending_attempts(session: AsyncSession, order_id: int, provider: str |
     return list((await session.execute(stmt.order_by(Payment.id))).unique().scalars().all())
 
 
+@metrics.counts_payment_outcome
 async def settle_paid(
     session: AsyncSession,
     payment: Payment,
@@ -300,6 +301,7 @@ async def _announce_paid_order(
         )
 
 
+@metrics.counts_payment_outcome
 async def settle_failed(
     session: AsyncSession,
     payment: Payment,

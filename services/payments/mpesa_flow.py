@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bot.config import Settings
 from db.models import Order, Payment, WebhookEvent, utcnow
 from db.session import dialect_name, execute_dml
+from services import metrics
 from services.errors import DomainError
 from services.locks import lock_key
 from services.money import whole_units_up
@@ -151,6 +152,7 @@ async def start_stk(
                 .where(Payment.id == payment.id, Payment.state == common.PENDING)
                 .values(state=common.FAILED, result_code=exc.code[:32], result_desc=exc.message[:500])
             )
+        metrics.PAYMENTS.labels("mpesa", "refused").inc()
         log.warning("mpesa.push_refused", extra={"order": reference, "code": exc.code, "phone": mask_phone(msisdn)})
         raise
     async with session_factory() as session, session.begin():

@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bot.config import Settings
 from db.models import Order, Payment, utcnow
 from db.session import execute_dml
+from services import metrics
 from services import orders as order_service
 from services.errors import DomainError
 from services.payments import common
@@ -95,6 +96,7 @@ async def start_card_payment(
                 .where(Payment.id == payment.id, Payment.state == common.PENDING)
                 .values(state=common.FAILED, result_code="api_error")
             )
+        metrics.PAYMENTS.labels("stripe", "refused").inc()
         raise
     await _store_session(session_factory, gateway, order.public_id, payment, checkout, now)
     payment.stripe_session_id, payment.checkout_url, payment.expires_at = checkout.id, checkout.url, checkout.expires_at
