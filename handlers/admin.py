@@ -282,7 +282,7 @@ async def orders_command(message: Message, command: CommandObject, session: Asyn
 async def order_command(message: Message, command: CommandObject, session: AsyncSession) -> None:
     async def run() -> str:
         (public_id,) = _args(command)
-        return await order_detail(session, await admin_service.find_order(session, public_id))
+        return await order_detail_of(session, public_id)
 
     await message.reply(await outcome("order", _actor(message), run))
 
@@ -472,20 +472,31 @@ async def order_detail_of(session: AsyncSession, public_id: str) -> str:
     return await order_detail(session, await admin_service.find_order(session, public_id))
 
 
+async def pressed_order(
+    query: CallbackQuery, callback_data: AdminButton, session: AsyncSession
+) -> tuple[Message, Order] | None:
+    """The message an admin button is on and the order it names; None (the refusal said under the
+    message when the order cannot be found) when there is nothing to act on."""
+    message = query.message
+    if not isinstance(message, Message):
+        return None
+    try:
+        return message, await admin_service.find_order(session, callback_data.order)
+    except DomainError as exc:
+        await message.answer(refusal(exc))
+        return None
+
+
 @router.callback_query(Pressed(AdminAction.SHIP), AdminOnly())
 async def ship_button(
     query: CallbackQuery, callback_data: AdminButton, session: AsyncSession, state: FSMContext
 ) -> None:
     """Ask for the tracking number as a reply (ForceReply), and show the exact /ship command too."""
     await query.answer()
-    message = query.message
-    if not isinstance(message, Message):
+    found = await pressed_order(query, callback_data, session)
+    if found is None:
         return
-    try:
-        order = await admin_service.find_order(session, callback_data.order)
-    except DomainError as exc:
-        await message.answer(refusal(exc))
-        return
+    message, order = found
     if order.state != sm.PROCESSING:
         await message.answer(t("admin.ship.not_processing", None, order=order.public_id, state=order.state))
         return
@@ -507,14 +518,10 @@ async def ship_button(
 async def cancel_button(query: CallbackQuery, callback_data: AdminButton, session: AsyncSession) -> None:
     """Cancel… asks first: the order, its state and total, and a "Yes, cancel it" button."""
     await query.answer()
-    message = query.message
-    if not isinstance(message, Message):
+    found = await pressed_order(query, callback_data, session)
+    if found is None:
         return
-    try:
-        order = await admin_service.find_order(session, callback_data.order)
-    except DomainError as exc:
-        await message.answer(refusal(exc))
-        return
+    message, order = found
     if order.state not in admin_service.CANCELLABLE:
         await message.answer(t("admin.cancel.not_allowed", None, order=order.public_id, state=order.state))
         return

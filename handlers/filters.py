@@ -77,11 +77,11 @@ class NotPrivateChat(Filter):
 
 class Buttons(Filter):
     """Router-level: the press is one of these factories' buttons, by prefix (`cat:` …), or one of
-    the `exact` packed buttons ("menu:cart"), or starts with one of `prefixes`. A router filtered so
-    is not searched for a press that is not its own; the handlers' `Factory.filter()` unpack the data."""
+    the `exact` packed buttons ("menu:cart"). A router filtered so is not searched for a press that
+    is not its own; the handlers' `Factory.filter()` unpack the data."""
 
-    def __init__(self, *factories: type[CallbackData], exact: Iterable[str] = (), prefixes: Iterable[str] = ()) -> None:
-        self.prefixes = tuple(dict.fromkeys([*(f"{f.__prefix__}{f.__separator__}" for f in factories), *prefixes]))
+    def __init__(self, *factories: type[CallbackData], exact: Iterable[str] = ()) -> None:
+        self.prefixes = tuple(dict.fromkeys(f"{f.__prefix__}{f.__separator__}" for f in factories))
         self.exact = frozenset(exact)
 
     async def __call__(self, query: CallbackQuery) -> bool:

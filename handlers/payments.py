@@ -89,11 +89,7 @@ async def own_order(
     except DomainError as exc:
         await query.answer(plain(exc.key, lang, **exc.values), show_alert=True)
         return None
-    reason = not_awaiting(order, lang)
-    if reason is not None:
-        await query.answer(reason, show_alert=True)
-        return None
-    return order
+    return order if await _still_awaiting(query, order, lang) else None
 
 
 async def own_order_apart(
@@ -106,11 +102,15 @@ async def own_order_apart(
     except DomainError as exc:
         await query.answer(plain(exc.key, lang, **exc.values), show_alert=True)
         return None
+    return (order, customer) if await _still_awaiting(query, order, lang) else None
+
+
+async def _still_awaiting(query: CallbackQuery, order: Order, lang: str) -> bool:
+    """True when the order still awaits payment; otherwise the press is answered with why not."""
     reason = not_awaiting(order, lang)
     if reason is not None:
         await query.answer(reason, show_alert=True)
-        return None
-    return order, customer
+    return reason is None
 
 
 @router.callback_query(Pay.filter(F.action == PayAction.OFFER))

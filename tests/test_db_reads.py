@@ -247,7 +247,7 @@ async def test_the_early_read_killed_mid_statement_is_sqlalchemys_error_and_not_
             async with factory() as session:
                 await orders.refuse_early(session, 5252)
     assert killed and database_unreachable(caught.value) and caught.value.connection_invalidated
-    assert not isinstance(caught.value.orig, type(None)) and "5252" not in str(caught.value)
+    assert caught.value.orig is not None and "5252" not in str(caught.value)
     for _ in range(engine.sync_engine.pool.size() + 1):
         async with factory() as session:
             assert await read_ahead(session, orders._CART, {"customer_id": 5252}) == []
