@@ -49,6 +49,10 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = "text"
     # GET /metrics answers only requests with `Authorization: Bearer <token>` when this is set.
     metrics_token: SecretStr | None = None
+    # `storefront worker` serves GET /healthz, /readyz and /metrics (its own counters: notifications, DHL,
+    # expiries, reconciliation) on this port of HOST; 0 picks a free port, `off` serves nothing. It shares
+    # METRICS_TOKEN. `storefront run` serves everything on PORT and ignores this.
+    worker_port: int | None = Field(9101, ge=0, le=65535)
 
     # Abuse limits (each refusal gets a friendly reply)
     max_open_orders_per_customer: int = Field(3, ge=1)  # unpaid orders holding stock at once
@@ -97,6 +101,14 @@ class Settings(BaseSettings):
             return [int(part) for part in value.replace(";", ",").split(",") if part.strip()]
         if isinstance(value, int):
             return [value]
+        return value
+
+    @field_validator("worker_port", mode="before")
+    @classmethod
+    def _port_or_off(cls, value: object) -> object:
+        """WORKER_PORT=off: no server in the worker (an empty value means the default, like every setting)."""
+        if isinstance(value, str) and value.strip().lower() in ("off", "none"):
+            return None
         return value
 
     @field_validator("mpesa_allowed_networks", "trusted_proxies", mode="before")

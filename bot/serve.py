@@ -123,11 +123,37 @@ async def run_web(settings: Settings, *, with_worker: bool = False) -> None:
 
 async def run_worker(settings: Settings) -> None:
     shop = build_shop(settings)
+    runner = await serve_worker_http(shop)
     settle_heap()
     try:
         await _worker_loop(shop)
     finally:
+        if runner is not None:
+            await runner.cleanup()
         await shop.close()
+
+
+async def serve_worker_http(shop: Shop) -> web.AppRunner | None:
+    """/healthz, /readyz and /metrics of the worker process on WORKER_PORT (none when it is unset)."""
+    from webhooks.server import build_worker_app
+
+    port = shop.settings.worker_port
+    if port is None:
+        return None
+    runner = web.AppRunner(build_worker_app(shop), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, shop.settings.host, port)
+    await site.start()
+    log.info("worker.listening", extra={"host": shop.settings.host, "port": bound_port(runner) or port})
+    return runner
+
+
+def bound_port(runner: web.AppRunner) -> int | None:
+    """The port the server really got (WORKER_PORT=0 asks for any free one)."""
+    for address in runner.addresses:
+        if isinstance(address, tuple) and len(address) >= 2:
+            return int(address[1])
+    return None
 
 
 async def run_all(settings: Settings) -> None:

@@ -187,3 +187,12 @@ def test_env_example_as_shipped_is_a_valid_configuration(tmp_path: Path, monkeyp
         assert settings.public_base_url is None and not settings.webhook_mode
         assert settings.mpesa_callback_token is None and not settings.mpesa_configured
         assert settings.log_format == "text" and settings.port == 8080
+
+
+def test_worker_port_defaults_on_and_can_be_switched_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("WORKER_PORT", raising=False)
+    assert Settings(_env_file=None).worker_port == 9101  # type: ignore[call-arg]
+    monkeypatch.setenv("WORKER_PORT", "off")
+    assert Settings(_env_file=None).worker_port is None  # type: ignore[call-arg]
+    monkeypatch.setenv("WORKER_PORT", "9200")
+    assert Settings(_env_file=None).worker_port == 9200  # type: ignore[call-arg]

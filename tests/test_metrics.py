@@ -140,3 +140,40 @@ async def test_every_metric_the_dashboard_queries_is_served(shop: Harness) -> No
     assert {"storefront_order_transitions_total", "storefront_outbox_depth", "storefront_payments_total"} <= names
     served = exposed_names((await scrape(shop)).text)
     assert names - served == set()
+
+
+async def test_the_worker_serves_its_own_health_and_metrics(engine: AsyncEngine, botapi: BotAPIStandIn) -> None:
+    """The worker process has no web app; it gets a small server of its own on WORKER_PORT so what
+    only it counts (the outbox sender, expiries, reconciliation) can be scraped."""
+    from bot.serve import bound_port, serve_worker_http
+
+    harness = await Harness(engine, botapi, metrics_token=TOKEN, worker_port=0).start()
+    assert harness.shop is not None
+    runner = await serve_worker_http(harness.shop)
+    try:
+        assert runner is not None
+        base = f"http://127.0.0.1:{bound_port(runner)}"
+        async with httpx.AsyncClient(base_url=base) as http:
+            alive = await http.get("/healthz")
+            ready = await http.get("/readyz")
+            refused = await http.get("/metrics")
+            scraped = await http.get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
+            telegram = await http.post("/telegram", json={})
+    finally:
+        if runner is not None:
+            await runner.cleanup()
+        await harness.stop()
+    assert (alive.status_code, ready.status_code, refused.status_code) == (200, 200, 401)
+    assert scraped.status_code == 200 and "storefront_notifications_total" in scraped.text
+    assert telegram.status_code == 404  # no Telegram or payment routes on the worker
+
+
+async def test_no_worker_port_serves_nothing(engine: AsyncEngine, botapi: BotAPIStandIn) -> None:
+    from bot.serve import serve_worker_http
+
+    harness = await Harness(engine, botapi, worker_port=None).start()
+    try:
+        assert harness.shop is not None
+        assert await serve_worker_http(harness.shop) is None
+    finally:
+        await harness.stop()

@@ -36,6 +36,14 @@ def spawn(command: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
     )
 
 
+def sample(exposition: str, name: str) -> float:
+    """A sample's value in Prometheus text output (0 when the series was never touched)."""
+    for line in exposition.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    return 0.0
+
+
 async def wait_for(predicate, timeout: float = 60.0) -> None:  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -107,7 +115,8 @@ async def test_two_web_and_two_worker_processes(engine, session_factory, botapi)
             )
         )
 
-    procs = [spawn("worker", env), spawn("worker", env)]
+    worker_ports = [free_port(), free_port()]
+    procs = [spawn("worker", {**env, "WORKER_PORT": str(port)}) for port in worker_ports]
     procs += [spawn("web", {**env, "PORT": str(port)}) for port in ports]
     try:
 
@@ -141,6 +150,13 @@ async def test_two_web_and_two_worker_processes(engine, session_factory, botapi)
             return pending == 0 and waiting == 0
 
         await wait_for(settled)
+        # What only the workers did (sending the outbox, expiring reservations) is in their own /metrics.
+        async with httpx.AsyncClient() as http:
+            scraped = [(await http.get(f"http://127.0.0.1:{p}/metrics")).text for p in worker_ports]
+            ready = [(await http.get(f"http://127.0.0.1:{p}/readyz")).status_code for p in worker_ports]
+        assert ready == [200, 200]
+        assert sum(sample(text, 'storefront_notifications_total{outcome="sent"}') for text in scraped) >= 40
+        assert sum(sample(text, "storefront_reservation_expiries_total") for text in scraped) == 8
     finally:
         for p in procs:
             os.killpg(p.pid, signal.SIGTERM)

@@ -62,3 +62,14 @@ def build_web_app(shop: Shop) -> web.Application:
     stripe.setup(app)
     metrics.setup(app)
     return app
+
+
+def build_worker_app(shop: Shop) -> web.Application:
+    """The worker's own small server: liveness, readiness and its metrics, so a supervisor can check it
+    and Prometheus can scrape what only the worker counts. No Telegram or payment routes."""
+    app = web.Application(client_max_size=1024)
+    app[SHOP_KEY] = shop
+    app.router.add_get("/healthz", alive)
+    app.router.add_get("/readyz", ready)
+    metrics.setup(app)
+    return app
