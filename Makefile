@@ -29,8 +29,9 @@ lock:
 
 install: $(STAMP)
 
+# Without BOT_TOKEN (environment or .env) this opens the console: chat with the shop in the terminal.
 run: $(STAMP)
-	$(BIN)/storefront run
+	$(BIN)/storefront run --console-if-no-token
 
 test: $(STAMP)
 	$(PYTEST)

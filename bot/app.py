@@ -8,6 +8,7 @@ from typing import Any
 
 from aiogram import Bot, Dispatcher
 from aiogram.client.default import DefaultBotProperties
+from aiogram.client.session.base import BaseSession
 from aiogram.client.telegram import TelegramAPIServer
 from aiogram.enums import ParseMode
 from aiogram.fsm.storage.base import BaseStorage
@@ -25,9 +26,11 @@ from services.cache import CatalogueMemo
 log = logging.getLogger(__name__)
 
 
-def build_bot(settings: Settings) -> Bot:
+def build_bot(settings: Settings, session: BaseSession | None = None) -> Bot:
+    """`session`: the Bot API behind the bot; Telegram's (over HTTP) unless given (the console's
+    in-process stand-in)."""
     pin_response_types()
-    session = JsonBodySession(api=TelegramAPIServer.from_base(settings.telegram_api_url))
+    session = session or JsonBodySession(api=TelegramAPIServer.from_base(settings.telegram_api_url))
     session.middleware(ResendAsPlainText())  # a text Telegram cannot parse goes again as plain text
     return Bot(
         token=settings.bot_token.get_secret_value(),

@@ -1,4 +1,4 @@
-"""`storefront` command line: run | web | worker | db upgrade | catalog import FILE."""
+"""`storefront` command line: run | web | worker | console | db upgrade | catalog import FILE."""
 
 from __future__ import annotations
 
@@ -13,14 +13,24 @@ from bot.loop import run as run_loop
 
 log = logging.getLogger("storefront")
 DEMO_CATALOG = Path(__file__).resolve().parent.parent / "catalog" / "demo.yaml"
+NO_TOKEN_CONSOLE = (
+    "BOT_TOKEN is not set: opening the console — chat with your shop here. Set BOT_TOKEN to run the real bot."
+)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="storefront", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("run", help="web server (or long polling) and background worker in one process")
+    run = sub.add_parser("run", help="web server (or long polling) and background worker in one process")
+    run.add_argument(
+        "--console-if-no-token",
+        action="store_true",
+        help="without BOT_TOKEN, open the console instead of stopping (what `make run` does)",
+    )
     sub.add_parser("web", help="aiohttp server: Telegram webhook, payment webhooks, health")
     sub.add_parser("worker", help="scheduled jobs and the notification sender")
+    console = sub.add_parser("console", help="chat with your shop in this terminal: no BOT_TOKEN, no network")
+    console.add_argument("--admin", action="store_true", help="start in the admin group rather than as a customer")
     db = sub.add_parser("db", help="database schema")
     db.add_argument("action", choices=["upgrade"])
     cat = sub.add_parser("catalog", help="catalogue")
@@ -35,11 +45,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = load_settings()
         if args.command in ("run", "web") and not settings.bot_token.get_secret_value():
-            raise ConfigError("configuration error: BOT_TOKEN: is required to serve the bot (get one from @BotFather)")
+            if not getattr(args, "console_if_no_token", False):
+                raise ConfigError(
+                    "configuration error: BOT_TOKEN: is required to serve the bot (get one from @BotFather)"
+                )
+            print(NO_TOKEN_CONSOLE, flush=True)
+            args = argparse.Namespace(command="console", admin=False)
     except ConfigError as exc:
         print(exc.line, file=sys.stderr)
         return 2
-    setup_logging(settings.log_level, settings.log_format)
+    # The console's terminal is the shop's screen: only warnings and errors are logged there.
+    setup_logging("WARNING" if args.command == "console" else settings.log_level, settings.log_format)
     try:
         return run_loop(_dispatch(args, settings))
     except KeyboardInterrupt:
@@ -85,6 +101,10 @@ async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     if args.command == "catalog":
         return await serve.import_catalog(settings, args.file)
+    if args.command == "console":  # the only way in to the simulated Telegram and payments
+        from bot.console import run_console
+
+        return await run_console(settings, DEMO_CATALOG, admin=args.admin, stdin=sys.stdin, stdout=sys.stdout)
     await serve.upgrade_db(settings)
     await serve.load_demo_if_empty(settings, DEMO_CATALOG)
     if args.command == "web":

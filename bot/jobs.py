@@ -36,14 +36,17 @@ def _expiry(shop: Shop) -> tuple[str, float, Callable[[], Awaitable[object]]]:
     return "reservation-expiry", 30.0, run
 
 
-def job_factories() -> list[JobFactory]:
-    """Every scheduled job of the shop: the expiry here, the payment reconcilers' and the carrier's."""
-    return [_expiry, *mpesa_reconcile.job_factories(), *stripe_reconcile.job_factories(), *dhl_jobs.job_factories()]
+def job_factories(*, carrier: bool = True) -> list[JobFactory]:
+    """Every scheduled job of the shop: the expiry here, the payment reconcilers' and (unless
+    `carrier` is false: the console, which has no network) the carrier's."""
+    jobs = [_expiry, *mpesa_reconcile.job_factories(), *stripe_reconcile.job_factories()]
+    return jobs + (dhl_jobs.job_factories() if carrier else [])
 
 
-def build_scheduler(shop: Shop) -> AsyncIOScheduler:
+def build_scheduler(shop: Shop, factories: list[JobFactory] | None = None) -> AsyncIOScheduler:
+    """`factories`: every job of the shop unless given (the console leaves out the carrier's poll)."""
     scheduler = AsyncIOScheduler(timezone="UTC")
-    for factory in job_factories():
+    for factory in job_factories() if factories is None else factories:
         name, seconds, job = factory(shop)
         seconds = shop.settings.job_interval_override_seconds or seconds
 

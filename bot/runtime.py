@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiogram import Bot, Dispatcher
+from aiogram.client.session.base import BaseSession
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot.app import build_bot, build_dispatcher
@@ -52,11 +53,17 @@ def build_providers(settings: Settings) -> dict[str, Any]:
 
 
 def build_shop(
-    settings: Settings, *, engine: AsyncEngine | None = None, providers: dict[str, Any] | None = None
+    settings: Settings,
+    *,
+    engine: AsyncEngine | None = None,
+    providers: dict[str, Any] | None = None,
+    bot_session: BaseSession | None = None,
 ) -> Shop:
+    """`providers` and `bot_session` replace the configured clients and Telegram itself (tests, and
+    `storefront console`, which simulates both in-process)."""
     engine = engine or make_engine(settings.database_url)
     session_factory = make_sessionmaker(engine)
     providers = build_providers(settings) if providers is None else providers
-    bot = build_bot(settings)
+    bot = build_bot(settings, bot_session)
     dp = build_dispatcher(settings, session_factory, providers=providers)
     return Shop(settings, engine, session_factory, bot, dp, providers)

@@ -519,23 +519,28 @@ async def run_sender(
     lease_seconds: float = 60.0,
     retry_seconds: float = 5.0,
     check_seconds: float = 2.0,
+    transport: Transport | None = None,
 ) -> None:
     """Drain the outbox until cancelled (the worker's long-running task). With several workers on
     PostgreSQL one of them sends at a time (Telegram's limits are the bot's, not the process's);
-    the others stand by and take over within `retry_seconds` + 3 × `check_seconds` when it stops."""
+    the others stand by and take over within `retry_seconds` + 3 × `check_seconds` when it stops.
+    `transport`: Telegram's Bot API over HTTP unless given (the console shows messages in-process)."""
     settings = shop.settings
     timeout = min(10.0, lease_seconds / 4)  # a send must finish well inside the lease
-    transport = BotApiTransport(settings.telegram_api_url, settings.bot_token.get_secret_value(), timeout=timeout)
+    sender: Transport = transport or BotApiTransport(
+        settings.telegram_api_url, settings.bot_token.get_secret_value(), timeout=timeout
+    )
     log.info("outbox.sender_started", extra={"lease_seconds": lease_seconds})
     try:
         await run_as_leader(
             shop.engine,
             "outbox-sender",
             lambda: drain_lanes(
-                shop.session_factory, transport, Limits(), lease_seconds=lease_seconds, idle_seconds=idle_seconds
+                shop.session_factory, sender, Limits(), lease_seconds=lease_seconds, idle_seconds=idle_seconds
             ),
             retry_seconds=retry_seconds,
             check_seconds=check_seconds,
         )
     finally:
-        await transport.aclose()
+        if transport is None and isinstance(sender, BotApiTransport):  # a given transport is its owner's to close
+            await sender.aclose()
