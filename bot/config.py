@@ -10,6 +10,7 @@ import hashlib
 from functools import lru_cache
 from ipaddress import IPv4Network, IPv6Network, ip_network
 from typing import Annotated, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -37,6 +38,8 @@ class Settings(BaseSettings):
     # Storage and shop rules
     database_url: str = "sqlite+aiosqlite:///./storefront.db"
     reservation_minutes: int = Field(30, ge=1, le=24 * 60)
+    # The shop's time zone (an IANA name): every time a customer or an admin reads is in it.
+    shop_timezone: str = "Africa/Nairobi"
     low_stock_threshold: int = Field(3, ge=0)
     page_size: int = Field(6, ge=1, le=20)
     # Catalogue screens (category list, pages, the product behind a card) are reused for this long (0 = never).
@@ -149,6 +152,15 @@ class Settings(BaseSettings):
             raise ValueError(f"must be one of {', '.join(allowed)}")
         return value
 
+    @field_validator("shop_timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError, OSError):  # unknown, or not a zone at all ("../x", "zone.tab")
+            raise ValueError("must be an IANA time zone name, e.g. Africa/Nairobi or Europe/Berlin") from None
+        return value
+
     @field_validator("database_url")
     @classmethod
     def _db_url(cls, value: str) -> str:
@@ -157,6 +169,11 @@ class Settings(BaseSettings):
         if not value.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
             raise ValueError("must be a sqlite+aiosqlite:// or postgresql+asyncpg:// URL")
         return value
+
+    @property
+    def shop_zone(self) -> ZoneInfo:
+        """SHOP_TIMEZONE as a zone (validated at load; ZoneInfo keeps one instance per name)."""
+        return ZoneInfo(self.shop_timezone)
 
     @property
     def mpesa_configured(self) -> bool:

@@ -20,6 +20,7 @@ import time
 from collections.abc import Awaitable, Callable
 from enum import StrEnum
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from aiogram import Bot
 from aiogram.filters import Command, CommandObject, Filter
@@ -45,6 +46,7 @@ from services.errors import DomainError
 from services.i18n import plain, t
 from services.markup import Markup, cut, visible_len
 from services.money import format_money
+from services.times import admin_time
 from services.zones import get_zone
 
 log = logging.getLogger(__name__)
@@ -249,7 +251,7 @@ async def stock_command(message: Message, command: CommandObject, session: Async
 
 
 @router.message(Command("orders", ignore_case=True), AdminOnly())
-async def orders_command(message: Message, command: CommandObject, session: AsyncSession) -> None:
+async def orders_command(message: Message, command: CommandObject, session: AsyncSession, settings: Settings) -> None:
     async def run() -> str:
         args = _args(command)
         if len(args) > 1:
@@ -268,7 +270,7 @@ async def orders_command(message: Message, command: CommandObject, session: Asyn
                 total=format_money(o.total, o.currency),
                 zone=o.zone,
                 items=sum(i.quantity for i in o.items),
-                age=o.created_at.strftime("%d %b %H:%M"),
+                age=admin_time(o.created_at, settings.shop_zone),
             )
             for o in orders
         ]
@@ -279,10 +281,10 @@ async def orders_command(message: Message, command: CommandObject, session: Asyn
 
 
 @router.message(Command("order", ignore_case=True), AdminOnly())
-async def order_command(message: Message, command: CommandObject, session: AsyncSession) -> None:
+async def order_command(message: Message, command: CommandObject, session: AsyncSession, settings: Settings) -> None:
     async def run() -> str:
         (public_id,) = _args(command)
-        return await order_detail_of(session, public_id)
+        return await order_detail_of(session, public_id, settings.shop_zone)
 
     await message.reply(await outcome("order", _actor(message), run))
 
@@ -388,9 +390,10 @@ def _take(lines: list[Markup], budget: int, hidden: int = 0, more: str = "admin.
     return shown + ([t(more, None, n=hidden)] if hidden > 0 else [])
 
 
-async def order_detail(session: AsyncSession, order: Order) -> str:
+async def order_detail(session: AsyncSession, order: Order, zone: ZoneInfo) -> str:
     """Everything about one order, for the admins: items, customer contact, address, payments, events.
-    Every line comes from `t` (values escaped); customers' free-text fields are cut to a bound first."""
+    Every line comes from `t` (values escaped); customers' free-text fields are cut to a bound first.
+    Times are the shop's zone, named ("2 Dec 17:45 EAT")."""
     customer = order.customer
     lines = Markup("\n").join
     items = [
@@ -412,7 +415,7 @@ async def order_detail(session: AsyncSession, order: Order) -> str:
             state=p.state,
             amount=format_money(p.amount, p.currency),
             receipt=p.receipt_number or "",
-            when=f"{p.created_at:%d %b %H:%M}",
+            when=admin_time(p.created_at, zone),
         )
         for p in await admin_service.order_payments(session, order.id)
     ]
@@ -420,7 +423,7 @@ async def order_detail(session: AsyncSession, order: Order) -> str:
         t(
             "admin.order.event",
             None,
-            when=f"{e.created_at:%d %b %H:%M}",
+            when=admin_time(e.created_at, zone),
             src=e.from_state or "∅",
             dst=e.to_state or "∅",
             actor=e.actor,
@@ -460,16 +463,20 @@ async def order_detail(session: AsyncSession, order: Order) -> str:
 
 
 @router.callback_query(Pressed(AdminAction.VIEW), AdminOnly())
-async def view_button(query: CallbackQuery, callback_data: AdminButton, session: AsyncSession) -> None:
+async def view_button(
+    query: CallbackQuery, callback_data: AdminButton, session: AsyncSession, settings: Settings
+) -> None:
     await query.answer()
     if isinstance(query.message, Message):
         await query.message.answer(
-            await outcome("order", _actor(query), lambda: order_detail_of(session, callback_data.order))
+            await outcome(
+                "order", _actor(query), lambda: order_detail_of(session, callback_data.order, settings.shop_zone)
+            )
         )
 
 
-async def order_detail_of(session: AsyncSession, public_id: str) -> str:
-    return await order_detail(session, await admin_service.find_order(session, public_id))
+async def order_detail_of(session: AsyncSession, public_id: str, zone: ZoneInfo) -> str:
+    return await order_detail(session, await admin_service.find_order(session, public_id), zone)
 
 
 async def pressed_order(

@@ -14,7 +14,6 @@ from aiogram.filters import Command, StateFilter
 from aiogram.fsm.context import FSMContext
 from aiogram.fsm.state import State, StatesGroup
 from aiogram.types import CallbackQuery, KeyboardButton, Message, ReplyKeyboardMarkup, ReplyKeyboardRemove
-from email_validator import EmailNotValidError, validate_email
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.config import Settings
@@ -27,6 +26,7 @@ from handlers.render import kb, show
 from handlers.routing import Routes
 from services import cart as cart_service
 from services import orders as order_service
+from services.emails import InvalidEmail, normalize_email
 from services.errors import DomainError
 from services.i18n import plain, t
 from services.markup import Markup, cut
@@ -201,9 +201,9 @@ async def _accept_phone(message: Message, customer: Customer, state: FSMContext,
 @router.message(StateFilter(Checkout.email), Text())
 async def typed_email(message: Message, customer: Customer, state: FSMContext, lang: str) -> None:
     try:
-        email = validate_email((message.text or "").strip(), check_deliverability=False).normalized
-    except EmailNotValidError as exc:
-        await message.answer(t("checkout.email_invalid", lang, reason=cut(exc, 300)))
+        email = normalize_email(message.text or "")
+    except InvalidEmail as exc:
+        await message.answer(t("checkout.email_invalid", lang, reason=t(exc.reason, lang)))
         return
     customer.email = email
     await state.update_data(email=email)
@@ -345,4 +345,4 @@ async def confirm(
     if query.message is not None:
         if isinstance(query.message, Message):  # an inaccessible one cannot be edited
             await query.message.edit_reply_markup(reply_markup=None)
-        await offer_payment(query.message, session, order, providers, lang)
+        await offer_payment(query.message, order, providers, lang, settings.shop_zone)

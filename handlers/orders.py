@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from zoneinfo import ZoneInfo
+
 from aiogram import F
 from aiogram.filters import Command, CommandObject
 from aiogram.types import CallbackQuery, InlineKeyboardMarkup, Message
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bot.config import Settings
 from db.models import Customer, Order
 from handlers.buttons import (
     MENU_CATALOG,
@@ -27,6 +30,7 @@ from services.errors import NotFound
 from services.i18n import plain, t
 from services.markup import Markup, cut
 from services.money import format_money
+from services.times import customer_date, customer_time
 
 router = Routes("orders")
 router.callback_query.filter(Buttons(OrderButton, exact=(MENU_ORDERS,)))
@@ -51,22 +55,24 @@ def not_found(exc: NotFound, lang: str) -> str:
     return t(exc.key, lang, order=cut(exc.values.get("order", ""), 24))
 
 
-def order_line(order: Order, lang: str) -> str:
+def order_line(order: Order, lang: str, zone: ZoneInfo) -> str:
     return t(
         "orders.line",
         lang,
         order=order.public_id,
         state=t(f"state.{order.state}", lang),
         total=format_money(order.total, order.currency),
-        date=order.created_at.strftime("%d %b %Y"),
+        date=customer_date(order.created_at, zone, lang),
     )
 
 
-async def orders_screen(session: AsyncSession, customer: Customer, lang: str) -> tuple[str, InlineKeyboardMarkup]:
+async def orders_screen(
+    session: AsyncSession, customer: Customer, lang: str, zone: ZoneInfo
+) -> tuple[str, InlineKeyboardMarkup]:
     orders = await order_service.customer_orders(session, customer.id)
     if not orders:
         return t("orders.none", lang), kb([(t("menu.catalog", lang), MENU_CATALOG), (t("menu.back", lang), MENU_MAIN)])
-    text = Markup("\n").join([t("orders.title", lang)] + [order_line(o, lang) for o in orders])
+    text = Markup("\n").join([t("orders.title", lang)] + [order_line(o, lang, zone) for o in orders])
     rows = [
         [
             (
@@ -80,7 +86,7 @@ async def orders_screen(session: AsyncSession, customer: Customer, lang: str) ->
     return text, kb(*rows)
 
 
-def order_detail(order: Order, lang: str) -> Markup:
+def order_detail(order: Order, lang: str, zone: ZoneInfo) -> Markup:
     items = join_bounded(
         [
             t(
@@ -101,7 +107,7 @@ def order_detail(order: Order, lang: str) -> Markup:
         state=t(f"state.{order.state}", lang),
         items=items,
         total=format_money(order.total, order.currency),
-        updated=order.updated_at.strftime("%d %b %Y %H:%M UTC"),
+        updated=customer_time(order.updated_at, zone, lang),
     )
     text += "\n" + t("orders.delivery", lang, zone=t(f"zone.{order.zone}.short", lang))
     if order.tracking_number:
@@ -112,7 +118,7 @@ def order_detail(order: Order, lang: str) -> Markup:
     elif order.state in (order_service.PROCESSING,):
         text += "\n" + t("orders.preparing", lang)
     if order.tracking_description:
-        when = order.tracking_time.strftime("%d %b %H:%M UTC") if order.tracking_time else "-"
+        when = customer_time(order.tracking_time, zone, lang) if order.tracking_time else "-"
         text += "\n" + t(
             "orders.latest_event",
             lang,
@@ -121,7 +127,7 @@ def order_detail(order: Order, lang: str) -> Markup:
             when=when,
         )
     if order.state == order_service.AWAITING_PAYMENT:
-        text += "\n" + t("orders.reserved_until", lang, until=order.reserved_until.strftime("%H:%M UTC"))
+        text += "\n" + t("orders.reserved_until", lang, until=customer_time(order.reserved_until, zone, lang))
     return text
 
 
@@ -134,19 +140,28 @@ def detail_keyboard(order: Order, lang: str) -> InlineKeyboardMarkup:
 
 
 @router.callback_query(Menu.filter(F.screen == MenuScreen.ORDERS))
-async def my_orders(query: CallbackQuery, session: AsyncSession, customer: Customer, lang: str) -> None:
+async def my_orders(
+    query: CallbackQuery, session: AsyncSession, customer: Customer, lang: str, settings: Settings
+) -> None:
     await query.answer()
-    await show(query, *await orders_screen(session, customer, lang))
+    await show(query, *await orders_screen(session, customer, lang, settings.shop_zone))
 
 
 @router.message(Command("orders"))
-async def orders_command(message: Message, session: AsyncSession, customer: Customer, lang: str) -> None:
-    await send(message, *await orders_screen(session, customer, lang))
+async def orders_command(
+    message: Message, session: AsyncSession, customer: Customer, lang: str, settings: Settings
+) -> None:
+    await send(message, *await orders_screen(session, customer, lang, settings.shop_zone))
 
 
 @router.callback_query(OrderButton.filter(F.action == OrderAction.VIEW))
 async def view_order(
-    query: CallbackQuery, callback_data: OrderButton, session: AsyncSession, customer: Customer, lang: str
+    query: CallbackQuery,
+    callback_data: OrderButton,
+    session: AsyncSession,
+    customer: Customer,
+    lang: str,
+    settings: Settings,
 ) -> None:
     public_id = callback_data.public_id
     try:
@@ -156,11 +171,20 @@ async def view_order(
         return
     await query.answer()
     if query.message is not None:
-        await query.message.answer(order_detail(order, lang), reply_markup=detail_keyboard(order, lang))
+        await query.message.answer(
+            order_detail(order, lang, settings.shop_zone), reply_markup=detail_keyboard(order, lang)
+        )
 
 
 @router.message(Command("track"))
-async def track(message: Message, command: CommandObject, session: AsyncSession, customer: Customer, lang: str) -> None:
+async def track(
+    message: Message,
+    command: CommandObject,
+    session: AsyncSession,
+    customer: Customer,
+    lang: str,
+    settings: Settings,
+) -> None:
     public_id = (command.args or "").strip()
     if not public_id:
         await message.answer(t("orders.track_usage", lang))
@@ -170,4 +194,4 @@ async def track(message: Message, command: CommandObject, session: AsyncSession,
     except NotFound as exc:
         await message.answer(not_found(exc, lang))
         return
-    await message.answer(order_detail(order, lang), reply_markup=detail_keyboard(order, lang))
+    await message.answer(order_detail(order, lang, settings.shop_zone), reply_markup=detail_keyboard(order, lang))

@@ -20,6 +20,7 @@ from services.i18n import t
 from services.money import format_money
 from services.payments.stripe import StripeFailure
 from services.payments.stripe_flow import start_card_payment
+from services.times import customer_time
 
 log = logging.getLogger(__name__)
 router = Routes("pay_card")
@@ -76,7 +77,7 @@ async def pay_by_card(
             ),
         )
         return
-    until = payment.expires_at.strftime("%H:%M UTC") if payment.expires_at else "-"
+    until = customer_time(payment.expires_at, settings.shop_zone, lang) if payment.expires_at else "-"
     await query.message.answer(
         t(
             "stripe.pay_link",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from aiogram import F
 from aiogram.types import (
@@ -27,6 +28,7 @@ from services.i18n import plain, t
 from services.money import format_money
 from services.payments import stripe_flow
 from services.payments.stripe import StripeFailure
+from services.times import customer_time
 
 log = logging.getLogger(__name__)
 router = Routes("payments")
@@ -64,19 +66,19 @@ def payment_keyboard(order: Order, methods: list[str], lang: str) -> InlineKeybo
     return InlineKeyboardMarkup(inline_keyboard=rows)
 
 
-def offer_text(order: Order, methods: list[str], lang: str) -> str:
-    until = order.reserved_until.strftime("%H:%M UTC")
+def offer_text(order: Order, methods: list[str], lang: str, zone: ZoneInfo) -> str:
+    until = customer_time(order.reserved_until, zone, lang)
     key = "pay.offer" if methods else "pay.unavailable"
     return t(key, lang, order=order.public_id, total=format_money(order.total, order.currency, lang), until=until)
 
 
 async def offer_payment(
-    message: MaybeInaccessibleMessageUnion, session: AsyncSession, order: Order, providers: dict[str, Any], lang: str
+    message: MaybeInaccessibleMessageUnion, order: Order, providers: dict[str, Any], lang: str, zone: ZoneInfo
 ) -> None:
     methods = payment_methods(order, providers)
     if not methods:
         log.warning("payments.unavailable", extra={"order": order.public_id})
-    await message.answer(offer_text(order, methods, lang), reply_markup=payment_keyboard(order, methods, lang))
+    await message.answer(offer_text(order, methods, lang, zone), reply_markup=payment_keyboard(order, methods, lang))
 
 
 async def own_order(
@@ -121,13 +123,16 @@ async def reoffer(
     customer: Customer,
     lang: str,
     providers: dict[str, Any],
+    settings: Settings,
 ) -> None:
     order = await own_order(query, session, customer, lang, callback_data.public_id)
     if order is None or query.message is None:
         return
     await query.answer()
     methods = payment_methods(order, providers)
-    await query.message.answer(offer_text(order, methods, lang), reply_markup=payment_keyboard(order, methods, lang))
+    await query.message.answer(
+        offer_text(order, methods, lang, settings.shop_zone), reply_markup=payment_keyboard(order, methods, lang)
+    )
 
 
 @router.callback_query(Pay.filter(F.action == PayAction.CANCEL))

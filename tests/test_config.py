@@ -49,6 +49,13 @@ def test_env_example_documents_every_variable() -> None:
         ({"MPESA_CALLBACK_TOKEN": "guessable-token-31-characters.."}, None),
         ({"MPESA_ALLOWED_NETWORKS": "196.201.214.0/24,not-a-net"}, None),
         ({"TRUSTED_PROXIES": "10.0.0.0/33"}, None),
+        (
+            {"SHOP_TIMEZONE": "Africa/Nairobbi"},
+            "configuration error: SHOP_TIMEZONE: Value error,"
+            " must be an IANA time zone name, e.g. Africa/Nairobi or Europe/Berlin",
+        ),
+        ({"SHOP_TIMEZONE": "../../etc/passwd"}, None),
+        ({"SHOP_TIMEZONE": "EAT"}, None),
     ],
 )
 def test_bad_values_name_the_variable(env: dict[str, str], line: str | None, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -73,6 +80,12 @@ def test_cli_run_without_token_exits_2_without_traceback(tmp_path: Path) -> None
     assert proc.stderr.strip() == (
         "configuration error: BOT_TOKEN: is required to serve the bot (get one from @BotFather)"
     )
+
+
+def test_shop_timezone_defaults_to_nairobi_and_takes_any_iana_zone(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert load_settings(_env_file=None).shop_zone.key == "Africa/Nairobi"
+    monkeypatch.setenv("SHOP_TIMEZONE", "Europe/Berlin")
+    assert load_settings(_env_file=None).shop_zone.key == "Europe/Berlin"
 
 
 def test_admin_ids_and_postgres_urls_are_normalised(monkeypatch: pytest.MonkeyPatch) -> None:

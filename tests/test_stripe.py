@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -102,6 +104,15 @@ async def test_card_payment_end_to_end(world: StripeWorld, zone: str, currency: 
     assert (payment.state, payment.stripe_payment_intent) == ("paid", f"pi_{session['id'][-4:]}")
     assert await world.count(Outbox, Outbox.kind == "order_status") == 1
     assert await world.count(Outbox, Outbox.kind == "new_order") == 1
+
+
+async def test_the_link_validity_is_in_the_shops_time_zone(world: StripeWorld) -> None:
+    reply = await world.link(await world.order())
+    expires = (await world.payments())[0].expires_at
+    assert expires is not None
+    local = expires.astimezone(ZoneInfo("Africa/Nairobi"))
+    assert re.search(rf"The link works until {local:%H:%M} (today|tomorrow)\.", reply.text), reply.text
+    assert "UTC" not in reply.text
 
 
 async def test_asking_twice_reuses_the_open_link(world: StripeWorld) -> None:
