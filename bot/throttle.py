@@ -5,7 +5,8 @@ time, database connections and Bot API budget from everyone else.
 The limit is a GCRA token bucket: one number per user, the time their bucket is next empty
 ("theoretical arrival time"). In-process it lives in a bounded dict; with REDIS_URL it lives in
 Redis (one script call per update, so every web process shares it) and falls back to the
-in-process buckets while Redis cannot be reached: a Redis outage must not refuse every customer."""
+in-process buckets while Redis cannot be reached: a Redis outage must not refuse every customer.
+The same limiter (`Limiter`) counts the order status page's look-ups per client address."""
 
 from __future__ import annotations
 
@@ -66,13 +67,44 @@ class TokenBuckets:
         return True
 
 
+class Limiter:
+    """GCRA limits keyed by an integer (a Telegram user, a client address): `rate` a second sustained,
+    `burst` on top. With a Redis client the buckets live in Redis under `key_prefix` (one script call
+    per check, so every process shares them), falling back to the in-process buckets while Redis
+    cannot be reached: a Redis outage must not refuse everyone."""
+
+    REDIS_RETRY_SECONDS = 5.0
+
+    def __init__(
+        self, rate: float, burst: int, redis: Redis | None = None, *, key_prefix: str, max_keys: int = 100_000
+    ) -> None:
+        self.local = TokenBuckets(rate, burst, max_keys)
+        self.script = redis.register_script(GCRA_LUA) if redis is not None else None
+        interval_us = max(1, round(1_000_000 / rate))
+        self.script_args = (interval_us, interval_us * burst)
+        self.key_prefix = key_prefix
+        self._redis_down_until = 0.0
+
+    async def allow(self, key: int) -> bool:
+        """One more event for `key` fits now (and it is counted)."""
+        now = time.monotonic()
+        if self.script is not None and now >= self._redis_down_until:
+            try:
+                return bool(await self.script(keys=[f"{self.key_prefix}{key}"], args=self.script_args))
+            except (RedisError, OSError) as exc:
+                self._redis_down_until = now + self.REDIS_RETRY_SECONDS
+                log.warning(
+                    "throttle.redis_unreachable",
+                    extra={"error": type(exc).__name__, "retry_in_s": self.REDIS_RETRY_SECONDS},
+                )
+        return self.local.allow(key, now)
+
+
 class ThrottleMiddleware(BaseMiddleware):
     """Outer middleware on messages and button presses, keyed by the Telegram user. An update over
     the limit is not handled: a press gets a short "slow down" answer (it must be answered, or the
     button spins), a message gets one such reply at most every `notice_every` seconds per user (a
     reply per dropped message would itself be the flood)."""
-
-    REDIS_RETRY_SECONDS = 5.0
 
     def __init__(
         self,
@@ -84,14 +116,9 @@ class ThrottleMiddleware(BaseMiddleware):
         notice_every: float = 5.0,
         max_users: int = 100_000,
     ) -> None:
-        self.local = TokenBuckets(rate, burst, max_users)
-        self.script = redis.register_script(GCRA_LUA) if redis is not None else None
-        interval_us = max(1, round(1_000_000 / rate))
-        self.script_args = (interval_us, interval_us * burst)
-        self.key_prefix = key_prefix
+        self.limiter = Limiter(rate, burst, redis, key_prefix=key_prefix, max_keys=max_users)
         self.notice_every = notice_every
         self.max_users = max_users
-        self._redis_down_until = 0.0
         self._noticed: dict[int, float] = {}  # user id -> when the next "slow down" message may go
 
     async def __call__(self, handler: Handler, event: TelegramObject, data: dict[str, Any]) -> Any:
@@ -103,17 +130,7 @@ class ThrottleMiddleware(BaseMiddleware):
 
     async def allow(self, user_id: int) -> bool:
         """This user may send one more update now (and it is counted)."""
-        now = time.monotonic()
-        if self.script is not None and now >= self._redis_down_until:
-            try:
-                return bool(await self.script(keys=[f"{self.key_prefix}{user_id}"], args=self.script_args))
-            except (RedisError, OSError) as exc:
-                self._redis_down_until = now + self.REDIS_RETRY_SECONDS
-                log.warning(
-                    "throttle.redis_unreachable",
-                    extra={"error": type(exc).__name__, "retry_in_s": self.REDIS_RETRY_SECONDS},
-                )
-        return self.local.allow(user_id, now)
+        return await self.limiter.allow(user_id)
 
     async def _refuse(self, event: TelegramObject, user_id: int, lang: str) -> None:
         first = self._may_notice(user_id)  # of this spell: logged and told once, not per update

@@ -11,7 +11,7 @@ from aiohttp import web
 
 from bot.runtime import Shop
 from db.migrate import database_revisions, head_revision
-from webhooks import metrics, mpesa, stripe
+from webhooks import metrics, mpesa, status, stripe
 from webhooks.telegram import TelegramWebhook
 
 log = logging.getLogger(__name__)
@@ -61,6 +61,7 @@ def build_web_app(shop: Shop) -> web.Application:
     mpesa.setup(app)
     stripe.setup(app)
     metrics.setup(app)
+    status.setup(app, shop)  # the customers' order status page (GET/POST /status)
     return app
 
 
