@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from urllib.parse import quote
-from zoneinfo import ZoneInfo
 
 from sqlalchemy import Row, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -22,17 +21,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from db.models import Order, OrderItem
 from services.orders import normalize_public_id
 
-DEFAULT_TIMEZONE = "Africa/Nairobi"
 # Never an order's email (the .invalid top-level domain cannot be registered), so nothing matches it.
 DUMMY_EMAIL = "no-order@status-page.invalid"
 MAX_INPUT = 320  # longer than any public id or email address: the rest is not read
 
 DHL_TRACKING = "https://www.dhl.com/ke-en/home/tracking/tracking-express.html?submit=1&tracking-id="
-
-
-def shop_timezone() -> ZoneInfo:
-    """The zone the page tells times in. One place to point at a SHOP_TIMEZONE setting."""
-    return ZoneInfo(DEFAULT_TIMEZONE)
 
 
 def normalize_email(text: str) -> str:
@@ -72,9 +65,6 @@ class OrderStatus:
     tracking_description: str | None
     tracking_place: str | None
     updated_at: datetime  # the latest change: the order's own, or the carrier's latest event
-
-    def updated_local(self, zone: ZoneInfo | None = None) -> datetime:
-        return self.updated_at.astimezone(zone or shop_timezone())
 
 
 # The only query a look-up makes before the email is compared: the same for any input.

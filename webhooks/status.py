@@ -192,7 +192,7 @@ class StatusPage:
                 found = await order_status.by_public_id(session, public_id)
         if found is None:
             return self._refusal(request, lang, "status.link_expired", 403)
-        zone = order_status.shop_timezone()
+        zone = self.shop.settings.shop_zone
         return self._render(
             request,
             "result.html",
