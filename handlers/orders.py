@@ -57,7 +57,7 @@ def order_line(order: Order, lang: str) -> str:
         lang,
         order=order.public_id,
         state=t(f"state.{order.state}", lang),
-        total=format_money(order.total, order.currency),
+        total=format_money(order.total, order.currency, lang),
         date=order.created_at.strftime("%d %b %Y"),
     )
 
@@ -88,7 +88,7 @@ def order_detail(order: Order, lang: str) -> Markup:
                 lang,
                 qty=i.quantity,
                 name=i.name,
-                amount=format_money(i.unit_price * i.quantity, order.currency),
+                amount=format_money(i.unit_price * i.quantity, order.currency, lang),
             )
             for i in order.items
         ],
@@ -100,7 +100,7 @@ def order_detail(order: Order, lang: str) -> Markup:
         order=order.public_id,
         state=t(f"state.{order.state}", lang),
         items=items,
-        total=format_money(order.total, order.currency),
+        total=format_money(order.total, order.currency, lang),
         updated=order.updated_at.strftime("%d %b %Y %H:%M UTC"),
     )
     text += "\n" + t("orders.delivery", lang, zone=t(f"zone.{order.zone}.short", lang))
