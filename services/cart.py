@@ -142,9 +142,7 @@ def _register(dialect: str) -> Insert:
 
 
 _CUSTOMERS = table_of(Customer)
-_CHOSEN_LANGUAGE = select(_CUSTOMERS.c.language, _CUSTOMERS.c.language_chosen).where(
-    _CUSTOMERS.c.id == bindparam("id")
-)
+_CHOSEN_LANGUAGE = select(_CUSTOMERS.c.language, _CUSTOMERS.c.language_chosen).where(_CUSTOMERS.c.id == bindparam("id"))
 
 
 async def lines(session: AsyncSession, customer_id: int) -> list[CartLine]:

@@ -55,9 +55,7 @@ def format_money(amount: int, currency: str, locale: str = "en") -> str:
     fmt = "¤#,##0" if amount % MINOR_PER_UNIT == 0 else "¤#,##0.00"
     if currency == "KES":  # the ISO code ("¤¤") and a space: "KES 45,000", not "KES45,000" nor "Ksh45,000"
         fmt = fmt.replace("¤", "¤¤ ")
-    text = format_currency(
-        value, currency, format=fmt, locale=BABEL_LOCALES.get(locale, locale), currency_digits=False
-    )
+    text = format_currency(value, currency, format=fmt, locale=BABEL_LOCALES.get(locale, locale), currency_digits=False)
     return text.replace("\xa0", " ")
 
 

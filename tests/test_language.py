@@ -14,7 +14,6 @@ from services.i18n import catalogue, plain
 from services.money import format_money
 from tests.english_detector import BRAND_WORDS, english_fragments, english_in
 from tests.harness import Harness
-from tests.standins import BotAPIStandIn
 from tests.test_admin import BUYER, admin, paid_order
 
 EN_USER, SW_USER = 7601, 7602
