@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.config import Settings
 from bot.metrics import HandlerMetrics
-from bot.middlewares import CustomerMiddleware, DbSessionMiddleware, LanguageMiddleware
+from bot.middlewares import CustomerMiddleware, DbSessionMiddleware, LanguageMemo, LanguageMiddleware
 from bot.plain_fallback import ResendAsPlainText
 from bot.speedups import JsonBodySession, pin_response_types
 from bot.throttle import ThrottleMiddleware, shared_redis
@@ -53,14 +53,16 @@ def build_dispatcher(settings: Settings, session_factory: async_sessionmaker[Asy
     from handlers import setup_routers
 
     storage = build_storage(settings)
+    languages = LanguageMemo()  # the customers' own language choices, read by the middlewares, kept by /language
     dp = Dispatcher(
         storage=storage,
         settings=settings,
         session_factory=session_factory,
         screens=CatalogueMemo(settings.catalog_cache_seconds),
+        languages=languages,
         **extra,
     )
-    customers = CustomerMiddleware()
+    customers = CustomerMiddleware(languages=languages)
     sessions = DbSessionMiddleware(session_factory, customers)
     bot_id = settings.bot_token.get_secret_value().split(":", 1)[0]  # the token's public half: its own buckets
     throttle = ThrottleMiddleware(
@@ -70,7 +72,7 @@ def build_dispatcher(settings: Settings, session_factory: async_sessionmaker[Asy
         key_prefix=f"throttle:{bot_id}:",
     )
     for observer in (dp.message, dp.callback_query):
-        observer.outer_middleware(LanguageMiddleware())
+        observer.outer_middleware(LanguageMiddleware(languages))
         observer.outer_middleware(throttle)  # keyed by user; after the language, to refuse in it
         observer.middleware(HandlerMetrics())  # inner: counts and times the chosen handler, commit included
         observer.middleware(sessions)  # inner, in this order: the customer is looked up in the session

@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from db.session import autocommit_sessionmaker
 from services.cart import ensure_customer, register_customer
-from services.i18n import available_languages
+from services.i18n import supported_language
 
 Handler = Callable[[TelegramObject, dict[str, Any]], Awaitable[Any]]
 
@@ -58,6 +58,7 @@ class DbSessionMiddleware(BaseMiddleware):
             chosen is not None
             and not chosen.varkw
             and (self.USES_DATABASE.isdisjoint(chosen.params) or self._only_a_known_id(chosen, data))
+            and not (self.customers is not None and data.get(LANGUAGE_UNKNOWN))  # its language is read in it
         ):
             return await handler(event, data)
         autocommit = statements_commit(data)
@@ -80,16 +81,57 @@ class DbSessionMiddleware(BaseMiddleware):
         )
 
 
+class LanguageMemo:
+    """The language each customer chose (/language), as this process last read it from their row:
+    user id -> (until, their choice or None for "never chose"). The row is the truth; an entry lives
+    `remember_seconds`, so a choice made through another process shows here within that time (at
+    once on screens that load the customer row, which refresh it)."""
+
+    def __init__(self, remember_seconds: float = 60.0, max_remembered: int = 100_000) -> None:
+        self.remember_seconds, self.max_remembered = remember_seconds, max_remembered
+        self._chosen: dict[int, tuple[float, str | None]] = {}
+
+    def lookup(self, user_id: int) -> tuple[bool, str | None]:
+        """(known, chosen): whether this process read the customer's choice lately, and that choice."""
+        until, chosen = self._chosen.get(user_id, (0.0, None))
+        return until > time.monotonic(), chosen
+
+    def remember(self, user_id: int, chosen: str | None) -> None:
+        now = time.monotonic()
+        if len(self._chosen) >= self.max_remembered:
+            self._chosen = {k: v for k, v in self._chosen.items() if v[0] > now}
+            if len(self._chosen) >= self.max_remembered:
+                self._chosen.clear()
+        self._chosen[user_id] = (now + self.remember_seconds, chosen)
+
+
+# data key: the customer's chosen language is not known to this process; the inner middlewares read it.
+LANGUAGE_UNKNOWN = "language_unknown"
+
+
 class LanguageMiddleware(BaseMiddleware):
-    """Picks the language of the texts from the user's Telegram client (English when we lack it)."""
+    """Picks the language of the texts: the customer's own choice (/language) when this process knows
+    it, else their Telegram client's when we have that catalogue, else English. Outer and on every
+    update, so it only looks in memory: when the choice is not known here (a customer this process
+    has not seen for `LanguageMemo.remember_seconds`) it flags the update, and CustomerMiddleware
+    reads the choice with the customer row or its registration and corrects `lang` before the handler."""
+
+    def __init__(self, languages: LanguageMemo | None = None) -> None:
+        self.languages = languages
 
     async def __call__(self, handler: Handler, event: TelegramObject, data: dict[str, Any]) -> Any:
         user: User | None = data.get("event_from_user")
         lang = "en"
         if user is not None and not user.is_bot:
-            code = (user.language_code or "en").split("-")[0]
-            lang = code if code in available_languages() else "en"
+            lang = supported_language(user.language_code)
+            if self.languages is not None:
+                known, chosen = self.languages.lookup(user.id)
+                if chosen is not None:
+                    lang = chosen
+                elif not known and CustomerMiddleware.key_of(data) is not None:
+                    data[LANGUAGE_UNKNOWN] = True
         data["lang"] = lang
+        data["telegram_lang"] = supported_language(user.language_code) if user is not None else "en"
         return await handler(event, data)
 
 
@@ -100,26 +142,35 @@ class CustomerMiddleware(BaseMiddleware):
     no lookup (browsing the catalogue is most of the traffic). Inner middleware: it runs once the
     handler is chosen, so screens that need neither cost nothing."""
 
-    def __init__(self, remember_seconds: float = 60.0, max_remembered: int = 100_000) -> None:
+    def __init__(
+        self, remember_seconds: float = 60.0, max_remembered: int = 100_000, languages: LanguageMemo | None = None
+    ) -> None:
         self.remember_seconds, self.max_remembered = remember_seconds, max_remembered
         self._checked: dict[tuple[int, int], float] = {}  # (user id, chat id) -> until (monotonic)
+        self.languages = languages if languages is not None else LanguageMemo(remember_seconds, max_remembered)
 
     async def __call__(self, handler: Handler, event: TelegramObject, data: dict[str, Any]) -> Any:
         chosen: HandlerObject | None = data.get("handler")
         wants_row = chosen is None or chosen.varkw or "customer" in chosen.params
         wants_id = chosen is not None and "customer_id" in chosen.params
-        key = self._key(data) if wants_row or wants_id else None
+        wants_language = bool(data.get(LANGUAGE_UNKNOWN))
+        key = self.key_of(data) if wants_row or wants_id or wants_language else None
         if key is not None:
             user: User = data["event_from_user"]
             now = time.monotonic()
             # No session: DbSessionMiddleware found this customer known a moment ago and opened none.
-            if (wants_row or self._checked.get(key, 0.0) <= now) and "session" in data:
+            if (wants_row or wants_language or self._checked.get(key, 0.0) <= now) and "session" in data:
                 session: AsyncSession = data["session"]
-                who = (session, user.id, key[1], user.first_name or "", user.username, data.get("lang", "en"))
+                telegram_lang = data.get("telegram_lang", "en")
+                who = (session, user.id, key[1], user.first_name or "", user.username, telegram_lang)
                 if wants_row:
-                    data["customer"] = await ensure_customer(*who)
+                    customer = await ensure_customer(*who)
+                    data["customer"] = customer
+                    own = customer.language if customer.language_chosen else None
                 else:
-                    await register_customer(*who)
+                    own = await register_customer(*who)
+                self.languages.remember(user.id, own)
+                data["lang"] = own or telegram_lang
                 if statements_commit(data) and not wants_row:
                     self._remember(key, now)  # the registration committed as it ran
                 else:  # once it is committed: a first contact rolled back with its update left no row
@@ -131,11 +182,11 @@ class CustomerMiddleware(BaseMiddleware):
 
     def known(self, data: dict[str, Any]) -> bool:
         """The customer behind this update was registered or checked less than `remember_seconds` ago."""
-        key = self._key(data)
+        key = self.key_of(data)
         return key is not None and self._checked.get(key, 0.0) > time.monotonic()
 
     @staticmethod
-    def _key(data: dict[str, Any]) -> tuple[int, int] | None:
+    def key_of(data: dict[str, Any]) -> tuple[int, int] | None:
         """(user id, chat id) of a customer writing to us in private; None for bots and groups."""
         user: User | None = data.get("event_from_user")
         chat = data.get("event_chat")

@@ -24,6 +24,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -71,7 +72,10 @@ class Customer(Base):
     chat_id: Mapped[int] = mapped_column(BigInteger)
     first_name: Mapped[str] = mapped_column(String(128), default="")
     username: Mapped[str | None] = mapped_column(String(64))
+    # The language we talk to them in: the Telegram client's at first contact, or their own choice
+    # (/language) once `language_chosen`; the outbox's messages use it.
     language: Mapped[str] = mapped_column(String(8), default="en")
+    language_chosen: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     phone: Mapped[str | None] = mapped_column(String(16))  # 2547XXXXXXXX form
     email: Mapped[str | None] = mapped_column(String(254))
     unreachable: Mapped[bool] = mapped_column(Boolean, default=False)  # blocked the bot (403)

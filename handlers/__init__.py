@@ -4,14 +4,27 @@ from __future__ import annotations
 
 from aiogram import Router
 
-from handlers import admin, cart, catalog, checkout, common, group, orders, pay_card, pay_mpesa, payments, start
+from handlers import (
+    admin,
+    cart,
+    catalog,
+    checkout,
+    common,
+    group,
+    language,
+    orders,
+    pay_card,
+    pay_mpesa,
+    payments,
+    start,
+)
 from handlers.filters import Never, PrivateChat
 
 # Order matters: customer commands and buttons in a group first (answered "let's talk in private";
 # its router-level filter turns private updates away before any of its handlers), then /start (it
 # leaves any flow, so nothing needs to see it before), then the specific features, the catch-all
 # help and stale-button fallback last.
-FEATURES = (group, start, admin, catalog, cart, checkout, payments, pay_mpesa, pay_card, orders, common)
+FEATURES = (group, start, language, admin, catalog, cart, checkout, payments, pay_mpesa, pay_card, orders, common)
 
 
 # A button press in a private chat (most of the traffic) goes first to the features that own buttons,
@@ -20,7 +33,7 @@ FEATURES = (group, start, admin, catalog, cart, checkout, payments, pay_mpesa, p
 # Their buttons are told apart by prefix (handlers/buttons.py), so their order among themselves only
 # matters for the three payment routers sharing "pay:". A press none of them takes (an admin button,
 # a stale one) carries on through FEATURES as before.
-PRIVATE_PRESSES = (catalog, cart, orders, checkout, payments, pay_mpesa, pay_card, start)
+PRIVATE_PRESSES = (catalog, cart, orders, checkout, payments, pay_mpesa, pay_card, start, language)
 
 
 def setup_routers() -> Router:

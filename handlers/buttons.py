@@ -6,7 +6,8 @@ then typed fields. Numbers are bounded, so a forged press never reaches the data
 out-of-range integer: anything that does not unpack (wrong shape, a number out of range, an unknown
 action, an empty field) matches no handler and gets the stale-button answer (handlers/common.py).
 
-  menu:<screen>                          main menu buttons: catalog, cart, orders, help, main
+  menu:<screen>                          main menu buttons: catalog, cart, orders, help, main, lang
+  lang:<code>                            choose the language (one of locales/<code>)
   cat:c:<category>                       open a category (first page)
   cat:p:<category>:a|b:<cursor>          the page after / before a keyset cursor
   cat:v|q|a:<product>:<qty>              open a card / change its quantity in place / add to cart
@@ -34,6 +35,7 @@ CartPageNo = Annotated[int, Field(ge=-9999, le=9999)]
 Cursor = Annotated[str, StringConstraints(pattern=r"^\d{1,20}\.\d{1,9}$")]
 PublicId = Annotated[str, StringConstraints(min_length=1, max_length=32)]
 ZoneCode = Annotated[str, StringConstraints(min_length=1, max_length=32)]
+LanguageCode = Annotated[str, StringConstraints(pattern=r"^[a-z]{2,3}$")]
 
 
 class MenuScreen(StrEnum):
@@ -42,10 +44,15 @@ class MenuScreen(StrEnum):
     ORDERS = "orders"
     HELP = "help"
     MAIN = "main"
+    LANGUAGE = "lang"
 
 
 class Menu(CallbackData, prefix="menu"):
     screen: MenuScreen
+
+
+class LanguageChoice(CallbackData, prefix="lang"):
+    code: LanguageCode
 
 
 # --- catalogue -------------------------------------------------------------------------------------
@@ -163,3 +170,4 @@ MENU_CART = Menu(screen=MenuScreen.CART).pack()
 MENU_ORDERS = Menu(screen=MenuScreen.ORDERS).pack()
 MENU_HELP = Menu(screen=MenuScreen.HELP).pack()
 MENU_MAIN = Menu(screen=MenuScreen.MAIN).pack()
+MENU_LANGUAGE = Menu(screen=MenuScreen.LANGUAGE).pack()

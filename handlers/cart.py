@@ -54,12 +54,12 @@ def _line_text(n: int, line: cart_service.CartLine, lang: str) -> Markup:
         n=n,
         name=p.name,
         qty=line.quantity,
-        kes=format_money(p.price_kes * line.quantity, "KES"),
-        usd=format_money(p.price_usd * line.quantity, "USD"),
+        kes=format_money(p.price_kes * line.quantity, "KES", lang),
+        usd=format_money(p.price_usd * line.quantity, "USD", lang),
     )
     if line.price_changed:
         changes = [
-            f"{format_money(old, cur)} → {format_money(new, cur)}"
+            f"{format_money(old, cur, lang)} → {format_money(new, cur, lang)}"
             for old, new, cur in ((line.seen_price_kes, p.price_kes, "KES"), (line.seen_price_usd, p.price_usd, "USD"))
             if old != new
         ]
@@ -115,7 +115,7 @@ async def cart_screen(
     live = [line for line in lines if line.product.active]
     kes = sum(line.product.price_kes * line.quantity for line in live)
     usd = sum(line.product.price_usd * line.quantity for line in live)
-    parts.append(t("cart.subtotal", lang, kes=format_money(kes, "KES"), usd=format_money(usd, "USD")))
+    parts.append(t("cart.subtotal", lang, kes=format_money(kes, "KES", lang), usd=format_money(usd, "USD", lang)))
     if len(pages) > 1:
         parts.append(t("cart.page", lang, page=page + 1, pages=len(pages)))
         turn = [("◀", page - 1)] if page > 0 else []

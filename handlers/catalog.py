@@ -99,7 +99,7 @@ async def category_screen(
                         "catalog.product_button",
                         lang,
                         name=_short(p.name),
-                        price=format_money(p.price_kes, "KES"),
+                        price=format_money(p.price_kes, "KES", lang),
                         stock=stock,
                     ),
                     Card(action=CardAction.VIEW, product_id=p.id, qty=1).pack(),
@@ -203,8 +203,8 @@ def _card_text(product: Product, name: str, description: str, in_cart: int, lang
             lang,
             name=name,
             description=description,
-            kes=format_money(product.price_kes, "KES"),
-            usd=format_money(product.price_usd, "USD"),
+            kes=format_money(product.price_kes, "KES", lang),
+            usd=format_money(product.price_usd, "USD", lang),
             sku=product.sku,
         )
     ]

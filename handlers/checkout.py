@@ -55,7 +55,7 @@ def zone_keyboard(lang: str) -> Any:
     rows = [
         [
             (
-                t(f"zone.{z.code}", lang, price=format_money(z.shipping, z.currency)),
+                t(f"zone.{z.code}", lang, price=format_money(z.shipping, z.currency, lang)),
                 ZoneChoice(action="z", zone=z.code).pack(),
             )
         ]
@@ -250,7 +250,7 @@ async def _summary(
                 qty=line.quantity,
                 name=line.product.name,
                 amount=format_money(
-                    order_service.unit_price(line.product, zone.currency) * line.quantity, zone.currency
+                    order_service.unit_price(line.product, zone.currency) * line.quantity, zone.currency, lang
                 ),
             )
             for line in lines
@@ -262,9 +262,9 @@ async def _summary(
         lang,
         items=items,
         zone=t(f"zone.{zone.code}.short", lang),
-        subtotal=format_money(totals.subtotal, zone.currency),
-        shipping=format_money(totals.shipping, zone.currency),
-        total=format_money(totals.total, zone.currency),
+        subtotal=format_money(totals.subtotal, zone.currency, lang),
+        shipping=format_money(totals.shipping, zone.currency, lang),
+        total=format_money(totals.total, zone.currency, lang),
         phone="+" + data["phone"],
         email=data["email"],
         address=cut(data["address"], ADDRESS_MAX),

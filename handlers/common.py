@@ -20,7 +20,7 @@ from aiogram.types import (
 
 from bot.config import Settings
 from db.session import database_unreachable
-from handlers.buttons import MENU_CART, MENU_CATALOG, MENU_HELP, MENU_ORDERS, Menu, MenuScreen
+from handlers.buttons import MENU_CART, MENU_CATALOG, MENU_HELP, MENU_LANGUAGE, MENU_ORDERS, Menu, MenuScreen
 from handlers.filters import PrivateChat
 from handlers.routing import Routes
 from services.i18n import t
@@ -31,7 +31,7 @@ router = Routes("common")  # any button: the stale-button answer
 
 @lru_cache(maxsize=32)
 def main_menu(lang: str) -> InlineKeyboardMarkup:
-    """Built once per language: the same four buttons on every welcome."""
+    """Built once per language: the same five buttons on every welcome."""
     return InlineKeyboardMarkup(
         inline_keyboard=[
             [
@@ -42,6 +42,7 @@ def main_menu(lang: str) -> InlineKeyboardMarkup:
                 InlineKeyboardButton(text=t("menu.orders", lang), callback_data=MENU_ORDERS),
                 InlineKeyboardButton(text=t("menu.help", lang), callback_data=MENU_HELP),
             ],
+            [InlineKeyboardButton(text=t("menu.language", lang), callback_data=MENU_LANGUAGE)],
         ]
     )
 

@@ -61,7 +61,7 @@ def order_line(order: Order, lang: str, zone: ZoneInfo) -> str:
         lang,
         order=order.public_id,
         state=t(f"state.{order.state}", lang),
-        total=format_money(order.total, order.currency),
+        total=format_money(order.total, order.currency, lang),
         date=customer_date(order.created_at, zone, lang),
     )
 
@@ -94,7 +94,7 @@ def order_detail(order: Order, lang: str, zone: ZoneInfo) -> Markup:
                 lang,
                 qty=i.quantity,
                 name=i.name,
-                amount=format_money(i.unit_price * i.quantity, order.currency),
+                amount=format_money(i.unit_price * i.quantity, order.currency, lang),
             )
             for i in order.items
         ],
@@ -106,7 +106,7 @@ def order_detail(order: Order, lang: str, zone: ZoneInfo) -> Markup:
         order=order.public_id,
         state=t(f"state.{order.state}", lang),
         items=items,
-        total=format_money(order.total, order.currency),
+        total=format_money(order.total, order.currency, lang),
         updated=customer_time(order.updated_at, zone, lang),
     )
     text += "\n" + t("orders.delivery", lang, zone=t(f"zone.{order.zone}.short", lang))

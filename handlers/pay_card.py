@@ -83,7 +83,7 @@ async def pay_by_card(
             "stripe.pay_link",
             lang,
             order=order.public_id,
-            total=format_money(payment.amount, payment.currency),
+            total=format_money(payment.amount, payment.currency, lang),
             until=until,
         ),
         reply_markup=kb(

@@ -140,7 +140,7 @@ async def _push(
             "mpesa.check_phone",
             lang,
             phone=mask_phone(msisdn),
-            total=format_money(payment.amount, "KES"),
+            total=format_money(payment.amount, "KES", lang),
             order=order_id,
         ),
         reply_markup=kb(

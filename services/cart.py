@@ -100,22 +100,29 @@ async def register_customer(
     first_name: str = "",
     username: str | None = None,
     language: str | None = None,
-) -> None:
+) -> str | None:
     """`ensure_customer` for callers that need only to know the customer exists: one statement
     (an upsert that writes nothing for a returning customer whose chat is unchanged), so a handler
-    flagged to run without a transaction pays one round trip for it."""
-    await session.execute(
-        _register(dialect_name(session)),
-        {
-            "id": user_id,
-            "chat_id": chat_id,
-            "first_name": first_name[:128],
-            "username": username,
-            "language": (language or "en")[:8],
-            "unreachable": False,
-            "created_at": utcnow(),
-        },
-    )
+    flagged to run without a transaction pays one round trip for it. Returns the language the
+    customer chose (/language), None when they never did: what the upsert wrote, or for a returning
+    customer it left alone, read by a second statement."""
+    row = (
+        await session.execute(
+            _register(dialect_name(session)),
+            {
+                "id": user_id,
+                "chat_id": chat_id,
+                "first_name": first_name[:128],
+                "username": username,
+                "language": (language or "en")[:8],
+                "unreachable": False,
+                "created_at": utcnow(),
+            },
+        )
+    ).first()
+    if row is None:  # a returning customer with nothing to update: the upsert returned no row
+        row = (await session.execute(_CHOSEN_LANGUAGE, {"id": user_id})).first()
+    return row.language if row is not None and row.language_chosen else None
 
 
 @functools.cache
@@ -131,7 +138,11 @@ def _register(dialect: str) -> Insert:
             "unreachable": False,
         },
         where=(moved & (insert.excluded.chat_id > 0)) | customers.c.unreachable.is_(True),
-    )
+    ).returning(customers.c.language, customers.c.language_chosen)
+
+
+_CUSTOMERS = table_of(Customer)
+_CHOSEN_LANGUAGE = select(_CUSTOMERS.c.language, _CUSTOMERS.c.language_chosen).where(_CUSTOMERS.c.id == bindparam("id"))
 
 
 async def lines(session: AsyncSession, customer_id: int) -> list[CartLine]:

@@ -75,6 +75,13 @@ def plain(key: str, lang: str | None = None, /, **values: object) -> str:
     return text.format(**values) if values else text
 
 
+def supported_language(code: str | None) -> str:
+    """One of our languages for a Telegram client's `language_code` ("sw", "sw-KE", "en-GB"…):
+    its language when we have that catalogue, English otherwise."""
+    lang = (code or DEFAULT_LANG).split("-")[0].lower()
+    return lang if lang in available_languages() else DEFAULT_LANG
+
+
 @lru_cache(maxsize=1)
 def available_languages() -> tuple[str, ...]:
     """Cached: asked on every update, and the catalogues only change with a deploy."""

@@ -14,6 +14,10 @@ from babel.numbers import format_currency
 CURRENCIES = ("KES", "USD")
 MINOR_PER_UNIT = 100
 
+# The Babel locale that writes amounts for each of our languages (locales/<lang>): Swahili as
+# written in Kenya. Anything else (a Babel locale already, "en_US") is used as it is.
+BABEL_LOCALES = {"en": "en", "sw": "sw_KE"}
+
 
 @dataclass(frozen=True, slots=True)
 class Money:
@@ -40,13 +44,18 @@ class Money:
 
 @lru_cache(maxsize=8192)
 def format_money(amount: int, currency: str, locale: str = "en") -> str:
-    """Memoised: a catalogue shows the same few hundred prices over and over, and babel's formatting
+    """The amount as the customer reads it: `locale` is one of our language codes ("en", "sw") or a
+    Babel locale. Separators and the dollar's symbol follow the locale ("$152" in English, "US$152"
+    in Kenyan Swahili, where "$" alone is ambiguous); shillings are always "KES 45,000", as M-Pesa
+    and Kenyan receipts write them, where Babel's Kenyan locales would say "Ksh45,000".
+
+    Memoised: a catalogue shows the same few hundred prices over and over, and babel's formatting
     (pattern parsing, Decimal quantising, locale look-ups) showed up in every browsing profile."""
     value = Decimal(amount) / MINOR_PER_UNIT
     fmt = "¤#,##0" if amount % MINOR_PER_UNIT == 0 else "¤#,##0.00"
-    if currency == "KES":  # "KES 45,000" reads better than "KES45,000"
-        fmt = fmt.replace("¤", "¤ ")
-    text = format_currency(value, currency, format=fmt, locale=locale, currency_digits=False)
+    if currency == "KES":  # the ISO code ("¤¤") and a space: "KES 45,000", not "KES45,000" nor "Ksh45,000"
+        fmt = fmt.replace("¤", "¤¤ ")
+    text = format_currency(value, currency, format=fmt, locale=BABEL_LOCALES.get(locale, locale), currency_digits=False)
     return text.replace("\xa0", " ")
 
 

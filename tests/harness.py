@@ -59,6 +59,8 @@ class Harness:
         self._http: aiohttp.ClientSession | None = None
         self._update_ids = itertools.count(1)
         self._message_ids = itertools.count(1)
+        # The Telegram client's language of a user (the `language_code` Telegram sends), "en" unless set.
+        self.language_codes: dict[int, str] = {}
 
     async def start(self) -> Harness:
         self.shop = build_shop(self.settings, engine=self.engine, providers=self.providers)
@@ -128,7 +130,7 @@ class Harness:
             "message_id": next(self._message_ids),
             "date": int(time.time()),
             "chat": self._chat(chat_id, chat_id > 0),
-            "from": self.user(user_id),
+            "from": self.user(user_id, language_code=self.language_codes.get(user_id, "en")),
             **content,
         }
 
@@ -165,7 +167,7 @@ class Harness:
             {
                 "callback_query": {
                     "id": str(next(self._update_ids) + 10_000_000),
-                    "from": self.user(user_id),
+                    "from": self.user(user_id, language_code=self.language_codes.get(user_id, "en")),
                     "chat_instance": "ci",
                     "data": data,
                     "message": {

@@ -17,7 +17,13 @@ async def test_start_shows_welcome_and_menu(shop: Harness) -> None:
     reply = await shop.send(USER, "/start")
     assert reply.method == "sendMessage"
     assert "Karibu, Wanjiru" in reply.text
-    assert [label for label, _ in reply.buttons] == ["🛍 Catalogue", "🛒 Cart", "📦 My orders", "❓ Help"]
+    assert [label for label, _ in reply.buttons] == [
+        "🛍 Catalogue",
+        "🛒 Cart",
+        "📦 My orders",
+        "❓ Help",
+        "🌐 Language / Lugha",
+    ]
     async with shop.session_factory() as session:
         customer = await session.get(Customer, USER)
     assert customer is not None and customer.chat_id == USER
