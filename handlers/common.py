@@ -23,7 +23,7 @@ from db.session import database_unreachable
 from handlers.buttons import MENU_CART, MENU_CATALOG, MENU_HELP, MENU_LANGUAGE, MENU_ORDERS, Menu, MenuScreen
 from handlers.filters import PrivateChat
 from handlers.routing import Routes
-from services.i18n import t
+from services.i18n import plain, supported_language, t
 
 log = logging.getLogger(__name__)
 router = Routes("common")  # any button: the stale-button answer
@@ -90,11 +90,14 @@ async def on_error(event: ErrorEvent, settings: Settings) -> bool:
     if settings.webhook_mode and database_unreachable(event.exception):
         raise event.exception
     log.error("handler.error", exc_info=event.exception, extra={"update_id": update.update_id})
+    # The language middleware's pick is not in an error's data: the apology goes in the client's language.
+    sender = update.message or update.callback_query
+    lang = supported_language(sender.from_user.language_code if sender and sender.from_user else None)
     try:
         if update.message is not None:
-            await update.message.answer(t("error.internal"))
+            await update.message.answer(t("error.internal", lang))
         elif update.callback_query is not None:
-            await update.callback_query.answer(t("error.internal"), show_alert=True)
+            await update.callback_query.answer(plain("error.internal", lang), show_alert=True)
     except Exception:  # noqa: BLE001 - the apology itself failed (Telegram down): the log line above is what we have
         log.warning("handler.error.apology_failed", extra={"update_id": update.update_id})
     return True

@@ -29,3 +29,16 @@ async def test_handler_exception_is_logged_apologised_and_survived(
     assert "something went wrong" in shop.last_answer.params["text"]
     monkeypatch.undo()
     assert "Catalogue" in (await shop.send(USER, "/catalog")).text  # still serving
+
+
+async def test_the_apology_is_in_the_customers_language(shop: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    async def broken(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise RuntimeError("database exploded")
+
+    await shop.load_demo()
+    monkeypatch.setattr(catalog_handlers, "categories_screen", broken)
+    shop.language_codes[USER + 1] = "sw"
+    reply = await shop.send(USER + 1, "/catalog")
+    assert reply.text.startswith("Samahani, kuna hitilafu upande wetu")
+    await shop.press(USER + 1, "menu:catalog", message=reply)
+    assert shop.last_answer.params["text"].startswith("Samahani")
