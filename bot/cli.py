@@ -12,6 +12,8 @@ from bot.logging_setup import setup_logging
 from bot.loop import run as run_loop
 
 log = logging.getLogger("storefront")
+# The console's orders are simulated: they live in a file of their own, never in the shop's DATABASE_URL.
+CONSOLE_DATABASE = "sqlite+aiosqlite:///./console.db"
 DEMO_CATALOG = Path(__file__).resolve().parent.parent / "catalog" / "demo.yaml"
 NO_TOKEN_CONSOLE = (
     "BOT_TOKEN is not set: opening the console — chat with your shop here. Set BOT_TOKEN to run the real bot."
@@ -31,6 +33,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     sub.add_parser("worker", help="scheduled jobs and the notification sender")
     console = sub.add_parser("console", help="chat with your shop in this terminal: no BOT_TOKEN, no network")
     console.add_argument("--admin", action="store_true", help="start in the admin group rather than as a customer")
+    console.add_argument(
+        "--database",
+        default=CONSOLE_DATABASE,
+        help=f"the console's own database (default {CONSOLE_DATABASE}; never DATABASE_URL, which is the live shop's)",
+    )
     db = sub.add_parser("db", help="database schema")
     db.add_argument("action", choices=["upgrade"])
     cat = sub.add_parser("catalog", help="catalogue")
@@ -50,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
                     "configuration error: BOT_TOKEN: is required to serve the bot (get one from @BotFather)"
                 )
             print(NO_TOKEN_CONSOLE, flush=True)
-            args = argparse.Namespace(command="console", admin=False)
+            args = argparse.Namespace(command="console", admin=False, database=CONSOLE_DATABASE)
     except ConfigError as exc:
         print(exc.line, file=sys.stderr)
         return 2
@@ -104,6 +111,7 @@ async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "console":  # the only way in to the simulated Telegram and payments
         from bot.console import run_console
 
+        settings = settings.model_copy(update={"database_url": args.database})
         return await run_console(settings, DEMO_CATALOG, admin=args.admin, stdin=sys.stdin, stdout=sys.stdout)
     await serve.upgrade_db(settings)
     await serve.load_demo_if_empty(settings, DEMO_CATALOG)

@@ -53,8 +53,10 @@ class Settings(BaseSettings):
     # GET /metrics answers only requests with `Authorization: Bearer <token>` when this is set.
     metrics_token: SecretStr | None = None
     # `storefront worker` serves GET /healthz, /readyz and /metrics (its own counters: notifications, DHL,
-    # expiries, reconciliation) on this port of HOST; 0 picks a free port, `off` serves nothing. It shares
-    # METRICS_TOKEN. `storefront run` serves everything on PORT and ignores this.
+    # expiries, reconciliation) on WORKER_HOST:WORKER_PORT; port 0 picks a free one, `off` serves nothing.
+    # Loopback by default (a scraper on another host needs WORKER_HOST=0.0.0.0, better with METRICS_TOKEN).
+    # `storefront run` serves everything on PORT and ignores these.
+    worker_host: str = "127.0.0.1"
     worker_port: int | None = Field(9101, ge=0, le=65535)
 
     # Abuse limits (each refusal gets a friendly reply)

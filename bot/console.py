@@ -22,7 +22,7 @@ from typing import Any, TextIO
 from aiogram.methods import TelegramMethod
 from aiogram.types import InlineKeyboardMarkup, Update
 from pydantic import SecretStr
-from sqlalchemy import func, select
+from sqlalchemy import func, inspect, select
 
 from bot.config import Settings
 from bot.console_payments import SimulatedMpesa
@@ -30,7 +30,7 @@ from bot.console_session import BOT_USER, Button, ConsoleSession, Shown
 from bot.console_view import Screen
 from bot.runtime import Shop, build_shop
 from db.models import Customer
-from db.session import make_engine, make_sessionmaker
+from db.session import make_engine
 
 log = logging.getLogger(__name__)
 
@@ -213,9 +213,11 @@ async def other_customers(settings: Settings) -> int:
     must not touch (it simulates payments and shows every pending notification in this terminal)."""
     engine = make_engine(settings.database_url)
     try:
-        async with make_sessionmaker(engine)() as session:
+        async with engine.connect() as conn:
+            if not await conn.run_sync(lambda sync: inspect(sync).has_table(Customer.__tablename__)):
+                return 0  # a new database: nobody's yet
             query = select(func.count()).select_from(Customer).where(Customer.id != CONSOLE_USER_ID)
-            return int((await session.execute(query)).scalar_one())
+            return int((await conn.execute(query)).scalar_one())
     finally:
         await engine.dispose()
 
@@ -223,15 +225,14 @@ async def other_customers(settings: Settings) -> int:
 async def run_console(settings: Settings, demo: Path, *, admin: bool, stdin: TextIO, stdout: TextIO) -> int:
     from bot import serve
 
-    await serve.upgrade_db(settings)
-    if count := await other_customers(settings):
+    if count := await other_customers(settings):  # checked before migrating: a live shop's schema is not ours
         print(
             f"console: this database has {count} real customer(s): it is a live shop's, and the console simulates "
-            "payments. Point DATABASE_URL at a SQLite file of its own, e.g. "
-            "DATABASE_URL=sqlite+aiosqlite:///./console.db",
+            "payments. Give it a SQLite file of its own: storefront console --database sqlite+aiosqlite:///./console.db",
             file=stdout,
         )
         return 2
+    await serve.upgrade_db(settings)
     await serve.load_demo_if_empty(settings, demo)
     settings = console_settings(settings)
     assert settings.admin_chat_id is not None

@@ -140,11 +140,16 @@ async def serve_worker_http(shop: Shop) -> web.AppRunner | None:
     port = shop.settings.worker_port
     if port is None:
         return None
+    host = shop.settings.worker_host
     runner = web.AppRunner(build_worker_app(shop), access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, shop.settings.host, port)
-    await site.start()
-    log.info("worker.listening", extra={"host": shop.settings.host, "port": bound_port(runner) or port})
+    try:
+        await web.TCPSite(runner, host, port).start()
+    except OSError as exc:  # e.g. a second worker on this host: its work matters more than its metrics
+        await runner.cleanup()
+        log.warning("worker.http_unavailable", extra={"host": host, "port": port, "error": exc.strerror or str(exc)})
+        return None
+    log.info("worker.listening", extra={"host": host, "port": bound_port(runner) or port})
     return runner
 
 

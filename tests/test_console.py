@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -31,7 +32,8 @@ def console_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     return {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "PYTHONPATH": str(ROOT),
-        "DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/console.db",
+        # The live shop's database: the console must never open it (it keeps ./console.db, in tmp_path).
+        "DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/live-shop.db",
         # A script types faster than a person: the throttle would (rightly) ask it to slow down.
         "THROTTLE_UPDATES_PER_SECOND": "1000",
         "THROTTLE_BURST": "1000",
@@ -144,6 +146,39 @@ def test_a_customer_buys_pays_and_is_told_of_the_shipment(tmp_path: Path) -> Non
     finally:
         term.kill()
     assert "Traceback" not in term.output
+
+
+def test_the_console_keeps_its_own_database_and_never_opens_the_shops(tmp_path: Path) -> None:
+    term = Terminal(["console"], console_env(tmp_path), tmp_path)
+    try:
+        term.expect("you> ")
+        term.type("/start")
+        term.expect("Catalogue")
+        assert term.quit() == 0
+    finally:
+        term.kill()
+    assert (tmp_path / "console.db").is_file()
+    assert not (tmp_path / "live-shop.db").exists()
+
+
+def test_a_database_with_real_customers_is_refused_before_it_is_migrated(tmp_path: Path) -> None:
+    live = tmp_path / "live.db"
+    with sqlite3.connect(live) as db:  # a live shop's database, on an older schema than this code's
+        db.execute("CREATE TABLE customers (id INTEGER PRIMARY KEY, chat_id INTEGER)")
+        db.execute("INSERT INTO customers VALUES (1001, 1001)")
+    proc = subprocess.run(
+        [sys.executable, "-m", "bot.cli", "console", "--database", f"sqlite+aiosqlite:///{live}"],
+        env=console_env(tmp_path),
+        cwd=tmp_path,
+        input=b"",
+        capture_output=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert b"1 real customer(s)" in proc.stdout
+    with sqlite3.connect(live) as db:  # not migrated: no Alembic table, no new tables (opening it may set WAL)
+        tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert tables == {"customers"}
 
 
 def test_make_run_without_a_token_opens_the_console(tmp_path: Path) -> None:

@@ -177,3 +177,22 @@ async def test_no_worker_port_serves_nothing(engine: AsyncEngine, botapi: BotAPI
         assert await serve_worker_http(harness.shop) is None
     finally:
         await harness.stop()
+
+
+async def test_a_taken_worker_port_leaves_the_worker_working(engine: AsyncEngine, botapi: BotAPIStandIn) -> None:
+    """Two workers on one host with the default port: the second serves no metrics but still starts
+    (an unhandled bind error used to stop it, reported as a database failure)."""
+    from bot.serve import bound_port, serve_worker_http
+
+    first = await Harness(engine, botapi, worker_port=0).start()
+    assert first.shop is not None
+    runner = await serve_worker_http(first.shop)
+    assert runner is not None
+    second = await Harness(engine, botapi, worker_port=bound_port(runner)).start()
+    try:
+        assert second.shop is not None
+        assert await serve_worker_http(second.shop) is None
+    finally:
+        await runner.cleanup()
+        await first.stop()
+        await second.stop()

@@ -230,8 +230,9 @@ async def test_web_processes_sharing_redis_share_each_addresss_allowance(
         public_id = await placed(first)
         async with browser(first, **{"X-Forwarded-For": client}) as one, browser(second) as other:
             token = await open_form(one)
+            stranger = f"someone-{client}@example.com"  # Redis outlives the run: its own per-email allowance too
             for _ in range(status_page.LOOKUPS_PER_MINUTE):
-                assert (await look_up(one, "HL-ZZZZZZ", EMAIL, token)).status_code == 200
+                assert (await look_up(one, "HL-ZZZZZZ", stranger, token)).status_code == 200
             other.cookies = one.cookies
             other.headers["X-Forwarded-For"] = client
             assert (await look_up(other, public_id, EMAIL, token)).status_code == 429
@@ -375,3 +376,31 @@ async def test_headless_chromium_renders_the_result_page(shop: Harness, tmp_path
     assert bytes.fromhex("0f766e") in {row[x : x + 3] for row in rows[:40] for x in range(0, len(row), bpp)}
     assert '<p class="state state-shipped" id="state">Shipped</p>' in dom
     assert "ThinkPad T480 × 2" in dom and "1234567890" in dom
+
+
+async def test_one_buyers_email_is_limited_whatever_the_address(engine: AsyncEngine, botapi: BotAPIStandIn) -> None:
+    """Many client addresses (an IPv6 range) cannot guess one buyer's order ids by spreading the tries."""
+    harness = await Harness(engine, botapi, trusted_proxies="127.0.0.1/32").start()
+    try:
+        public_id = await placed(harness)
+        async with browser(harness) as http:
+            token = await open_form(http)
+            for n in range(status_page.LOOKUPS_PER_EMAIL_PER_HOUR):
+                http.headers["X-Forwarded-For"] = f"2001:db8:{n:x}::1"
+                assert (await look_up(http, f"HL-ZZZZ{n:02d}", EMAIL, token)).status_code == 200
+            http.headers["X-Forwarded-For"] = "2001:db8:ffff::1"
+            refused = await look_up(http, public_id, EMAIL, token)
+            other_buyer = await look_up(http, public_id, "someone.else@example.com", token)
+    finally:
+        await harness.stop()
+    assert refused.status_code == 429
+    assert other_buyer.status_code == 200  # another address typed: its own allowance (and no match)
+
+
+async def test_non_ascii_tokens_are_refused_not_an_error(shop: Harness) -> None:
+    public_id = await placed(shop)
+    async with browser(shop) as http:
+        await open_form(http)
+        form = await look_up(http, public_id, EMAIL, "é")
+        link = await http.get("/status/view", params={"t": f"{public_id}.99999999999.é"})
+    assert (form.status_code, link.status_code) == (403, 403)

@@ -62,6 +62,7 @@ HEADERS = {
 
 COOKIE = "status_csrf"
 LOOKUPS_PER_MINUTE = 10
+LOOKUPS_PER_EMAIL_PER_HOUR = 20
 LINK_SECONDS = 600
 MAX_FORM = 4096  # two short fields and a token
 
@@ -81,6 +82,12 @@ def _client_key(addr: IPAddress | None) -> int:
     if isinstance(addr, IPv6Address):
         return (1 << 64) | (int(addr) >> 64)
     return int(addr)
+
+
+def _email_key(email: str) -> int:
+    """A limiter key for the address typed, as the look-up compares it (the address itself is not kept)."""
+    digest = hashlib.sha256(order_status.normalize_email(email).encode()).digest()
+    return int.from_bytes(digest[:8], "big")
 
 
 def pick_language(request: web.Request) -> str:
@@ -115,6 +122,12 @@ class StatusPage:
             shared_redis(shop.dp.storage),
             key_prefix=f"status:{bot_id}:",
         )
+        self.email_limiter = Limiter(
+            LOOKUPS_PER_EMAIL_PER_HOUR / 3600.0,
+            LOOKUPS_PER_EMAIL_PER_HOUR,
+            shared_redis(shop.dp.storage),
+            key_prefix=f"status-email:{bot_id}:",
+        )
 
     def setup(self, app: web.Application) -> None:
         app.router.add_get("/status", self.form)
@@ -138,7 +151,8 @@ class StatusPage:
         """The public id a link token is for, while it is genuine and unexpired."""
         public_id, _, rest = token.partition(".")
         expires, _, mac = rest.partition(".")
-        if not expires.isdigit() or not hmac.compare_digest(mac, self._mac("view", f"{public_id}.{expires}")):
+        expected = self._mac("view", f"{public_id}.{expires}")
+        if not expires.isdigit() or not hmac.compare_digest(mac.encode(), expected.encode()):
             return None
         return public_id if int(expires) >= time.time() else None
 
@@ -161,20 +175,29 @@ class StatusPage:
         form = await request.post()
         cookie = request.cookies.get(COOKIE, "")
         sent = form.get("csrf")
-        if not cookie or not isinstance(sent, str) or not hmac.compare_digest(sent, self.csrf_token(cookie)):
+        # Bytes: compare_digest refuses non-ASCII str (a 500 for anyone who sends "é").
+        if (
+            not cookie
+            or not isinstance(sent, str)
+            or not hmac.compare_digest(sent.encode(), self.csrf_token(cookie).encode())
+        ):
             log.info("status.csrf_refused")
             return self._refusal(request, lang, "status.forbidden", 403)
-        if not await self.limiter.allow(_client_key(self._client(request))):
+        order_id, typed = form.get("order"), form.get("email")
+        email = typed if isinstance(typed, str) else ""
+        # Per address, and per email whatever the address: many addresses cannot guess one buyer's order ids.
+        if not await self.limiter.allow(_client_key(self._client(request))) or not await self.email_limiter.allow(
+            _email_key(email)
+        ):
             log.info("status.rate_limited")
             response = self._refusal(request, lang, "status.too_many", 429)
             response.headers["Retry-After"] = str(-(-60 // LOOKUPS_PER_MINUTE))
             return response
-        order_id, email = form.get("order"), form.get("email")
         async with self.shop.session_factory() as session:
             found = await order_status.lookup(
                 session,
                 order_id if isinstance(order_id, str) else "",
-                email if isinstance(email, str) else "",
+                email,
             )
         if found is None:
             log.info("status.lookup", extra={"outcome": "no_match"})
