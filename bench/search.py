@@ -77,10 +77,9 @@ def catalogue(n: int, rng: random.Random) -> list[tuple]:
         model = f"{rng.choice('ABCDEFGHKMNPRTX')}{rng.randint(100, 9999)}"
         specs = rng.sample(SPECS, 3)
         name = f"{brand} {series} {kind} {model} ({', '.join(specs)})"
-        description = (
-            f"{kind.capitalize()} by {brand}. {', '.join(rng.sample(SPECS, 4))}. "
-            + rng.choice(SENTENCES).format(months=rng.choice((3, 6, 12)))
-        )
+        description = f"{kind.capitalize()} by {brand}. {', '.join(rng.sample(SPECS, 4))}. " + rng.choice(
+            SENTENCES
+        ).format(months=rng.choice((3, 6, 12)))
         sku = f"{kind[:3].upper()}-{brand[:3].upper()}-{i:06d}"
         rows.append(
             (sku, 1, name, description, 100_00 + i, 1_00, i % 9, 0, 0, True, EPOCH + timedelta(seconds=i), EPOCH)

@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import ColumnElement, and_, case, false, func, literal, literal_column, or_, select
+from sqlalchemy import ColumnElement, Select, and_, case, false, func, literal, literal_column, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.models import Product
@@ -76,7 +77,7 @@ async def search_products(session: AsyncSession, query: Query, limit: int = MAX_
     """Up to `limit` active products matching `query`, best first."""
     limit = max(1, min(limit, 50))
     if dialect_name(session) == "postgresql":
-        stmt = _postgresql(query, limit)
+        stmt = postgresql_statement(query, limit)
         if stmt is not None:  # for this transaction only (in a statement-by-statement session: for none)
             await session.execute(
                 select(func.set_config("pg_trgm.word_similarity_threshold", str(WORD_SIMILARITY), True))
@@ -95,19 +96,20 @@ def _tokens(query: Query) -> list[str]:
     return [token.lower() for word in query.words for token in _TOKEN.findall(word)][: MAX_WORDS * 2]
 
 
-def _postgresql(query: Query, limit: int):  # type: ignore[no-untyped-def]
+def postgresql_statement(query: Query, limit: int) -> Select[Product] | None:
+    """The PostgreSQL statement of a search (None when the query has no word to look for)."""
     tokens = _tokens(query)
     if not tokens:
         return None
-    document = literal_column(SEARCH_DOCUMENT)
-    simple = literal_column("'simple'")
+    document: ColumnElement[Any] = literal_column(SEARCH_DOCUMENT)
+    simple: ColumnElement[Any] = literal_column("'simple'")
     conditions: list[ColumnElement[bool]] = []
     terms: list[str] = []
     for n, token in enumerate(tokens):
         last = n == len(tokens) - 1
         term = f"{token}:*" if last and len(token) >= PREFIX_MIN_CHARS else token
         terms.append(term)
-        word_matches = document.op("@@")(func.to_tsquery(simple, literal(term)))
+        word_matches: ColumnElement[bool] = document.op("@@")(func.to_tsquery(simple, literal(term)))
         if len(token) >= TYPO_MIN_CHARS and not token.isdigit():  # the cheaper test first: OR stops at a match
             word_matches = or_(literal(token).op("<%")(Product.name), word_matches)
         conditions.append(word_matches)
@@ -138,11 +140,13 @@ def _postgresql(query: Query, limit: int):  # type: ignore[no-untyped-def]
 
 def like_pattern(word: str) -> str:
     """`%word%` with LIKE's wildcards in `word` taken literally."""
-    escaped = word.replace(_LIKE_ESCAPE, _LIKE_ESCAPE * 2).replace("%", _LIKE_ESCAPE + "%").replace("_", _LIKE_ESCAPE + "_")
+    escaped = (
+        word.replace(_LIKE_ESCAPE, _LIKE_ESCAPE * 2).replace("%", _LIKE_ESCAPE + "%").replace("_", _LIKE_ESCAPE + "_")
+    )
     return f"%{escaped}%"
 
 
-def _like(query: Query, limit: int):  # type: ignore[no-untyped-def]
+def _like(query: Query, limit: int) -> Select[Product] | None:
     conditions = []
     for word in query.words:
         pattern = like_pattern(word)

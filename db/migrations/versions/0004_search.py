@@ -29,7 +29,9 @@ def upgrade() -> None:
     if op.get_bind().dialect.name != 'postgresql':
         return
     op.execute('CREATE EXTENSION IF NOT EXISTS pg_trgm')
-    op.execute(f'ALTER TABLE products ADD COLUMN search_document tsvector GENERATED ALWAYS AS ({SEARCH_DOCUMENT}) STORED')
+    op.execute(
+        f'ALTER TABLE products ADD COLUMN search_document tsvector GENERATED ALWAYS AS ({SEARCH_DOCUMENT}) STORED'
+    )
     op.execute('CREATE INDEX ix_products_search_document ON products USING gin (search_document)')
     op.execute('CREATE INDEX ix_products_name_trgm ON products USING gin (name gin_trgm_ops)')
 
