@@ -1,6 +1,6 @@
 """`python -m bench.run_all [name ...]` (or `make bench`): run the benchmarks one after the other, each on
 its own fresh PostgreSQL database, print every figure and a PASS/FAIL summary. Exit status 1 when any
-target is missed. Names: throughput, flash_sale, fanout, dhl_cycle, catalog_scale."""
+target is missed. Names: throughput, flash_sale, fanout, dhl_cycle, catalog_scale, search."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import time
 from bench.common import Result, quiet_logs
 from bot.loop import run as run_loop
 
-ALL = ("throughput", "flash_sale", "fanout", "dhl_cycle", "catalog_scale")
+ALL = ("throughput", "flash_sale", "fanout", "dhl_cycle", "catalog_scale", "search")
 
 
 def machine() -> str:

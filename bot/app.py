@@ -71,7 +71,7 @@ def build_dispatcher(settings: Settings, session_factory: async_sessionmaker[Asy
         shared_redis(storage),
         key_prefix=f"throttle:{bot_id}:",
     )
-    for observer in (dp.message, dp.callback_query):
+    for observer in (dp.message, dp.callback_query, dp.inline_query):
         observer.outer_middleware(LanguageMiddleware(languages))
         observer.outer_middleware(throttle)  # keyed by user; after the language, to refuse in it
         observer.middleware(HandlerMetrics())  # inner: counts and times the chosen handler, commit included

@@ -16,6 +16,7 @@ from handlers import (
     pay_card,
     pay_mpesa,
     payments,
+    search,
     start,
 )
 from handlers.filters import Never, PrivateChat
@@ -24,7 +25,21 @@ from handlers.filters import Never, PrivateChat
 # its router-level filter turns private updates away before any of its handlers), then /start (it
 # leaves any flow, so nothing needs to see it before), then the specific features, the catch-all
 # help and stale-button fallback last.
-FEATURES = (group, start, language, admin, catalog, cart, checkout, payments, pay_mpesa, pay_card, orders, common)
+FEATURES = (
+    group,
+    start,
+    language,
+    admin,
+    catalog,
+    cart,
+    checkout,
+    payments,
+    pay_mpesa,
+    pay_card,
+    orders,
+    search,
+    common,
+)
 
 
 # A button press in a private chat (most of the traffic) goes first to the features that own buttons,

@@ -25,7 +25,7 @@ from services.i18n import t
 
 log = logging.getLogger(__name__)
 
-CUSTOMER_COMMANDS = ("start", "catalog", "cart", "checkout", "orders", "track", "help", "cancel", "language")
+CUSTOMER_COMMANDS = ("start", "catalog", "cart", "checkout", "orders", "track", "help", "cancel", "language", "search")
 
 
 router = Routes("group")

@@ -41,17 +41,19 @@ class _Event:
 
 
 class Routes:
-    """A feature's handlers (messages, button presses, errors) and its router-level filters."""
+    """A feature's handlers (messages, button presses, inline queries, errors) and its router-level filters."""
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.message, self.callback_query, self.errors = _Event(), _Event(), _Event()
+        self.inline_query = _Event()
 
     def build(self) -> Router:
         router = Router(name=self.name)
         for observer, recorded in (
             (router.message, self.message),
             (router.callback_query, self.callback_query),
+            (router.inline_query, self.inline_query),
             (router.errors, self.errors),
         ):
             if recorded.filters:

@@ -145,6 +145,17 @@ class Harness:
         await self.feed({"message": msg})
         return self.botapi.last(chat_id if chat_id is not None else user_id)
 
+    async def inline_query(self, user_id: int, query: str, *, language_code: str = "en") -> Call:
+        """The customer types `@bot <query>` in any chat; returns the bot's answerInlineQuery."""
+        before = len(self.botapi.calls)
+        user = {**self.user(user_id), "language_code": language_code}
+        query_id = str(next(self._update_ids) + 20_000_000)
+        await self.feed({"inline_query": {"id": query_id, "from": user, "query": query, "offset": ""}})
+        answers = [c for c in self.botapi.calls[before:] if c.method == "answerInlineQuery"]
+        assert answers, "the bot did not answer the inline query"
+        assert answers[-1].params["inline_query_id"] == query_id
+        return answers[-1]
+
     async def share_contact(self, user_id: int, phone: str, *, contact_user_id: int | None = None) -> Call:
         contact = {
             "phone_number": phone,
