@@ -303,3 +303,20 @@ class Outbox(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(TZDateTime(), default=utcnow)
     sent_at: Mapped[datetime | None] = mapped_column(TZDateTime())
+
+
+class AuditEntry(Base):
+    """One thing an admin changed (restock, ship, delivered, cancel): who, when, what. Written by
+    services/admin.py in the transaction of the change itself, so an action that rolls back leaves none."""
+
+    __tablename__ = "admin_actions"
+    __table_args__ = (Index("ix_admin_actions_order_id_id", "order_id", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(TZDateTime(), default=utcnow)
+    admin_id: Mapped[int] = mapped_column(BigInteger)  # Telegram user id
+    admin_name: Mapped[str] = mapped_column(String(128), default="")
+    action: Mapped[str] = mapped_column(String(32))  # restock / ship / delivered / cancel
+    order_id: Mapped[int | None] = mapped_column(ForeignKey("orders.id", ondelete="SET NULL"))
+    product_id: Mapped[int | None] = mapped_column(ForeignKey("products.id", ondelete="SET NULL"))
+    detail: Mapped[str] = mapped_column(Text, default="")

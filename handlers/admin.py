@@ -1,5 +1,6 @@
-"""Admin commands in the private admin group: /restock /stock /orders /order /ship /delivered /cancel,
-and the buttons on the new-paid-order alert (View, Ship…, Cancel…). Only admins, only in the group.
+"""Admin commands in the private admin group: /restock /stock /orders /order /ship /delivered /cancel
+/report /export /audit, and the buttons on the new-paid-order alert (View, Ship…, Cancel…). Only
+admins, only in the group.
 
 Each command is one handler, parsed by aiogram's `Command` filter (`/restock@our_bot` included,
 another bot's `/restock@their_bot` is not ours) with its arguments in `CommandObject.args`. The
@@ -28,6 +29,7 @@ from aiogram.filters.callback_data import CallbackData
 from aiogram.fsm.context import FSMContext
 from aiogram.fsm.state import State, StatesGroup
 from aiogram.types import (
+    BufferedInputFile,
     CallbackQuery,
     ForceReply,
     InlineKeyboardButton,
@@ -41,6 +43,7 @@ from db.models import Order
 from handlers.render import TEXT_LIMIT, clip
 from handlers.routing import Routes
 from services import admin as admin_service
+from services import audit, reports
 from services import orders as sm
 from services.errors import DomainError
 from services.i18n import plain, t
@@ -51,7 +54,8 @@ from services.zones import get_zone
 
 log = logging.getLogger(__name__)
 
-ADMIN_ONLY = ("restock", "stock", "order", "ship", "delivered")  # never customer commands: refused anywhere
+# never customer commands: refused anywhere
+ADMIN_ONLY = ("restock", "stock", "order", "ship", "delivered", "report", "export", "audit")
 IN_GROUP = (*ADMIN_ONLY, "orders", "cancel")  # /orders and /cancel mean admin things only in the group
 CACHE_SECONDS = 300
 _member_cache: dict[tuple[int, int], tuple[float, bool]] = {}
@@ -183,6 +187,11 @@ def _actor(event: Message | CallbackQuery) -> str:
     return f"admin:{event.from_user.id if event.from_user else 0}"
 
 
+def _name(event: Message | CallbackQuery) -> str:
+    """The admin's name as Telegram shows it, for the audit log."""
+    return event.from_user.full_name if event.from_user else ""
+
+
 def _args(command: CommandObject) -> list[str]:
     return (command.args or "").split()
 
@@ -209,7 +218,7 @@ def refusal(exc: DomainError) -> str:
 async def restock_command(message: Message, command: CommandObject, session: AsyncSession) -> None:
     async def run() -> str:
         sku, qty = _args(command)
-        product, told = await admin_service.restock(session, sku, int(qty), actor)
+        product, told = await admin_service.restock(session, sku, int(qty), actor, name=_name(message))
         return t(
             "admin.restock.done",
             None,
@@ -289,11 +298,11 @@ async def order_command(message: Message, command: CommandObject, session: Async
     await message.reply(await outcome("order", _actor(message), run))
 
 
-async def ship_text(session: AsyncSession, args: list[str], actor: str) -> str:
+async def ship_text(session: AsyncSession, args: list[str], actor: str, name: str = "") -> str:
     """/ship <ORDER_ID> <TRACKING_NUMBER> [carrier], typed or answered to the Ship… prompt."""
     if len(args) < 2:
         raise ValueError
-    order = await admin_service.ship(session, args[0], args[1], " ".join(args[2:]) or None, actor)
+    order = await admin_service.ship(session, args[0], args[1], " ".join(args[2:]) or None, actor, name=name)
     key = "admin.ship.done_dhl" if order.tracking_next_check_at else "admin.ship.done"
     return t(key, None, order=order.public_id, carrier=order.carrier or "-", tracking=order.tracking_number or "-")
 
@@ -301,14 +310,14 @@ async def ship_text(session: AsyncSession, args: list[str], actor: str) -> str:
 @router.message(Command("ship", ignore_case=True), AdminOnly())
 async def ship_command(message: Message, command: CommandObject, session: AsyncSession) -> None:
     actor = _actor(message)
-    await message.reply(await outcome("ship", actor, lambda: ship_text(session, _args(command), actor)))
+    await message.reply(await outcome("ship", actor, lambda: ship_text(session, _args(command), actor, _name(message))))
 
 
 @router.message(Command("delivered", ignore_case=True), AdminOnly())
 async def delivered_command(message: Message, command: CommandObject, session: AsyncSession) -> None:
     async def run() -> str:
         (public_id,) = _args(command)
-        order = await admin_service.mark_delivered(session, public_id, actor)
+        order = await admin_service.mark_delivered(session, public_id, actor, name=_name(message))
         key = "admin.delivered.done_dhl" if (order.carrier or "").upper() == "DHL" else "admin.delivered.done"
         return t(key, None, order=order.public_id)
 
@@ -317,9 +326,17 @@ async def delivered_command(message: Message, command: CommandObject, session: A
 
 
 async def cancel_text(
-    session: AsyncSession, public_id: str, reason: str | None, actor: str, settings: Settings, providers: dict[str, Any]
+    session: AsyncSession,
+    public_id: str,
+    reason: str | None,
+    actor: str,
+    settings: Settings,
+    providers: dict[str, Any],
+    name: str = "",
 ) -> str:
-    order, refund, payment = await admin_service.cancel(session, public_id, reason, actor, providers, settings)
+    order, refund, payment = await admin_service.cancel(
+        session, public_id, reason, actor, providers, settings, name=name
+    )
     return t(
         f"admin.cancel.{refund}",
         None,
@@ -335,10 +352,130 @@ async def cancel_command(
 ) -> None:
     async def run() -> str:
         public_id, *reason = _args(command)
-        return await cancel_text(session, public_id, " ".join(reason) or None, actor, settings, providers)
+        return await cancel_text(
+            session, public_id, " ".join(reason) or None, actor, settings, providers, _name(message)
+        )
 
     actor = _actor(message)
     await message.reply(await outcome("cancel", actor, run))
+
+
+# --- /report, /export orders, /audit ----------------------------------------------------------------
+
+
+def _amounts(amounts: list[reports.Amount], key: str) -> list[Markup]:
+    return [t(key, None, n=a.count, amount=format_money(a.amount, a.currency)) for a in amounts]
+
+
+def report_text(r: reports.Report, zone: ZoneInfo) -> str:
+    revenue = _amounts(r.revenue, "admin.report.revenue_line")
+    top = [
+        t("admin.report.top_line", None, rank=n, sku=p.sku, name=cut(p.name, 80), units=p.units)
+        for n, p in enumerate(r.top, 1)
+    ]
+    refunds = _amounts(r.refunded, "admin.report.refunded_line") + _amounts(
+        r.refund_owed, "admin.report.refund_owed_line"
+    )
+    lines = Markup("\n").join
+    return t(
+        "admin.report.text",
+        None,
+        period=t(f"admin.report.period.{r.period.name}"),
+        first=r.period.first_day.isoformat(),
+        last=r.period.last_day.isoformat(),
+        zone=zone.key,
+        placed=r.placed,
+        paid=r.paid,
+        awaiting=r.awaiting,
+        abandoned=r.abandoned,
+        after_payment=r.after_payment,
+        revenue=lines(revenue) if revenue else t("admin.report.none"),
+        top=lines(top) if top else t("admin.report.none"),
+        refunds=lines(refunds) if refunds else t("admin.report.none"),
+    )
+
+
+@router.message(Command("report", ignore_case=True), AdminOnly())
+async def report_command(message: Message, command: CommandObject, session: AsyncSession, settings: Settings) -> None:
+    async def run() -> str:
+        args = _args(command)
+        if len(args) > 1:
+            raise ValueError
+        period = reports.period(args[0] if args else "today", settings.shop_zone)
+        return report_text(await reports.report(session, period), settings.shop_zone)
+
+    await message.reply(await outcome("report", _actor(message), run))
+
+
+@router.message(Command("export", ignore_case=True), AdminOnly())
+async def export_command(message: Message, command: CommandObject, session: AsyncSession, settings: Settings) -> None:
+    """/export orders [FROM] [TO]: the CSV as a document (its caption says what it holds); a usage
+    line for anything else, a plain answer when no order was placed in those days."""
+    zone = settings.shop_zone
+    document: BufferedInputFile | None = None
+
+    async def run() -> str:
+        nonlocal document
+        what, *dates = _args(command) or [""]
+        if what.lower() != "orders":
+            raise ValueError
+        period = reports.export_period(dates, zone)
+        export = await reports.orders_csv(session, period, zone)
+        first, last = period.first_day.isoformat(), period.last_day.isoformat()
+        if not export.lines:
+            return t("admin.export.none", None, first=first, last=last, zone=zone.key)
+        document = BufferedInputFile(export.content, filename=f"orders_{first}_{last}.csv")
+        log.info("admin.export", extra={"actor": actor, "orders": export.orders, "lines": export.lines})
+        return t(
+            "admin.export.caption",
+            None,
+            first=first,
+            last=last,
+            zone=zone.key,
+            orders=export.orders,
+            lines=export.lines,
+        )
+
+    actor = _actor(message)
+    text = await outcome("export", actor, run)
+    if document is None:
+        await message.reply(text)
+    else:
+        await message.reply_document(document, caption=text)
+
+
+@router.message(Command("audit", ignore_case=True), AdminOnly())
+async def audit_command(message: Message, command: CommandObject, session: AsyncSession, settings: Settings) -> None:
+    async def run() -> str:
+        args = _args(command)
+        if len(args) > 1:
+            raise ValueError
+        zone = settings.shop_zone
+        order = await admin_service.find_order(session, args[0]) if args else None
+        entries = await audit.recent(session, order_id=order.id if order else None)
+        if not entries:
+            return t("admin.audit.none_order", None, order=order.public_id) if order else t("admin.audit.none")
+        lines = [
+            t(
+                "admin.audit.line",
+                None,
+                when=admin_time(e.at, zone),
+                name=cut(e.admin_name or "-", 64),
+                admin_id=e.admin_id,
+                action=e.action,
+                target=e.order or e.sku or "",
+                detail=cut(e.detail, 300),
+            )
+            for e in entries
+        ]
+        title = (
+            t("admin.audit.title_order", None, order=order.public_id, zone=zone.key)
+            if order
+            else t("admin.audit.title", None, n=len(entries), zone=zone.key)
+        )
+        return fit_lines(title, lines)
+
+    await message.reply(await outcome("audit", _actor(message), run))
 
 
 @router.message(Command(*ADMIN_ONLY, ignore_case=True))  # anywhere: these are never customer commands
@@ -566,7 +703,9 @@ async def confirm_cancel_button(
     text = await outcome(
         "cancel",
         actor,
-        lambda: cancel_text(session, callback_data.order, "cancelled from the alert", actor, settings, providers),
+        lambda: cancel_text(
+            session, callback_data.order, "cancelled from the alert", actor, settings, providers, _name(query)
+        ),
     )
     await message.edit_text(text, reply_markup=None)
 
@@ -597,4 +736,4 @@ async def ship_reply(
     await state.clear()
     actor = f"admin:{user_id}"
     args = [ship_order, *(message.text or "").split()]
-    await message.reply(await outcome("ship", actor, lambda: ship_text(session, args, actor)))
+    await message.reply(await outcome("ship", actor, lambda: ship_text(session, args, actor, _name(message))))

@@ -6,10 +6,11 @@ concurrent payment, expiry or second admin cannot move it between our checks and
 which matters most for /cancel, where a card refund is issued before the state changes.
 
 Each action (restock, ship, mark_delivered, cancel) is one unit of work, the whole of its caller's
-transaction: the caller commits when it returns, and when it raises (refused half-way, after its
-first writes, or a bad argument) the action has rolled that transaction back, so nothing it wrote
-can be committed. (Not a savepoint: on SQLite a SAVEPOINT begins the transaction at the action's
-first read, and two concurrent actions then fail "database is locked" instead of waiting.)
+transaction, and writes its row of the admins' audit log (services/audit.py) in it: the caller
+commits when it returns, and when it raises (refused half-way, after its first writes, or a bad
+argument) the action has rolled that transaction back, so nothing it wrote — the audit row
+included — can be committed. (Not a savepoint: on SQLite a SAVEPOINT begins the transaction at the
+action's first read, and two concurrent actions then fail "database is locked" instead of waiting.)
 No aiogram here: the handler renders what these functions return.
 """
 
@@ -28,11 +29,12 @@ from bot.config import Settings
 from db.changes import catalogue_written
 from db.models import Category, Order, Payment, Product, utcnow
 from db.session import execute_dml
-from services import buttons, catalog
+from services import audit, buttons, catalog
 from services import orders as sm
 from services.errors import DomainError, InvalidInput, NotFound
 from services.i18n import t
 from services.markup import cut
+from services.money import format_money
 from services.notifications import alert_admins, enqueue, inline_keyboard
 from services.zones import get_zone
 
@@ -70,7 +72,7 @@ def unit_of_work(
 
 
 @unit_of_work
-async def restock(session: AsyncSession, sku: str, qty: int, actor: str) -> tuple[Product, int]:
+async def restock(session: AsyncSession, sku: str, qty: int, actor: str, *, name: str = "") -> tuple[Product, int]:
     """Add (or, negative, correct) free stock; never below zero — reserved units are not touched.
     Returns the product and how many "Notify me" customers were queued a back-in-stock message.
 
@@ -98,6 +100,14 @@ async def restock(session: AsyncSession, sku: str, qty: int, actor: str) -> tupl
     told = 0
     if new_stock - qty <= 0 < new_stock and product.active:
         told = await _tell_watchers(session, product)
+    audit.record(
+        session,
+        actor,
+        name,
+        "restock",
+        f"{qty:+d} → {new_stock} free, {product.reserved} reserved; back-in-stock messages queued: {told}",
+        product_id=product.id,
+    )
     log.info(
         "admin.restock",
         extra={
@@ -215,7 +225,9 @@ async def _claim(session: AsyncSession, order: Order, allowed: tuple[str, ...], 
 
 
 @unit_of_work
-async def ship(session: AsyncSession, public_id: str, tracking: str, carrier: str | None, actor: str) -> Order:
+async def ship(
+    session: AsyncSession, public_id: str, tracking: str, carrier: str | None, actor: str, *, name: str = ""
+) -> Order:
     """processing → shipped. International (tracked) zones ship with DHL and are then polled;
     Kenyan zones take the courier the admin names, by default the zone's."""
     order = await find_order(session, public_id)
@@ -238,11 +250,12 @@ async def ship(session: AsyncSession, public_id: str, tracking: str, carrier: st
     order.carrier, order.tracking_number, order.shipped_at = carrier, tracking, now
     order.tracking_next_check_at = now if zone.tracked else None  # the DHL poller picks it up
     await sm.transition(session, order, sm.SHIPPED, actor, f"{carrier} {tracking}")
+    audit.record(session, actor, name, "ship", f"{carrier} {tracking}", order_id=order.id)
     return order
 
 
 @unit_of_work
-async def mark_delivered(session: AsyncSession, public_id: str, actor: str) -> Order:
+async def mark_delivered(session: AsyncSession, public_id: str, actor: str, *, name: str = "") -> Order:
     """shipped/in_transit → delivered. Meant for untracked couriers; allowed for DHL too (the buyer
     may confirm before DHL's scan arrives), noted in the event — the poller only polls shipped and
     in_transit orders, so it simply stops."""
@@ -251,12 +264,20 @@ async def mark_delivered(session: AsyncSession, public_id: str, actor: str) -> O
     tracked = (order.carrier or "").upper() == "DHL"
     note = "confirmed by admin" + (" (DHL-tracked; automatic tracking stopped)" if tracked else "")
     await sm.transition(session, order, sm.DELIVERED, actor, note)
+    audit.record(session, actor, name, "delivered", note, order_id=order.id)
     return order
 
 
 @unit_of_work
 async def cancel(
-    session: AsyncSession, public_id: str, reason: str | None, actor: str, providers: dict[str, Any], settings: Settings
+    session: AsyncSession,
+    public_id: str,
+    reason: str | None,
+    actor: str,
+    providers: dict[str, Any],
+    settings: Settings,
+    *,
+    name: str = "",
 ) -> tuple[Order, str, Payment | None]:
     """Cancel an unpaid or paid-but-unshipped order; the transition releases its stock.
 
@@ -280,6 +301,8 @@ async def cancel(
     order.refund_status = None if outcome == "none" else outcome
     note = (reason or "cancelled by admin")[:500]
     await sm.transition(session, order, sm.CANCELLED, actor, note if outcome == "none" else f"{note}; {outcome}")
+    money = f" {format_money(paid.amount, paid.currency)} via {paid.provider}" if paid is not None else ""
+    audit.record(session, actor, name, "cancel", f"{note}; refund: {outcome}{money}", order_id=order.id)
     return order, outcome, paid
 
 

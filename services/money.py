@@ -62,3 +62,9 @@ def format_money(amount: int, currency: str, locale: str = "en") -> str:
 def whole_units_up(amount: int) -> int:
     """Whole currency units, rounding cents up (M-Pesa takes whole shillings only)."""
     return -(-amount // MINOR_PER_UNIT)
+
+
+def major_units(amount: int) -> str:
+    """Minor units as a plain decimal string of major units, for files other programs read:
+    3750000 → "37500.00" (no currency sign, no thousands separator)."""
+    return f"{Decimal(amount) / MINOR_PER_UNIT:.2f}"

@@ -52,6 +52,7 @@ class Call:
     at: float = field(default_factory=time.monotonic)
     result: Any = None
     content_type: str = ""
+    files: dict[str, tuple[str, bytes]] = field(default_factory=dict)  # field -> (filename, content) uploaded
 
     @property
     def chat_id(self) -> int | None:
@@ -191,7 +192,7 @@ class BotAPIStandIn(StandIn):
         app.router.add_post("/bot{token}/{method}", self.handle)
         app.router.add_get("/bot{token}/{method}", self.handle)
 
-    async def _params(self, request: web.Request) -> dict[str, Any]:
+    async def _params(self, request: web.Request, files: dict[str, tuple[str, bytes]]) -> dict[str, Any]:
         if request.content_type == "application/json":
             raw = await request.json()
         elif request.can_read_body:
@@ -204,6 +205,7 @@ class BotAPIStandIn(StandIn):
                 with contextlib.suppress(ValueError):
                     value = json.loads(value)
             elif not isinstance(value, str) and hasattr(value, "filename"):
+                files[key] = (value.filename, value.file.read())
                 value = f"<file {value.filename}>"
             if key in ("chat_id", "message_id", "user_id") and isinstance(value, str) and value.lstrip("-").isdigit():
                 value = int(value)
@@ -212,7 +214,8 @@ class BotAPIStandIn(StandIn):
 
     async def handle(self, request: web.Request) -> web.Response:
         method = request.match_info["method"]
-        params = await self._params(request)
+        files: dict[str, tuple[str, bytes]] = {}
+        params = await self._params(request, files)
         if self.responder is not None:
             injected = await self.responder(method, params)
             if injected is not None:
@@ -224,7 +227,7 @@ class BotAPIStandIn(StandIn):
             return web.json_response(
                 {"ok": False, "error_code": 400, "description": f"Bad Request: {refused}"}, status=400
             )
-        call = Call(method, params, content_type=request.content_type)
+        call = Call(method, params, content_type=request.content_type, files=files)
         if _DOUBLE_ESCAPED.search(call.text):
             self.double_escaped.append(call)
         call.result = self.result_for(method, params)
@@ -234,9 +237,13 @@ class BotAPIStandIn(StandIn):
     @staticmethod
     def refusal(method: str, params: dict[str, Any]) -> str | None:
         field = "caption" if "caption" in params else "text"
-        if method not in ("sendMessage", "sendPhoto", "editMessageText", "editMessageCaption") or not isinstance(
-            params.get(field), str
-        ):
+        if method not in (
+            "sendMessage",
+            "sendPhoto",
+            "sendDocument",
+            "editMessageText",
+            "editMessageCaption",
+        ) or not isinstance(params.get(field), str):
             return None
         text = params[field]
         if str(params.get("parse_mode", "")).lower() == "html":
@@ -256,6 +263,7 @@ class BotAPIStandIn(StandIn):
         if method in (
             "sendMessage",
             "sendPhoto",
+            "sendDocument",
             "editMessageText",
             "editMessageCaption",
             "editMessageReplyMarkup",
@@ -269,7 +277,10 @@ class BotAPIStandIn(StandIn):
                 "chat": {"id": chat_id, "type": "private" if chat_id > 0 else "supergroup"},
                 "from": self.BOT_USER,
             }
-            if method == "sendPhoto" or "caption" in params:
+            if method == "sendDocument":
+                msg["caption"] = params.get("caption", "")
+                msg["document"] = {"file_id": "d", "file_unique_id": "ud"}
+            elif method == "sendPhoto" or "caption" in params:
                 msg["caption"] = params.get("caption", "")
                 msg["photo"] = [{"file_id": "f", "file_unique_id": "u", "width": 1, "height": 1}]
             else:

@@ -105,6 +105,27 @@ ADMIN_ONLY = frozenset(
         "admin.cancel.link_open",
         "admin.cancel.payment_processing",
         "admin.cancel.prompt_open",
+        # /report, /export orders, /audit (locales/en/reports.po): figures, the CSV's caption and the
+        # audit log, read by the shop's admins in their group only, rendered with lang=None
+        "admin.usage.report",
+        "admin.report.period.today",
+        "admin.report.period.week",
+        "admin.report.period.month",
+        "admin.report.text",
+        "admin.report.revenue_line",
+        "admin.report.top_line",
+        "admin.report.refunded_line",
+        "admin.report.refund_owed_line",
+        "admin.report.none",
+        "admin.usage.export",
+        "admin.export.caption",
+        "admin.export.none",
+        "admin.usage.audit",
+        "admin.audit.title",
+        "admin.audit.title_order",
+        "admin.audit.line",
+        "admin.audit.none",
+        "admin.audit.none_order",
     }
 )
 ADMIN_PREFIXES = ("admin.", "dhl.")
