@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 
 revision = '0005_audit'
-down_revision = '0002_outbox'
+down_revision = '0004_search'
 branch_labels = None
 depends_on = None
 
