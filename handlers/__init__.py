@@ -4,14 +4,28 @@ from __future__ import annotations
 
 from aiogram import Router
 
-from handlers import admin, cart, catalog, checkout, common, group, orders, pay_card, pay_mpesa, payments, start
+from handlers import (
+    admin,
+    broadcast,
+    cart,
+    catalog,
+    checkout,
+    common,
+    group,
+    orders,
+    pay_card,
+    pay_mpesa,
+    payments,
+    start,
+)
 from handlers.filters import Never, PrivateChat
 
 # Order matters: customer commands and buttons in a group first (answered "let's talk in private";
 # its router-level filter turns private updates away before any of its handlers), then /start (it
-# leaves any flow, so nothing needs to see it before), then the specific features, the catch-all
+# leaves any flow, so nothing needs to see it before), /broadcast (before the admin router, whose
+# unknown-command answer would take it) with /stop_news and /start_news, then the specific features, the catch-all
 # help and stale-button fallback last.
-FEATURES = (group, start, admin, catalog, cart, checkout, payments, pay_mpesa, pay_card, orders, common)
+FEATURES = (group, start, broadcast, admin, catalog, cart, checkout, payments, pay_mpesa, pay_card, orders, common)
 
 
 # A button press in a private chat (most of the traffic) goes first to the features that own buttons,

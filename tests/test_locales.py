@@ -105,6 +105,19 @@ ADMIN_ONLY = frozenset(
         "admin.cancel.link_open",
         "admin.cancel.payment_processing",
         "admin.cancel.prompt_open",
+        # /broadcast (the prompt, the preview's question and buttons, the progress message)
+        "admin.broadcast.prompt",
+        "admin.broadcast.placeholder",
+        "admin.broadcast.unsupported",
+        "admin.broadcast.empty",
+        "admin.broadcast.too_long",
+        "admin.broadcast.confirm",
+        "admin.broadcast.send_button",
+        "admin.broadcast.cancel_button",
+        "admin.broadcast.cancelled",
+        "admin.broadcast.not_draft",
+        "admin.broadcast.progress",
+        "admin.broadcast.done",
     }
 )
 ADMIN_PREFIXES = ("admin.", "dhl.")
