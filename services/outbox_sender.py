@@ -8,6 +8,9 @@ again when the lease runs out: at-least-once, never lost. Telegram's limits are 
 whole sender when several chats get one at once); 5xx and network errors back off exponentially
 until `max_attempts`, then the row is dead; a 403 marks the customer unreachable and drops its rows.
 Rows a worker cannot send soon after claiming are given back rather than held past their lease.
+Rows are claimed most urgent first (`Outbox.priority`: order updates and alerts before broadcasts);
+a row is a text message, a photo with a caption, or an edit of one of the bot's messages, and a
+broadcast's row is counted in its broadcast (sent, failed, blocked) in the commit that settles it.
 """
 
 from __future__ import annotations

@@ -258,21 +258,26 @@ async def test_stop_news_keeps_order_updates(shop: Harness, botapi: BotAPIStandI
 async def test_order_updates_overtake_a_broadcast(
     shop: Harness, botapi: BotAPIStandIn, transport: BotApiTransport
 ) -> None:
-    buyer = 20_059  # a customer of the broadcast too (its last), whose news row is older than the order update
+    """Two buyers who are also in the broadcast: the first customer (its news row is the oldest of all)
+    and the last (its news row is in the tail). Their order updates are queued after the 60 news rows."""
+    first_buyer, last_buyer = 20_000, 20_059
     await add_customers(shop, range(20_000, 20_060))
     await admin_says(shop, "/broadcast")
     await admin_says(shop, "Weekend offers")
     await shop.press(ADMIN_USER_ID, botapi.last(ADMIN_CHAT_ID).button("Send"), chat_id=ADMIN_CHAT_ID)
-    order = await paid_order(shop, buyer)  # queued after the 60 news messages
-    first = await broadcast_rows(shop)
+    orders = {buyer: await paid_order(shop, buyer) for buyer in (first_buyer, last_buyer)}
+    news = await broadcast_rows(shop)
     async with shop.session_factory() as session:
-        update_row = (await session.execute(select(Outbox).where(Outbox.kind == "order_status"))).scalar_one()
-    assert update_row.id > first[-1].id
+        updates = (await session.execute(select(Outbox).where(Outbox.kind == "order_status"))).scalars().all()
+    assert len(updates) == 2 and min(u.id for u in updates) > news[-1].id
 
     assert await drain_once(shop.session_factory, transport, fast_limits(), batch=10) == 10
-    to_buyer = [c.text for c in botapi.sent(buyer, "sendMessage")]
-    assert len(to_buyer) == 1 and order in to_buyer[0]  # the order update went first, the news not yet
-    assert len([r for r in await broadcast_rows(shop) if r.state == "pending"]) == 51  # the tail waits
+    for buyer, order in orders.items():
+        to_buyer = [c.text for c in botapi.sent(buyer, "sendMessage")]
+        assert to_buyer and order in to_buyer[0], buyer  # the order update before the buyer's news
+    assert [c.text for c in botapi.sent(last_buyer, "sendMessage")][1:] == []  # its news is in the tail…
+    assert len([r for r in await broadcast_rows(shop) if r.state == "pending"]) == 52  # …which waits
     await send_all(shop, transport)
-    to_buyer = [c.text for c in botapi.sent(buyer, "sendMessage")]
-    assert len(to_buyer) == 2 and "Weekend offers" in to_buyer[1]
+    for buyer in orders:
+        to_buyer = [c.text for c in botapi.sent(buyer, "sendMessage")]
+        assert len(to_buyer) == 2 and "Weekend offers" in to_buyer[1]
