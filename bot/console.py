@@ -69,8 +69,19 @@ class ConsoleTransport:
         self.shop = shop
 
     async def send(self, chat_id: int, text: str, reply_markup: dict[str, Any] | None) -> None:
-        markup = InlineKeyboardMarkup.model_validate(reply_markup) if reply_markup else None
-        await self.shop.bot.send_message(chat_id, text, reply_markup=markup)
+        await self.shop.bot.send_message(chat_id, text, reply_markup=_markup(reply_markup))
+
+    async def send_photo(self, chat_id: int, photo: str, caption: str, reply_markup: dict[str, Any] | None) -> None:
+        await self.shop.bot.send_photo(chat_id, photo, caption=caption, reply_markup=_markup(reply_markup))
+
+    async def edit_text(self, chat_id: int, message_id: int, text: str, reply_markup: dict[str, Any] | None) -> None:
+        await self.shop.bot.edit_message_text(
+            text, chat_id=chat_id, message_id=message_id, reply_markup=_markup(reply_markup)
+        )
+
+
+def _markup(reply_markup: dict[str, Any] | None) -> InlineKeyboardMarkup | None:
+    return InlineKeyboardMarkup.model_validate(reply_markup) if reply_markup else None
 
 
 class Console:

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from bot.runtime import Shop
-from services import dhl_jobs
+from services import broadcasts, dhl_jobs
 from services.locks import run_exclusive
 from services.orders import expire_due_orders
 from services.payments import mpesa_reconcile, stripe_reconcile
@@ -36,10 +36,19 @@ def _expiry(shop: Shop) -> tuple[str, float, Callable[[], Awaitable[object]]]:
     return "reservation-expiry", 30.0, run
 
 
+def _broadcast_progress(shop: Shop) -> tuple[str, float, Callable[[], Awaitable[object]]]:
+    """A broadcast's progress message in the admin group is edited at most this often."""
+
+    async def run() -> object:
+        return await broadcasts.report_progress(shop.session_factory)
+
+    return "broadcast-progress", 5.0, run
+
+
 def job_factories(*, carrier: bool = True) -> list[JobFactory]:
-    """Every scheduled job of the shop: the expiry here, the payment reconcilers' and (unless
-    `carrier` is false: the console, which has no network) the carrier's."""
-    jobs = [_expiry, *mpesa_reconcile.job_factories(), *stripe_reconcile.job_factories()]
+    """Every scheduled job of the shop: the expiry and broadcast progress here, the payment
+    reconcilers' and (unless `carrier` is false: the console, which has no network) the carrier's."""
+    jobs = [_expiry, _broadcast_progress, *mpesa_reconcile.job_factories(), *stripe_reconcile.job_factories()]
     return jobs + (dhl_jobs.job_factories() if carrier else [])
 
 

@@ -79,6 +79,8 @@ class Customer(Base):
     phone: Mapped[str | None] = mapped_column(String(16))  # 2547XXXXXXXX form
     email: Mapped[str | None] = mapped_column(String(254))
     unreachable: Mapped[bool] = mapped_column(Boolean, default=False)  # blocked the bot (403)
+    # /stop_news: no broadcasts (order updates still come); /start_news undoes it
+    news_opt_out: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(TZDateTime(), default=utcnow)
 
 
@@ -282,12 +284,45 @@ class WebhookEvent(Base):
     received_at: Mapped[datetime] = mapped_column(TZDateTime(), default=utcnow)
 
 
+class Broadcast(Base):
+    """A message the admins send to every customer who wants news (/broadcast in the admin group).
+
+    draft (previewed, awaiting Confirm) -> sending (one outbox row per recipient, written with the
+    state change) -> done (every row sent, failed or dropped because the customer blocked the bot);
+    draft -> cancelled. The counts are kept by the outbox sender in the commit that settles each
+    row; `reported` is how many of them the progress message in the admin group shows."""
+
+    __tablename__ = "broadcasts"
+    __table_args__ = (Index("ix_broadcasts_state", "state"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    created_by: Mapped[int] = mapped_column(BigInteger)  # the admin's Telegram user id
+    chat_id: Mapped[int] = mapped_column(BigInteger)  # the admin group, where the progress is shown
+    html: Mapped[str] = mapped_column(Text)  # the admin's text or caption, Telegram HTML
+    photo: Mapped[str | None] = mapped_column(String(256))  # Telegram file_id of the photo, if any
+    state: Mapped[str] = mapped_column(String(16), default="draft")
+    total: Mapped[int] = mapped_column(Integer, default=0)
+    sent: Mapped[int] = mapped_column(Integer, default=0)
+    failed: Mapped[int] = mapped_column(Integer, default=0)
+    blocked: Mapped[int] = mapped_column(Integer, default=0)
+    reported: Mapped[int] = mapped_column(Integer, default=0)
+    progress_message_id: Mapped[int | None] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(TZDateTime(), default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(TZDateTime())
+    finished_at: Mapped[datetime | None] = mapped_column(TZDateTime())
+
+
 class Outbox(Base):
-    """A message the system must send on its own, written in the transaction that caused it."""
+    """A message the system must send on its own, written in the transaction that caused it.
+
+    `priority`: lower goes first (order updates and admin alerts 0, broadcasts after them), so a big
+    broadcast never delays an order update. A row is a text message, a photo with `text` as its
+    caption (`photo`), or an edit of the bot's message `edit_message_id` in the chat."""
 
     __tablename__ = "outbox"
     __table_args__ = (
         Index("ix_outbox_state_due", "state", "next_attempt_at", "id"),
+        Index("ix_outbox_state_priority", "state", "priority", "id"),
         UniqueConstraint("dedup_key", name="uq_outbox_dedup_key"),
     )
 
@@ -303,6 +338,10 @@ class Outbox(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(TZDateTime(), default=utcnow)
     sent_at: Mapped[datetime | None] = mapped_column(TZDateTime())
+    priority: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    photo: Mapped[str | None] = mapped_column(String(256))
+    edit_message_id: Mapped[int | None] = mapped_column(BigInteger)
+    broadcast_id: Mapped[int | None] = mapped_column(ForeignKey("broadcasts.id", ondelete="SET NULL"), index=True)
 
 
 class AuditEntry(Base):

@@ -6,7 +6,7 @@ handlers that need a customer would fail. This router comes first and only ever 
 (its own first filter, `GroupChat`, turns every private chat's message and press away). It takes:
 - our customer commands (not other bots' `/start@their_bot`), except the admin group's own admin
   commands, which the admin router after it answers or refuses as before;
-- presses of any button but the admin ones (`AdminButton`), answered with an alert.
+- presses of any button but the admin ones (`AdminButton`, `BroadcastButton`), answered with an alert.
 Plain chatter in a group gets no answer: a bot must not talk in a group unless it is asked to."""
 
 from __future__ import annotations
@@ -19,13 +19,27 @@ from aiogram.types import CallbackQuery, Message
 
 from bot.config import Settings
 from handlers.admin import IN_GROUP, AdminButton
+from handlers.broadcast import BroadcastButton
 from handlers.filters import NotPrivateChat
 from handlers.routing import Routes
 from services.i18n import t
 
 log = logging.getLogger(__name__)
 
-CUSTOMER_COMMANDS = ("start", "catalog", "cart", "checkout", "orders", "track", "help", "cancel", "language", "search")
+CUSTOMER_COMMANDS = (
+    "start",
+    "catalog",
+    "cart",
+    "checkout",
+    "orders",
+    "track",
+    "help",
+    "cancel",
+    "language",
+    "search",
+    "stop_news",
+    "start_news",
+)
 
 
 router = Routes("group")
@@ -59,7 +73,9 @@ async def customer_command_in_group(message: Message, bot: Bot, lang: str) -> No
         await message.reply(t("group.talk_in_private_plain", lang))
 
 
-@router.callback_query(~AdminButton.filter())  # the admin router after this one answers those
+@router.callback_query(
+    ~AdminButton.filter(), ~BroadcastButton.filter()
+)  # the admin routers after this one answer those
 async def customer_button_in_group(query: CallbackQuery, bot: Bot, lang: str) -> None:
     username = await _username(bot)
     text = (

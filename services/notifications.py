@@ -14,6 +14,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from db.models import Outbox
 from services.markup import Markup, clip, to_plain
 
+# Outbox.priority: lower goes first. Order updates, admin alerts and everything else a customer or an
+# admin is waiting for are URGENT; news for many customers (a broadcast) is BULK and gives way to them.
+URGENT = 0
+BULK = 10
+
 
 def enqueue(
     session: AsyncSession,
@@ -23,10 +28,20 @@ def enqueue(
     kind: str,
     reply_markup: dict[str, Any] | None = None,
     dedup_key: str | None = None,
+    edit_message_id: int | None = None,
 ) -> Outbox:
-    """Add a message to the outbox. `dedup_key` makes a repeat enqueue fail at commit (unique index).
+    """Add a message to the outbox (`edit_message_id`: instead, replace the text of that message of
+    the bot's in the chat). `dedup_key` makes a repeat enqueue fail at commit (unique index).
     `text` is HTML (from `t`); one over Telegram's limit is cut between tags and entities."""
-    row = Outbox(chat_id=chat_id, text=str(clip(text, 4096)), kind=kind, reply_markup=reply_markup, dedup_key=dedup_key)
+    row = Outbox(
+        chat_id=chat_id,
+        text=str(clip(text, 4096)),
+        kind=kind,
+        reply_markup=reply_markup,
+        dedup_key=dedup_key,
+        edit_message_id=edit_message_id,
+        priority=URGENT,
+    )
     session.add(row)
     return row
 

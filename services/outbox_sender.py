@@ -8,6 +8,9 @@ again when the lease runs out: at-least-once, never lost. Telegram's limits are 
 whole sender when several chats get one at once); 5xx and network errors back off exponentially
 until `max_attempts`, then the row is dead; a 403 marks the customer unreachable and drops its rows.
 Rows a worker cannot send soon after claiming are given back rather than held past their lease.
+Rows are claimed most urgent first (`Outbox.priority`: order updates and alerts before broadcasts);
+a row is a text message, a photo with a caption, or an edit of one of the bot's messages, and a
+broadcast's row is counted in its broadcast (sent, failed, blocked) in the commit that settles it.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import asyncio
 import logging
 import random
 import time
-from collections import OrderedDict, defaultdict, deque
+from collections import Counter, OrderedDict, defaultdict, deque
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -26,7 +29,7 @@ from aiolimiter import AsyncLimiter
 from sqlalchemy import case, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from db.models import Customer, Outbox, StockWatch, utcnow
+from db.models import Broadcast, Customer, Outbox, StockWatch, utcnow
 from db.session import dialect_name
 from services import metrics
 from services.locks import run_as_leader
@@ -54,11 +57,21 @@ class PermanentError(Exception):
 
 
 class Transport(Protocol):
+    """How the sender reaches Telegram: a text message, a photo with a caption, or an edit of a text
+    message the bot sent (a broadcast's progress in the admin group)."""
+
     async def send(self, chat_id: int, text: str, reply_markup: dict[str, Any] | None) -> None: ...
+
+    async def send_photo(self, chat_id: int, photo: str, caption: str, reply_markup: dict[str, Any] | None) -> None: ...
+
+    async def edit_text(
+        self, chat_id: int, message_id: int, text: str, reply_markup: dict[str, Any] | None
+    ) -> None: ...
 
 
 class BotApiTransport:
-    """sendMessage over the Bot API with httpx, so services stay free of aiogram."""
+    """sendMessage, sendPhoto and editMessageText over the Bot API with httpx, so services stay free
+    of aiogram."""
 
     def __init__(self, api_url: str, token: str, timeout: float = 10.0) -> None:
         self.http = httpx.AsyncClient(base_url=f"{api_url.rstrip('/')}/bot{token}", timeout=timeout)
@@ -69,17 +82,33 @@ class BotApiTransport:
     async def send(self, chat_id: int, text: str, reply_markup: dict[str, Any] | None) -> None:
         """One message in HTML parse mode. A text Telegram still cannot parse ("can't parse
         entities") goes out once more as plain text, so the message is never lost to its markup."""
+        body: dict[str, Any] = {"chat_id": chat_id, "text": text, "link_preview_options": {"is_disabled": True}}
+        await self._call("/sendMessage", body, "text", reply_markup)
+
+    async def send_photo(self, chat_id: int, photo: str, caption: str, reply_markup: dict[str, Any] | None) -> None:
+        """A photo (a Telegram file_id) with an HTML caption, resent with a plain caption if unparsable."""
+        await self._call(
+            "/sendPhoto", {"chat_id": chat_id, "photo": photo, "caption": caption}, "caption", reply_markup
+        )
+
+    async def edit_text(self, chat_id: int, message_id: int, text: str, reply_markup: dict[str, Any] | None) -> None:
+        """Replace the text of the bot's message `message_id` ("message is not modified" is success)."""
         body: dict[str, Any] = {
             "chat_id": chat_id,
+            "message_id": message_id,
             "text": text,
-            "parse_mode": "HTML",
             "link_preview_options": {"is_disabled": True},
         }
+        await self._call("/editMessageText", body, "text", reply_markup)
+
+    async def _call(self, method: str, body: dict[str, Any], field: str, reply_markup: dict[str, Any] | None) -> None:
+        body["parse_mode"] = "HTML"
         if reply_markup:
             body["reply_markup"] = reply_markup
+        chat_id = body["chat_id"]
         while True:
             try:
-                resp = await self.http.post("/sendMessage", json=body)
+                resp = await self.http.post(method, json=body)
             except httpx.HTTPError as exc:
                 raise TemporaryError(type(exc).__name__) from None
             if resp.status_code == 200:
@@ -103,7 +132,7 @@ class BotApiTransport:
                     extra={"chat_id": chat_id, "error": refusal_for_log(description)},
                 )
                 body.pop("parse_mode")
-                body["text"] = to_plain(text)
+                body[field] = to_plain(body[field])
                 continue
             raise PermanentError(f"{resp.status_code} {description}")
 
@@ -223,8 +252,10 @@ class Limits:
 async def claim(
     session_factory: async_sessionmaker[AsyncSession], *, batch: int, lease_seconds: float, now: datetime
 ) -> list[Outbox]:
-    """Lease due rows, keeping each chat's messages in order: if an older message of a chat is held
-    elsewhere (another worker, or backing off), the chat's newer rows wait.
+    """Lease due rows, most urgent first (`Outbox.priority`, then age), keeping each chat's messages
+    of one priority in order: if an older message of a chat is held elsewhere (another worker, or
+    backing off), the chat's newer rows of that priority and of less urgent ones wait. A more urgent
+    row does not wait for less urgent ones: an order update overtakes a customer's pending broadcast.
 
     The lease is a compare-and-set: one UPDATE takes only rows that are still pending and due, and
     RETURNING says which it got. PostgreSQL's `SKIP LOCKED` read already keeps two claimers apart;
@@ -236,7 +267,7 @@ async def claim(
         stmt = (
             select(Outbox.id, Outbox.chat_id)
             .where(Outbox.state == "pending", Outbox.next_attempt_at <= now)
-            .order_by(Outbox.id)
+            .order_by(Outbox.priority, Outbox.id)
             .limit(batch)
         )
         if dialect_name(session) == "postgresql":
@@ -244,15 +275,16 @@ async def claim(
         due = (await session.execute(stmt)).all()
         if not due:
             return []
-        oldest = dict(
-            (
-                await session.execute(
-                    select(Outbox.chat_id, func.min(Outbox.id))
-                    .where(Outbox.state == "pending", Outbox.chat_id.in_({c for _, c in due}))
-                    .group_by(Outbox.chat_id)
-                )
-            ).all()
-        )
+        heads: dict[int, tuple[int, int]] = {}  # chat -> (priority, id) of its first pending row
+        for chat_id, priority, first_id in (
+            await session.execute(
+                select(Outbox.chat_id, Outbox.priority, func.min(Outbox.id))
+                .where(Outbox.state == "pending", Outbox.chat_id.in_({c for _, c in due}))
+                .group_by(Outbox.chat_id, Outbox.priority)
+            )
+        ).all():
+            heads[chat_id] = min(heads.get(chat_id, (priority, first_id)), (priority, first_id))
+        oldest = {chat_id: head[1] for chat_id, head in heads.items()}
         first_wanted: dict[int, int] = {}
         for row_id, chat_id in due:
             first_wanted.setdefault(chat_id, row_id)
@@ -272,7 +304,7 @@ async def claim(
             )
             .scalars()
             .all(),
-            key=lambda r: r.id,
+            key=lambda r: (r.priority, r.id),
         )
         won = {r.id for r in rows}
         # A chat whose oldest row another claimer took first: its newer rows we got must wait for it.
@@ -327,7 +359,8 @@ async def _send_chat(
     deadline: float,
     send_by: float,
 ) -> int:
-    """Send one chat's claimed rows in id order; stop that chat at the first row that must wait."""
+    """Send one chat's claimed rows in order (priority, then id); stop that chat at the first row
+    that must wait."""
     sent, chat_id = 0, rows[0].chat_id
     try:
         for index, row in enumerate(rows):
@@ -396,7 +429,12 @@ async def _send_within(transport: Transport, row: Outbox, send_by: float) -> Non
     at-least-once), never sent meanwhile by another worker that took over the lease."""
     try:
         async with asyncio.timeout(max(send_by - time.monotonic(), 0.0)):
-            await transport.send(row.chat_id, row.text, row.reply_markup)
+            if row.edit_message_id is not None:
+                await transport.edit_text(row.chat_id, row.edit_message_id, row.text, row.reply_markup)
+            elif row.photo is not None:
+                await transport.send_photo(row.chat_id, row.photo, row.text, row.reply_markup)
+            else:
+                await transport.send(row.chat_id, row.text, row.reply_markup)
     except TimeoutError:
         raise TemporaryError("no answer from Telegram within the claim's lease") from None
 
@@ -406,7 +444,9 @@ async def _mark(
 ) -> None:
     """Record the outcome of a send. "sent" is recorded whoever holds the row now (it did go out);
     "dead" only while our lease holds, so a worker that lost its lease cannot kill a row another one
-    took over. A sent back-in-stock message ends the watch it was queued for, in the same commit."""
+    took over. A sent back-in-stock message ends the watch it was queued for, in the same commit; a
+    broadcast's message is counted (sent or failed) in its broadcast in that commit, once: only by the
+    update that settled a pending row."""
     values: dict[str, Any] = {"state": state, "last_error": error[:500] if error else None}
     where = [Outbox.id == row.id]
     if state == "sent":
@@ -414,7 +454,25 @@ async def _mark(
     else:
         where += [Outbox.state == "pending", Outbox.next_attempt_at == row.next_attempt_at]
     async with session_factory() as session, session.begin():
-        await session.execute(update(Outbox).where(*where).values(**values))
+        if row.broadcast_id is None:
+            await session.execute(update(Outbox).where(*where).values(**values))
+        else:
+            settled = (
+                await session.execute(
+                    update(Outbox)
+                    .where(*where, Outbox.state == "pending")
+                    .values(**values)
+                    .returning(Outbox.id)
+                    .execution_options(synchronize_session=False)
+                )
+            ).first()
+            if settled is not None:
+                counter = Broadcast.sent if state == "sent" else Broadcast.failed
+                await session.execute(
+                    update(Broadcast).where(Broadcast.id == row.broadcast_id).values({counter: counter + 1})
+                )
+            elif state == "sent":  # sent after all, though another worker had settled it: say so, uncounted
+                await session.execute(update(Outbox).where(*where).values(**values))
         if state == "sent" and row.kind == "back_in_stock":
             await session.execute(delete(StockWatch).where(StockWatch.outbox_id == row.id))
 
@@ -451,22 +509,24 @@ async def _release(
 async def _blocked(session_factory: async_sessionmaker[AsyncSession], chat_id: int, error: str) -> None:
     async with session_factory() as session, session.begin():
         await session.execute(update(Customer).where(Customer.chat_id == chat_id).values(unreachable=True))
-        dropped_ids = (
-            (
-                await session.execute(
-                    update(Outbox)
-                    .where(Outbox.chat_id == chat_id, Outbox.state == "pending")
-                    .values(state="dead", last_error=error[:500])
-                    .returning(Outbox.id)
-                    .execution_options(synchronize_session=False)
-                )
+        dropped_rows = (
+            await session.execute(
+                update(Outbox)
+                .where(Outbox.chat_id == chat_id, Outbox.state == "pending")
+                .values(state="dead", last_error=error[:500])
+                .returning(Outbox.id, Outbox.broadcast_id)
+                .execution_options(synchronize_session=False)
             )
-            .scalars()
-            .all()
-        )
+        ).all()
+        dropped_ids = [row_id for row_id, _ in dropped_rows]
         dropped = len(dropped_ids)
         if dropped:  # they blocked the bot: their back-in-stock watches go with the messages
             await session.execute(delete(StockWatch).where(StockWatch.outbox_id.in_(dropped_ids)))
+        # …and each broadcast that was to reach them counts them as blocked
+        for broadcast_id, n in Counter(b for _, b in dropped_rows if b is not None).items():
+            await session.execute(
+                update(Broadcast).where(Broadcast.id == broadcast_id).values(blocked=Broadcast.blocked + n)
+            )
     metrics.NOTIFICATIONS.labels("dropped").inc(dropped)
     log.warning("outbox.customer_unreachable", extra={"chat_id": chat_id, "dropped": dropped})
 

@@ -156,6 +156,12 @@ class Harness:
         assert answers[-1].params["inline_query_id"] == query_id
         return answers[-1]
 
+    async def send_message(self, user_id: int, *, chat_id: int | None = None, **content: Any) -> Call:
+        """The user sends a message with this content as Telegram delivers it (`text` with `entities`,
+        `photo` sizes with a `caption` and `caption_entities`…); returns the bot's last message to that chat."""
+        await self.feed({"message": self._message(user_id, chat_id, **content)})
+        return self.botapi.last(chat_id if chat_id is not None else user_id)
+
     async def share_contact(self, user_id: int, phone: str, *, contact_user_id: int | None = None) -> Call:
         contact = {
             "phone_number": phone,

@@ -126,6 +126,19 @@ ADMIN_ONLY = frozenset(
         "admin.audit.line",
         "admin.audit.none",
         "admin.audit.none_order",
+        # /broadcast (the prompt, the preview's question and buttons, the progress message)
+        "admin.broadcast.prompt",
+        "admin.broadcast.placeholder",
+        "admin.broadcast.unsupported",
+        "admin.broadcast.empty",
+        "admin.broadcast.too_long",
+        "admin.broadcast.confirm",
+        "admin.broadcast.send_button",
+        "admin.broadcast.cancel_button",
+        "admin.broadcast.cancelled",
+        "admin.broadcast.not_draft",
+        "admin.broadcast.progress",
+        "admin.broadcast.done",
     }
 )
 ADMIN_PREFIXES = ("admin.", "dhl.")
