@@ -41,6 +41,7 @@ class Settings(BaseSettings):
     # The shop's time zone (an IANA name): every time a customer or an admin reads is in it.
     shop_timezone: str = "Africa/Nairobi"
     low_stock_threshold: int = Field(3, ge=0)
+    return_days: int = Field(14, ge=0, le=365)  # days after delivery a buyer may ask to return items
     page_size: int = Field(6, ge=1, le=20)
     # Catalogue screens (category list, pages, the product behind a card) are reused for this long (0 = never).
     catalog_cache_seconds: float = Field(2.0, ge=0, le=300)

@@ -359,3 +359,50 @@ class AuditEntry(Base):
     order_id: Mapped[int | None] = mapped_column(ForeignKey("orders.id", ondelete="SET NULL"))
     product_id: Mapped[int | None] = mapped_column(ForeignKey("products.id", ondelete="SET NULL"))
     detail: Mapped[str] = mapped_column(Text, default="")
+
+
+class ReturnRequest(Base):
+    """A buyer's request to return some or all of a delivered order (services/returns.py).
+
+    requested -> approved (the order returned, the lines restocked, the refund made or owed) |
+    rejected (the order back to delivered). The decision is a compare-and-set on `state`, so two
+    admins (or a double tap) decide once. `refund_amount` is what the lines cost (plus shipping when
+    the whole order comes back), in the order's currency; `refund_status` is how it was paid back:
+    refunded / refund_pending / manual_reversal_owed / none."""
+
+    __tablename__ = "return_requests"
+    __table_args__ = (Index("ix_return_requests_order_id", "order_id"), Index("ix_return_requests_state", "state"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    order_id: Mapped[int] = mapped_column(ForeignKey("orders.id", ondelete="CASCADE"))
+    customer_id: Mapped[int] = mapped_column(BigInteger)
+    state: Mapped[str] = mapped_column(String(16), default="requested")
+    reason: Mapped[str] = mapped_column(Text, default="")
+    whole_order: Mapped[bool] = mapped_column(Boolean, default=False)
+    currency: Mapped[str] = mapped_column(String(3))
+    refund_amount: Mapped[int] = mapped_column(BigInteger)  # minor units
+    refund_status: Mapped[str | None] = mapped_column(String(32))
+    refund_reference: Mapped[str | None] = mapped_column(String(128))  # Stripe's refund id
+    decided_by: Mapped[int | None] = mapped_column(BigInteger)  # the admin's Telegram user id
+    decision_note: Mapped[str | None] = mapped_column(Text)  # the rejection's reason
+    created_at: Mapped[datetime] = mapped_column(TZDateTime(), default=utcnow)
+    decided_at: Mapped[datetime | None] = mapped_column(TZDateTime())
+
+    lines: Mapped[list[ReturnLine]] = relationship(
+        back_populates="request", lazy="selectin", order_by="ReturnLine.id", cascade="all, delete-orphan"
+    )
+
+
+class ReturnLine(Base):
+    """One order line of a return request and how many of its units come back."""
+
+    __tablename__ = "return_lines"
+    __table_args__ = (CheckConstraint("quantity > 0", name="ck_return_lines_quantity_positive"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    request_id: Mapped[int] = mapped_column(ForeignKey("return_requests.id", ondelete="CASCADE"), index=True)
+    order_item_id: Mapped[int] = mapped_column(ForeignKey("order_items.id", ondelete="CASCADE"))
+    quantity: Mapped[int] = mapped_column(Integer)
+
+    request: Mapped[ReturnRequest] = relationship(back_populates="lines")
+    item: Mapped[OrderItem] = relationship(lazy="joined")

@@ -18,6 +18,8 @@ action, an empty field) matches no handler and gets the stale-button answer (han
   chk:start|x|ok, chk:z:<zone>           begin checkout, cancel, confirm; choose a delivery zone
   pay:o|x|m|s|mq:<order>                 offer payment again, cancel unpaid, M-Pesa, card, M-Pesa status
   ord:v:<order>                          an order's detail
+  ret:s|i|d|a|ok|x:<order>:<line>        return: begin, one more / one fewer of a line, everything,
+                                         continue to the reason, cancel (line 0 when none is meant)
 """
 
 from __future__ import annotations
@@ -163,6 +165,21 @@ class OrderAction(StrEnum):
 class OrderButton(CallbackData, prefix="ord"):
     action: OrderAction
     public_id: PublicId
+
+
+class ReturnAction(StrEnum):
+    START = "s"
+    MORE = "i"
+    FEWER = "d"
+    ALL = "a"
+    NEXT = "ok"
+    CANCEL = "x"
+
+
+class ReturnStep(CallbackData, prefix="ret"):
+    action: ReturnAction
+    public_id: PublicId
+    item: Id = 0  # an order line's id (OrderItem.id), for MORE / FEWER
 
 
 MENU_CATALOG = Menu(screen=MenuScreen.CATALOG).pack()

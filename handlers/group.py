@@ -6,7 +6,7 @@ handlers that need a customer would fail. This router comes first and only ever 
 (its own first filter, `GroupChat`, turns every private chat's message and press away). It takes:
 - our customer commands (not other bots' `/start@their_bot`), except the admin group's own admin
   commands, which the admin router after it answers or refuses as before;
-- presses of any button but the admin ones (`AdminButton`, `BroadcastButton`), answered with an alert.
+- presses of any button but the admin ones (`AdminButton`, `BroadcastButton`, `ReturnDecision`), answered with an alert.
 Plain chatter in a group gets no answer: a bot must not talk in a group unless it is asked to."""
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from bot.config import Settings
 from handlers.admin import IN_GROUP, AdminButton
 from handlers.broadcast import BroadcastButton
 from handlers.filters import NotPrivateChat
+from handlers.returns import ReturnDecision
 from handlers.routing import Routes
 from services.i18n import t
 
@@ -39,6 +40,7 @@ CUSTOMER_COMMANDS = (
     "search",
     "stop_news",
     "start_news",
+    "return",
 )
 
 
@@ -74,7 +76,7 @@ async def customer_command_in_group(message: Message, bot: Bot, lang: str) -> No
 
 
 @router.callback_query(
-    ~AdminButton.filter(), ~BroadcastButton.filter()
+    ~AdminButton.filter(), ~BroadcastButton.filter(), ~ReturnDecision.filter()
 )  # the admin routers after this one answer those
 async def customer_button_in_group(query: CallbackQuery, bot: Bot, lang: str) -> None:
     username = await _username(bot)

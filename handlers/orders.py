@@ -21,6 +21,8 @@ from handlers.buttons import (
     OrderButton,
     Pay,
     PayAction,
+    ReturnAction,
+    ReturnStep,
 )
 from handlers.filters import Buttons
 from handlers.render import kb, send, show
@@ -135,6 +137,10 @@ def detail_keyboard(order: Order, lang: str) -> InlineKeyboardMarkup:
     rows = []
     if order.state == order_service.AWAITING_PAYMENT:
         rows.append([(t("orders.pay_now", lang), Pay(action=PayAction.OFFER, public_id=order.public_id).pack())])
+    if order.state == order_service.DELIVERED:  # the window is checked when it is pressed
+        rows.append(
+            [(t("returns.button.start", lang), ReturnStep(action=ReturnAction.START, public_id=order.public_id).pack())]
+        )
     rows.append([(t("menu.orders", lang), MENU_ORDERS), (t("menu.back", lang), MENU_MAIN)])
     return kb(*rows)
 

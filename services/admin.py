@@ -291,13 +291,10 @@ async def cancel(
     await _close_card_links(session, order, providers, settings)  # Stripe first, before any write
     await _claim(session, order, CANCELLABLE, "admin.cancel.not_allowed")
     await _refuse_open_prompt(session, order)  # again with the order held: no prompt starts after this
-    paid = await _paid_payment(session, order.id)
+    paid = await paid_payment(session, order.id)
     outcome = "none"
-    if paid is not None and paid.provider == "stripe":
-        outcome = await _refund_card(session, order, paid, providers, settings)
-    elif paid is not None:  # M-Pesa: there is no reversal API we may call; a person must do it
-        paid.state, outcome = "refund_due", "manual_reversal_owed"
-        log.warning("admin.manual_reversal_owed", extra={"order": order.public_id, "payment": paid.id})
+    if paid is not None:
+        outcome, _ = await refund_payment(session, order, paid, providers, settings)
     order.refund_status = None if outcome == "none" else outcome
     note = (reason or "cancelled by admin")[:500]
     await sm.transition(session, order, sm.CANCELLED, actor, note if outcome == "none" else f"{note}; {outcome}")
@@ -332,7 +329,34 @@ async def _close_card_links(session: AsyncSession, order: Order, providers: dict
         raise DomainError("admin.cancel.not_allowed", order=order.public_id, state=order.state) from None
 
 
-async def _paid_payment(session: AsyncSession, order_id: int) -> Payment | None:
+async def refund_payment(
+    session: AsyncSession,
+    order: Order,
+    payment: Payment,
+    providers: dict[str, Any],
+    settings: Settings,
+    *,
+    amount: int | None = None,
+    key: str | None = None,
+) -> tuple[str, str | None]:
+    """Pay the customer back, the one way /cancel and an approved return do it: a card payment
+    through Stripe (a failure leaves refund_pending and alerts the admins), an M-Pesa payment as a
+    recorded reversal a person owes (there is no reversal API we may call). Returns (outcome,
+    Stripe's refund id): outcome is refunded | refund_pending | manual_reversal_owed.
+
+    `amount` (minor units) refunds part of the payment (a partial return), `key` being its Stripe
+    idempotency key; the payment then stays `paid` (only part of it came back) and the caller records
+    the partial refund. Without it the whole payment is refunded and the payment's state says so."""
+    partial = amount is not None and amount < payment.amount
+    if payment.provider == "stripe":
+        return await _refund_card(session, order, payment, providers, settings, amount if partial else None, key)
+    if not partial:
+        payment.state = "refund_due"
+    log.warning("admin.manual_reversal_owed", extra={"order": order.public_id, "payment": payment.id})
+    return "manual_reversal_owed", None
+
+
+async def paid_payment(session: AsyncSession, order_id: int) -> Payment | None:
     return (
         (
             await session.execute(
@@ -346,17 +370,27 @@ async def _paid_payment(session: AsyncSession, order_id: int) -> Payment | None:
 
 
 async def _refund_card(
-    session: AsyncSession, order: Order, payment: Payment, providers: dict[str, Any], settings: Settings
-) -> str:
-    """Refund through Stripe; any failure (not configured, API error) leaves a refund to chase,
-    loudly: refund_pending on the order and an alert in the admin group."""
+    session: AsyncSession,
+    order: Order,
+    payment: Payment,
+    providers: dict[str, Any],
+    settings: Settings,
+    amount: int | None = None,
+    key: str | None = None,
+) -> tuple[str, str | None]:
+    """Refund through Stripe (in full, or `amount` of it); any failure (not configured, API error)
+    leaves a refund to chase, loudly: refund_pending on the order and an alert in the admin group."""
     gateway = providers.get("stripe")
     try:
         if gateway is None:
             raise RuntimeError("Stripe is not configured")
-        refund_id = await gateway.refund(payment)
+        if amount is None:
+            refund_id = await gateway.refund(payment)
+        else:
+            refund_id = await gateway.refund(payment, amount=amount, idempotency_key=key)
     except Exception as exc:  # noqa: BLE001 - whatever went wrong, a person must finish the refund
-        payment.state = "refund_due"
+        if amount is None:  # a partial refund leaves the payment `paid`: the caller records what is owed
+            payment.state = "refund_due"
         alert_admins(
             session,
             settings.admin_chat_id,
@@ -366,10 +400,11 @@ async def _refund_card(
         log.error(
             "admin.refund_failed", extra={"order": order.public_id, "payment": payment.id, "error": type(exc).__name__}
         )
-        return "refund_pending"
-    payment.state, payment.result_desc = "refunded", f"refund {refund_id}"
+        return "refund_pending", None
+    if amount is None:
+        payment.state, payment.result_desc = "refunded", f"refund {refund_id}"
     log.info("admin.refunded", extra={"order": order.public_id, "payment": payment.id, "refund": refund_id})
-    return "refunded"
+    return "refunded", str(refund_id)
 
 
 def _short(exc: Exception) -> str:

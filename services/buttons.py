@@ -18,3 +18,18 @@ def view_product(product_id: int, qty: int = 1) -> str:
 def offer_payment(public_id: str) -> str:
     """`Pay(action=OFFER, public_id=…)`: the payment methods for the order, again."""
     return f"pay:o:{public_id}"
+
+
+def start_return(public_id: str) -> str:
+    """`ReturnStep(action=START, public_id=…)`: begin a return of the delivered order."""
+    return f"ret:s:{public_id}:0"
+
+
+def approve_return(request_id: int) -> str:
+    """`ReturnDecision(action=APPROVE, request=…)`: the admin group's Approve on a return request."""
+    return f"adr:a:{request_id}"
+
+
+def reject_return(request_id: int) -> str:
+    """`ReturnDecision(action=REJECT, request=…)`: the admin group's Reject… on a return request."""
+    return f"adr:r:{request_id}"

@@ -38,19 +38,37 @@ IN_TRANSIT = "in_transit"
 DELIVERED = "delivered"
 CANCELLED = "cancelled"
 EXPIRED = "expired"
+RETURN_REQUESTED = "return_requested"
+RETURNED = "returned"
 
-STATES = (AWAITING_PAYMENT, PROCESSING, SHIPPED, IN_TRANSIT, DELIVERED, CANCELLED, EXPIRED)
+STATES = (
+    AWAITING_PAYMENT,
+    PROCESSING,
+    SHIPPED,
+    IN_TRANSIT,
+    DELIVERED,
+    CANCELLED,
+    EXPIRED,
+    RETURN_REQUESTED,
+    RETURNED,
+)
 
 # from-state -> allowed to-states. Late payments may revive an expired or cancelled order (the
-# payments service re-reserves stock first); nothing else moves backwards.
+# payments service re-reserves stock first). Returns (services/returns.py): a delivered order's buyer
+# asks (delivered -> return_requested); an admin approves (-> returned, final: one approved return per
+# order) or rejects, which puts the order back where it was (-> delivered; the return window still
+# counts from the first delivery). return_requested -> returned moves no stock by itself: the approval
+# restocks the returned lines, which may be some of the order's. Nothing else moves backwards.
 TRANSITIONS: dict[str, frozenset[str]] = {
     AWAITING_PAYMENT: frozenset({PROCESSING, CANCELLED, EXPIRED}),
     PROCESSING: frozenset({SHIPPED, CANCELLED}),
     SHIPPED: frozenset({IN_TRANSIT, DELIVERED}),
     IN_TRANSIT: frozenset({DELIVERED}),
-    DELIVERED: frozenset(),
+    DELIVERED: frozenset({RETURN_REQUESTED}),
     CANCELLED: frozenset({PROCESSING}),
     EXPIRED: frozenset({PROCESSING}),
+    RETURN_REQUESTED: frozenset({RETURNED, DELIVERED}),
+    RETURNED: frozenset(),
 }
 
 PUBLIC_ID_ALPHABET = "23456789ABCDEFGHJKLMNPQRSTUVWXYZ"  # no 0/O, 1/I
@@ -120,7 +138,7 @@ async def transition(
 
 
 def _event_seq(order: Order) -> str:
-    # An order can revisit a state only through a late payment; the timestamp keeps keys unique then.
+    # An order revisits a state through a late payment or a rejected return; the timestamp keeps keys unique then.
     return order.updated_at.strftime("%Y%m%d%H%M%S%f")
 
 

@@ -163,6 +163,8 @@ class StripeStandIn(StandIn):
             "status": "succeeded",
             "payment_intent": form["payment_intent"],
         }
+        if "amount" in form:  # a partial refund
+            refund["amount"] = int(form["amount"])
         self.refunds.append(refund)
         return web.json_response(refund)
 

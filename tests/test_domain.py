@@ -31,6 +31,9 @@ def test_transition_table_is_the_documented_machine() -> None:
         ("in_transit", "delivered"),
         ("expired", "processing"),
         ("cancelled", "processing"),  # late payments only
+        ("delivered", "return_requested"),  # returns (services/returns.py)
+        ("return_requested", "returned"),  # approved
+        ("return_requested", "delivered"),  # rejected
     } == LEGAL
 
 
@@ -43,8 +46,18 @@ PATH_TO = {
     "delivered": ["processing", "shipped", "delivered"],
     "cancelled": ["cancelled"],
     "expired": ["expired"],
+    "return_requested": ["processing", "shipped", "delivered", "return_requested"],
+    "returned": ["processing", "shipped", "delivered", "return_requested", "returned"],
 }
-UNITS_OUT = {"processing", "shipped", "in_transit", "delivered"}  # one unit sold; else back on the shelf
+# The state machine alone restocks no return: services/returns.approve puts the returned lines back.
+UNITS_OUT = {
+    "processing",
+    "shipped",
+    "in_transit",
+    "delivered",
+    "return_requested",
+    "returned",
+}  # one unit sold; else back on the shelf
 
 
 async def order_in(session_factory, state: str, customer_id: int = 1) -> str:  # type: ignore[no-untyped-def]

@@ -139,6 +139,23 @@ ADMIN_ONLY = frozenset(
         "admin.broadcast.not_draft",
         "admin.broadcast.progress",
         "admin.broadcast.done",
+        # returns (locales/en/returns.po): the request posted to the admin group, its buttons, the
+        # Reject… prompt and the outcomes (the customer's texts are returns.* and translated)
+        "admin.return.alert",
+        "admin.return.line",
+        "admin.return.whole",
+        "admin.return.partial",
+        "admin.return.approve_button",
+        "admin.return.reject_button",
+        "admin.return.approved.refunded",
+        "admin.return.approved.refund_pending",
+        "admin.return.approved.manual_reversal_owed",
+        "admin.return.approved.none",
+        "admin.return.already_decided",
+        "admin.return.not_found",
+        "admin.return.reject_prompt",
+        "admin.return.reject_placeholder",
+        "admin.return.rejected",
     }
 )
 ADMIN_PREFIXES = ("admin.", "dhl.")

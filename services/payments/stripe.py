@@ -179,15 +179,19 @@ class StripeGateway:
         except (stripe.StripeError, TimeoutError) as exc:
             raise StripeFailure(type(exc).__name__) from None
 
-    async def refund(self, payment: Payment) -> str:
-        """Refund a settled card payment in full; returns the refund id."""
+    async def refund(self, payment: Payment, *, amount: int | None = None, idempotency_key: str | None = None) -> str:
+        """Refund a settled card payment, in full or `amount` (minor units) of it (a partial return,
+        with an idempotency key of its own); returns the refund id."""
         if not payment.stripe_payment_intent:
             raise StripeFailure("no payment intent recorded for this payment")
+        params: dict[str, Any] = {"payment_intent": payment.stripe_payment_intent}
+        if amount is not None:
+            params["amount"] = amount
         try:
             async with asyncio.timeout(self.call_timeout):
                 refund = await self.client.v1.refunds.create_async(
-                    params={"payment_intent": payment.stripe_payment_intent},
-                    options={"idempotency_key": f"refund-{payment.id}"},
+                    params=params,  # type: ignore[arg-type]
+                    options={"idempotency_key": idempotency_key or f"refund-{payment.id}"},
                 )
         except (stripe.StripeError, TimeoutError) as exc:
             raise StripeFailure(type(exc).__name__) from None
