@@ -18,6 +18,8 @@ action, an empty field) matches no handler and gets the stale-button answer (han
   chk:start|x|ok, chk:z:<zone>           begin checkout, cancel, confirm; choose a delivery zone
   pay:o|x|m|s|mq:<order>                 offer payment again, cancel unpaid, M-Pesa, card, M-Pesa status
   ord:v:<order>                          an order's detail
+  rev:r:<product>:<stars>                rate a product 1-5 stars (the after-delivery question)
+  rev:s|l:<product>                      no comment (skip) / the product's latest reviews
 """
 
 from __future__ import annotations
@@ -163,6 +165,27 @@ class OrderAction(StrEnum):
 class OrderButton(CallbackData, prefix="ord"):
     action: OrderAction
     public_id: PublicId
+
+
+# --- reviews ---------------------------------------------------------------------------------------
+
+Stars = Annotated[int, Field(ge=1, le=5)]
+
+
+class Rate(CallbackData, prefix="rev"):
+    action: Literal["r"]
+    product_id: Id
+    stars: Stars
+
+
+class ReviewAction(StrEnum):
+    SKIP = "s"  # no comment after the stars
+    LIST = "l"  # the product's latest visible reviews
+
+
+class ReviewButton(CallbackData, prefix="rev"):
+    action: ReviewAction
+    product_id: Id
 
 
 MENU_CATALOG = Menu(screen=MenuScreen.CATALOG).pack()

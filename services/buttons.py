@@ -18,3 +18,8 @@ def view_product(product_id: int, qty: int = 1) -> str:
 def offer_payment(public_id: str) -> str:
     """`Pay(action=OFFER, public_id=…)`: the payment methods for the order, again."""
     return f"pay:o:{public_id}"
+
+
+def rate(product_id: int, stars: int) -> str:
+    """`Rate(action="r", product_id=…, stars=…)`: give the product that many stars (1-5)."""
+    return f"rev:r:{product_id}:{stars}"

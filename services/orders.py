@@ -114,6 +114,10 @@ async def transition(
                     [[(t("orders.button.view", customer.language), buttons.view_order(order.public_id))]]
                 ),
             )
+            if to_state == DELIVERED:  # here: services.reviews imports services.admin, which imports this module
+                from services.reviews import ask_after_delivery
+
+                await ask_after_delivery(session, order, customer)
     metrics.count_transition(session, from_state, to_state)
     log.info("order.transition", extra={"order": order.public_id, "from": from_state, "to": to_state, "actor": actor})
     return event

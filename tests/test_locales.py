@@ -139,6 +139,14 @@ ADMIN_ONLY = frozenset(
         "admin.broadcast.not_draft",
         "admin.broadcast.progress",
         "admin.broadcast.done",
+        # reviews (locales/en/reviews.po): the note of each new comment, /review hide|show
+        "admin.reviews.new_comment",
+        "admin.usage.review",
+        "admin.reviews.hidden",
+        "admin.reviews.shown",
+        "admin.reviews.already_hidden",
+        "admin.reviews.already_shown",
+        "admin.reviews.not_found",
     }
 )
 ADMIN_PREFIXES = ("admin.", "dhl.")
