@@ -3,6 +3,7 @@ refusals of anyone else, the rating on cards, the Reviews screen, and the admins
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import timedelta
 
@@ -322,3 +323,19 @@ async def test_review_hide_is_for_admins_only_and_audited(shop: Harness) -> None
     assert f"review {review.id}: 2★" in entry.detail
     assert "review_hide" in await admin(shop, "/audit")
     assert "/review hide" in await admin(shop, "/whatever")  # the admin help names it
+
+
+async def test_two_presses_at_once_make_one_review_counted_once(shop: Harness) -> None:
+    from services import reviews
+
+    pid = await make_product(shop.session_factory, "REV-RACE")
+    await delivered(shop, BUYER, [pid])
+
+    async def press(stars: int) -> None:
+        async with shop.session_factory() as session, session.begin():
+            await reviews.rate(session, BUYER, pid, stars)
+
+    for first, second in ((3, 5), (4, 1)):
+        await asyncio.gather(press(first), press(second))
+        [review] = await rows(shop, Review)
+        assert review.stars in (first, second) and await aggregate(shop, pid) == (review.stars, 1)
