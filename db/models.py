@@ -116,6 +116,10 @@ class Product(Base):
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(TZDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(TZDateTime(), default=utcnow, onupdate=utcnow)
+    # The visible reviews' stars, summed and counted (services/reviews.py keeps them in the transaction
+    # of each review change), so a card shows its average without a query of its own.
+    rating_sum: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    rating_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     category: Mapped[Category] = relationship(lazy="joined")
 
@@ -406,3 +410,26 @@ class ReturnLine(Base):
 
     request: Mapped[ReturnRequest] = relationship(back_populates="lines")
     item: Mapped[OrderItem] = relationship(lazy="joined")
+
+
+class Review(Base):
+    """A buyer's stars (1-5) and optional comment on a product, one per buyer and product (rating again
+    replaces the stars, a new comment the old one). `order_id`: the delivered order that made them a
+    buyer of it. Hidden by an admin (/review hide): not shown, not counted in the product's average."""
+
+    __tablename__ = "reviews"
+    __table_args__ = (
+        UniqueConstraint("product_id", "customer_id", name="uq_reviews_product_customer"),
+        CheckConstraint("stars BETWEEN 1 AND 5", name="ck_reviews_stars_range"),
+        Index("ix_reviews_product_hidden_updated", "product_id", "hidden", "updated_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    product_id: Mapped[int] = mapped_column(ForeignKey("products.id"))
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id"))
+    order_id: Mapped[int] = mapped_column(ForeignKey("orders.id"))
+    stars: Mapped[int] = mapped_column(Integer)
+    comment: Mapped[str | None] = mapped_column(Text)
+    hidden: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    created_at: Mapped[datetime] = mapped_column(TZDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(TZDateTime(), default=utcnow)

@@ -18,6 +18,7 @@ from handlers import (
     pay_mpesa,
     payments,
     returns,
+    reviews,
     search,
     start,
 )
@@ -25,16 +26,17 @@ from handlers.filters import Never, PrivateChat
 
 # Order matters: customer commands and buttons in a group first (answered "let's talk in private";
 # its router-level filter turns private updates away before any of its handlers), then /start (it
-# leaves any flow, so nothing needs to see it before), /broadcast (before the admin router, whose
-# unknown-command answer would take it) with /stop_news and /start_news, returns (its admin buttons
-# and the reply to its Reject… prompt), then the specific features, the catch-all help and
-# stale-button fallback last.
+# leaves any flow, so nothing needs to see it before), /broadcast and /review (before the admin router,
+# whose unknown-command answer would take them; /broadcast with /stop_news and /start_news), returns
+# (its admin buttons and the reply to its Reject… prompt), then the specific features, the catch-all
+# help and stale-button fallback last.
 FEATURES = (
     group,
     start,
     language,
     broadcast,
     returns,
+    reviews,
     admin,
     catalog,
     cart,
@@ -54,7 +56,7 @@ FEATURES = (
 # Their buttons are told apart by prefix (handlers/buttons.py), so their order among themselves only
 # matters for the three payment routers sharing "pay:". A press none of them takes (an admin button,
 # a stale one) carries on through FEATURES as before.
-PRIVATE_PRESSES = (catalog, cart, orders, checkout, payments, pay_mpesa, pay_card, returns, start, language)
+PRIVATE_PRESSES = (catalog, cart, orders, checkout, payments, pay_mpesa, pay_card, returns, start, language, reviews)
 
 
 def setup_routers() -> Router:

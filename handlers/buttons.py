@@ -20,6 +20,8 @@ action, an empty field) matches no handler and gets the stale-button answer (han
   ord:v:<order>                          an order's detail
   ret:s|i|d|a|ok|x:<order>:<line>        return: begin, one more / one fewer of a line, everything,
                                          continue to the reason, cancel (line 0 when none is meant)
+  rev:r:<product>:<stars>                rate a product 1-5 stars (the after-delivery question)
+  rev:s|l:<product>                      no comment (skip) / the product's latest reviews
 """
 
 from __future__ import annotations
@@ -180,6 +182,27 @@ class ReturnStep(CallbackData, prefix="ret"):
     action: ReturnAction
     public_id: PublicId
     item: Id = 0  # an order line's id (OrderItem.id), for MORE / FEWER
+
+
+# --- reviews ---------------------------------------------------------------------------------------
+
+Stars = Annotated[int, Field(ge=1, le=5)]
+
+
+class Rate(CallbackData, prefix="rev"):
+    action: Literal["r"]
+    product_id: Id
+    stars: Stars
+
+
+class ReviewAction(StrEnum):
+    SKIP = "s"  # no comment after the stars
+    LIST = "l"  # the product's latest visible reviews
+
+
+class ReviewButton(CallbackData, prefix="rev"):
+    action: ReviewAction
+    product_id: Id
 
 
 MENU_CATALOG = Menu(screen=MenuScreen.CATALOG).pack()

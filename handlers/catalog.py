@@ -39,12 +39,14 @@ from handlers.buttons import (
     MenuScreen,
     ProductAction,
     ProductButton,
+    ReviewAction,
+    ReviewButton,
 )
 from handlers.filters import AnyCommand, Buttons, NotCommand
 from handlers.render import CAPTION_LIMIT, TEXT_LIMIT, kb, send, show
 from handlers.routing import Routes
 from services import cart as cart_service
-from services import catalog
+from services import catalog, reviews
 from services.cache import CatalogueMemo
 from services.errors import DomainError, NotFound
 from services.i18n import plain, t
@@ -142,16 +144,26 @@ def product_card(product: Product, qty: int, lang: str, *, in_cart: int = 0, lim
         product.description,
         limit,
     )
+    reviewed = product.rating_count > 0
     if product.stock <= 0:
-        return text, _card_keyboard(product.id, product.category_id, 0, lang)
-    return text, _card_keyboard(product.id, product.category_id, clamp_quantity(product, qty), lang)
+        return text, _card_keyboard(product.id, product.category_id, 0, lang, reviewed)
+    return text, _card_keyboard(product.id, product.category_id, clamp_quantity(product, qty), lang, reviewed)
 
 
 @functools.lru_cache(maxsize=4096)
-def _card_keyboard(product_id: int, category_id: int, qty: int, lang: str) -> InlineKeyboardMarkup:
-    """The card's buttons (qty 0: sold out, Notify me). They depend on these four values only, and
-    a keyboard is never changed once built, so each is built once (pydantic builds every button)."""
+def _card_keyboard(product_id: int, category_id: int, qty: int, lang: str, reviewed: bool) -> InlineKeyboardMarkup:
+    """The card's buttons (qty 0: sold out, Notify me; `reviewed`: a Reviews button). They depend on
+    these values only, and a keyboard is never changed once built, so each is built once (pydantic
+    builds every button)."""
     nav = [
+        [
+            (
+                t("reviews.button.list", lang),
+                ReviewButton(action=ReviewAction.LIST, product_id=product_id).pack(),
+            )
+        ]
+        if reviewed
+        else [],
         [
             (t("catalog.back_to_category", lang), Category(action="c", category_id=category_id).pack()),
             (t("menu.cart", lang), MENU_CART),
@@ -211,6 +223,9 @@ def _card_text(product: Product, name: str, description: str, in_cart: int, lang
     parts.append(
         t("catalog.stock_left", lang, n=product.stock) if product.stock > 0 else t("catalog.out_of_stock", lang)
     )
+    rating = reviews.rating_line(product, lang)
+    if rating is not None:
+        parts.append(rating)
     if in_cart:
         parts.append(t("catalog.in_cart", lang, n=in_cart))
     return Markup("\n").join(parts)

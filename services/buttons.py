@@ -33,3 +33,8 @@ def approve_return(request_id: int) -> str:
 def reject_return(request_id: int) -> str:
     """`ReturnDecision(action=REJECT, request=…)`: the admin group's Reject… on a return request."""
     return f"adr:r:{request_id}"
+
+
+def rate(product_id: int, stars: int) -> str:
+    """`Rate(action="r", product_id=…, stars=…)`: give the product that many stars (1-5)."""
+    return f"rev:r:{product_id}:{stars}"

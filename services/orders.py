@@ -132,6 +132,13 @@ async def transition(
                     [[(t("orders.button.view", customer.language), buttons.view_order(order.public_id))]]
                 ),
             )
+            # Asked on the delivery itself, not when a rejected return puts the order back to delivered (its
+            # question's dedup key would fail the rejection's commit). Imported here: services.reviews imports
+            # services.admin, which imports this module.
+            if to_state == DELIVERED and from_state != RETURN_REQUESTED:
+                from services.reviews import ask_after_delivery
+
+                await ask_after_delivery(session, order, customer)
     metrics.count_transition(session, from_state, to_state)
     log.info("order.transition", extra={"order": order.public_id, "from": from_state, "to": to_state, "actor": actor})
     return event

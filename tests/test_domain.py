@@ -133,8 +133,10 @@ async def test_happy_path_writes_events_moves_stock_and_queues_messages(session_
             ("in_transit", "delivered", "system:dhl"),
         ]
         assert all(e.created_at is not None for e in events)
-        texts = [o.text for o in (await session.execute(select(Outbox).order_by(Outbox.id))).scalars()]
+        queued = [(o.kind, o.text) for o in (await session.execute(select(Outbox).order_by(Outbox.id))).scalars()]
+        texts = [text for kind, text in queued if kind == "order_status"]
         assert len(texts) == 4 and "Payment received" in texts[0] and "delivered" in texts[-1]
+        assert [kind for kind, _ in queued][-1] == "review_ask"  # delivered: the buyer is asked to rate
 
 
 async def test_cancel_and_expire_release_and_paid_cancel_returns_stock(session_factory) -> None:  # type: ignore[no-untyped-def]

@@ -156,6 +156,14 @@ ADMIN_ONLY = frozenset(
         "admin.return.reject_prompt",
         "admin.return.reject_placeholder",
         "admin.return.rejected",
+        # reviews (locales/en/reviews.po): the note of each new comment, /review hide|show
+        "admin.reviews.new_comment",
+        "admin.usage.review",
+        "admin.reviews.hidden",
+        "admin.reviews.shown",
+        "admin.reviews.already_hidden",
+        "admin.reviews.already_shown",
+        "admin.reviews.not_found",
     }
 )
 ADMIN_PREFIXES = ("admin.", "dhl.")
