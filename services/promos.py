@@ -223,7 +223,7 @@ async def disable(session: AsyncSession, text: str, actor: str, *, name: str = "
     code = normalize_code(text)
     promo = (await session.execute(select(PromoCode).where(PromoCode.code == code))).scalar_one_or_none()
     if promo is None:
-        raise NotFound("admin.promo.not_found", code=text[:20])
+        raise NotFound("admin.promo.not_found", code=code[:20])
     await session.execute(
         update(PromoCode)
         .where(PromoCode.id == promo.id)
