@@ -25,6 +25,7 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
     false,
+    true,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -187,6 +188,10 @@ class Order(Base):
     tracking_next_check_at: Mapped[datetime | None] = mapped_column(TZDateTime())
     tracking_misses: Mapped[int] = mapped_column(Integer, default=0)  # consecutive 404s
     shipped_at: Mapped[datetime | None] = mapped_column(TZDateTime())
+    # Promo code (services/promos.py): the code as entered (upper case) and its discount, in minor
+    # units of `currency`; total = subtotal + shipping - discount.
+    promo_code: Mapped[str | None] = mapped_column(String(20))
+    discount: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
     items: Mapped[list[OrderItem]] = relationship(back_populates="order", lazy="selectin", order_by="OrderItem.id")
     customer: Mapped[Customer] = relationship(lazy="joined")
@@ -346,6 +351,35 @@ class Outbox(Base):
     photo: Mapped[str | None] = mapped_column(String(256))
     edit_message_id: Mapped[int | None] = mapped_column(BigInteger)
     broadcast_id: Mapped[int | None] = mapped_column(ForeignKey("broadcasts.id", ondelete="SET NULL"), index=True)
+
+
+class PromoCode(Base):
+    """A discount code the admins create (/promo add): a percentage of the subtotal, or a fixed
+    amount in one currency (`amount` minor units of `currency`). `used` counts the orders holding a
+    use (claimed at Confirm, given back when the order expires or is cancelled); it never exceeds
+    `uses_limit` (NULL: unlimited). `ends_at` is the first moment it no longer applies (the start of
+    the day after its last day, in the shop's zone), NULL: no end."""
+
+    __tablename__ = "promo_codes"
+    __table_args__ = (
+        UniqueConstraint("code", name="uq_promo_codes_code"),
+        CheckConstraint("used >= 0", name="ck_promo_codes_used_nonnegative"),
+        CheckConstraint("uses_limit IS NULL OR used <= uses_limit", name="ck_promo_codes_used_within_limit"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    code: Mapped[str] = mapped_column(String(20))  # upper case
+    percent: Mapped[int | None] = mapped_column(Integer)  # 1..90, or NULL for a fixed amount
+    amount: Mapped[int | None] = mapped_column(BigInteger)  # minor units of `currency`, fixed codes
+    currency: Mapped[str | None] = mapped_column(String(3))  # fixed codes only
+    min_amount: Mapped[int | None] = mapped_column(BigInteger)  # minimum subtotal, minor units of min_currency
+    min_currency: Mapped[str | None] = mapped_column(String(3))
+    ends_at: Mapped[datetime | None] = mapped_column(TZDateTime())
+    uses_limit: Mapped[int | None] = mapped_column(Integer)
+    used: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    active: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
+    created_by: Mapped[int] = mapped_column(BigInteger, default=0)
+    created_at: Mapped[datetime] = mapped_column(TZDateTime(), default=utcnow)
 
 
 class AuditEntry(Base):

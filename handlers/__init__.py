@@ -17,6 +17,7 @@ from handlers import (
     pay_card,
     pay_mpesa,
     payments,
+    promo,
     returns,
     reviews,
     search,
@@ -26,15 +27,16 @@ from handlers.filters import Never, PrivateChat
 
 # Order matters: customer commands and buttons in a group first (answered "let's talk in private";
 # its router-level filter turns private updates away before any of its handlers), then /start (it
-# leaves any flow, so nothing needs to see it before), /broadcast and /review (before the admin router,
-# whose unknown-command answer would take them; /broadcast with /stop_news and /start_news), returns
-# (its admin buttons and the reply to its Reject… prompt), then the specific features, the catch-all
+# leaves any flow, so nothing needs to see it before), /broadcast, /promo and /review (before the admin
+# router, whose unknown-command answer would take them; /broadcast with /stop_news and /start_news),
+# returns (its admin buttons and the reply to its Reject… prompt), then the specific features, the catch-all
 # help and stale-button fallback last.
 FEATURES = (
     group,
     start,
     language,
     broadcast,
+    promo,
     returns,
     reviews,
     admin,

@@ -16,6 +16,7 @@ action, an empty field) matches no handler and gets the stale-button answer (han
   crt:d|i|r:<product>:<page>             fewer / more / remove a cart line
   crt:pg:<page>, crt:clr                 a cart page, clear the cart
   chk:start|x|ok, chk:z:<zone>           begin checkout, cancel, confirm; choose a delivery zone
+  chk:pc|pr|sm                           type a promo code, remove it, back to the summary
   pay:o|x|m|s|mq:<order>                 offer payment again, cancel unpaid, M-Pesa, card, M-Pesa status
   ord:v:<order>                          an order's detail
   ret:s|i|d|a|ok|x:<order>:<line>        return: begin, one more / one fewer of a line, everything,
@@ -136,6 +137,9 @@ class CheckoutAction(StrEnum):
     START = "start"
     CANCEL = "x"
     CONFIRM = "ok"
+    PROMO = "pc"  # type a promo code
+    PROMO_REMOVE = "pr"  # drop the promo code
+    SUMMARY = "sm"  # back to the summary (from the promo code prompt)
 
 
 class CheckoutStep(CallbackData, prefix="chk"):

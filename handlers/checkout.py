@@ -2,6 +2,12 @@
 
 "Cancel" (button or /cancel) leaves at any step with the cart intact. Confirm places the order,
 which reserves the stock, then offers payment.
+
+On the summary, "🏷 Promo code" asks for a code; the summary comes back with the discount and the new
+total, or with the reason the code does not apply (and without it). "Remove code" drops it. Confirm
+claims a use of the code with the order (services/promos.py); a code that stopped applying since the
+summary (switched off, ended, used up) places nothing: the summary comes back without it, with the
+reason, for the customer to decide. Only the newest summary keeps its buttons.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from handlers.render import kb, show
 from handlers.routing import Routes
 from services import cart as cart_service
 from services import orders as order_service
+from services import promos
 from services.emails import InvalidEmail, normalize_email
 from services.errors import DomainError
 from services.i18n import plain, t
@@ -41,6 +48,9 @@ ADDRESS_MAX = 500
 ALERT_LIMIT = 200  # Telegram's limit for a callback answer's text
 CANCEL = CheckoutStep(action=CheckoutAction.CANCEL).pack()
 CONFIRM = CheckoutStep(action=CheckoutAction.CONFIRM).pack()
+PROMO = CheckoutStep(action=CheckoutAction.PROMO).pack()
+PROMO_REMOVE = CheckoutStep(action=CheckoutAction.PROMO_REMOVE).pack()
+SUMMARY = CheckoutStep(action=CheckoutAction.SUMMARY).pack()
 
 
 class Checkout(StatesGroup):
@@ -49,6 +59,7 @@ class Checkout(StatesGroup):
     email = State()
     address = State()
     confirm = State()
+    promo = State()  # waiting for a promo code typed from the summary
 
 
 def zone_keyboard(lang: str) -> Any:
@@ -226,6 +237,56 @@ async def typed_address(
     await _show_summary(message, session, customer.id, state, lang)
 
 
+# --- the promo code ----------------------------------------------------------------------------------
+
+
+async def _drop_keyboard(query: CallbackQuery) -> None:
+    """The summary (or prompt) pressed loses its buttons: only the newest summary is live."""
+    if isinstance(query.message, Message):
+        await query.message.edit_reply_markup(reply_markup=None)
+
+
+@router.callback_query(CheckoutStep.filter(F.action == CheckoutAction.PROMO))
+async def promo_button(query: CallbackQuery, state: FSMContext, lang: str) -> None:
+    if await state.get_state() != Checkout.confirm.state:
+        await query.answer(t("checkout.already_done", lang), show_alert=True)
+        return
+    await query.answer()
+    await _drop_keyboard(query)
+    await state.set_state(Checkout.promo)
+    if query.message is not None:
+        await query.message.answer(t("promo.ask", lang), reply_markup=kb([(t("promo.back_button", lang), SUMMARY)]))
+
+
+@router.callback_query(CheckoutStep.filter(F.action.in_({CheckoutAction.PROMO_REMOVE, CheckoutAction.SUMMARY})))
+async def promo_remove_or_back(
+    query: CallbackQuery,
+    callback_data: CheckoutStep,
+    session: AsyncSession,
+    customer_id: int,
+    state: FSMContext,
+    lang: str,
+) -> None:
+    if await state.get_state() not in (Checkout.confirm.state, Checkout.promo.state):
+        await query.answer(t("checkout.already_done", lang), show_alert=True)
+        return
+    await query.answer()
+    await _drop_keyboard(query)
+    note = None
+    if callback_data.action == CheckoutAction.PROMO_REMOVE:
+        await state.update_data(promo=None)
+        note = t("promo.removed", lang)
+    if isinstance(query.message, Message):
+        await _show_summary(query.message, session, customer_id, state, lang, note=note)
+
+
+@router.message(StateFilter(Checkout.promo), Text())
+async def typed_promo(message: Message, session: AsyncSession, customer_id: int, state: FSMContext, lang: str) -> None:
+    """The code typed: the summary again, with it applied or with the reason it is not."""
+    await state.update_data(promo=promos.normalize_code(message.text or "")[:40])
+    await _show_summary(message, session, customer_id, state, lang, announce=True)
+
+
 @router.message(StateFilter(Checkout), NotCommand())
 async def unexpected_input(message: Message, state: FSMContext, lang: str) -> None:
     """Anything else mid-checkout (a sticker, a photo, text while buttons are expected)."""
@@ -235,13 +296,31 @@ async def unexpected_input(message: Message, state: FSMContext, lang: str) -> No
 
 async def _summary(
     session: AsyncSession, customer_id: int, data: dict[str, Any], lang: str
-) -> tuple[str, order_service.Totals] | None:
-    """The confirmation text and the totals it quotes (None when the cart emptied meanwhile)."""
+) -> tuple[str, order_service.Totals, promos.PromoRefused | None] | None:
+    """The confirmation text, the totals it quotes and, when the customer's promo code does not
+    apply, why (the totals are then without it). None when the cart emptied meanwhile."""
     lines = await cart_service.lines(session, customer_id)
     if not lines:
         return None
     zone = get_zone(data["zone"])
     totals = order_service.compute_totals([(line.product, line.quantity) for line in lines], zone)
+    refused = None
+    if data.get("promo"):
+        try:
+            applied = await promos.evaluate(session, data["promo"], totals.currency, totals.subtotal, lang=lang)
+            totals = totals.with_promo(applied)
+        except promos.PromoRefused as exc:
+            refused = exc
+    promo_line = (
+        t(
+            "promo.summary_line",
+            lang,
+            code=totals.promo_code,
+            discount=format_money(totals.discount, zone.currency, lang),
+        )
+        if totals.promo_code
+        else ""
+    )
     items = join_bounded(
         [
             t(
@@ -264,30 +343,57 @@ async def _summary(
         zone=t(f"zone.{zone.code}.short", lang),
         subtotal=format_money(totals.subtotal, zone.currency, lang),
         shipping=format_money(totals.shipping, zone.currency, lang),
+        promo=promo_line,
         total=format_money(totals.total, zone.currency, lang),
         phone="+" + data["phone"],
         email=data["email"],
         address=cut(data["address"], ADDRESS_MAX),
     )
-    return text, totals
+    return text, totals, refused
 
 
 async def _show_summary(
-    message: Message, session: AsyncSession, customer_id: int, state: FSMContext, lang: str, note: str | None = None
+    message: Message,
+    session: AsyncSession,
+    customer_id: int,
+    state: FSMContext,
+    lang: str,
+    note: str | None = None,
+    *,
+    announce: bool = False,
 ) -> None:
-    """Quote the order and wait for Confirm; the quoted total is kept so Confirm places exactly it."""
+    """Quote the order and wait for Confirm; the quoted total (and the promo code it includes) is
+    kept so Confirm places exactly it. A code that does not apply is dropped, its reason shown above
+    the summary; `announce`: a code just typed that applies is confirmed there too."""
     data = await state.get_data()
     quoted = await _summary(session, customer_id, data, lang)
     if quoted is None:
         await state.clear()
         await message.answer(t("cart.empty", lang))
         return
-    text, totals = quoted
-    await state.update_data(currency=totals.currency, total=totals.total)
+    text, totals, refused = quoted
+    notes = [note] if note else []
+    if refused is not None:
+        notes.append(t("promo.not_applied", lang, reason=t(refused.key, lang, **refused.values)))
+    elif announce and totals.promo_code:
+        notes.append(
+            t(
+                "promo.applied",
+                lang,
+                code=totals.promo_code,
+                discount=format_money(totals.discount, totals.currency, lang),
+            )
+        )
+    await state.update_data(currency=totals.currency, total=totals.total, promo=totals.promo_code)
     await state.set_state(Checkout.confirm)
+    promo_row = (
+        (t("promo.remove_button", lang, code=totals.promo_code), PROMO_REMOVE)
+        if totals.promo_code
+        else (t("promo.button", lang), PROMO)
+    )
     await message.answer(
-        Markup("\n\n").join([note, text]) if note else text,
-        reply_markup=kb([(t("checkout.confirm", lang), CONFIRM)], [(t("checkout.cancel", lang), CANCEL)]),
+        Markup("\n\n").join([*notes, text]),
+        reply_markup=kb([(t("checkout.confirm", lang), CONFIRM)], [promo_row], [(t("checkout.cancel", lang), CANCEL)]),
     )
 
 
@@ -319,7 +425,24 @@ async def confirm(
             limits=order_service.Limits(
                 settings.max_open_orders_per_customer, settings.max_reserved_units_per_customer
             ),
+            promo_code=data.get("promo"),
+            lang=lang,
         )
+    except promos.PromoRefused as exc:  # switched off, ended or used up since the summary: nothing placed
+        log.info("checkout.promo_refused", extra={"reason": exc.key})
+        await query.answer()
+        await state.set_data({**data, "promo": None})
+        if isinstance(query.message, Message):
+            await query.message.edit_reply_markup(reply_markup=None)
+            await _show_summary(
+                query.message,
+                session,
+                customer_id,
+                state,
+                lang,
+                note=t("promo.not_applied_at_confirm", lang, reason=t(exc.key, lang, **exc.values)),
+            )
+        return
     except order_service.QuoteChanged:
         log.info("checkout.quote_changed")
         await query.answer()

@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from db.models import CartItem, Customer, Order, OrderEvent, OrderItem, Product, table_of, utcnow
 from db.session import execute_dml, read_ahead
-from services import buttons, inventory, metrics
+from services import buttons, inventory, metrics, promos
 from services.errors import DomainError, IllegalTransition, InvalidInput, NotFound, OutOfStock
 from services.i18n import t
 from services.markup import cut
@@ -117,6 +117,7 @@ async def transition(
     order.state = to_state
     order.updated_at = now
     await _move_stock(session, order, from_state, to_state)
+    await _move_promo_use(session, order, from_state, to_state)
     event = OrderEvent(order_id=order.id, from_state=from_state, to_state=to_state, actor=actor, note=note)
     session.add(event)
     if notify:
@@ -161,6 +162,18 @@ async def _move_stock(session: AsyncSession, order: Order, from_state: str, to_s
         await inventory.sell_directly(session, items)  # raises OutOfStock when it's gone
 
 
+async def _move_promo_use(session: AsyncSession, order: Order, from_state: str, to_state: str) -> None:
+    """A promo code's use moves with the stock: an order that ends (expired, or cancelled — unpaid,
+    or paid and refunded) gives its use back; a late payment reviving it takes one again."""
+    if not order.promo_code:
+        return
+    ended = (CANCELLED, EXPIRED)
+    if to_state in ended and from_state not in ended:
+        await promos.give_back(session, order.promo_code, order.public_id)
+    elif from_state in ended and to_state not in ended:
+        await promos.take_again(session, order.promo_code, order.public_id)
+
+
 def status_message(order: Order, lang: str = "en") -> str:
     """The customer's message for the order's current state."""
     values: dict[str, object] = {
@@ -198,6 +211,15 @@ class Totals:
     subtotal: int
     shipping: int
     total: int
+    discount: int = 0  # a promo code's, minor units: total = subtotal + shipping - discount
+    promo_code: str | None = None
+
+    def with_promo(self, applied: promos.Applied) -> Totals:
+        """These totals with a promo code's discount (never more than the subtotal: delivery is
+        always paid, so the total stays above zero)."""
+        discount = max(0, min(applied.discount, self.subtotal))
+        total = max(0, self.subtotal + self.shipping - discount)
+        return Totals(self.currency, self.subtotal, self.shipping, total, discount, applied.code)
 
 
 class HasPrices(Protocol):
@@ -284,6 +306,8 @@ async def place_order(
     address: str,
     reservation_minutes: int,
     limits: Limits | None = None,
+    promo_code: str | None = None,
+    lang: str = "en",
 ) -> Order:
     """Create an order from the customer's cart and reserve its stock, in the caller's transaction.
 
@@ -299,6 +323,11 @@ async def place_order(
     but not instead of those; on SQLite the claim is a write, which waits for the other writer),
     so it counts the first's order. The cart is judged before the limits, as `refuse_early` judges
     it, so both give the same answer.
+
+    With `promo_code`, one use of it is claimed (services/promos.claim: a conditional UPDATE that
+    never passes the code's limit) and its discount taken off the total; PromoRefused (with the
+    reason, in `lang`) when it does not apply any more. The claim comes before the stock moves: the
+    code's row is then locked before the products', by every checkout alike.
     """
     zone = get_zone(zone_code)
     connection = await session.connection()
@@ -312,6 +341,8 @@ async def place_order(
         unpaid, held = (await connection.execute(_UNPAID, {"customer_id": customer_id})).one()
         _refuse_over_limits(limits, unpaid, held, sum(qty for _, qty in lines), reservation_minutes)
     totals = compute_totals(lines, zone)
+    if promo_code is not None:
+        totals = totals.with_promo(await promos.claim(session, promo_code, totals.currency, totals.subtotal, lang=lang))
 
     def build(public_id: str) -> Order:
         order = Order(
@@ -322,6 +353,8 @@ async def place_order(
             subtotal=totals.subtotal,
             shipping=totals.shipping,
             total=totals.total,
+            discount=totals.discount,
+            promo_code=totals.promo_code,
             zone=zone.code,
             phone=phone,
             email=email,
@@ -361,14 +394,17 @@ async def checkout(
     address: str,
     reservation_minutes: int,
     limits: Limits | None = None,
+    promo_code: str | None = None,
+    lang: str = "en",
 ) -> Order:
     """The chat checkout's Confirm, one unit of work: the order placed from the cart, its stock
     reserved and all of it committed before this returns (the customer is told it exists only then).
 
     A cart that cannot be placed is refused before any transaction (`refuse_early`). When the order
     would cost other than `quoted` (currency, total), raises QuoteChanged; that and every refusal
-    (DomainError) write nothing of the order: it is placed in a savepoint, so the session's earlier
-    work in this update (registering the customer) is kept and committed with the update."""
+    (DomainError, promos.PromoRefused among them) write nothing of the order: it is placed in a
+    savepoint, so the session's earlier work in this update (registering the customer) is kept and
+    committed with the update."""
     await refuse_early(session, customer_id)
     async with session.begin_nested():
         order = await place_order(
@@ -380,6 +416,8 @@ async def checkout(
             address=address,
             reservation_minutes=reservation_minutes,
             limits=limits,
+            promo_code=promo_code,
+            lang=lang,
         )
         if (order.currency, order.total) != quoted:
             raise QuoteChanged  # rolls the savepoint back: nothing reserved, the cart as it was

@@ -11,7 +11,8 @@
   the order return_requested → returned, the returned units back on the shelf (sold → stock), the
   refund through the one refund path /cancel uses (services/admin.refund_payment: Stripe for cards,
   a recorded M-Pesa reversal owed), the audit row and the buyer's message.
-- Refund amount: the returned lines at the price paid; shipping only when the whole order comes back
+- Refund amount: the returned lines at the price paid (less their share of a promo discount); the
+  whole order's total, shipping included, only when the whole order comes back
   (then the whole payment is refunded, exactly as a cancel would). A partial refund leaves the
   payment `paid` and is recorded on the request (`refund_amount`, `refund_status`, Stripe's refund id).
 - `reject` (requested → rejected, with the admin's optional reason) puts the order back to delivered.
@@ -109,9 +110,14 @@ def is_whole(order: Order, lines: list[tuple[OrderItem, int]]) -> bool:
 
 
 def refund_amount(order: Order, lines: list[tuple[OrderItem, int]]) -> int:
-    """The lines at the price paid; with the shipping when every unit of the order comes back."""
+    """What was paid for the lines: their prices less their share of a promo discount (the share rounded
+    up, so a refund never exceeds what was paid); the whole order's total when every unit comes back."""
+    if is_whole(order, lines):
+        return order.total
     amount = sum(item.unit_price * qty for item, qty in lines)
-    return amount + (order.shipping if is_whole(order, lines) else 0)
+    if order.discount and order.subtotal:
+        amount -= -(-order.discount * amount // order.subtotal)
+    return max(amount, 0)
 
 
 # --- the buyer asks -------------------------------------------------------------------------------

@@ -46,8 +46,10 @@ async def make_order(
     zone: str = "nairobi",
     phone: str = "254712345678",
     reservation_minutes: int = 30,
+    promo_code: str | None = None,
 ) -> Order:
-    """Fill the customer's cart with (product_id, qty) and place the order, committed."""
+    """Fill the customer's cart with (product_id, qty) and place the order (with a promo code's
+    use claimed, when given), committed."""
     async with session_factory() as session, session.begin():
         await cart_service.ensure_customer(session, customer_id, customer_id, "Test")
         for product_id, qty in items:
@@ -61,6 +63,7 @@ async def make_order(
             email="buyer@example.com",
             address="Plot 1, Ngong Rd, Nairobi",
             reservation_minutes=reservation_minutes,
+            promo_code=promo_code,
         )
     return order
 

@@ -522,3 +522,19 @@ def test_service_buttons_are_the_factories_strings() -> None:
     assert buttons.start_return("HL-ABC123") == _step(ReturnAction.START, "HL-ABC123")
     assert buttons.approve_return(42) == ReturnDecision(action=DecisionAction.APPROVE, request=42).pack()
     assert buttons.reject_return(42) == ReturnDecision(action=DecisionAction.REJECT, request=42).pack()
+
+
+def test_a_partial_return_of_a_discounted_order_refunds_what_was_paid_for_those_lines() -> None:
+    """A promo discount was taken off the subtotal: the lines' share of it is not refunded (rounded so the
+    refund never exceeds what was paid), and a whole return gives back exactly the order's total."""
+    from db.models import Order, OrderItem
+
+    a = OrderItem(id=1, unit_price=3000_00, quantity=2)
+    b = OrderItem(id=2, unit_price=1000_01, quantity=1)
+    order = Order(subtotal=7000_01, shipping=300_00, discount=700_00, total=6600_01, items=[a, b])
+    # line B's share of the discount: 700_00 * 1000_01 / 7000_01 = 100_00.0142… cents, rounded up to 100_01
+    assert returns.refund_amount(order, [(b, 1)]) == 1000_01 - 100_01
+    assert returns.refund_amount(order, [(a, 1)]) == 3000_00 - 300_00
+    assert returns.refund_amount(order, [(a, 2), (b, 1)]) == order.total
+    plain = Order(subtotal=7000_01, shipping=300_00, discount=0, total=7300_01, items=[a, b])
+    assert returns.refund_amount(plain, [(a, 1)]) == 3000_00

@@ -14,6 +14,7 @@ import stripe
 
 from bot.config import Settings
 from db.models import Order, Payment
+from services.i18n import plain
 
 log = logging.getLogger(__name__)
 MIN_EXPIRY = timedelta(minutes=31)  # Stripe accepts 30 min – 24 h; a minute of slack for clock skew
@@ -74,6 +75,45 @@ def retry_budget(request_timeout: float, retries: int) -> float:
     return (retries + 1) * request_timeout + sleeps
 
 
+def _line_items(order: Order, currency: str) -> list[dict[str, Any]]:
+    """The order's lines and its delivery, as Stripe shows them; they add up to `order.total`."""
+    line_items: list[dict[str, Any]] = [
+        {
+            "quantity": i.quantity,
+            "price_data": {
+                "currency": currency,
+                "unit_amount": i.unit_price,
+                "product_data": {"name": i.name[:250]},
+            },
+        }
+        for i in order.items
+    ]
+    line_items.append(
+        {
+            "quantity": 1,
+            "price_data": {
+                "currency": currency,
+                "unit_amount": order.shipping,
+                "product_data": {"name": f"Delivery ({order.zone})"},
+            },
+        }
+    )
+    return line_items
+
+
+def _discounted_line(order: Order, currency: str) -> list[dict[str, Any]]:
+    """An order with a promo discount as one line of exactly `order.total` (Stripe takes no
+    negative line, and a coupon would be a second object to create and keep in step): the amount
+    the customer was quoted, and the webhook's amount check, stay `order.total`."""
+    name = plain("promo.stripe_line", order.customer.language, order=order.public_id, code=order.promo_code or "")
+    return [
+        {
+            "quantity": 1,
+            "price_data": {"currency": currency, "unit_amount": order.total, "product_data": {"name": name[:250]}},
+        }
+    ]
+
+
 class StripeGateway:
     def __init__(
         self,
@@ -117,27 +157,9 @@ class StripeGateway:
         request (by the SDK or after a timeout) returns the same session instead of a second one."""
         currency = order.currency.lower()
         back = return_url or self.return_url
-        line_items = [
-            {
-                "quantity": i.quantity,
-                "price_data": {
-                    "currency": currency,
-                    "unit_amount": i.unit_price,
-                    "product_data": {"name": i.name[:250]},
-                },
-            }
-            for i in order.items
-        ]
-        line_items.append(
-            {
-                "quantity": 1,
-                "price_data": {
-                    "currency": currency,
-                    "unit_amount": order.shipping,
-                    "product_data": {"name": f"Delivery ({order.zone})"},
-                },
-            }
-        )
+        line_items = _line_items(order, currency) if not order.discount else _discounted_line(order, currency)
+        if sum(i["price_data"]["unit_amount"] * i["quantity"] for i in line_items) != order.total:
+            raise StripeFailure("the order's lines do not add up to its total")  # never ask for another amount
         params: dict[str, Any] = {
             "mode": "payment",
             "line_items": line_items,
