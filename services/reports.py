@@ -5,12 +5,15 @@ Every figure is one SQL aggregate over the orders *placed* in the period (the or
 `created_at`), so the numbers of one report describe one set of orders and add up:
 placed = paid + awaiting payment + abandoned + cancelled after payment.
 
-- paid: the states after payment (processing, shipped, in_transit, delivered); revenue is their
-  totals, per currency — a paid order cancelled later (refunded, or a refund owed) is not revenue.
+- paid: the states after payment (processing, shipped, in_transit, delivered, and return_requested /
+  returned: sold and paid, what came back is a refund); revenue is their totals (after any promo
+  discount), per currency — a paid order cancelled later (refunded, or a refund owed) is not revenue.
 - abandoned: expired or cancelled without money ever taken (no payment paid, refunded or refund_due).
 - cancelled after payment: expired or cancelled orders with money taken (refunded or owed).
 - refunds: the payments of those orders in state `refunded` (done) or `refund_due` (owed: an M-Pesa
-  reversal to make by hand, a Stripe refund that failed, a second or too-late payment), per currency.
+  reversal to make by hand, a Stripe refund that failed, a second or too-late payment), per currency,
+  plus approved partial returns (a whole return refunds its payment, counted above): done when Stripe
+  refunded it, owed for an M-Pesa reversal or a Stripe refund still pending.
 
 Periods are whole days of the shop's zone (SHOP_TIMEZONE): today = since 00:00 today; week = the last
 7 days, today included; month = the last 30 days, today included. Stored times are UTC; the bounds
@@ -24,15 +27,16 @@ import csv
 import io
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
+from typing import Any
 
 from sqlalchemy import ColumnElement, and_, case, exists, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from db.models import Customer, Order, OrderItem, Payment, Product
+from db.models import Customer, Order, OrderItem, Payment, Product, ReturnRequest
 from services import orders as sm
 from services.money import major_units
 
-PAID_STATES = (sm.PROCESSING, sm.SHIPPED, sm.IN_TRANSIT, sm.DELIVERED)
+PAID_STATES = (sm.PROCESSING, sm.SHIPPED, sm.IN_TRANSIT, sm.DELIVERED, sm.RETURN_REQUESTED, sm.RETURNED)
 ENDED_STATES = (sm.EXPIRED, sm.CANCELLED)
 MONEY_TAKEN = ("paid", "refund_due", "refunded")  # payment states in which the customer was charged
 REFUND_STATES = ("refunded", "refund_due")
@@ -178,6 +182,23 @@ async def report(session: AsyncSession, p: Period) -> Report:
             .order_by(Payment.state, Payment.currency)
         )
     ).all()
+    refund_done = case((ReturnRequest.refund_status == "refunded", "refunded"), else_="refund_due")
+    partial_returns = (
+        await session.execute(
+            select(
+                refund_done, ReturnRequest.currency, func.count(ReturnRequest.id), func.sum(ReturnRequest.refund_amount)
+            )
+            .join(Order, Order.id == ReturnRequest.order_id)
+            .where(
+                placed_in,
+                ReturnRequest.state == "approved",
+                ReturnRequest.whole_order.is_(False),
+                ReturnRequest.refund_status.in_(("refunded", "refund_pending", "manual_reversal_owed")),
+            )
+            .group_by(refund_done, ReturnRequest.currency)
+        )
+    ).all()
+    refund_rows = _merged([*refunds, *partial_returns])
     return Report(
         period=p,
         placed=int(counts[0]),
@@ -187,9 +208,18 @@ async def report(session: AsyncSession, p: Period) -> Report:
         after_payment=int(counts[4]),
         revenue=[Amount(cur, int(n), int(total)) for cur, n, total in revenue],
         top=[TopProduct(sku, name, int(n)) for sku, name, n in top],
-        refunded=[Amount(cur, int(n), int(total)) for state, cur, n, total in refunds if state == "refunded"],
-        refund_owed=[Amount(cur, int(n), int(total)) for state, cur, n, total in refunds if state == "refund_due"],
+        refunded=[Amount(cur, int(n), int(total)) for state, cur, n, total in refund_rows if state == "refunded"],
+        refund_owed=[Amount(cur, int(n), int(total)) for state, cur, n, total in refund_rows if state == "refund_due"],
     )
+
+
+def _merged(rows: list[Any]) -> list[tuple[str, str, int, int]]:
+    """(state, currency, count, amount) rows summed per state and currency, in that order."""
+    sums: dict[tuple[str, str], tuple[int, int]] = {}
+    for state, currency, n, total in rows:
+        count, amount = sums.get((state, currency), (0, 0))
+        sums[(state, currency)] = (count + int(n), amount + int(total))
+    return [(state, cur, n, total) for (state, cur), (n, total) in sorted(sums.items())]
 
 
 # --- /export orders -------------------------------------------------------------------------------

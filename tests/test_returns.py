@@ -538,3 +538,19 @@ def test_a_partial_return_of_a_discounted_order_refunds_what_was_paid_for_those_
     assert returns.refund_amount(order, [(a, 2), (b, 1)]) == order.total
     plain = Order(subtotal=7000_01, shipping=300_00, discount=0, total=7300_01, items=[a, b])
     assert returns.refund_amount(plain, [(a, 1)]) == 3000_00
+
+
+async def test_report_counts_a_returned_order_as_sold_and_its_partial_refund_as_owed(shop: Harness) -> None:
+    from services import reports
+
+    public_id, _ = await delivered_order(shop, lines=(1, 3), tag="rep")
+    await ask_return(shop, public_id, [(1, 2)], "Two too many")
+    _, _, (request,) = await load(shop, public_id)
+    await press_admin(shop, buttons.approve_return(request.id))
+    async with shop.session_factory() as session:
+        o = await sm.get_order(session, public_id)
+        figures = await reports.report(session, reports.period("today", shop.settings.shop_zone))
+    assert (figures.placed, figures.paid) == (1, 1)  # returned: sold and paid
+    assert [(a.currency, a.count, a.amount) for a in figures.revenue] == [("KES", 1, o.total)]
+    assert [(a.currency, a.count, a.amount) for a in figures.refund_owed] == [("KES", 1, 2000_00)]
+    assert figures.refunded == []
