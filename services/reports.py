@@ -236,6 +236,8 @@ CSV_HEADER = (
     "unit_price",
     "line_total",
     "order_shipping",
+    "promo_code",
+    "order_discount",
     "order_total",
     "currency",
     "payment_provider",
@@ -283,6 +285,8 @@ async def orders_csv(session: AsyncSession, p: Period, zone: tzinfo, batch: int 
             OrderItem.quantity,
             OrderItem.unit_price,
             Order.shipping,
+            Order.promo_code,
+            Order.discount,
             Order.total,
             Order.currency,
             Payment.provider,
@@ -309,7 +313,7 @@ async def orders_csv(session: AsyncSession, p: Period, zone: tzinfo, batch: int 
         rows = (await session.execute(page)).all()
         for row in rows:
             (order_id, item_id, public_id, placed, state, name, zone_code, sku, product, qty, unit, shipping,
-             total, currency, provider, receipt) = row  # fmt: skip
+             promo, discount, total, currency, provider, receipt) = row  # fmt: skip
             if after is None or order_id != after[0]:
                 orders += 1
             after = (order_id, item_id)
@@ -329,6 +333,8 @@ async def orders_csv(session: AsyncSession, p: Period, zone: tzinfo, batch: int 
                         major_units(unit),
                         major_units(unit * qty),
                         major_units(shipping),
+                        promo,
+                        major_units(discount or 0),
                         major_units(total),
                         currency,
                         provider,

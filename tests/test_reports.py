@@ -259,6 +259,8 @@ async def test_export_orders_csv(stripe_shop: Harness) -> None:
             "1000.00",
             "2000.00",
             "300.00",
+            "",  # no promo code
+            "0.00",
             "2300.00",
             "KES",
             "mpesa",
@@ -267,12 +269,15 @@ async def test_export_orders_csv(stripe_shop: Harness) -> None:
     )
     assert paid[1].endswith("+03:00")
     usd = by_order[ids["paid_usd"]]
-    assert (usd[2], usd[7:15]) == ("shipped", ["3", "20.00", "60.00", "35.00", "95.00", "USD", "stripe", usd[14]])
-    assert by_order[ids["refunded_usd"]][2] == "cancelled" and by_order[ids["refunded_usd"]][13] == "stripe"
-    assert by_order[ids["expired"]][13:] == ["", ""]  # never paid: no provider, no receipt
+    assert (usd[2], usd[7:17]) == (
+        "shipped",
+        ["3", "20.00", "60.00", "35.00", "", "0.00", "95.00", "USD", "stripe", usd[16]],
+    )
+    assert by_order[ids["refunded_usd"]][2] == "cancelled" and by_order[ids["refunded_usd"]][15] == "stripe"
+    assert by_order[ids["expired"]][15:] == ["", ""]  # never paid: no provider, no receipt
     guarded = by_order[formula]
     assert (guarded[3], guarded[5], guarded[6]) == ("'@SUM(A1)", "'-RISKY", '\'=HYPERLINK("http://x")')
-    assert guarded[8:12] == ["375.00", "750.00", "300.00", "1050.00"]
+    assert guarded[8:14] == ["375.00", "750.00", "300.00", "", "0.00", "1050.00"]
     content = document(call)[1].decode("utf-8-sig")
     assert "254712345678" not in content and "buyer@example.com" not in content and "Ngong" not in content
 
@@ -443,3 +448,17 @@ async def test_non_admins_are_refused(shop: Harness) -> None:
     help_text = visible_text(await admin(shop, "/nonsense"))
     assert "/report [today|week|month]" in help_text and "/export orders [FROM] [TO]" in help_text
     assert "/audit [ORDER_ID]" in help_text
+
+
+async def test_export_shows_an_orders_promo_code_and_discount(stripe_shop: Harness) -> None:
+    shop = stripe_shop
+    pid = await make_product(shop.session_factory, "RPT-PROMO", stock=5, price_kes=1000_00)
+    public_id = await place(shop, 40, [(pid, 1)])
+    async with shop.session_factory() as session, session.begin():
+        o = await sm.get_order(session, public_id)
+        o.promo_code, o.discount, o.total = "KARIBU10", 100_00, o.total - 100_00
+    await admin(shop, "/report")  # Harness.send wants an earlier message in the chat (a document is not one)
+    rows = rows_of(await export(shop, "/export orders"))
+    header, (row,) = rows[0], rows[1:]
+    cells = dict(zip(header, row, strict=True))
+    assert (cells["promo_code"], cells["order_discount"], cells["order_total"]) == ("KARIBU10", "100.00", "1200.00")
