@@ -25,6 +25,7 @@ No aiogram here.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -157,23 +158,20 @@ async def request_return(
     )
     session.add(request)
     await session.flush()
-    customer = await session.get(Customer, customer_id)
-    if customer is not None and not customer.unreachable:
-        lang = customer.language
-        enqueue(
-            session,
-            customer.chat_id,
-            t(
-                "returns.received",
-                lang,
-                order=order.public_id,
-                lines=_customer_lines(order, lines, lang),
-                reason=reason,
-                amount=format_money(request.refund_amount, order.currency, lang),
-            ),
-            kind="return",
-            dedup_key=f"return:{request.id}:requested",
-        )
+    await _tell_buyer(
+        session,
+        customer_id,
+        f"return:{request.id}:requested",
+        lambda lang: t(
+            "returns.received",
+            lang,
+            order=order.public_id,
+            lines=_customer_lines(order, lines, lang),
+            reason=reason,
+            amount=format_money(request.refund_amount, order.currency, lang),
+        ),
+    )
+    customer = await session.get(Customer, customer_id)  # loaded by _tell_buyer: no second query
     paid = await admin.paid_payment(session, order.id)
     alert_admins(
         session,
@@ -279,25 +277,21 @@ async def approve(
         + (f" via {paid.provider}" if paid is not None else ""),
         order_id=order.id,
     )
-    customer = await session.get(Customer, order.customer_id)
-    if customer is not None and not customer.unreachable:
-        lang = customer.language
-        enqueue(
-            session,
-            customer.chat_id,
-            t(
-                "returns.approved",
-                lang,
-                order=order.public_id,
-                lines=_customer_lines(order, lines, lang),
-                refund=t(
-                    f"returns.refund.{outcome}", lang, amount=format_money(request.refund_amount, order.currency, lang)
-                ),
+    await _tell_buyer(
+        session,
+        order.customer_id,
+        f"return:{request.id}:approved",
+        lambda lang: t(
+            "returns.approved",
+            lang,
+            order=order.public_id,
+            lines=_customer_lines(order, lines, lang),
+            refund=t(
+                f"returns.refund.{outcome}", lang, amount=format_money(request.refund_amount, order.currency, lang)
             ),
-            kind="return",
-            dedup_key=f"return:{request.id}:approved",
-            reply_markup=inline_keyboard([[(t("orders.button.view", lang), buttons.view_order(order.public_id))]]),
-        )
+        ),
+        lambda lang: inline_keyboard([[(t("orders.button.view", lang), buttons.view_order(order.public_id))]]),
+    )
     log.info("return.approved", extra={"order": order.public_id, "request": request.id, "refund": outcome})
     return request, order, paid
 
@@ -316,25 +310,37 @@ async def reject(
     note = f"return #{request.id} rejected" + (f": {reason}" if reason else "")
     await sm.transition(session, order, sm.DELIVERED, actor, note, notify=False)
     audit.record(session, actor, name, "return_reject", note, order_id=order.id)
-    customer = await session.get(Customer, order.customer_id)
-    if customer is not None and not customer.unreachable:
-        lang = customer.language
-        enqueue(
-            session,
-            customer.chat_id,
-            t(
-                "returns.rejected",
-                lang,
-                order=order.public_id,
-                reason=t("returns.rejected_reason", lang, reason=reason)
-                if reason
-                else t("returns.rejected_no_reason", lang),
-            ),
-            kind="return",
-            dedup_key=f"return:{request.id}:rejected",
-        )
+    await _tell_buyer(
+        session,
+        order.customer_id,
+        f"return:{request.id}:rejected",
+        lambda lang: t(
+            "returns.rejected",
+            lang,
+            order=order.public_id,
+            reason=t("returns.rejected_reason", lang, reason=reason)
+            if reason
+            else t("returns.rejected_no_reason", lang),
+        ),
+    )
     log.info("return.rejected", extra={"order": order.public_id, "request": request.id})
     return request, order
+
+
+async def _tell_buyer(
+    session: AsyncSession,
+    customer_id: int,
+    dedup_key: str,
+    text: Callable[[str], Markup],
+    markup: Callable[[str], dict[str, Any]] | None = None,
+) -> None:
+    """A step of the return told to the buyer in their language, through the outbox (in this transaction)."""
+    customer = await session.get(Customer, customer_id)
+    if customer is None or customer.unreachable:
+        return
+    lang = customer.language
+    reply_markup = markup(lang) if markup is not None else None
+    enqueue(session, customer.chat_id, text(lang), kind="return", dedup_key=dedup_key, reply_markup=reply_markup)
 
 
 # --- rendering helpers (texts from the catalogue) -----------------------------------------------
