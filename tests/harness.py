@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import itertools
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +18,9 @@ from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.config import Settings
-from bot.runtime import Shop, build_shop
+from bot.runtime import Shop, build_providers, build_shop
 from services import catalog
+from tests import stripe_standin as st
 from tests.standins import BotAPIStandIn, Call
 from webhooks.server import MAX_BODY, add_telegram_route
 from webhooks.telegram import TelegramWebhook
@@ -218,3 +221,24 @@ class Harness:
         if isinstance(call.result, dict) and "message_id" in call.result:
             return int(call.result["message_id"])
         raise AssertionError(f"{call.method} returned no message to press a button on")
+
+
+@asynccontextmanager
+async def stripe_harness(engine: AsyncEngine, botapi: BotAPIStandIn) -> AsyncIterator[tuple[Harness, st.StripeStandIn]]:
+    """The shop with the real Stripe gateway (`build_providers`) against the Stripe stand-in."""
+    server = await st.StripeStandIn().start()
+    shop = Harness(
+        engine,
+        botapi,
+        stripe_secret_key=st.SECRET_KEY,
+        stripe_webhook_secret=st.WEBHOOK_SECRET,
+        stripe_api_base=server.url,
+        shop_return_url="https://t.me/hacklab_shop_bot",
+    )
+    shop.providers = build_providers(shop.settings)
+    await shop.start()
+    try:
+        yield shop, server
+    finally:
+        await shop.stop()
+        await server.stop()

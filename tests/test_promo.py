@@ -12,14 +12,13 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import select, update
 
-from bot.runtime import build_providers
 from db.models import AuditEntry, Order, Product, PromoCode, utcnow
 from services import cart as cart_service
 from services import orders as order_service
 from services import promos
 from tests import stripe_standin as st
 from tests.factories import make_order, make_product
-from tests.harness import ADMIN_CHAT_ID, ADMIN_USER_ID, Harness
+from tests.harness import ADMIN_CHAT_ID, ADMIN_USER_ID, Harness, stripe_harness
 from tests.standins import visible_text
 from tests.test_checkout import USER, fill_cart, go_to_phone
 from tests.test_mpesa import open_world
@@ -333,22 +332,10 @@ async def test_mpesa_stk_push_asks_for_the_discounted_amount(engine, botapi) -> 
 
 @pytest.fixture
 async def stripe_shop(engine, botapi) -> AsyncIterator[tuple[Harness, st.StripeStandIn]]:  # type: ignore[no-untyped-def]
-    server = await st.StripeStandIn().start()
-    shop = Harness(
-        engine,
-        botapi,
-        stripe_secret_key=st.SECRET_KEY,
-        stripe_webhook_secret=st.WEBHOOK_SECRET,
-        stripe_api_base=server.url,
-        shop_return_url="https://t.me/hacklab_shop_bot",
-    )
-    shop.providers = build_providers(shop.settings)
-    await shop.start()
-    assert shop.shop is not None
-    async with serve_shop(shop.shop):
-        yield shop, server
-    await shop.stop()
-    await server.stop()
+    async with stripe_harness(engine, botapi) as (shop, server):
+        assert shop.shop is not None
+        async with serve_shop(shop.shop):
+            yield shop, server
 
 
 async def test_stripe_link_is_for_the_discounted_amount(stripe_shop) -> None:  # type: ignore[no-untyped-def]

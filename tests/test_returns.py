@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 from sqlalchemy import select, update
 
-from bot.runtime import build_providers
 from db.models import AuditEntry, Customer, Outbox, Payment, ReturnRequest
 from handlers.buttons import ReturnAction, ReturnStep
 from handlers.returns import DecisionAction, ReturnDecision
@@ -21,7 +20,7 @@ from services import orders as sm
 from services.errors import DomainError, IllegalTransition
 from tests import stripe_standin as st
 from tests.factories import make_order, make_product, stock_of
-from tests.harness import ADMIN_CHAT_ID, ADMIN_USER_ID, Harness
+from tests.harness import ADMIN_CHAT_ID, ADMIN_USER_ID, Harness, stripe_harness
 from tests.standins import BotAPIStandIn
 
 BUYER = 7373
@@ -150,22 +149,10 @@ class FakeStripe:
 @pytest.fixture
 async def stripe_shop(engine, botapi) -> AsyncIterator[tuple[Harness, st.StripeStandIn]]:  # type: ignore[no-untyped-def]
     """The shop with the real Stripe gateway against the Stripe stand-in."""
-    server = await st.StripeStandIn().start()
-    shop = Harness(
-        engine,
-        botapi,
-        stripe_secret_key=st.SECRET_KEY,
-        stripe_webhook_secret=st.WEBHOOK_SECRET,
-        stripe_api_base=server.url,
-        shop_return_url="https://t.me/hacklab_shop_bot",
-    )
-    shop.providers = build_providers(shop.settings)
-    await shop.start()
-    # The card payment the refunds are of: a paid Checkout Session the stand-in knows.
-    server.sessions["cs_ret1"] = {"id": "cs_ret1", "payment_intent": "pi_ret1", "status": "complete"}
-    yield shop, server
-    await shop.stop()
-    await server.stop()
+    async with stripe_harness(engine, botapi) as (shop, server):
+        # The card payment the refunds are of: a paid Checkout Session the stand-in knows.
+        server.sessions["cs_ret1"] = {"id": "cs_ret1", "payment_intent": "pi_ret1", "status": "complete"}
+        yield shop, server
 
 
 # --- the whole order, M-Pesa ------------------------------------------------------------------------

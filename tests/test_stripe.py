@@ -23,7 +23,7 @@ from services.payments import stripe_flow
 from services.payments.stripe import StripeFailure, StripeGateway, retry_budget
 from tests import stripe_standin as st
 from tests.factories import make_order, make_product
-from tests.harness import ADMIN_CHAT_ID, ADMIN_USER_ID, Harness
+from tests.harness import ADMIN_CHAT_ID, ADMIN_USER_ID, Harness, stripe_harness
 from tests.webserver import serve_shop
 
 USER = 8201
@@ -69,22 +69,10 @@ class StripeWorld:
 
 @pytest.fixture
 async def world(engine, botapi) -> AsyncIterator[StripeWorld]:  # type: ignore[no-untyped-def]
-    server = await st.StripeStandIn().start()
-    shop = Harness(
-        engine,
-        botapi,
-        stripe_secret_key=st.SECRET_KEY,
-        stripe_webhook_secret=st.WEBHOOK_SECRET,
-        stripe_api_base=server.url,
-        shop_return_url="https://t.me/hacklab_shop_bot",
-    )
-    shop.providers = build_providers(shop.settings)
-    await shop.start()
-    assert shop.shop is not None
-    async with serve_shop(shop.shop) as base:
-        yield StripeWorld(shop, server, base)
-    await shop.stop()
-    await server.stop()
+    async with stripe_harness(engine, botapi) as (shop, server):
+        assert shop.shop is not None
+        async with serve_shop(shop.shop) as base:
+            yield StripeWorld(shop, server, base)
 
 
 @pytest.mark.parametrize("zone,currency,total", [("intl", "usd", 135_00), ("nairobi", "kes", 13300_00)])
