@@ -18,7 +18,7 @@ from enum import StrEnum
 from typing import Any
 
 from aiogram import Bot, F
-from aiogram.filters import Command, CommandObject, Filter
+from aiogram.filters import Command, Filter
 from aiogram.filters.callback_data import CallbackData
 from aiogram.fsm.context import FSMContext
 from aiogram.fsm.state import State, StatesGroup
@@ -26,7 +26,7 @@ from aiogram.types import CallbackQuery, ForceReply, Message
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.config import Settings
-from handlers.admin import AdminOnly, is_admin, refusal
+from handlers.admin import AdminOnly, is_admin, refusal, refuse_command
 from handlers.buttons import Id
 from handlers.filters import PrivateChat
 from handlers.render import kb
@@ -92,13 +92,7 @@ async def broadcast_command(message: Message, state: FSMContext) -> None:
     await state.set_data({"prompt": prompt.message_id})
 
 
-@router.message(Command("broadcast", ignore_case=True))  # anywhere: never a customer command
-async def refuse_broadcast(message: Message, command: CommandObject) -> None:
-    log.warning(
-        "admin.refused",
-        extra={"command": command.command.lower(), "chat_id": message.chat.id, "user_id": _user_id(message)},
-    )
-    await message.reply(t("admin.refused"))
+router.message(Command("broadcast", ignore_case=True))(refuse_command)  # anywhere: never a customer command
 
 
 @router.message(DraftMessage())

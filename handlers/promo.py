@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.config import Settings
 from db.models import PromoCode
-from handlers.admin import AdminOnly, fit_lines, refusal
+from handlers.admin import AdminOnly, fit_lines, refusal, refuse_command
 from handlers.routing import Routes
 from services import promos
 from services.errors import DomainError
@@ -91,14 +91,4 @@ async def promo_command(message: Message, command: CommandObject, session: Async
     await message.reply(text)
 
 
-@router.message(PROMO)  # anywhere else, or not an admin: never a customer command
-async def refuse_promo(message: Message) -> None:
-    log.warning(
-        "admin.refused",
-        extra={
-            "command": "promo",
-            "chat_id": message.chat.id,
-            "user_id": message.from_user.id if message.from_user else 0,
-        },
-    )
-    await message.reply(t("admin.refused"))
+router.message(PROMO)(refuse_command)  # anywhere else, or not an admin: never a customer command

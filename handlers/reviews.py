@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.config import Settings
 from db.models import Customer
-from handlers.admin import AdminOnly, outcome
+from handlers.admin import AdminOnly, outcome, refuse_command
 from handlers.buttons import Card, CardAction, Rate, ReviewAction, ReviewButton
 from handlers.filters import AnyCommand, Buttons, NotCommand
 from handlers.render import kb, show
@@ -80,17 +80,8 @@ async def review_command(message: Message, command: CommandObject, session: Asyn
     await message.reply(await outcome("review", actor, run))
 
 
-@router.message(Command("review", ignore_case=True))  # anywhere: never a customer command
-async def refuse_review(message: Message, command: CommandObject) -> None:
-    log.warning(
-        "admin.refused",
-        extra={
-            "command": command.command.lower(),
-            "chat_id": message.chat.id,
-            "user_id": message.from_user.id if message.from_user else 0,
-        },
-    )
-    await message.reply(t("admin.refused"))
+# anywhere else, or not an admin: never a customer command
+router.message(Command("review", ignore_case=True))(refuse_command)
 
 
 # --- stars and comment -----------------------------------------------------------------------------------
