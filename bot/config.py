@@ -42,6 +42,10 @@ class Settings(BaseSettings):
     shop_timezone: str = "Africa/Nairobi"
     low_stock_threshold: int = Field(3, ge=0)
     return_days: int = Field(14, ge=0, le=365)  # days after delivery a buyer may ask to return items
+    # How customers reach a person (/help, cancel notices, unpayable orders); empty: not shown.
+    shop_phone: str = ""
+    shop_whatsapp: str = ""
+    shop_hours: str = ""
     page_size: int = Field(6, ge=1, le=20)
     # Catalogue screens (category list, pages, the product behind a card) are reused for this long (0 = never).
     catalog_cache_seconds: float = Field(2.0, ge=0, le=300)
@@ -79,6 +83,10 @@ class Settings(BaseSettings):
     mpesa_party_b: str | None = None
     mpesa_callback_token: SecretStr | None = None
     mpesa_query_after_seconds: int = Field(60, ge=1)
+    # A Paybill (or Till) the customer can pay by hand when no STK push is possible; the account
+    # number they type is this prefix followed by the order id. Empty: no manual instructions.
+    mpesa_manual_paybill: str = ""
+    mpesa_manual_account_prefix: str = ""
     # Optional: callbacks only from these networks (CIDRs, comma-separated), e.g. Safaricom's list.
     mpesa_allowed_networks: Annotated[list[IPv4Network | IPv6Network], NoDecode] = Field(default_factory=list)
     # Reverse proxies (CIDRs) whose client-address header is believed; empty: the TCP peer is the client.

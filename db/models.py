@@ -192,6 +192,9 @@ class Order(Base):
     # units of `currency`; total = subtotal + shipping - discount.
     promo_code: Mapped[str | None] = mapped_column(String(20))
     discount: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    # The customer's message that carries this order's pay buttons (M-Pesa, card, Cancel): when the
+    # order leaves awaiting_payment, that message is edited so no stale pay button stays in the chat.
+    pay_message_id: Mapped[int | None] = mapped_column(BigInteger)
 
     items: Mapped[list[OrderItem]] = relationship(back_populates="order", lazy="selectin", order_by="OrderItem.id")
     customer: Mapped[Customer] = relationship(lazy="joined")
@@ -467,3 +470,16 @@ class Review(Base):
     hidden: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(TZDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(TZDateTime(), default=utcnow)
+
+
+class SupportMessage(Base):
+    """A customer's message relayed to the admin group ("Talk to us", or free text outside a flow):
+    `admin_message_id` is the relayed copy in the admin group, so an admin's reply to it reaches
+    `customer_id`'s chat."""
+
+    __tablename__ = "support_messages"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id"), index=True)
+    admin_message_id: Mapped[int] = mapped_column(BigInteger, unique=True)
+    created_at: Mapped[datetime] = mapped_column(TZDateTime(), default=utcnow)
