@@ -17,6 +17,7 @@ action, an empty field) matches no handler and gets the stale-button answer (han
   crt:pg:<page>, crt:clr                 a cart page, clear the cart
   chk:start|x|ok, chk:z:<zone>           begin checkout, cancel, confirm; choose a delivery zone
   chk:pc|pr|sm                           type a promo code, remove it, back to the summary
+  chk:ep|ee|ea                           from the summary: change the phone, the email, the address
   pay:o|x|m|s|mq:<order>                 offer payment again, cancel unpaid, M-Pesa, card, M-Pesa status
   ord:v:<order>                          an order's detail
   ret:s|i|d|a|ok|x:<order>:<line>        return: begin, one more / one fewer of a line, everything,
@@ -140,6 +141,9 @@ class CheckoutAction(StrEnum):
     PROMO = "pc"  # type a promo code
     PROMO_REMOVE = "pr"  # drop the promo code
     SUMMARY = "sm"  # back to the summary (from the promo code prompt)
+    EDIT_PHONE = "ep"  # from the summary: type the phone number again
+    EDIT_EMAIL = "ee"  # … the email address
+    EDIT_ADDRESS = "ea"  # … the address (or the town and branch)
 
 
 class CheckoutStep(CallbackData, prefix="chk"):

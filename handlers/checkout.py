@@ -1,7 +1,12 @@
 """Checkout, as a guided flow: zone → phone → email → address → summary → Confirm.
 
-"Cancel" (button or /cancel) leaves at any step with the cart intact. Confirm places the order,
-which reserves the stock, then offers payment.
+The zone chosen replaces the zone buttons ("🚚 Delivery: Nairobi Metro ✓"). Inside Kenya the
+recipient's number must be Kenyan; outside Nairobi the courier delivers to one of its branches, so
+the address step asks for the town and the branch. No zone takes a P.O. Box (services/zones.py).
+"Cancel" (button or /cancel) leaves at any step with the cart intact; /cancel outside any flow says
+there is nothing to cancel. The summary's ✏️ buttons ask for one field again and come back to the
+summary with everything else kept. Confirm places the order, which reserves the stock, then offers
+payment.
 
 On the summary, "🏷 Promo code" asks for a code; the summary comes back with the discount and the new
 total, or with the reason the code does not apply (and without it). "Remove code" drops it. Confirm
@@ -19,13 +24,28 @@ from aiogram import F
 from aiogram.filters import Command, StateFilter
 from aiogram.fsm.context import FSMContext
 from aiogram.fsm.state import State, StatesGroup
-from aiogram.types import CallbackQuery, KeyboardButton, Message, ReplyKeyboardMarkup, ReplyKeyboardRemove
+from aiogram.types import (
+    CallbackQuery,
+    InaccessibleMessage,
+    KeyboardButton,
+    Message,
+    ReplyKeyboardMarkup,
+    ReplyKeyboardRemove,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.config import Settings
 from db.models import Customer
-from handlers.buttons import MENU_CART, MENU_MAIN, MENU_ORDERS, CheckoutAction, CheckoutStep, ZoneChoice
-from handlers.filters import Buttons, NotCommand, SharedContact, Text, TextIn
+from handlers.buttons import (
+    MENU_CART,
+    MENU_CATALOG,
+    MENU_MAIN,
+    MENU_ORDERS,
+    CheckoutAction,
+    CheckoutStep,
+    ZoneChoice,
+)
+from handlers.filters import Buttons, NotCommand, PrivateChat, SharedContact, Text, TextIn
 from handlers.orders import join_bounded
 from handlers.payments import offer_payment
 from handlers.render import kb, show
@@ -34,23 +54,26 @@ from services import cart as cart_service
 from services import orders as order_service
 from services import promos
 from services.emails import InvalidEmail, normalize_email
-from services.errors import DomainError
+from services.errors import DomainError, InvalidInput
 from services.i18n import plain, t
 from services.markup import Markup, cut
 from services.money import format_money
-from services.phones import InvalidPhone, normalize_phone
-from services.zones import ZONES, get_zone
+from services.phones import InvalidPhone, WrongCountry, format_phone, is_of_country, normalize_phone
+from services.zones import ADDRESS_MAX, ZONES, Zone, get_zone, normalize_address
 
 log = logging.getLogger(__name__)
 router = Routes("checkout")
 router.callback_query.filter(Buttons(CheckoutStep))
-ADDRESS_MAX = 500
 ALERT_LIMIT = 200  # Telegram's limit for a callback answer's text
 CANCEL = CheckoutStep(action=CheckoutAction.CANCEL).pack()
 CONFIRM = CheckoutStep(action=CheckoutAction.CONFIRM).pack()
 PROMO = CheckoutStep(action=CheckoutAction.PROMO).pack()
 PROMO_REMOVE = CheckoutStep(action=CheckoutAction.PROMO_REMOVE).pack()
 SUMMARY = CheckoutStep(action=CheckoutAction.SUMMARY).pack()
+EDIT_PHONE = CheckoutStep(action=CheckoutAction.EDIT_PHONE).pack()
+EDIT_EMAIL = CheckoutStep(action=CheckoutAction.EDIT_EMAIL).pack()
+EDIT_ADDRESS = CheckoutStep(action=CheckoutAction.EDIT_ADDRESS).pack()
+EMPTY_CART = "checkout.cart_empty"
 
 
 class Checkout(StatesGroup):
@@ -76,10 +99,11 @@ def zone_keyboard(lang: str) -> Any:
     return kb(*rows)
 
 
-def phone_keyboard(customer: Customer, lang: str) -> ReplyKeyboardMarkup:
+def phone_keyboard(customer: Customer, zone: Zone, lang: str) -> ReplyKeyboardMarkup:
+    """Share my phone, the saved number (one tap) when it suits the zone, and Cancel."""
     rows = [[KeyboardButton(text=plain("checkout.share_phone", lang), request_contact=True)]]
-    if customer.phone:
-        rows.append([KeyboardButton(text="+" + customer.phone)])
+    if customer.phone and is_of_country(customer.phone, zone.country):
+        rows.append([KeyboardButton(text=format_phone(customer.phone))])
     rows.append([KeyboardButton(text=plain("checkout.cancel", lang))])
     return ReplyKeyboardMarkup(keyboard=rows, resize_keyboard=True, one_time_keyboard=True)
 
@@ -97,12 +121,16 @@ def email_keyboard(customer: Customer, lang: str) -> ReplyKeyboardMarkup | Reply
 # --- entering and leaving ------------------------------------------------------------------------
 
 
+def browse_keyboard(lang: str) -> Any:
+    return kb([(t("checkout.browse_catalog", lang), MENU_CATALOG)], [(t("menu.back", lang), MENU_MAIN)])
+
+
 async def _cannot_start(session: AsyncSession, customer: Customer) -> tuple[str, dict[str, Any]] | None:
     """Why checkout cannot begin (empty cart, a line over stock) as a text key and its values, for
     an alert (`plain`) or a message (`t`); None when it can."""
     lines = await cart_service.lines(session, customer.id)
     if not lines:
-        return "cart.empty", {}
+        return EMPTY_CART, {}
     problem = next((line for line in lines if not line.available), None)
     if problem is not None:
         return "checkout.line_unavailable", {"name": problem.product.name[:60], "n": max(problem.product.stock, 0)}
@@ -114,6 +142,10 @@ async def start_checkout(
     query: CallbackQuery, session: AsyncSession, customer: Customer, state: FSMContext, lang: str
 ) -> None:
     reason = await _cannot_start(session, customer)
+    if reason is not None and reason[0] == EMPTY_CART:  # the cart screen was stale: offer the catalogue
+        await query.answer()
+        await show(query, t(EMPTY_CART, lang), browse_keyboard(lang))
+        return
     if reason is not None:
         await query.answer(cut(plain(reason[0], lang, **reason[1]), ALERT_LIMIT), show_alert=True)
         return
@@ -128,7 +160,9 @@ async def checkout_command(
 ) -> None:
     reason = await _cannot_start(session, customer)
     if reason is not None:
-        await message.answer(t(reason[0], lang, **reason[1]))
+        await message.answer(
+            t(reason[0], lang, **reason[1]), reply_markup=browse_keyboard(lang) if reason[0] == EMPTY_CART else None
+        )
         return
     await state.set_state(Checkout.zone)
     await message.answer(t("checkout.ask_zone", lang), reply_markup=zone_keyboard(lang))
@@ -156,6 +190,13 @@ def _cancel_labels() -> set[str]:
     return {plain("checkout.cancel", lang) for lang in available_languages()}
 
 
+@router.message(StateFilter(None), PrivateChat(), Command("cancel"))
+async def nothing_to_cancel(message: Message, lang: str) -> None:
+    """/cancel outside any flow: say so, with the way on, rather than the generic help. (The admin
+    group's /cancel ORDER is the admin router's, before this one; this takes private chats only.)"""
+    await message.answer(t("checkout.nothing_to_cancel", lang), reply_markup=browse_keyboard(lang))
+
+
 # --- the steps ------------------------------------------------------------------------------------
 
 
@@ -170,13 +211,24 @@ async def chose_zone(
     await query.answer()
     await state.update_data(zone=code)
     await state.set_state(Checkout.phone)
+    # the zone buttons become the choice made: no stale zone buttons stay on screen
+    await show(query, t("checkout.zone_chosen", lang, zone=t(f"zone.{code}.name", lang)))
     if query.message is not None:
-        if isinstance(query.message, Message):  # an inaccessible one cannot be edited
-            await query.message.edit_reply_markup(reply_markup=None)
-        await query.message.answer(
-            t("checkout.ask_phone", lang, zone=t(f"zone.{code}.short", lang)),
-            reply_markup=phone_keyboard(customer, lang),
-        )
+        await _ask_phone(query.message, customer, ZONES[code], lang)
+
+
+async def _ask_phone(message: Message | InaccessibleMessage, customer: Customer, zone: Zone, lang: str) -> None:
+    key = "checkout.ask_phone" if zone.country == "KE" else "checkout.ask_phone_any"
+    await message.answer(t(key, lang), reply_markup=phone_keyboard(customer, zone, lang))
+
+
+async def _ask_address(message: Message | InaccessibleMessage, zone: Zone, lang: str) -> None:
+    text = t("checkout.ask_branch", lang, carrier=zone.carrier) if zone.branch_pickup else t("checkout.ask_address", lang)
+    await message.answer(text, reply_markup=ReplyKeyboardRemove())
+
+
+async def _zone(state: FSMContext) -> Zone:
+    return get_zone((await state.get_data())["zone"])
 
 
 @router.message(StateFilter(Checkout.phone), SharedContact())
@@ -185,32 +237,47 @@ async def shared_contact(
 ) -> None:
     contact = message.contact
     if contact is None or message.from_user is None or contact.user_id != message.from_user.id:
-        await message.answer(t("checkout.contact_not_yours", lang), reply_markup=phone_keyboard(customer, lang))
+        await message.answer(
+            t("checkout.contact_not_yours", lang), reply_markup=phone_keyboard(customer, await _zone(state), lang)
+        )
         return
-    await _accept_phone(message, customer, state, contact.phone_number, lang)
+    await _accept_phone(message, session, customer, state, contact.phone_number, lang)
 
 
 @router.message(StateFilter(Checkout.phone), Text())
-async def typed_phone(message: Message, customer: Customer, state: FSMContext, lang: str) -> None:
-    await _accept_phone(message, customer, state, message.text or "", lang)
+async def typed_phone(
+    message: Message, session: AsyncSession, customer: Customer, state: FSMContext, lang: str
+) -> None:
+    await _accept_phone(message, session, customer, state, message.text or "", lang)
 
 
-async def _accept_phone(message: Message, customer: Customer, state: FSMContext, raw: str, lang: str) -> None:
+async def _accept_phone(
+    message: Message, session: AsyncSession, customer: Customer, state: FSMContext, raw: str, lang: str
+) -> None:
+    zone = await _zone(state)
     try:
-        phone = normalize_phone(raw)
+        phone = normalize_phone(raw, country=zone.country)
+    except WrongCountry:
+        await message.answer(t("checkout.phone_not_kenyan", lang), reply_markup=phone_keyboard(customer, zone, lang))
+        return
     except InvalidPhone as exc:
         await message.answer(
-            t("checkout.phone_invalid", lang, reason=t(exc.reason, lang)), reply_markup=phone_keyboard(customer, lang)
+            t("checkout.phone_invalid", lang, reason=t(exc.reason, lang)),
+            reply_markup=phone_keyboard(customer, zone, lang),
         )
         return
     customer.phone = phone
     await state.update_data(phone=phone)
+    if await _back_to_summary(message, session, customer.id, state, lang, "checkout.updated.phone"):
+        return
     await state.set_state(Checkout.email)
     await message.answer(t("checkout.ask_email", lang), reply_markup=email_keyboard(customer, lang))
 
 
 @router.message(StateFilter(Checkout.email), Text())
-async def typed_email(message: Message, customer: Customer, state: FSMContext, lang: str) -> None:
+async def typed_email(
+    message: Message, session: AsyncSession, customer: Customer, state: FSMContext, lang: str
+) -> None:
     try:
         email = normalize_email(message.text or "")
     except InvalidEmail as exc:
@@ -218,23 +285,72 @@ async def typed_email(message: Message, customer: Customer, state: FSMContext, l
         return
     customer.email = email
     await state.update_data(email=email)
+    if await _back_to_summary(message, session, customer.id, state, lang, "checkout.updated.email"):
+        return
     await state.set_state(Checkout.address)
-    await message.answer(t("checkout.ask_address", lang), reply_markup=ReplyKeyboardRemove())
+    await _ask_address(message, await _zone(state), lang)
 
 
 @router.message(StateFilter(Checkout.address), Text())
 async def typed_address(
     message: Message, session: AsyncSession, customer: Customer, state: FSMContext, lang: str
 ) -> None:
-    address = " ".join((message.text or "").split())
-    if len(address) < 8:
-        await message.answer(t("checkout.address_short", lang))
-        return
-    if len(address) > ADDRESS_MAX:
-        await message.answer(t("checkout.address_long", lang, max=ADDRESS_MAX))
+    try:
+        address = normalize_address(await _zone(state), message.text or "")
+    except InvalidInput as exc:
+        await message.answer(t(exc.key, lang, **exc.values))
         return
     await state.update_data(address=address)
-    await _show_summary(message, session, customer.id, state, lang)
+    if not await _back_to_summary(message, session, customer.id, state, lang, "checkout.updated.address"):
+        await _show_summary(message, session, customer.id, state, lang)
+
+
+async def _back_to_summary(
+    message: Message, session: AsyncSession, customer_id: int, state: FSMContext, lang: str, updated: str
+) -> bool:
+    """After a field changed from the summary's ✏️ button: the summary again, everything else as it
+    was (zone, promo code, the other fields). False when this is the first pass through the steps.
+    The note goes with the reply keyboard's removal (the phone and email steps show one), which a
+    message with inline buttons cannot carry."""
+    if not (await state.get_data()).get("editing"):
+        return False
+    await state.update_data(editing=False)
+    await message.answer(t(updated, lang), reply_markup=ReplyKeyboardRemove())
+    await _show_summary(message, session, customer_id, state, lang)
+    return True
+
+
+# --- changing one field from the summary -----------------------------------------------------------
+
+_EDITS = {
+    CheckoutAction.EDIT_PHONE: "phone",
+    CheckoutAction.EDIT_EMAIL: "email",
+    CheckoutAction.EDIT_ADDRESS: "address",
+}
+
+
+@router.callback_query(CheckoutStep.filter(F.action.in_(set(_EDITS))))
+async def edit_field(
+    query: CallbackQuery, callback_data: CheckoutStep, customer: Customer, state: FSMContext, lang: str
+) -> None:
+    """✏️ on the summary: that one question again; its answer returns to the summary."""
+    if await state.get_state() != Checkout.confirm.state:
+        await query.answer(t("checkout.already_done", lang), show_alert=True)
+        return
+    await query.answer()
+    await _drop_keyboard(query)
+    field = _EDITS[callback_data.action]
+    await state.update_data(editing=True)
+    await state.set_state(getattr(Checkout, field))
+    if not isinstance(query.message, Message):
+        return
+    zone = await _zone(state)
+    if field == "phone":
+        await _ask_phone(query.message, customer, zone, lang)
+    elif field == "email":
+        await query.message.answer(t("checkout.ask_email", lang), reply_markup=email_keyboard(customer, lang))
+    else:
+        await _ask_address(query.message, zone, lang)
 
 
 # --- the promo code ----------------------------------------------------------------------------------
@@ -291,6 +407,8 @@ async def typed_promo(message: Message, session: AsyncSession, customer_id: int,
 async def unexpected_input(message: Message, state: FSMContext, lang: str) -> None:
     """Anything else mid-checkout (a sticker, a photo, text while buttons are expected)."""
     step = (await state.get_state() or "").rsplit(":", 1)[-1]
+    if step == "address" and (await _zone(state)).branch_pickup:
+        step = "branch"
     await message.answer(t(f"checkout.reask.{step}", lang))
 
 
@@ -345,7 +463,7 @@ async def _summary(
         shipping=format_money(totals.shipping, zone.currency, lang),
         promo=promo_line,
         total=format_money(totals.total, zone.currency, lang),
-        phone="+" + data["phone"],
+        phone=format_phone(data["phone"]),
         email=data["email"],
         address=cut(data["address"], ADDRESS_MAX),
     )
@@ -369,7 +487,7 @@ async def _show_summary(
     quoted = await _summary(session, customer_id, data, lang)
     if quoted is None:
         await state.clear()
-        await message.answer(t("cart.empty", lang))
+        await message.answer(t(EMPTY_CART, lang), reply_markup=browse_keyboard(lang))
         return
     text, totals, refused = quoted
     notes = [note] if note else []
@@ -393,7 +511,16 @@ async def _show_summary(
     )
     await message.answer(
         Markup("\n\n").join([*notes, text]),
-        reply_markup=kb([(t("checkout.confirm", lang), CONFIRM)], [promo_row], [(t("checkout.cancel", lang), CANCEL)]),
+        reply_markup=kb(
+            [(t("checkout.confirm", lang), CONFIRM)],
+            [promo_row],
+            [
+                (t("checkout.edit.phone", lang), EDIT_PHONE),
+                (t("checkout.edit.email", lang), EDIT_EMAIL),
+                (t("checkout.edit.address", lang), EDIT_ADDRESS),
+            ],
+            [(t("checkout.cancel", lang), CANCEL)],
+        ),
     )
 
 

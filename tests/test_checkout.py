@@ -16,7 +16,7 @@ from services import catalog
 from services import orders as order_service
 from services.errors import DomainError, InvalidInput
 from tests.factories import make_order, make_product, stock_of
-from tests.harness import Harness
+from tests.harness import ADMIN_CHAT_ID, ADMIN_USER_ID, Harness
 from tests.standins import Call
 from tests.test_db_reads import statements_sent
 
@@ -55,7 +55,7 @@ async def test_full_checkout_places_order_and_reserves_stock(shop: Harness) -> N
     assert "Please confirm your order" in summary.text
     assert "• 1 × Lenovo ThinkPad T480" in summary.text and "Subtotal: KES 48,400" in summary.text
     assert "Delivery: KES 300" in summary.text and "Total: KES 48,700" in summary.text
-    assert "+254712345678" in summary.text
+    assert "📱 +254 712 345 678" in summary.text  # shown as people read it, stored as E.164 digits
     offer = await shop.press(USER, summary.button("Confirm"))
     assert "is placed: KES 48,700" in offer.text
     async with shop.session_factory() as session:
@@ -159,10 +159,23 @@ async def test_sold_out_between_cart_and_confirm(shop: Harness) -> None:
         assert len((await session.execute(select(CartItem))).scalars().all()) == 1
 
 
-async def test_empty_cart_cannot_check_out(shop: Harness) -> None:
-    await shop.send(USER, "/start")
-    await shop.press(USER, "chk:start")
-    assert "empty" in shop.last_answer.params["text"]
+async def test_empty_cart_checkout_offers_the_catalogue(shop: Harness) -> None:
+    await fill_cart(shop)  # the demo catalogue, an empty cart
+    typed = await shop.send(USER, "/checkout")
+    assert typed.text == "🛒 Your cart is empty — browse the catalogue to add something."
+    assert typed.button("🛍 Browse catalogue") == "menu:catalog" and "where should we deliver" not in typed.text
+    catalogue = await shop.press(USER, typed.button("Browse catalogue"))
+    assert catalogue.button("Networking").startswith("cat:c:")
+    assert "I didn't get that" in (await shop.send(USER, "0712345678")).text  # not in the flow
+    async with shop.session_factory() as session, session.begin():  # a cart screen that went stale
+        await cart_service.add(session, USER, await catalog.get_product(session, sku="ACC-LEN-65W"), 1)
+    cart = await shop.send(USER, "/cart")
+    async with shop.session_factory() as session, session.begin():
+        await cart_service.clear(session, USER)
+    pressed = await shop.press(USER, cart.button("Checkout"))
+    assert pressed.method == "editMessageText" and pressed.params["message_id"] == cart.result["message_id"]
+    assert "Your cart is empty — browse the catalogue" in pressed.text
+    assert pressed.button("Browse catalogue") == "menu:catalog"
 
 
 # --- helpers for the tests below -------------------------------------------------------------------
@@ -235,7 +248,7 @@ async def test_checkout_command_and_saved_details_are_one_tap(shop: Harness) -> 
     zones = await shop.send(USER, "/checkout")
     assert "where should we deliver" in zones.text
     ask = await shop.press(USER, zones.button("Rest of Kenya"))
-    assert [label for label, _ in ask.buttons] == ["📱 Share my phone", "+254712345678", "✖ Cancel checkout"]
+    assert [label for label, _ in ask.buttons] == ["📱 Share my phone", "+254 712 345 678", "✖ Cancel checkout"]
     email_q = await shop.send(USER, ask.buttons[1][0])  # the one-tap saved number arrives as its text
     assert "email" in email_q.text
     assert [label for label, _ in email_q.buttons] == ["saved@example.com", "✖ Cancel checkout"]
@@ -243,10 +256,6 @@ async def test_checkout_command_and_saved_details_are_one_tap(shop: Harness) -> 
     assert addr_q.params["reply_markup"] == {"remove_keyboard": True}
     summary = await shop.send(USER, "Kenyatta Ave 4, Nakuru")
     assert "saved@example.com" in summary.text and "Delivery: KES 600" in summary.text
-
-
-async def test_empty_cart_checkout_command(shop: Harness) -> None:
-    assert "empty" in (await shop.send(USER, "/checkout")).text
 
 
 async def test_cancel_by_reply_button_removes_the_keyboard_and_at_confirm_keeps_the_cart(shop: Harness) -> None:
@@ -573,3 +582,188 @@ async def test_a_public_id_collision_retries_with_a_new_id(shop: Harness, monkey
         assert len(await order_service.events_of(session, order.id)) == 1
         assert (await catalog.get_product(session, sku="ACC-LEN-65W")).reserved == 2
     assert await orders_and_cart(shop) == (2, 0)
+
+
+# --- Kenyan numbers, town and branch, P.O. Boxes -----------------------------------------------------
+
+KENYAN_FORMS = ("0712345678", "712345678", "+254712345678", "254 712 345 678")
+NOT_KENYAN = "That isn't a Kenyan number"
+
+
+async def test_kenyan_zones_take_a_kenyan_number_in_every_form_people_type(shop: Harness) -> None:
+    await fill_cart(shop, ("ACC-LEN-65W", 1))
+    for zone in ("Nairobi", "Rest of Kenya"):
+        for typed in KENYAN_FORMS:
+            await go_to_phone(shop, zone)
+            assert "Your email address" in (await shop.send(USER, typed)).text, (zone, typed)
+            async with shop.session_factory() as session:
+                assert (await session.get(Customer, USER)).phone == "254712345678"  # E.164 digits
+            await shop.send(USER, "/cancel")
+    await go_to_phone(shop, "Rest of Kenya")
+    assert "Your email address" in (await shop.share_contact(USER, "+254712345678")).text
+
+
+async def test_a_foreign_number_is_refused_inside_kenya_and_taken_abroad(shop: Harness) -> None:
+    await fill_cart(shop, ("ACC-LEN-65W", 1))
+    for zone in ("Nairobi", "Rest of Kenya"):
+        await go_to_phone(shop, zone)
+        refused = await shop.send(USER, "+44 7911 123456")
+        assert refused.text.startswith(NOT_KENYAN) and "Please type a Kenyan number: 07… or 01…, or +254…" in refused.text
+        assert refused.buttons[0] == ("📱 Share my phone", "contact") and refused.buttons[-1][0] == "✖ Cancel checkout"
+        assert (await shop.share_contact(USER, "+447911123456")).text.startswith(NOT_KENYAN)
+        assert "Your email address" in (await shop.send(USER, "0712 345 678")).text
+        await shop.send(USER, "/cancel")
+    await go_to_phone(shop, "International")
+    assert "with its country code" in shop.botapi.last(USER).text
+    assert "Your email address" in (await shop.send(USER, "+44 7911 123456")).text
+    await shop.send(USER, "buyer@example.co.uk")
+    summary = await shop.send(USER, "221B Baker Street, London NW1 6XE, United Kingdom")
+    assert "📱 +44 7911 123456" in summary.text
+
+
+async def test_a_saved_number_is_offered_only_where_it_can_be_used(shop: Harness) -> None:
+    await fill_cart(shop, ("ACC-LEN-65W", 1))
+    async with shop.session_factory() as session, session.begin():
+        (await session.get(Customer, USER)).phone = "447911123456"
+    ask = await shop.press(USER, (await shop.send(USER, "/checkout")).button("Nairobi"))
+    assert [label for label, _ in ask.buttons] == ["📱 Share my phone", "✖ Cancel checkout"]
+    await shop.send(USER, "/cancel")
+    ask = await shop.press(USER, (await shop.send(USER, "/checkout")).button("International"))
+    assert [label for label, _ in ask.buttons] == ["📱 Share my phone", "+44 7911 123456", "✖ Cancel checkout"]
+
+
+PO_BOXES = ("P.O. Box 123, Nakuru", "PO Box 55 Eldoret", "P. O. Box 9, Kisumu", "Box 123 Nakuru", "S.L.P. 45, Nakuru")
+
+
+async def test_rest_of_kenya_asks_for_town_and_branch_and_refuses_a_po_box(shop: Harness) -> None:
+    await fill_cart(shop, ("ACC-LEN-65W", 1))
+    await go_to_phone(shop, "Rest of Kenya")
+    await shop.send(USER, "0712345678")
+    ask = await shop.send(USER, "a@example.com")
+    assert "Which town, and which G4S branch should we send it to? e.g. Nakuru, Westside Mall branch" in ask.text
+    assert "street" not in ask.text and ask.params["reply_markup"] == {"remove_keyboard": True}
+    for box in PO_BOXES:
+        refused = await shop.send(USER, box)
+        assert "Couriers can't deliver to a P.O. Box" in refused.text, box
+        assert "Which town, and which G4S branch" in refused.text, box
+    assert "both the town and the G4S branch" in (await shop.send(USER, "Nakuru")).text
+    await shop.feed({"message": shop._message(USER, None, location={"latitude": -0.3, "longitude": 36.07})})
+    assert "town and the courier branch" in shop.botapi.last(USER).text
+    summary = await shop.send(USER, "Nakuru, Westside Mall branch")
+    assert "Please confirm" in summary.text and "🏠 Nakuru, Westside Mall branch" in summary.text
+
+
+async def test_nairobi_keeps_the_street_address_and_refuses_a_po_box(shop: Harness) -> None:
+    await fill_cart(shop, ("ACC-LEN-65W", 1))
+    await go_to_phone(shop, "Nairobi")
+    await shop.send(USER, "0712345678")
+    ask = await shop.send(USER, "a@example.com")
+    assert "building, street, area and town" in ask.text and "branch" not in ask.text
+    for box in ("P.O. Box 4567-00100, Nairobi", "po box 12 Nairobi", "S.L.P. 3000 Nairobi", "Box 30 Westlands"):
+        refused = await shop.send(USER, box)
+        assert "Couriers can't deliver to a P.O. Box — please type a street address" in refused.text, box
+    assert "Please confirm" in (await shop.send(USER, "Plot 12, Ngong Road, Nairobi")).text
+
+
+async def test_swahili_customer_reads_the_new_checkout_texts_in_swahili(shop: Harness) -> None:
+    shop.language_codes[USER] = "sw"
+    await fill_cart(shop, ("ACC-LEN-65W", 1))
+    assert (await shop.send(USER, "/cancel")).text == "Hakuna cha kughairi kwa sasa."
+    zones = await shop.send(USER, "/checkout")
+    await shop.press(USER, zones.button("Sehemu zingine"))
+    assert "Sehemu zingine za Kenya ✓" in shop.botapi.last(USER, methods=("editMessageText",)).text
+    assert "Hiyo si namba ya Kenya" in (await shop.send(USER, "+44 7911 123456")).text
+    await shop.send(USER, "0712345678")
+    assert "tawi lipi la G4S" in (await shop.send(USER, "a@example.com")).text
+    assert "S.L.P." in (await shop.send(USER, "S.L.P. 45, Nakuru")).text
+    summary = await shop.send(USER, "Nakuru, tawi la Westside Mall")
+    assert [label for label, _ in summary.buttons][2:5] == ["✏️ Simu", "✏️ Email", "✏️ Anwani"]
+
+
+# --- the summary's edit buttons, the zone shown as chosen ------------------------------------------------
+
+
+async def test_summary_edit_buttons_change_one_field_and_keep_everything_else(shop: Harness) -> None:
+    from tests.test_promo import create_code, enter_code
+
+    await create_code(shop, "SAVE10 10%")
+    await fill_cart(shop, ("ACC-LEN-65W", 1))
+    await go_to_phone(shop, "Rest of Kenya")
+    await shop.send(USER, "0712345678")
+    await shop.send(USER, "a@example.com")
+    summary = await enter_code(shop, await shop.send(USER, "Nakuru, Westside Mall branch"), "SAVE10")
+    assert [label for label, _ in summary.buttons] == [
+        "✅ Confirm order",
+        "✖ Remove code SAVE10",
+        "✏️ Phone",
+        "✏️ Email",
+        "✏️ Address",
+        "✖ Cancel checkout",
+    ]
+    ask = await shop.press(USER, summary.button("✏️ Phone"), message=summary)
+    assert "Your phone number for the courier" in ask.text and ask.buttons[0] == ("📱 Share my phone", "contact")
+    assert (await shop.send(USER, "+44 7911 123456")).text.startswith(NOT_KENYAN)  # still a Kenyan zone
+    before = len(shop.botapi.calls)
+    summary = await shop.send(USER, "0722 000 111")
+    note = [c for c in shop.botapi.calls[before:] if c.method == "sendMessage"][0]
+    assert note.text == "✓ Phone number updated." and note.params["reply_markup"] == {"remove_keyboard": True}
+    for kept in ("📱 +254 722 000 111", "✉️ a@example.com", "🏠 Nakuru, Westside Mall branch", "Delivery: KES 600"):
+        assert kept in summary.text, kept
+    assert "Promo code SAVE10" in summary.text and "Where should we deliver" not in summary.text
+    await shop.press(USER, summary.button("✏️ Email"), message=summary)
+    summary = await shop.send(USER, "b@example.com")
+    assert "✉️ b@example.com" in summary.text and "📱 +254 722 000 111" in summary.text
+    ask = await shop.press(USER, summary.button("✏️ Address"), message=summary)
+    assert "Which town, and which G4S branch" in ask.text
+    assert "P.O. Box" in (await shop.send(USER, "P.O. Box 1, Eldoret")).text
+    summary = await shop.send(USER, "Eldoret, Zion Mall branch")
+    assert "🏠 Eldoret, Zion Mall branch" in summary.text and "Promo code SAVE10" in summary.text
+    await shop.press(USER, summary.button("Confirm"), message=summary)
+    async with shop.session_factory() as session:
+        order = (await session.execute(select(Order))).unique().scalar_one()
+    assert (order.zone, order.phone, order.email, order.address, order.promo_code) == (
+        "kenya",
+        "254722000111",
+        "b@example.com",
+        "Eldoret, Zion Mall branch",
+        "SAVE10",
+    )
+
+
+async def test_an_edit_button_of_a_finished_checkout_is_stale(shop: Harness) -> None:
+    await fill_cart(shop, ("ACC-LEN-65W", 1))
+    summary = await go_to_summary(shop)
+    await shop.press(USER, summary.button("Cancel"), message=summary)
+    await shop.press(USER, "chk:ep", message=summary)
+    assert "already finished" in shop.last_answer.params["text"]
+    assert "I didn't get that" in (await shop.send(USER, "0712345678")).text
+
+
+async def test_the_chosen_zone_replaces_the_zone_buttons(shop: Harness) -> None:
+    await fill_cart(shop, ("ACC-LEN-65W", 1))
+    zones = await shop.press(USER, (await shop.send(USER, "/cart")).button("Checkout"))
+    before = len(shop.botapi.calls)
+    ask = await shop.press(USER, zones.button("Nairobi"))
+    [edit] = [c for c in shop.botapi.calls[before:] if c.method.startswith("editMessage")]
+    assert edit.method == "editMessageText" and edit.params["message_id"] == zones.params["message_id"]
+    assert edit.text == "🚚 Delivery: Nairobi Metro ✓" and edit.buttons == []
+    assert "Your phone number" in ask.text
+    await shop.press(USER, "chk:z:kenya", message=zones)  # an old zone button (another device's screen)
+    assert "expired" in shop.last_answer.params["text"]
+    await shop.send(USER, "0712345678")
+    await shop.send(USER, "a@example.com")
+    summary = await shop.send(USER, "Plot 12, Ngong Road, Nairobi")
+    assert "Delivery: KES 300 — Nairobi Metro" in summary.text
+
+
+# --- /cancel with nothing to cancel ---------------------------------------------------------------------
+
+
+async def test_cancel_outside_any_flow_says_there_is_nothing_to_cancel(shop: Harness) -> None:
+    await shop.send(USER, "/start")
+    reply = await shop.send(USER, "/cancel")
+    assert reply.text == "There's nothing to cancel right now."
+    assert reply.button("🛍 Browse catalogue") == "menu:catalog" and reply.button("Menu") == "menu:main"
+    assert (await shop.send(ADMIN_USER_ID, "/cancel")).text == "There's nothing to cancel right now."  # in private
+    in_group = await shop.send(ADMIN_USER_ID, "/cancel HL-NOPE99 wrong item", chat_id=ADMIN_CHAT_ID)
+    assert "No order HL-NOPE99" in in_group.text  # the admin group's /cancel ORDER is still the admins'
