@@ -190,7 +190,7 @@ def _cancel_labels() -> set[str]:
     return {plain("checkout.cancel", lang) for lang in available_languages()}
 
 
-@router.message(StateFilter(None), PrivateChat(), Command("cancel"))
+@router.message(Command("cancel"), PrivateChat(), StateFilter(None))
 async def nothing_to_cancel(message: Message, lang: str) -> None:
     """/cancel outside any flow: say so, with the way on, rather than the generic help. (The admin
     group's /cancel ORDER is the admin router's, before this one; this takes private chats only.)"""
@@ -223,7 +223,10 @@ async def _ask_phone(message: Message | InaccessibleMessage, customer: Customer,
 
 
 async def _ask_address(message: Message | InaccessibleMessage, zone: Zone, lang: str) -> None:
-    text = t("checkout.ask_branch", lang, carrier=zone.carrier) if zone.branch_pickup else t("checkout.ask_address", lang)
+    if zone.branch_pickup:
+        text = t("checkout.ask_branch", lang, carrier=zone.carrier)
+    else:
+        text = t("checkout.ask_address", lang)
     await message.answer(text, reply_markup=ReplyKeyboardRemove())
 
 
