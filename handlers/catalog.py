@@ -548,8 +548,10 @@ async def send_product_by_sku(message: Message, session: AsyncSession, sku: str,
         product = await catalog.get_product(session, sku=sku[:64])
     except NotFound:
         return False
-    in_cart = await cart_service.quantity_in_cart(session, message.from_user.id, product.id) if message.from_user else 0
-    text, markup = product_card(product, 1, lang, in_cart=in_cart)
+    user = message.from_user.id if message.from_user else None
+    in_cart = await cart_service.quantity_in_cart(session, user, product.id) if user else 0
+    watching = product.stock <= 0 and user is not None and await catalog.is_watching(session, user, product.id)
+    text, markup = product_card(product, 1, lang, in_cart=in_cart, watching=watching)
     await send(message, text, markup, photo=product.photo_url)
     return True
 
