@@ -109,17 +109,17 @@ async def category_screen(
                 )
             ]
         )
-    nav = _pager(category_id, page, lang)
+    nav = []
+    if page.prev_cursor or page.next_cursor:
+        nav = _pager(category_id, page, await catalog.page_position(session, page, size), lang)
     rows.append(nav)
     rows.append([(t("catalog.back_to_categories", lang), MENU_CATALOG), (t("menu.cart", lang), MENU_CART)])
     rows.append([(t("menu.back", lang), MENU_MAIN)])
     return t("catalog.category_title", lang, name=name), kb(*rows)
 
 
-def _pager(category_id: int, page: catalog.Page, lang: str) -> list[tuple[str, str]]:
-    """◀ Previous · n/N · Next ▶ (none for a single page): where you are, in words a screen reader can say."""
-    if page.pages <= 1:
-        return []
+def _pager(category_id: int, page: catalog.Page, position: tuple[int, int], lang: str) -> list[tuple[str, str]]:
+    """◀ Previous · n/N · Next ▶: where you are, in words a screen reader can say."""
 
     def turn(direction: Direction, cursor: str) -> str:
         return CategoryPage(action="p", category_id=category_id, direction=direction, cursor=cursor).pack()
@@ -128,7 +128,7 @@ def _pager(category_id: int, page: catalog.Page, lang: str) -> list[tuple[str, s
     nav: list[tuple[str, str]] = (
         [(t("catalog.previous", lang), turn(Direction.BEFORE, page.prev_cursor))] if page.prev_cursor else []
     )
-    nav.append((t("catalog.page_short", lang, page=page.number, pages=page.pages), here))
+    nav.append((t("catalog.page_short", lang, page=position[0], pages=position[1]), here))
     if page.next_cursor:
         nav.append((t("catalog.next", lang), turn(Direction.AFTER, page.next_cursor)))
     return nav

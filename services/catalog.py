@@ -37,8 +37,6 @@ class Page:
     products: list[Product]
     next_cursor: str | None  # cursor of the first item of the next page
     prev_cursor: str | None  # cursor of the first item of the previous page
-    number: int = 1  # this page's number, from 1
-    pages: int = 1  # how many pages of this size the category has
 
 
 def cursor_of(p: Product) -> str:
@@ -79,19 +77,35 @@ async def category_page(
     rows = list((await session.execute(stmt.limit(size + 1))).unique().scalars().all())
     next_cursor = cursor_of(rows[size]) if len(rows) > size else None
     rows = rows[:size]
-    if not rows:
-        return Page(rows, next_cursor, None)
-    first = rows[0]
+    prev_cursor = None
+    if rows:
+        first = rows[0]
+        newer = await session.execute(
+            base.where(key > tuple_(first.created_at, first.id))
+            .with_only_columns(Product.id)
+            .order_by(Product.created_at.asc(), Product.id.asc())
+            .limit(1)
+        )
+        prev_cursor = cursor_of(first) if newer.first() else None
+    return Page(rows, next_cursor, prev_cursor)
+
+
+async def page_position(session: AsyncSession, page: Page, size: int) -> tuple[int, int]:
+    """(this page's number from 1, the category's number of pages) for the pager's "2/5". One count
+    over the category's index range, so it grows with the category, unlike `category_page`: it is
+    asked only when there is more than one page, and the screen it goes on is cached
+    (CATALOG_CACHE_SECONDS)."""
+    first = page.products[0]
+    key = tuple_(Product.created_at, Product.id)
     newer, total = (
         await session.execute(
-            base.with_only_columns(
+            select(
                 func.count(Product.id).filter(key > tuple_(first.created_at, first.id)), func.count(Product.id)
-            ).order_by(None)
+            ).where(Product.category_id == first.category_id, Product.active.is_(True))
         )
     ).one()
     number = -(-newer // size) + 1  # a page that starts mid-way (a stale cursor) counts as the next one
-    pages = max(number, -(-total // size))
-    return Page(rows, next_cursor, cursor_of(first) if newer else None, number, pages)
+    return number, max(number, -(-total // size))
 
 
 async def page_holding(session: AsyncSession, product: Product, size: int = 6) -> str | None:
