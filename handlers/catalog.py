@@ -1,7 +1,8 @@
 """Catalogue: categories → products (keyset pages) → product card with quantity and Add to cart.
 
 Its buttons (`cat:…` and "menu:catalog") are the factories of handlers/buttons.py: Category,
-CategoryPage, Card (view / change quantity / add), ProductButton (type a quantity / notify me) and
+CategoryPage, Card (view / change quantity / add / the quantity shown), ProductButton (type a quantity /
+notify me / stop the alert / back to the list page holding the product) and
 CardMainMenu (the main menu from a card, which may be a photo and so cannot be edited into text).
 """
 
@@ -137,7 +138,9 @@ def _pager(category_id: int, page: catalog.Page, position: tuple[int, int], lang
 def product_card(
     product: Product, qty: int, lang: str, *, in_cart: int = 0, limit: int | None = None, watching: bool = False
 ) -> Screen:
-    """The card: name, description, both prices, stock, quantity − / + and Add to cart (or Notify me).
+    """The card: name, description, the price in the shop's currency (a second currency comes with an
+    International delivery, at checkout), stock, quantity − 1 / + 1 and Add to cart (or Notify me, or
+    Stop alert once `watching`).
     `limit` is the text budget (1024 for a photo caption); a long description is shortened to fit
     rather than cutting the HTML."""
     limit = limit or (CAPTION_LIMIT if product.photo_url else TEXT_LIMIT)
@@ -623,20 +626,8 @@ async def typed_quantity(
 ) -> None:
     """The typed number becomes the cart line's quantity (not added to it). A number out of range
     gets the range and the question stays, so nothing is put in the cart until it is right."""
-    data = await state.get_data()
-    try:
-        product = await catalog.get_product(session, int(data.get("product_id") or 0))
-    except DomainError as exc:
-        await state.clear()
-        await message.answer(t(exc.key, lang, **exc.values), reply_markup=kb([(t("menu.catalog", lang), MENU_CATALOG)]))
-        return
-    if product.stock <= 0:
-        await state.clear()
-        back = Card(action=CardAction.VIEW, product_id=product.id, qty=1).pack()
-        await message.answer(
-            t("catalog.sold_out_now", lang, name=product.name),
-            reply_markup=kb([(t("catalog.back_to_product", lang), back)]),
-        )
+    product = await _asked_product(message, session, state, lang)
+    if product is None:
         return
     qty, problem = parse_quantity(message.text, lang, most=min(product.stock, cart_service.MAX_LINE_QTY))
     if problem:
@@ -657,6 +648,26 @@ async def typed_quantity(
             ]
         ),
     )
+
+
+async def _asked_product(message: Message, session: AsyncSession, state: FSMContext, lang: str) -> Product | None:
+    """The product the question was about, or None (the question ends) after saying it is gone or sold out."""
+    data = await state.get_data()
+    try:
+        product = await catalog.get_product(session, int(data.get("product_id") or 0))
+    except DomainError as exc:
+        await state.clear()
+        await message.answer(t(exc.key, lang, **exc.values), reply_markup=kb([(t("menu.catalog", lang), MENU_CATALOG)]))
+        return None
+    if product.stock > 0:
+        return product
+    await state.clear()
+    back = Card(action=CardAction.VIEW, product_id=product.id, qty=1).pack()
+    await message.answer(
+        t("catalog.sold_out_now", lang, name=product.name),
+        reply_markup=kb([(t("catalog.back_to_product", lang), back)]),
+    )
+    return None
 
 
 def parse_quantity(text: str | None, lang: str, most: int = cart_service.MAX_LINE_QTY) -> tuple[int, str | None]:

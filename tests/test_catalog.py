@@ -203,7 +203,8 @@ async def test_notify_me_becomes_stop_alert_and_back(shop: Harness) -> None:
     watching = await shop.press(USER, card.button("Notify me"))
     assert "back in stock" in shop.last_answer.params["text"]
     assert labels(watching)[0] == "🔕 Stop alert" and "Notify me" not in labels(watching)
-    again = await shop.press(USER, "cat:v:" + card.button("Notify me").split(":")[2] + ":1")  # opened anew
+    assert labels(await shop.send(USER, "/start p_ACC-LOG-MXK"))[0] == "🔕 Stop alert"  # opened anew
+    again = await shop.press(USER, "cat:v:" + card.button("Notify me").split(":")[2] + ":1")
     assert labels(again)[0] == "🔕 Stop alert"
     stopped = await shop.press(USER, again.button("Stop alert"))
     assert shop.last_answer.params["text"] == "Alert removed — we won't message you about it."
