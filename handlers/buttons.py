@@ -10,11 +10,14 @@ action, an empty field) matches no handler and gets the stale-button answer (han
   lang:<code>                            choose the language (one of locales/<code>)
   cat:c:<category>                       open a category (first page)
   cat:p:<category>:a|b:<cursor>          the page after / before a keyset cursor
-  cat:v|q|a:<product>:<qty>              open a card / change its quantity in place / add to cart
-  cat:t|n:<product>                      type a quantity / notify me when back in stock
+  cat:v|q|a|h:<product>:<qty>            open a card / change its quantity in place / add to cart /
+                                         the quantity shown (answered only)
+  cat:t|n|s|b:<product>                  type a quantity / notify me when back in stock / stop that alert /
+                                         back to the category page holding the product
   cat:m                                  main menu from a card (works from a photo card)
-  crt:d|i|r:<product>:<page>             fewer / more / remove a cart line
-  crt:pg:<page>, crt:clr                 a cart page, clear the cart
+  crt:d|i|r|ry:<product>:<page>          fewer / more / remove a cart line (asks) / remove it (confirmed)
+  crt:pg:<page>, crt:at:<product>        a cart page, the cart page holding a product's line
+  crt:clr, crt:cq|cy:<page>              clear the cart: ask (crt:clr is page 0), confirmed
   chk:start|x|ok, chk:z:<zone>           begin checkout, cancel, confirm; choose a delivery zone
   chk:pc|pr|sm                           type a promo code, remove it, back to the summary
   chk:ep|ee|ea                           from the summary: change the phone, the email, the address
@@ -85,6 +88,7 @@ class CardAction(StrEnum):
     VIEW = "v"  # a new screen (may become a photo)
     QUANTITY = "q"  # the card shown, edited in place
     ADD = "a"
+    SHOWN = "h"  # the quantity between − and +: answered, changes nothing
 
 
 class Card(CallbackData, prefix="cat"):
@@ -96,6 +100,8 @@ class Card(CallbackData, prefix="cat"):
 class ProductAction(StrEnum):
     TYPE_QUANTITY = "t"
     NOTIFY_ME = "n"
+    STOP_NOTIFY = "s"  # undo Notify me
+    BACK = "b"  # the category page the product is on
 
 
 class ProductButton(CallbackData, prefix="cat"):
@@ -113,7 +119,8 @@ class CardMainMenu(CallbackData, prefix="cat"):
 class LineAction(StrEnum):
     FEWER = "d"
     MORE = "i"
-    REMOVE = "r"
+    REMOVE = "r"  # asks first
+    REMOVE_CONFIRMED = "ry"
 
 
 class CartLine(CallbackData, prefix="crt"):
@@ -129,6 +136,25 @@ class CartPage(CallbackData, prefix="crt"):
 
 class CartClear(CallbackData, prefix="crt"):
     action: Literal["clr"]
+
+
+class ClearAction(StrEnum):
+    ASK = "cq"
+    CONFIRMED = "cy"
+
+
+class CartClearStep(CallbackData, prefix="crt"):
+    """Clear the cart from `page`: ask first, then empty it; Keep goes back to that page."""
+
+    action: ClearAction
+    page: CartPageNo
+
+
+class CartAt(CallbackData, prefix="crt"):
+    """The cart page holding this product's line (the first page when it is not in the cart)."""
+
+    action: Literal["at"]
+    product_id: Id
 
 
 # --- checkout, payment, orders ---------------------------------------------------------------------

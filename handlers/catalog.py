@@ -1,7 +1,8 @@
 """Catalogue: categories → products (keyset pages) → product card with quantity and Add to cart.
 
 Its buttons (`cat:…` and "menu:catalog") are the factories of handlers/buttons.py: Category,
-CategoryPage, Card (view / change quantity / add), ProductButton (type a quantity / notify me) and
+CategoryPage, Card (view / change quantity / add / the quantity shown), ProductButton (type a quantity /
+notify me / stop the alert / back to the list page holding the product) and
 CardMainMenu (the main menu from a card, which may be a photo and so cannot be edited into text).
 """
 
@@ -32,6 +33,7 @@ from handlers.buttons import (
     Card,
     CardAction,
     CardMainMenu,
+    CartAt,
     Category,
     CategoryPage,
     Direction,
@@ -109,32 +111,36 @@ async def category_screen(
             ]
         )
     nav = []
-    if page.prev_cursor:
-        nav.append(
-            (
-                "◀",
-                CategoryPage(
-                    action="p", category_id=category_id, direction=Direction.BEFORE, cursor=page.prev_cursor
-                ).pack(),
-            )
-        )
-    if page.next_cursor:
-        nav.append(
-            (
-                "▶",
-                CategoryPage(
-                    action="p", category_id=category_id, direction=Direction.AFTER, cursor=page.next_cursor
-                ).pack(),
-            )
-        )
+    if page.prev_cursor or page.next_cursor:
+        nav = _pager(category_id, page, await catalog.page_position(session, page, size), lang)
     rows.append(nav)
     rows.append([(t("catalog.back_to_categories", lang), MENU_CATALOG), (t("menu.cart", lang), MENU_CART)])
     rows.append([(t("menu.back", lang), MENU_MAIN)])
     return t("catalog.category_title", lang, name=name), kb(*rows)
 
 
-def product_card(product: Product, qty: int, lang: str, *, in_cart: int = 0, limit: int | None = None) -> Screen:
-    """The card: name, description, both prices, stock, quantity − / + and Add to cart (or Notify me).
+def _pager(category_id: int, page: catalog.Page, position: tuple[int, int], lang: str) -> list[tuple[str, str]]:
+    """◀ Previous · n/N · Next ▶: where you are, in words a screen reader can say."""
+
+    def turn(direction: Direction, cursor: str) -> str:
+        return CategoryPage(action="p", category_id=category_id, direction=direction, cursor=cursor).pack()
+
+    here = turn(Direction.AFTER, catalog.cursor_of(page.products[0]))
+    nav: list[tuple[str, str]] = (
+        [(t("catalog.previous", lang), turn(Direction.BEFORE, page.prev_cursor))] if page.prev_cursor else []
+    )
+    nav.append((t("catalog.page_short", lang, page=position[0], pages=position[1]), here))
+    if page.next_cursor:
+        nav.append((t("catalog.next", lang), turn(Direction.AFTER, page.next_cursor)))
+    return nav
+
+
+def product_card(
+    product: Product, qty: int, lang: str, *, in_cart: int = 0, limit: int | None = None, watching: bool = False
+) -> Screen:
+    """The card: name, description, the price in the shop's currency (a second currency comes with an
+    International delivery, at checkout), stock, quantity − 1 / + 1 and Add to cart (or Notify me, or
+    Stop alert once `watching`).
     `limit` is the text budget (1024 for a photo caption); a long description is shortened to fit
     rather than cutting the HTML."""
     limit = limit or (CAPTION_LIMIT if product.photo_url else TEXT_LIMIT)
@@ -146,15 +152,18 @@ def product_card(product: Product, qty: int, lang: str, *, in_cart: int = 0, lim
     )
     reviewed = product.rating_count > 0
     if product.stock <= 0:
-        return text, _card_keyboard(product.id, product.category_id, 0, lang, reviewed)
-    return text, _card_keyboard(product.id, product.category_id, clamp_quantity(product, qty), lang, reviewed)
+        return text, _card_keyboard(product.id, 0, lang, reviewed, watching)
+    return text, _card_keyboard(product.id, clamp_quantity(product, qty), lang, reviewed)
 
 
 @functools.lru_cache(maxsize=4096)
-def _card_keyboard(product_id: int, category_id: int, qty: int, lang: str, reviewed: bool) -> InlineKeyboardMarkup:
-    """The card's buttons (qty 0: sold out, Notify me; `reviewed`: a Reviews button). They depend on
-    these values only, and a keyboard is never changed once built, so each is built once (pydantic
-    builds every button)."""
+def _card_keyboard(
+    product_id: int, qty: int, lang: str, reviewed: bool, watching: bool = False
+) -> InlineKeyboardMarkup:
+    """The card's buttons (qty 0: sold out, Notify me or, once set, Stop alert; `reviewed`: a Reviews
+    button). They depend on these values only, and a keyboard is never changed once built, so each is
+    built once (pydantic builds every button). Back goes to the list page holding the product, Cart
+    to the cart page holding its line."""
     nav = [
         [
             (
@@ -165,8 +174,11 @@ def _card_keyboard(product_id: int, category_id: int, qty: int, lang: str, revie
         if reviewed
         else [],
         [
-            (t("catalog.back_to_category", lang), Category(action="c", category_id=category_id).pack()),
-            (t("menu.cart", lang), MENU_CART),
+            (
+                t("catalog.back_to_category", lang),
+                ProductButton(action=ProductAction.BACK, product_id=product_id).pack(),
+            ),
+            (t("menu.cart", lang), CartAt(action="at", product_id=product_id).pack()),
         ],
         [
             (t("catalog.back_to_categories", lang), MENU_CATALOG),
@@ -174,24 +186,21 @@ def _card_keyboard(product_id: int, category_id: int, qty: int, lang: str, revie
         ],
     ]
     if qty <= 0:
-        return kb(
-            [
-                (
-                    t("catalog.notify_me", lang),
-                    ProductButton(action=ProductAction.NOTIFY_ME, product_id=product_id).pack(),
-                )
-            ],
-            *nav,
+        alert = (
+            (t("catalog.stop_alert", lang), ProductAction.STOP_NOTIFY)
+            if watching
+            else (t("catalog.notify_me", lang), ProductAction.NOTIFY_ME)
         )
+        return kb([(alert[0], ProductButton(action=alert[1], product_id=product_id).pack())], *nav)
 
     def change(to: int) -> str:
         return Card(action=CardAction.QUANTITY, product_id=product_id, qty=to).pack()
 
     return kb(
         [
-            ("−", change(max(1, qty - 1))),
-            (str(qty), change(qty)),
-            ("+", change(min(qty + 1, cart_service.MAX_LINE_QTY + 1))),
+            (t("cart.fewer", lang), change(qty - 1)),  # 0 at 1: answered with the least one can order
+            (str(qty), Card(action=CardAction.SHOWN, product_id=product_id, qty=qty).pack()),
+            (t("cart.more", lang), change(min(qty + 1, cart_service.MAX_LINE_QTY + 1))),
         ],
         [(t("catalog.add_to_cart", lang, qty=qty), Card(action=CardAction.ADD, product_id=product_id, qty=qty).pack())],
         [
@@ -216,7 +225,6 @@ def _card_text(product: Product, name: str, description: str, in_cart: int, lang
             name=name,
             description=description,
             kes=format_money(product.price_kes, "KES", lang),
-            usd=format_money(product.price_usd, "USD", lang),
             sku=product.sku,
         )
     ]
@@ -377,7 +385,10 @@ async def view_product(
         return
     await query.answer()
     in_cart = await cart_service.quantity_in_cart(session, customer_id, product_id) if customer_id else 0
-    text, markup = product_card(product, qty, lang, in_cart=in_cart)
+    watching = (
+        product.stock <= 0 and customer_id is not None and await catalog.is_watching(session, customer_id, product_id)
+    )
+    text, markup = product_card(product, qty, lang, in_cart=in_cart, watching=watching)
     await show(query, text, markup, photo=product.photo_url)
 
 
@@ -398,6 +409,9 @@ async def change_card_quantity(
     if product is None:
         return
     wanted = callback_data.qty
+    if wanted < 1 and product.stock > 0:  # − at 1
+        await query.answer(plain("catalog.at_least_one", lang))
+        return
     if product.stock <= 0:
         await query.answer(plain("catalog.sold_out_now", lang, name=_short(product.name, 60)), show_alert=True)
     elif wanted > clamp_quantity(product, wanted):
@@ -408,18 +422,43 @@ async def change_card_quantity(
     await edit_card(query, product, wanted, lang, in_cart=in_cart)
 
 
-async def edit_card(query: CallbackQuery, product: Product, qty: int, lang: str, *, in_cart: int = 0) -> None:
+@router.callback_query(Card.filter(F.action == CardAction.SHOWN))
+async def shown_quantity(query: CallbackQuery, callback_data: Card, lang: str) -> None:
+    """The quantity between − and + is a label, but a press on it still deserves an answer."""
+    await query.answer(plain("catalog.quantity_shown", lang, n=callback_data.qty))
+
+
+@router.callback_query(ProductButton.filter(F.action == ProductAction.BACK))
+async def back_to_list(
+    query: CallbackQuery,
+    callback_data: ProductButton,
+    session: AsyncSession,
+    lang: str,
+    settings: Settings,
+    screens: CatalogueMemo[Any],
+) -> None:
+    """Back from a card: the category page holding the product, not the category's first page."""
+    product = await _product_or_answer(query, session, callback_data.product_id, lang)
+    if product is None:
+        return
+    after = await catalog.page_holding(session, product, settings.page_size)
+    await _show_category(query, session, lang, settings, screens, product.category_id, after=after)
+
+
+async def edit_card(
+    query: CallbackQuery, product: Product, qty: int, lang: str, *, in_cart: int = 0, watching: bool = False
+) -> None:
     """Redraw the card the button was on: its caption when it is a photo, else its text."""
     message = query.message
     if isinstance(message, Message) and message.photo and product.photo_url:
-        text, markup = product_card(product, qty, lang, in_cart=in_cart, limit=CAPTION_LIMIT)
+        text, markup = product_card(product, qty, lang, in_cart=in_cart, limit=CAPTION_LIMIT, watching=watching)
         try:
             await message.edit_caption(caption=text, reply_markup=markup)
         except TelegramBadRequest as exc:
             if "message is not modified" not in str(exc):
                 raise
         return
-    text, markup = product_card(product, qty, lang, in_cart=in_cart, limit=TEXT_LIMIT)
+    text, markup = product_card(product, qty, lang, in_cart=in_cart, limit=TEXT_LIMIT, watching=watching)
     await show(query, text, markup)
 
 
@@ -489,6 +528,20 @@ async def notify_me(
         return
     await catalog.watch_product(session, customer_id, product.id)
     await query.answer(plain("catalog.watching", lang, name=_short(product.name, 60)), show_alert=True)
+    await edit_card(query, product, 1, lang, watching=True)
+
+
+@router.callback_query(ProductButton.filter(F.action == ProductAction.STOP_NOTIFY))
+async def stop_notify(
+    query: CallbackQuery, callback_data: ProductButton, session: AsyncSession, customer_id: int, lang: str
+) -> None:
+    """Undo Notify me: no message when it is back, and the card offers Notify me again."""
+    product = await _product_or_answer(query, session, callback_data.product_id, lang)
+    if product is None:
+        return
+    await catalog.stop_watching(session, customer_id, product.id)
+    await query.answer(plain("catalog.alert_stopped", lang))
+    await edit_card(query, product, 1, lang)
 
 
 async def send_product_by_sku(message: Message, session: AsyncSession, sku: str, lang: str) -> bool:
@@ -498,8 +551,10 @@ async def send_product_by_sku(message: Message, session: AsyncSession, sku: str,
         product = await catalog.get_product(session, sku=sku[:64])
     except NotFound:
         return False
-    in_cart = await cart_service.quantity_in_cart(session, message.from_user.id, product.id) if message.from_user else 0
-    text, markup = product_card(product, 1, lang, in_cart=in_cart)
+    user = message.from_user.id if message.from_user else None
+    in_cart = await cart_service.quantity_in_cart(session, user, product.id) if user else 0
+    watching = product.stock <= 0 and user is not None and await catalog.is_watching(session, user, product.id)
+    text, markup = product_card(product, 1, lang, in_cart=in_cart, watching=watching)
     await send(message, text, markup, photo=product.photo_url)
     return True
 
@@ -569,41 +624,64 @@ async def other_command_leaves(message: Message, state: FSMContext) -> None:
 async def typed_quantity(
     message: Message, session: AsyncSession, state: FSMContext, customer: Customer, lang: str
 ) -> None:
-    qty, problem = parse_quantity(message.text, lang)
+    """The typed number becomes the cart line's quantity (not added to it). A number out of range
+    gets the range and the question stays, so nothing is put in the cart until it is right."""
+    product = await _asked_product(message, session, state, lang)
+    if product is None:
+        return
+    qty, problem = parse_quantity(message.text, lang, most=min(product.stock, cart_service.MAX_LINE_QTY))
     if problem:
         await message.answer(problem)
         return
-    data = await state.get_data()
     await state.clear()
     try:
-        product = await catalog.get_product(session, int(data.get("product_id") or 0))
-        before, now = await cart_service.add(session, customer.id, product, qty)
+        now = await cart_service.set_quantity(session, customer.id, product, qty)
     except DomainError as exc:
         await message.answer(t(exc.key, lang, **exc.values), reply_markup=kb([(t("menu.catalog", lang), MENU_CATALOG)]))
         return
-    name = product.name
-    text = t("cart.added_typed", lang, qty=now, name=name)
-    if now < before + qty:
-        text = t("cart.capped", lang, qty=now, name=name) + "\n" + _cap_reason(product, lang)
     await message.answer(
-        text,
+        t("cart.added_typed", lang, qty=now, name=product.name),
         reply_markup=kb(
             [
-                (t("menu.cart", lang), MENU_CART),
-                (t("catalog.continue", lang), Category(action="c", category_id=product.category_id).pack()),
+                (t("menu.cart", lang), CartAt(action="at", product_id=product.id).pack()),
+                (t("catalog.continue", lang), ProductButton(action=ProductAction.BACK, product_id=product.id).pack()),
             ]
         ),
     )
 
 
-def parse_quantity(text: str | None, lang: str) -> tuple[int, str | None]:
-    """(quantity, None) for a positive whole number, else (0, the reason to re-ask with)."""
+async def _asked_product(message: Message, session: AsyncSession, state: FSMContext, lang: str) -> Product | None:
+    """The product the question was about, or None (the question ends) after saying it is gone or sold out."""
+    data = await state.get_data()
+    try:
+        product = await catalog.get_product(session, int(data.get("product_id") or 0))
+    except DomainError as exc:
+        await state.clear()
+        await message.answer(t(exc.key, lang, **exc.values), reply_markup=kb([(t("menu.catalog", lang), MENU_CATALOG)]))
+        return None
+    if product.stock > 0:
+        return product
+    await state.clear()
+    back = Card(action=CardAction.VIEW, product_id=product.id, qty=1).pack()
+    await message.answer(
+        t("catalog.sold_out_now", lang, name=product.name),
+        reply_markup=kb([(t("catalog.back_to_product", lang), back)]),
+    )
+    return None
+
+
+def parse_quantity(text: str | None, lang: str, most: int = cart_service.MAX_LINE_QTY) -> tuple[int, str | None]:
+    """(quantity, None) for a whole number from 1 to `most`, else (0, the reason to re-ask with,
+    which says the range)."""
     raw = (text or "").strip()
     if not raw:
-        return 0, t("catalog.quantity_not_text", lang)
-    if re.fullmatch(r"[+-]?[0-9]+", raw):
-        value = int(raw)
-        if value <= 0:
-            return 0, t("catalog.quantity_not_positive", lang, value=cut(raw, 30))
-        return value, None
-    return 0, t("catalog.quantity_not_number", lang, value=cut(raw, 30))
+        return 0, t("catalog.quantity_not_text", lang, max=most)
+    if not re.fullmatch(r"[+-]?[0-9]+", raw):
+        return 0, t("catalog.quantity_not_number", lang, value=cut(raw, 30), max=most)
+    value = int(raw)
+    if value <= 0:
+        return 0, t("catalog.quantity_not_positive", lang, value=cut(raw, 30), max=most)
+    if value > most:
+        key = "catalog.quantity_over_limit" if most == cart_service.MAX_LINE_QTY else "catalog.quantity_over_stock"
+        return 0, t(key, lang, max=most)
+    return value, None

@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator
 from pydantic_core import ErrorDetails
-from sqlalchemy import and_, func, select, tuple_
+from sqlalchemy import and_, delete, func, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.changes import catalogue_written
@@ -39,8 +39,13 @@ class Page:
     prev_cursor: str | None  # cursor of the first item of the previous page
 
 
-def _cursor(p: Product) -> str:
-    return f"{int(p.created_at.timestamp() * 1_000_000)}.{p.id}"
+def cursor_of(p: Product) -> str:
+    """A product's place in its category's pages (created_at, id), as a button carries it."""
+    return _key_cursor(p.created_at, p.id)
+
+
+def _key_cursor(created_at: datetime, product_id: int) -> str:
+    return f"{int(created_at.timestamp() * 1_000_000)}.{product_id}"
 
 
 def _parse_cursor(cursor: str) -> tuple[datetime, int]:
@@ -65,12 +70,12 @@ async def category_page(
         rows = list(reversed((await session.execute(stmt)).unique().scalars().all()))
         if not rows:
             return await category_page(session, category_id, size=size)
-        return await category_page(session, category_id, after=_cursor(rows[0]), size=size)
+        return await category_page(session, category_id, after=cursor_of(rows[0]), size=size)
     stmt = base.order_by(Product.created_at.desc(), Product.id.desc())
     if after:
         stmt = stmt.where(key <= tuple_(*_parse_cursor(after)))
     rows = list((await session.execute(stmt.limit(size + 1))).unique().scalars().all())
-    next_cursor = _cursor(rows[size]) if len(rows) > size else None
+    next_cursor = cursor_of(rows[size]) if len(rows) > size else None
     rows = rows[:size]
     prev_cursor = None
     if rows:
@@ -81,8 +86,50 @@ async def category_page(
             .order_by(Product.created_at.asc(), Product.id.asc())
             .limit(1)
         )
-        prev_cursor = _cursor(first) if newer.first() else None
+        prev_cursor = cursor_of(first) if newer.first() else None
     return Page(rows, next_cursor, prev_cursor)
+
+
+async def page_position(session: AsyncSession, page: Page, size: int) -> tuple[int, int]:
+    """(this page's number from 1, the category's number of pages) for the pager's "2/5". One count
+    over the category's index range, so it grows with the category, unlike `category_page`: it is
+    asked only when there is more than one page, and the screen it goes on is cached
+    (CATALOG_CACHE_SECONDS)."""
+    first = page.products[0]
+    key = tuple_(Product.created_at, Product.id)
+    newer, total = (
+        await session.execute(
+            select(
+                func.count(Product.id).filter(key > tuple_(first.created_at, first.id)), func.count(Product.id)
+            ).where(Product.category_id == first.category_id, Product.active.is_(True))
+        )
+    ).one()
+    number = -(-newer // size) + 1  # a page that starts mid-way (a stale cursor) counts as the next one
+    return number, max(number, -(-total // size))
+
+
+async def page_holding(session: AsyncSession, product: Product, size: int = 6) -> str | None:
+    """The `after` cursor of the category page that holds `product` (None: the first page), so Back
+    from a card returns to the page the customer came from: pages are counted from the newest."""
+    key = tuple_(Product.created_at, Product.id)
+    base = select(Product.id).where(Product.category_id == product.category_id, Product.active.is_(True))
+    newer = (
+        await session.execute(
+            base.with_only_columns(func.count(Product.id)).where(key > tuple_(product.created_at, product.id))
+        )
+    ).scalar_one()
+    start = newer // size * size
+    if start == 0:
+        return None
+    row = (
+        await session.execute(
+            base.with_only_columns(Product.created_at, Product.id)
+            .order_by(Product.created_at.desc(), Product.id.desc())
+            .offset(start)
+            .limit(1)
+        )
+    ).first()
+    return None if row is None else _key_cursor(row[0], row[1])
 
 
 async def get_product(
@@ -337,6 +384,21 @@ async def watch_product(session: AsyncSession, customer_id: int, product_id: int
     if await session.get(StockWatch, (customer_id, product_id)) is None:
         session.add(StockWatch(customer_id=customer_id, product_id=product_id))
         await session.flush()
+
+
+async def stop_watching(session: AsyncSession, customer_id: int, product_id: int) -> None:
+    """ "Stop alert": the customer no longer wants to hear when the product is back."""
+    await session.execute(
+        delete(StockWatch).where(StockWatch.customer_id == customer_id, StockWatch.product_id == product_id)
+    )
+
+
+async def is_watching(session: AsyncSession, customer_id: int, product_id: int) -> bool:
+    """Whether the card shows "Stop alert" instead of "Notify me"."""
+    found = await session.execute(
+        select(StockWatch.product_id).where(StockWatch.customer_id == customer_id, StockWatch.product_id == product_id)
+    )
+    return found.first() is not None
 
 
 async def take_watchers(session: AsyncSession, product_id: int) -> list[tuple[Customer, StockWatch]]:

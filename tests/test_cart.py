@@ -48,21 +48,31 @@ async def test_cart_lines_subtotals_and_changes(shop: Harness) -> None:
     await _add(shop, "LAP-TP-T480", 1)
     await _add(shop, "ACC-LEN-65W", 2)
     screen = await shop.send(USER, "/cart")
-    assert "Lenovo ThinkPad T480" in screen.text and "1 × = KES 42,000 · $325" in screen.text
-    assert "2 × = KES 6,400 · $49" in screen.text
-    assert "Subtotal: <b>KES 48,400</b> · <b>$374</b>" in screen.text
-    assert screen.button("Checkout") == "chk:start" and screen.button("Clear") == "crt:clr"
-    screen = await shop.press(USER, _line_buttons(screen, "+")[0])
+    assert "Lenovo ThinkPad T480" in screen.text and "1 × KES 42,000 = KES 42,000\n" in screen.text
+    assert "2 × KES 3,200 = KES 6,400\n" in screen.text
+    assert "Subtotal: <b>KES 48,400</b>\n" in screen.text
+    assert "$" not in screen.text and "USD" not in screen.text  # the second currency comes with the zone
+    assert screen.button("Checkout") == "chk:start" and screen.button("Clear") == "crt:cq:0"
+    assert [label for label, _ in screen.buttons][:4] == ["− 1", "1. ×1", "+ 1", "🗑 Remove"]
+    screen = await shop.press(USER, _line_buttons(screen, "+ 1")[0])
     assert screen.method == "editMessageText" and "Subtotal: <b>KES 90,400</b>" in screen.text
-    screen = await shop.press(USER, _line_buttons(screen, "−")[1])
-    assert "1 × = KES 3,200" in screen.text and "Subtotal: <b>KES 87,200</b>" in screen.text
-    screen = await shop.press(USER, _line_buttons(screen, "−")[1])  # 1 → 0 removes the line
-    assert "65 W" not in screen.text and "Subtotal: <b>KES 84,000</b>" in screen.text
+    screen = await shop.press(USER, _line_buttons(screen, "− 1")[1])
+    assert "1 × KES 3,200 = KES 3,200" in screen.text and "Subtotal: <b>KES 87,200</b>" in screen.text
+    await shop.press(USER, _line_buttons(screen, "− 1")[1])  # at 1: said, not removed
+    assert shop.last_answer.params["text"] == "1 is the least you can order — use 🗑 Remove to take it out."
+    assert "1 × KES 3,200" in shop.botapi.last(USER).text
+    screen = await shop.press(USER, _line_buttons(screen, "🗑 Remove")[1])
+    assert screen.text == "Remove 1 × <b>Lenovo 65 W USB-C charger</b> from your cart?"
+    assert [label for label, _ in screen.buttons] == ["Yes, remove it", "Keep"]
+    screen = await shop.press(USER, screen.button("Yes, remove it"))
+    assert "Removed Lenovo 65 W" in shop.last_answer.params["text"] and "65 W" not in screen.text
+    assert "Subtotal: <b>KES 84,000</b>" in screen.text
     await _add(shop, "ACC-LEN-65W", 1)
     screen = await shop.press(USER, "menu:cart")
-    screen = await shop.press(USER, _line_buttons(screen, "✖")[1])
-    assert "Removed Lenovo 65 W" in shop.last_answer.params["text"] and "65 W" not in screen.text
     screen = await shop.press(USER, screen.button("Clear"))
+    assert screen.text == "Empty your cart? 3 items will be removed."
+    assert [label for label, _ in screen.buttons] == ["Yes, empty it", "Keep"]
+    screen = await shop.press(USER, screen.button("Yes, empty it"))
     assert "empty" in screen.text and shop.last_answer.params["text"] == "Cart cleared."
     async with shop.session_factory() as session:
         assert (await session.execute(select(CartItem))).scalars().all() == []
@@ -81,20 +91,20 @@ async def test_quantities_are_capped_by_stock(shop: Harness) -> None:
     await shop.load_demo()
     await _add(shop, "WS-DL-T5820", 5)  # only 2 in stock
     screen = await shop.send(USER, "/cart")
-    assert "2 × = KES 290,000" in screen.text
-    screen = await shop.press(USER, _line_buttons(screen, "+")[0])
+    assert "2 × KES 145,000 = KES 290,000" in screen.text
+    screen = await shop.press(USER, _line_buttons(screen, "+ 1")[0])
     assert shop.last_answer.params["show_alert"] in (True, "true")
     assert "Only 2 × Dell Precision T5820" in shop.last_answer.params["text"]
-    assert "2 × = KES 290,000" in screen.text
+    assert "2 × KES 145,000 = KES 290,000" in screen.text
     await _set(shop, "WS-DL-T5820", stock=1)  # stock fell since: flagged, and − caps to what is left
     screen = await shop.send(USER, "/cart")
     assert "only 1 left in stock" in screen.text
     await _set(shop, "WS-DL-T5820", stock=0)
     screen = await shop.send(USER, "/cart")
     assert "sold out for now" in screen.text
-    screen = await shop.press(USER, _line_buttons(screen, "−")[0])  # fewer of a sold-out item is fine
-    assert "1 × = KES 145,000" in screen.text
-    await shop.press(USER, _line_buttons(screen, "+")[0])
+    screen = await shop.press(USER, _line_buttons(screen, "− 1")[0])  # fewer of a sold-out item is fine
+    assert "1 × KES 145,000 = KES 145,000" in screen.text
+    await shop.press(USER, _line_buttons(screen, "+ 1")[0])
     assert "out of stock" in shop.last_answer.params["text"]
 
 
@@ -106,7 +116,7 @@ async def test_price_change_since_adding_is_shown(shop: Harness) -> None:
     await _set(shop, "ACC-LEN-65W", price_kes=3500_00, price_usd=27_00)
     screen = await shop.send(USER, "/cart")
     assert "price changed since you added it: KES 5,200 → KES 5,900\n" in screen.text
-    assert "price changed since you added it: KES 3,200 → KES 3,500 · $24.50 → $27" in screen.text
+    assert "price changed since you added it: KES 3,200 → KES 3,500\n" in screen.text and "$" not in screen.text
     assert "Subtotal: <b>KES 9,400</b>" in screen.text  # at today's prices
 
 
@@ -118,11 +128,13 @@ async def test_gone_product_is_flagged_and_left_out_of_the_subtotal(shop: Harnes
     screen = await shop.send(USER, "/cart")
     assert "no longer available — please remove it" in screen.text
     assert "Subtotal: <b>KES 3,200</b>" in screen.text
-    screen = await shop.press(USER, _line_buttons(screen, "✖")[1])
+    screen = await shop.press(USER, _line_buttons(screen, "🗑 Remove")[1])
+    screen = await shop.press(USER, screen.button("Yes, remove it"))
     assert "ThinkPad" not in screen.text
 
 
-async def test_long_carts_paginate_within_telegram_limits(shop: Harness) -> None:
+async def _long_cart(shop: Harness) -> None:
+    """30 lines whose names triple in length once HTML-escaped: several cart pages."""
     async with shop.session_factory() as session, session.begin():
         cat = Category(slug="many", name="Many")
         session.add(cat)
@@ -141,8 +153,16 @@ async def test_long_carts_paginate_within_telegram_limits(shop: Harness) -> None
             )
     async with shop.session_factory() as session, session.begin():
         await cart_service.ensure_customer(session, USER, USER)
-        for p in (await session.execute(select(Product).order_by(Product.sku))).unique().scalars():
+        for p in (
+            (await session.execute(select(Product).where(Product.sku.like("LONG-%")).order_by(Product.sku)))
+            .unique()
+            .scalars()
+        ):
             await cart_service.add(session, USER, p, 1)
+
+
+async def test_long_carts_paginate_within_telegram_limits(shop: Harness) -> None:
+    await _long_cart(shop)
     screen = await shop.send(USER, "/cart")
     assert "Page 1 of " in screen.text and "Subtotal: <b>KES 30,000</b>" in screen.text
     pages = int(screen.text.split("Page 1 of ")[1].split()[0])
@@ -150,14 +170,68 @@ async def test_long_carts_paginate_within_telegram_limits(shop: Harness) -> None
     seen: list[str] = []
     for n in range(1, pages + 1):
         assert f"Page {n} of {pages}" in screen.text and len(screen.text) <= 4096
-        assert ("◀" in [label for label, _ in screen.buttons]) == (n > 1)
+        pager = [label for label, d in screen.buttons if d.startswith("crt:pg:")]
+        assert pager == (["◀ Previous"] if n > 1 else []) + [f"{n}/{pages}"] + (["Next ▶"] if n < pages else [])
         seen += [label.split(".")[0] for label, d in screen.buttons if d.startswith("cat:v:")]
         if n < pages:
-            screen = await shop.press(USER, screen.button("▶"))
-    assert "▶" not in [label for label, _ in screen.buttons]
+            screen = await shop.press(USER, screen.button("Next ▶"))
     assert seen == [str(i) for i in range(1, 31)]  # every line once, in order
-    back = await shop.press(USER, screen.button("◀"))
+    back = await shop.press(USER, screen.button("◀ Previous"))
     assert f"Page {pages - 1} of {pages}" in back.text
+
+
+async def test_clear_and_remove_ask_first_and_keep_returns_to_the_same_page(shop: Harness) -> None:
+    await _long_cart(shop)
+    await shop.send(USER, "/cart")
+    page2 = await shop.press(USER, shop.botapi.last(USER).button("Next ▶"))
+    assert "Page 2 of " in page2.text and page2.button("Clear") == "crt:cq:1"
+    ask = await shop.press(USER, page2.button("Clear"))
+    assert ask.text == "Empty your cart? 30 items will be removed."
+    kept = await shop.press(USER, ask.button("Keep"))
+    assert (kept.text, kept.buttons) == (page2.text, page2.buttons)  # the same page, unchanged
+    first_line = next(d for label, d in page2.buttons if label == "🗑 Remove")
+    ask = await shop.press(USER, first_line)
+    assert ask.text.startswith("Remove 1 × <b>") and ask.text.endswith("</b> from your cart?")
+    kept = await shop.press(USER, ask.button("Keep"))
+    assert (kept.text, kept.buttons) == (page2.text, page2.buttons)
+    async with shop.session_factory() as session:
+        assert len((await session.execute(select(CartItem))).scalars().all()) == 30
+    await shop.press(USER, first_line)
+    after = await shop.press(USER, shop.botapi.last(USER).button("Yes, remove it"))
+    assert "Page 2 of " in after.text and "Subtotal: <b>KES 29,000</b>" in after.text
+    ask = await shop.press(USER, "crt:clr")  # Clear on a cart sent before it asked: asks too
+    assert ask.text == "Empty your cart? 29 items will be removed." and ask.button("Keep") == "crt:pg:0"
+
+
+async def test_one_item_clear_question_and_the_card_returns_to_the_cart_page_holding_it(shop: Harness) -> None:
+    await shop.load_demo()
+    await _long_cart(shop)
+    screen = await shop.send(USER, "/cart")
+    screen = await shop.press(USER, screen.button("Next ▶"))
+    card = await shop.press(USER, next(d for _, d in screen.buttons if d.startswith("cat:v:")))
+    back = await shop.press(USER, card.button("Cart"))
+    assert "Page 2 of " in back.text and (back.text, back.buttons) == (screen.text, screen.buttons)
+    await shop.press(USER, "crt:cy:0")
+    await _add(shop, "ACC-LEN-65W", 1)
+    ask = await shop.press(USER, (await shop.send(USER, "/cart")).button("Clear"))
+    assert ask.text == "Empty your cart? 1 item will be removed."
+
+
+async def test_stock_shortfall_at_confirm_reads_as_one_sentence(shop: Harness) -> None:
+    await shop.load_demo()
+    await _add(shop, "WS-DL-T5820", 2)
+    zones = await shop.press(USER, (await shop.send(USER, "/cart")).button("Checkout"))
+    reply = await shop.press(USER, next(d for _, d in zones.buttons if d == "chk:z:nairobi"))
+    for answer in ("0712345678", "a@example.com", "Plot 12, Ngong Road, Nairobi"):
+        if any(d == "chk:ok" for _, d in reply.buttons):
+            break
+        reply = await shop.send(USER, answer)
+    await _set(shop, "WS-DL-T5820", stock=1)
+    refused = await shop.press(USER, "chk:ok", message=reply)
+    assert refused.text.startswith(
+        "Your order was not placed: only 1 × Dell Precision T5820 (Xeon W-2135, 64 GB, 1 TB NVMe) is left in stock."
+    )
+    assert "Sorry" not in refused.text
 
 
 def test_paginate_respects_budget_and_line_count() -> None:
@@ -175,7 +249,8 @@ async def test_stale_cart_buttons(shop: Harness) -> None:
     await _add(shop, "ACC-LEN-65W", 1)
     screen = await shop.send(USER, "/cart")
     await shop.press(USER, screen.button("Clear"))
-    after = await shop.press(USER, _line_buttons(screen, "+")[0], message=screen)  # a line that is gone
+    await shop.press(USER, "crt:cy:0")
+    after = await shop.press(USER, _line_buttons(screen, "+ 1")[0], message=screen)  # a line that is gone
     assert shop.last_answer.params["text"] == "That item is no longer in your cart."
     assert "empty" in after.text
     await shop.press(USER, "crt:pg:7", message=screen)  # a page that no longer exists: the last one

@@ -66,11 +66,16 @@ async def test_category_pages_forward_and_back_across_many_products(shop: Harnes
     first = await shop.send(USER, "/catalog")
     page = await shop.press(USER, first.button("Workstations (17)"))
     pages = [products_on(page)]
-    assert "◀" not in labels(page) and "Workstations" in page.text
-    while "▶" in labels(page):
-        page = await shop.press(USER, page.button("▶"))
+    assert "Workstations" in page.text
+    while "Next ▶" in labels(page):
+        n = len(pages)
+        assert [label for label, d in page.buttons if d.startswith(("cat:p:", "cat:c:"))] == (
+            ["◀ Previous"] if n > 1 else []
+        ) + [f"{n}/3", "Next ▶"]
+        page = await shop.press(USER, page.button("Next ▶"))
         assert page.method == "editMessageText" and page.params["message_id"] == first.result["message_id"]
         pages.append(products_on(page))
+    assert [label for label, d in page.buttons if d.startswith("cat:p:")] == ["◀ Previous", "3/3"]
     assert [len(p) for p in pages] == [6, 6, 5]
     seen = [d for p in pages for d in p]
     assert len(set(seen)) == 17
@@ -90,9 +95,9 @@ async def test_category_pages_forward_and_back_across_many_products(shop: Harnes
         ]
     assert [int(d.split(":")[2]) for d in seen] == newest_first
     for expected in reversed(pages[:-1]):
-        page = await shop.press(USER, page.button("◀"))
+        page = await shop.press(USER, page.button("◀ Previous"))
         assert products_on(page) == expected
-    assert "◀" not in labels(page)
+    assert "◀ Previous" not in labels(page) and "1/3" in labels(page)
 
 
 async def test_page_size_comes_from_settings(engine, botapi) -> None:  # type: ignore[no-untyped-def]
@@ -102,8 +107,8 @@ async def test_page_size_comes_from_settings(engine, botapi) -> None:  # type: i
         await shop.send(USER, "/catalog")
         page = await shop.press(USER, shop.botapi.last(USER).button("Refurbished laptops"))
         assert len(products_on(page)) == 4
-        page = await shop.press(USER, page.button("▶"))
-        assert len(products_on(page)) == 3 and "▶" not in labels(page)
+        page = await shop.press(USER, page.button("Next ▶"))
+        assert len(products_on(page)) == 3 and "Next ▶" not in labels(page) and "2/2" in labels(page)
     finally:
         await shop.stop()
 
@@ -145,12 +150,12 @@ async def test_product_card_texts_buttons_quantity_and_add_to_cart(shop: Harness
     cat = await shop.press(USER, shop.botapi.last(USER).button("Workstations"))
     card = await shop.press(USER, cat.button("Precision T5820"))
     assert card.method == "editMessageText" and card.params["message_id"] == cat.params["message_id"]
-    assert "<b>Dell Precision T5820" in card.text and "KES 145,000 · $1,119" in card.text
+    assert "<b>Dell Precision T5820" in card.text and "💰 KES 145,000\n" in card.text and "$" not in card.text
     assert "2 in stock" in card.text and "SKU: <code>WS-DL-T5820</code>" in card.text
     assert labels(card) == [
-        "−",
+        "− 1",
         "1",
-        "+",
+        "+ 1",
         "🛒 Add 1 to cart",
         "✍ Type a quantity",
         "⬅ Back",
@@ -158,7 +163,7 @@ async def test_product_card_texts_buttons_quantity_and_add_to_cart(shop: Harness
         "⬅ Categories",
         "⬅ Menu",
     ]
-    assert card.button("Back").startswith("cat:c:") and card.button("Categories") == "menu:catalog"
+    assert card.button("Back").startswith("cat:b:") and card.button("Categories") == "menu:catalog"
     assert card.button("Menu") == "cat:m"
     card = await shop.press(USER, card.button("+"))
     assert card.method == "editMessageText" and card.button("Add 2 to cart")
@@ -190,6 +195,52 @@ async def test_out_of_stock_offers_notify_me_and_watchers_are_taken_once(shop: H
         assert [c.id for c, _ in await catalog.take_watchers(session, product.id)] == [USER]
     async with shop.session_factory() as session:  # the watch ends when its message is sent (tests/test_admin.py)
         assert [w.customer_id for w in (await session.execute(select(StockWatch))).scalars()] == [USER]
+
+
+async def test_notify_me_becomes_stop_alert_and_back(shop: Harness) -> None:
+    await shop.load_demo()
+    card = await shop.send(USER, "/start p_ACC-LOG-MXK")
+    watching = await shop.press(USER, card.button("Notify me"))
+    assert "back in stock" in shop.last_answer.params["text"]
+    assert labels(watching)[0] == "🔕 Stop alert" and "Notify me" not in labels(watching)
+    assert labels(await shop.send(USER, "/start p_ACC-LOG-MXK"))[0] == "🔕 Stop alert"  # opened anew
+    again = await shop.press(USER, "cat:v:" + card.button("Notify me").split(":")[2] + ":1")
+    assert labels(again)[0] == "🔕 Stop alert"
+    stopped = await shop.press(USER, again.button("Stop alert"))
+    assert shop.last_answer.params["text"] == "Alert removed — we won't message you about it."
+    assert labels(stopped)[0] == "🔔 Notify me"
+    async with shop.session_factory() as session:
+        assert (await session.execute(select(StockWatch))).first() is None
+
+
+async def test_quantity_shown_and_minus_at_one_are_answered(shop: Harness) -> None:
+    await shop.load_demo()
+    card = await shop.send(USER, "/start p_NET-MT-HAPAC3")
+    before = len(shop.botapi.calls)
+    await shop.press(USER, card.button("− 1"))
+    assert shop.last_answer.params["text"] == "1 is the least you can order."
+    assert [c.method for c in shop.botapi.calls[before:]] == ["answerCallbackQuery"]  # the card stays
+    card = await shop.press(USER, card.button("+ 1"))
+    card = await shop.press(USER, card.button("+ 1"))
+    await shop.press(USER, card.button("3"))
+    assert shop.last_answer.params["text"] == "3 in your selection — use − and + to change it."
+    assert shop.botapi.last(USER).button("Add 3 to cart")
+
+
+async def test_back_from_a_card_returns_to_the_page_it_came_from(shop: Harness) -> None:
+    await shop.load_demo()
+    await add_products(shop, "Workstations", 14)  # pages of 6, 6, 5
+    await shop.send(USER, "/catalog")
+    page = await shop.press(USER, shop.botapi.last(USER).button("Workstations (17)"))
+    page = await shop.press(USER, page.button("Next ▶"))
+    assert "2/3" in labels(page)
+    card = await shop.press(USER, products_on(page)[-1])
+    card = await shop.press(USER, card.button("+ 1"))  # the card changed in place: Back still knows
+    back = await shop.press(USER, card.button("Back"))
+    assert products_on(back) == products_on(page) and "2/3" in labels(back)
+    page3 = await shop.press(USER, back.button("Next ▶"))
+    card = await shop.press(USER, products_on(page3)[0])
+    assert products_on(await shop.press(USER, card.button("Back"))) == products_on(page3)
 
 
 async def test_deep_link_opens_product_and_unknown_or_hidden_sku_falls_back(shop: Harness) -> None:
@@ -281,7 +332,7 @@ async def test_typed_quantity_is_validated(shop: Harness) -> None:
     await shop.load_demo()
     card = await shop.send(USER, "/start p_ACC-LEN-65W")
     ask = await shop.press(USER, card.button("Type a quantity"))
-    assert "How many" in ask.text and "up to 30" in ask.text
+    assert "How many" in ask.text and "Send a number from 1 to 30" in ask.text
     assert "“two” isn't a whole number" in (await shop.send(USER, "two")).text
     assert "“1.5” isn't a whole number" in (await shop.send(USER, "1.5")).text
     assert "0 isn't more than zero" in (await shop.send(USER, "0")).text
@@ -306,7 +357,7 @@ async def test_typed_quantity_is_validated(shop: Harness) -> None:
     )
     assert "type the quantity as a number" in shop.botapi.last(USER).text
     done = await shop.send(USER, "3")
-    assert "3 × Lenovo 65 W USB-C charger" in done.text and done.button("Cart") == "menu:cart"
+    assert "3 × Lenovo 65 W USB-C charger" in done.text and done.button("Cart").startswith("crt:at:")
     assert "I didn't get that" in (await shop.send(USER, "3")).text  # the flow is over
 
 
@@ -315,7 +366,10 @@ async def test_typed_quantity_is_capped_and_can_be_left(shop: Harness) -> None:
     card = await shop.send(USER, "/start p_WS-DL-T5820")  # 2 in stock
     await shop.press(USER, card.button("Type a quantity"))
     reply = await shop.send(USER, "50")
-    assert "Only 2" in reply.text and "Only 2 in stock" in reply.text
+    assert reply.text == "Only 2 in stock. Send a number from 1 to 2 — or /cancel."
+    async with shop.session_factory() as session:  # refused: nothing put in the cart, the question stays
+        assert await cart_service.quantity_in_cart(session, USER, int(card.button("Add").split(":")[2])) == 0
+    assert "your cart now holds 2 × Dell Precision T5820" in (await shop.send(USER, "2")).text
     await shop.press(USER, card.button("Type a quantity"), message=card)
     left = await shop.send(USER, "/cancel")
     product_id = card.button("Add 1 to cart").split(":")[2]
@@ -323,8 +377,34 @@ async def test_typed_quantity_is_capped_and_can_be_left(shop: Harness) -> None:
     assert "I didn't get that" in (await shop.send(USER, "4")).text
     await shop.press(USER, card.button("Type a quantity"), message=card)
     cart = await shop.send(USER, "/cart")  # another command leaves the question and still runs
-    assert "Your cart" in cart.text and "2 × = KES 290,000" in cart.text
+    assert "Your cart" in cart.text and "2 × KES 145,000 = KES 290,000" in cart.text
     assert "I didn't get that" in (await shop.send(USER, "1")).text
+
+
+async def test_typed_quantity_sets_the_line_within_stock(shop: Harness) -> None:
+    """ "How many … would you like?" answered with 2 means 2 in the cart, whatever was there; more than
+    the stock is refused with the range and nothing changes until a number in range comes."""
+    await shop.load_demo()
+    await set_product(shop, "NET-MT-HAPAC3", stock=9)
+    card = await shop.send(USER, "/start p_NET-MT-HAPAC3")
+    product_id = int(card.button("Add 1 to cart").split(":")[2])
+    card = await shop.press(USER, card.button("+ 1"))
+    card = await shop.press(USER, card.button("+ 1"))
+    await shop.press(USER, card.button("Add 3 to cart"))
+    ask = await shop.press(USER, shop.botapi.last(USER).button("Type a quantity"))
+    assert "Send a number from 1 to 9" in ask.text
+    refused = await shop.send(USER, "500")
+    assert refused.text == "Only 9 in stock. Send a number from 1 to 9 — or /cancel."
+    assert "isn't more than zero. Please send a number from 1 to 9" in (await shop.send(USER, "0")).text
+    assert "isn't a whole number. Please send a number from 1 to 9" in (await shop.send(USER, "lots")).text
+    async with shop.session_factory() as session:
+        assert await cart_service.quantity_in_cart(session, USER, product_id) == 3
+    done = await shop.send(USER, "2")
+    assert "your cart now holds 2 × MikroTik hAP ac³" in done.text
+    async with shop.session_factory() as session:
+        assert await cart_service.quantity_in_cart(session, USER, product_id) == 2  # set, not 3 + 2
+    cart = await shop.press(USER, done.button("Cart"))
+    assert "2 × KES " in cart.text
 
 
 async def test_every_callback_fits_64_bytes(shop: Harness) -> None:
