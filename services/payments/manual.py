@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass
 
 from sqlalchemy import exists, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.config import Settings
@@ -156,7 +157,10 @@ async def mark_paid(
         checkout_request_id=MANUAL_REF + code,
     )
     session.add(payment)
-    await session.flush()
+    try:
+        await session.flush()
+    except IntegrityError:  # the same code recorded for another order this very moment
+        raise DomainError("admin.manual_pay.code_used", code=code, other="-") from None
     outcome = await common.settle_paid(
         session,
         payment,
