@@ -85,14 +85,15 @@ async def _announce_unpayable(session: AsyncSession, order: Order, settings: Set
         or (await session.execute(select(exists().where(Outbox.dedup_key == key)))).scalar()
     ):
         return
-    alert_admins(session, settings.admin_chat_id, unpayable_alert(order, settings), kind="unpayable", dedup_key=key)
+    customer = await session.get(Customer, order.customer_id)  # not `order.customer`: a new order's is not loaded
+    text = unpayable_alert(order, customer, settings)
+    alert_admins(session, settings.admin_chat_id, text, kind="unpayable", dedup_key=key)
     log.info("payments.unpayable_announced", extra={"order": order.public_id})
 
 
-def unpayable_alert(order: Order, settings: Settings) -> Markup:
+def unpayable_alert(order: Order, customer: Customer | None, settings: Settings) -> Markup:
     """The admin group's message about an order that cannot be paid online: who, what, how much,
     and what the customer was told."""
-    customer: Customer | None = order.customer
     items = Markup("\n").join(t("admin.alert.new_order_item", None, qty=i.quantity, name=i.name) for i in order.items)
     paybill = paybill_for(order, settings)
     told = (
