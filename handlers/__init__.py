@@ -13,6 +13,7 @@ from handlers import (
     common,
     group,
     language,
+    manual_payments,
     orders,
     pay_card,
     pay_mpesa,
@@ -29,8 +30,8 @@ from handlers.filters import Never, PrivateChat
 # its router-level filter turns private updates away before any of its handlers), then /start (it
 # leaves any flow, so nothing needs to see it before), /broadcast, /promo and /review (before the admin
 # router, whose unknown-command answer would take them; /broadcast with /stop_news and /start_news),
-# returns (its admin buttons and the reply to its Reject… prompt), then the specific features, the catch-all
-# help and stale-button fallback last.
+# returns (its admin buttons and the reply to its Reject… prompt), /paid (before the admin router too),
+# then the specific features, the catch-all help and stale-button fallback last.
 FEATURES = (
     group,
     start,
@@ -39,6 +40,7 @@ FEATURES = (
     promo,
     returns,
     reviews,
+    manual_payments,
     admin,
     catalog,
     cart,

@@ -55,7 +55,7 @@ from services.zones import get_zone
 log = logging.getLogger(__name__)
 
 # never customer commands: refused anywhere
-ADMIN_ONLY = ("restock", "stock", "order", "ship", "delivered", "report", "export", "audit")
+ADMIN_ONLY = ("restock", "stock", "order", "ship", "delivered", "report", "export", "audit", "paid")
 IN_GROUP = (*ADMIN_ONLY, "orders", "cancel")  # /orders and /cancel mean admin things only in the group
 CACHE_SECONDS = 300
 _member_cache: dict[tuple[int, int], tuple[float, bool]] = {}

@@ -21,7 +21,8 @@ action, an empty field) matches no handler and gets the stale-button answer (han
   chk:start|x|ok, chk:z:<zone>           begin checkout, cancel, confirm; choose a delivery zone
   chk:pc|pr|sm                           type a promo code, remove it, back to the summary
   chk:ep|ee|ea                           from the summary: change the phone, the email, the address
-  pay:o|x|m|s|mq:<order>                 offer payment again, cancel unpaid, M-Pesa, card, M-Pesa status
+  pay:o|x|m|s|mq:<order>                 offer payment again, cancel unpaid (asks), M-Pesa, card, M-Pesa status
+  pay:mr|mn|xy|k:<order>                 M-Pesa again / to another number, cancel confirmed, keep the order
   ord:v:<order>                          an order's detail
   ret:s|i|d|a|ok|x:<order>:<line>        return: begin, one more / one fewer of a line, everything,
                                          continue to the reason, cancel (line 0 when none is meant)
@@ -187,6 +188,10 @@ class PayAction(StrEnum):
     MPESA = "m"
     CARD = "s"
     MPESA_STATUS = "mq"
+    MPESA_RETRY = "mr"  # the prompt again, to the number last prompted
+    MPESA_NUMBER = "mn"  # the prompt to another number (asked for)
+    CANCEL_CONFIRM = "xy"  # yes, cancel the unpaid order
+    KEEP = "k"  # keep it: the payment screen again
 
 
 class Pay(CallbackData, prefix="pay"):

@@ -1,4 +1,5 @@
-"""Paying by M-Pesa: the STK prompt, a Kenyan number when we don't have one, and "Check payment status"."""
+"""Paying by M-Pesa: the STK prompt, a Kenyan number when we don't have one, "Try again" (the same
+number at once), "Use another number", and "Check payment status"."""
 
 from __future__ import annotations
 
@@ -56,24 +57,83 @@ async def pay_with_mpesa(
     session_factory: async_sessionmaker[AsyncSession],
 ) -> None:
     """Takes no session: the prompt is a slow HTTP call, and the flow opens its own short ones."""
+    await _prompt(query, callback_data.public_id, event_from_user, state, lang, providers, settings, session_factory)
+
+
+@router.callback_query(Pay.filter(F.action == PayAction.MPESA_RETRY))
+async def retry_mpesa(
+    query: CallbackQuery,
+    callback_data: Pay,
+    event_from_user: User,
+    state: FSMContext,
+    lang: str,
+    providers: dict[str, Any],
+    settings: Settings,
+    session_factory: async_sessionmaker[AsyncSession],
+) -> None:
+    """ "Try again" after a failed prompt: the number last prompted gets a new prompt at once."""
+    try:
+        _, last = await mpesa_flow.last_attempt(session_factory, callback_data.public_id, event_from_user.id)
+    except DomainError as exc:
+        await query.answer(plain(exc.key, lang, **exc.values), show_alert=True)
+        return
+    number = last.phone if last is not None and is_kenyan_mobile(last.phone) else None
+    await _prompt(
+        query, callback_data.public_id, event_from_user, state, lang, providers, settings, session_factory, number
+    )
+
+
+@router.callback_query(Pay.filter(F.action == PayAction.MPESA_NUMBER))
+async def other_number(
+    query: CallbackQuery,
+    callback_data: Pay,
+    event_from_user: User,
+    state: FSMContext,
+    lang: str,
+    providers: dict[str, Any],
+    session_factory: async_sessionmaker[AsyncSession],
+) -> None:
+    """ "Use another number": ask for it; the typed number gets the prompt (typed_mpesa_phone)."""
     found = await own_order_apart(query, session_factory, event_from_user.id, lang, callback_data.public_id)
+    if found is None or query.message is None:
+        return
+    order, _ = found
+    if "mpesa" not in providers or order.currency != "KES":
+        await query.answer(t("mpesa.unavailable", lang), show_alert=True)
+        return
+    await query.answer()
+    await state.set_state(MpesaPhone.waiting)
+    await state.update_data(order=order.public_id)
+    await query.message.answer(t("mpesa.ask_other_phone", lang))
+
+
+async def _prompt(
+    query: CallbackQuery,
+    public_id: str,
+    user: User,
+    state: FSMContext,
+    lang: str,
+    providers: dict[str, Any],
+    settings: Settings,
+    session_factory: async_sessionmaker[AsyncSession],
+    number: str | None = None,
+) -> None:
+    """Prompt `number` (else the order's or the customer's Kenyan number; asked for when neither is)."""
+    found = await own_order_apart(query, session_factory, user.id, lang, public_id)
     if found is None or query.message is None:
         return
     order, customer = found
     if "mpesa" not in providers or order.currency != "KES":
         await query.answer(t("mpesa.unavailable", lang), show_alert=True)
         return
-    msisdn = _kenyan_number(order, customer)
+    msisdn = number or _kenyan_number(order, customer)
+    await query.answer()
     if msisdn is None:
-        await query.answer()
         await state.set_state(MpesaPhone.waiting)
         await state.update_data(order=order.public_id)
         await query.message.answer(t("mpesa.ask_phone", lang))
         return
-    await query.answer()
-    await _push(
-        query.message, order.public_id, event_from_user.id, msisdn, lang, providers, settings, session_factory, state
-    )
+    await _push(query.message, order.public_id, user.id, msisdn, lang, providers, settings, session_factory, state)
 
 
 @router.message(StateFilter(MpesaPhone.waiting), Text())
@@ -131,7 +191,10 @@ async def _push(
     except MpesaError as exc:
         await message.answer(
             t("mpesa.push_failed", lang),
-            reply_markup=kb([(t("pay.button.try_again", lang), _button(PayAction.OFFER, order_id))]),
+            reply_markup=kb(
+                [(t("pay.button.try_again", lang), _button(PayAction.MPESA_RETRY, order_id))],
+                [(t("mpesa.button.other_number", lang), _button(PayAction.MPESA_NUMBER, order_id))],
+            ),
         )
         log.info("mpesa.push_failed_told_customer", extra={"order": order_id, "code": exc.code})
         return

@@ -1,5 +1,7 @@
-"""After checkout: offer the payment methods that fit the order; re-offer ("Try again"); let the
-customer cancel an unpaid order. Provider flows live in pay_mpesa.py and pay_card.py."""
+"""After checkout: offer the payment methods that fit the order (or, when none does, say what is
+true: the shop was told, and how to pay it by hand when it has a Paybill); re-offer ("Try again");
+let the customer cancel an unpaid order, after a confirmation. Provider flows live in pay_mpesa.py
+and pay_card.py, the admin's /paid in manual_payments.py."""
 
 from __future__ import annotations
 
@@ -21,12 +23,15 @@ from bot.config import Settings
 from db.models import Customer, Order
 from handlers.buttons import Pay, PayAction
 from handlers.filters import Buttons
+from handlers.render import kb
 from handlers.routing import Routes
 from services import orders as order_service
 from services.errors import DomainError
 from services.i18n import plain, t
+from services.markup import Markup
 from services.money import format_money
-from services.payments import stripe_flow
+from services.payments import manual, stripe_flow
+from services.payments.common import PaymentNotAllowed, state_group
 from services.payments.stripe import StripeFailure
 from services.times import customer_time
 
@@ -45,44 +50,77 @@ def payment_methods(order: Order, providers: dict[str, Any]) -> list[str]:
     return methods
 
 
+def _button(action: PayAction, public_id: str) -> str:
+    return Pay(action=action, public_id=public_id).pack()
+
+
 def payment_keyboard(order: Order, methods: list[str], lang: str) -> InlineKeyboardMarkup:
     labels = {"mpesa": ("pay.button.mpesa", PayAction.MPESA), "stripe": ("pay.button.card", PayAction.CARD)}
     rows = [
-        [
-            InlineKeyboardButton(
-                text=t(labels[m][0], lang), callback_data=Pay(action=labels[m][1], public_id=order.public_id).pack()
-            )
-        ]
+        [InlineKeyboardButton(text=t(labels[m][0], lang), callback_data=_button(labels[m][1], order.public_id))]
         for m in methods
     ]
     rows.append(
         [
             InlineKeyboardButton(
-                text=t("pay.button.cancel_order", lang),
-                callback_data=Pay(action=PayAction.CANCEL, public_id=order.public_id).pack(),
+                text=t("pay.button.cancel_order", lang), callback_data=_button(PayAction.CANCEL, order.public_id)
             )
         ]
     )
     return InlineKeyboardMarkup(inline_keyboard=rows)
 
 
-def offer_text(order: Order, methods: list[str], lang: str, zone: ZoneInfo) -> str:
-    until = customer_time(order.reserved_until, zone, lang)
-    key = "pay.offer" if methods else "pay.unavailable"
-    return t(key, lang, order=order.public_id, total=format_money(order.total, order.currency, lang), until=until)
+def offer_text(order: Order, methods: list[str], lang: str, zone: ZoneInfo, settings: Settings | None = None) -> Markup:
+    """The payment screen. With no way to pay online: the Paybill instructions when the shop has
+    them, else that the shop was told (only when there is an admin group to tell, i.e. `settings`)."""
+    values: dict[str, object] = {
+        "order": order.public_id,
+        "total": format_money(order.total, order.currency, lang),
+        "until": customer_time(order.reserved_until, zone, lang),
+    }
+    if methods:
+        return t("pay.offer", lang, **values)
+    told = settings is not None and settings.admin_chat_id is not None
+    paybill = manual.customer_instructions(order, settings, lang) if settings is not None else None
+    if paybill is not None:
+        text = t("pay.manual", lang, paybill=paybill, **values)
+    else:
+        text = t("pay.unavailable_told" if told else "pay.unavailable", lang, **values)
+    contact = (
+        order_service.shop_contact(lang, settings.shop_phone, settings.shop_whatsapp) if settings is not None else None
+    )
+    return Markup("\n").join([text, contact]) if contact is not None else text
 
 
 async def offer_payment(
-    message: MaybeInaccessibleMessageUnion, order: Order, providers: dict[str, Any], lang: str, zone: ZoneInfo
+    message: MaybeInaccessibleMessageUnion,
+    order: Order,
+    providers: dict[str, Any],
+    lang: str,
+    zone: ZoneInfo,
+    *,
+    session: AsyncSession,
+    settings: Settings,
 ) -> None:
+    """Send the payment screen and record its message id (so its buttons are taken off when the
+    order stops awaiting payment); an order no one can pay online is posted to the admin group."""
     methods = payment_methods(order, providers)
     if not methods:
         log.warning("payments.unavailable", extra={"order": order.public_id})
-    await message.answer(offer_text(order, methods, lang, zone), reply_markup=payment_keyboard(order, methods, lang))
+    sent = await message.answer(
+        offer_text(order, methods, lang, zone, settings), reply_markup=payment_keyboard(order, methods, lang)
+    )
+    await manual.record_offer(session, order, sent.message_id, payable=bool(methods), settings=settings)
 
 
 async def own_order(
-    query: CallbackQuery, session: AsyncSession, customer: Customer, lang: str, public_id: str
+    query: CallbackQuery,
+    session: AsyncSession,
+    customer: Customer,
+    lang: str,
+    public_id: str,
+    *,
+    cancelling: bool = False,
 ) -> Order | None:
     """The order named in the button, if it is this customer's and still awaiting payment; otherwise
     answer the button press with the reason and return None."""
@@ -91,7 +129,7 @@ async def own_order(
     except DomainError as exc:
         await query.answer(plain(exc.key, lang, **exc.values), show_alert=True)
         return None
-    return order if await _still_awaiting(query, order, lang) else None
+    return order if await _still_awaiting(query, order, lang, cancelling=cancelling) else None
 
 
 async def own_order_apart(
@@ -107,12 +145,28 @@ async def own_order_apart(
     return (order, customer) if await _still_awaiting(query, order, lang) else None
 
 
-async def _still_awaiting(query: CallbackQuery, order: Order, lang: str) -> bool:
+async def _still_awaiting(query: CallbackQuery, order: Order, lang: str, *, cancelling: bool = False) -> bool:
     """True when the order still awaits payment; otherwise the press is answered with why not."""
-    reason = not_awaiting(order, lang)
+    reason = not_awaiting(order, lang, cancelling=cancelling)
     if reason is not None:
         await query.answer(reason, show_alert=True)
     return reason is None
+
+
+async def _show_offer(
+    query: CallbackQuery, session: AsyncSession, order: Order, lang: str, providers: dict[str, Any], settings: Settings
+) -> None:
+    """The payment screen in place of the pressed message (a new one when it cannot be edited)."""
+    methods = payment_methods(order, providers)
+    text = offer_text(order, methods, lang, settings.shop_zone, settings)
+    markup = payment_keyboard(order, methods, lang)
+    if isinstance(query.message, Message):
+        await query.message.edit_text(text, reply_markup=markup)
+        await manual.record_offer(session, order, query.message.message_id, payable=bool(methods), settings=settings)
+    elif query.message is not None:
+        await offer_payment(
+            query.message, order, providers, lang, settings.shop_zone, session=session, settings=settings
+        )
 
 
 @router.callback_query(Pay.filter(F.action == PayAction.OFFER))
@@ -129,14 +183,31 @@ async def reoffer(
     if order is None or query.message is None:
         return
     await query.answer()
-    methods = payment_methods(order, providers)
-    await query.message.answer(
-        offer_text(order, methods, lang, settings.shop_zone), reply_markup=payment_keyboard(order, methods, lang)
-    )
+    await offer_payment(query.message, order, providers, lang, settings.shop_zone, session=session, settings=settings)
 
 
 @router.callback_query(Pay.filter(F.action == PayAction.CANCEL))
-async def cancel_unpaid(
+async def ask_to_cancel(
+    query: CallbackQuery, callback_data: Pay, session: AsyncSession, customer: Customer, lang: str
+) -> None:
+    """One tap does not cancel: the order is cancelled only after "Yes, cancel it"."""
+    order = await own_order(query, session, customer, lang, callback_data.public_id, cancelling=True)
+    if order is None or query.message is None:
+        return
+    await query.answer()
+    text = t("pay.cancel.confirm", lang, order=order.public_id)
+    markup = kb(
+        [(t("pay.button.cancel_yes", lang), _button(PayAction.CANCEL_CONFIRM, order.public_id))],
+        [(t("pay.button.keep_order", lang), _button(PayAction.KEEP, order.public_id))],
+    )
+    if isinstance(query.message, Message):
+        await query.message.edit_text(text, reply_markup=markup)
+    else:
+        await query.message.answer(text, reply_markup=markup)
+
+
+@router.callback_query(Pay.filter(F.action == PayAction.KEEP))
+async def keep_order(
     query: CallbackQuery,
     callback_data: Pay,
     session: AsyncSession,
@@ -148,32 +219,56 @@ async def cancel_unpaid(
     order = await own_order(query, session, customer, lang, callback_data.public_id)
     if order is None:
         return
+    await query.answer()
+    await _show_offer(query, session, order, lang, providers, settings)
+
+
+@router.callback_query(Pay.filter(F.action == PayAction.CANCEL_CONFIRM))
+async def cancel_unpaid(
+    query: CallbackQuery,
+    callback_data: Pay,
+    session: AsyncSession,
+    customer: Customer,
+    lang: str,
+    providers: dict[str, Any],
+    settings: Settings,
+) -> None:
+    order = await own_order(query, session, customer, lang, callback_data.public_id, cancelling=True)
+    if order is None:
+        return
     public_id = order.public_id
     try:
         outcome = await stripe_flow.cancel_unpaid(
             session, providers.get("stripe"), order, settings, f"customer:{customer.id}"
         )
     except (DomainError, StripeFailure) as exc:  # a card link could not be closed: nothing changed
-        key, values = (exc.key, exc.values) if isinstance(exc, DomainError) else ("stripe.cancel_failed", {})
         await query.answer()
         if query.message is not None:
-            await query.message.answer(t(key, lang, **{"order": public_id, **values}))
+            await query.message.answer(_cancel_failure(exc, public_id, lang))
         return
     if outcome == "prompt_open":  # a reservation is not released while a prompt for it can be paid
         log.info("payments.cancel_refused_prompt_open", extra={"order": public_id})
         await query.answer(plain("mpesa.cancel_prompt_open", lang, order=public_id), show_alert=True)
     elif outcome == "moved":  # its card payment was found just now
-        await query.answer(
-            t("pay.error.not_awaiting", lang, order=public_id, state=t(f"state.{order.state}", lang)), show_alert=True
-        )
+        await query.answer(not_awaiting(order, lang, cancelling=True), show_alert=True)
     else:
         await query.answer(plain("pay.cancelled", lang, order=public_id))
         if isinstance(query.message, Message):  # an inaccessible one cannot be edited
-            await query.message.edit_reply_markup(reply_markup=None)
+            await query.message.edit_text(order_service.pay_closed_text(order, lang), reply_markup=None)
 
 
-def not_awaiting(order: Order, lang: str) -> str | None:
-    """Why the order cannot be paid any more (an alert's text), or None while it awaits payment."""
+def _cancel_failure(exc: DomainError | StripeFailure, public_id: str, lang: str) -> Markup:
+    if isinstance(exc, PaymentNotAllowed) and exc.key.startswith("pay.error."):
+        return t(exc.key.replace("pay.error.", "pay.cancel_refused.", 1), lang, order=public_id)
+    if isinstance(exc, DomainError):
+        return t(exc.key, lang, **{"order": public_id, **exc.values})
+    return t("stripe.cancel_failed", lang, order=public_id)
+
+
+def not_awaiting(order: Order, lang: str, *, cancelling: bool = False) -> str | None:
+    """Why the order cannot be paid (or cancelled) any more, per state, as an alert's text; None
+    while it awaits payment."""
     if order.state == order_service.AWAITING_PAYMENT:
         return None
-    return plain("pay.error.not_awaiting", lang, order=order.public_id, state=plain(f"state.{order.state}", lang))
+    prefix = "pay.cancel_refused" if cancelling else "pay.error"
+    return plain(f"{prefix}.{state_group(order.state)}", lang, order=order.public_id)

@@ -46,6 +46,8 @@ CARRIER = re.compile(r"^[\w .'()-]{2,40}$")  # no markup characters: it is shown
 MAX_RESTOCK = 100_000
 CANCELLABLE = (sm.AWAITING_PAYMENT, sm.PROCESSING)
 DELIVERABLE = (sm.SHIPPED, sm.IN_TRANSIT)
+# The note of a cancel from the alert's Cancel… button (no reason typed): not a reason to show the customer.
+ALERT_CANCEL_NOTE = "cancelled from the alert"
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -283,7 +285,7 @@ async def cancel(
 
     Returns (order, refund outcome, paid payment): outcome is none | refunded | refund_pending |
     manual_reversal_owed. The refund status is set before the transition because the customer's
-    "cancelled" message states it."""
+    "cancelled" message states it, with the admin's `reason` and the shop's contact."""
     order = await find_order(session, public_id)
     if order.state not in CANCELLABLE:
         raise DomainError("admin.cancel.not_allowed", order=order.public_id, state=order.state)
@@ -297,7 +299,14 @@ async def cancel(
         outcome, _ = await refund_payment(session, order, paid, providers, settings)
     order.refund_status = None if outcome == "none" else outcome
     note = (reason or "cancelled by admin")[:500]
-    await sm.transition(session, order, sm.CANCELLED, actor, note if outcome == "none" else f"{note}; {outcome}")
+    told = sm.StatusDetails(
+        reason=reason if reason != ALERT_CANCEL_NOTE else None,
+        shop_phone=settings.shop_phone,
+        shop_whatsapp=settings.shop_whatsapp,
+    )
+    await sm.transition(
+        session, order, sm.CANCELLED, actor, note if outcome == "none" else f"{note}; {outcome}", details=told
+    )
     money = f" {format_money(paid.amount, paid.currency)} via {paid.provider}" if paid is not None else ""
     audit.record(session, actor, name, "cancel", f"{note}; refund: {outcome}{money}", order_id=order.id)
     return order, outcome, paid

@@ -20,6 +20,16 @@ def offer_payment(public_id: str) -> str:
     return f"pay:o:{public_id}"
 
 
+def retry_mpesa(public_id: str) -> str:
+    """`Pay(action=MPESA_RETRY, public_id=…)`: the M-Pesa prompt again, to the number last prompted."""
+    return f"pay:mr:{public_id}"
+
+
+def other_mpesa_number(public_id: str) -> str:
+    """`Pay(action=MPESA_NUMBER, public_id=…)`: ask for another number and prompt that one."""
+    return f"pay:mn:{public_id}"
+
+
 def start_return(public_id: str) -> str:
     """`ReturnStep(action=START, public_id=…)`: begin a return of the delivered order."""
     return f"ret:s:{public_id}:0"

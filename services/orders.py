@@ -12,9 +12,11 @@ import logging
 import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Protocol
 
+import phonenumbers
+from babel.dates import format_skeleton
 from sqlalchemy import ColumnElement, Exists, bindparam, delete, distinct, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -24,9 +26,10 @@ from db.session import execute_dml, read_ahead
 from services import buttons, inventory, metrics, promos
 from services.errors import DomainError, IllegalTransition, InvalidInput, NotFound, OutOfStock
 from services.i18n import t
-from services.markup import cut
+from services.markup import Markup, cut
 from services.money import format_money
 from services.notifications import enqueue, inline_keyboard
+from services.times import babel_locale
 from services.zones import Zone, get_zone
 
 log = logging.getLogger(__name__)
@@ -90,6 +93,20 @@ def can_transition(from_state: str, to_state: str) -> bool:
     return to_state in TRANSITIONS.get(from_state, frozenset())
 
 
+@dataclass(frozen=True, slots=True)
+class StatusDetails:
+    """What the customer's status message says beyond the order itself: how it was paid (the
+    receipt, with its time read in the shop's `zone`), or why an admin cancelled it and how to reach
+    the shop."""
+
+    paid_with: str | None = None  # "mpesa" / "stripe": the paid message becomes a receipt
+    receipt: str | None = None  # the M-Pesa receipt code
+    zone: tzinfo | None = None
+    reason: str | None = None  # an admin's cancel reason, as typed
+    shop_phone: str = ""
+    shop_whatsapp: str = ""
+
+
 async def transition(
     session: AsyncSession,
     order: Order,
@@ -98,8 +115,10 @@ async def transition(
     note: str | None = None,
     *,
     notify: bool = True,
+    details: StatusDetails | None = None,
 ) -> OrderEvent:
-    """Move `order` to `to_state` or raise IllegalTransition. Stock moves with the state."""
+    """Move `order` to `to_state` or raise IllegalTransition. Stock moves with the state; the
+    message that carried the order's pay buttons loses them when it leaves awaiting_payment."""
     from_state = order.state
     if not can_transition(from_state, to_state):
         raise IllegalTransition("error.illegal_transition", order=order.public_id, src=from_state, dst=to_state)
@@ -126,13 +145,15 @@ async def transition(
             enqueue(
                 session,
                 customer.chat_id,
-                status_message(order, customer.language),
+                status_message(order, customer.language, details),
                 kind="order_status",
                 dedup_key=f"order:{order.id}:{to_state}:{_event_seq(order)}",
                 reply_markup=inline_keyboard(
                     [[(t("orders.button.view", customer.language), buttons.view_order(order.public_id))]]
                 ),
             )
+            if from_state == AWAITING_PAYMENT:
+                close_pay_message(session, order, customer.chat_id, customer.language)
             # Asked on the delivery itself, not when a rejected return puts the order back to delivered (its
             # question's dedup key would fail the rejection's commit). Imported here: services.reviews imports
             # services.admin, which imports this module.
@@ -174,21 +195,117 @@ async def _move_promo_use(session: AsyncSession, order: Order, from_state: str, 
         await promos.take_again(session, order.promo_code, order.public_id)
 
 
-def status_message(order: Order, lang: str = "en") -> str:
-    """The customer's message for the order's current state."""
+def close_pay_message(session: AsyncSession, order: Order, chat_id: int, lang: str) -> None:
+    """Queue the edit that takes the pay buttons off the order's payment message (if one was
+    recorded): a paid, expired or cancelled order leaves no button in the chat that cannot work."""
+    if order.pay_message_id is None:
+        return
+    enqueue(
+        session,
+        chat_id,
+        pay_closed_text(order, lang),
+        kind="pay_closed",
+        edit_message_id=order.pay_message_id,
+        dedup_key=f"pay_closed:{order.id}",
+    )
+
+
+def pay_closed_text(order: Order, lang: str) -> Markup:
+    """What the payment message reads once the order no longer awaits payment."""
+    state = order.state if order.state in (PROCESSING, CANCELLED, EXPIRED) else PROCESSING
+    return t(f"pay.closed.{state}", lang, order=order.public_id, total=format_money(order.total, order.currency, lang))
+
+
+def status_message(order: Order, lang: str = "en", details: StatusDetails | None = None) -> str:
+    """The customer's message for the order's current state: with `details`, the receipt of a
+    payment or an admin's reason for cancelling; a shipped order's lines say only what is known."""
     values: dict[str, object] = {
         "order": order.public_id,
         "total": format_money(order.total, order.currency, lang),
         "carrier": order.carrier or "-",
-        "tracking": order.tracking_number or "-",
-        "link": tracking_link(order) or "-",
         # Carrier texts come from DHL's API: `t` escapes them; cut first so a long one cannot
         # push the message past Telegram's limit.
         "event": cut(order.tracking_description or "-", 300),
         "place": cut(order.tracking_place or "-", 200),
         "refund": t(f"refund.{order.refund_status or 'none'}", lang),
     }
-    return t(f"order.status.{order.state}", lang, **values)
+    parts = [t(f"order.status.{order.state}", lang, **values)]
+    if order.state == SHIPPED:
+        parts += _shipped_lines(order, lang)
+    elif order.state == PROCESSING and details is not None and details.paid_with:
+        parts.append(receipt_text(order, lang, details))
+    elif order.state == CANCELLED and details is not None:
+        parts += _cancel_lines(lang, details)
+    return str(Markup("\n").join(parts))
+
+
+def _shipped_lines(order: Order, lang: str) -> list[Markup]:
+    lines = []
+    if order.tracking_number:
+        lines.append(t("order.status.tracking_number", lang, tracking=order.tracking_number))
+    link = tracking_link(order)
+    if link:
+        lines.append(t("order.status.track_link", lang, link=link))
+    lines.append(t("orders.delivery", lang, zone=t(f"zone.{order.zone}.short", lang)))
+    return lines
+
+
+def _cancel_lines(lang: str, details: StatusDetails) -> list[Markup]:
+    lines = []
+    if details.reason:
+        lines.append(t("order.status.cancel_reason", lang, reason=cut(details.reason, 300)))
+    contact = shop_contact(lang, details.shop_phone, details.shop_whatsapp)
+    if contact:
+        lines.append(contact)
+    return lines
+
+
+def shop_contact(lang: str, phone: str, whatsapp: str) -> Markup | None:
+    """ "Questions? Call … · WhatsApp …" with what the shop configured (None when neither is)."""
+    ways = []
+    if phone:
+        ways.append(t("order.contact.phone", lang, phone=phone))
+    if whatsapp:
+        ways.append(t("order.contact.whatsapp", lang, whatsapp=whatsapp))
+    return t("order.contact", lang, ways=Markup(" · ").join(ways)) if ways else None
+
+
+def receipt_text(order: Order, lang: str, details: StatusDetails) -> Markup:
+    """The receipt part of the paid message: how, how much, when (in the shop's zone, named) and
+    where it goes."""
+    paid_with = (
+        t("order.receipt.mpesa", lang, code=details.receipt)
+        if details.paid_with == "mpesa" and details.receipt
+        else t("order.receipt.card", lang)
+    )
+    return t(
+        "order.receipt",
+        lang,
+        paid_with=paid_with,
+        total=format_money(order.total, order.currency, lang),
+        when=receipt_time(order.updated_at, details.zone or UTC, lang),
+        zone=t(f"zone.{order.zone}.short", lang),
+        address=cut(order.address, 300),
+        phone=display_phone(order.phone),
+    )
+
+
+def receipt_time(when: datetime, zone: tzinfo, lang: str) -> str:
+    """An absolute moment with the zone named, in the reader's language: "3 Dec 2026, 09:12 EAT"."""
+    local = (when if when.tzinfo is not None else when.replace(tzinfo=UTC)).astimezone(zone)
+    day = format_skeleton("yMMMd", local, locale=babel_locale(lang))
+    return f"{day}, {local.strftime('%H:%M')} {local.tzname() or zone}"
+
+
+def display_phone(msisdn: str | None) -> str:
+    """A stored number (E.164 digits) as people write it: "+254 712 345 678"."""
+    if not msisdn:
+        return "-"
+    try:
+        number = phonenumbers.parse("+" + msisdn.lstrip("+"), None)
+    except phonenumbers.NumberParseException:
+        return msisdn
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.INTERNATIONAL)
 
 
 def tracking_link(order: Order) -> str | None:

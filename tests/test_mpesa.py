@@ -147,12 +147,40 @@ async def test_each_failure_code_is_explained_with_try_again(world: MpesaWorld, 
     async with world.shop.session_factory() as session:
         msg = (await session.execute(select(Outbox).where(Outbox.kind == "payment_failed"))).scalar_one()
     assert (
-        reason in msg.text and msg.reply_markup["inline_keyboard"][0][0]["callback_data"] == f"pay:o:{order.public_id}"
+        reason in msg.text and msg.reply_markup["inline_keyboard"][0][0]["callback_data"] == f"pay:mr:{order.public_id}"
     )
     world.daraja.plan = dj.Plan()
     await world.shop.press(USER, f"pay:m:{order.public_id}")  # try again: a new prompt, then paid
     await world.daraja.settle()
     assert await world.state_of(order) == "processing" and len(world.daraja.pushes) == 2
+
+
+async def test_try_again_prompts_the_same_number_and_another_number_can_be_used(world: MpesaWorld) -> None:
+    world.daraja.plan = dj.Plan(result_code=1032)
+    order = await world.order(phone="254712345678")
+    await world.pay(order)
+    async with world.shop.session_factory() as session:
+        failed = (await session.execute(select(Outbox).where(Outbox.kind == "payment_failed"))).scalar_one()
+    assert [[(b["text"], b["callback_data"]) for b in row] for row in failed.reply_markup["inline_keyboard"]] == [
+        [("🔁 Try again", f"pay:mr:{order.public_id}")],
+        [("📱 Use another number", f"pay:mn:{order.public_id}")],
+    ]
+    again = await world.shop.press(USER, f"pay:mr:{order.public_id}")  # straight to the prompt: no screen between
+    assert again is not None and "Check your phone (2547*****678)" in again.text
+    assert [p.body["PartyA"] for p in world.daraja.pushes] == ["254712345678", "254712345678"]
+    await world.daraja.settle()
+    ask = await world.shop.press(USER, f"pay:mn:{order.public_id}")
+    assert ask is not None and "Which Safaricom number should we send the M-Pesa prompt to instead?" in ask.text
+    assert "Kenyan mobile number" in (await world.shop.send(USER, "+44 7911 123456")).text
+    world.daraja.plan = dj.Plan()
+    prompted = await world.shop.send(USER, "0722 000 111")
+    assert "Check your phone (2547*****111)" in prompted.text
+    assert world.daraja.pushes[-1].body["PartyA"] == "254722000111"
+    await world.daraja.settle()
+    assert await world.state_of(order) == "processing"
+    async with world.shop.session_factory() as session:
+        paid = (await session.execute(select(Outbox).where(Outbox.kind == "order_status"))).scalar_one()
+    assert "M-Pesa receipt: <code>RLA" in paid.text and "Phone: +254 712 345678" in paid.text
 
 
 async def test_failure_after_success_is_ignored(world: MpesaWorld) -> None:
@@ -340,7 +368,7 @@ async def test_cancel_waits_while_the_prompt_can_still_be_answered(world: MpesaW
     world.daraja.plan = dj.Plan(no_show=True)
     order = await world.order(qty=2, stock=5)
     await world.pay(order)
-    await world.shop.press(USER, f"pay:x:{order.public_id}")
+    await world.shop.press(USER, f"pay:xy:{order.public_id}")  # Yes, cancel it
     assert "M-Pesa prompt is still open on your phone" in world.shop.last_answer.params["text"]
     assert await world.state_of(order) == "awaiting_payment"
     async with world.shop.session_factory() as session:
@@ -348,7 +376,7 @@ async def test_cancel_waits_while_the_prompt_can_still_be_answered(world: MpesaW
     assert await stock_of(world.shop.session_factory, product_id) == (3, 2, 0)  # still reserved
 
     await _age(world, int(mpesa_flow.FINAL_TIMEOUT.total_seconds()))  # unanswered past its final timeout
-    await world.shop.press(USER, f"pay:x:{order.public_id}")
+    await world.shop.press(USER, f"pay:xy:{order.public_id}")  # Yes, cancel it
     assert "cancelled" in world.shop.last_answer.params["text"] and await world.state_of(order) == "cancelled"
     assert await stock_of(world.shop.session_factory, product_id) == (5, 0, 0)
 
@@ -377,7 +405,7 @@ async def test_daraja_refusal_is_a_friendly_retry(world: MpesaWorld) -> None:
     )
     order = await world.order()
     reply = await world.pay(order)
-    assert "couldn't send the payment prompt" in reply.text and reply.button("Try again") == f"pay:o:{order.public_id}"
+    assert "couldn't send the payment prompt" in reply.text and reply.button("Try again") == f"pay:mr:{order.public_id}"
     assert (await world.payment()).state == "failed"
 
 
@@ -536,7 +564,7 @@ async def test_query_back_off_grows_and_the_final_timeout_fails_the_attempt(worl
         msg = (await session.execute(select(Outbox).where(Outbox.kind == "payment_failed"))).scalar_one()
     assert (
         "timed out" in msg.text
-        and msg.reply_markup["inline_keyboard"][0][0]["callback_data"] == f"pay:o:{order.public_id}"
+        and msg.reply_markup["inline_keyboard"][0][0]["callback_data"] == f"pay:mr:{order.public_id}"
     )
     assert await world.state_of(order) == "awaiting_payment"
 

@@ -11,7 +11,7 @@ from db.models import Order, Outbox, Payment, utcnow
 from services import orders as sm
 from services.payments.mpesa_flow import FINAL_TIMEOUT
 from tests.factories import make_order, make_product, stock_of
-from tests.harness import Harness
+from tests.harness import ADMIN_CHAT_ID, ADMIN_USER_ID, Harness
 from tests.test_checkout import assert_telegram_html
 
 USER, OTHER = 7301, 7302
@@ -131,3 +131,56 @@ async def test_a_prompt_with_a_final_answer_does_not_hold_the_reservation(shop: 
             )
         )
     assert await sm.expire_due_orders(shop.session_factory) == 1
+
+
+async def _status_texts(shop: Harness, order: Order) -> list[str]:
+    async with shop.session_factory() as session:
+        rows = await session.execute(
+            select(Outbox.text).where(Outbox.chat_id == USER, Outbox.kind == "order_status").order_by(Outbox.id)
+        )
+        return list(rows.scalars().all())
+
+
+async def _paid(shop: Harness, zone: str) -> Order:
+    pid = await make_product(shop.session_factory, f"ST-{zone}", stock=5)
+    order = await make_order(shop.session_factory, USER, [(pid, 1)], zone=zone)
+    async with shop.session_factory() as session, session.begin():
+        await sm.transition(session, await sm.get_order(session, order.public_id), "processing", "system:test")
+    return order
+
+
+async def test_shipped_message_says_only_what_is_known(shop: Harness) -> None:
+    local, dhl = await _paid(shop, "kenya"), await _paid(shop, "intl")
+    await shop.send(ADMIN_USER_ID, f"/ship {local.public_id} G4S-12345", chat_id=ADMIN_CHAT_ID)
+    await shop.send(ADMIN_USER_ID, f"/ship {dhl.public_id} 1234567890", chat_id=ADMIN_CHAT_ID)
+    local_text, dhl_text = [t for t in await _status_texts(shop, local) if "has shipped" in t]
+    assert f"Order <b>{local.public_id}</b> has shipped with G4S." in local_text
+    assert "Tracking number: <code>G4S-12345</code>" in local_text and "Track it" not in local_text
+    assert "-\n" not in local_text + "\n" and "Delivery: Rest of Kenya (3–5 days, G4S / Wells Fargo)" in local_text
+    assert "Track it: https://www.dhl.com/" in dhl_text and "tracking-id=1234567890" in dhl_text
+    assert_telegram_html(local_text)
+    async with shop.session_factory() as session:
+        order = await sm.get_order(session, local.public_id)
+    order.tracking_number = None
+    bare = sm.status_message(order)
+    assert "Tracking number" not in bare and "Track it" not in bare and ": -" not in bare
+
+
+async def test_admin_cancel_reason_reaches_the_customer_with_the_shops_contact(engine, botapi) -> None:  # type: ignore[no-untyped-def]
+    shop = await Harness(engine, botapi, shop_phone="0700 111 222", shop_whatsapp="+254 700 111 222").start()
+    order = await _paid(shop, "nairobi")
+    reply = await shop.send(ADMIN_USER_ID, f"/cancel {order.public_id} Out of stock <sorry>", chat_id=ADMIN_CHAT_ID)
+    assert "cancelled" in reply.text
+    [text] = [t for t in await _status_texts(shop, order) if "has been cancelled" in t]
+    assert "Reason: Out of stock &lt;sorry&gt;" in text
+    assert "Questions? Call 0700 111 222 · WhatsApp +254 700 111 222" in text
+    assert_telegram_html(text)
+    await shop.stop()
+
+
+async def test_cancel_from_the_alert_button_gives_no_made_up_reason(shop: Harness) -> None:
+    order = await _paid(shop, "nairobi")
+    await shop.send(ADMIN_USER_ID, "/start", chat_id=ADMIN_CHAT_ID)
+    await shop.press(ADMIN_USER_ID, f"adm:cc:{order.public_id}", chat_id=ADMIN_CHAT_ID)
+    [text] = [t for t in await _status_texts(shop, order) if "has been cancelled" in t]
+    assert "Reason" not in text and "Questions?" not in text  # no contact configured: no empty line

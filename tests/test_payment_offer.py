@@ -1,14 +1,20 @@
-"""Which ways to pay the customer is offered, and what happens when none is configured."""
+"""Which ways to pay the customer is offered, what happens when none fits (the admin group is told;
+manual Paybill instructions when the shop has a Paybill), cancelling with a confirmation, and the
+pay buttons taken off once the order stops awaiting payment."""
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from datetime import timedelta
+
+from sqlalchemy import select, update
 
 from bot.runtime import Shop
 from bot.serve import announce_start
-from db.models import Outbox
-from tests.factories import make_order, make_product
-from tests.harness import ADMIN_CHAT_ID, Harness
+from db.models import Customer, Order, Outbox, utcnow
+from services import orders as sm
+from services.outbox_sender import BotApiTransport, Limits, drain_once
+from tests.factories import make_order, make_product, stock_of
+from tests.harness import ADMIN_CHAT_ID, TEST_TOKEN, Harness
 
 USER = 8301
 
@@ -18,41 +24,151 @@ class Configured:  # stands in for a provider client: only its presence matters 
         return None
 
 
-async def _offer(shop: Harness, zone: str) -> list[str]:
-    pid = await make_product(shop.session_factory, f"OFF-{zone}", stock=3)
-    order = await make_order(shop.session_factory, USER, [(pid, 1)], zone=zone)
+def configured(*names: str) -> dict[str, Configured]:
+    return {name: Configured() for name in names}
+
+
+async def _order(shop: Harness, zone: str = "nairobi", sku: str = "OFF-1") -> Order:
+    pid = await make_product(shop.session_factory, f"{sku}-{zone}", stock=3)
+    return await make_order(shop.session_factory, USER, [(pid, 1)], zone=zone)
+
+
+async def _offer(shop: Harness, zone: str) -> tuple[list[str], str]:
+    order = await _order(shop, zone)
     await shop.send(USER, "/start")
     reply = await shop.press(USER, f"pay:o:{order.public_id}")
-    return [label for label, _ in reply.buttons], reply.text  # type: ignore[return-value]
+    assert reply is not None
+    return [label for label, _ in reply.buttons], reply.text
+
+
+async def _admin_rows(shop: Harness, kind: str) -> list[Outbox]:
+    async with shop.session_factory() as session:
+        rows = await session.execute(select(Outbox).where(Outbox.chat_id == ADMIN_CHAT_ID, Outbox.kind == kind))
+        return list(rows.scalars().all())
 
 
 async def test_mpesa_for_kes_card_for_both(engine, botapi) -> None:  # type: ignore[no-untyped-def]
-    shop = await Harness(engine, botapi, providers={"mpesa": Configured(), "stripe": Configured()}).start()
+    shop = await Harness(engine, botapi, providers=configured("mpesa", "stripe")).start()
     labels, _ = await _offer(shop, "nairobi")
     assert labels == ["📱 M-Pesa", "💳 Card (Stripe)", "✖ Cancel order"]
     labels, _ = await _offer(shop, "intl")
     assert labels == ["💳 Card (Stripe)", "✖ Cancel order"]
+    assert await _admin_rows(shop, "unpayable") == []  # payable orders are no news for the admins
     await shop.stop()
 
 
-async def test_no_provider_tells_customer_and_warns_admins(shop: Harness) -> None:
-    labels, text = await _offer(shop, "nairobi")
-    assert labels == ["✖ Cancel order"] and "online payment is unavailable" in text
+async def test_no_provider_tells_customer_and_posts_the_order_to_admins(shop: Harness) -> None:
+    order = await _order(shop)
+    await shop.send(USER, "/start")
+    async with shop.session_factory() as session, session.begin():
+        await session.execute(update(Customer).where(Customer.id == USER).values(first_name="Ann <b>Kamau</b> & Co"))
+    reply = await shop.press(USER, f"pay:o:{order.public_id}")
+    assert reply is not None and [label for label, _ in reply.buttons] == ["✖ Cancel order"]
+    assert "online payment isn't available right now, so we've sent your order to the shop" in reply.text
+    await shop.press(USER, f"pay:o:{order.public_id}")  # offered again: the admins are told once
+    [alert] = await _admin_rows(shop, "unpayable")
+    assert f"Order <b>{order.public_id}</b> can't be paid online" in alert.text
+    assert "1 × Product" in alert.text and "Total: <b>KES 1,300</b>" in alert.text
+    assert "Customer: Ann &lt;b&gt;Kamau&lt;/b&gt; &amp; Co, phone +254 712 345678" in alert.text
+    assert f"/paid {order.public_id} RECEIPT_CODE" in alert.text
     assert isinstance(shop.shop, Shop)
     await announce_start(shop.shop)
-    async with shop.session_factory() as session:
-        alert = (await session.execute(select(Outbox).where(Outbox.chat_id == ADMIN_CHAT_ID))).scalar_one()
-    assert "No payment provider is configured" in alert.text
+    [warning] = await _admin_rows(shop, "admin_alert")
+    assert "No payment provider is configured" in warning.text
 
 
-async def test_customer_can_cancel_an_unpaid_order(shop: Harness) -> None:
+async def test_international_order_with_only_mpesa_reaches_the_admins(engine, botapi) -> None:  # type: ignore[no-untyped-def]
+    shop = await Harness(engine, botapi, providers=configured("mpesa"), mpesa_manual_paybill="123456").start()
+    labels, text = await _offer(shop, "intl")
+    assert labels == ["✖ Cancel order"] and "we've sent your order to the shop" in text
+    assert "Paybill" not in text  # M-Pesa by hand is for KES orders only
+    [alert] = await _admin_rows(shop, "unpayable")
+    assert "$" in alert.text and "the shop will contact them" in alert.text
+    await shop.stop()
+
+
+async def test_manual_paybill_instructions_for_customer_and_admins(engine, botapi) -> None:  # type: ignore[no-untyped-def]
+    shop = await Harness(
+        engine, botapi, mpesa_manual_paybill="123456", mpesa_manual_account_prefix="SHOP", shop_phone="0700 111 222"
+    ).start()
+    order = await _order(shop)
+    await shop.send(USER, "/start")
+    reply = await shop.press(USER, f"pay:o:{order.public_id}")
+    assert reply is not None
+    assert (
+        "Pay with M-Pesa: Lipa na M-Pesa → Paybill → Business no. <b>123456</b> → "
+        f"Account no. <b>SHOP{order.public_id}</b> → amount <b>KES 1,300</b>"
+    ) in reply.text
+    assert "Questions? Call 0700 111 222" in reply.text and "online payment isn't available" not in reply.text
+    [alert] = await _admin_rows(shop, "unpayable")
+    assert f"Business no. 123456 → Account no. SHOP{order.public_id} → amount KES 1,300" in alert.text
+    await shop.stop()
+
+
+async def test_cancel_asks_first_and_keep_shows_the_payment_screen(engine, botapi) -> None:  # type: ignore[no-untyped-def]
+    shop = await Harness(engine, botapi, providers=configured("mpesa")).start()
     pid = await make_product(shop.session_factory, "CXL-1", stock=3)
     order = await make_order(shop.session_factory, USER, [(pid, 2)])
     await shop.send(USER, "/start")
-    await shop.press(USER, f"pay:x:{order.public_id}")
-    assert "cancelled" in shop.last_answer.params["text"]
-    await shop.press(USER, f"pay:x:{order.public_id}")
-    assert "can't be paid now" in shop.last_answer.params["text"]
-    from tests.factories import stock_of
-
+    offer = await shop.press(USER, f"pay:o:{order.public_id}")
+    assert offer is not None and offer.button("Cancel order") == f"pay:x:{order.public_id}"
+    ask = await shop.press(USER, offer.button("Cancel order"), message=offer)
+    assert ask is not None and ask.method == "editMessageText"
+    assert ask.text == f"Cancel order <b>{order.public_id}</b>? This can't be undone."
+    assert [label for label, _ in ask.buttons] == ["Yes, cancel it", "Keep order"]
+    assert await stock_of(shop.session_factory, pid) == (1, 2, 0)  # one tap cancelled nothing
+    kept = await shop.press(USER, ask.button("Keep order"), message=ask)
+    assert kept is not None and "How would you like to pay?" in kept.text
+    assert [label for label, _ in kept.buttons] == ["📱 M-Pesa", "✖ Cancel order"]
+    ask = await shop.press(USER, kept.button("Cancel order"), message=kept)
+    assert ask is not None
+    done = await shop.press(USER, ask.button("Yes, cancel it"), message=ask)
+    assert "cancelled and its items are back on the shelf" in shop.last_answer.params["text"]
+    assert done is not None and "is cancelled" in done.text and done.buttons == []
     assert await stock_of(shop.session_factory, pid) == (3, 0, 0)
+    await shop.press(USER, f"pay:x:{order.public_id}", message=offer)
+    assert shop.last_answer.params["text"] == f"Order {order.public_id} is already cancelled."
+    await shop.stop()
+
+
+async def test_cancel_refusals_read_as_a_person_writes(shop: Harness) -> None:
+    paid, lapsed = await _order(shop, sku="PAID"), await _order(shop, sku="LAPSED")
+    async with shop.session_factory() as session, session.begin():
+        await sm.transition(session, await sm.get_order(session, paid.public_id), sm.PROCESSING, "system:test")
+        await sm.transition(session, await sm.get_order(session, lapsed.public_id), sm.EXPIRED, "system:test")
+    await shop.send(USER, "/start")
+    await shop.press(USER, f"pay:x:{paid.public_id}")
+    assert shop.last_answer.params["text"] == (
+        f"Order {paid.public_id} has been paid, so it can't be cancelled here — message us to arrange a return."
+    )
+    await shop.press(USER, f"pay:xy:{lapsed.public_id}")
+    assert (
+        shop.last_answer.params["text"]
+        == f"Order {lapsed.public_id} has already expired, so there's nothing to cancel."
+    )
+    await shop.press(USER, f"pay:o:{lapsed.public_id}")
+    assert "expired before it was paid, so it can't be paid any more" in shop.last_answer.params["text"]
+
+
+async def test_an_expired_orders_payment_message_loses_its_buttons(engine, botapi) -> None:  # type: ignore[no-untyped-def]
+    shop = await Harness(engine, botapi, providers=configured("mpesa")).start()
+    order = await _order(shop)
+    await shop.send(USER, "/start")
+    offer = await shop.press(USER, f"pay:o:{order.public_id}")
+    assert offer is not None and offer.button("M-Pesa") == f"pay:m:{order.public_id}"
+    message_id = offer.result["message_id"]
+    async with shop.session_factory() as session, session.begin():
+        await session.execute(
+            update(Order).where(Order.id == order.id).values(reserved_until=utcnow() - timedelta(minutes=1))
+        )
+    assert await sm.expire_due_orders(shop.session_factory) == 1
+    transport = BotApiTransport(botapi.url, TEST_TOKEN)
+    while await drain_once(shop.session_factory, transport, Limits()):
+        pass
+    await transport.aclose()
+    [edit] = [c for c in botapi.sent(USER, "editMessageText") if c.params["message_id"] == message_id]
+    assert edit.buttons == [] and "M-Pesa" not in str(edit.params)
+    assert edit.text == (
+        f"⌛ Order <b>{order.public_id}</b> wasn't paid in time, so it expired and its items went back on the shelf."
+    )
+    await shop.stop()

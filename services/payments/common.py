@@ -11,7 +11,7 @@ Rules it keeps:
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, tzinfo
 from typing import Any
 
 from sqlalchemy import select, update
@@ -40,7 +40,20 @@ UNSETTLED = (PENDING, FAILED, SUPERSEDED, EXPIRED)
 
 
 class PaymentNotAllowed(DomainError):
-    key = "pay.error.not_awaiting"
+    key = "pay.error.paid"
+
+
+PAID_STATES = frozenset(order_sm.STATES) - {order_sm.AWAITING_PAYMENT, order_sm.CANCELLED, order_sm.EXPIRED}
+
+
+def state_group(state: str) -> str:
+    """cancelled | expired | paid: what a customer is told about an order that awaits no payment."""
+    return "paid" if state in PAID_STATES else state
+
+
+def not_payable(order_id: str, state: str) -> PaymentNotAllowed:
+    """The refusal of a payment for an order in `state` (not awaiting payment), as a person says it."""
+    return PaymentNotAllowed(f"pay.error.{state_group(state)}", order=order_id)
 
 
 async def record_event(
@@ -111,7 +124,7 @@ async def record_anomaly(
 async def create_attempt(session: AsyncSession, order: Order, provider: str, **fields: Any) -> Payment:
     """A new pending attempt for an order that is awaiting payment, in the caller's transaction."""
     if order.state != order_sm.AWAITING_PAYMENT:
-        raise PaymentNotAllowed("pay.error.not_awaiting", order=order.public_id, state=order.state.replace("_", " "))
+        raise not_payable(order.public_id, order.state)
     payment = Payment(
         order_id=order.id, provider=provider, state=PENDING, amount=order.total, currency=order.currency, **fields
     )
@@ -139,9 +152,10 @@ async def settle_paid(
     actor: str,
     admin_chat_id: int | None,
     low_stock_threshold: int = 3,
+    zone: tzinfo | None = None,
 ) -> str:
     """Apply a confirmed payment. Returns what happened: paid | late_paid | duplicate | mismatch |
-    refund_due. The caller commits.
+    refund_due. The caller commits. The customer's paid message is the receipt (its time in `zone`).
 
     The order's row is locked before the payment's is written: every path that touches both (cancel,
     expiry, link replacement) takes them in that order, so none can deadlock with a settlement."""
@@ -178,14 +192,20 @@ async def settle_paid(
     if claimed.rowcount != 1:
         return "duplicate"
     payment.state = PAID
+    receipt = order_sm.StatusDetails(paid_with=payment.provider, receipt=reference, zone=zone)
     if order.state == order_sm.AWAITING_PAYMENT:
         await order_sm.transition(
-            session, order, order_sm.PROCESSING, actor, f"paid via {payment.provider} {reference or ''}".strip()
+            session,
+            order,
+            order_sm.PROCESSING,
+            actor,
+            f"paid via {payment.provider} {reference or ''}".strip(),
+            details=receipt,
         )
         await _announce_paid_order(session, order, payment, admin_chat_id, low_stock_threshold)
         return PAID
     if order.state in (order_sm.EXPIRED, order_sm.CANCELLED):
-        return await _late_payment(session, order, payment, actor, admin_chat_id, low_stock_threshold)
+        return await _late_payment(session, order, payment, actor, admin_chat_id, low_stock_threshold, receipt)
     # Already paid through another attempt: this is a second charge.
     await _mark_refund_due(
         session, payment, admin_chat_id, raw, f"second payment for order {order.public_id} (already {order.state})"
@@ -200,12 +220,18 @@ async def _late_payment(
     actor: str,
     admin_chat_id: int | None,
     low_stock_threshold: int,
+    receipt: order_sm.StatusDetails,
 ) -> str:
     was = order.state
     try:
         async with session.begin_nested():
             await order_sm.transition(
-                session, order, order_sm.PROCESSING, actor, f"late payment via {payment.provider}; stock re-reserved"
+                session,
+                order,
+                order_sm.PROCESSING,
+                actor,
+                f"late payment via {payment.provider}; stock re-reserved",
+                details=receipt,
             )
     except OutOfStock:
         await session.refresh(order)
@@ -338,9 +364,20 @@ async def settle_failed(
             t("pay.failed", lang, order=order.public_id, reason=t(reason_key, lang)),
             kind="payment_failed",
             dedup_key=f"payment_failed:{payment.id}",
-            reply_markup=inline_keyboard([[(t("pay.button.try_again", lang), buttons.offer_payment(order.public_id))]]),
+            reply_markup=inline_keyboard(_try_again(payment, order.public_id, lang)),
         )
     return state
+
+
+def _try_again(payment: Payment, public_id: str, lang: str) -> list[list[tuple[str, str]]]:
+    """After a failed M-Pesa prompt: prompt the same number again at once, or another number;
+    after a card failure: the payment methods again."""
+    if payment.provider == "mpesa":
+        return [
+            [(t("pay.button.try_again", lang), buttons.retry_mpesa(public_id))],
+            [(t("mpesa.button.other_number", lang), buttons.other_mpesa_number(public_id))],
+        ]
+    return [[(t("pay.button.try_again", lang), buttons.offer_payment(public_id))]]
 
 
 async def claim_due_attempts(

@@ -230,9 +230,7 @@ async def _awaiting_order(session: AsyncSession, order_id: str, customer_id: int
 
     order = await order_service.get_order(session, order_id, customer_id=customer_id, for_update=for_update)
     if order.state != order_service.AWAITING_PAYMENT:
-        raise common.PaymentNotAllowed(
-            "pay.error.not_awaiting", order=order.public_id, state=order.state.replace("_", " ")
-        )
+        raise common.not_payable(order.public_id, order.state)
     if order.reserved_until <= utcnow():  # the expiry job takes it next: no prompt it would outlive
         raise common.PaymentNotAllowed("pay.error.reservation_ran_out", order=order.public_id)
     if order.currency != "KES":
@@ -468,6 +466,7 @@ async def _apply_hint(
             actor="system:mpesa",
             admin_chat_id=settings.admin_chat_id,
             low_stock_threshold=settings.low_stock_threshold,
+            zone=settings.shop_zone,
         )
     return await common.settle_failed(
         session,
@@ -715,6 +714,7 @@ async def _apply_status(
                 actor="system:mpesa-query",
                 admin_chat_id=settings.admin_chat_id,
                 low_stock_threshold=settings.low_stock_threshold,
+                zone=settings.shop_zone,
             )
         return await common.settle_failed(
             session,

@@ -159,7 +159,7 @@ async def _store_session(
     except StripeFailure:
         log.warning("stripe.unwanted_session_left_open", extra={"payment": payment.id})
     if state != order_service.AWAITING_PAYMENT:
-        raise common.PaymentNotAllowed("pay.error.not_awaiting", order=order_id, state=state.replace("_", " "))
+        raise common.not_payable(order_id, state)
     raise StripeFailure("the attempt was closed while its session was being created")
 
 
@@ -218,7 +218,7 @@ async def _awaiting(session: AsyncSession, order_id: str, customer_id: int) -> O
         if order.reserved_until > utcnow():
             return order
         raise common.PaymentNotAllowed("pay.error.reservation_ran_out", order=order.public_id)
-    raise common.PaymentNotAllowed("pay.error.not_awaiting", order=order.public_id, state=order.state.replace("_", " "))
+    raise common.not_payable(order.public_id, order.state)
 
 
 async def _claim(session: AsyncSession, order: Order) -> bool:
@@ -324,9 +324,7 @@ async def close_links(
         if checkout.payment_status != "paid":
             _require_closed(checkout, payment)
     if not await _claim(session, order):
-        raise common.PaymentNotAllowed(
-            "pay.error.not_awaiting", order=order.public_id, state=order.state.replace("_", " ")
-        )
+        raise common.not_payable(order.public_id, order.state)
     locked = await _pending(session, order.id, lock=True)
     for payment in [p for p in locked if p.stripe_session_id is None]:
         if not await _retire_orphan(session, payment, common.EXPIRED, "closed"):
@@ -463,6 +461,7 @@ async def _apply(
             actor="system:stripe",
             admin_chat_id=settings.admin_chat_id,
             low_stock_threshold=settings.low_stock_threshold,
+            zone=settings.shop_zone,
         )
     if failed:
         return await common.settle_failed(

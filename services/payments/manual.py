@@ -1,0 +1,178 @@
+"""Orders no one can pay online: the admin group hears of each, the customer may be told how to pay
+by hand (Lipa na M-Pesa to the shop's Paybill, MPESA_MANUAL_PAYBILL), and an admin records the
+money with `/paid <order> <receipt code>`, which settles it as any M-Pesa payment (the state machine,
+the customer's receipt, the new-order alert).
+
+The receipt code is the payment's reference; it is stored as the attempt's `checkout_request_id`
+("manual:<code>"), whose unique index keeps one code from paying two orders.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+
+from sqlalchemy import exists, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot.config import Settings
+from db.models import Customer, Order, Outbox, Payment
+from db.session import execute_dml
+from services import audit
+from services import orders as order_sm
+from services.admin import unit_of_work
+from services.errors import DomainError, InvalidInput, NotFound
+from services.i18n import t
+from services.markup import Markup, cut
+from services.money import format_money
+from services.notifications import alert_admins
+from services.payments import common
+
+log = logging.getLogger(__name__)
+
+RECEIPT_CODE = re.compile(r"^[A-Z0-9]{10}$")  # an M-Pesa transaction code, e.g. RLA4B7C9XZ
+MANUAL_REF = "manual:"
+# The orders /paid may settle: unpaid, or ended unpaid (money that came late revives them, when the
+# stock is still there, as a late payment does).
+SETTLEABLE = (order_sm.AWAITING_PAYMENT, order_sm.EXPIRED, order_sm.CANCELLED)
+
+
+@dataclass(frozen=True, slots=True)
+class Paybill:
+    """What the customer types on the phone: Lipa na M-Pesa → Paybill → business → account → amount."""
+
+    business: str
+    account: str
+    amount: str
+
+
+def paybill_for(order: Order, settings: Settings, lang: str | None = None) -> Paybill | None:
+    """The manual M-Pesa instructions for a KES order, when the shop has a Paybill for them."""
+    if not settings.mpesa_manual_paybill or order.currency != "KES":
+        return None
+    return Paybill(
+        business=settings.mpesa_manual_paybill,
+        account=f"{settings.mpesa_manual_account_prefix}{order.public_id}",
+        amount=format_money(order.total, order.currency, lang),
+    )
+
+
+async def record_offer(
+    session: AsyncSession, order: Order, message_id: int | None, *, payable: bool, settings: Settings
+) -> None:
+    """The payment screen for `order` was sent as `message_id`: remember it (its buttons are taken off
+    when the order stops awaiting payment) and, for an order no one can pay online, post it to the
+    admin group once, in the same transaction."""
+    if message_id is not None:
+        await execute_dml(
+            session,
+            update(Order)
+            .where(Order.id == order.id, Order.state == order_sm.AWAITING_PAYMENT)
+            .values(pay_message_id=message_id)
+            .execution_options(synchronize_session=False),
+        )
+        order.pay_message_id = message_id
+    if not payable:
+        await _announce_unpayable(session, order, settings)
+
+
+async def _announce_unpayable(session: AsyncSession, order: Order, settings: Settings) -> None:
+    key = f"unpayable:{order.id}"
+    if (
+        settings.admin_chat_id is None
+        or (await session.execute(select(exists().where(Outbox.dedup_key == key)))).scalar()
+    ):
+        return
+    customer = await session.get(Customer, order.customer_id)  # not `order.customer`: a new order's is not loaded
+    text = unpayable_alert(order, customer, settings)
+    alert_admins(session, settings.admin_chat_id, text, kind="unpayable", dedup_key=key)
+    log.info("payments.unpayable_announced", extra={"order": order.public_id})
+
+
+def unpayable_alert(order: Order, customer: Customer | None, settings: Settings) -> Markup:
+    """The admin group's message about an order that cannot be paid online: who, what, how much,
+    and what the customer was told."""
+    items = Markup("\n").join(t("admin.alert.new_order_item", None, qty=i.quantity, name=i.name) for i in order.items)
+    paybill = paybill_for(order, settings)
+    told = (
+        t("admin.manual_pay.told_paybill", None, **_paybill_values(paybill), order=order.public_id)
+        if paybill is not None
+        else t("admin.manual_pay.told_wait", None, order=order.public_id)
+    )
+    return t(
+        "admin.manual_pay.unpayable",
+        None,
+        order=order.public_id,
+        items=items,
+        total=format_money(order.total, order.currency),
+        customer=cut(customer.first_name, 64) if customer is not None else str(order.customer_id),
+        phone=order_sm.display_phone(order.phone),
+        told=told,
+    )
+
+
+def _paybill_values(paybill: Paybill) -> dict[str, str]:
+    return {"paybill": paybill.business, "account": paybill.account, "amount": paybill.amount}
+
+
+def customer_instructions(order: Order, settings: Settings, lang: str) -> Markup | None:
+    """The customer's manual M-Pesa instructions (None when the shop has no Paybill for the order)."""
+    paybill = paybill_for(order, settings, lang)
+    return t("pay.manual.paybill", lang, **_paybill_values(paybill)) if paybill is not None else None
+
+
+@unit_of_work
+async def mark_paid(
+    session: AsyncSession, public_id: str, code: str, actor: str, settings: Settings, *, name: str = ""
+) -> tuple[Order, str]:
+    """An admin saw the money arrive: settle the order with M-Pesa receipt `code`. Returns the order
+    and what happened: paid | late_paid | refund_due (late, and its stock is gone) | already (this
+    code was recorded for this order before: nothing done again)."""
+    code = code.strip().upper()
+    if not RECEIPT_CODE.match(code):
+        raise InvalidInput("admin.manual_pay.bad_code", code=code[:20])
+    try:
+        order = await order_sm.get_order(session, public_id, for_update=True)
+    except NotFound:
+        raise DomainError("admin.manual_pay.not_found", order=public_id.strip().upper()[:20]) from None
+    recorded = (
+        (await session.execute(select(Payment).where(Payment.checkout_request_id == MANUAL_REF + code)))
+        .unique()
+        .scalar_one_or_none()
+    )
+    if recorded is not None:
+        if recorded.order_id != order.id:
+            raise DomainError("admin.manual_pay.code_used", code=code, other=recorded.order.public_id)
+        return order, "already"
+    if order.state not in SETTLEABLE:
+        raise DomainError("admin.manual_pay.not_unpaid", order=order.public_id, state=order.state)
+    payment = Payment(
+        order=order,
+        provider="mpesa",
+        state=common.PENDING,
+        amount=order.total,
+        currency=order.currency,
+        phone=order.phone,
+        checkout_request_id=MANUAL_REF + code,
+    )
+    session.add(payment)
+    try:
+        await session.flush()
+    except IntegrityError:  # the same code recorded for another order this very moment
+        raise DomainError("admin.manual_pay.code_used", code=code, other="-") from None
+    outcome = await common.settle_paid(
+        session,
+        payment,
+        amount=order.total,
+        currency=order.currency,
+        reference=code,
+        raw={"manual": actor},
+        actor=actor,
+        admin_chat_id=settings.admin_chat_id,
+        low_stock_threshold=settings.low_stock_threshold,
+        zone=settings.shop_zone,
+    )
+    audit.record(session, actor, name, "paid", f"M-Pesa {code} (by hand); {outcome}", order_id=order.id)
+    return order, outcome

@@ -1,0 +1,118 @@
+"""M-Pesa paid by hand: an admin's `/paid <order> <receipt>` in the admin group settles the order
+through the state machine, once, and the customer gets their receipt."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import func, select, update
+
+from db.models import Order, Outbox, Payment, utcnow
+from services import orders as sm
+from tests.factories import make_order, make_product, stock_of
+from tests.harness import ADMIN_CHAT_ID, ADMIN_USER_ID, Harness
+
+USER, STRANGER = 8501, 8502
+CODE = "RLA4B7C9XZ"
+
+
+@pytest.fixture
+async def paybill_shop(engine, botapi):  # type: ignore[no-untyped-def]
+    shop = await Harness(engine, botapi, mpesa_manual_paybill="123456", mpesa_manual_account_prefix="HL").start()
+    yield shop
+    await shop.stop()
+
+
+async def admin(shop: Harness, text: str, user: int = ADMIN_USER_ID, chat: int = ADMIN_CHAT_ID) -> str:
+    return (await shop.send(user, text, chat_id=chat)).text
+
+
+async def offered(shop: Harness, sku: str = "MAN-1") -> Order:
+    """An order the customer was shown the payment screen of (no way to pay online)."""
+    pid = await make_product(shop.session_factory, sku, stock=3)
+    order = await make_order(shop.session_factory, USER, [(pid, 1)])
+    await shop.send(USER, "/start")
+    await shop.press(USER, f"pay:o:{order.public_id}")
+    return order
+
+
+async def outbox(shop: Harness, kind: str, chat: int = USER) -> list[Outbox]:
+    async with shop.session_factory() as session:
+        rows = await session.execute(select(Outbox).where(Outbox.kind == kind, Outbox.chat_id == chat))
+        return list(rows.scalars().all())
+
+
+async def test_paid_settles_the_order_and_sends_the_customer_a_receipt(paybill_shop: Harness) -> None:
+    shop = paybill_shop
+    order = await offered(shop)
+    reply = await admin(shop, f"/paid {order.public_id.lower()} {CODE.lower()}")
+    assert reply == f"✅ {order.public_id} marked paid with M-Pesa {CODE}; the customer has their receipt."
+    async with shop.session_factory() as session:
+        assert (await sm.get_order(session, order.public_id)).state == "processing"
+        payment = (await session.execute(select(Payment))).unique().scalar_one()
+    assert (payment.state, payment.receipt_number, payment.amount) == ("paid", CODE, order.total)
+    [status] = await outbox(shop, "order_status")
+    assert "Payment received for order" in status.text and f"M-Pesa receipt: <code>{CODE}</code>" in status.text
+    assert "Amount: <b>KES 1,300</b>" in status.text and " EAT\n" in status.text
+    assert "Delivery: Nairobi Metro (within 24 hours, local courier)" in status.text
+    assert "Address: Plot 1, Ngong Rd, Nairobi" in status.text and "Phone: +254 712 345678" in status.text
+    [closed] = await outbox(shop, "pay_closed")
+    assert closed.edit_message_id is not None and f"Order <b>{order.public_id}</b> is paid" in closed.text
+    assert len(await outbox(shop, "new_order", ADMIN_CHAT_ID)) == 1  # with its Ship… button, as any paid order
+
+
+async def test_paid_twice_is_one_payment_and_a_code_pays_one_order(paybill_shop: Harness) -> None:
+    shop = paybill_shop
+    order, other = await offered(shop, "MAN-A"), await offered(shop, "MAN-B")
+    await admin(shop, f"/paid {order.public_id} {CODE}")
+    again = await admin(shop, f"/paid {order.public_id} {CODE}")
+    assert again == f"{order.public_id} was already marked paid with M-Pesa {CODE}; nothing changed."
+    reused = await admin(shop, f"/paid {other.public_id} {CODE}")
+    assert (
+        reused == f"Receipt {CODE} already paid order {order.public_id}: one code pays one order. Nothing was recorded."
+    )
+    second = await admin(shop, f"/paid {order.public_id} QWE1234567")
+    assert second == f"Order {order.public_id} is processing, not waiting for payment. Nothing was recorded."
+    async with shop.session_factory() as session:
+        assert (await session.execute(select(func.count()).select_from(Payment))).scalar_one() == 1
+    assert len(await outbox(shop, "order_status")) == 1
+
+
+async def test_paid_checks_its_arguments(paybill_shop: Harness) -> None:
+    shop = paybill_shop
+    order = await offered(shop)
+    assert "Usage: /paid ORDER_ID RECEIPT_CODE" in await admin(shop, "/paid")
+    assert "doesn't look like an M-Pesa receipt code" in await admin(shop, f"/paid {order.public_id} RLA-12")
+    assert "doesn't look like" in await admin(shop, f"/paid {order.public_id} <b>XYZ</b>")
+    assert "There's no order HL-NOSUCH" in await admin(shop, f"/paid HL-NOSUCH {CODE}")
+    async with shop.session_factory() as session:
+        assert (await sm.get_order(session, order.public_id)).state == "awaiting_payment"
+
+
+async def test_only_admins_in_the_group_may_mark_paid(paybill_shop: Harness) -> None:
+    shop = paybill_shop
+    order = await offered(shop)
+    assert "⛔" in await admin(shop, f"/paid {order.public_id} {CODE}", user=STRANGER)
+    assert "⛔" in await admin(shop, f"/paid {order.public_id} {CODE}", user=USER, chat=USER)  # the customer
+    assert "⛔" in await admin(shop, f"/paid {order.public_id} {CODE}", chat=ADMIN_USER_ID)  # admin, in private
+    async with shop.session_factory() as session:
+        assert (await sm.get_order(session, order.public_id)).state == "awaiting_payment"
+
+
+async def test_money_after_expiry_revives_the_order(paybill_shop: Harness) -> None:
+    shop = paybill_shop
+    order = await offered(shop)
+    async with shop.session_factory() as session, session.begin():
+        await session.execute(
+            update(Order).where(Order.id == order.id).values(reserved_until=utcnow() - timedelta(minutes=1))
+        )
+    assert await sm.expire_due_orders(shop.session_factory) == 1
+    reply = await admin(shop, f"/paid {order.public_id} {CODE}")
+    assert reply.startswith(f"✅ {order.public_id} had lapsed; marked paid with M-Pesa {CODE}")
+    async with shop.session_factory() as session:
+        assert (await sm.get_order(session, order.public_id)).state == "processing"
+    pid = order.items[0].product_id
+    assert await stock_of(shop.session_factory, pid) == (2, 0, 1)
+    receipts = [o for o in await outbox(shop, "order_status") if "M-Pesa receipt" in o.text]
+    assert len(receipts) == 1
