@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Protocol
 
-import phonenumbers
 from babel.dates import format_skeleton
 from sqlalchemy import ColumnElement, Exists, bindparam, delete, distinct, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
@@ -29,6 +28,7 @@ from services.i18n import t
 from services.markup import Markup, cut
 from services.money import format_money
 from services.notifications import enqueue, inline_keyboard
+from services.phones import format_phone
 from services.times import babel_locale
 from services.zones import Zone, get_zone
 
@@ -286,7 +286,7 @@ def receipt_text(order: Order, lang: str, details: StatusDetails) -> Markup:
         when=receipt_time(order.updated_at, details.zone or UTC, lang),
         zone=t(f"zone.{order.zone}.short", lang),
         address=cut(order.address, 300),
-        phone=display_phone(order.phone),
+        phone=format_phone(order.phone),
     )
 
 
@@ -295,17 +295,6 @@ def receipt_time(when: datetime, zone: tzinfo, lang: str) -> str:
     local = (when if when.tzinfo is not None else when.replace(tzinfo=UTC)).astimezone(zone)
     day = format_skeleton("yMMMd", local, locale=babel_locale(lang))
     return f"{day}, {local.strftime('%H:%M')} {local.tzname() or zone}"
-
-
-def display_phone(msisdn: str | None) -> str:
-    """A stored number (E.164 digits) as people write it: "+254 712 345 678"."""
-    if not msisdn:
-        return "-"
-    try:
-        number = phonenumbers.parse("+" + msisdn.lstrip("+"), None)
-    except phonenumbers.NumberParseException:
-        return msisdn
-    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.INTERNATIONAL)
 
 
 def tracking_link(order: Order) -> str | None:

@@ -56,7 +56,7 @@ async def test_paid_settles_the_order_and_sends_the_customer_a_receipt(paybill_s
     assert "Payment received for order" in status.text and f"M-Pesa receipt: <code>{CODE}</code>" in status.text
     assert "Amount: <b>KES 1,300</b>" in status.text and " EAT\n" in status.text
     assert "Delivery: Nairobi Metro (within 24 hours, local courier)" in status.text
-    assert "Address: Plot 1, Ngong Rd, Nairobi" in status.text and "Phone: +254 712 345678" in status.text
+    assert "Address: Plot 1, Ngong Rd, Nairobi" in status.text and "Phone: +254 712 345 678" in status.text
     [closed] = await outbox(shop, "pay_closed")
     assert closed.edit_message_id is not None and f"Order <b>{order.public_id}</b> is paid" in closed.text
     assert len(await outbox(shop, "new_order", ADMIN_CHAT_ID)) == 1  # with its Ship… button, as any paid order

@@ -180,7 +180,7 @@ async def test_try_again_prompts_the_same_number_and_another_number_can_be_used(
     assert await world.state_of(order) == "processing"
     async with world.shop.session_factory() as session:
         paid = (await session.execute(select(Outbox).where(Outbox.kind == "order_status"))).scalar_one()
-    assert "M-Pesa receipt: <code>RLA" in paid.text and "Phone: +254 712 345678" in paid.text
+    assert "M-Pesa receipt: <code>RLA" in paid.text and "Phone: +254 712 345 678" in paid.text
 
 
 async def test_failure_after_success_is_ignored(world: MpesaWorld) -> None:

@@ -13,8 +13,10 @@ from bot.serve import announce_start
 from db.models import Customer, Order, Outbox, utcnow
 from services import orders as sm
 from services.outbox_sender import BotApiTransport, Limits, drain_once
+from tests import test_checkout
 from tests.factories import make_order, make_product, stock_of
 from tests.harness import ADMIN_CHAT_ID, TEST_TOKEN, Harness
+from tests.test_checkout import fill_cart, go_to_phone
 
 USER = 8301
 
@@ -69,7 +71,7 @@ async def test_no_provider_tells_customer_and_posts_the_order_to_admins(shop: Ha
     [alert] = await _admin_rows(shop, "unpayable")
     assert f"Order <b>{order.public_id}</b> can't be paid online" in alert.text
     assert "1 × Product" in alert.text and "Total: <b>KES 1,300</b>" in alert.text
-    assert "Customer: Ann &lt;b&gt;Kamau&lt;/b&gt; &amp; Co, phone +254 712 345678" in alert.text
+    assert "Customer: Ann &lt;b&gt;Kamau&lt;/b&gt; &amp; Co, phone +254 712 345 678" in alert.text
     assert f"/paid {order.public_id} RECEIPT_CODE" in alert.text
     assert isinstance(shop.shop, Shop)
     await announce_start(shop.shop)
@@ -172,3 +174,22 @@ async def test_an_expired_orders_payment_message_loses_its_buttons(engine, botap
         f"⌛ Order <b>{order.public_id}</b> wasn't paid in time, so it expired and its items went back on the shelf."
     )
     await shop.stop()
+
+
+async def test_checkout_records_the_payment_message_and_tells_the_admins(shop: Harness) -> None:
+    """The payment screen sent at Confirm is the one most customers see: its id is kept (so its buttons
+    can be taken off later) and, with no way to pay online, the order goes to the admin group at once."""
+    await fill_cart(shop, ("LAP-TP-T480", 1))
+    await go_to_phone(shop)
+    await shop.share_contact(test_checkout.USER, "+254712345678")
+    await shop.send(test_checkout.USER, "wanjiru@example.com")
+    summary = await shop.send(test_checkout.USER, "Apt 4B, Kenyatta Ave, Nairobi CBD")
+    offer = await shop.press(test_checkout.USER, summary.button("Confirm"))
+    assert offer is not None and offer.method == "sendMessage"
+    assert "we've sent your order to the shop" in offer.text
+    async with shop.session_factory() as session:
+        order = (await session.execute(select(Order))).unique().scalar_one()
+    assert order.pay_message_id == offer.result["message_id"]
+    [alert] = await _admin_rows(shop, "unpayable")
+    assert f"Order <b>{order.public_id}</b> can't be paid online" in alert.text
+    assert "1 × Lenovo ThinkPad T480" in alert.text and "+254 712 345 678" in alert.text

@@ -29,6 +29,7 @@ from services.markup import Markup, cut
 from services.money import format_money
 from services.notifications import alert_admins
 from services.payments import common
+from services.phones import format_phone
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +109,7 @@ def unpayable_alert(order: Order, customer: Customer | None, settings: Settings)
         items=items,
         total=format_money(order.total, order.currency),
         customer=cut(customer.first_name, 64) if customer is not None else str(order.customer_id),
-        phone=order_sm.display_phone(order.phone),
+        phone=format_phone(order.phone),
         told=told,
     )
 
