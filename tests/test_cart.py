@@ -229,7 +229,7 @@ async def test_stock_shortfall_at_confirm_reads_as_one_sentence(shop: Harness) -
     await _set(shop, "WS-DL-T5820", stock=1)
     refused = await shop.press(USER, "chk:ok", message=reply)
     assert refused.text.startswith(
-        "Your order was not placed: only 1 × Dell Precision T5820 (Xeon W-2135, 64 GB, 1 TB NVMe) is left in stock."
+        "Your order was not placed. Only 1 × Dell Precision T5820 (Xeon W-2135, 64 GB, 1 TB NVMe) is left in stock."
     )
     assert "Sorry" not in refused.text
 

@@ -145,7 +145,7 @@ async def test_sold_out_between_cart_and_confirm(shop: Harness) -> None:
         product.stock = 1
     with statements_sent(shop.engine) as seen:
         reply = await shop.press(USER, summary.button("Confirm"))
-    assert "not placed" in reply.text and "only 1 × Dell Precision T5820" in reply.text
+    assert "not placed" in reply.text and "Only 1 × Dell Precision T5820" in reply.text
     # refused by the lock-free read, before any transaction: on PostgreSQL that read goes on the driver
     # connection (db/driver_read.py), so SQLAlchemy sends nothing at all
     if shop.engine.dialect.name == "postgresql":
