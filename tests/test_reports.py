@@ -366,7 +366,7 @@ async def test_refused_and_rolled_back_actions_write_no_audit_row(
     assert "No product with SKU NOPE" in await admin(shop, "/restock NOPE 1")
     assert "Refused" in await admin(shop, "/restock AUD-2 -5")  # its UPDATE ran, found nothing to change
     assert "Usage: /restock" in await admin(shop, "/restock AUD-2 0")
-    assert "only processing" in await admin(shop, f"/ship {unpaid} G4S-1")
+    assert "only paid orders" in await admin(shop, f"/ship {unpaid} G4S-1")
     assert "only shipped or on-the-way" in await admin(shop, f"/delivered {paid}")
     assert "No order HL-NOPE00" in await admin(shop, "/cancel HL-NOPE00")
     assert await audit_rows(shop) == []
