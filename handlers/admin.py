@@ -374,13 +374,23 @@ async def cancel_command(
 
 
 def _amounts(amounts: list[reports.Amount], key: str) -> list[Markup]:
-    return [t(key, None, n=a.count, amount=format_money(a.amount, a.currency)) for a in amounts]
+    return [
+        t(key, None, n=counted(a.count, "admin.orders.count"), amount=format_money(a.amount, a.currency))
+        for a in amounts
+    ]
 
 
 def report_text(r: reports.Report, zone: ZoneInfo) -> str:
     revenue = _amounts(r.revenue, "admin.report.revenue_line")
     top = [
-        t("admin.report.top_line", None, rank=n, sku=p.sku, name=cut(p.name, 80), units=p.units)
+        t(
+            "admin.report.top_line",
+            None,
+            rank=n,
+            sku=p.sku,
+            name=cut(p.name, 80),
+            units=counted(p.units, "admin.report.units"),
+        )
         for n, p in enumerate(r.top, 1)
     ]
     refunds = _amounts(r.refunded, "admin.report.refunded_line") + _amounts(
@@ -442,8 +452,8 @@ async def export_command(message: Message, command: CommandObject, session: Asyn
             first=first,
             last=last,
             zone=zone.key,
-            orders=export.orders,
-            lines=export.lines,
+            orders=counted(export.orders, "admin.orders.count"),
+            lines=counted(export.lines, "admin.export.lines"),
         )
 
     actor = _actor(message)
@@ -470,7 +480,7 @@ async def audit_command(message: Message, command: CommandObject, session: Async
                 "admin.audit.line",
                 None,
                 when=admin_time(e.at, zone),
-                name=cut(e.admin_name or "-", 64),
+                name=cut(e.admin_name or "admin", 64),
                 admin_id=e.admin_id,
                 action=e.action,
                 target=e.order or e.sku or "",
@@ -481,7 +491,7 @@ async def audit_command(message: Message, command: CommandObject, session: Async
         title = (
             t("admin.audit.title_order", None, order=order.public_id, zone=zone.key)
             if order
-            else t("admin.audit.title", None, n=len(entries), zone=zone.key)
+            else t("admin.audit.title", None, n=counted(len(entries), "admin.audit.actions"), zone=zone.key)
         )
         return fit_lines(title, lines)
 
