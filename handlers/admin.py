@@ -314,7 +314,7 @@ async def ship_text(session: AsyncSession, args: list[str], actor: str, name: st
         raise ValueError
     order = await admin_service.ship(session, args[0], args[1], " ".join(args[2:]) or None, actor, name=name)
     key = "admin.ship.done_dhl" if order.tracking_next_check_at else "admin.ship.done"
-    return t(key, None, order=order.public_id, carrier=order.carrier or "-", tracking=order.tracking_number or "-")
+    return t(key, None, order=order.public_id, carrier=order.carrier or "", tracking=order.tracking_number or "")
 
 
 @router.message(Command("ship", ignore_case=True), AdminOnly())

@@ -46,7 +46,7 @@ def relay_text(customer: Customer, text: str) -> Markup:
     who = t(
         "admin.support.who",
         None,
-        name=cut(customer.first_name or "", 64),
+        name=cut(customer.first_name or str(customer.id), 64),
         customer_id=customer.id,
     )
     if customer.username:
