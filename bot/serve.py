@@ -6,8 +6,11 @@ import asyncio
 import contextlib
 import logging
 import sys
+from collections.abc import Awaitable
 from pathlib import Path
 
+from aiogram import Bot
+from aiogram.types import BotCommand, BotCommandScopeChat, BotCommandScopeDefault, MenuButtonCommands
 from aiohttp import web
 
 from bot.config import Settings
@@ -16,7 +19,7 @@ from bot.speedups import settle_heap
 from db.migrate import upgrade
 from db.session import make_engine, make_sessionmaker
 from services import catalog
-from services.i18n import t
+from services.i18n import DEFAULT_LANG, available_languages, plain, t
 from services.notifications import alert_admins
 from services.outbox_sender import run_sender
 
@@ -74,6 +77,50 @@ async def announce_start(shop: Shop) -> None:
         alert_admins(session, shop.settings.admin_chat_id, t("admin.alert.no_payments"), kind="admin_alert")
 
 
+# Telegram's own "/" menu: what customers see (every language we have), and what the admins see in
+# their group. Descriptions come from the catalogues (commands.* and admin.commands.*).
+CUSTOMER_MENU = ("start", "catalog", "cart", "orders", "search", "track", "language", "help")
+ADMIN_MENU = (
+    "help",
+    "orders",
+    "order",
+    "ship",
+    "delivered",
+    "cancel",
+    "paid",
+    "restock",
+    "stock",
+    "report",
+    "export",
+    "audit",
+    "promo",
+    "broadcast",
+    "review",
+)
+
+
+async def set_menus(bot: Bot, settings: Settings) -> None:
+    """Telegram's command menus and the chat's menu button. Each call stands alone and a failure is
+    logged, never fatal: the shop works without them (they only help people find the commands)."""
+    for lang in available_languages():
+        commands = [BotCommand(command=c, description=plain(f"commands.{c}", lang)) for c in CUSTOMER_MENU]
+        code = None if lang == DEFAULT_LANG else lang
+        await _menu_call("setMyCommands", bot.set_my_commands(commands, BotCommandScopeDefault(), code))
+    if settings.admin_chat_id is not None:
+        admin = [BotCommand(command=c, description=plain(f"admin.commands.{c}")) for c in ADMIN_MENU]
+        await _menu_call(
+            "setMyCommands", bot.set_my_commands(admin, BotCommandScopeChat(chat_id=settings.admin_chat_id))
+        )
+    await _menu_call("setChatMenuButton", bot.set_chat_menu_button(menu_button=MenuButtonCommands()))
+
+
+async def _menu_call(method: str, call: Awaitable[bool]) -> None:
+    try:
+        await call
+    except Exception as exc:  # noqa: BLE001 - Telegram refused or unreachable: the bot serves without its menus
+        log.warning("telegram.menu_failed", extra={"method": method, "error": type(exc).__name__})
+
+
 async def _serve_http(shop: Shop) -> web.AppRunner:
     from webhooks.server import build_web_app
 
@@ -99,6 +146,7 @@ async def run_web(settings: Settings, *, with_worker: bool = False) -> None:
     settle_heap()
     try:
         await announce_start(shop)
+        await set_menus(shop.bot, settings)
         if settings.webhook_mode:
             await shop.bot.set_webhook(
                 f"{settings.public_base_url}/telegram",

@@ -1,5 +1,5 @@
-"""Admin commands in the private admin group: /restock /stock /orders /order /ship /delivered /cancel
-/report /export /audit, and the buttons on the new-paid-order alert (View, Ship…, Cancel…). Only
+"""Admin commands in the private admin group: /help /restock /stock /orders /order /ship /delivered
+/cancel /report /export /audit, and the buttons on the new-paid-order alert (View, Ship…, Cancel…). Only
 admins, only in the group.
 
 Each command is one handler, parsed by aiogram's `Command` filter (`/restock@our_bot` included,
@@ -39,7 +39,7 @@ from aiogram.types import (
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.config import Settings
-from db.models import Order
+from db.models import Order, OrderEvent
 from handlers.render import TEXT_LIMIT, clip
 from handlers.routing import Routes
 from services import admin as admin_service
@@ -56,8 +56,10 @@ log = logging.getLogger(__name__)
 
 # never customer commands: refused anywhere
 ADMIN_ONLY = ("restock", "stock", "order", "ship", "delivered", "report", "export", "audit", "paid")
-IN_GROUP = (*ADMIN_ONLY, "orders", "cancel")  # /orders and /cancel mean admin things only in the group
+# /orders, /cancel and /help mean admin things only in the group
+IN_GROUP = (*ADMIN_ONLY, "orders", "cancel", "help")
 CACHE_SECONDS = 300
+REFUND_STATES = ("refunded", "refund_pending", "manual_reversal_owed")  # orders.refund_status, when set
 _member_cache: dict[tuple[int, int], tuple[float, bool]] = {}
 
 
@@ -263,30 +265,38 @@ async def stock_command(message: Message, command: CommandObject, session: Async
 async def orders_command(message: Message, command: CommandObject, session: AsyncSession, settings: Settings) -> None:
     async def run() -> str:
         args = _args(command)
-        if len(args) > 1:
-            raise ValueError
-        state = args[0].lower() if args else sm.PROCESSING
-        if state not in sm.STATES:
-            raise ValueError
+        state = admin_service.parse_state(args) if args else sm.PROCESSING
+        named = admin_service.state_name(state)
         orders = await sm.orders_in_state(session, state, limit=50)
         if not orders:
-            return t("admin.orders.none", None, state=state)
-        lines = [
-            t(
-                "admin.orders.line",
-                None,
-                order=o.public_id,
-                total=format_money(o.total, o.currency),
-                zone=o.zone,
-                items=sum(i.quantity for i in o.items),
-                age=admin_time(o.created_at, settings.shop_zone),
-            )
-            for o in orders
-        ]
+            return t("admin.orders.none", None, state=named)
+        lines = [order_line(o, settings.shop_zone) for o in orders]
         total = await admin_service.count_in_state(session, state)
-        return fit_lines(t("admin.orders.title", None, state=state, n=total), lines, hidden=total - len(orders))
+        title = t("admin.orders.title", None, count=counted(total, "admin.orders.count"), state=named)
+        return fit_lines(title, lines, hidden=total - len(orders))
 
     await message.reply(await outcome("orders", _actor(message), run))
+
+
+def counted(n: int, key: str) -> Markup:
+    """ "1 order" / "3 orders": `key` is the plural text, `key`_one the singular."""
+    return t(f"{key}_one", None) if n == 1 else t(key, None, n=n)
+
+
+def order_line(order: Order, zone: ZoneInfo) -> Markup:
+    """One row of /orders: id, total, items, who (name and phone, in full as /order shows them),
+    zone and when it was placed."""
+    return t(
+        "admin.orders.line",
+        None,
+        order=order.public_id,
+        total=format_money(order.total, order.currency),
+        items=counted(sum(i.quantity for i in order.items), "admin.orders.items"),
+        name=cut(order.customer.first_name or str(order.customer_id), 64),
+        phone="+" + order.phone,
+        zone=order.zone,
+        placed=admin_time(order.created_at, zone),
+    )
 
 
 @router.message(Command("order", ignore_case=True), AdminOnly())
@@ -304,7 +314,7 @@ async def ship_text(session: AsyncSession, args: list[str], actor: str, name: st
         raise ValueError
     order = await admin_service.ship(session, args[0], args[1], " ".join(args[2:]) or None, actor, name=name)
     key = "admin.ship.done_dhl" if order.tracking_next_check_at else "admin.ship.done"
-    return t(key, None, order=order.public_id, carrier=order.carrier or "-", tracking=order.tracking_number or "-")
+    return t(key, None, order=order.public_id, carrier=order.carrier or "", tracking=order.tracking_number or "")
 
 
 @router.message(Command("ship", ignore_case=True), AdminOnly())
@@ -341,8 +351,8 @@ async def cancel_text(
         f"admin.cancel.{refund}",
         None,
         order=order.public_id,
-        receipt=(payment.receipt_number if payment else None) or "-",
-        amount=format_money(payment.amount, payment.currency) if payment else "-",
+        receipt=(payment.receipt_number if payment else None) or t("admin.cancel.no_receipt"),
+        amount=format_money(payment.amount, payment.currency) if payment else "",
     )
 
 
@@ -364,13 +374,23 @@ async def cancel_command(
 
 
 def _amounts(amounts: list[reports.Amount], key: str) -> list[Markup]:
-    return [t(key, None, n=a.count, amount=format_money(a.amount, a.currency)) for a in amounts]
+    return [
+        t(key, None, n=counted(a.count, "admin.orders.count"), amount=format_money(a.amount, a.currency))
+        for a in amounts
+    ]
 
 
 def report_text(r: reports.Report, zone: ZoneInfo) -> str:
     revenue = _amounts(r.revenue, "admin.report.revenue_line")
     top = [
-        t("admin.report.top_line", None, rank=n, sku=p.sku, name=cut(p.name, 80), units=p.units)
+        t(
+            "admin.report.top_line",
+            None,
+            rank=n,
+            sku=p.sku,
+            name=cut(p.name, 80),
+            units=counted(p.units, "admin.report.units"),
+        )
         for n, p in enumerate(r.top, 1)
     ]
     refunds = _amounts(r.refunded, "admin.report.refunded_line") + _amounts(
@@ -432,8 +452,8 @@ async def export_command(message: Message, command: CommandObject, session: Asyn
             first=first,
             last=last,
             zone=zone.key,
-            orders=export.orders,
-            lines=export.lines,
+            orders=counted(export.orders, "admin.orders.count"),
+            lines=counted(export.lines, "admin.export.lines"),
         )
 
     actor = _actor(message)
@@ -460,7 +480,7 @@ async def audit_command(message: Message, command: CommandObject, session: Async
                 "admin.audit.line",
                 None,
                 when=admin_time(e.at, zone),
-                name=cut(e.admin_name or "-", 64),
+                name=cut(e.admin_name or "admin", 64),
                 admin_id=e.admin_id,
                 action=e.action,
                 target=e.order or e.sku or "",
@@ -471,15 +491,21 @@ async def audit_command(message: Message, command: CommandObject, session: Async
         title = (
             t("admin.audit.title_order", None, order=order.public_id, zone=zone.key)
             if order
-            else t("admin.audit.title", None, n=len(entries), zone=zone.key)
+            else t("admin.audit.title", None, n=counted(len(entries), "admin.audit.actions"), zone=zone.key)
         )
         return fit_lines(title, lines)
 
     await message.reply(await outcome("audit", _actor(message), run))
 
 
+@router.message(Command("help", ignore_case=True), InAdminGroup(), AdminOnly())
+async def help_command(message: Message) -> None:
+    """/help in the admin group: every admin command with an example."""
+    await message.reply(t("admin.help"))
+
+
 @router.message(Command(*ADMIN_ONLY, ignore_case=True))  # anywhere: these are never customer commands
-@router.message(Command("orders", "cancel", ignore_case=True), InAdminGroup())
+@router.message(Command("orders", "cancel", "help", ignore_case=True), InAdminGroup())
 async def refuse_command(message: Message, command: CommandObject) -> None:
     """An admin command from someone `AdminOnly` turned away (or from outside the admin group)."""
     log.warning(
@@ -556,44 +582,57 @@ async def order_detail(session: AsyncSession, order: Order, zone: ZoneInfo) -> s
         )
         for p in await admin_service.order_payments(session, order.id)
     ]
-    events = [
-        t(
-            "admin.order.event",
-            None,
-            when=admin_time(e.created_at, zone),
-            src=e.from_state or "∅",
-            dst=e.to_state or "∅",
-            actor=e.actor,
-            note=t("admin.order.event_note", None, note=cut(e.note, 200)) if e.note else "",
-        )
-        for e in await sm.events_of(session, order.id)
-    ]
+    events = [event_line(e, zone) for e in await sm.events_of(session, order.id)]
     values = {
         "order": order.public_id,
-        "state": order.state,
+        "state": admin_service.state_name(order.state),
         "items": lines(_take(items, 1500)),
         "subtotal": format_money(order.subtotal, order.currency),
         "shipping": format_money(order.shipping, order.currency),
         "total": format_money(order.total, order.currency),
         "customer_id": order.customer_id,
-        "name": cut(customer.first_name or "-", 64),
-        "username": cut(customer.username or "-", 64),
+        "name": cut(customer.first_name or str(customer.id), 64),
+        "username": t("admin.order.username", None, username=cut(customer.username, 64)) if customer.username else "",
         "phone": "+" + order.phone,
         "email": cut(order.email, 254),
         "address": cut(order.address, 500),
         "zone": order.zone,
-        "carrier": order.carrier or "-",
-        "tracking": order.tracking_number or "-",
-        "refund": order.refund_status or "-",
-        "payments": lines(_take(payments, 800)) or "—",
+        "shipping_line": shipping_line(order),
+        "payments": lines(_take(payments, 800)) or t("admin.order.no_payments"),
     }
     dropped = 0
     while True:  # the oldest events give way first when the message would be too long
         shown = ([t("admin.order.earlier_events", None, n=dropped)] if dropped else []) + events[dropped:]
-        text = t("admin.order.detail", None, events=lines(shown) or "—", **values)
+        text = t("admin.order.detail", None, events=lines(shown) or t("admin.order.no_events"), **values)
         if visible_len(text) <= TEXT_LIMIT or dropped >= len(events):
             return clip(text, TEXT_LIMIT)
         dropped += 1
+
+
+def event_line(event: OrderEvent, zone: ZoneInfo) -> Markup:
+    """One step of an order's history, its states as admins say them ("placed → unpaid")."""
+    return t(
+        "admin.order.event" if event.from_state else "admin.order.event_placed",
+        None,
+        when=admin_time(event.created_at, zone),
+        src=admin_service.state_name(event.from_state) if event.from_state else "",
+        dst=admin_service.state_name(event.to_state) if event.to_state else "",
+        actor=event.actor,
+        note=t("admin.order.event_note", None, note=cut(event.note, 200)) if event.note else "",
+    )
+
+
+def shipping_line(order: Order) -> Markup:
+    """Carrier and tracking number once shipped, "not shipped" (with the zone's courier) before, and
+    the refund's state when there is one: never an empty placeholder."""
+    status = order.refund_status
+    refund = t(f"admin.order.refund.{status}", None) if status in REFUND_STATES else Markup("")
+    if order.tracking_number:
+        shipping = " ".join(p for p in (order.carrier, order.tracking_number) if p)
+        return t("admin.order.shipped_with", None, shipping=shipping, refund=refund)
+    if order.carrier:  # the zone's courier, named at checkout
+        return t("admin.order.not_shipped_carrier", None, carrier=order.carrier, refund=refund)
+    return t("admin.order.not_shipped", None, refund=refund)
 
 
 # --- buttons on the new-paid-order alert ------------------------------------------------------------
@@ -642,7 +681,8 @@ async def ship_button(
         return
     message, order = found
     if order.state != sm.PROCESSING:
-        await message.answer(t("admin.ship.not_processing", None, order=order.public_id, state=order.state))
+        named = admin_service.state_name(order.state)
+        await message.answer(t("admin.ship.not_processing", None, order=order.public_id, state=named))
         return
     zone = get_zone(order.zone)
     hint = (
@@ -667,7 +707,8 @@ async def cancel_button(query: CallbackQuery, callback_data: AdminButton, sessio
         return
     message, order = found
     if order.state not in admin_service.CANCELLABLE:
-        await message.answer(t("admin.cancel.not_allowed", None, order=order.public_id, state=order.state))
+        named = admin_service.state_name(order.state)
+        await message.answer(t("admin.cancel.not_allowed", None, order=order.public_id, state=named))
         return
     confirm = AdminButton(action=AdminAction.CONFIRM_CANCEL, order=order.public_id)
     await message.answer(
@@ -675,7 +716,7 @@ async def cancel_button(query: CallbackQuery, callback_data: AdminButton, sessio
             "admin.cancel.confirm",
             None,
             order=order.public_id,
-            state=order.state,
+            state=admin_service.state_name(order.state),
             total=format_money(order.total, order.currency),
         ),
         reply_markup=InlineKeyboardMarkup(

@@ -6,7 +6,7 @@ then typed fields. Numbers are bounded, so a forged press never reaches the data
 out-of-range integer: anything that does not unpack (wrong shape, a number out of range, an unknown
 action, an empty field) matches no handler and gets the stale-button answer (handlers/common.py).
 
-  menu:<screen>                          main menu buttons: catalog, cart, orders, help, main, lang
+  menu:<screen>                          main menu buttons: catalog, cart, orders, help, main, lang, talk
   lang:<code>                            choose the language (one of locales/<code>)
   cat:c:<category>                       open a category (first page)
   cat:p:<category>:a|b:<cursor>          the page after / before a keyset cursor
@@ -55,6 +55,7 @@ class MenuScreen(StrEnum):
     HELP = "help"
     MAIN = "main"
     LANGUAGE = "lang"
+    SUPPORT = "talk"
 
 
 class Menu(CallbackData, prefix="menu"):
@@ -250,3 +251,4 @@ MENU_ORDERS = Menu(screen=MenuScreen.ORDERS).pack()
 MENU_HELP = Menu(screen=MenuScreen.HELP).pack()
 MENU_MAIN = Menu(screen=MenuScreen.MAIN).pack()
 MENU_LANGUAGE = Menu(screen=MenuScreen.LANGUAGE).pack()
+MENU_SUPPORT = Menu(screen=MenuScreen.SUPPORT).pack()

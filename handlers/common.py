@@ -20,10 +20,20 @@ from aiogram.types import (
 
 from bot.config import Settings
 from db.session import database_unreachable
-from handlers.buttons import MENU_CART, MENU_CATALOG, MENU_HELP, MENU_LANGUAGE, MENU_ORDERS, Menu, MenuScreen
+from handlers.buttons import (
+    MENU_CART,
+    MENU_CATALOG,
+    MENU_HELP,
+    MENU_LANGUAGE,
+    MENU_ORDERS,
+    MENU_SUPPORT,
+    Menu,
+    MenuScreen,
+)
 from handlers.filters import PrivateChat
 from handlers.routing import Routes
 from services.i18n import plain, supported_language, t
+from services.markup import Markup
 
 log = logging.getLogger(__name__)
 router = Routes("common")  # any button: the stale-button answer
@@ -31,7 +41,7 @@ router = Routes("common")  # any button: the stale-button answer
 
 @lru_cache(maxsize=32)
 def main_menu(lang: str) -> InlineKeyboardMarkup:
-    """Built once per language: the same five buttons on every welcome."""
+    """Built once per language: the same six buttons on every welcome."""
     return InlineKeyboardMarkup(
         inline_keyboard=[
             [
@@ -42,9 +52,38 @@ def main_menu(lang: str) -> InlineKeyboardMarkup:
                 InlineKeyboardButton(text=t("menu.orders", lang), callback_data=MENU_ORDERS),
                 InlineKeyboardButton(text=t("menu.help", lang), callback_data=MENU_HELP),
             ],
-            [InlineKeyboardButton(text=t("menu.language", lang), callback_data=MENU_LANGUAGE)],
+            [
+                InlineKeyboardButton(text=t("menu.support", lang), callback_data=MENU_SUPPORT),
+                InlineKeyboardButton(text=t("menu.language", lang), callback_data=MENU_LANGUAGE),
+            ],
         ]
     )
+
+
+def payment_methods(settings: Settings, lang: str) -> Markup:
+    """One sentence naming only the ways to pay this shop has set up: M-Pesa (Daraja's STK push, or
+    a Paybill paid by hand), cards (Stripe); with neither, that the shop arranges payment."""
+    mpesa = settings.mpesa_configured or bool(settings.mpesa_manual_paybill)
+    card = settings.stripe_configured
+    key = {(True, True): "both", (True, False): "mpesa", (False, True): "card"}.get((mpesa, card), "arranged")
+    return t(f"pay_methods.{key}", lang)
+
+
+def help_text(settings: Settings, lang: str) -> Markup:
+    """How it works, then how to reach the shop (phone, WhatsApp, hours) and the returns policy, as
+    configured: a line whose setting is empty (or returns switched off) is left out."""
+    lines = [t("help.text", lang, payments=payment_methods(settings, lang))]
+    contacts = (
+        ("help.phone", settings.shop_phone),
+        ("help.whatsapp", settings.shop_whatsapp),
+        ("help.hours", settings.shop_hours),
+    )
+    lines += [t(key, lang, value=value.strip()) for key, value in contacts if value.strip()]
+    days = settings.return_days
+    if days:
+        lines.append(t("help.returns_one", lang) if days == 1 else t("help.returns", lang, days=days))
+    lines.append(t("help.talk", lang))
+    return Markup("\n").join(lines)
 
 
 async def leave_flow(message: Message, state: FSMContext, lang: str) -> None:
@@ -57,20 +96,21 @@ async def leave_flow(message: Message, state: FSMContext, lang: str) -> None:
 
 
 @router.message(Command("help"))
-async def help_command(message: Message, lang: str) -> None:
-    await message.answer(t("help.text", lang), reply_markup=main_menu(lang))
+async def help_command(message: Message, settings: Settings, lang: str) -> None:
+    await message.answer(help_text(settings, lang), reply_markup=main_menu(lang))
 
 
 @router.callback_query(Menu.filter(F.screen == MenuScreen.HELP))
-async def help_button(query: CallbackQuery, lang: str) -> None:
+async def help_button(query: CallbackQuery, settings: Settings, lang: str) -> None:
     await query.answer()
     if query.message is not None:
-        await query.message.answer(t("help.text", lang), reply_markup=main_menu(lang))
+        await query.message.answer(help_text(settings, lang), reply_markup=main_menu(lang))
 
 
 @router.message(PrivateChat())
 async def fallback(message: Message, lang: str) -> None:
-    """Unknown commands and free text outside a flow: a short help, never silence."""
+    """Unknown commands, and what no step took (a sticker, a photo; free text outside a flow goes
+    to the shop, handlers/support.py): a short help, never silence."""
     log.info("fallback", extra={"update_text_kind": "command" if (message.text or "").startswith("/") else "text"})
     await message.answer(t("help.short", lang), reply_markup=main_menu(lang))
 

@@ -10,9 +10,10 @@ from aiogram.fsm.context import FSMContext
 from aiogram.types import CallbackQuery, Message
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bot.config import Settings
 from bot.middlewares import ONE_STATEMENT_EACH
 from handlers.buttons import MENU_MAIN, Menu, MenuScreen
-from handlers.common import leave_flow, main_menu
+from handlers.common import leave_flow, main_menu, payment_methods
 from handlers.filters import Buttons
 from handlers.render import send, show
 from handlers.routing import Routes
@@ -27,6 +28,7 @@ async def start_deep_link(
     message: Message,
     command: CommandObject,
     session: AsyncSession,
+    settings: Settings,
     lang: str,
     state: FSMContext,
     customer_id: int | None = None,
@@ -38,18 +40,25 @@ async def start_deep_link(
 
         if await send_product_by_sku(message, session, payload[2:], lang):
             return
-    await start(message, lang)
+    await start(message, settings, lang)
 
 
 @router.message(CommandStart(), flags=ONE_STATEMENT_EACH)  # its only statement: registering the customer
-async def start(message: Message, lang: str, state: FSMContext | None = None, customer_id: int | None = None) -> None:
-    """Welcome and main menu; /start always leaves whatever flow the customer was in. Takes
-    `customer_id` so that first contact registers them and a returning customer who had blocked us is
-    reachable again."""
+async def start(
+    message: Message,
+    settings: Settings,
+    lang: str,
+    state: FSMContext | None = None,
+    customer_id: int | None = None,
+) -> None:
+    """Welcome and main menu; /start always leaves whatever flow the customer was in. The welcome
+    names the ways to pay this shop has set up. Takes `customer_id` so that first contact registers
+    them and a returning customer who had blocked us is reachable again."""
     if state is not None:
         await leave_flow(message, state, lang)
     name = message.from_user.first_name if message.from_user else ""
-    await send(message, t("start.welcome", lang, name=name or ""), main_menu(lang))
+    welcome = t("start.welcome", lang, name=name or "", payments=payment_methods(settings, lang))
+    await send(message, welcome, main_menu(lang))
 
 
 @router.callback_query(Menu.filter(F.screen == MenuScreen.MAIN))

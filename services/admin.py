@@ -48,6 +48,15 @@ CANCELLABLE = (sm.AWAITING_PAYMENT, sm.PROCESSING)
 DELIVERABLE = (sm.SHIPPED, sm.IN_TRANSIT)
 # The note of a cancel from the alert's Cancel… button (no reason typed): not a reason to show the customer.
 ALERT_CANCEL_NOTE = "cancelled from the alert"
+# The words admins use for the states (/orders unpaid, "Order HL-… is on the way"); the machine names
+# are accepted as arguments too.
+STATE_ALIASES = {
+    "unpaid": sm.AWAITING_PAYMENT,
+    "paid": sm.PROCESSING,
+    "on_the_way": sm.IN_TRANSIT,
+    "in_transit": sm.IN_TRANSIT,
+    "canceled": sm.CANCELLED,
+}
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -184,6 +193,21 @@ async def stock_report(session: AsyncSession, query: str | None) -> list[Product
 # --- orders: queries ------------------------------------------------------------------------------
 
 
+def state_name(state: str) -> str:
+    """A state as admins say it: "unpaid", "paid", "on the way"…"""
+    return str(t(f"admin.state.{state}", None))
+
+
+def parse_state(words: list[str]) -> str:
+    """The state an admin typed ("unpaid", "on the way", "on-the-way", "awaiting_payment"…);
+    ValueError for anything else."""
+    typed = "_".join(words).lower().replace("-", "_")
+    state = STATE_ALIASES.get(typed, typed)
+    if state not in sm.STATES:
+        raise ValueError(typed)
+    return state
+
+
 async def find_order(session: AsyncSession, public_id: str) -> Order:
     try:
         return await sm.get_order(session, public_id)
@@ -220,7 +244,7 @@ async def _claim(session: AsyncSession, order: Order, allowed: tuple[str, ...], 
         if result.rowcount == 1:
             return
         await session.refresh(order)
-    raise DomainError(refusal, order=order.public_id, state=order.state)
+    raise DomainError(refusal, order=order.public_id, state=state_name(order.state))
 
 
 # --- orders: actions ------------------------------------------------------------------------------
@@ -288,7 +312,7 @@ async def cancel(
     "cancelled" message states it, with the admin's `reason` and the shop's contact."""
     order = await find_order(session, public_id)
     if order.state not in CANCELLABLE:
-        raise DomainError("admin.cancel.not_allowed", order=order.public_id, state=order.state)
+        raise DomainError("admin.cancel.not_allowed", order=order.public_id, state=state_name(order.state))
     await _refuse_open_prompt(session, order)  # before Stripe: a refused cancel leaves the card links be
     await _close_card_links(session, order, providers, settings)  # Stripe first, before any write
     await _claim(session, order, CANCELLABLE, "admin.cancel.not_allowed")
@@ -335,7 +359,7 @@ async def _close_card_links(session: AsyncSession, order: Order, providers: dict
     except stripe_flow.PaymentProcessing:
         raise DomainError("admin.cancel.payment_processing", order=order.public_id) from None
     except PaymentNotAllowed:  # the order moved meanwhile (another admin cancelled it, say)
-        raise DomainError("admin.cancel.not_allowed", order=order.public_id, state=order.state) from None
+        raise DomainError("admin.cancel.not_allowed", order=order.public_id, state=state_name(order.state)) from None
 
 
 async def refund_payment(

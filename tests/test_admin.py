@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 
 import pytest
@@ -304,20 +305,20 @@ async def test_orders_and_order_detail(shop: Harness) -> None:
     order, _ = await paid_order(shop)
     second, _ = await paid_order(shop, sku="ADM-2")
     listing = await admin(shop, "/orders")
-    assert "2 orders processing" in listing
+    assert "<b>2 orders</b> — paid" in listing
     assert listing.index(order.public_id) < listing.index(second.public_id)  # oldest first
-    assert "No orders in state shipped" in await admin(shop, "/orders shipped")
+    assert "No orders are shipped." in await admin(shop, "/orders shipped")
     unpaid = await make_order(shop.session_factory, BUYER, [(await make_product(shop.session_factory, "U-1"), 1)])
     assert unpaid.public_id in await admin(shop, "/orders awaiting_payment")
-    for bad in ("/orders paid", "/orders processing shipped"):
+    for bad in ("/orders unpayed", "/orders processing shipped"):
         text = await admin(shop, bad)
-        assert "Usage: /orders" in text and "awaiting_payment, processing, shipped" in text
+        assert "Usage: /orders" in text and "unpaid, paid (the default: to ship), shipped, on the way" in text
     detail = await admin(shop, f"/order {order.public_id.lower()}")
     assert "+254712345678" in detail and "buyer@example.com" in detail and "Plot 1, Ngong Rd" in detail
     assert "zone nairobi" in detail and "2 × Product ADM-nairobi-mpesa" in detail
     assert "mpesa paid KES" in detail and "RLA123XYZ" in detail
-    assert "∅ → awaiting_payment (customer:7171): order placed" in detail
-    assert "awaiting_payment → processing (system:test)" in detail
+    assert "EAT placed → unpaid (customer:7171): order placed" in detail
+    assert "EAT unpaid → paid (system:test)" in detail and "∅" not in detail
     assert "No order HL-NOPE00" in await admin(shop, "/order HL-NOPE00")
     assert "Usage: /order " in await admin(shop, "/order")
     assert "Usage: /order " in await admin(shop, f"/order {order.public_id} extra")
@@ -348,7 +349,7 @@ async def test_ship_refusals(shop: Harness) -> None:
     assert "ship with DHL" in await admin(shop, f"/ship {intl.public_id} 1234567890 G4S")
     assert "doesn't look like a tracking number" in await admin(shop, f"/ship {local.public_id} <b>x</b>")
     assert "carrier name may have" in await admin(shop, f"/ship {local.public_id} AB-1 <i>evil</i>")
-    assert "is awaiting_payment; only processing" in await admin(shop, f"/ship {unpaid.public_id} AB-1")
+    assert "is unpaid; only paid orders" in await admin(shop, f"/ship {unpaid.public_id} AB-1")
     assert "No order HL-NOPE00" in await admin(shop, "/ship HL-NOPE00 AB-1")
     for bad in ("/ship", f"/ship {local.public_id}"):
         assert "Usage: /ship" in await admin(shop, bad)
@@ -362,14 +363,14 @@ async def test_ship_dhl_then_delivered(shop: Harness) -> None:
     local, _ = await paid_order(shop, "kenya")
     text = await admin(shop, f"/ship {intl.public_id} 1234567890")
     assert "shipped with DHL" in text and "automatic" in text
-    assert "is shipped; only processing" in await admin(shop, f"/ship {intl.public_id} 1234567890")
+    assert "is shipped; only paid orders" in await admin(shop, f"/ship {intl.public_id} 1234567890")
     o, _, _ = await load(shop, intl.public_id)
     assert (o.state, o.carrier, o.tracking_number) == ("shipped", "DHL", "1234567890")
     assert o.tracking_next_check_at is not None and o.shipped_at is not None  # the poller will pick it up
     shipped_msg = [m for m in await outbox(shop, chat_id=BUYER) if "1234567890" in m.text]
     assert len(shipped_msg) == 1 and "tracking-id=1234567890" in shipped_msg[0].text
 
-    assert "only shipped or in-transit" in await admin(shop, f"/delivered {local.public_id}")  # still processing
+    assert "only shipped or on-the-way" in await admin(shop, f"/delivered {local.public_id}")  # still processing
     await admin(shop, f"/ship {local.public_id} G4S-1")
     assert "marked delivered. The customer" in await admin(shop, f"/delivered {local.public_id}")
     assert "automatic tracking stops" in await admin(shop, f"/delivered {intl.public_id}")
@@ -499,7 +500,7 @@ async def test_alert_buttons_view_and_cancel(shop: Harness) -> None:
     assert "No order HL-NOPE22" in missing.text
 
     confirm = await shop.press(ADMIN_USER_ID, f"adm:c:{order.public_id}", chat_id=ADMIN_CHAT_ID, message=alert)
-    assert "Cancel order" in confirm.text and "processing" in confirm.text
+    assert "Cancel order" in confirm.text and "(paid, KES" in confirm.text
     await shop.press(STRANGER, confirm.button("Yes, cancel it"), chat_id=ADMIN_CHAT_ID, message=confirm)
     assert "⛔" in shop.last_answer.params["text"]
     assert (await load(shop, order.public_id))[0].state == "processing"  # the stranger changed nothing
@@ -560,7 +561,7 @@ async def test_ship_button_asks_for_the_tracking_number(shop: Harness) -> None:
     assert "shipped with Sendy Express, tracking SND-77" in shop.botapi.last(ADMIN_CHAT_ID).text
 
     already = await shop.press(ADMIN_USER_ID, f"adm:s:{kenya.public_id}", chat_id=ADMIN_CHAT_ID, message=alert)
-    assert "is shipped; only processing" in already.text
+    assert "is shipped; only paid orders" in already.text
 
 
 class SlowStripe(FakeStripe):
@@ -614,7 +615,7 @@ async def test_long_order_detail_fits_one_message(shop: Harness) -> None:
     detail = await admin(shop, f"/order {order.public_id}")
     assert len(visible_text(detail)) <= 4096 and detail.count("<code>") == detail.count("</code>")  # as Telegram counts
     assert "BIG-00-" in detail and "more" in detail  # the first items, then how many were left out
-    assert "note 79" in detail and "earlier event(s) not shown" in detail  # the newest events are kept
+    assert "note 79" in detail and "earlier events not shown: " in detail  # the newest events are kept
     assert "Subtotal" in detail and "+254712345678" in detail
 
 
@@ -656,13 +657,14 @@ async def test_commands_addressed_to_us_work_and_another_bots_are_not_ours(shop:
 async def test_an_unknown_command_in_the_admin_group_lists_the_admin_commands(shop: Harness) -> None:
     for text in ("/restok LAP-TP-T480 5", "/help_admin", "/foo@hacklab_shop_bot"):
         reply = visible_text(await admin(shop, text))
-        assert reply.startswith("Admin commands:")
+        assert reply.startswith("Admin commands")
         assert "/restock <SKU> <QTY>" in reply and "/cancel <ORDER_ID> [reason]" in reply
     before = len(shop.botapi.calls)
     await shop.send(STRANGER, "/restok LAP-TP-T480 5", chat_id=ADMIN_CHAT_ID)  # not an admin: no answer, as
     assert said_in(shop, ADMIN_CHAT_ID, before) == []  # to any group member's unknown command
     assert "I didn't get that" in await admin(shop, "/restok", chat=ADMIN_USER_ID)  # private: the customer help
-    assert (await admin(shop, "/help")).startswith("Let's talk in private")  # a customer command there, as before
+    assert visible_text(await admin(shop, "/help")).startswith("Admin commands")  # /help there is the admins'
+    assert "⛔" in await admin(shop, "/help", user=STRANGER)  # a member who is not an admin: refused, as /orders
 
 
 async def test_a_non_admins_admin_commands_are_refused_as_before(
@@ -758,3 +760,64 @@ async def test_an_action_refused_after_its_first_writes_leaves_nothing_written(
     )
     assert [p.state for p in payments] == ["paid"] and o.updated_at == before.updated_at  # not even the claim
     assert await stock_of(shop.session_factory, pid) == (3, 0, 2)
+
+
+# --- states as people say them, help with examples ---------------------------------------------------
+
+
+async def test_orders_take_the_states_people_say_and_rows_show_who(shop: Harness) -> None:
+    paid, _ = await paid_order(shop)
+    unpaid = await make_order(shop.session_factory, BUYER + 1, [(await make_product(shop.session_factory, "W-1"), 1)])
+    listing = await admin(shop, "/orders unpaid")
+    assert "<b>1 order</b> — unpaid" in listing and "1 orders" not in listing
+    row = next(line for line in listing.splitlines() if unpaid.public_id in line)
+    assert "· 1 item ·" in row and "Test +254712345678" in row and re.search(r"placed \d{1,2} \w{3} \d\d:\d\d EAT", row)
+    assert listing == await admin(shop, "/orders awaiting_payment")  # the machine name still works
+    paid_listing = await admin(shop, "/orders paid")
+    assert paid.public_id in paid_listing and "· 2 items ·" in paid_listing and unpaid.public_id not in paid_listing
+    await admin(shop, f"/ship {paid.public_id} SND-1")
+    async with shop.session_factory() as session, session.begin():
+        await sm.transition(session, await sm.get_order(session, paid.public_id), sm.IN_TRANSIT, "system:test")
+    for typed in ("/orders on the way", "/orders on-the-way", "/orders in_transit"):
+        assert "<b>1 order</b> — on the way" in await admin(shop, typed)
+    assert "No orders are delivered." in await admin(shop, "/orders delivered")
+    detail = await admin(shop, f"/order {paid.public_id}")
+    assert f"<b>{paid.public_id}</b> — on the way" in detail and "shipped → on the way (system:test)" in detail
+    assert "is on the way; only paid orders can be shipped" in await admin(shop, f"/ship {paid.public_id} SND-2")
+
+
+async def test_order_detail_leaves_out_what_is_not_there(shop: Harness) -> None:
+    unpaid = await make_order(shop.session_factory, BUYER, [(await make_product(shop.session_factory, "N-1"), 1)])
+    detail = visible_text(await admin(shop, f"/order {unpaid.public_id}"))
+    assert "🚚 not shipped — carrier: Local courier\n" in detail and "refund" not in detail
+    assert " - " not in detail and "∅" not in detail and "(@" not in detail  # no username: no "@-"
+    order, _ = await paid_order(shop)
+    await admin(shop, f"/cancel {order.public_id} changed mind")
+    detail = visible_text(await admin(shop, f"/order {order.public_id}"))
+    assert "🚚 not shipped — carrier: Local courier · M-Pesa reversal owed\n" in detail
+    shipped, _ = await paid_order(shop, sku="N-2")
+    await admin(shop, f"/ship {shipped.public_id} SND-9 Sendy")
+    assert "🚚 Sendy SND-9\n" in visible_text(await admin(shop, f"/order {shipped.public_id}"))
+
+
+async def test_admin_help_lists_every_command_with_an_example(shop: Harness) -> None:
+    reply = visible_text(await admin(shop, "/help"))
+    examples = re.findall(r"^   (/\w+)", reply, flags=re.MULTILINE)
+    assert examples == [
+        "/orders",
+        "/order",
+        "/ship",
+        "/delivered",
+        "/cancel",
+        "/paid",
+        "/restock",
+        "/stock",
+        "/report",
+        "/export",
+        "/audit",
+        "/promo",
+        "/broadcast",
+        "/review",
+    ]
+    assert "/orders unpaid" in reply and "/restock LAP-TP-T480 5" in reply and "reply to one to answer" in reply
+    assert (await admin(shop, "/help@hacklab_shop_bot")) == (await admin(shop, "/help"))

@@ -195,3 +195,67 @@ async def test_database_errors_carry_no_bound_values(engine) -> None:  # type: i
         assert "hidden due to hide_parameters" in str(err.value)
     finally:
         await own.dispose()
+
+
+# --- Telegram's own menus, set at start-up -----------------------------------------------------------
+
+
+async def test_polling_start_sets_the_command_menus_and_the_menu_button(engine, botapi) -> None:  # type: ignore[no-untyped-def]
+    settings = make_settings(engine, botapi, port=free_port())  # no PUBLIC_BASE_URL: long polling
+    task = asyncio.create_task(serve.run_web(settings))
+    try:
+        for _ in range(200):
+            if botapi.sent(method="getUpdates"):
+                break
+            await asyncio.sleep(0.05)
+        else:
+            pytest.fail("the bot did not start polling")
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    menus = {
+        (c.params.get("scope", {}).get("type"), c.params.get("language_code")): c.params["commands"]
+        for c in botapi.sent(method="setMyCommands")
+    }
+    english, swahili, admins = menus[("default", None)], menus[("default", "sw")], menus[("chat", None)]
+    assert [c["command"] for c in english] == [
+        "start",
+        "catalog",
+        "cart",
+        "orders",
+        "search",
+        "track",
+        "language",
+        "help",
+    ]
+    assert {c["command"]: c["description"] for c in english}["cart"] == "Your cart"
+    assert {c["command"]: c["description"] for c in swahili}["cart"] == "Kikapu chako"
+    assert [c["command"] for c in swahili] == [c["command"] for c in english]
+    (admin_call,) = [c for c in botapi.sent(method="setMyCommands") if c.params["scope"]["type"] == "chat"]
+    assert admin_call.params["scope"]["chat_id"] == ADMIN_CHAT_ID
+    assert {"orders", "ship", "cancel", "paid", "report", "help"} <= {c["command"] for c in admins}
+    (button,) = botapi.sent(method="setChatMenuButton")
+    assert button.params["menu_button"] == {"type": "commands"}
+
+
+async def test_menus_failing_are_logged_and_the_shop_serves_on(engine, botapi, caplog) -> None:  # type: ignore[no-untyped-def]
+    from aiohttp import web
+
+    async def refuse(method: str, params: dict) -> web.Response | None:  # type: ignore[type-arg]
+        if method in ("setMyCommands", "setChatMenuButton"):
+            return web.json_response({"ok": False, "error_code": 500, "description": "Internal"}, status=500)
+        return None
+
+    botapi.responder = refuse
+    settings = make_settings(engine, botapi, admin_chat_id=None)
+    shop = await Harness(engine, botapi, admin_chat_id=None).start()
+    try:
+        await serve.set_menus(shop.shop.bot, settings)  # type: ignore[union-attr]
+        assert "Karibu" in (await shop.send(ADMIN_USER_ID, "/start")).text
+    finally:
+        await shop.stop()
+    failed = [r for r in caplog.records if r.getMessage() == "telegram.menu_failed"]
+    assert [r.method for r in failed] == ["setMyCommands", "setMyCommands", "setChatMenuButton"]  # type: ignore[attr-defined]
+    assert not [
+        c for c in botapi.calls if c.method == "setMyCommands" and c.params.get("scope", {}).get("type") == "chat"
+    ]

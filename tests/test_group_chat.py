@@ -95,7 +95,7 @@ async def test_without_the_username_the_pointer_is_plain(engine, botapi: BotAPIS
 
 
 async def test_admin_group_keeps_admin_commands_and_points_customers_to_private(shop: Harness) -> None:
-    assert "No orders in state processing" in (await shop.send(ADMIN_USER_ID, "/orders", chat_id=ADMIN_CHAT_ID)).text
+    assert "No orders are paid." in (await shop.send(ADMIN_USER_ID, "/orders", chat_id=ADMIN_CHAT_ID)).text
     assert "Usage: /cancel" in (await shop.send(ADMIN_USER_ID, "/cancel", chat_id=ADMIN_CHAT_ID)).text
     assert "⛔" in (await shop.send(BUYER, "/orders", chat_id=ADMIN_CHAT_ID)).text  # admin command, not an admin
     assert (await shop.send(BUYER, "/cart", chat_id=ADMIN_CHAT_ID)).text.startswith(PRIVATE)

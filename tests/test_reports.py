@@ -153,14 +153,15 @@ async def test_report_figures_for_today_week_and_month(stripe_shop: Harness) -> 
     assert "• abandoned (expired or cancelled unpaid): 2\n" in shown
     assert "• cancelled after payment: 2\n" in shown
     assert section(text, "Revenue") == (
-        f" (paid orders not cancelled)\n• {format_money(2300_00, 'KES')} from 1 order(s)\n"
-        f"• {format_money(95_00, 'USD')} from 1 order(s)"
+        f" (paid orders not cancelled)\n• {format_money(2300_00, 'KES')} from 1 order\n"
+        f"• {format_money(95_00, 'USD')} from 1 order"
     )
     assert section(text, "Top products") == (
-        " (units in paid orders)\n1. RPT-2 Product RPT-2 — 3 unit(s)\n2. RPT-1 Product RPT-1 — 2 unit(s)"
+        " (units in paid orders)\n1. RPT-2 Product RPT-2 — 3 units\n2. RPT-1 Product RPT-1 — 2 units"
     )
     assert section(text, "Refunds") == (
-        f"\n• refunded: 1 · {format_money(43_00, 'USD')}\n• owed, not yet refunded: 1 · {format_money(800_00, 'KES')}"
+        f"\n• refunded: 1 order · {format_money(43_00, 'USD')}"
+        f"\n• owed, not yet refunded: 1 order · {format_money(800_00, 'KES')}"
     )
     assert "KES 2,300" in text and "$95" in text  # format_money's forms
 
@@ -168,12 +169,12 @@ async def test_report_figures_for_today_week_and_month(stripe_shop: Harness) -> 
     first = (today() - timedelta(days=6)).isoformat()
     assert "Report: the last 7 days" in week and f"Days {first} – {today().isoformat()}" in week
     assert "Orders placed: 8\n" in week and "• paid: 3\n" in week  # the order a minute before midnight
-    assert "KES 3,600 from 2 order(s)" in week and "$95 from 1 order(s)" in week
-    assert "1. RPT-1 Product RPT-1 — 3 unit(s)\n2. RPT-2 Product RPT-2 — 3 unit(s)" in week  # a tie: by SKU
+    assert "KES 3,600 from 2 orders" in week and "$95 from 1 order" in week
+    assert "1. RPT-1 Product RPT-1 — 3 units\n2. RPT-2 Product RPT-2 — 3 units" in week  # a tie: by SKU
 
     month = visible_text(await admin(shop, "/REPORT month"))
     assert "Report: the last 30 days" in month and "Orders placed: 9\n" in month
-    assert "KES 4,400 from 3 order(s)" in month and "3. RPT-3 Product RPT-3 — 1 unit(s)" in month
+    assert "KES 4,400 from 3 orders" in month and "3. RPT-3 Product RPT-3 — 1 unit" in month
 
     for bad in ("/report year", "/report today week"):
         assert "Usage: /report [today|week|month]" in visible_text(await admin(shop, bad)), bad
@@ -240,7 +241,7 @@ async def test_export_orders_csv(stripe_shop: Harness) -> None:
     first = (today() - timedelta(days=29)).isoformat()
     assert document(call)[0] == f"orders_{first}_{today().isoformat()}.csv"
     caption = visible_text(call.text)
-    assert f"Orders placed {first} – {today().isoformat()} (Africa/Nairobi): 10 order(s), 10 line(s)" in caption
+    assert f"Orders placed {first} – {today().isoformat()} (Africa/Nairobi): 10 orders, 10 lines" in caption
     assert rows[0] == list(reports.CSV_HEADER)
     by_order = {r[0]: r for r in rows[1:]}
     assert len(rows) == 11 and len(by_order) == 10 and ids["last_week"] in by_order
@@ -366,8 +367,8 @@ async def test_refused_and_rolled_back_actions_write_no_audit_row(
     assert "No product with SKU NOPE" in await admin(shop, "/restock NOPE 1")
     assert "Refused" in await admin(shop, "/restock AUD-2 -5")  # its UPDATE ran, found nothing to change
     assert "Usage: /restock" in await admin(shop, "/restock AUD-2 0")
-    assert "only processing" in await admin(shop, f"/ship {unpaid} G4S-1")
-    assert "only shipped or in-transit" in await admin(shop, f"/delivered {paid}")
+    assert "only paid orders" in await admin(shop, f"/ship {unpaid} G4S-1")
+    assert "only shipped or on-the-way" in await admin(shop, f"/delivered {paid}")
     assert "No order HL-NOPE00" in await admin(shop, "/cancel HL-NOPE00")
     assert await audit_rows(shop) == []
 
@@ -404,7 +405,7 @@ async def test_audit_command_lists_the_latest_entries_in_shop_time(shop: Harness
     await admin(shop, f"/ship {order} G4S-77")
     text = visible_text(await admin(shop, "/audit"))
     lines = text.split("\n")
-    assert lines[0] == "🗂 The last 20 admin action(s) (newest first; times in Africa/Nairobi)"
+    assert lines[0] == "🗂 The last 20 admin actions (newest first; times in Africa/Nairobi)"
     assert len(lines) == 21
     assert f"· Wanjiru (id {ADMIN_USER_ID}) · ship {order}: G4S G4S-77" in lines[1]
     assert lines[1].split(" · ")[0].endswith(" EAT") and "restock AUD-4: +1 → " in lines[2]

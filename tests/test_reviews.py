@@ -104,7 +104,7 @@ async def test_delivered_order_asks_once_then_rate_comment_and_edit(shop: Harnes
     a = await make_product(shop.session_factory, "REV-A")
     b = await make_product(shop.session_factory, "REV-B")
     order = await delivered(shop, BUYER, [a, b])
-    assert "only shipped or in-transit" in await admin(shop, f"/delivered {order.public_id}")  # twice: refused
+    assert "only shipped or on-the-way" in await admin(shop, f"/delivered {order.public_id}")  # twice: refused
     [row] = await asks(shop, BUYER)
     assert row.dedup_key == f"review_ask:{order.id}"
 
@@ -173,7 +173,7 @@ async def test_dhl_delivery_then_admin_delivered_still_asks_once(shop: Harness, 
         await client.aclose()
     [o] = await rows(shop, Order, Order.id == order.id)
     assert o.state == "delivered"
-    assert "only shipped or in-transit" in await admin(shop, f"/delivered {order.public_id}")
+    assert "only shipped or on-the-way" in await admin(shop, f"/delivered {order.public_id}")
     [row] = await asks(shop, BUYER)
     assert row.dedup_key == f"review_ask:{order.id}"
     assert len((await the_ask(shop, BUYER)).buttons) == 6

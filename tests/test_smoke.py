@@ -22,6 +22,7 @@ async def test_start_shows_welcome_and_menu(shop: Harness) -> None:
         "🛒 Cart",
         "📦 My orders",
         "❓ Help",
+        "💬 Talk to us",
         "🌐 Language / Lugha",
     ]
     async with shop.session_factory() as session:
@@ -29,9 +30,9 @@ async def test_start_shows_welcome_and_menu(shop: Harness) -> None:
     assert customer is not None and customer.chat_id == USER
 
 
-async def test_free_text_gets_short_help(shop: Harness) -> None:
+async def test_free_text_goes_to_the_shop_and_unknown_commands_get_short_help(shop: Harness) -> None:
     reply = await shop.send(USER, "hello, do you sell phones?")
-    assert "I didn't get that" in reply.text
+    assert "Sent to the shop — we'll reply here." in reply.text  # a person reads it (tests/test_support.py)
     reply = await shop.send(USER, "/nosuchcommand")
     assert "/help" in reply.text
 

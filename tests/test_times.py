@@ -156,4 +156,4 @@ async def test_admin_lists_and_detail_name_the_zone(shop: Harness) -> None:
     listing = (await shop.send(ADMIN_USER_ID, "/orders awaiting_payment", chat_id=ADMIN_CHAT_ID)).text
     assert f"{today_local.day} {today_local:%b} 00:05 EAT" in listing
     detail = (await shop.send(ADMIN_USER_ID, f"/order {order.public_id}", chat_id=ADMIN_CHAT_ID)).text
-    assert re.search(r"• \d{1,2} \w{3} \d\d:\d\d EAT ∅ → awaiting_payment", detail), detail
+    assert re.search(r"• \d{1,2} \w{3} \d\d:\d\d EAT placed → unpaid", detail), detail

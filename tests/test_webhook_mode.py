@@ -90,6 +90,8 @@ async def test_run_web_registers_the_webhook_with_its_secret(engine, botapi) -> 
     assert call.params["url"] == "https://shop.example/telegram"
     assert call.params["secret_token"] == settings.webhook_secret
     assert len(call.params["secret_token"]) >= 32
+    # The command menus (customers' in every language, the admin group's) and the menu button, first.
+    assert len(botapi.sent(method="setMyCommands")) == 3 and botapi.sent(method="setChatMenuButton")
 
 
 async def test_a_button_press_is_answered_in_the_webhook_reply(webhook_shop: Harness) -> None:
