@@ -706,9 +706,9 @@ async def cancel_button(query: CallbackQuery, callback_data: AdminButton, sessio
     if found is None:
         return
     message, order = found
-    if order.state not in admin_service.CANCELLABLE:
-        named = admin_service.state_name(order.state)
-        await message.answer(t("admin.cancel.not_allowed", None, order=order.public_id, state=named))
+    refusal = admin_service.cancel_refusal(order)
+    if refusal is not None:
+        await message.answer(t(refusal.key, None, **refusal.values))
         return
     confirm = AdminButton(action=AdminAction.CONFIRM_CANCEL, order=order.public_id)
     await message.answer(

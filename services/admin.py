@@ -244,10 +244,21 @@ async def _claim(session: AsyncSession, order: Order, allowed: tuple[str, ...], 
         if result.rowcount == 1:
             return
         await session.refresh(order)
+    if refusal == "admin.cancel.not_allowed" and order.state == sm.CANCELLED:
+        refusal = "admin.cancel.already"
     raise DomainError(refusal, order=order.public_id, state=state_name(order.state))
 
 
 # --- orders: actions ------------------------------------------------------------------------------
+
+
+def cancel_refusal(order: Order) -> DomainError | None:
+    """Why an admin cannot cancel `order` now, or None when they can."""
+    if order.state == sm.CANCELLED:  # not "is cancelled and can't be cancelled"
+        return DomainError("admin.cancel.already", order=order.public_id)
+    if order.state not in CANCELLABLE:
+        return DomainError("admin.cancel.not_allowed", order=order.public_id, state=state_name(order.state))
+    return None
 
 
 @unit_of_work
@@ -311,8 +322,9 @@ async def cancel(
     manual_reversal_owed. The refund status is set before the transition because the customer's
     "cancelled" message states it, with the admin's `reason` and the shop's contact."""
     order = await find_order(session, public_id)
-    if order.state not in CANCELLABLE:
-        raise DomainError("admin.cancel.not_allowed", order=order.public_id, state=state_name(order.state))
+    refusal = cancel_refusal(order)
+    if refusal is not None:
+        raise refusal
     await _refuse_open_prompt(session, order)  # before Stripe: a refused cancel leaves the card links be
     await _close_card_links(session, order, providers, settings)  # Stripe first, before any write
     await _claim(session, order, CANCELLABLE, "admin.cancel.not_allowed")
@@ -359,7 +371,9 @@ async def _close_card_links(session: AsyncSession, order: Order, providers: dict
     except stripe_flow.PaymentProcessing:
         raise DomainError("admin.cancel.payment_processing", order=order.public_id) from None
     except PaymentNotAllowed:  # the order moved meanwhile (another admin cancelled it, say)
-        raise DomainError("admin.cancel.not_allowed", order=order.public_id, state=state_name(order.state)) from None
+        await session.refresh(order)
+        moved = DomainError("admin.cancel.not_allowed", order=order.public_id, state=state_name(order.state))
+        raise (cancel_refusal(order) or moved) from None
 
 
 async def refund_payment(

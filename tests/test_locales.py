@@ -155,6 +155,7 @@ ADMIN_ONLY = frozenset(
         "admin.delivered.not_shipped",
         # /cancel (the admin's confirmation and outcome; the customer gets order.status.cancelled)
         "admin.cancel.not_allowed",
+        "admin.cancel.already",
         "admin.cancel.none",
         "admin.cancel.refunded",
         "admin.cancel.refund_pending",
