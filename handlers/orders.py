@@ -120,13 +120,12 @@ def order_detail(order: Order, lang: str, zone: ZoneInfo) -> Markup:
     elif order.state in (order_service.PROCESSING,):
         text += "\n" + t("orders.preparing", lang)
     if order.tracking_description:
-        when = customer_time(order.tracking_time, zone, lang) if order.tracking_time else "-"
         text += "\n" + t(
-            "orders.latest_event",
+            "orders.latest_event" if order.tracking_place else "orders.latest_event_unplaced",
             lang,
             event=cut(order.tracking_description, 300),
-            place=cut(order.tracking_place or "-", 200),
-            when=when,
+            place=cut(order.tracking_place or "", 200),
+            when=customer_time(order.tracking_time or order.updated_at, zone, lang),
         )
     if order.state == order_service.AWAITING_PAYMENT:
         text += "\n" + t("orders.reserved_until", lang, until=customer_time(order.reserved_until, zone, lang))

@@ -229,7 +229,10 @@ def status_message(order: Order, lang: str = "en", details: StatusDetails | None
         "place": cut(order.tracking_place or "-", 200),
         "refund": t(f"refund.{order.refund_status or 'none'}", lang),
     }
-    parts = [t(f"order.status.{order.state}", lang, **values)]
+    key = f"order.status.{order.state}"
+    if order.state == IN_TRANSIT and not order.tracking_place:  # DHL does not always say where
+        key = "order.status.in_transit_unplaced"
+    parts = [t(key, lang, **values)]
     if order.state == SHIPPED:
         parts += _shipped_lines(order, lang)
     elif order.state == PROCESSING and details is not None and details.paid_with:

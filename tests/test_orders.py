@@ -42,6 +42,22 @@ async def test_track_shows_carrier_tracking_and_latest_event(shop: Harness) -> N
     assert "tracking-id=1234567890" in reply.text and "Arrived at facility — NAIROBI - KENYA" in reply.text
 
 
+async def test_an_event_without_a_place_leaves_the_place_out(shop: Harness) -> None:
+    pid = await make_product(shop.session_factory, stock=5)
+    order = await make_order(shop.session_factory, USER, [(pid, 1)], zone="intl")
+    async with shop.session_factory() as session, session.begin():
+        o = await sm.get_order(session, order.public_id)
+        await sm.transition(session, o, "processing", "system:test")
+        o.carrier, o.tracking_number = "DHL", "1234567890"
+        await sm.transition(session, o, "shipped", "admin:1")
+        o.tracking_description, o.tracking_place, o.tracking_time = "Shipment picked up", None, None
+        await sm.transition(session, o, "in_transit", "system:dhl")
+        status = sm.status_message(o)
+    assert status == f"📍 Order <b>{order.public_id}</b> is on its way: Shipment picked up."
+    reply = await shop.send(USER, f"/track {order.public_id}")
+    assert "📍 Latest: Shipment picked up (" in reply.text and "-" not in reply.text.split("Latest:")[1]
+
+
 async def test_track_refuses_other_customers_orders_and_bad_arguments(shop: Harness) -> None:
     pid = await make_product(shop.session_factory, stock=5)
     theirs = await make_order(shop.session_factory, OTHER, [(pid, 1)])
