@@ -475,11 +475,15 @@ class Review(Base):
 class SupportMessage(Base):
     """A customer's message relayed to the admin group ("Talk to us", or free text outside a flow):
     `admin_message_id` is the relayed copy in the admin group, so an admin's reply to it reaches
-    `customer_id`'s chat."""
+    `customer_id`'s chat. Message ids are numbered per chat: the group's id is part of the key, so
+    after the group changes (a new ADMIN_CHAT_ID, a migration to a supergroup) an old id cannot
+    send a reply to the wrong customer."""
 
     __tablename__ = "support_messages"
+    __table_args__ = (UniqueConstraint("admin_chat_id", "admin_message_id", name="uq_support_messages_admin_message"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id"), index=True)
-    admin_message_id: Mapped[int] = mapped_column(BigInteger, unique=True)
+    admin_chat_id: Mapped[int] = mapped_column(BigInteger)
+    admin_message_id: Mapped[int] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(TZDateTime(), default=utcnow)

@@ -124,18 +124,22 @@ async def relay(
         log.warning("support.relay_failed", extra={"customer": customer.id, "error": type(exc).__name__})
         await message.answer(t("support.unavailable", lang), reply_markup=main_menu(lang))
         return
-    support.record_relay(session, customer.id, sent.message_id)
+    support.record_relay(session, customer.id, settings.admin_chat_id, sent.message_id)
     log.info("support.relayed", extra={"customer": customer.id})
     await message.answer(t("support.sent", lang), reply_markup=main_menu(lang))
 
 
-@router.message(InAdminGroup(), Replying(), Text(), AdminOnly())
+@router.message(InAdminGroup(), Replying(), AdminOnly())
 async def admin_reply(message: Message, session: AsyncSession) -> None:
-    """An admin's reply to a relayed message: to its customer. A reply to anything else is not ours."""
+    """An admin's reply to a relayed message: to its customer (words only: a photo or a sticker is
+    not passed on, and the admin is told). A reply to anything else is not ours."""
     replied = message.reply_to_message
-    customer = await support.customer_of(session, replied.message_id) if replied is not None else None
-    if customer is None:
+    customer = await support.customer_of(session, message.chat.id, replied.message_id) if replied is not None else None
+    if customer is None or (message.text or "").startswith("/"):
         raise SkipHandler
-    support.queue_reply(session, customer, message.text or "")
+    if not message.text:
+        await message.reply(t("admin.support.text_only"))
+        return
+    support.queue_reply(session, customer, message.text)
     log.info("support.answered", extra={"customer": customer.id})
     await message.reply(t("admin.support.answered", None, name=customer.first_name or str(customer.id)))

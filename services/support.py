@@ -30,6 +30,9 @@ TEXT_MAX = 3000  # the relay (name, phone and the text) stays within one Telegra
 async def may_relay(session: AsyncSession, customer_id: int, now: datetime | None = None) -> bool:
     """Fewer than `RELAY_LIMIT` of this customer's messages went to the admins in the last `RELAY_WINDOW`."""
     since = (now or utcnow()) - RELAY_WINDOW
+    # The customer's row is held until our commit (PostgreSQL): a burst of messages is counted one
+    # after another, each seeing the relays before it, instead of all passing one count together.
+    await session.execute(select(Customer.id).where(Customer.id == customer_id).with_for_update())
     recent = (
         await session.execute(
             select(func.count())
@@ -56,19 +59,19 @@ def relay_text(customer: Customer, text: str) -> Markup:
     return t("admin.support.relay", None, who=who, text=cut(text, TEXT_MAX))
 
 
-def record_relay(session: AsyncSession, customer_id: int, admin_message_id: int) -> SupportMessage:
+def record_relay(session: AsyncSession, customer_id: int, admin_chat_id: int, admin_message_id: int) -> SupportMessage:
     """Remember which customer the admin group's message `admin_message_id` came from."""
-    row = SupportMessage(customer_id=customer_id, admin_message_id=admin_message_id)
+    row = SupportMessage(customer_id=customer_id, admin_chat_id=admin_chat_id, admin_message_id=admin_message_id)
     session.add(row)
     return row
 
 
-async def customer_of(session: AsyncSession, admin_message_id: int) -> Customer | None:
-    """The customer whose relayed message is `admin_message_id` in the admin group, if it is one."""
+async def customer_of(session: AsyncSession, admin_chat_id: int, admin_message_id: int) -> Customer | None:
+    """The customer whose relayed message is `admin_message_id` in `admin_chat_id`, if it is one."""
     stmt = (
         select(Customer)
         .join(SupportMessage, SupportMessage.customer_id == Customer.id)
-        .where(SupportMessage.admin_message_id == admin_message_id)
+        .where(SupportMessage.admin_chat_id == admin_chat_id, SupportMessage.admin_message_id == admin_message_id)
     )
     return (await session.execute(stmt)).scalars().first()
 

@@ -87,6 +87,7 @@ ADMIN_ONLY = frozenset(
         "admin.support.username",
         "admin.support.phone",
         "admin.support.answered",
+        "admin.support.text_only",
         # states as admins say them, and the admin group's command menu
         "admin.state.awaiting_payment",
         "admin.state.processing",

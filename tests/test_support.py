@@ -189,3 +189,28 @@ async def test_the_welcome_names_only_the_configured_payments(engine, botapi) ->
     assert "Pay by card. What" in await welcome_with(engine, botapi, **STRIPE)
     neither = await welcome_with(engine, botapi)
     assert "the shop will contact you to arrange payment" in neither and "M-Pesa" not in neither
+
+
+async def test_a_reply_is_matched_in_its_own_chat_and_only_words_are_passed_on(shop: Harness) -> None:
+    """Message ids are numbered per chat: a relay recorded in a former admin group with the same id
+    must not take an answer meant for today's customer."""
+    await shop.send(BUYER + 1, "/start")
+    await shop.send(BUYER, "Do you sell UPS batteries?")
+    (relayed,) = relays(shop)
+    async with shop.session_factory() as session, session.begin():
+        session.add(
+            SupportMessage(customer_id=BUYER + 1, admin_chat_id=-100999, admin_message_id=relayed.result["message_id"])
+        )
+    photo = [{"file_id": "p", "file_unique_id": "pu", "width": 1, "height": 1}]
+    original = {
+        "message_id": relayed.result["message_id"],
+        "date": relayed.result["date"],
+        "chat": {"id": ADMIN_CHAT_ID, "type": "supergroup", "title": "Shop admins"},
+        "from": BotAPIStandIn.BOT_USER,
+        "text": relayed.params["text"],
+    }
+    told = await shop.send_message(ADMIN_USER_ID, chat_id=ADMIN_CHAT_ID, photo=photo, reply_to_message=original)
+    assert told.text == "Only a text reply is passed on to the customer: please write your answer as text."
+    assert (await admin_reply(shop, relayed, "Yes, APC 650 VA")).text == "✅ Sent to Wanjiru."
+    assert await replies_to(shop, BUYER) == ["💬 The shop replied: Yes, APC 650 VA"]
+    assert await replies_to(shop, BUYER + 1) == []

@@ -21,11 +21,12 @@ def upgrade() -> None:
         'support_messages',
         sa.Column('id', sa.Integer(), nullable=False),
         sa.Column('customer_id', sa.BigInteger(), nullable=False),
+        sa.Column('admin_chat_id', sa.BigInteger(), nullable=False),
         sa.Column('admin_message_id', sa.BigInteger(), nullable=False),
         sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(['customer_id'], ['customers.id']),
         sa.PrimaryKeyConstraint('id'),
-        sa.UniqueConstraint('admin_message_id'),
+        sa.UniqueConstraint('admin_chat_id', 'admin_message_id', name='uq_support_messages_admin_message'),
     )
     op.create_index(op.f('ix_support_messages_customer_id'), 'support_messages', ['customer_id'], unique=False)
     with op.batch_alter_table('orders', schema=None) as batch_op:
