@@ -5,6 +5,7 @@ Both KES and USD have two decimals (as Stripe counts them), so 1 unit = 100 mino
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from decimal import Decimal
 from functools import lru_cache
@@ -68,3 +69,17 @@ def major_units(amount: int) -> str:
     """Minor units as a plain decimal string of major units, for files other programs read:
     3750000 → "37500.00" (no currency sign, no thousands separator)."""
     return f"{Decimal(amount) / MINOR_PER_UNIT:.2f}"
+
+
+_TYPED_AMOUNT = re.compile(r"^(?:KES|KSH|KSHS)?\.?\s*(\d{1,3}(?:,\d{3})+|\d+)(?:\.(\d{1,2}))?$", re.IGNORECASE)
+
+
+def parse_amount(text: str) -> int | None:
+    """An amount as people type it from an M-Pesa message ("1300", "1,300.00", "Ksh1,300") in minor
+    units; None when it is not one, or not positive."""
+    match = _TYPED_AMOUNT.match(text.strip())
+    if match is None:
+        return None
+    whole, cents = match.group(1).replace(",", ""), (match.group(2) or "").ljust(2, "0")
+    minor = int(whole) * MINOR_PER_UNIT + int(cents)
+    return minor if minor > 0 else None

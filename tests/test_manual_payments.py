@@ -1,4 +1,4 @@
-"""M-Pesa paid by hand: an admin's `/paid <order> <receipt>` in the admin group settles the order
+"""M-Pesa paid by hand: an admin's `/paid <order> <receipt> <amount>` in the admin group settles the order
 through the state machine, once, and the customer gets their receipt."""
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ async def outbox(shop: Harness, kind: str, chat: int = USER) -> list[Outbox]:
 async def test_paid_settles_the_order_and_sends_the_customer_a_receipt(paybill_shop: Harness) -> None:
     shop = paybill_shop
     order = await offered(shop)
-    reply = await admin(shop, f"/paid {order.public_id.lower()} {CODE.lower()}")
+    reply = await admin(shop, f"/paid {order.public_id.lower()} {CODE.lower()} Ksh1,300.00")
     assert reply == f"✅ {order.public_id} marked paid with M-Pesa {CODE}; the customer has their receipt."
     async with shop.session_factory() as session:
         assert (await sm.get_order(session, order.public_id)).state == "processing"
@@ -65,15 +65,15 @@ async def test_paid_settles_the_order_and_sends_the_customer_a_receipt(paybill_s
 async def test_paid_twice_is_one_payment_and_a_code_pays_one_order(paybill_shop: Harness) -> None:
     shop = paybill_shop
     order, other = await offered(shop, "MAN-A"), await offered(shop, "MAN-B")
-    await admin(shop, f"/paid {order.public_id} {CODE}")
-    again = await admin(shop, f"/paid {order.public_id} {CODE}")
+    await admin(shop, f"/paid {order.public_id} {CODE} 1300")
+    again = await admin(shop, f"/paid {order.public_id} {CODE} 1300")
     assert again == f"{order.public_id} was already marked paid with M-Pesa {CODE}; nothing changed."
-    reused = await admin(shop, f"/paid {other.public_id} {CODE}")
+    reused = await admin(shop, f"/paid {other.public_id} {CODE} 1300")
     assert (
         reused == f"Receipt {CODE} already paid order {order.public_id}: one code pays one order. Nothing was recorded."
     )
-    second = await admin(shop, f"/paid {order.public_id} QWE1234567")
-    assert second == f"Order {order.public_id} is processing, not waiting for payment. Nothing was recorded."
+    second = await admin(shop, f"/paid {order.public_id} QWE1234567 1300")
+    assert second == f"Order {order.public_id} is paid, not waiting for payment. Nothing was recorded."
     async with shop.session_factory() as session:
         assert (await session.execute(select(func.count()).select_from(Payment))).scalar_one() == 1
     assert len(await outbox(shop, "order_status")) == 1
@@ -82,10 +82,10 @@ async def test_paid_twice_is_one_payment_and_a_code_pays_one_order(paybill_shop:
 async def test_paid_checks_its_arguments(paybill_shop: Harness) -> None:
     shop = paybill_shop
     order = await offered(shop)
-    assert "Usage: /paid ORDER_ID RECEIPT_CODE" in await admin(shop, "/paid")
-    assert "doesn't look like an M-Pesa receipt code" in await admin(shop, f"/paid {order.public_id} RLA-12")
-    assert "doesn't look like" in await admin(shop, f"/paid {order.public_id} <b>XYZ</b>")
-    assert "There's no order HL-NOSUCH" in await admin(shop, f"/paid HL-NOSUCH {CODE}")
+    assert "Usage: /paid ORDER_ID RECEIPT_CODE AMOUNT" in await admin(shop, "/paid")
+    assert "doesn't look like an M-Pesa receipt code" in await admin(shop, f"/paid {order.public_id} RLA-12 1300")
+    assert "doesn't look like" in await admin(shop, f"/paid {order.public_id} <b>XYZ</b> 1300")
+    assert "There's no order HL-NOSUCH" in await admin(shop, f"/paid HL-NOSUCH {CODE} 1300")
     async with shop.session_factory() as session:
         assert (await sm.get_order(session, order.public_id)).state == "awaiting_payment"
 
@@ -93,9 +93,9 @@ async def test_paid_checks_its_arguments(paybill_shop: Harness) -> None:
 async def test_only_admins_in_the_group_may_mark_paid(paybill_shop: Harness) -> None:
     shop = paybill_shop
     order = await offered(shop)
-    assert "⛔" in await admin(shop, f"/paid {order.public_id} {CODE}", user=STRANGER)
-    assert "⛔" in await admin(shop, f"/paid {order.public_id} {CODE}", user=USER, chat=USER)  # the customer
-    assert "⛔" in await admin(shop, f"/paid {order.public_id} {CODE}", chat=ADMIN_USER_ID)  # admin, in private
+    assert "⛔" in await admin(shop, f"/paid {order.public_id} {CODE} 1300", user=STRANGER)
+    assert "⛔" in await admin(shop, f"/paid {order.public_id} {CODE} 1300", user=USER, chat=USER)  # the customer
+    assert "⛔" in await admin(shop, f"/paid {order.public_id} {CODE} 1300", chat=ADMIN_USER_ID)  # admin, in private
     async with shop.session_factory() as session:
         assert (await sm.get_order(session, order.public_id)).state == "awaiting_payment"
 
@@ -108,7 +108,7 @@ async def test_money_after_expiry_revives_the_order(paybill_shop: Harness) -> No
             update(Order).where(Order.id == order.id).values(reserved_until=utcnow() - timedelta(minutes=1))
         )
     assert await sm.expire_due_orders(shop.session_factory) == 1
-    reply = await admin(shop, f"/paid {order.public_id} {CODE}")
+    reply = await admin(shop, f"/paid {order.public_id} {CODE} 1300")
     assert reply.startswith(f"✅ {order.public_id} had lapsed; marked paid with M-Pesa {CODE}")
     async with shop.session_factory() as session:
         assert (await sm.get_order(session, order.public_id)).state == "processing"
@@ -116,3 +116,68 @@ async def test_money_after_expiry_revives_the_order(paybill_shop: Harness) -> No
     assert await stock_of(shop.session_factory, pid) == (2, 0, 1)
     receipts = [o for o in await outbox(shop, "order_status") if "M-Pesa receipt" in o.text]
     assert len(receipts) == 1
+
+
+async def test_the_amount_must_be_the_orders_total_in_shillings(paybill_shop: Harness) -> None:
+    shop = paybill_shop
+    order = await offered(shop)
+    short = await admin(shop, f"/paid {order.public_id} {CODE} 1,000")
+    assert short == (
+        f"Order {order.public_id} costs KES 1,300, but KES 1,000 was received. Nothing was recorded: "
+        "ask the customer for the rest, or cancel the order and reverse the money."
+    )
+    assert "isn't an amount" in await admin(shop, f"/paid {order.public_id} {CODE} lots")
+    pid = await make_product(shop.session_factory, "MAN-USD", stock=3)
+    abroad = await make_order(shop.session_factory, USER, [(pid, 1)], zone="intl")
+    assert "isn't priced in shillings" in await admin(shop, f"/paid {abroad.public_id} {CODE} 1300")
+    async with shop.session_factory() as session:
+        assert (await session.execute(select(func.count()).select_from(Payment))).scalar_one() == 0
+        assert (await sm.get_order(session, order.public_id)).state == "awaiting_payment"
+
+
+async def test_a_code_received_from_a_prompt_cannot_pay_another_order(paybill_shop: Harness) -> None:
+    shop = paybill_shop
+    order, other = await offered(shop, "MAN-P"), await offered(shop, "MAN-Q")
+    async with shop.session_factory() as session, session.begin():  # order paid by an STK prompt
+        session.add(
+            Payment(
+                order_id=order.id,
+                provider="mpesa",
+                state="paid",
+                amount=order.total,
+                currency="KES",
+                phone=order.phone,
+                checkout_request_id="ws_CO_1",
+                receipt_number=CODE,
+            )
+        )
+    reused = await admin(shop, f"/paid {other.public_id} {CODE} 1300")
+    assert (
+        reused == f"Receipt {CODE} already paid order {order.public_id}: one code pays one order. Nothing was recorded."
+    )
+    async with shop.session_factory() as session:
+        assert (await sm.get_order(session, other.public_id)).state == "awaiting_payment"
+
+
+async def test_a_refunded_order_is_not_paid_again_by_hand(paybill_shop: Harness) -> None:
+    shop = paybill_shop
+    order = await offered(shop)
+    await admin(shop, f"/paid {order.public_id} {CODE} 1300")
+    assert "cancelled" in await admin(shop, f"/cancel {order.public_id} customer changed their mind")
+    again = await admin(shop, f"/paid {order.public_id} QWE1234567 1300")
+    assert again == f"Order {order.public_id} is cancelled, not waiting for payment. Nothing was recorded."
+    async with shop.session_factory() as session:
+        assert (await sm.get_order(session, order.public_id)).state == "cancelled"
+        assert (await session.execute(select(func.count()).select_from(Payment))).scalar_one() == 1
+
+
+@pytest.mark.faults
+async def test_paid_asks_telegram_afresh_whether_the_sender_is_still_an_admin(paybill_shop: Harness) -> None:
+    shop, group_admin = paybill_shop, 5151
+    order = await offered(shop)
+    shop.botapi.chat_member_status[(ADMIN_CHAT_ID, group_admin)] = "administrator"
+    assert "⛔" not in await admin(shop, "/stock", user=group_admin)  # an admin: cached for 5 minutes
+    shop.botapi.chat_member_status[(ADMIN_CHAT_ID, group_admin)] = "member"  # demoted a moment later
+    assert "⛔" in await admin(shop, f"/paid {order.public_id} {CODE} 1300", user=group_admin)
+    async with shop.session_factory() as session:
+        assert (await sm.get_order(session, order.public_id)).state == "awaiting_payment"

@@ -13,7 +13,7 @@ import logging
 import re
 from dataclasses import dataclass
 
-from sqlalchemy import exists, select, update
+from sqlalchemy import exists, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -22,11 +22,11 @@ from db.models import Customer, Order, Outbox, Payment
 from db.session import execute_dml
 from services import audit
 from services import orders as order_sm
-from services.admin import unit_of_work
+from services.admin import state_name, unit_of_work
 from services.errors import DomainError, InvalidInput, NotFound
 from services.i18n import t
 from services.markup import Markup, cut
-from services.money import format_money
+from services.money import format_money, parse_amount
 from services.notifications import alert_admins
 from services.payments import common
 from services.phones import format_phone
@@ -38,6 +38,7 @@ MANUAL_REF = "manual:"
 # The orders /paid may settle: unpaid, or ended unpaid (money that came late revives them, when the
 # stock is still there, as a late payment does).
 SETTLEABLE = (order_sm.AWAITING_PAYMENT, order_sm.EXPIRED, order_sm.CANCELLED)
+PAID_BEFORE = (common.PAID, common.REFUND_DUE, common.REFUNDED)  # money came in for these payments
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,29 +127,37 @@ def customer_instructions(order: Order, settings: Settings, lang: str) -> Markup
 
 @unit_of_work
 async def mark_paid(
-    session: AsyncSession, public_id: str, code: str, actor: str, settings: Settings, *, name: str = ""
+    session: AsyncSession,
+    public_id: str,
+    code: str,
+    amount: str,
+    actor: str,
+    settings: Settings,
+    *,
+    name: str = "",
 ) -> tuple[Order, str]:
-    """An admin saw the money arrive: settle the order with M-Pesa receipt `code`. Returns the order
-    and what happened: paid | late_paid | refund_due (late, and its stock is gone) | already (this
-    code was recorded for this order before: nothing done again)."""
+    """An admin saw the money arrive: settle the order with M-Pesa receipt `code` for `amount` (as
+    the M-Pesa message shows it: the admin checks it, we compare it with the total). Returns the
+    order and what happened: paid | late_paid | refund_due (late, and its stock is gone) | already
+    (this code was recorded for this order before: nothing done again)."""
     code = code.strip().upper()
     if not RECEIPT_CODE.match(code):
         raise InvalidInput("admin.manual_pay.bad_code", code=code[:20])
+    received = parse_amount(amount)
+    if received is None:
+        raise InvalidInput("admin.manual_pay.bad_amount", amount=amount[:20])
     try:
         order = await order_sm.get_order(session, public_id, for_update=True)
     except NotFound:
         raise DomainError("admin.manual_pay.not_found", order=public_id.strip().upper()[:20]) from None
-    recorded = (
-        (await session.execute(select(Payment).where(Payment.checkout_request_id == MANUAL_REF + code)))
-        .unique()
-        .scalar_one_or_none()
-    )
-    if recorded is not None:
-        if recorded.order_id != order.id:
-            raise DomainError("admin.manual_pay.code_used", code=code, other=recorded.order.public_id)
-        return order, "already"
-    if order.state not in SETTLEABLE:
-        raise DomainError("admin.manual_pay.not_unpaid", order=order.public_id, state=order.state)
+    used = await _payment_with_code(session, code)
+    if used is not None:
+        if used.order_id == order.id and used.checkout_request_id == MANUAL_REF + code:
+            return order, "already"
+        raise DomainError("admin.manual_pay.code_used", code=code, other=used.order.public_id)
+    _refuse_unsettleable(order, received)
+    if await _has_paid_payment(session, order):  # paid before (and refunded, or owed back): not again by hand
+        raise DomainError("admin.manual_pay.paid_before", order=order.public_id)
     payment = Payment(
         order=order,
         provider="mpesa",
@@ -177,3 +186,33 @@ async def mark_paid(
     )
     audit.record(session, actor, name, "paid", f"M-Pesa {code} (by hand); {outcome}", order_id=order.id)
     return order, outcome
+
+
+async def _payment_with_code(session: AsyncSession, code: str) -> Payment | None:
+    """The payment that already carries M-Pesa receipt `code`: recorded by hand, or received from a
+    prompt (Daraja's receipt number), for any order."""
+    stmt = select(Payment).where(or_(Payment.checkout_request_id == MANUAL_REF + code, Payment.receipt_number == code))
+    return (await session.execute(stmt.limit(1))).unique().scalars().first()
+
+
+def _refuse_unsettleable(order: Order, received: int) -> None:
+    """Only an unpaid (or lapsed, never refunded) KES order, for exactly its total, is paid by hand:
+    M-Pesa moves shillings, and a short payment is the shop's to chase, not to ship."""
+    if order.state not in SETTLEABLE or order.refund_status:
+        raise DomainError("admin.manual_pay.not_unpaid", order=order.public_id, state=state_name(order.state))
+    if order.currency != "KES":
+        raise DomainError(
+            "admin.manual_pay.not_kes", order=order.public_id, total=format_money(order.total, order.currency)
+        )
+    if received != order.total:
+        raise DomainError(
+            "admin.manual_pay.wrong_amount",
+            order=order.public_id,
+            total=format_money(order.total, order.currency),
+            received=format_money(received, order.currency),
+        )
+
+
+async def _has_paid_payment(session: AsyncSession, order: Order) -> bool:
+    stmt = select(exists().where(Payment.order_id == order.id, Payment.state.in_(PAID_BEFORE)))
+    return bool((await session.execute(stmt)).scalar())
