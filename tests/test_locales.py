@@ -61,6 +61,7 @@ ADMIN_ONLY = frozenset(
         "admin.manual_pay.wrong_amount",
         "admin.manual_pay.not_kes",
         "admin.manual_pay.paid_before",
+        "admin.manual_pay.prompt_open",
         "dhl.alert.bad_key",
         "dhl.alert.failure",
         "dhl.alert.gave_up",

@@ -181,3 +181,24 @@ async def test_paid_asks_telegram_afresh_whether_the_sender_is_still_an_admin(pa
     assert "⛔" in await admin(shop, f"/paid {order.public_id} {CODE} 1300", user=group_admin)
     async with shop.session_factory() as session:
         assert (await sm.get_order(session, order.public_id)).state == "awaiting_payment"
+
+
+async def test_not_while_an_mpesa_prompt_for_the_order_can_still_be_paid(paybill_shop: Harness) -> None:
+    shop = paybill_shop
+    order = await offered(shop)
+    async with shop.session_factory() as session, session.begin():
+        session.add(
+            Payment(
+                order_id=order.id,
+                provider="mpesa",
+                state="pending",
+                amount=order.total,
+                currency="KES",
+                phone=order.phone,
+                checkout_request_id="ws_CO_open",
+            )
+        )
+    refused = await admin(shop, f"/paid {order.public_id} {CODE} 1300")
+    assert refused.startswith(f"An M-Pesa prompt for order {order.public_id} is still open")
+    async with shop.session_factory() as session:
+        assert (await sm.get_order(session, order.public_id)).state == "awaiting_payment"

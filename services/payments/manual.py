@@ -158,6 +158,8 @@ async def mark_paid(
     _refuse_unsettleable(order, received)
     if await _has_paid_payment(session, order):  # paid before (and refunded, or owed back): not again by hand
         raise DomainError("admin.manual_pay.paid_before", order=order.public_id)
+    if order.state == order_sm.AWAITING_PAYMENT and await order_sm.mpesa_prompt_open(session, order):
+        raise DomainError("admin.manual_pay.prompt_open", order=order.public_id)  # it could be paid twice
     payment = Payment(
         order=order,
         provider="mpesa",
