@@ -99,19 +99,29 @@ ADMIN_MENU = (
 )
 
 
+MENU_TIMEOUT = 10  # seconds per menu call: a slow Telegram delays start-up by this much at most, per call
+
+
 async def set_menus(bot: Bot, settings: Settings) -> None:
     """Telegram's command menus and the chat's menu button. Each call stands alone and a failure is
     logged, never fatal: the shop works without them (they only help people find the commands)."""
     for lang in available_languages():
         commands = [BotCommand(command=c, description=plain(f"commands.{c}", lang)) for c in CUSTOMER_MENU]
         code = None if lang == DEFAULT_LANG else lang
-        await _menu_call("setMyCommands", bot.set_my_commands(commands, BotCommandScopeDefault(), code))
+        await _menu_call(
+            "setMyCommands", bot.set_my_commands(commands, BotCommandScopeDefault(), code, request_timeout=MENU_TIMEOUT)
+        )
     if settings.admin_chat_id is not None:
         admin = [BotCommand(command=c, description=plain(f"admin.commands.{c}")) for c in ADMIN_MENU]
         await _menu_call(
-            "setMyCommands", bot.set_my_commands(admin, BotCommandScopeChat(chat_id=settings.admin_chat_id))
+            "setMyCommands",
+            bot.set_my_commands(
+                admin, BotCommandScopeChat(chat_id=settings.admin_chat_id), request_timeout=MENU_TIMEOUT
+            ),
         )
-    await _menu_call("setChatMenuButton", bot.set_chat_menu_button(menu_button=MenuButtonCommands()))
+    await _menu_call(
+        "setChatMenuButton", bot.set_chat_menu_button(menu_button=MenuButtonCommands(), request_timeout=MENU_TIMEOUT)
+    )
 
 
 async def _menu_call(method: str, call: Awaitable[bool]) -> None:

@@ -53,12 +53,12 @@ def get_zone(code: str) -> Zone:
 
 def normalize_address(zone: Zone, raw: str) -> str:
     """The address typed, on one line, or InvalidInput with the reason's text key: too short for a
-    courier, too long, or (inside Kenya, where "Box 123" and "S.L.P." mean the post office) a P.O.
-    Box, which no courier delivers to. A branch-pickup zone's reasons ask for the town and the
+    courier, too long, or a P.O. Box ("Box 123" and Swahili "S.L.P." too), which no courier, DHL
+    included, delivers to. A branch-pickup zone's reasons ask for the town and the
     branch instead of a street address."""
     address = " ".join((raw or "").split())
     kind = "branch" if zone.branch_pickup else "address"
-    if zone.country == "KE" and _PO_BOX.search(address):
+    if _PO_BOX.search(address):
         raise InvalidInput(f"checkout.{kind}_po_box", carrier=zone.carrier)
     if len(address) < ADDRESS_MIN:
         raise InvalidInput(f"checkout.{kind}_short", carrier=zone.carrier)

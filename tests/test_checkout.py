@@ -666,6 +666,16 @@ async def test_nairobi_keeps_the_street_address_and_refuses_a_po_box(shop: Harne
     assert "Please confirm" in (await shop.send(USER, "Plot 12, Ngong Road, Nairobi")).text
 
 
+async def test_dhl_abroad_refuses_a_po_box_too(shop: Harness) -> None:
+    await fill_cart(shop, ("ACC-LEN-65W", 1))
+    await go_to_phone(shop, "International")
+    await shop.send(USER, "+44 7911 123456")
+    await shop.send(USER, "a@example.com")
+    refused = await shop.send(USER, "PO Box 77, London")
+    assert "Couriers can't deliver to a P.O. Box — please type a street address" in refused.text
+    assert "Please confirm" in (await shop.send(USER, "221B Baker Street, London NW1 6XE")).text
+
+
 async def test_swahili_customer_reads_the_new_checkout_texts_in_swahili(shop: Harness) -> None:
     shop.language_codes[USER] = "sw"
     await fill_cart(shop, ("ACC-LEN-65W", 1))
