@@ -102,15 +102,18 @@ async def offer_payment(
     session: AsyncSession,
     settings: Settings,
 ) -> None:
-    """Send the payment screen and record its message id (so its buttons are taken off when the
-    order stops awaiting payment); an order no one can pay online is posted to the admin group."""
+    """Send the payment screen as a new message and record it as the order's live payment message
+    (the one before it, and later this one, lose their buttons); an order no one can pay online is
+    posted to the admin group."""
     methods = payment_methods(order, providers)
     if not methods:
         log.warning("payments.unavailable", extra={"order": order.public_id})
     sent = await message.answer(
         offer_text(order, methods, lang, zone, settings), reply_markup=payment_keyboard(order, methods, lang)
     )
-    await manual.record_offer(session, order, sent.message_id, payable=bool(methods), settings=settings)
+    await manual.record_offer(
+        session, order, sent.chat.id, sent.message_id, lang, payable=bool(methods), settings=settings
+    )
 
 
 async def own_order(
@@ -162,7 +165,15 @@ async def _show_offer(
     markup = payment_keyboard(order, methods, lang)
     if isinstance(query.message, Message):
         await query.message.edit_text(text, reply_markup=markup)
-        await manual.record_offer(session, order, query.message.message_id, payable=bool(methods), settings=settings)
+        await manual.record_offer(
+            session,
+            order,
+            query.message.chat.id,
+            query.message.message_id,
+            lang,
+            payable=bool(methods),
+            settings=settings,
+        )
     elif query.message is not None:
         await offer_payment(
             query.message, order, providers, lang, settings.shop_zone, session=session, settings=settings
