@@ -6,20 +6,18 @@ import logging
 from typing import Any
 
 from aiogram import F
-from aiogram.types import CallbackQuery, InlineKeyboardMarkup, MaybeInaccessibleMessageUnion, User
+from aiogram.types import CallbackQuery, User
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.config import Settings
 from handlers.buttons import Pay, PayAction
 from handlers.filters import Buttons
-from handlers.payments import own_order_apart
+from handlers.payments import own_order_apart, send_pay_message
 from handlers.render import kb
 from handlers.routing import Routes
 from services.errors import DomainError
 from services.i18n import t
-from services.markup import Markup
 from services.money import format_money
-from services.payments.pay_message import record_pay_message_apart
 from services.payments.stripe import StripeFailure
 from services.payments.stripe_flow import start_card_payment
 from services.times import customer_time
@@ -73,7 +71,7 @@ async def pay_by_card(
         return
     except StripeFailure:
         markup = kb([(t("pay.button.try_again", lang), Pay(action=PayAction.OFFER, public_id=order.public_id).pack())])
-        await _pay_message(query.message, order.public_id, t("stripe.failed", lang), markup, lang, session_factory)
+        await send_pay_message(query.message, order.public_id, t("stripe.failed", lang), markup, lang, session_factory)
         return
     until = customer_time(payment.expires_at, settings.shop_zone, lang) if payment.expires_at else "-"
     text = t(
@@ -87,18 +85,4 @@ async def pay_by_card(
         [(t("stripe.pay_button", lang), payment.checkout_url or "")],
         [(t("pay.button.cancel_order", lang), Pay(action=PayAction.CANCEL, public_id=order.public_id).pack())],
     )
-    await _pay_message(query.message, order.public_id, text, markup, lang, session_factory)
-
-
-async def _pay_message(
-    message: MaybeInaccessibleMessageUnion,
-    public_id: str,
-    text: Markup,
-    markup: InlineKeyboardMarkup,
-    lang: str,
-    session_factory: async_sessionmaker[AsyncSession],
-) -> None:
-    """Send a message with the order's pay buttons and record it, in a short session after the call
-    to Stripe, as the order's live payment message (the one before it loses its buttons)."""
-    sent = await message.answer(text, reply_markup=markup)
-    await record_pay_message_apart(session_factory, public_id, sent.chat.id, sent.message_id, lang)
+    await send_pay_message(query.message, order.public_id, text, markup, lang, session_factory)

@@ -11,21 +11,20 @@ from aiogram import F
 from aiogram.filters import StateFilter
 from aiogram.fsm.context import FSMContext
 from aiogram.fsm.state import State, StatesGroup
-from aiogram.types import CallbackQuery, InlineKeyboardMarkup, MaybeInaccessibleMessageUnion, Message, User
+from aiogram.types import CallbackQuery, MaybeInaccessibleMessageUnion, Message, User
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.config import Settings
 from db.models import Customer, Order, utcnow
 from handlers.buttons import Pay, PayAction
 from handlers.filters import Buttons, Text
-from handlers.payments import own_order_apart
+from handlers.payments import own_order_apart, send_pay_message
 from handlers.render import kb
 from handlers.routing import Routes
 from services.errors import DomainError
 from services.i18n import plain, t
-from services.markup import Markup
 from services.money import format_money
-from services.payments import mpesa_flow, pay_message
+from services.payments import mpesa_flow
 from services.payments.mpesa import MpesaError
 from services.phones import InvalidPhone, is_kenyan_mobile, mask_phone, normalize_phone
 
@@ -178,7 +177,7 @@ async def _push(
         )
     except (mpesa_flow.PromptStillLive, mpesa_flow.PushUncertain) as exc:  # a prompt may be on the phone: wait or check
         markup = kb([(t("mpesa.check_status", lang), _button(PayAction.MPESA_STATUS, order_id))])
-        await _pay_message(message, order_id, t(exc.key, lang, **exc.values), markup, lang, session_factory)
+        await send_pay_message(message, order_id, t(exc.key, lang, **exc.values), markup, lang, session_factory)
         return
     except mpesa_flow.PhonePromptLimit as exc:  # that number had its prompts this hour: another may be typed
         await state.set_state(MpesaPhone.waiting)
@@ -193,7 +192,7 @@ async def _push(
             [(t("pay.button.try_again", lang), _button(PayAction.MPESA_RETRY, order_id))],
             [(t("mpesa.button.other_number", lang), _button(PayAction.MPESA_NUMBER, order_id))],
         )
-        await _pay_message(message, order_id, t("mpesa.push_failed", lang), markup, lang, session_factory)
+        await send_pay_message(message, order_id, t("mpesa.push_failed", lang), markup, lang, session_factory)
         log.info("mpesa.push_failed_told_customer", extra={"order": order_id, "code": exc.code})
         return
     text = t(
@@ -207,21 +206,7 @@ async def _push(
         [(t("mpesa.check_status", lang), _button(PayAction.MPESA_STATUS, order_id))],
         [(t("pay.button.cancel_order", lang), _button(PayAction.CANCEL, order_id))],
     )
-    await _pay_message(message, order_id, text, markup, lang, session_factory)
-
-
-async def _pay_message(
-    message: MaybeInaccessibleMessageUnion,
-    order_id: str,
-    text: Markup,
-    markup: InlineKeyboardMarkup,
-    lang: str,
-    session_factory: async_sessionmaker[AsyncSession],
-) -> None:
-    """Send a message with the order's pay buttons and record it, in a short session after the
-    provider call, as the order's live payment message (the one before it loses its buttons)."""
-    sent = await message.answer(text, reply_markup=markup)
-    await pay_message.record_pay_message_apart(session_factory, order_id, sent.chat.id, sent.message_id, lang)
+    await send_pay_message(message, order_id, text, markup, lang, session_factory)
 
 
 def _button(action: PayAction, public_id: str) -> str:

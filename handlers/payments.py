@@ -30,7 +30,7 @@ from services.errors import DomainError
 from services.i18n import plain, t
 from services.markup import Markup
 from services.money import format_money
-from services.payments import manual, stripe_flow
+from services.payments import manual, pay_message, stripe_flow
 from services.payments.common import PaymentNotAllowed, state_group
 from services.payments.stripe import StripeFailure
 from services.times import customer_time
@@ -114,6 +114,21 @@ async def offer_payment(
     await manual.record_offer(
         session, order, sent.chat.id, sent.message_id, lang, payable=bool(methods), settings=settings
     )
+
+
+async def send_pay_message(
+    message: MaybeInaccessibleMessageUnion,
+    public_id: str,
+    text: Markup,
+    markup: InlineKeyboardMarkup,
+    lang: str,
+    session_factory: async_sessionmaker[AsyncSession],
+) -> None:
+    """Send a message with the order's pay buttons (a provider's "check your phone", pay link or
+    "Try again") and record it, in a short session after the provider call, as the order's live
+    payment message: the one before it loses its buttons."""
+    sent = await message.answer(text, reply_markup=markup)
+    await pay_message.record_pay_message_apart(session_factory, public_id, sent.chat.id, sent.message_id, lang)
 
 
 async def own_order(
