@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bot.config import Settings
 from handlers.buttons import Pay, PayAction
 from handlers.filters import Buttons
-from handlers.payments import own_order_apart
+from handlers.payments import own_order_apart, send_pay_message
 from handlers.render import kb
 from handlers.routing import Routes
 from services.errors import DomainError
@@ -70,24 +70,19 @@ async def pay_by_card(
         await query.message.answer(t(exc.key, lang, **exc.values))
         return
     except StripeFailure:
-        await query.message.answer(
-            t("stripe.failed", lang),
-            reply_markup=kb(
-                [(t("pay.button.try_again", lang), Pay(action=PayAction.OFFER, public_id=order.public_id).pack())]
-            ),
-        )
+        markup = kb([(t("pay.button.try_again", lang), Pay(action=PayAction.OFFER, public_id=order.public_id).pack())])
+        await send_pay_message(query.message, order.public_id, t("stripe.failed", lang), markup, lang, session_factory)
         return
     until = customer_time(payment.expires_at, settings.shop_zone, lang) if payment.expires_at else "-"
-    await query.message.answer(
-        t(
-            "stripe.pay_link",
-            lang,
-            order=order.public_id,
-            total=format_money(payment.amount, payment.currency, lang),
-            until=until,
-        ),
-        reply_markup=kb(
-            [(t("stripe.pay_button", lang), payment.checkout_url or "")],
-            [(t("pay.button.cancel_order", lang), Pay(action=PayAction.CANCEL, public_id=order.public_id).pack())],
-        ),
+    text = t(
+        "stripe.pay_link",
+        lang,
+        order=order.public_id,
+        total=format_money(payment.amount, payment.currency, lang),
+        until=until,
     )
+    markup = kb(
+        [(t("stripe.pay_button", lang), payment.checkout_url or "")],
+        [(t("pay.button.cancel_order", lang), Pay(action=PayAction.CANCEL, public_id=order.public_id).pack())],
+    )
+    await send_pay_message(query.message, order.public_id, text, markup, lang, session_factory)

@@ -18,7 +18,7 @@ from bot.config import Settings
 from db.models import Customer, Order, utcnow
 from handlers.buttons import Pay, PayAction
 from handlers.filters import Buttons, Text
-from handlers.payments import own_order_apart
+from handlers.payments import own_order_apart, send_pay_message
 from handlers.render import kb
 from handlers.routing import Routes
 from services.errors import DomainError
@@ -170,15 +170,14 @@ async def _push(
     session_factory: async_sessionmaker[AsyncSession],
     state: FSMContext,
 ) -> None:
+    """Prompt `msisdn`; each answer with buttons becomes the order's live payment message."""
     try:
         payment = await mpesa_flow.start_stk(
             session_factory, providers["mpesa"], order_id, customer_id, msisdn, settings
         )
     except (mpesa_flow.PromptStillLive, mpesa_flow.PushUncertain) as exc:  # a prompt may be on the phone: wait or check
-        await message.answer(
-            t(exc.key, lang, **exc.values),
-            reply_markup=kb([(t("mpesa.check_status", lang), _button(PayAction.MPESA_STATUS, order_id))]),
-        )
+        markup = kb([(t("mpesa.check_status", lang), _button(PayAction.MPESA_STATUS, order_id))])
+        await send_pay_message(message, order_id, t(exc.key, lang, **exc.values), markup, lang, session_factory)
         return
     except mpesa_flow.PhonePromptLimit as exc:  # that number had its prompts this hour: another may be typed
         await state.set_state(MpesaPhone.waiting)
@@ -189,28 +188,25 @@ async def _push(
         await message.answer(t(exc.key, lang, **exc.values))
         return
     except MpesaError as exc:
-        await message.answer(
-            t("mpesa.push_failed", lang),
-            reply_markup=kb(
-                [(t("pay.button.try_again", lang), _button(PayAction.MPESA_RETRY, order_id))],
-                [(t("mpesa.button.other_number", lang), _button(PayAction.MPESA_NUMBER, order_id))],
-            ),
+        markup = kb(
+            [(t("pay.button.try_again", lang), _button(PayAction.MPESA_RETRY, order_id))],
+            [(t("mpesa.button.other_number", lang), _button(PayAction.MPESA_NUMBER, order_id))],
         )
+        await send_pay_message(message, order_id, t("mpesa.push_failed", lang), markup, lang, session_factory)
         log.info("mpesa.push_failed_told_customer", extra={"order": order_id, "code": exc.code})
         return
-    await message.answer(
-        t(
-            "mpesa.check_phone",
-            lang,
-            phone=mask_phone(msisdn),
-            total=format_money(payment.amount, "KES", lang),
-            order=order_id,
-        ),
-        reply_markup=kb(
-            [(t("mpesa.check_status", lang), _button(PayAction.MPESA_STATUS, order_id))],
-            [(t("pay.button.cancel_order", lang), _button(PayAction.CANCEL, order_id))],
-        ),
+    text = t(
+        "mpesa.check_phone",
+        lang,
+        phone=mask_phone(msisdn),
+        total=format_money(payment.amount, "KES", lang),
+        order=order_id,
     )
+    markup = kb(
+        [(t("mpesa.check_status", lang), _button(PayAction.MPESA_STATUS, order_id))],
+        [(t("pay.button.cancel_order", lang), _button(PayAction.CANCEL, order_id))],
+    )
+    await send_pay_message(message, order_id, text, markup, lang, session_factory)
 
 
 def _button(action: PayAction, public_id: str) -> str:

@@ -30,7 +30,7 @@ from services.errors import DomainError
 from services.i18n import plain, t
 from services.markup import Markup
 from services.money import format_money
-from services.payments import manual, stripe_flow
+from services.payments import manual, pay_message, stripe_flow
 from services.payments.common import PaymentNotAllowed, state_group
 from services.payments.stripe import StripeFailure
 from services.times import customer_time
@@ -102,15 +102,33 @@ async def offer_payment(
     session: AsyncSession,
     settings: Settings,
 ) -> None:
-    """Send the payment screen and record its message id (so its buttons are taken off when the
-    order stops awaiting payment); an order no one can pay online is posted to the admin group."""
+    """Send the payment screen as a new message and record it as the order's live payment message
+    (the one before it, and later this one, lose their buttons); an order no one can pay online is
+    posted to the admin group."""
     methods = payment_methods(order, providers)
     if not methods:
         log.warning("payments.unavailable", extra={"order": order.public_id})
     sent = await message.answer(
         offer_text(order, methods, lang, zone, settings), reply_markup=payment_keyboard(order, methods, lang)
     )
-    await manual.record_offer(session, order, sent.message_id, payable=bool(methods), settings=settings)
+    await manual.record_offer(
+        session, order, sent.chat.id, sent.message_id, lang, payable=bool(methods), settings=settings
+    )
+
+
+async def send_pay_message(
+    message: MaybeInaccessibleMessageUnion,
+    public_id: str,
+    text: Markup,
+    markup: InlineKeyboardMarkup,
+    lang: str,
+    session_factory: async_sessionmaker[AsyncSession],
+) -> None:
+    """Send a message with the order's pay buttons (a provider's "check your phone", pay link or
+    "Try again") and record it, in a short session after the provider call, as the order's live
+    payment message: the one before it loses its buttons."""
+    sent = await message.answer(text, reply_markup=markup)
+    await pay_message.record_pay_message_apart(session_factory, public_id, sent.chat.id, sent.message_id, lang)
 
 
 async def own_order(
@@ -162,7 +180,15 @@ async def _show_offer(
     markup = payment_keyboard(order, methods, lang)
     if isinstance(query.message, Message):
         await query.message.edit_text(text, reply_markup=markup)
-        await manual.record_offer(session, order, query.message.message_id, payable=bool(methods), settings=settings)
+        await manual.record_offer(
+            session,
+            order,
+            query.message.chat.id,
+            query.message.message_id,
+            lang,
+            payable=bool(methods),
+            settings=settings,
+        )
     elif query.message is not None:
         await offer_payment(
             query.message, order, providers, lang, settings.shop_zone, session=session, settings=settings

@@ -123,17 +123,23 @@ async def transition(
     if not can_transition(from_state, to_state):
         raise IllegalTransition("error.illegal_transition", order=order.public_id, src=from_state, dst=to_state)
     now = utcnow()
-    result = await execute_dml(
-        session,
-        update(Order)
-        .where(Order.id == order.id, Order.state == from_state)
-        .values(state=to_state, updated_at=now)
-        .execution_options(synchronize_session=False),
-    )
-    if result.rowcount != 1:  # someone else moved it first
+    # The payment message is read back from the row as it is moved: one recorded (under the row's
+    # lock) after `order` was loaded is the one whose buttons must come off.
+    moved = (
+        await execute_dml(
+            session,
+            update(Order)
+            .where(Order.id == order.id, Order.state == from_state)
+            .values(state=to_state, updated_at=now)
+            .returning(Order.pay_message_id)
+            .execution_options(synchronize_session=False),
+        )
+    ).first()
+    if moved is None:  # someone else moved it first
         await session.refresh(order)
         raise IllegalTransition("error.illegal_transition", order=order.public_id, src=order.state, dst=to_state)
     order.state = to_state
+    order.pay_message_id = moved.pay_message_id
     order.updated_at = now
     await _move_stock(session, order, from_state, to_state)
     await _move_promo_use(session, order, from_state, to_state)

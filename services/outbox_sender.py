@@ -48,6 +48,10 @@ class Blocked(Exception):
     """403: the user blocked the bot or deleted the account; stop writing to them."""
 
 
+# Telegram's 400 descriptions for an edit whose message cannot be edited any more.
+EDIT_TARGET_GONE = ("message to edit not found", "message can't be edited")
+
+
 class TemporaryError(Exception):
     """Network trouble or a 5xx: try again later."""
 
@@ -92,14 +96,21 @@ class BotApiTransport:
         )
 
     async def edit_text(self, chat_id: int, message_id: int, text: str, reply_markup: dict[str, Any] | None) -> None:
-        """Replace the text of the bot's message `message_id` ("message is not modified" is success)."""
+        """Replace the text of the bot's message `message_id`. "Message is not modified" is success, and
+        so is a message that is gone or can no longer be edited (the customer deleted it): there is
+        nothing left to change, and retrying cannot bring it back."""
         body: dict[str, Any] = {
             "chat_id": chat_id,
             "message_id": message_id,
             "text": text,
             "link_preview_options": {"is_disabled": True},
         }
-        await self._call("/editMessageText", body, "text", reply_markup)
+        try:
+            await self._call("/editMessageText", body, "text", reply_markup)
+        except PermanentError as exc:
+            if not any(gone in str(exc) for gone in EDIT_TARGET_GONE):
+                raise
+            log.info("outbox.edit_target_gone", extra={"chat_id": chat_id, "error": refusal_for_log(str(exc))})
 
     async def _call(self, method: str, body: dict[str, Any], field: str, reply_markup: dict[str, Any] | None) -> None:
         body["parse_mode"] = "HTML"

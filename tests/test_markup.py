@@ -127,7 +127,7 @@ async def test_customer_named_like_a_tag_in_the_new_order_alert_through_the_outb
         await world.pay(order, customer=USER)
         assert await world.state_of(order) == "processing"
         rows = await drain(shop.session_factory, botapi)
-    assert {r.kind: r.state for r in rows} == {"order_status": "sent", "new_order": "sent"}
+    assert {r.kind: r.state for r in rows} == {"order_status": "sent", "pay_closed": "sent", "new_order": "sent"}
     alert = botapi.last(ADMIN_CHAT_ID)
     assert "Customer: &lt;i&gt;" in alert.text and PWN_HTML in alert.text
     assert alert.params.get("parse_mode") == "HTML" and rejected(botapi) == []

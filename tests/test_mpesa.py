@@ -20,6 +20,7 @@ from services.payments import mpesa_flow
 from tests import daraja_standin as dj
 from tests.factories import make_order, make_product, stock_of
 from tests.harness import ADMIN_CHAT_ID, Harness
+from tests.test_payment_offer import drain_outbox, edits_of, expire
 from tests.webserver import free_port, serve_shop
 
 USER = 8101
@@ -113,9 +114,11 @@ async def test_paid_by_mpesa_end_to_end(world: MpesaWorld) -> None:
     assert payment.receipt_number and payment.receipt_number.startswith("RLA")
     async with world.shop.session_factory() as session:
         outbox = (await session.execute(select(Outbox).order_by(Outbox.id))).scalars().all()
-    assert [o.kind for o in outbox] == ["order_status", "new_order"]
-    assert "Payment received" in outbox[0].text and outbox[1].chat_id == ADMIN_CHAT_ID
-    assert [b["callback_data"] for b in outbox[1].reply_markup["inline_keyboard"][0]] == [
+    assert [o.kind for o in outbox] == ["order_status", "pay_closed", "new_order"]
+    assert "Payment received" in outbox[0].text and outbox[2].chat_id == ADMIN_CHAT_ID
+    # "Check your phone" offered to pay: its buttons come off
+    assert (outbox[1].edit_message_id, outbox[1].reply_markup) == (reply.result["message_id"], None)
+    assert [b["callback_data"] for b in outbox[2].reply_markup["inline_keyboard"][0]] == [
         f"adm:v:{order.public_id}",
         f"adm:s:{order.public_id}",
         f"adm:c:{order.public_id}",
@@ -409,6 +412,44 @@ async def test_daraja_refusal_is_a_friendly_retry(world: MpesaWorld) -> None:
     assert (await world.payment()).state == "failed"
 
 
+async def test_the_prompts_message_and_the_offer_before_it_lose_their_buttons_on_expiry(world: MpesaWorld) -> None:
+    world.daraja.plan = dj.Plan(no_show=True)  # the prompt is never answered
+    order, shop = await world.order(), world.shop
+    await shop.send(USER, "/start")
+    offer = await shop.press(USER, f"pay:o:{order.public_id}")
+    prompt = await shop.press(USER, offer.button("M-Pesa"), message=offer)
+    assert prompt is not None and prompt.method == "sendMessage" and "Check your phone" in prompt.text
+    await drain_outbox(shop)
+    [moved] = edits_of(shop, USER, offer.result["message_id"])
+    assert moved.text == f"⬇ Order <b>{order.public_id}</b>: payment continues in the message below."
+    assert moved.buttons == []
+    await expire(shop, order, later=mpesa_flow.FINAL_TIMEOUT * 2)  # past the prompt's last chance
+    await drain_outbox(shop)
+    [closed] = edits_of(shop, USER, prompt.result["message_id"])
+    assert closed.buttons == [] and "Check payment status" not in str(closed.params)
+    assert closed.text == (
+        f"⌛ Order <b>{order.public_id}</b> wasn't paid in time, so it expired and its items went back on the shelf."
+    )
+    assert len(edits_of(shop, USER, offer.result["message_id"])) == 1
+
+
+async def test_a_failed_push_message_loses_try_again_once_a_prompt_is_sent(world: MpesaWorld) -> None:
+    world.daraja.push_error = (500, {"requestId": "x", "errorCode": "500.001.1001", "errorMessage": "Busy"})
+    order = await world.order()
+    failed = await world.pay(order)
+    assert "couldn't send the payment prompt" in failed.text
+    world.daraja.push_error = None
+    prompt = await world.shop.press(USER, failed.button("Try again"), message=failed)
+    assert prompt is not None and "Check your phone" in prompt.text
+    await drain_outbox(world.shop)
+    [moved] = edits_of(world.shop, USER, failed.result["message_id"])
+    assert moved.buttons == [] and "payment continues in the message below" in moved.text
+    await world.daraja.settle()  # paid: the prompt's message loses its buttons
+    await drain_outbox(world.shop)
+    [closed] = edits_of(world.shop, USER, prompt.result["message_id"])
+    assert closed.buttons == [] and closed.text.startswith(f"✅ Order <b>{order.public_id}</b> is paid")
+
+
 async def test_others_cannot_pay_or_query_my_order(world: MpesaWorld) -> None:
     order = await world.order()
     await world.shop.send(USER + 9, "/start")
@@ -480,7 +521,7 @@ async def test_every_callback_replayed_ten_times_concurrently(world: MpesaWorld,
     async with httpx.AsyncClient() as http:
         replies = await asyncio.gather(*(http.post(world.callback_url, json=body) for _ in range(10)))
     assert [r.status_code for r in replies] == [200] * 10
-    kinds = ["order_status", "new_order"] if code == 0 else ["payment_failed"]
+    kinds = ["order_status", "pay_closed", "new_order"] if code == 0 else ["payment_failed"]
     async with world.shop.session_factory() as session:
         sent = [o.kind for o in (await session.execute(select(Outbox).order_by(Outbox.id))).scalars()]
     assert sent == kinds

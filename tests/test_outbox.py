@@ -219,6 +219,32 @@ async def test_a_bad_request_kills_only_that_message(session_factory, botapi, tr
     assert [c.text for c in botapi.sent(831, "sendMessage")] == ["fine"]
 
 
+@pytest.mark.parametrize(
+    "description", ["message to edit not found", "message can't be edited", "message is not modified"]
+)
+async def test_an_edit_of_a_message_that_is_gone_or_unchanged_is_done(  # type: ignore[no-untyped-def]
+    session_factory, botapi, transport, description: str
+) -> None:
+    """Taking the pay buttons off a message the customer deleted: nothing is left to do, so the
+    row is done at the first answer (not retried, not dead) and the chat's next message goes out."""
+
+    async def refuse_edit(method, params):  # type: ignore[no-untyped-def]
+        if method == "editMessageText":
+            return web.json_response(
+                {"ok": False, "error_code": 400, "description": f"Bad Request: {description}"}, status=400
+            )
+        return None
+
+    botapi.responder = refuse_edit
+    async with session_factory() as session, session.begin():
+        enqueue(session, 851, "closed", kind="pay_closed", edit_message_id=77)
+        enqueue(session, 851, "after", kind="order_status")
+    assert await drain_all(session_factory, transport, Limits()) == 2
+    edit = await row_of(session_factory, "closed")
+    assert (edit.state, edit.attempts, edit.last_error) == ("sent", 1, None)
+    assert [c.method for c in botapi.calls if c.chat_id == 851] == ["editMessageText:rejected", "sendMessage"]
+
+
 async def test_rows_that_must_wait_are_given_back_not_held(session_factory, botapi, transport) -> None:  # type: ignore[no-untyped-def]
     await queue(session_factory, [(841, "one"), (841, "two"), (841, "three")])
     # With a 1 s lease no send may start after 0.5 s; the chat's next turn is 1.1 s away.

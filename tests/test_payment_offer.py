@@ -13,9 +13,11 @@ from bot.serve import announce_start
 from db.models import Customer, Order, Outbox, utcnow
 from services import orders as sm
 from services.outbox_sender import BotApiTransport, Limits, drain_once
+from services.payments import pay_message
 from tests import test_checkout
 from tests.factories import make_order, make_product, stock_of
 from tests.harness import ADMIN_CHAT_ID, TEST_TOKEN, Harness
+from tests.standins import Call
 from tests.test_checkout import fill_cart, go_to_phone
 
 USER = 8301
@@ -41,6 +43,28 @@ async def _offer(shop: Harness, zone: str) -> tuple[list[str], str]:
     reply = await shop.press(USER, f"pay:o:{order.public_id}")
     assert reply is not None
     return [label for label, _ in reply.buttons], reply.text
+
+
+async def drain_outbox(shop: Harness) -> None:
+    """Send everything queued to the Bot API stand-in, as the outbox sender does."""
+    transport = BotApiTransport(shop.botapi.url, TEST_TOKEN)
+    while await drain_once(shop.session_factory, transport, Limits()):
+        pass
+    await transport.aclose()
+
+
+def edits_of(shop: Harness, chat_id: int, message_id: int) -> list[Call]:
+    """The editMessageText calls made to one message, in order."""
+    return [c for c in shop.botapi.sent(chat_id, "editMessageText") if c.params["message_id"] == message_id]
+
+
+async def expire(shop: Harness, order: Order, later: timedelta = timedelta(0)) -> None:
+    """The order's reservation runs out and the expiry job runs (`later` than now: past open prompts)."""
+    async with shop.session_factory() as session, session.begin():
+        await session.execute(
+            update(Order).where(Order.id == order.id).values(reserved_until=utcnow() - timedelta(minutes=1))
+        )
+    assert await sm.expire_due_orders(shop.session_factory, now=utcnow() + later) == 1
 
 
 async def _admin_rows(shop: Harness, kind: str) -> list[Outbox]:
@@ -164,11 +188,8 @@ async def test_an_expired_orders_payment_message_loses_its_buttons(engine, botap
             update(Order).where(Order.id == order.id).values(reserved_until=utcnow() - timedelta(minutes=1))
         )
     assert await sm.expire_due_orders(shop.session_factory) == 1
-    transport = BotApiTransport(botapi.url, TEST_TOKEN)
-    while await drain_once(shop.session_factory, transport, Limits()):
-        pass
-    await transport.aclose()
-    [edit] = [c for c in botapi.sent(USER, "editMessageText") if c.params["message_id"] == message_id]
+    await drain_outbox(shop)
+    [edit] = edits_of(shop, USER, message_id)
     assert edit.buttons == [] and "M-Pesa" not in str(edit.params)
     assert edit.text == (
         f"⌛ Order <b>{order.public_id}</b> wasn't paid in time, so it expired and its items went back on the shelf."
@@ -193,3 +214,52 @@ async def test_checkout_records_the_payment_message_and_tells_the_admins(shop: H
     [alert] = await _admin_rows(shop, "unpayable")
     assert f"Order <b>{order.public_id}</b> can't be paid online" in alert.text
     assert "1 × Lenovo ThinkPad T480" in alert.text and "+254 712 345 678" in alert.text
+
+
+async def test_a_payment_screen_sent_again_takes_the_buttons_off_the_one_before(engine, botapi) -> None:  # type: ignore[no-untyped-def]
+    """ "Pay now" from the order list sends a new payment screen: the older one stops offering to pay
+    at once, so the chat holds one live screen per order, and that one loses its buttons on expiry."""
+    shop = await Harness(engine, botapi, providers=configured("mpesa")).start()
+    order = await _order(shop)
+    await shop.send(USER, "/start")
+    first = await shop.press(USER, f"pay:o:{order.public_id}")
+    second = await shop.press(USER, f"pay:o:{order.public_id}", message=first)
+    assert first is not None and second is not None and second.method == "sendMessage"
+    old, new = first.result["message_id"], second.result["message_id"]
+    assert old != new
+    await drain_outbox(shop)
+    [moved] = edits_of(shop, USER, old)
+    assert moved.text == f"⬇ Order <b>{order.public_id}</b>: payment continues in the message below."
+    assert moved.buttons == [] and edits_of(shop, USER, new) == []
+    await expire(shop, order)
+    await drain_outbox(shop)
+    [closed] = edits_of(shop, USER, new)
+    assert closed.buttons == [] and "wasn't paid in time" in closed.text
+    assert len(edits_of(shop, USER, old)) == 1
+    await shop.stop()
+
+
+async def test_a_message_recorded_after_the_order_moved_loses_its_buttons_at_once(shop: Harness) -> None:
+    """The order expired while its pay message was on its way: recording it queues its closing edit."""
+    order = await _order(shop)
+    async with shop.session_factory() as session, session.begin():
+        await sm.transition(session, await sm.get_order(session, order.public_id), sm.EXPIRED, "system:test")
+    assert not await pay_message.record_pay_message_apart(shop.session_factory, order.public_id, USER, 4242, "sw")
+    async with shop.session_factory() as session:
+        [edit] = (await session.execute(select(Outbox).where(Outbox.edit_message_id == 4242))).scalars().all()
+        assert (await sm.get_order(session, order.public_id)).pay_message_id is None
+    assert edit.reply_markup is None and f"Oda <b>{order.public_id}</b> haikulipiwa kwa wakati" in edit.text
+
+
+async def test_a_state_change_closes_the_message_recorded_after_the_order_was_read(shop: Harness) -> None:
+    """The expiry read the order before a new pay message was recorded: the one it closes is the new one."""
+    order = await _order(shop)
+    async with shop.session_factory() as session:
+        stale = await sm.get_order(session, order.public_id)
+        await session.commit()  # the read's transaction ends (SQLite would not let it write after another's)
+        assert await pay_message.record_pay_message_apart(shop.session_factory, order.public_id, USER, 5151, "en")
+        await sm.transition(session, stale, sm.EXPIRED, "system:test")
+        await session.commit()
+    async with shop.session_factory() as session:
+        [edit] = (await session.execute(select(Outbox).where(Outbox.kind == "pay_closed"))).scalars().all()
+    assert edit.edit_message_id == 5151 and "wasn't paid in time" in edit.text

@@ -24,6 +24,7 @@ from services.payments.stripe import StripeFailure, StripeGateway, retry_budget
 from tests import stripe_standin as st
 from tests.factories import make_order, make_product
 from tests.harness import ADMIN_CHAT_ID, ADMIN_USER_ID, Harness, stripe_harness
+from tests.test_payment_offer import drain_outbox, edits_of
 from tests.webserver import serve_shop
 
 USER = 8201
@@ -284,7 +285,11 @@ async def test_api_failure_offers_try_again_and_refund_works(world: StripeWorld)
     world.stripe.fail_creates = 3  # the SDK retries twice, then gives up
     reply = await world.link(order)
     assert "couldn't open the card payment page" in reply.text
+    failed = reply
     reply = await world.shop.press(USER, reply.button("Try again"))
+    await drain_outbox(world.shop)  # the payment screen sent again: "Try again" is gone from the failure
+    [moved] = edits_of(world.shop, USER, failed.result["message_id"])
+    assert moved.buttons == [] and "payment continues in the message below" in moved.text
     reply = await world.shop.press(USER, f"pay:s:{order.public_id}")
     sid = list(world.stripe.sessions)
     await world.post(world.stripe.event("checkout.session.completed", world.stripe.pay(sid[-1])))
@@ -312,7 +317,7 @@ async def test_every_event_replayed_ten_times_concurrently(world: StripeWorld, e
     replies = await asyncio.gather(*(world.post(event) for _ in range(10)))
     assert [r.status_code for r in replies] == [200] * 10
     assert [p.state for p in await world.payments()] == [expected]
-    kinds = ["order_status", "new_order"] if expected == "paid" else ["payment_failed"]
+    kinds = ["order_status", "pay_closed", "new_order"] if expected == "paid" else ["payment_failed"]
     async with world.shop.session_factory() as s:
         assert [o.kind for o in (await s.execute(select(Outbox).order_by(Outbox.id))).scalars()] == kinds
     assert await world.count(WebhookEvent, WebhookEvent.status == "processed") == 1
@@ -523,6 +528,24 @@ async def test_late_payment_when_the_stock_is_gone_is_owed_back(world: StripeWor
 
 
 # --- a payment link never outlives its order ------------------------------------------------------
+
+
+async def test_the_pay_link_message_loses_its_buttons_when_paid_or_cancelled(world: StripeWorld) -> None:
+    paid, cancelled = await world.order(), await world.order(stock=6)
+    link = await world.link(paid)
+    assert link is not None and link.button("Pay by card").startswith("http")
+    sid = next(iter(world.stripe.sessions))
+    await world.post(world.stripe.event("checkout.session.completed", world.stripe.pay(sid)))
+    await drain_outbox(world.shop)
+    [closed] = edits_of(world.shop, USER, link.result["message_id"])
+    assert closed.buttons == [] and closed.text.startswith(f"✅ Order <b>{paid.public_id}</b> is paid")
+    link = await world.link(cancelled)
+    assert link is not None and link.button("Cancel order") == f"pay:x:{cancelled.public_id}"
+    assert "nothing was paid" in await admin_cancel(world, cancelled)
+    await drain_outbox(world.shop)
+    [closed] = edits_of(world.shop, USER, link.result["message_id"])
+    assert closed.buttons == [] and "Pay by card" not in str(closed.params)
+    assert closed.text == f"❌ Order <b>{cancelled.public_id}</b> is cancelled; its items are back on the shelf."
 
 
 async def admin_cancel(world: StripeWorld, order: Order) -> str:

@@ -13,13 +13,12 @@ import logging
 import re
 from dataclasses import dataclass
 
-from sqlalchemy import exists, or_, select, update
+from sqlalchemy import exists, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.config import Settings
 from db.models import Customer, Order, Outbox, Payment
-from db.session import execute_dml
 from services import audit
 from services import orders as order_sm
 from services.admin import state_name, unit_of_work
@@ -29,6 +28,7 @@ from services.markup import Markup, cut
 from services.money import format_money, parse_amount
 from services.notifications import alert_admins
 from services.payments import common
+from services.payments.pay_message import record_pay_message
 from services.phones import format_phone
 
 log = logging.getLogger(__name__)
@@ -62,20 +62,12 @@ def paybill_for(order: Order, settings: Settings, lang: str | None = None) -> Pa
 
 
 async def record_offer(
-    session: AsyncSession, order: Order, message_id: int | None, *, payable: bool, settings: Settings
+    session: AsyncSession, order: Order, chat_id: int, message_id: int, lang: str, *, payable: bool, settings: Settings
 ) -> None:
-    """The payment screen for `order` was sent as `message_id`: remember it (its buttons are taken off
-    when the order stops awaiting payment) and, for an order no one can pay online, post it to the
-    admin group once, in the same transaction."""
-    if message_id is not None:
-        await execute_dml(
-            session,
-            update(Order)
-            .where(Order.id == order.id, Order.state == order_sm.AWAITING_PAYMENT)
-            .values(pay_message_id=message_id)
-            .execution_options(synchronize_session=False),
-        )
-        order.pay_message_id = message_id
+    """The payment screen for `order` was sent as `message_id`: it becomes the order's live payment
+    message (`pay_message.record_pay_message`) and, for an order no one can pay online, the admin
+    group hears of it once, in the same transaction."""
+    await record_pay_message(session, order.public_id, chat_id, message_id, lang)
     if not payable:
         await _announce_unpayable(session, order, settings)
 
