@@ -282,11 +282,12 @@ def shop_contact(lang: str, phone: str, whatsapp: str) -> Markup | None:
 def receipt_text(order: Order, lang: str, details: StatusDetails) -> Markup:
     """The receipt part of the paid message: how, how much, when (in the shop's zone, named) and
     where it goes."""
-    paid_with = (
-        t("order.receipt.mpesa", lang, code=details.receipt)
-        if details.paid_with == "mpesa" and details.receipt
-        else t("order.receipt.card", lang)
-    )
+    if details.paid_with != "mpesa":
+        paid_with = t("order.receipt.card", lang)
+    elif details.receipt:
+        paid_with = t("order.receipt.mpesa", lang, code=details.receipt)
+    else:  # settled without Daraja's receipt number (it is in the customer's M-Pesa SMS)
+        paid_with = t("order.receipt.mpesa_no_code", lang)
     return t(
         "order.receipt",
         lang,

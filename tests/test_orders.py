@@ -200,3 +200,13 @@ async def test_cancel_from_the_alert_button_gives_no_made_up_reason(shop: Harnes
     await shop.press(ADMIN_USER_ID, f"adm:cc:{order.public_id}", chat_id=ADMIN_CHAT_ID)
     [text] = [t for t in await _status_texts(shop, order) if "has been cancelled" in t]
     assert "Reason" not in text and "Questions?" not in text  # no contact configured: no empty line
+
+
+async def test_an_mpesa_payment_without_a_receipt_code_is_not_called_a_card(shop: Harness) -> None:
+    pid = await make_product(shop.session_factory, stock=5)
+    order = await make_order(shop.session_factory, USER, [(pid, 1)])
+    async with shop.session_factory() as session, session.begin():
+        o = await sm.get_order(session, order.public_id)
+        await sm.transition(session, o, "processing", "system:test")
+        text = sm.status_message(o, "en", sm.StatusDetails(paid_with="mpesa", receipt=None))
+    assert "Paid by: M-Pesa (the receipt code is in your M-Pesa SMS)" in text and "Card" not in text
