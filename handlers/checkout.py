@@ -47,7 +47,7 @@ from handlers.buttons import (
 )
 from handlers.filters import Buttons, NotCommand, PrivateChat, SharedContact, Text, TextIn
 from handlers.orders import join_bounded
-from handlers.payments import offer_payment
+from handlers.payments import offer_payment, payment_methods
 from handlers.render import kb, show
 from handlers.routing import Routes
 from services import cart as cart_service
@@ -58,6 +58,7 @@ from services.errors import DomainError, InvalidInput
 from services.i18n import plain, t
 from services.markup import Markup, cut
 from services.money import format_money
+from services.payments import manual
 from services.phones import InvalidPhone, WrongCountry, format_phone, is_of_country, normalize_phone
 from services.zones import ADDRESS_MAX, ZONES, Zone, get_zone, normalize_address
 
@@ -557,6 +558,7 @@ async def confirm(
             ),
             promo_code=data.get("promo"),
             lang=lang,
+            on_placed=manual.announcer(lambda order: bool(payment_methods(order, providers)), settings),
         )
     except promos.PromoRefused as exc:  # switched off, ended or used up since the summary: nothing placed
         log.info("checkout.promo_refused", extra={"reason": exc.key})

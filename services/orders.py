@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Protocol
@@ -512,9 +512,12 @@ async def checkout(
     limits: Limits | None = None,
     promo_code: str | None = None,
     lang: str = "en",
+    on_placed: Callable[[AsyncSession, Order], Awaitable[None]] | None = None,
 ) -> Order:
     """The chat checkout's Confirm, one unit of work: the order placed from the cart, its stock
     reserved and all of it committed before this returns (the customer is told it exists only then).
+    `on_placed` writes what must exist exactly when the order does (the admins' alert about an
+    order no one can pay online), in the same transaction.
 
     A cart that cannot be placed is refused before any transaction (`refuse_early`). When the order
     would cost other than `quoted` (currency, total), raises QuoteChanged; that and every refusal
@@ -537,6 +540,8 @@ async def checkout(
         )
         if (order.currency, order.total) != quoted:
             raise QuoteChanged  # rolls the savepoint back: nothing reserved, the cart as it was
+        if on_placed is not None:
+            await on_placed(session, order)
     await session.commit()
     return order
 

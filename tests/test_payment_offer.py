@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from aiohttp import web
 from sqlalchemy import select, update
 
 from bot.runtime import Shop
@@ -263,3 +264,30 @@ async def test_a_state_change_closes_the_message_recorded_after_the_order_was_re
     async with shop.session_factory() as session:
         [edit] = (await session.execute(select(Outbox).where(Outbox.kind == "pay_closed"))).scalars().all()
     assert edit.edit_message_id == 5151 and "wasn't paid in time" in edit.text
+
+
+async def test_the_admins_hear_of_an_unpayable_order_even_when_its_payment_screen_cannot_be_sent(
+    shop: Harness,
+) -> None:
+    """The alert is written with the order itself, not after the screen: a customer who blocked the
+    bot a moment after Confirm (or a crash between the two) leaves no order the shop never hears of."""
+    await fill_cart(shop, ("LAP-TP-T480", 1))
+    await go_to_phone(shop)
+    await shop.share_contact(test_checkout.USER, "+254712345678")
+    await shop.send(test_checkout.USER, "wanjiru@example.com")
+    summary = await shop.send(test_checkout.USER, "Apt 4B, Kenyatta Ave, Nairobi CBD")
+
+    async def blocked(method, params):  # type: ignore[no-untyped-def]
+        if method == "sendMessage" and params.get("chat_id") == test_checkout.USER:
+            return web.json_response(
+                {"ok": False, "error_code": 403, "description": "Forbidden: bot was blocked by the user"}, status=403
+            )
+        return None
+
+    shop.botapi.responder = blocked
+    await shop.press(test_checkout.USER, summary.button("Confirm"), message=summary)
+    async with shop.session_factory() as session:
+        order = (await session.execute(select(Order))).unique().scalar_one()
+    assert order.state == "awaiting_payment" and order.pay_message_id is None
+    [alert] = await _admin_rows(shop, "unpayable")
+    assert f"Order <b>{order.public_id}</b> can't be paid online" in alert.text

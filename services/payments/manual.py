@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from sqlalchemy import exists, or_, select
@@ -70,6 +71,18 @@ async def record_offer(
     await record_pay_message(session, order.public_id, chat_id, message_id, lang)
     if not payable:
         await _announce_unpayable(session, order, settings)
+
+
+def announcer(payable: Callable[[Order], bool], settings: Settings) -> Callable[[AsyncSession, Order], Awaitable[None]]:
+    """For `orders.checkout(on_placed=…)`: a new order no one can pay online (`payable` says) is
+    posted to the admin group in the transaction that places it, so no crash or failed send in
+    between can leave it unknown to the shop."""
+
+    async def announce(session: AsyncSession, order: Order) -> None:
+        if not payable(order):
+            await _announce_unpayable(session, order, settings)
+
+    return announce
 
 
 async def _announce_unpayable(session: AsyncSession, order: Order, settings: Settings) -> None:
