@@ -82,7 +82,7 @@ async def deep_cursor(session_factory, category_id: int) -> str:  # type: ignore
             .scalars()
         )
         products = list(ids)
-    return catalog._cursor(products[len(products) // 2])
+    return catalog.cursor_of(products[len(products) // 2])
 
 
 async def sample_ms(session_factory, category_id: int, after: str | None, n: int) -> list[float]:  # type: ignore[no-untyped-def]

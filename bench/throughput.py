@@ -103,7 +103,7 @@ class Client:
             await self.press("cat:c:")
             await self.press("cat:v:")
             await self.press("cat:a:")
-            await self.press("menu:cart")
+            await self.press("crt:at:")  # the card's 🛒 Cart: the cart page holding that line
         return rounds * 6
 
     async def chatter(self, count: int) -> int:
