@@ -600,6 +600,4 @@ async def confirm(
     if query.message is not None:
         if isinstance(query.message, Message):  # an inaccessible one cannot be edited
             await query.message.edit_reply_markup(reply_markup=None)
-        await offer_payment(
-            query.message, order, providers, lang, settings.shop_zone, session=session, settings=settings
-        )
+        await offer_payment(query.message, order, providers, lang, session=session, settings=settings)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from aiogram import F
 from aiogram.types import (
@@ -70,25 +69,23 @@ def payment_keyboard(order: Order, methods: list[str], lang: str) -> InlineKeybo
     return InlineKeyboardMarkup(inline_keyboard=rows)
 
 
-def offer_text(order: Order, methods: list[str], lang: str, zone: ZoneInfo, settings: Settings | None = None) -> Markup:
+def offer_text(order: Order, methods: list[str], lang: str, settings: Settings) -> Markup:
     """The payment screen. With no way to pay online: the Paybill instructions when the shop has
-    them, else that the shop was told (only when there is an admin group to tell, i.e. `settings`)."""
+    them, else that the shop was told (only when there is an admin group to tell)."""
     values: dict[str, object] = {
         "order": order.public_id,
         "total": format_money(order.total, order.currency, lang),
-        "until": customer_time(order.reserved_until, zone, lang),
+        "until": customer_time(order.reserved_until, settings.shop_zone, lang),
     }
     if methods:
         return t("pay.offer", lang, **values)
-    told = settings is not None and settings.admin_chat_id is not None
-    paybill = manual.customer_instructions(order, settings, lang) if settings is not None else None
+    paybill = manual.customer_instructions(order, settings, lang)
     if paybill is not None:
         text = t("pay.manual", lang, paybill=paybill, **values)
     else:
+        told = settings.admin_chat_id is not None
         text = t("pay.unavailable_told" if told else "pay.unavailable", lang, **values)
-    contact = (
-        order_service.shop_contact(lang, settings.shop_phone, settings.shop_whatsapp) if settings is not None else None
-    )
+    contact = order_service.shop_contact(lang, settings.shop_phone, settings.shop_whatsapp)
     return Markup("\n").join([text, contact]) if contact is not None else text
 
 
@@ -97,20 +94,23 @@ async def offer_payment(
     order: Order,
     providers: dict[str, Any],
     lang: str,
-    zone: ZoneInfo,
     *,
     session: AsyncSession,
     settings: Settings,
+    in_place: bool = False,
 ) -> None:
-    """Send the payment screen as a new message and record it as the order's live payment message
-    (the one before it, and later this one, lose their buttons); an order no one can pay online is
-    posted to the admin group."""
+    """Show the payment screen (`in_place`: in the pressed message, when it can be edited; else as
+    a new message) and record it as the order's live payment message (the one before it, and later
+    this one, lose their buttons); an order no one can pay online is posted to the admin group."""
     methods = payment_methods(order, providers)
     if not methods:
         log.warning("payments.unavailable", extra={"order": order.public_id})
-    sent = await message.answer(
-        offer_text(order, methods, lang, zone, settings), reply_markup=payment_keyboard(order, methods, lang)
-    )
+    text, markup = offer_text(order, methods, lang, settings), payment_keyboard(order, methods, lang)
+    if in_place and isinstance(message, Message):
+        await message.edit_text(text, reply_markup=markup)
+        sent = message
+    else:
+        sent = await message.answer(text, reply_markup=markup)
     await manual.record_offer(
         session, order, sent.chat.id, sent.message_id, lang, payable=bool(methods), settings=settings
     )
@@ -171,30 +171,6 @@ async def _still_awaiting(query: CallbackQuery, order: Order, lang: str, *, canc
     return reason is None
 
 
-async def _show_offer(
-    query: CallbackQuery, session: AsyncSession, order: Order, lang: str, providers: dict[str, Any], settings: Settings
-) -> None:
-    """The payment screen in place of the pressed message (a new one when it cannot be edited)."""
-    methods = payment_methods(order, providers)
-    text = offer_text(order, methods, lang, settings.shop_zone, settings)
-    markup = payment_keyboard(order, methods, lang)
-    if isinstance(query.message, Message):
-        await query.message.edit_text(text, reply_markup=markup)
-        await manual.record_offer(
-            session,
-            order,
-            query.message.chat.id,
-            query.message.message_id,
-            lang,
-            payable=bool(methods),
-            settings=settings,
-        )
-    elif query.message is not None:
-        await offer_payment(
-            query.message, order, providers, lang, settings.shop_zone, session=session, settings=settings
-        )
-
-
 @router.callback_query(Pay.filter(F.action == PayAction.OFFER))
 async def reoffer(
     query: CallbackQuery,
@@ -209,7 +185,7 @@ async def reoffer(
     if order is None or query.message is None:
         return
     await query.answer()
-    await offer_payment(query.message, order, providers, lang, settings.shop_zone, session=session, settings=settings)
+    await offer_payment(query.message, order, providers, lang, session=session, settings=settings)
 
 
 @router.callback_query(Pay.filter(F.action == PayAction.CANCEL))
@@ -246,7 +222,8 @@ async def keep_order(
     if order is None:
         return
     await query.answer()
-    await _show_offer(query, session, order, lang, providers, settings)
+    if query.message is not None:
+        await offer_payment(query.message, order, providers, lang, session=session, settings=settings, in_place=True)
 
 
 @router.callback_query(Pay.filter(F.action == PayAction.CANCEL_CONFIRM))
