@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Protocol
 
-from babel.dates import format_skeleton
 from sqlalchemy import ColumnElement, Exists, bindparam, delete, distinct, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -29,7 +28,7 @@ from services.markup import Markup, cut
 from services.money import format_money
 from services.notifications import enqueue, inline_keyboard
 from services.phones import format_phone
-from services.times import babel_locale
+from services.times import receipt_time
 from services.zones import Zone, get_zone
 
 log = logging.getLogger(__name__)
@@ -298,13 +297,6 @@ def receipt_text(order: Order, lang: str, details: StatusDetails) -> Markup:
         address=cut(order.address, 300),
         phone=format_phone(order.phone),
     )
-
-
-def receipt_time(when: datetime, zone: tzinfo, lang: str) -> str:
-    """An absolute moment with the zone named, in the reader's language: "3 Dec 2026, 09:12 EAT"."""
-    local = (when if when.tzinfo is not None else when.replace(tzinfo=UTC)).astimezone(zone)
-    day = format_skeleton("yMMMd", local, locale=babel_locale(lang))
-    return f"{day}, {local.strftime('%H:%M')} {local.tzname() or zone}"
 
 
 def tracking_link(order: Order) -> str | None:

@@ -74,6 +74,14 @@ def customer_date(when: datetime, zone: tzinfo, lang: str | None, now: datetime 
     return plain(named, lang) if named else _day(local, today, lang)
 
 
+def receipt_time(when: datetime, zone: tzinfo, lang: str | None) -> str:
+    """A moment on a receipt: absolute, with the year and the zone named, in the reader's language:
+    "3 Dec 2026, 09:12 EAT"."""
+    local = _local(when, zone)
+    day = format_skeleton("yMMMd", local, locale=babel_locale(lang))
+    return f"{day}, {local.strftime('%H:%M')} {local.tzname() or zone}"
+
+
 def admin_time(when: datetime, zone: tzinfo, now: datetime | None = None) -> str:
     """A moment for the admin group, absolute and with the zone named: "2 Dec 17:45 EAT"."""
     local = _local(when, zone)
