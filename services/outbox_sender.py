@@ -48,8 +48,9 @@ class Blocked(Exception):
     """403: the user blocked the bot or deleted the account; stop writing to them."""
 
 
-# Telegram's 400 descriptions for an edit whose message cannot be edited any more.
-EDIT_TARGET_GONE = ("message to edit not found", "message can't be edited")
+# Telegram's 400 descriptions that leave an edit nothing to do: the text is already so, or the
+# message is gone or can no longer be edited (the customer deleted it). Retrying cannot change them.
+EDIT_DONE = ("message is not modified", "message to edit not found", "message can't be edited")
 
 
 class TemporaryError(Exception):
@@ -105,14 +106,19 @@ class BotApiTransport:
             "text": text,
             "link_preview_options": {"is_disabled": True},
         }
-        try:
-            await self._call("/editMessageText", body, "text", reply_markup)
-        except PermanentError as exc:
-            if not any(gone in str(exc) for gone in EDIT_TARGET_GONE):
-                raise
-            log.info("outbox.edit_target_gone", extra={"chat_id": chat_id, "error": refusal_for_log(str(exc))})
+        await self._call("/editMessageText", body, "text", reply_markup, done_when=EDIT_DONE)
 
-    async def _call(self, method: str, body: dict[str, Any], field: str, reply_markup: dict[str, Any] | None) -> None:
+    async def _call(
+        self,
+        method: str,
+        body: dict[str, Any],
+        field: str,
+        reply_markup: dict[str, Any] | None,
+        *,
+        done_when: tuple[str, ...] = (),
+    ) -> None:
+        """One Bot API call, its refusal sorted into the sender's exceptions; a refusal whose
+        description contains one of `done_when` is the call's work already done."""
         body["parse_mode"] = "HTML"
         if reply_markup:
             body["reply_markup"] = reply_markup
@@ -135,7 +141,8 @@ class BotApiTransport:
                 raise Blocked(description)
             if resp.status_code >= 500:
                 raise TemporaryError(f"{resp.status_code} {description}")
-            if "message is not modified" in description:
+            if any(done in description for done in done_when):
+                log.info("outbox.nothing_to_do", extra={"chat_id": chat_id, "error": refusal_for_log(description)})
                 return
             if resp.status_code == 400 and "parse_mode" in body and is_unparsable(description):
                 log.warning(
