@@ -37,7 +37,7 @@ from handlers.buttons import (
     MenuScreen,
 )
 from handlers.filters import Buttons
-from handlers.render import TEXT_LIMIT, kb, send, show
+from handlers.render import TEXT_LIMIT, kb, pager, send, show
 from handlers.routing import Routes
 from services import cart as cart_service
 from services import catalog
@@ -113,7 +113,16 @@ async def cart_screen(
     parts.append(t("cart.subtotal", lang, kes=format_money(kes, "KES", lang)))
     if len(pages) > 1:
         parts.append(t("cart.page", lang, page=page + 1, pages=len(pages)))
-        rows.append(_pager(page, len(pages), lang))
+        rows.append(
+            pager(
+                lang,
+                CartPage(action="pg", page=page - 1).pack() if page > 0 else None,
+                CartPage(action="pg", page=page).pack(),
+                CartPage(action="pg", page=page + 1).pack() if page < len(pages) - 1 else None,
+                page + 1,
+                len(pages),
+            )
+        )
     rows.append(
         [
             (t("cart.clear", lang), CartClearStep(action=ClearAction.ASK, page=page).pack()),
@@ -136,17 +145,6 @@ def _line_buttons(n: int, line: cart_service.CartLine, page: int, lang: str) -> 
         (t("cart.more", lang), CartLine(action=LineAction.MORE, product_id=pid, page=page).pack()),
         (t("cart.remove", lang), CartLine(action=LineAction.REMOVE, product_id=pid, page=page).pack()),
     ]
-
-
-def _pager(page: int, pages: int, lang: str) -> list[tuple[str, str]]:
-    """◀ Previous · n/N · Next ▶: where you are, in words a screen reader can say."""
-    row: list[tuple[str, str]] = (
-        [(t("cart.previous", lang), CartPage(action="pg", page=page - 1).pack())] if page > 0 else []
-    )
-    row.append((t("cart.page_short", lang, page=page + 1, pages=pages), CartPage(action="pg", page=page).pack()))
-    if page < pages - 1:
-        row.append((t("cart.next", lang), CartPage(action="pg", page=page + 1).pack()))
-    return row
 
 
 @router.callback_query(Menu.filter(F.screen == MenuScreen.CART), flags=ONE_STATEMENT_EACH)

@@ -45,7 +45,7 @@ from handlers.buttons import (
     ReviewButton,
 )
 from handlers.filters import AnyCommand, Buttons, NotCommand
-from handlers.render import CAPTION_LIMIT, TEXT_LIMIT, kb, send, show
+from handlers.render import CAPTION_LIMIT, TEXT_LIMIT, kb, pager, send, show
 from handlers.routing import Routes
 from services import cart as cart_service
 from services import catalog, reviews
@@ -120,19 +120,15 @@ async def category_screen(
 
 
 def _pager(category_id: int, page: catalog.Page, position: tuple[int, int], lang: str) -> list[tuple[str, str]]:
-    """◀ Previous · n/N · Next ▶: where you are, in words a screen reader can say."""
+    """The category's pager: its pages are keyset cursors (this page's is its first product's)."""
 
     def turn(direction: Direction, cursor: str) -> str:
         return CategoryPage(action="p", category_id=category_id, direction=direction, cursor=cursor).pack()
 
+    previous = turn(Direction.BEFORE, page.prev_cursor) if page.prev_cursor else None
+    following = turn(Direction.AFTER, page.next_cursor) if page.next_cursor else None
     here = turn(Direction.AFTER, catalog.cursor_of(page.products[0]))
-    nav: list[tuple[str, str]] = (
-        [(t("catalog.previous", lang), turn(Direction.BEFORE, page.prev_cursor))] if page.prev_cursor else []
-    )
-    nav.append((t("catalog.page_short", lang, page=position[0], pages=position[1]), here))
-    if page.next_cursor:
-        nav.append((t("catalog.next", lang), turn(Direction.AFTER, page.next_cursor)))
-    return nav
+    return pager(lang, previous, here, following, *position)
 
 
 def product_card(

@@ -11,6 +11,7 @@ from aiogram.types import CallbackQuery, InlineKeyboardButton, InlineKeyboardMar
 
 from bot.speedups import results_unused
 from services import markup
+from services.i18n import t
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,19 @@ def kb(*rows: Sequence[tuple[str, str]]) -> InlineKeyboardMarkup:
             if row
         ]
     )
+
+
+def pager(
+    lang: str, previous: str | None, here: str, following: str | None, page: int, pages: int
+) -> list[tuple[str, str]]:
+    """A pager row, ◀ Previous · n/N · Next ▶, in words a screen reader can say: the callback data of
+    the page before (None on the first), of this page (pressing where you are redraws it) and of the
+    page after (None on the last)."""
+    row: list[tuple[str, str]] = [(t("pager.previous", lang), previous)] if previous else []
+    row.append((t("pager.position", lang, page=page, pages=pages), here))
+    if following:
+        row.append((t("pager.next", lang), following))
+    return row
 
 
 def label_text(label: str) -> str:
