@@ -46,7 +46,7 @@ from services import admin as admin_service
 from services import audit, reports
 from services import orders as sm
 from services.errors import DomainError
-from services.i18n import plain, t
+from services.i18n import counted, plain, t
 from services.markup import Markup, cut, visible_len
 from services.money import format_money
 from services.times import admin_time
@@ -272,15 +272,10 @@ async def orders_command(message: Message, command: CommandObject, session: Asyn
             return t("admin.orders.none", None, state=named)
         lines = [order_line(o, settings.shop_zone) for o in orders]
         total = await admin_service.count_in_state(session, state)
-        title = t("admin.orders.title", None, count=counted(total, "admin.orders.count"), state=named)
+        title = t("admin.orders.title", None, count=counted("admin.orders.count", total), state=named)
         return fit_lines(title, lines, hidden=total - len(orders))
 
     await message.reply(await outcome("orders", _actor(message), run))
-
-
-def counted(n: int, key: str) -> Markup:
-    """ "1 order" / "3 orders": `key` is the plural text, `key`_one the singular."""
-    return t(f"{key}_one", None) if n == 1 else t(key, None, n=n)
 
 
 def order_line(order: Order, zone: ZoneInfo) -> Markup:
@@ -291,7 +286,7 @@ def order_line(order: Order, zone: ZoneInfo) -> Markup:
         None,
         order=order.public_id,
         total=format_money(order.total, order.currency),
-        items=counted(sum(i.quantity for i in order.items), "admin.orders.items"),
+        items=counted("admin.orders.items", sum(i.quantity for i in order.items)),
         name=cut(order.customer.first_name or str(order.customer_id), 64),
         phone="+" + order.phone,
         zone=order.zone,
@@ -375,7 +370,7 @@ async def cancel_command(
 
 def _amounts(amounts: list[reports.Amount], key: str) -> list[Markup]:
     return [
-        t(key, None, n=counted(a.count, "admin.orders.count"), amount=format_money(a.amount, a.currency))
+        t(key, None, n=counted("admin.orders.count", a.count), amount=format_money(a.amount, a.currency))
         for a in amounts
     ]
 
@@ -389,7 +384,7 @@ def report_text(r: reports.Report, zone: ZoneInfo) -> str:
             rank=n,
             sku=p.sku,
             name=cut(p.name, 80),
-            units=counted(p.units, "admin.report.units"),
+            units=counted("admin.report.units", p.units),
         )
         for n, p in enumerate(r.top, 1)
     ]
@@ -452,8 +447,8 @@ async def export_command(message: Message, command: CommandObject, session: Asyn
             first=first,
             last=last,
             zone=zone.key,
-            orders=counted(export.orders, "admin.orders.count"),
-            lines=counted(export.lines, "admin.export.lines"),
+            orders=counted("admin.orders.count", export.orders),
+            lines=counted("admin.export.lines", export.lines),
         )
 
     actor = _actor(message)
@@ -491,7 +486,7 @@ async def audit_command(message: Message, command: CommandObject, session: Async
         title = (
             t("admin.audit.title_order", None, order=order.public_id, zone=zone.key)
             if order
-            else t("admin.audit.title", None, n=counted(len(entries), "admin.audit.actions"), zone=zone.key)
+            else t("admin.audit.title", None, n=counted("admin.audit.actions", len(entries)), zone=zone.key)
         )
         return fit_lines(title, lines)
 

@@ -42,7 +42,7 @@ from handlers.routing import Routes
 from services import cart as cart_service
 from services import catalog
 from services.errors import DomainError, NotFound
-from services.i18n import plain, t
+from services.i18n import counted, plain, t
 from services.markup import Markup
 from services.money import format_money
 
@@ -265,7 +265,7 @@ async def _ask_clear(query: CallbackQuery, session: AsyncSession, customer_id: i
         await show(query, *await cart_screen(session, customer_id, lang))
         return
     yes = CartClearStep(action=ClearAction.CONFIRMED, page=page).pack()
-    text = t("cart.clear_ask_one", lang) if items == 1 else t("cart.clear_ask", lang, n=items)
+    text = counted("cart.clear_ask", items, lang)
     await show(
         query,
         text,

@@ -32,7 +32,7 @@ from handlers.buttons import (
 )
 from handlers.filters import PrivateChat
 from handlers.routing import Routes
-from services.i18n import plain, supported_language, t
+from services.i18n import counted, plain, supported_language, t
 from services.markup import Markup
 
 log = logging.getLogger(__name__)
@@ -81,7 +81,7 @@ def help_text(settings: Settings, lang: str) -> Markup:
     lines += [t(key, lang, value=value.strip()) for key, value in contacts if value.strip()]
     days = settings.return_days
     if days:
-        lines.append(t("help.returns_one", lang) if days == 1 else t("help.returns", lang, days=days))
+        lines.append(counted("help.returns", days, lang, days=days))
     lines.append(t("help.talk", lang))
     return Markup("\n").join(lines)
 

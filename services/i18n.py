@@ -66,6 +66,12 @@ def t(key: str, lang: str | None = None, /, **values: object) -> Markup:
     return str.__new__(Markup, template.format(**values))
 
 
+def counted(key: str, n: int, lang: str | None = None, /, **values: object) -> Markup:
+    """`key` with a count: its `_one` text when `n` is 1 ("1 order", "Empty your cart? 1 item…"),
+    else `key` itself; both are given `n` and `values`."""
+    return t(f"{key}_one" if n == 1 else key, lang, n=n, **values)
+
+
 def plain(key: str, lang: str | None = None, /, **values: object) -> str:
     """The text for `key` as Telegram shows it without parsing (a button label, a callback alert, an
     input placeholder): values go in unescaped, and a template holding markup is read as plain text."""

@@ -33,7 +33,7 @@ from db.session import dialect_name, execute_dml, insert_with_conflicts
 from services import audit, buttons
 from services.admin import unit_of_work
 from services.errors import DomainError, InvalidInput, NotFound
-from services.i18n import plain, t
+from services.i18n import counted, plain, t
 from services.markup import Markup, cut
 from services.notifications import alert_admins, enqueue, inline_keyboard
 
@@ -254,7 +254,7 @@ def rating_line(product: Product, lang: str) -> Markup | None:
         return None
     tenths = average_tenths(product.rating_sum, n)
     avg = f"{tenths // 10}.{tenths % 10}"
-    return t("reviews.card.rating_one", lang, avg=avg) if n == 1 else t("reviews.card.rating", lang, avg=avg, n=n)
+    return counted("reviews.card.rating", n, lang, avg=avg)
 
 
 @dataclass(frozen=True, slots=True)
