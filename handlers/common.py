@@ -60,7 +60,7 @@ def main_menu(lang: str) -> InlineKeyboardMarkup:
     )
 
 
-def payment_methods(settings: Settings, lang: str) -> Markup:
+def ways_to_pay(settings: Settings, lang: str) -> Markup:
     """One sentence naming only the ways to pay this shop has set up: M-Pesa (Daraja's STK push, or
     a Paybill paid by hand), cards (Stripe); with neither, that the shop arranges payment."""
     mpesa = settings.mpesa_configured or bool(settings.mpesa_manual_paybill)
@@ -72,7 +72,7 @@ def payment_methods(settings: Settings, lang: str) -> Markup:
 def help_text(settings: Settings, lang: str) -> Markup:
     """How it works, then how to reach the shop (phone, WhatsApp, hours) and the returns policy, as
     configured: a line whose setting is empty (or returns switched off) is left out."""
-    lines = [t("help.text", lang, payments=payment_methods(settings, lang))]
+    lines = [t("help.text", lang, payments=ways_to_pay(settings, lang))]
     contacts = (
         ("help.phone", settings.shop_phone),
         ("help.whatsapp", settings.shop_whatsapp),

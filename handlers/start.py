@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot.config import Settings
 from bot.middlewares import ONE_STATEMENT_EACH
 from handlers.buttons import MENU_MAIN, Menu, MenuScreen
-from handlers.common import leave_flow, main_menu, payment_methods
+from handlers.common import leave_flow, main_menu, ways_to_pay
 from handlers.filters import Buttons
 from handlers.render import send, show
 from handlers.routing import Routes
@@ -57,7 +57,7 @@ async def start(
     if state is not None:
         await leave_flow(message, state, lang)
     name = message.from_user.first_name if message.from_user else ""
-    welcome = t("start.welcome", lang, name=name or "", payments=payment_methods(settings, lang))
+    welcome = t("start.welcome", lang, name=name or "", payments=ways_to_pay(settings, lang))
     await send(message, welcome, main_menu(lang))
 
 
