@@ -37,6 +37,23 @@ async def offered(shop: Harness, sku: str = "MAN-1") -> Order:
     return order
 
 
+async def prompted(shop: Harness, order: Order, state: str, **fields: str) -> None:
+    """An M-Pesa prompt for the order, in `state` (with Daraja's receipt number when it was paid)."""
+    async with shop.session_factory() as session, session.begin():
+        session.add(
+            Payment(
+                order_id=order.id,
+                provider="mpesa",
+                state=state,
+                amount=order.total,
+                currency="KES",
+                phone=order.phone,
+                checkout_request_id=f"ws_CO_{order.public_id}",
+                **fields,
+            )
+        )
+
+
 async def outbox(shop: Harness, kind: str, chat: int = USER) -> list[Outbox]:
     async with shop.session_factory() as session:
         rows = await session.execute(select(Outbox).where(Outbox.kind == kind, Outbox.chat_id == chat))
@@ -138,19 +155,7 @@ async def test_the_amount_must_be_the_orders_total_in_shillings(paybill_shop: Ha
 async def test_a_code_received_from_a_prompt_cannot_pay_another_order(paybill_shop: Harness) -> None:
     shop = paybill_shop
     order, other = await offered(shop, "MAN-P"), await offered(shop, "MAN-Q")
-    async with shop.session_factory() as session, session.begin():  # order paid by an STK prompt
-        session.add(
-            Payment(
-                order_id=order.id,
-                provider="mpesa",
-                state="paid",
-                amount=order.total,
-                currency="KES",
-                phone=order.phone,
-                checkout_request_id="ws_CO_1",
-                receipt_number=CODE,
-            )
-        )
+    await prompted(shop, order, "paid", receipt_number=CODE)  # order paid by an STK prompt
     reused = await admin(shop, f"/paid {other.public_id} {CODE} 1300")
     assert (
         reused == f"Receipt {CODE} already paid order {order.public_id}: one code pays one order. Nothing was recorded."
@@ -186,18 +191,7 @@ async def test_paid_asks_telegram_afresh_whether_the_sender_is_still_an_admin(pa
 async def test_not_while_an_mpesa_prompt_for_the_order_can_still_be_paid(paybill_shop: Harness) -> None:
     shop = paybill_shop
     order = await offered(shop)
-    async with shop.session_factory() as session, session.begin():
-        session.add(
-            Payment(
-                order_id=order.id,
-                provider="mpesa",
-                state="pending",
-                amount=order.total,
-                currency="KES",
-                phone=order.phone,
-                checkout_request_id="ws_CO_open",
-            )
-        )
+    await prompted(shop, order, "pending")
     refused = await admin(shop, f"/paid {order.public_id} {CODE} 1300")
     assert refused.startswith(f"An M-Pesa prompt for order {order.public_id} is still open")
     async with shop.session_factory() as session:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import select, update
 
@@ -28,7 +28,11 @@ async def test_my_orders_lists_and_opens_orders(shop: Harness) -> None:
     assert detail.button("Pay now") == f"pay:o:{order.public_id}"
 
 
-async def test_track_shows_carrier_tracking_and_latest_event(shop: Harness) -> None:
+async def dhl_event(
+    shop: Harness, description: str, place: str | None, when: datetime | None, *, to_state: str = "shipped"
+) -> tuple[Order, str]:
+    """An International order shipped with DHL (waybill 1234567890), its latest carrier event as
+    given, then moved to `to_state`; returns it with the customer's status message at that point."""
     pid = await make_product(shop.session_factory, stock=5)
     order = await make_order(shop.session_factory, USER, [(pid, 1)], zone="intl")
     async with shop.session_factory() as session, session.begin():
@@ -36,23 +40,21 @@ async def test_track_shows_carrier_tracking_and_latest_event(shop: Harness) -> N
         await sm.transition(session, o, "processing", "system:test")
         o.carrier, o.tracking_number = "DHL", "1234567890"
         await sm.transition(session, o, "shipped", "admin:1")
-        o.tracking_description, o.tracking_place, o.tracking_time = "Arrived at facility", "NAIROBI - KENYA", utcnow()
+        o.tracking_description, o.tracking_place, o.tracking_time = description, place, when
+        if to_state != "shipped":
+            await sm.transition(session, o, to_state, "system:dhl")
+        return order, sm.status_message(o)
+
+
+async def test_track_shows_carrier_tracking_and_latest_event(shop: Harness) -> None:
+    order, _ = await dhl_event(shop, "Arrived at facility", "NAIROBI - KENYA", utcnow())
     reply = await shop.send(USER, f"/track {order.public_id.lower()}")
     assert "Status: <b>Shipped</b>" in reply.text and "DHL" in reply.text and "1234567890" in reply.text
     assert "tracking-id=1234567890" in reply.text and "Arrived at facility — NAIROBI - KENYA" in reply.text
 
 
 async def test_an_event_without_a_place_leaves_the_place_out(shop: Harness) -> None:
-    pid = await make_product(shop.session_factory, stock=5)
-    order = await make_order(shop.session_factory, USER, [(pid, 1)], zone="intl")
-    async with shop.session_factory() as session, session.begin():
-        o = await sm.get_order(session, order.public_id)
-        await sm.transition(session, o, "processing", "system:test")
-        o.carrier, o.tracking_number = "DHL", "1234567890"
-        await sm.transition(session, o, "shipped", "admin:1")
-        o.tracking_description, o.tracking_place, o.tracking_time = "Shipment picked up", None, None
-        await sm.transition(session, o, "in_transit", "system:dhl")
-        status = sm.status_message(o)
+    order, status = await dhl_event(shop, "Shipment picked up", None, None, to_state="in_transit")
     assert status == f"📍 Order <b>{order.public_id}</b> is on its way: Shipment picked up."
     reply = await shop.send(USER, f"/track {order.public_id}")
     assert "📍 Latest: Shipment picked up (" in reply.text and "-" not in reply.text.split("Latest:")[1]

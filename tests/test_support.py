@@ -33,8 +33,11 @@ async def replies_to(shop: Harness, chat_id: int) -> list[str]:
         return list((await session.execute(stmt.order_by(Outbox.id))).scalars())
 
 
-async def admin_reply(shop: Harness, relayed: Call, text: str, user: int = ADMIN_USER_ID) -> Call:
-    """An admin answers (Telegram's reply) the relayed message in the admin group."""
+async def admin_reply(
+    shop: Harness, relayed: Call, text: str | None, user: int = ADMIN_USER_ID, **content: Any
+) -> Call:
+    """An admin answers (Telegram's reply) the relayed message in the admin group: with `text`, or
+    with other `content` (a photo…) when `text` is None."""
     original = {
         "message_id": relayed.result["message_id"],
         "date": relayed.result["date"],
@@ -42,7 +45,9 @@ async def admin_reply(shop: Harness, relayed: Call, text: str, user: int = ADMIN
         "from": BotAPIStandIn.BOT_USER,
         "text": relayed.params["text"],
     }
-    return await shop.send_message(user, chat_id=ADMIN_CHAT_ID, text=text, reply_to_message=original)
+    if text is not None:
+        content["text"] = text
+    return await shop.send_message(user, chat_id=ADMIN_CHAT_ID, reply_to_message=original, **content)
 
 
 async def test_talk_to_us_relays_the_message_and_the_admins_reply_comes_back(shop: Harness) -> None:
@@ -202,14 +207,7 @@ async def test_a_reply_is_matched_in_its_own_chat_and_only_words_are_passed_on(s
             SupportMessage(customer_id=BUYER + 1, admin_chat_id=-100999, admin_message_id=relayed.result["message_id"])
         )
     photo = [{"file_id": "p", "file_unique_id": "pu", "width": 1, "height": 1}]
-    original = {
-        "message_id": relayed.result["message_id"],
-        "date": relayed.result["date"],
-        "chat": {"id": ADMIN_CHAT_ID, "type": "supergroup", "title": "Shop admins"},
-        "from": BotAPIStandIn.BOT_USER,
-        "text": relayed.params["text"],
-    }
-    told = await shop.send_message(ADMIN_USER_ID, chat_id=ADMIN_CHAT_ID, photo=photo, reply_to_message=original)
+    told = await admin_reply(shop, relayed, None, photo=photo)
     assert told.text == "Only a text reply is passed on to the customer: please write your answer as text."
     assert (await admin_reply(shop, relayed, "Yes, APC 650 VA")).text == "✅ Sent to Wanjiru."
     assert await replies_to(shop, BUYER) == ["💬 The shop replied: Yes, APC 650 VA"]
