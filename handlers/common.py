@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from functools import lru_cache
+from typing import Any
 
 from aiogram import F
 from aiogram.filters import Command
@@ -60,19 +61,20 @@ def main_menu(lang: str) -> InlineKeyboardMarkup:
     )
 
 
-def ways_to_pay(settings: Settings, lang: str) -> Markup:
-    """One sentence naming only the ways to pay this shop has set up: M-Pesa (Daraja's STK push, or
-    a Paybill paid by hand), cards (Stripe); with neither, that the shop arranges payment."""
-    mpesa = settings.mpesa_configured or bool(settings.mpesa_manual_paybill)
-    card = settings.stripe_configured
+def ways_to_pay(providers: dict[str, Any], settings: Settings, lang: str) -> Markup:
+    """One sentence naming only the ways to pay this shop has: M-Pesa (Daraja's STK push, or a
+    Paybill paid by hand), cards (Stripe); with neither, that the shop arranges payment. From the
+    same `providers` the payment screen offers, so the welcome never promises another."""
+    mpesa = "mpesa" in providers or bool(settings.mpesa_manual_paybill)
+    card = "stripe" in providers
     key = {(True, True): "both", (True, False): "mpesa", (False, True): "card"}.get((mpesa, card), "arranged")
     return t(f"pay_methods.{key}", lang)
 
 
-def help_text(settings: Settings, lang: str) -> Markup:
+def help_text(providers: dict[str, Any], settings: Settings, lang: str) -> Markup:
     """How it works, then how to reach the shop (phone, WhatsApp, hours) and the returns policy, as
     configured: a line whose setting is empty (or returns switched off) is left out."""
-    lines = [t("help.text", lang, payments=ways_to_pay(settings, lang))]
+    lines = [t("help.text", lang, payments=ways_to_pay(providers, settings, lang))]
     contacts = (
         ("help.phone", settings.shop_phone),
         ("help.whatsapp", settings.shop_whatsapp),
@@ -96,15 +98,15 @@ async def leave_flow(message: Message, state: FSMContext, lang: str) -> None:
 
 
 @router.message(Command("help"))
-async def help_command(message: Message, settings: Settings, lang: str) -> None:
-    await message.answer(help_text(settings, lang), reply_markup=main_menu(lang))
+async def help_command(message: Message, providers: dict[str, Any], settings: Settings, lang: str) -> None:
+    await message.answer(help_text(providers, settings, lang), reply_markup=main_menu(lang))
 
 
 @router.callback_query(Menu.filter(F.screen == MenuScreen.HELP))
-async def help_button(query: CallbackQuery, settings: Settings, lang: str) -> None:
+async def help_button(query: CallbackQuery, providers: dict[str, Any], settings: Settings, lang: str) -> None:
     await query.answer()
     if query.message is not None:
-        await query.message.answer(help_text(settings, lang), reply_markup=main_menu(lang))
+        await query.message.answer(help_text(providers, settings, lang), reply_markup=main_menu(lang))
 
 
 @router.message(PrivateChat())

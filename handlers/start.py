@@ -4,6 +4,8 @@ in, so no feature needs to see it first."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiogram import F
 from aiogram.filters import CommandObject, CommandStart
 from aiogram.fsm.context import FSMContext
@@ -28,6 +30,7 @@ async def start_deep_link(
     message: Message,
     command: CommandObject,
     session: AsyncSession,
+    providers: dict[str, Any],
     settings: Settings,
     lang: str,
     state: FSMContext,
@@ -40,12 +43,13 @@ async def start_deep_link(
 
         if await send_product_by_sku(message, session, payload[2:], lang):
             return
-    await start(message, settings, lang)
+    await start(message, providers, settings, lang)
 
 
 @router.message(CommandStart(), flags=ONE_STATEMENT_EACH)  # its only statement: registering the customer
 async def start(
     message: Message,
+    providers: dict[str, Any],
     settings: Settings,
     lang: str,
     state: FSMContext | None = None,
@@ -57,7 +61,7 @@ async def start(
     if state is not None:
         await leave_flow(message, state, lang)
     name = message.from_user.first_name if message.from_user else ""
-    welcome = t("start.welcome", lang, name=name or "", payments=ways_to_pay(settings, lang))
+    welcome = t("start.welcome", lang, name=name or "", payments=ways_to_pay(providers, settings, lang))
     await send(message, welcome, main_menu(lang))
 
 

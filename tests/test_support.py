@@ -7,10 +7,12 @@ from typing import Any
 
 from sqlalchemy import select, update
 
+from bot.runtime import build_providers
 from db.models import Customer, Outbox, SupportMessage
 from services import support
 from tests.harness import ADMIN_CHAT_ID, ADMIN_USER_ID, Harness
 from tests.standins import BotAPIStandIn, Call
+from tests.test_payment_offer import configured
 
 BUYER = 8181
 STRANGER = 6161
@@ -180,10 +182,15 @@ STRIPE = {"stripe_secret_key": "sk_test_x", "stripe_webhook_secret": "whsec_x"}
 
 
 async def welcome_with(engine, botapi, **settings: Any) -> str:  # type: ignore[no-untyped-def]
-    shop = await Harness(engine, botapi, **settings).start()
+    """The welcome of a shop with these settings and, as in production, the payment clients they configure."""
+    shop = Harness(engine, botapi, **settings)
+    shop.providers = build_providers(shop.settings)
+    await shop.start()
     try:
         return (await shop.send(BUYER, "/start")).text
     finally:
+        for provider in shop.providers.values():
+            await provider.aclose()
         await shop.stop()
 
 
@@ -212,3 +219,19 @@ async def test_a_reply_is_matched_in_its_own_chat_and_only_words_are_passed_on(s
     assert (await admin_reply(shop, relayed, "Yes, APC 650 VA")).text == "✅ Sent to Wanjiru."
     assert await replies_to(shop, BUYER) == ["💬 The shop replied: Yes, APC 650 VA"]
     assert await replies_to(shop, BUYER + 1) == []
+
+
+async def test_the_welcome_names_what_the_payment_screen_offers(engine, botapi) -> None:  # type: ignore[no-untyped-def]
+    """The welcome reads the shop's payment clients, as the payment screen does: a shop whose M-Pesa
+    is simulated (the console) or missing says so, whatever the settings hold."""
+    shop = await Harness(engine, botapi, providers=configured("mpesa")).start()
+    try:
+        assert "Pay with M-Pesa. What" in (await shop.send(BUYER, "/start")).text
+    finally:
+        await shop.stop()
+    configured_but_absent = await Harness(engine, botapi, providers={}, **DARAJA).start()
+    try:
+        welcome = (await configured_but_absent.send(BUYER, "/start")).text
+        assert "the shop will contact you to arrange payment" in welcome and "M-Pesa" not in welcome
+    finally:
+        await configured_but_absent.stop()
